@@ -1,0 +1,5 @@
+//! The per-packet half of dsrlb: frame parsing, farm lookup, Maglev, flow tables, the
+//! Ethernet rewrite, ARP, AF_PACKET rings and the worker threads that tie them together.
+//!
+//! Knows nothing of Raft, gRPC or tokio: the control plane hands it immutable
+//! [`table::ForwardingTable`] snapshots and an owner flag, and reads its counters.
