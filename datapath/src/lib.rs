@@ -3,3 +3,12 @@
 //!
 //! Knows nothing of Raft, gRPC or tokio: the control plane hands it immutable
 //! [`table::ForwardingTable`] snapshots and an owner flag, and reads its counters.
+
+pub mod arp;
+pub mod counters;
+pub mod flow;
+pub mod maglev;
+pub mod packet;
+pub mod process;
+pub mod shared;
+pub mod table;
