@@ -1,0 +1,355 @@
+//! The lab's backend server (`dsrlb lab-backend`): HTTP/1.1 with keep-alive on a TCP port
+//! and a UDP echo, both answering with the backend's name so clients can tell who served
+//! them. It binds 0.0.0.0, so it also answers on a VIP held on `lo` (DSR), and UDP replies
+//! leave from the address the request was sent to.
+
+use std::convert::Infallible;
+use std::io::{IoSlice, IoSliceMut};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use nix::sys::socket::{
+    ControlMessage, ControlMessageOwned, MsgFlags, SockaddrIn, recvmsg, sendmsg, setsockopt,
+    sockopt,
+};
+use socket2::{Domain, Socket, Type};
+
+use super::pattern::{CHUNK, pattern_slice, verify};
+use super::{Host, LabError};
+
+/// Arguments of `dsrlb lab-backend`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BackendArgs {
+    /// Name put in every answer (`backend=<name>`).
+    #[arg(long)]
+    pub name: String,
+    /// HTTP port (on every local address, the VIP on `lo` included).
+    #[arg(long, default_value_t = 80)]
+    pub tcp_port: u16,
+    /// UDP echo port.
+    #[arg(long, default_value_t = 5353)]
+    pub udp_port: u16,
+}
+
+/// How often the UDP thread looks at its stop flag.
+const UDP_POLL: Duration = Duration::from_millis(100);
+/// Big enough for any UDP payload.
+const UDP_MAX: usize = 65_536;
+
+/// Runs the backend until SIGTERM or SIGINT. Blocking; builds its own tokio runtime.
+pub fn run_backend(args: BackendArgs) -> anyhow::Result<()> {
+    let server = BackendServer::start(&args)?;
+    tracing::info!(name = %args.name, tcp = %server.tcp_addr(), udp = %server.udp_addr(),
+        "lab backend listening");
+    // Said on stdout too: the lab's log file is how a person sees a backend came up.
+    println!(
+        "lab-backend {} listening on tcp {} udp {}",
+        args.name,
+        server.tcp_addr(),
+        server.udp_addr()
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = term.recv() => {}
+            r = tokio::signal::ctrl_c() => r?,
+        }
+        anyhow::Ok(())
+    })?;
+    server.stop()?;
+    Ok(())
+}
+
+/// A backend running on threads of this process: sockets are bound in the network namespace
+/// of the thread that calls [`BackendServer::start`]. Stopped on drop.
+#[derive(Debug)]
+pub struct BackendServer {
+    tcp_addr: SocketAddr,
+    udp_addr: SocketAddr,
+    stop_tcp: Option<tokio::sync::oneshot::Sender<()>>,
+    stop_udp: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<Result<(), LabError>>>,
+}
+
+impl BackendServer {
+    /// Binds both ports in the current thread's network namespace and starts serving.
+    pub fn start(args: &BackendArgs) -> Result<BackendServer, LabError> {
+        let any = Ipv4Addr::UNSPECIFIED;
+        let tcp = Socket::new(Domain::IPV4, Type::STREAM, None)
+            .map_err(|e| LabError::io("tcp socket", e))?;
+        let tcp_addr = SocketAddr::V4(SocketAddrV4::new(any, args.tcp_port));
+        // SO_REUSEADDR: a restarted backend must not wait for its old TIME_WAITs.
+        tcp.set_reuse_address(true)
+            .and_then(|()| tcp.bind(&tcp_addr.into()))
+            .and_then(|()| tcp.listen(1024))
+            .and_then(|()| tcp.set_nonblocking(true))
+            .map_err(|e| LabError::io(format!("listen on tcp {tcp_addr}"), e))?;
+        let tcp: std::net::TcpListener = tcp.into();
+        let udp = UdpSocket::bind(SocketAddrV4::new(any, args.udp_port))
+            .map_err(|e| LabError::io(format!("bind udp port {}", args.udp_port), e))?;
+        setsockopt(&udp, sockopt::Ipv4PacketInfo, &true)
+            .map_err(|e| LabError::io("set IP_PKTINFO", e.into()))?;
+        udp.set_read_timeout(Some(UDP_POLL))
+            .map_err(|e| LabError::io("set udp timeout", e))?;
+        let tcp_addr = tcp
+            .local_addr()
+            .map_err(|e| LabError::io("tcp local addr", e))?;
+        let udp_addr = udp
+            .local_addr()
+            .map_err(|e| LabError::io("udp local addr", e))?;
+
+        let name: Arc<str> = Arc::from(args.name.as_str());
+        let stop_udp = Arc::new(AtomicBool::new(false));
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+        let mut threads = Vec::new();
+        let app = router(Arc::clone(&name));
+        threads.push(spawn(format!("{name}-http"), move || {
+            serve_http(tcp, app, stop_rx)
+        })?);
+        let (flag, n) = (Arc::clone(&stop_udp), Arc::clone(&name));
+        threads.push(spawn(format!("{name}-udp"), move || {
+            udp_echo(udp, &n, &flag)
+        })?);
+        Ok(BackendServer {
+            tcp_addr,
+            udp_addr,
+            stop_tcp: Some(stop_tx),
+            stop_udp,
+            threads,
+        })
+    }
+
+    /// Starts a backend inside `host` (a thread of this process, in its namespace).
+    pub fn start_in(host: &Host, args: &BackendArgs) -> Result<BackendServer, LabError> {
+        host.try_run(|| BackendServer::start(args))?
+    }
+
+    /// The bound TCP address (0.0.0.0:port).
+    pub fn tcp_addr(&self) -> SocketAddr {
+        self.tcp_addr
+    }
+
+    /// The bound UDP address (0.0.0.0:port).
+    pub fn udp_addr(&self) -> SocketAddr {
+        self.udp_addr
+    }
+
+    /// Stops both servers and reports the first error either of them hit.
+    pub fn stop(mut self) -> Result<(), LabError> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<(), LabError> {
+        if let Some(tx) = self.stop_tcp.take() {
+            // An Err means the HTTP thread already ended; its result is collected below.
+            if tx.send(()).is_err() {
+                tracing::debug!("http server already stopped");
+            }
+        }
+        self.stop_udp.store(true, Ordering::Relaxed);
+        let mut first = Ok(());
+        for t in self.threads.drain(..) {
+            let r = t
+                .join()
+                .unwrap_or_else(|_| Err(LabError::Spec("backend thread panicked".into())));
+            if first.is_ok() {
+                first = r;
+            }
+        }
+        first
+    }
+}
+
+impl Drop for BackendServer {
+    fn drop(&mut self) {
+        if let Err(e) = self.shutdown() {
+            eprintln!("lab backend: {e}");
+        }
+    }
+}
+
+fn spawn<F>(name: String, f: F) -> Result<JoinHandle<Result<(), LabError>>, LabError>
+where
+    F: FnOnce() -> Result<(), LabError> + Send + 'static,
+{
+    std::thread::Builder::new()
+        .name(name.clone())
+        .spawn(f)
+        .map_err(|e| LabError::io(format!("spawn thread {name}"), e))
+}
+
+fn router(name: Arc<str>) -> Router {
+    Router::new()
+        .route("/", get(root))
+        .route("/bytes/{n}", get(pattern_bytes))
+        .route("/upload", post(upload))
+        .layer(DefaultBodyLimit::disable())
+        .with_state(name)
+}
+
+/// Serves HTTP until `stop` fires, then drops every connection (a test backend needs no
+/// graceful drain; chaos tests kill it harder than that anyway).
+fn serve_http(
+    listener: std::net::TcpListener,
+    app: Router,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) -> Result<(), LabError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| LabError::io("build tokio runtime", e))?;
+    let result = rt.block_on(async move {
+        let listener = tokio::net::TcpListener::from_std(listener)
+            .map_err(|e| LabError::io("register listener", e))?;
+        tokio::select! {
+            r = axum::serve(listener, app) => r.map_err(|e| LabError::io("serve http", e)),
+            _ = stop => Ok(()),
+        }
+    });
+    rt.shutdown_timeout(Duration::from_millis(500));
+    result
+}
+
+async fn root(State(name): State<Arc<str>>) -> String {
+    format!("backend={name}\n")
+}
+
+async fn pattern_bytes(Path(n): Path<u64>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        Body::new(PatternBody { sent: 0, len: n }),
+    )
+        .into_response()
+}
+
+async fn upload(State(name): State<Arc<str>>, mut body: Body) -> (StatusCode, String) {
+    use http_body::Body as _;
+    let mut len = 0u64;
+    let mut first_bad = None;
+    loop {
+        let frame = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
+        let data = match frame {
+            None => break,
+            Some(Err(e)) => return (StatusCode::BAD_REQUEST, format!("body error: {e}\n")),
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => data,
+                Err(_trailers) => continue,
+            },
+        };
+        // Keep reading after a bad byte so the client gets the answer, not a reset.
+        if first_bad.is_none() {
+            first_bad = verify(len, &data).err();
+        }
+        len += data.len() as u64;
+    }
+    match first_bad {
+        None => (StatusCode::OK, format!("ok {len} backend={name}")),
+        Some((offset, want, got)) => (
+            StatusCode::BAD_REQUEST,
+            format!(
+                "bad byte at offset {offset}: expected {want}, got {got} (len {len} backend={name})\n"
+            ),
+        ),
+    }
+}
+
+/// Streams `len` pattern bytes as static slices: no allocation per chunk, whatever `len`.
+struct PatternBody {
+    sent: u64,
+    len: u64,
+}
+
+impl http_body::Body for PatternBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let left = self.len - self.sent;
+        if left == 0 {
+            return Poll::Ready(None);
+        }
+        let max = usize::try_from(left).unwrap_or(CHUNK).min(CHUNK);
+        let chunk = pattern_slice(self.sent, max);
+        self.sent += chunk.len() as u64;
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(chunk)))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.sent == self.len
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.len - self.sent)
+    }
+}
+
+/// Echoes `backend=<name> <payload>` from the address the request was sent to (IP_PKTINFO):
+/// a reply from the host's own address would be dropped by a client that sent to the VIP.
+fn udp_echo(sock: UdpSocket, name: &str, stop: &AtomicBool) -> Result<(), LabError> {
+    let prefix = format!("backend={name} ");
+    let mut buf = vec![0u8; UDP_MAX];
+    let mut reply = Vec::with_capacity(prefix.len() + UDP_MAX);
+    let mut cmsg = nix::cmsg_space!(libc::in_pktinfo);
+    let fd = sock.as_raw_fd();
+    while !stop.load(Ordering::Relaxed) {
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        let msg = match recvmsg::<SockaddrIn>(fd, &mut iov, Some(&mut cmsg), MsgFlags::empty()) {
+            Ok(msg) => msg,
+            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(LabError::io("udp recvmsg", e.into())),
+        };
+        let (n, from) = (msg.bytes, msg.address);
+        let mut dst = None;
+        if let Ok(cmsgs) = msg.cmsgs() {
+            for c in cmsgs {
+                if let ControlMessageOwned::Ipv4PacketInfo(info) = c {
+                    dst = Some(info.ipi_addr);
+                }
+            }
+        }
+        let Some(from) = from else { continue };
+        reply.clear();
+        reply.extend_from_slice(prefix.as_bytes());
+        reply.extend_from_slice(&buf[..n]);
+        let info = libc::in_pktinfo {
+            ipi_ifindex: 0,
+            ipi_spec_dst: dst.unwrap_or(libc::in_addr { s_addr: 0 }),
+            ipi_addr: libc::in_addr { s_addr: 0 },
+        };
+        let cmsgs = [ControlMessage::Ipv4PacketInfo(&info)];
+        let used: &[ControlMessage] = if dst.is_some() { &cmsgs } else { &[] };
+        match sendmsg(
+            fd,
+            &[IoSlice::new(&reply)],
+            used,
+            MsgFlags::empty(),
+            Some(&from),
+        ) {
+            // A full socket buffer or an unreachable client loses one datagram; UDP allows it.
+            Ok(_) | Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::ECONNREFUSED) => {}
+            Err(e) => return Err(LabError::io(format!("udp reply to {from}"), e.into())),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,48 @@
+//! The network-namespace lab: one way to build the hosts that `dsrlb demo`, the
+//! integration tests, the chaos tests and the benchmarks run on (DESIGN.md section 8).
+//!
+//! Layout:
+//! - [`topology`]: [`Lab`] and [`LabSpec`] — a bridge in a "switch" namespace and one
+//!   namespace per host (nodes, backends, clients) on 198.18.0.0/24, all named with a
+//!   per-run prefix and removed on drop; backends set up by `deploy/backend-setup.sh`.
+//! - [`host`]: [`Host`] — run a closure inside a host ([`Host::run`]), spawn a program in it
+//!   ([`Host::spawn`] → [`LabProcess`]), run `ip` in it.
+//! - [`backend`]: the backend server behind `dsrlb lab-backend` (HTTP + UDP echo).
+//! - [`client`] and [`load`]: HTTP/UDP clients and a bounded load generator.
+//! - [`capture`]: an AF_PACKET capture that summarises frames (ARP, IPv4, direction).
+//! - [`pattern`]: the `i % 251` byte pattern every transfer is checked against.
+//!
+//! Everything needs root (namespaces, AF_PACKET); nothing touches the machine's own
+//! interfaces, routes or sysctls.
+//!
+//! ```no_run
+//! use node::lab::{Lab, LabSpec, client};
+//! let mut lab = Lab::build(&LabSpec::default())?;
+//! lab.start_backends(std::path::Path::new("target/debug/dsrlb"))?;
+//! let b1 = lab.backends()[0].addr(80);
+//! let reply = lab.clients()[0].run(|| client::http_get(b1, "/"))?;
+//! assert_eq!(reply.backend(), Some("b1"));
+//! # Ok::<(), node::lab::LabError>(())
+//! ```
+
+pub mod backend;
+pub mod capture;
+pub mod client;
+mod error;
+pub mod host;
+pub mod load;
+mod netns;
+pub mod pattern;
+mod process;
+mod procs;
+pub mod topology;
+
+pub use backend::{BackendArgs, BackendServer, run_backend};
+pub use capture::{Capture, Frame};
+pub use client::{HttpConn, HttpReply, download, http_get, udp_request, upload};
+pub use error::LabError;
+pub use host::{Host, MacAddr, Role};
+pub use load::{LoadReport, LoadSpec, load, load_with};
+pub use process::LabProcess;
+pub use procs::{BACKEND_HTTP_PORT, BACKEND_READY_TIMEOUT, BACKEND_UDP_PORT};
+pub use topology::{DEFAULT_VIP, Lab, LabSpec};
