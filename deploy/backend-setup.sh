@@ -120,10 +120,12 @@ setup() {
 }
 
 undo() {
+    CHANGES=0
     if recorded_vip; then
         if vip_on_lo; then
             ip addr del "$VIP/32" dev lo || die "cannot remove $VIP/32 from lo"
             echo "removed $VIP/32 from lo"
+            CHANGES=$((CHANGES + 1))
         fi
         grep -vxF "$VIP" "$VIPS_FILE" >"$VIPS_FILE.new"
         mv "$VIPS_FILE.new" "$VIPS_FILE" || die "cannot update $VIPS_FILE"
@@ -142,11 +144,16 @@ undo() {
             [ "$(cat "$path")" = "$set_to" ] || continue
             echo "$orig" >"$path" || die "cannot write $path"
             echo "net.ipv4.conf.$(echo "$name" | tr / .): $set_to -> $orig"
+            CHANGES=$((CHANGES + 1))
         done <"$SYSCTL_FILE"
     fi
     rm -f "$VIPS_FILE" "$SYSCTL_FILE"
     rmdir "$STATE_DIR" 2>/dev/null || true
-    echo "$PROG: undone for $VIP"
+    if [ "$CHANGES" -eq 0 ]; then
+        echo "$PROG: nothing to undo for $VIP"
+    else
+        echo "$PROG: undone for $VIP ($CHANGES changes)"
+    fi
 }
 
 VIP=

@@ -11,7 +11,7 @@ use std::time::Duration;
 use node::lab::client::{self, HttpConn};
 use node::lab::{
     BACKEND_HTTP_PORT, BACKEND_READY_TIMEOUT, BACKEND_UDP_PORT, BackendArgs, BackendServer,
-    Capture, Lab, LabSpec,
+    Capture, Lab, LabSpec, LoadSpec, load, load_with,
 };
 
 fn dsrlb() -> &'static Path {
@@ -139,6 +139,24 @@ fn backends_answer_over_the_bridge_and_never_claim_the_vip() {
         "b1's ARP reply for its own address was captured"
     );
 
+    let b1_log = lab.backend_process(0).expect("b1 runs").read_log();
+    assert!(b1_log.contains("lab-backend b1 listening"), "{b1_log}");
+
+    // SIGTERM ends a backend cleanly (exit 0), as an operator's stop would.
+    let b2_proc = lab.backend_process(1).expect("b2 runs");
+    b2_proc
+        .signal(nix::sys::signal::Signal::SIGTERM)
+        .expect("term");
+    let status = b2_proc
+        .wait_timeout(Duration::from_secs(10))
+        .expect("wait")
+        .expect("b2 exits on SIGTERM");
+    assert!(
+        status.success(),
+        "b2 exit: {status}; {}",
+        b2_proc.read_log()
+    );
+
     // A killed backend stops answering; a restarted one answers again.
     lab.stop_backend(0).expect("stop b1");
     assert!(c1.run(|| client::http_get(a1, "/")).is_err());
@@ -187,6 +205,11 @@ fn backend_setup_is_applied_idempotent_and_undoable() {
     assert!(!vip_on_lo(&b1), "undo removed the VIP: {undo}");
     let default = ("0".to_owned(), "0".to_owned());
     assert_eq!(arp(&b1), [default.clone(), default]);
+
+    let again = lab
+        .run_backend_setup(&b1, &["--undo"])
+        .expect("second undo");
+    assert!(again.contains("nothing to undo"), "second undo: {again}");
 
     let redo = lab.run_backend_setup(&b1, &[]).expect("setup again");
     assert!(vip_on_lo(&b1), "{redo}");
@@ -385,4 +408,45 @@ fn concurrent_labs_get_distinct_prefixes() {
             .expect_err("nothing listens on 9");
         assert!(err.to_string().contains("refused"), "{err}");
     }
+}
+
+#[test]
+fn load_generator_counts_answers_per_backend() {
+    if !can_run_lab() {
+        return;
+    }
+    let mut lab = Lab::build(&spec(0, 1, 1, 2)).expect("lab builds");
+    lab.start_backends(dsrlb()).expect("backends start");
+    let c1 = lab.clients()[0].clone();
+    let b1 = lab.backends()[0].addr(BACKEND_HTTP_PORT);
+    for keepalive in [true, false] {
+        let mut load = LoadSpec::new(b1, 3, Duration::from_millis(700), keepalive);
+        load.max_requests = 2_000;
+        load.sources = lab.client_extra_ips().to_vec();
+        let report = c1.run(|| load_with(&load));
+        assert_eq!(
+            report.errors, 0,
+            "keepalive={keepalive}: {:?}",
+            report.first_error
+        );
+        assert!(
+            report.requests > 0 && report.requests <= 2_000,
+            "{report:?}"
+        );
+        assert_eq!(report.per_backend.get("b1"), Some(&report.requests));
+        assert_eq!(report.per_backend.len(), 1, "{report:?}");
+        assert!(report.p50 <= report.p99, "{report:?}");
+    }
+    // Nothing listens on port 9: every request fails, and the run still ends on time.
+    let refused = c1.run(|| {
+        load(
+            lab.backends()[0].addr(9),
+            2,
+            Duration::from_millis(300),
+            true,
+        )
+    });
+    assert_eq!(refused.requests, 0);
+    assert!(refused.errors > 0, "{refused:?}");
+    assert!(refused.first_error.is_some_and(|e| e.contains("refused")));
 }

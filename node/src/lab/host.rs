@@ -74,8 +74,9 @@ impl Host {
     }
 
     /// Runs `f` on a fresh thread that first enters this host's network namespace, and
-    /// returns its result: sockets `f` opens are real sockets of this host. A panic in `f`
-    /// propagates to the caller.
+    /// returns its result: sockets `f` opens are real sockets of this host, and threads it
+    /// starts are in this host too (they inherit the namespace). A panic in `f` propagates
+    /// to the caller.
     ///
     /// # Panics
     /// If the namespace cannot be entered (the lab was dropped, or we are not root); use

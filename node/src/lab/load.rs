@@ -94,7 +94,8 @@ pub fn load(
 pub fn load_with(spec: &LoadSpec) -> LoadReport {
     let workers = spec.concurrency.clamp(1, MAX_CONCURRENCY);
     let total = spec.max_requests.min(MAX_REQUESTS);
-    let per_worker = total.div_ceil(workers as u64);
+    // An exact split, so the request cap holds for the run as a whole.
+    let share = |w: usize| total / workers as u64 + u64::from((w as u64) < total % workers as u64);
     let start = Instant::now();
     let deadline = start + spec.duration;
     let mut report = LoadReport::default();
@@ -103,7 +104,7 @@ pub fn load_with(spec: &LoadSpec) -> LoadReport {
         let handles: Vec<_> = (0..workers)
             .map(|w| {
                 let src = (!spec.sources.is_empty()).then(|| spec.sources[w % spec.sources.len()]);
-                scope.spawn(move || worker(spec, src, deadline, per_worker))
+                scope.spawn(move || worker(spec, src, deadline, share(w)))
             })
             .collect();
         for h in handles {
