@@ -122,8 +122,15 @@ fn slots<T: Default>(workers: usize) -> Box<[Padded<T>]> {
 
 /// Picks a worker's slot. An out-of-range worker index folds back instead of panicking:
 /// counting into another worker's slot is still correct because every add is atomic.
+#[inline]
 fn slot<T>(slots: &[Padded<T>], worker: usize) -> &T {
-    &slots[worker % slots.len()].0
+    // The common case skips the division: it costs more than the rest of the count.
+    let i = if worker < slots.len() {
+        worker
+    } else {
+        worker % slots.len()
+    };
+    &slots[i].0
 }
 
 /// Drop counters: one padded block of one counter per reason per worker.

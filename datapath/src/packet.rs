@@ -168,6 +168,7 @@ fn mac(b: &[u8], at: usize) -> Option<MacAddr> {
 }
 
 /// Skips the Ethernet header and up to [`MAX_VLAN_TAGS`] tags (802.1Q or 802.1ad, any order).
+#[inline]
 pub fn parse_eth(frame: &[u8]) -> Result<EthView, DropReason> {
     let mut ethertype = be16(frame, 12).ok_or(DropReason::TooShort)?;
     let mut off = ETH_HLEN;
@@ -189,6 +190,7 @@ pub fn parse_eth(frame: &[u8]) -> Result<EthView, DropReason> {
 }
 
 /// Parses an Ethernet/IPv4 ARP body at `l3`.
+#[inline]
 pub fn parse_arp(frame: &[u8], l3: usize) -> Result<ArpView, DropReason> {
     let body = frame
         .get(l3..l3 + ARP_LEN)
@@ -211,6 +213,7 @@ pub fn parse_arp(frame: &[u8], l3: usize) -> Result<ArpView, DropReason> {
 }
 
 /// Parses an IPv4 header at `l3` and, when present, the TCP/UDP ports.
+#[inline]
 pub fn parse_ipv4(frame: &[u8], l3: usize) -> Result<Ipv4View, DropReason> {
     let hdr = frame
         .get(l3..l3 + IPV4_MIN_HLEN)
@@ -279,6 +282,7 @@ pub fn parse_ipv4(frame: &[u8], l3: usize) -> Result<Ipv4View, DropReason> {
 }
 
 /// Parses a whole frame down to ARP or IPv4 (with ports).
+#[inline]
 pub fn parse(frame: &[u8]) -> Result<Parsed, DropReason> {
     let eth = parse_eth(frame)?;
     match eth.ethertype {

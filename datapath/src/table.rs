@@ -179,7 +179,8 @@ pub struct ForwardingTable {
     pub(crate) backends: Vec<Backend>,
     /// Registry id → index in `backends` (`u32::MAX` = not in this table).
     by_id: Vec<u32>,
-    vips: FxHashMap<Ipv4Addr, VipEntry>,
+    /// Keyed by the address as a `u32`: one multiply to hash.
+    vips: FxHashMap<u32, VipEntry>,
 }
 
 impl ForwardingTable {
@@ -243,10 +244,13 @@ impl ForwardingTable {
                 maglev: Maglev::build(maglev_size, &live),
                 counters: registry.farm(&spec.name),
             });
-            let entry = t.vips.entry(spec.vip).or_insert_with(|| VipEntry {
-                farms: Vec::new(),
-                frag_farm: [FragFarm::None; 2],
-            });
+            let entry = t
+                .vips
+                .entry(spec.vip.to_bits())
+                .or_insert_with(|| VipEntry {
+                    farms: Vec::new(),
+                    frag_farm: [FragFarm::None; 2],
+                });
             entry.farms.push(fi);
             let slot = &mut entry.frag_farm[spec.protocol.index()];
             *slot = match *slot {
@@ -273,11 +277,11 @@ impl ForwardingTable {
 
     /// Every VIP with at least one farm (the set to answer ARP for and announce).
     pub fn vips(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
-        self.vips.keys().copied()
+        self.vips.keys().map(|&k| Ipv4Addr::from_bits(k))
     }
 
     pub fn is_vip(&self, ip: Ipv4Addr) -> bool {
-        self.vips.contains_key(&ip)
+        self.vips.contains_key(&ip.to_bits())
     }
 
     /// Number of farms.
@@ -304,7 +308,7 @@ impl ForwardingTable {
 
     #[inline]
     pub(crate) fn vip(&self, ip: Ipv4Addr) -> Option<&VipEntry> {
-        self.vips.get(&ip)
+        self.vips.get(&ip.to_bits())
     }
 
     /// The farm on `entry` serving `protocol` and `port`.
