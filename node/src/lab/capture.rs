@@ -253,6 +253,19 @@ impl Drop for Capture {
     }
 }
 
+/// A link-layer address for `ifindex`, every protocol.
+fn sockaddr_ll(ifindex: i32) -> libc::sockaddr_ll {
+    libc::sockaddr_ll {
+        sll_family: libc::AF_PACKET as u16,
+        sll_protocol: (libc::ETH_P_ALL as u16).to_be(),
+        sll_ifindex: ifindex,
+        sll_hatype: 0,
+        sll_pkttype: 0,
+        sll_halen: 0,
+        sll_addr: [0; 8],
+    }
+}
+
 /// Opens a promiscuous AF_PACKET socket bound to `ifname` in the current namespace.
 fn open(ifname: &str) -> Result<(Socket, i32), LabError> {
     let io = |what: &str, e| LabError::io(format!("capture on {ifname}: {what}"), e);
@@ -262,11 +275,7 @@ fn open(ifname: &str) -> Result<(Socket, i32), LabError> {
     let ifindex = nix::net::if_::if_nametoindex(ifname).map_err(|e| io("ifindex", e.into()))?;
     let ifindex =
         i32::try_from(ifindex).map_err(|_| LabError::Spec(format!("ifindex {ifindex}")))?;
-    // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value we then fill in.
-    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    sll.sll_family = libc::AF_PACKET as u16;
-    sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
-    sll.sll_ifindex = ifindex;
+    let sll = sockaddr_ll(ifindex);
     // SAFETY: the fd is a valid open socket; the pointer and length describe `sll`, which
     // lives for the duration of the call.
     let rc = unsafe {
@@ -315,8 +324,7 @@ fn record(
     let start = Instant::now();
     let mut buf = [0u8; SNAPLEN];
     while !stop.load(Ordering::Relaxed) {
-        // SAFETY: all-zero is a valid sockaddr_ll; the kernel overwrites it.
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        let mut sll = sockaddr_ll(0);
         let mut sll_len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
         // SAFETY: valid fd; `buf` and `sll` are live, writable and as long as stated.
         // MSG_TRUNC makes the kernel return the frame's real length, not the copied part.
