@@ -5,10 +5,16 @@
 //! [`table::ForwardingTable`] snapshots and an owner flag, and reads its counters.
 
 pub mod arp;
+pub mod bpf;
 pub mod counters;
 pub mod flow;
+pub mod iface;
 pub mod maglev;
 pub mod packet;
 pub mod process;
+pub mod resolver;
+mod ring;
 pub mod shared;
+mod sys;
 pub mod table;
+pub mod worker;

@@ -1,0 +1,343 @@
+//! Classic BPF programs for the packet sockets: the workers' filter, generated from the VIP
+//! set, that lets only ARP for a VIP and IPv4 to a VIP reach user space, and the
+//! resolver's filter that lets the ARP of our own (untagged) segment through.
+//!
+//! The kernel strips the outer 802.1Q/802.1ad tag into the frame's metadata before packet
+//! sockets see it, so the filter reads the untagged layout (the worker re-inserts the tag,
+//! see [`crate::ring`]); a tag the kernel left inline (the inner tag of QinQ, or a device
+//! that does not untag) is matched one level deep. Pure: no I/O.
+
+use std::net::Ipv4Addr;
+
+use libc::sock_filter;
+
+// Instruction classes and fields of classic BPF (linux/bpf_common.h).
+const BPF_LD: u16 = 0x00;
+const BPF_JMP: u16 = 0x05;
+const BPF_RET: u16 = 0x06;
+const BPF_W: u16 = 0x00;
+const BPF_H: u16 = 0x08;
+const BPF_B: u16 = 0x10;
+const BPF_ABS: u16 = 0x20;
+const BPF_JA: u16 = 0x00;
+const BPF_JEQ: u16 = 0x10;
+const BPF_K: u16 = 0x00;
+
+/// Ancillary load "a VLAN tag is in the metadata" (linux/filter.h: SKF_AD_OFF + 48).
+const VLAN_TAG_PRESENT: u32 = (-0x1000i32 + 48) as u32;
+
+/// Kernel limit on a classic program's length (`BPF_MAXINSNS`).
+pub const MAX_INSNS: usize = 4096;
+
+/// Return value that keeps the whole frame.
+const ACCEPT: u32 = u32::MAX;
+const REJECT: u32 = 0;
+
+const ETHERTYPE: u32 = 12;
+const ETH_HLEN: u32 = 14;
+const VLAN_HLEN: u32 = 4;
+/// IPv4 destination address, from the start of the IPv4 header.
+const IPV4_DST: u32 = 16;
+/// ARP target protocol address, from the start of the ARP body.
+const ARP_TPA: u32 = 24;
+const ETH_P_IPV4: u32 = 0x0800;
+const ETH_P_ARP: u32 = 0x0806;
+const ETH_P_8021Q: u32 = 0x8100;
+const ETH_P_8021AD: u32 = 0x88a8;
+
+/// Instructions of [`vip_filter`] besides the two per VIP.
+const FIXED_INSNS: usize = 18;
+
+/// The most VIPs [`vip_filter`] matches one by one; beyond that the filter passes every
+/// ARP and IPv4 frame and the processor sorts them out (counted as `not_vip` or
+/// `arp_not_for_vip`), which is slower but still correct.
+pub const MAX_FILTERED_VIPS: usize = (MAX_INSNS - FIXED_INSNS) / 2;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Label {
+    Tagged,
+    Arp0,
+    Ip0,
+    Arp1,
+    Ip1,
+    Chain,
+    Reject,
+}
+
+/// Where a conditional jump goes.
+#[derive(Clone, Copy)]
+enum To {
+    Next,
+    /// Skip this many instructions.
+    Skip(u8),
+    L(Label),
+}
+
+enum Ins {
+    Ld(u16, u32),
+    Jeq(u32, To, To),
+    Ja(Label),
+    Ret(u32),
+    At(Label),
+}
+
+/// Resolves labels; `None` (never with the layouts below, which the tests cover) when a
+/// conditional jump is farther than its 8-bit offset can reach.
+fn assemble(src: &[Ins]) -> Option<Vec<sock_filter>> {
+    let mut at: Vec<(Label, usize)> = Vec::new();
+    let mut pc = 0usize;
+    for i in src {
+        match i {
+            Ins::At(l) => at.push((*l, pc)),
+            _ => pc += 1,
+        }
+    }
+    let rel = |pc: usize, l: Label| -> Option<usize> {
+        let target = at.iter().find(|(x, _)| *x == l)?.1;
+        target.checked_sub(pc + 1)
+    };
+    let cond = |pc: usize, t: To| -> Option<u8> {
+        match t {
+            To::Next => Some(0),
+            To::Skip(n) => Some(n),
+            To::L(l) => u8::try_from(rel(pc, l)?).ok(),
+        }
+    };
+    let mut out = Vec::with_capacity(pc);
+    for i in src {
+        let pc = out.len();
+        let (code, jt, jf, k) = match *i {
+            Ins::At(_) => continue,
+            Ins::Ld(size, k) => (BPF_LD | size | BPF_ABS, 0, 0, k),
+            Ins::Jeq(k, t, f) => (BPF_JMP | BPF_JEQ | BPF_K, cond(pc, t)?, cond(pc, f)?, k),
+            Ins::Ja(l) => (BPF_JMP | BPF_JA, 0, 0, u32::try_from(rel(pc, l)?).ok()?),
+            Ins::Ret(k) => (BPF_RET | BPF_K, 0, 0, k),
+        };
+        out.push(sock_filter { code, jt, jf, k });
+    }
+    Some(out)
+}
+
+/// The workers' filter: accepts ARP whose target is a VIP and IPv4 whose destination is a
+/// VIP, untagged or behind one inline VLAN tag, and rejects everything else (an empty VIP
+/// set receives nothing). `vips` may be in any order and hold duplicates.
+pub fn vip_filter(vips: &[Ipv4Addr]) -> Vec<sock_filter> {
+    use Ins::*;
+    use Label::*;
+    let mut vips: Vec<u32> = vips.iter().map(|v| u32::from(*v)).collect();
+    vips.sort_unstable();
+    vips.dedup();
+    if vips.is_empty() {
+        return assemble(&[Ret(REJECT)]).unwrap_or_default();
+    }
+    let mut src = vec![
+        Ld(BPF_H, ETHERTYPE),
+        Jeq(ETH_P_8021Q, To::L(Tagged), To::Next),
+        Jeq(ETH_P_8021AD, To::L(Tagged), To::Next),
+        Jeq(ETH_P_ARP, To::L(Arp0), To::Next),
+        Jeq(ETH_P_IPV4, To::L(Ip0), To::L(Reject)),
+        At(Arp0),
+        Ld(BPF_W, ETH_HLEN + ARP_TPA),
+        Ja(Chain),
+        At(Ip0),
+        Ld(BPF_W, ETH_HLEN + IPV4_DST),
+        Ja(Chain),
+        At(Tagged),
+        Ld(BPF_H, ETHERTYPE + VLAN_HLEN),
+        Jeq(ETH_P_ARP, To::L(Arp1), To::Next),
+        Jeq(ETH_P_IPV4, To::L(Ip1), To::L(Reject)),
+        At(Arp1),
+        Ld(BPF_W, ETH_HLEN + VLAN_HLEN + ARP_TPA),
+        Ja(Chain),
+        At(Ip1),
+        Ld(BPF_W, ETH_HLEN + VLAN_HLEN + IPV4_DST),
+        Ja(Chain),
+        At(Reject),
+        Ret(REJECT),
+        At(Chain),
+    ];
+    if vips.len() > MAX_FILTERED_VIPS {
+        src.push(Ret(ACCEPT));
+    } else {
+        // The `ja`s above carry 32-bit offsets, so the chain may be as long as the kernel
+        // allows; each compare only ever skips its own accept.
+        for v in vips {
+            src.push(Jeq(v, To::Next, To::Skip(1)));
+            src.push(Ret(ACCEPT));
+        }
+        src.push(Ret(REJECT));
+    }
+    assemble(&src).unwrap_or_else(accept_all)
+}
+
+fn accept_all() -> Vec<sock_filter> {
+    vec![sock_filter {
+        code: BPF_RET | BPF_K,
+        jt: 0,
+        jf: 0,
+        k: ACCEPT,
+    }]
+}
+
+/// The resolver's filter: untagged ARP only (a tagged frame belongs to another segment,
+/// whose hosts are not our backends).
+pub fn arp_filter() -> Vec<sock_filter> {
+    use Ins::*;
+    use Label::*;
+    let src = [
+        Ld(BPF_B, VLAN_TAG_PRESENT),
+        Jeq(0, To::Next, To::L(Reject)),
+        Ld(BPF_H, ETHERTYPE),
+        Jeq(ETH_P_ARP, To::Next, To::L(Reject)),
+        Ret(ACCEPT),
+        At(Reject),
+        Ret(REJECT),
+    ];
+    assemble(&src).unwrap_or_else(accept_all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A classic BPF interpreter for the subset the programs above use. `vlan` is the
+    /// ancillary "tag in metadata" bit. Out-of-bounds loads reject, as in the kernel.
+    fn run(prog: &[sock_filter], frame: &[u8], vlan: bool) -> u32 {
+        let mut a: u32 = 0;
+        let mut pc = 0usize;
+        for _ in 0..=prog.len() {
+            let Some(i) = prog.get(pc) else { return REJECT };
+            pc += 1;
+            match i.code {
+                c if c & 0x07 == BPF_LD => {
+                    if i.k == VLAN_TAG_PRESENT {
+                        a = u32::from(vlan);
+                        continue;
+                    }
+                    let k = i.k as usize;
+                    let n = match c & 0x18 {
+                        BPF_W => 4,
+                        BPF_H => 2,
+                        _ => 1,
+                    };
+                    let Some(b) = frame.get(k..k + n) else {
+                        return REJECT;
+                    };
+                    a = b.iter().fold(0, |acc, &x| (acc << 8) | u32::from(x));
+                }
+                c if c == BPF_JMP | BPF_JA => pc += i.k as usize,
+                c if c == BPF_JMP | BPF_JEQ | BPF_K => {
+                    pc += usize::from(if a == i.k { i.jt } else { i.jf });
+                }
+                c if c == BPF_RET | BPF_K => return i.k,
+                other => panic!("unexpected opcode {other:#x}"),
+            }
+        }
+        panic!("program did not terminate")
+    }
+
+    const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+    const OTHER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 7);
+
+    fn eth(ethertype: u16, tag: Option<u16>, l3: &[u8]) -> Vec<u8> {
+        let mut f = vec![0xffu8; 6];
+        f.extend_from_slice(&[2, 0, 0, 0, 0, 1]);
+        if let Some(tpid) = tag {
+            f.extend_from_slice(&tpid.to_be_bytes());
+            f.extend_from_slice(&5u16.to_be_bytes());
+        }
+        f.extend_from_slice(&ethertype.to_be_bytes());
+        f.extend_from_slice(l3);
+        f
+    }
+
+    fn ipv4_to(dst: Ipv4Addr) -> Vec<u8> {
+        let mut h = vec![0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0, 198, 18, 0, 1];
+        h.extend_from_slice(&dst.octets());
+        h.extend_from_slice(&[0; 8]);
+        h
+    }
+
+    fn arp_for(target: Ipv4Addr) -> Vec<u8> {
+        let mut b = vec![0, 1, 8, 0, 6, 4, 0, 1, 2, 0, 0, 0, 0, 1, 198, 18, 0, 1];
+        b.extend_from_slice(&[0; 6]);
+        b.extend_from_slice(&target.octets());
+        b
+    }
+
+    #[test]
+    fn vip_filter_passes_only_arp_and_ipv4_for_vips() {
+        let p = vip_filter(&[OTHER, VIP, VIP]);
+        assert!(p.len() <= MAX_INSNS);
+        for tag in [None, Some(0x8100), Some(0x88a8)] {
+            assert_eq!(
+                run(&p, &eth(0x0800, tag, &ipv4_to(VIP)), false),
+                ACCEPT,
+                "{tag:?}"
+            );
+            assert_eq!(run(&p, &eth(0x0800, tag, &ipv4_to(OTHER)), false), ACCEPT);
+            let stranger = Ipv4Addr::new(198, 18, 0, 9);
+            assert_eq!(
+                run(&p, &eth(0x0800, tag, &ipv4_to(stranger)), false),
+                REJECT
+            );
+            assert_eq!(run(&p, &eth(0x0806, tag, &arp_for(VIP)), false), ACCEPT);
+            assert_eq!(
+                run(&p, &eth(0x0806, tag, &arp_for(stranger)), false),
+                REJECT
+            );
+            assert_eq!(run(&p, &eth(0x86dd, tag, &[0; 40]), false), REJECT);
+        }
+        // A tag stripped into metadata leaves the untagged layout: judged the same.
+        assert_eq!(run(&p, &eth(0x0800, None, &ipv4_to(VIP)), true), ACCEPT);
+        // Cut short before the address: the load fails and the frame is rejected.
+        assert_eq!(run(&p, &eth(0x0800, None, &[0x45; 10]), false), REJECT);
+    }
+
+    #[test]
+    fn empty_vip_set_receives_nothing() {
+        let p = vip_filter(&[]);
+        assert_eq!(run(&p, &eth(0x0800, None, &ipv4_to(VIP)), false), REJECT);
+        assert_eq!(run(&p, &eth(0x0806, None, &arp_for(VIP)), false), REJECT);
+    }
+
+    #[test]
+    fn long_vip_lists_fit_the_kernel_limit() {
+        let many: Vec<Ipv4Addr> = (0..MAX_FILTERED_VIPS as u32)
+            .map(|i| Ipv4Addr::from(0x0a00_0000 + i))
+            .collect();
+        let p = vip_filter(&many);
+        assert!(p.len() <= MAX_INSNS, "{} instructions", p.len());
+        let last = *many.last().unwrap();
+        assert_eq!(
+            run(&p, &eth(0x0800, Some(0x8100), &ipv4_to(last)), false),
+            ACCEPT
+        );
+        assert_eq!(run(&p, &eth(0x0800, None, &ipv4_to(VIP)), false), REJECT);
+
+        let mut more = many.clone();
+        more.push(VIP);
+        more.push(OTHER);
+        let p = vip_filter(&more);
+        assert!(p.len() <= MAX_INSNS);
+        // Past the limit the filter lets all IPv4 through; the processor decides.
+        let stranger = Ipv4Addr::new(198, 18, 0, 9);
+        assert_eq!(
+            run(&p, &eth(0x0800, None, &ipv4_to(stranger)), false),
+            ACCEPT
+        );
+        assert_eq!(run(&p, &eth(0x86dd, None, &[0; 40]), false), REJECT);
+    }
+
+    #[test]
+    fn arp_filter_takes_untagged_arp_only() {
+        let p = arp_filter();
+        assert_eq!(run(&p, &eth(0x0806, None, &arp_for(VIP)), false), ACCEPT);
+        assert_eq!(run(&p, &eth(0x0806, None, &arp_for(VIP)), true), REJECT);
+        assert_eq!(
+            run(&p, &eth(0x0806, Some(0x8100), &arp_for(VIP)), false),
+            REJECT
+        );
+        assert_eq!(run(&p, &eth(0x0800, None, &ipv4_to(VIP)), false), REJECT);
+    }
+}

@@ -1,0 +1,407 @@
+//! Backend MAC learning with our own ARP, and gratuitous ARP on takeover, on a thread
+//! `dsrlb-arp` with its own packet socket (`ETH_P_ARP`, not in the workers' fanout group).
+//!
+//! Why our own ARP rather than the kernel's neighbour table: the node's kernel never sends
+//! to backends (it does not route VIP traffic), so its table would hold no entry for them
+//! unless we made it resolve them, and reading it would need netlink — a dependency for a
+//! worse answer (the kernel's entries age on its own schedule and say nothing about when
+//! a backend last answered). Asking ourselves gives exactly the freshness we need.
+//!
+//! Behaviour: every target is asked at once when the target set is given and then every
+//! refresh interval (2 s by default). Any ARP whose sender is a target — reply, request or
+//! gratuitous — refreshes that target's MAC. A MAC not heard for three intervals is
+//! forgotten, so a backend that went away loses its MAC (and leaves the Maglev table)
+//! within seconds. A `Mutex` guards the state: this is control plane, not the packet path.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixDatagram;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+
+use crate::arp;
+use crate::bpf;
+use crate::iface::InterfaceInfo;
+use crate::packet::MacAddr;
+use crate::sys::PacketSocket;
+use crate::worker::IoError;
+
+/// How often targets are asked by default.
+pub const DEFAULT_REFRESH: Duration = Duration::from_secs(2);
+/// A MAC unheard for this many refresh intervals is forgotten.
+const FORGET_AFTER_ROUNDS: u32 = 3;
+/// Upper bound on one sleep of the thread, whatever is scheduled.
+const MAX_SLEEP: Duration = Duration::from_millis(500);
+
+/// Counters of the resolver's own traffic.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+pub struct ResolverStats {
+    pub requests_sent: u64,
+    pub garps_sent: u64,
+    pub send_errors: u64,
+    pub frames_received: u64,
+}
+
+struct GarpJob {
+    vips: Vec<Ipv4Addr>,
+    remaining: u32,
+    interval: Duration,
+    due: Instant,
+}
+
+#[derive(Default)]
+struct State {
+    /// Sorted.
+    targets: Vec<Ipv4Addr>,
+    ask_now: bool,
+    learned: HashMap<Ipv4Addr, (MacAddr, Instant)>,
+    garp: Vec<GarpJob>,
+    stats: ResolverStats,
+}
+
+struct Inner {
+    state: Mutex<State>,
+    stop: AtomicBool,
+    /// Written to wake the thread early (new targets, GARP, stop).
+    wake_tx: UnixDatagram,
+    refresh: Duration,
+}
+
+impl Inner {
+    /// The state stays consistent across a panic elsewhere (each update is a plain
+    /// assignment), so a poisoned lock is taken over.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn wake(&self) {
+        // A full wake queue already guarantees a wake-up; nothing is lost by dropping this.
+        if let Err(e) = self.wake_tx.send(&[1])
+            && e.kind() != io::ErrorKind::WouldBlock
+        {
+            tracing::warn!(error = %e, "cannot wake the ARP thread");
+        }
+    }
+
+    fn fresh(&self, heard: Instant, now: Instant) -> bool {
+        now.saturating_duration_since(heard) < self.refresh * FORGET_AFTER_ROUNDS
+    }
+}
+
+/// Learns backend MACs by ARP and sends gratuitous ARP. Dropping it stops the thread.
+pub struct MacResolver {
+    inner: Arc<Inner>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl MacResolver {
+    /// Starts on `iface` (looked up in the calling thread's namespace), asking from
+    /// `own_ip` (the node's address on that segment), refreshing every [`DEFAULT_REFRESH`].
+    pub fn start(iface: &InterfaceInfo, own_ip: Ipv4Addr) -> Result<MacResolver, IoError> {
+        Self::start_with(iface, own_ip, DEFAULT_REFRESH)
+    }
+
+    /// As [`start`](MacResolver::start) with another refresh interval (at least 100 ms).
+    pub fn start_with(
+        iface: &InterfaceInfo,
+        own_ip: Ipv4Addr,
+        refresh: Duration,
+    ) -> Result<MacResolver, IoError> {
+        let refresh = refresh.max(Duration::from_millis(100));
+        let sock = PacketSocket::open().map_err(|source| IoError::Socket {
+            purpose: "the ARP resolver",
+            source,
+        })?;
+        sock.attach_filter(&bpf::arp_filter())
+            .map_err(|source| IoError::Setsockopt {
+                option: "SO_ATTACH_FILTER",
+                source,
+            })?;
+        sock.set_int(libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1)
+            .map_err(|source| IoError::Setsockopt {
+                option: "PACKET_IGNORE_OUTGOING",
+                source,
+            })?;
+        sock.bind(iface.index, libc::ETH_P_ARP as u16)
+            .map_err(|source| IoError::Bind {
+                interface: iface.name.clone(),
+                source,
+            })?;
+        let wake_err = |source| IoError::Socket {
+            purpose: "the ARP thread's wake-up pair",
+            source,
+        };
+        let (wake_tx, wake_rx) = UnixDatagram::pair().map_err(wake_err)?;
+        wake_tx.set_nonblocking(true).map_err(wake_err)?;
+        wake_rx.set_nonblocking(true).map_err(wake_err)?;
+        let inner = Arc::new(Inner {
+            state: Mutex::new(State::default()),
+            stop: AtomicBool::new(false),
+            wake_tx,
+            refresh,
+        });
+        let worker = ArpThread {
+            inner: inner.clone(),
+            sock,
+            wake_rx,
+            own_mac: iface.mac,
+            own_ip,
+            next_round: Instant::now() + refresh,
+        };
+        let thread = std::thread::Builder::new()
+            .name("dsrlb-arp".into())
+            .spawn(move || worker.run())
+            .map_err(|source| IoError::Spawn {
+                thread: "dsrlb-arp".into(),
+                source,
+            })?;
+        Ok(MacResolver {
+            inner,
+            thread: Some(thread),
+        })
+    }
+
+    /// Replaces the set of addresses to resolve and asks every one of them at once.
+    /// MACs of addresses no longer in the set are forgotten.
+    pub fn set_targets(&self, mut ips: Vec<Ipv4Addr>) {
+        ips.sort_unstable();
+        ips.dedup();
+        {
+            let mut st = self.inner.lock();
+            st.learned.retain(|ip, _| ips.binary_search(ip).is_ok());
+            st.targets = ips;
+            st.ask_now = true;
+        }
+        self.inner.wake();
+    }
+
+    /// Targets with a MAC heard within the last three refresh intervals, sorted by address.
+    pub fn learned(&self) -> Vec<(Ipv4Addr, MacAddr)> {
+        let now = Instant::now();
+        let st = self.inner.lock();
+        let mut out: Vec<(Ipv4Addr, MacAddr)> = st
+            .learned
+            .iter()
+            .filter(|(_, (_, heard))| self.inner.fresh(*heard, now))
+            .map(|(ip, (mac, _))| (*ip, *mac))
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// Announces `vips` with our MAC: `count` rounds `interval` apart, each round a
+    /// gratuitous request and a gratuitous reply per VIP. Returns at once; the ARP thread
+    /// sends the rounds (the first immediately). Replaces any announcement in progress.
+    pub fn send_garp(&self, vips: &[Ipv4Addr], count: u32, interval: Duration) {
+        if vips.is_empty() || count == 0 {
+            return;
+        }
+        {
+            let mut st = self.inner.lock();
+            st.garp.clear();
+            st.garp.push(GarpJob {
+                vips: vips.to_vec(),
+                remaining: count,
+                interval,
+                due: Instant::now(),
+            });
+        }
+        self.inner.wake();
+    }
+
+    /// Abandons announcements still to be sent: on step-down, a late gratuitous ARP would
+    /// claim a VIP this node no longer owns.
+    pub fn cancel_garp(&self) {
+        self.inner.lock().garp.clear();
+    }
+
+    pub fn stats(&self) -> ResolverStats {
+        self.inner.lock().stats
+    }
+
+    /// Stops the thread and waits for it.
+    pub fn stop(self) {
+        drop(self);
+    }
+}
+
+impl Drop for MacResolver {
+    fn drop(&mut self) {
+        self.inner.stop.store(true, Ordering::Relaxed);
+        self.inner.wake();
+        if let Some(t) = self.thread.take()
+            && t.join().is_err()
+        {
+            tracing::error!("the ARP resolver thread panicked");
+        }
+    }
+}
+
+impl std::fmt::Debug for MacResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MacResolver")
+            .field("learned", &self.learned())
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+#[derive(Default)]
+struct Sent {
+    requests: u64,
+    garps: u64,
+    errors: u64,
+}
+
+struct ArpThread {
+    inner: Arc<Inner>,
+    sock: PacketSocket,
+    wake_rx: UnixDatagram,
+    own_mac: MacAddr,
+    own_ip: Ipv4Addr,
+    next_round: Instant,
+}
+
+impl ArpThread {
+    fn run(mut self) {
+        let mut buf = vec![0u8; 2048];
+        let mut to_ask: Vec<Ipv4Addr> = Vec::new();
+        let mut to_announce: Vec<Ipv4Addr> = Vec::new();
+        while !self.inner.stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            let sleep = self.plan(now, &mut to_ask, &mut to_announce);
+            if !to_ask.is_empty() || !to_announce.is_empty() {
+                let sent = self.send_all(&to_ask, &to_announce);
+                let mut st = self.inner.lock();
+                st.stats.requests_sent += sent.requests;
+                st.stats.garps_sent += sent.garps;
+                st.stats.send_errors += sent.errors;
+            }
+            if !self.wait(sleep) {
+                return;
+            }
+            self.receive(&mut buf);
+        }
+    }
+
+    /// Decides what to send now and how long to sleep afterwards.
+    fn plan(
+        &mut self,
+        now: Instant,
+        to_ask: &mut Vec<Ipv4Addr>,
+        to_announce: &mut Vec<Ipv4Addr>,
+    ) -> Duration {
+        to_ask.clear();
+        to_announce.clear();
+        let mut st = self.inner.lock();
+        if st.ask_now || now >= self.next_round {
+            st.ask_now = false;
+            self.next_round = now + self.inner.refresh;
+            to_ask.extend_from_slice(&st.targets);
+            let inner = &self.inner;
+            st.learned.retain(|_, (_, heard)| inner.fresh(*heard, now));
+        }
+        let mut next = self.next_round;
+        st.garp.retain_mut(|job| {
+            if job.due <= now {
+                to_announce.extend_from_slice(&job.vips);
+                job.remaining -= 1;
+                job.due = now + job.interval;
+            }
+            if job.remaining > 0 {
+                next = next.min(job.due);
+            }
+            job.remaining > 0
+        });
+        next.saturating_duration_since(now).min(MAX_SLEEP)
+    }
+
+    fn send_all(&self, to_ask: &[Ipv4Addr], to_announce: &[Ipv4Addr]) -> Sent {
+        let mut sent = Sent::default();
+        let mut last_err = None;
+        let mut send = |frame: Vec<u8>, ok: &mut u64, errors: &mut u64| match self.sock.send(&frame)
+        {
+            Ok(_) => *ok += 1,
+            Err(e) => {
+                *errors += 1;
+                last_err = Some(e);
+            }
+        };
+        for ip in to_ask {
+            send(
+                arp::arp_request(self.own_mac, self.own_ip, *ip),
+                &mut sent.requests,
+                &mut sent.errors,
+            );
+        }
+        for vip in to_announce {
+            send(
+                arp::garp_request(self.own_mac, *vip),
+                &mut sent.garps,
+                &mut sent.errors,
+            );
+            send(
+                arp::garp_reply(self.own_mac, *vip),
+                &mut sent.garps,
+                &mut sent.errors,
+            );
+        }
+        if let Some(e) = last_err {
+            tracing::warn!(errors = sent.errors, error = %e, "ARP frames could not be sent");
+        }
+        sent
+    }
+
+    /// Sleeps until a frame, a wake-up or the timeout; `false` on a fatal poll error.
+    fn wait(&mut self, timeout: Duration) -> bool {
+        let ms = u16::try_from(timeout.as_millis())
+            .unwrap_or(u16::MAX)
+            .max(1);
+        let mut fds = [
+            PollFd::new(self.sock.as_fd(), PollFlags::POLLIN),
+            PollFd::new(self.wake_rx.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(_) | Err(nix::Error::EINTR) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "poll in the ARP thread failed; resolver stops");
+                return false;
+            }
+        }
+        let mut b = [0u8; 16];
+        while self.wake_rx.recv(&mut b).is_ok_and(|n| n > 0) {}
+        true
+    }
+
+    /// Drains the socket, recording any ARP whose sender is a target.
+    fn receive(&mut self, buf: &mut [u8]) {
+        // Bounded: at most this many frames per wake-up, so the loop always comes back
+        // to check `stop` and the schedule.
+        for _ in 0..1024 {
+            let n = match self.sock.recv(buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // E.g. ENETDOWN while the interface is down; the next round retries.
+                    tracing::debug!(error = %e, "ARP receive failed");
+                    return;
+                }
+            };
+            let Some((ip, mac)) = arp::parse_arp_reply(&buf[..n.min(buf.len())]) else {
+                continue;
+            };
+            let mut st = self.inner.lock();
+            st.stats.frames_received += 1;
+            if st.targets.binary_search(&ip).is_ok() {
+                st.learned.insert(ip, (mac, Instant::now()));
+            }
+        }
+    }
+}

@@ -1,0 +1,480 @@
+//! The worker threads: one OS thread per worker (`dsrlb-w0`, …), each with its own packet
+//! socket in one `PACKET_FANOUT_HASH` group, a TPACKET_V2 receive ring and batched
+//! transmit, and the I/O layer's error type.
+//!
+//! A batch: wait (`poll`, 100 ms, so `stop` is noticed) until the ring has frames; load the
+//! table snapshot and the owner flag once; prepare and process up to [`BATCH`] frames in
+//! place; send every frame to transmit with one `sendmmsg` whose iovecs point into the
+//! ring slots (vnet header + frame: no copy in user space); hand the slots back. The loop
+//! allocates nothing, takes no lock and logs nothing per packet.
+//!
+//! Transmit choice: `sendmmsg` from the RX slots rather than a TPACKET_V2 TX ring. With
+//! `sendmmsg` the kernel copies each frame once into its skb and the RX slot is released
+//! after the call. A TX ring trades that copy for our own copy of every frame (up to
+//! 64 KiB with GSO) from the RX slot into a TX slot — the same bytes moved — and adds a
+//! second ring of 64 KiB slots per worker and completion tracking before a slot is reused.
+//!
+//! Fanout: `PACKET_FANOUT_HASH` keeps a flow on one worker, so per-worker flow tables are
+//! consistent. `PACKET_FANOUT_FLAG_DEFRAG` is deliberately not used: it would reassemble
+//! fragments, and we forward them as they are. `PACKET_FANOUT_FLAG_IGNORE_OUTGOING` keeps
+//! the node's other outgoing traffic (its kernel's own frames, the resolver's ARP) out of
+//! the workers: once sockets are in a group the group's hook decides, not the sockets'
+//! `PACKET_IGNORE_OUTGOING`. Our own transmissions never come back either way: with
+//! `PACKET_QDISC_BYPASS` they skip the taps, and a group never sees its members' output.
+
+use std::io;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+
+use crate::bpf;
+use crate::counters::DropReason;
+use crate::iface::InterfaceInfo;
+use crate::process::{Processor, ProcessorConfig, Verdict};
+use crate::ring::{self, MAX_RING_SLOTS, RingGeometry, RxRing, join_fanout, open_worker_socket};
+use crate::shared::Shared;
+use crate::sys::{PacketSocket, TxBatch};
+use crate::table::ForwardingTable;
+
+/// Frames handled per batch (one `sendmmsg`, one table load).
+pub const BATCH: usize = 64;
+/// Most workers one fanout group takes (the kernel's legacy `PACKET_FANOUT_MAX`).
+pub const MAX_WORKERS: usize = 256;
+/// Slots per worker when the config says nothing better (≈ 18 MiB per worker).
+pub const DEFAULT_RING_SLOTS: usize = 256;
+const POLL_MS: u16 = 100;
+/// A send the kernel refuses with EAGAIN/ENOBUFS is retried this many times per batch
+/// (each after waiting up to 1 ms for room); then the rest of the batch is counted as
+/// `tx_error`. Bounded so a stuck device never stalls the worker.
+const TX_RETRY_BUDGET: u32 = 16;
+/// Kernel ring drops are collected once per this many batches (and on idle).
+const STATS_EVERY: u32 = 1024;
+
+/// Errors of the I/O layer. Each names the stage that failed; the `source` carries the
+/// errno. All are fatal for the operation that returns them: retrying only helps if the
+/// cause (missing interface, privileges, memory) was fixed meanwhile.
+#[derive(Debug, thiserror::Error)]
+pub enum IoError {
+    #[error("interface {name:?} not found")]
+    InterfaceNotFound { name: String },
+    #[error("cannot query interface {name:?}")]
+    InterfaceQuery { name: String, source: io::Error },
+    #[error("cannot open a packet socket for {purpose} (root or CAP_NET_RAW needed)")]
+    Socket {
+        purpose: &'static str,
+        source: io::Error,
+    },
+    #[error("setsockopt {option} failed")]
+    Setsockopt {
+        option: &'static str,
+        source: io::Error,
+    },
+    #[error("getsockopt {option} failed")]
+    Getsockopt {
+        option: &'static str,
+        source: io::Error,
+    },
+    #[error("cannot bind a packet socket to interface {interface:?}")]
+    Bind {
+        interface: String,
+        source: io::Error,
+    },
+    #[error("cannot map a {bytes}-byte packet ring")]
+    Mmap { bytes: usize, source: io::Error },
+    #[error("ring of {slots} slots per worker is outside 1..={max}")]
+    RingSize { slots: usize, max: usize },
+    #[error("{workers} workers is outside 1..={max}")]
+    WorkerCount { workers: usize, max: usize },
+    #[error(
+        "Shared has counters for {shared} workers but {started} would start; build it with resolve_workers()"
+    )]
+    WorkerCountMismatch { started: usize, shared: usize },
+    #[error("cannot spawn thread {thread}")]
+    Spawn { thread: String, source: io::Error },
+}
+
+/// How to run the datapath on one interface.
+#[derive(Clone, Debug)]
+pub struct DatapathConfig {
+    /// The interface whose L2 segment holds the VIPs and backends.
+    pub interface: String,
+    /// Worker threads; 0 = one per CPU (see [`resolve_workers`]).
+    pub workers: usize,
+    /// Receive ring slots per worker, each holding one frame of up to 64 KiB.
+    pub ring_slots: usize,
+    pub processor: ProcessorConfig,
+}
+
+impl DatapathConfig {
+    /// Defaults for everything but the interface.
+    pub fn new(interface: impl Into<String>) -> DatapathConfig {
+        DatapathConfig {
+            interface: interface.into(),
+            workers: 0,
+            ring_slots: DEFAULT_RING_SLOTS,
+            processor: ProcessorConfig::default(),
+        }
+    }
+}
+
+/// The number of workers [`Datapath::start`] runs for a configured `n`: `n` itself, or one
+/// per CPU this process may run on when `n` is 0. Build [`Shared`] with it.
+pub fn resolve_workers(n: usize) -> usize {
+    if n > 0 {
+        return n;
+    }
+    std::thread::available_parallelism()
+        .map(|p| p.get())
+        .unwrap_or(1)
+        .min(MAX_WORKERS)
+}
+
+/// Nanoseconds on a monotonic clock shared by all workers (one read per batch).
+fn now_ns() -> u64 {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    let base = *BASE.get_or_init(Instant::now);
+    u64::try_from(base.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn sorted_vips(t: &ForwardingTable) -> Vec<Ipv4Addr> {
+    let mut v: Vec<Ipv4Addr> = t.vips().collect();
+    v.sort_unstable();
+    v
+}
+
+/// The running workers of one interface. Dropping it stops them, like [`Datapath::stop`].
+#[derive(Debug)]
+pub struct Datapath {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    ring_drops: Arc<AtomicU64>,
+}
+
+impl Datapath {
+    /// Opens one socket per worker on `cfg.interface` (in the calling thread's network
+    /// namespace), joins them into one fanout group and starts the workers. Every socket
+    /// is fully set up before the first thread starts, so errors come back here.
+    pub fn start(cfg: DatapathConfig, shared: Arc<Shared>) -> Result<Datapath, IoError> {
+        let workers = resolve_workers(cfg.workers);
+        if workers > MAX_WORKERS {
+            return Err(IoError::WorkerCount {
+                workers,
+                max: MAX_WORKERS,
+            });
+        }
+        if shared.workers != workers {
+            return Err(IoError::WorkerCountMismatch {
+                started: workers,
+                shared: shared.workers,
+            });
+        }
+        let geo = RingGeometry::for_slots(cfg.ring_slots).ok_or(IoError::RingSize {
+            slots: cfg.ring_slots,
+            max: MAX_RING_SLOTS,
+        })?;
+        let iface = InterfaceInfo::lookup(&cfg.interface)?;
+        let table = shared.table.load_full();
+        let vips = sorted_vips(&table);
+        let filter = bpf::vip_filter(&vips);
+
+        let mut fanout_id = None;
+        let mut sockets = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let (sock, ring) = open_worker_socket(&iface, geo, &filter)?;
+            fanout_id = Some(join_fanout(&sock, fanout_id)?);
+            sockets.push((sock, ring));
+        }
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let ring_drops = Arc::new(AtomicU64::new(0));
+        let mut dp = Datapath {
+            stop: stop.clone(),
+            threads: Vec::with_capacity(workers),
+            ring_drops: ring_drops.clone(),
+        };
+        for (index, (sock, ring)) in sockets.into_iter().enumerate() {
+            let w = Worker {
+                index,
+                sock,
+                ring,
+                shared: shared.clone(),
+                processor: Processor::new(index, &cfg.processor),
+                stop: stop.clone(),
+                ring_drops: ring_drops.clone(),
+                mtu: iface.mtu as usize,
+                table: table.clone(),
+                vips: vips.clone(),
+                failed_filter: None,
+            };
+            let name = format!("dsrlb-w{index}");
+            let handle = std::thread::Builder::new()
+                .name(name.clone())
+                .spawn(move || w.run())
+                // `dp` drops on this error path and stops the workers already started.
+                .map_err(|source| IoError::Spawn {
+                    thread: name,
+                    source,
+                })?;
+            dp.threads.push(handle);
+        }
+        tracing::info!(
+            interface = %iface.name,
+            workers,
+            ring_slots = geo.frame_nr,
+            vips = vips.len(),
+            "datapath started"
+        );
+        Ok(dp)
+    }
+
+    /// Workers still running (one that hit a fatal socket error has logged it and ended).
+    pub fn workers_alive(&self) -> usize {
+        self.threads.iter().filter(|t| !t.is_finished()).count()
+    }
+
+    /// Frames the kernel dropped because a worker's ring was full, since start (collected
+    /// by the workers every few thousand batches and whenever they are idle).
+    pub fn ring_drops(&self) -> u64 {
+        self.ring_drops.load(Ordering::Relaxed)
+    }
+
+    /// Stops the workers and waits for them (at most one poll interval, ~100 ms).
+    pub fn stop(self) {
+        drop(self);
+    }
+
+    fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let name = t.thread().name().unwrap_or("dsrlb-w?").to_owned();
+            if t.join().is_err() {
+                tracing::error!(thread = %name, "datapath worker panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Datapath {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+enum Wait {
+    /// Frames may be there (or an error was handled): look at the ring.
+    Ready,
+    /// A whole poll interval without frames.
+    Idle,
+    Fatal,
+}
+
+struct Worker {
+    index: usize,
+    sock: PacketSocket,
+    ring: RxRing,
+    shared: Arc<Shared>,
+    processor: Processor,
+    stop: Arc<AtomicBool>,
+    ring_drops: Arc<AtomicU64>,
+    mtu: usize,
+    /// The snapshot the filter was last built from; kept alive so pointer equality cannot
+    /// be fooled by a new table at a freed table's address.
+    table: Arc<ForwardingTable>,
+    vips: Vec<Ipv4Addr>,
+    /// VIP set whose filter the kernel refused, so the failure is logged once.
+    failed_filter: Option<Vec<Ipv4Addr>>,
+}
+
+impl Worker {
+    fn run(mut self) {
+        let mut tx = TxBatch::new(BATCH);
+        let mut batches: u32 = 0;
+        while !self.stop.load(Ordering::Relaxed) {
+            if !self.ring.ready() {
+                match self.wait() {
+                    Wait::Ready => {}
+                    // Idle: a good moment for the statistics syscall.
+                    Wait::Idle => self.collect_ring_drops(),
+                    Wait::Fatal => return,
+                }
+                continue;
+            }
+            self.batch(&mut tx);
+            batches = batches.wrapping_add(1);
+            if batches.is_multiple_of(STATS_EVERY) {
+                self.collect_ring_drops();
+            }
+        }
+    }
+
+    /// Waits up to one poll interval for frames.
+    fn wait(&mut self) -> Wait {
+        let mut fds = [PollFd::new(
+            std::os::fd::AsFd::as_fd(&self.sock),
+            PollFlags::POLLIN,
+        )];
+        match poll(&mut fds, PollTimeout::from(POLL_MS)) {
+            Ok(0) => return Wait::Idle,
+            Ok(_) => {}
+            Err(nix::Error::EINTR) => return Wait::Ready,
+            Err(e) => {
+                tracing::error!(worker = self.index, error = %e, "poll on the packet socket failed; worker stops");
+                return Wait::Fatal;
+            }
+        }
+        let revents = fds[0].revents().unwrap_or(PollFlags::empty());
+        if revents.contains(PollFlags::POLLERR) {
+            // E.g. ENETDOWN while the interface is down: reading SO_ERROR clears it, and
+            // the kernel re-hooks the socket when the interface comes back up.
+            match self.sock.get_int(libc::SOL_SOCKET, libc::SO_ERROR) {
+                Ok(err) => {
+                    tracing::warn!(worker = self.index, error = %io::Error::from_raw_os_error(err), "packet socket error")
+                }
+                Err(e) => {
+                    tracing::warn!(worker = self.index, error = %e, "cannot read packet socket error")
+                }
+            }
+            // Do not spin on a persistent error condition.
+            std::thread::sleep(std::time::Duration::from_millis(u64::from(POLL_MS)));
+        }
+        Wait::Ready
+    }
+
+    fn collect_ring_drops(&mut self) {
+        if let Ok((_, drops)) = self.sock.packet_stats()
+            && drops > 0
+        {
+            self.ring_drops
+                .fetch_add(u64::from(drops), Ordering::Relaxed);
+        }
+    }
+
+    fn batch(&mut self, tx: &mut TxBatch) {
+        let table = self.shared.table.load();
+        if !Arc::ptr_eq(&table, &self.table) {
+            self.table_changed(Arc::clone(&table));
+        }
+        let owner = self.shared.is_owner();
+        let now = now_ns();
+        let mut slots = [0usize; BATCH];
+        let mut out = [(0usize, 0usize); BATCH];
+        let (mut n, mut n_out) = (0, 0);
+        while n < BATCH {
+            let Some(slot) = self.ring.next_ready() else {
+                break;
+            };
+            slots[n] = slot;
+            n += 1;
+            let base = self.ring.offset(slot);
+            let Some(bytes) = self.ring.slot_mut(slot) else {
+                // `next_ready` just saw the slot user-owned; only a kernel bug lands here.
+                self.shared.drops.count(self.index, DropReason::Truncated);
+                continue;
+            };
+            let f = match ring::prepare(bytes, self.mtu) {
+                Ok(f) => f,
+                Err(r) => {
+                    self.shared.drops.count(self.index, r);
+                    continue;
+                }
+            };
+            let frame = &mut bytes[f.start..f.start + f.len];
+            let (off, len) = match self.processor.process(&table, owner, frame, now) {
+                Verdict::Forward => f.tx_span(f.len),
+                Verdict::Reply { len } => {
+                    // An ARP reply carries no offload metadata.
+                    bytes[f.vnet..f.start].fill(0);
+                    f.tx_span(len)
+                }
+                Verdict::Drop(r) => {
+                    self.shared.drops.count(self.index, r);
+                    continue;
+                }
+            };
+            out[n_out] = (base + off, len);
+            n_out += 1;
+        }
+        drop(table);
+        self.transmit(tx, &out[..n_out]);
+        for &slot in &slots[..n] {
+            self.ring.release(slot);
+        }
+    }
+
+    /// Sends `frames` in as few `sendmmsg` calls as the kernel allows. A frame the kernel
+    /// refuses outright (EMSGSIZE, EINVAL…) is counted and skipped; EAGAIN/ENOBUFS are
+    /// retried within a bounded budget.
+    fn transmit(&mut self, tx: &mut TxBatch, frames: &[(usize, usize)]) {
+        let mut next = 0;
+        let mut budget = TX_RETRY_BUDGET;
+        while next < frames.len() {
+            match tx.send(&self.sock, self.ring.map(), &frames[next..]) {
+                Ok(sent) if sent > 0 => next += sent,
+                Ok(_) => budget = budget.saturating_sub(1),
+                Err(e) => match e.raw_os_error() {
+                    Some(libc::EINTR) => {}
+                    Some(libc::EAGAIN | libc::ENOBUFS) if budget > 0 => {
+                        budget -= 1;
+                        self.wait_writable();
+                    }
+                    Some(libc::EAGAIN | libc::ENOBUFS) => {
+                        for _ in next..frames.len() {
+                            self.shared.drops.count(self.index, DropReason::TxError);
+                        }
+                        return;
+                    }
+                    _ => {
+                        self.shared.drops.count(self.index, DropReason::TxError);
+                        next += 1;
+                    }
+                },
+            }
+            if budget == 0 && next < frames.len() {
+                // Only reachable through repeated zero-length sends: give up on the rest.
+                for _ in next..frames.len() {
+                    self.shared.drops.count(self.index, DropReason::TxError);
+                }
+                return;
+            }
+        }
+    }
+
+    fn wait_writable(&self) {
+        let mut fds = [PollFd::new(
+            std::os::fd::AsFd::as_fd(&self.sock),
+            PollFlags::POLLOUT,
+        )];
+        // Either outcome leads to another bounded attempt; an error here shows up there.
+        if poll(&mut fds, PollTimeout::from(1u8)).is_err() {
+            std::thread::yield_now();
+        }
+    }
+
+    /// A new snapshot: re-attach the filter if its VIP set changed. Runs once per table
+    /// change, so its allocation and syscall stay off the per-packet path.
+    fn table_changed(&mut self, table: Arc<ForwardingTable>) {
+        let vips = sorted_vips(&table);
+        self.table = table;
+        if vips == self.vips {
+            return;
+        }
+        match self.sock.attach_filter(&bpf::vip_filter(&vips)) {
+            Ok(()) => {
+                self.vips = vips;
+                self.failed_filter = None;
+            }
+            Err(e) => {
+                if self.failed_filter.as_ref() != Some(&vips) {
+                    tracing::error!(worker = self.index, vips = vips.len(), error = %e,
+                        "cannot attach the VIP filter; frames for new VIPs are not received");
+                    self.failed_filter = Some(vips);
+                }
+            }
+        }
+    }
+}
