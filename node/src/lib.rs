@@ -1,2 +1,21 @@
-//! placeholder
+//! The `dsrlb` node: the daemon and the glue between control plane and datapath.
+//!
+//! Layout:
+//! - [`config`]: the node config file (TOML), its defaults and validation.
+//! - [`preflight`]: host checks that refuse a setup that would break DSR.
+//! - [`daemon`]: `dsrlb run` — starts everything and keeps the tables current.
+//! - [`tables`]: replicated/config state + health + learned MACs → datapath farm specs.
+//! - [`health`]: TCP health checks with rise/fall.
+//! - [`metrics`]: the Prometheus endpoint.
+//! - `lab`: network-namespace hosts for tests, benchmarks and `dsrlb demo`.
+
+pub mod config;
+pub mod daemon;
+pub mod demo;
+pub mod health;
 pub mod lab;
+pub mod logging;
+pub mod metrics;
+pub mod preflight;
+pub mod signals;
+pub mod tables;

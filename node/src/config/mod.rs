@@ -1,0 +1,70 @@
+//! The node configuration file: its TOML schema (DESIGN section 6), loading, and validation
+//! into typed values.
+//!
+//! The file is read into `raw` structs that mirror the TOML exactly (every field optional
+//! with a documented default, unknown keys refused), then `validate` turns them into
+//! [`Config`] or a [`ConfigError`] that names the key at fault. Addresses and durations are
+//! kept as strings in the raw form so the error can name the key, not only a line number.
+
+mod raw;
+mod validate;
+
+pub use raw::RawConfig;
+pub use validate::{
+    BackendConfig, BackendState, CheckConfig, ClusterConfig, Config, DatapathSettings, FarmConfig,
+    Persistence, Protocol, Scheduler,
+};
+
+use std::path::Path;
+
+/// A configuration that cannot be used, naming where the fault is.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read at all.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, has an unknown key or a value of the wrong type; the
+    /// parser's message shows the offending line and key.
+    #[error("config file {path}: {message}")]
+    Syntax { path: String, message: String },
+    /// A value is well-formed TOML but not acceptable.
+    #[error("config key `{key}`: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+impl ConfigError {
+    pub(crate) fn invalid(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Reads, parses and validates a config file; a node never starts on a partial config.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    parse(&text).map_err(|e| match e {
+        ConfigError::Syntax { message, .. } => ConfigError::Syntax {
+            path: path.display().to_string(),
+            message,
+        },
+        other => other,
+    })
+}
+
+/// Parses and validates config text (the file's contents).
+pub fn parse(text: &str) -> Result<Config, ConfigError> {
+    let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+        path: "<text>".into(),
+        message: e.to_string(),
+    })?;
+    raw.validate()
+}

@@ -1,0 +1,218 @@
+//! The TOML schema as written by operators, one struct per table. Defaults live here so that
+//! the file documents itself; meaning and checks live in `validate`.
+
+use serde::Deserialize;
+
+/// The whole node config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawConfig {
+    /// `[node]`: who this node is and where it keeps state.
+    pub node: RawNode,
+    /// `[cluster]`: peers and Raft timing.
+    pub cluster: RawCluster,
+    /// `[admin]`: the admin gRPC listener.
+    pub admin: RawAdmin,
+    /// `[datapath]`: the interface and the packet workers.
+    pub datapath: RawDatapath,
+    /// `[metrics]`: the Prometheus listener.
+    pub metrics: RawMetrics,
+    /// `[[farm]]`: farms applied when the node bootstraps.
+    pub farm: Vec<RawFarm>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawNode {
+    /// This node's id, unique in the cluster, ≥ 1. Required.
+    pub id: Option<u64>,
+    /// Directory for durable state (Raft log, snapshots).
+    pub data_dir: String,
+}
+
+impl Default for RawNode {
+    fn default() -> Self {
+        RawNode {
+            id: None,
+            data_dir: "/var/lib/dsrlb".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawCluster {
+    /// Address the peer gRPC service listens on.
+    pub listen: String,
+    /// Address peers use to reach this node (defaults to `listen`).
+    pub advertise: Option<String>,
+    /// All voters as `"id=host:port"`; empty means a cluster of one.
+    pub members: Vec<String>,
+    /// File holding the shared cluster token.
+    pub token_file: Option<String>,
+    /// Leader heartbeat period.
+    pub heartbeat_ms: u64,
+    /// Election timeout range `[min, max]`.
+    pub election_timeout_ms: [u64; 2],
+    /// How long after the last quorum ack the leader may still own VIPs.
+    pub lease_ms: u64,
+    /// A witness votes but never owns a VIP.
+    pub witness: bool,
+}
+
+impl Default for RawCluster {
+    fn default() -> Self {
+        RawCluster {
+            listen: "0.0.0.0:7100".into(),
+            advertise: None,
+            members: Vec::new(),
+            token_file: None,
+            heartbeat_ms: 50,
+            election_timeout_ms: [150, 300],
+            lease_ms: 120,
+            witness: false,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawAdmin {
+    /// Address the admin gRPC service listens on.
+    pub listen: String,
+    /// File holding the admin bearer token.
+    pub token_file: Option<String>,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        RawAdmin {
+            listen: "0.0.0.0:7101".into(),
+            token_file: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawDatapath {
+    /// The L2 interface that carries VIP traffic (client side and backends: one segment).
+    pub interface: String,
+    /// Packet worker threads; 0 = one per CPU.
+    pub workers: usize,
+    /// Gratuitous ARPs sent per VIP when this node becomes the owner.
+    pub garp_count: u32,
+    /// Gap between those gratuitous ARPs.
+    pub garp_interval_ms: u64,
+    /// Receive ring slots per worker (each holds one frame of up to 64 KiB).
+    pub ring_slots: usize,
+    /// Flow table entries per worker.
+    pub flow_capacity: usize,
+    /// A flow unseen this long is forgotten (duration string).
+    pub flow_idle: String,
+    /// Maglev lookup table size per farm; must be prime.
+    pub maglev_table_size: usize,
+}
+
+impl Default for RawDatapath {
+    fn default() -> Self {
+        RawDatapath {
+            interface: "eth0".into(),
+            workers: 0,
+            garp_count: 3,
+            garp_interval_ms: 100,
+            ring_slots: 256,
+            flow_capacity: 65536,
+            flow_idle: "300s".into(),
+            maglev_table_size: 65537,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawMetrics {
+    /// Address of the Prometheus `/metrics` endpoint; empty disables it.
+    pub listen: String,
+}
+
+impl Default for RawMetrics {
+    fn default() -> Self {
+        RawMetrics {
+            listen: "0.0.0.0:7102".into(),
+        }
+    }
+}
+
+/// One `[[farm]]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawFarm {
+    /// Unique farm name: letters, digits, `-`, `_`, `.`; 1–63 characters.
+    pub name: String,
+    /// The virtual IPv4 address.
+    pub vip: String,
+    /// The virtual (= backend) port; or use `ports`.
+    pub port: Option<u16>,
+    /// A port range `"a-b"`, instead of `port`.
+    pub ports: Option<String>,
+    /// `tcp` or `udp`.
+    pub protocol: String,
+    /// `maglev` (default).
+    pub scheduler: Option<String>,
+    /// `none` (default) or `srcip`.
+    pub persistence: Option<String>,
+    /// Lifetime of a persistence entry (duration string, default `60s`).
+    pub persistence_ttl: Option<String>,
+    /// Health check; absent means backends are always considered healthy.
+    pub check: Option<RawCheck>,
+    /// `[[farm.backend]]` tables.
+    pub backend: Vec<RawBackend>,
+}
+
+/// `[farm.check]`.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawCheck {
+    /// `tcp` (connect) or `none`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Time between checks of one backend.
+    pub interval: String,
+    /// How long one check may take.
+    pub timeout: String,
+    /// Successes in a row that bring a down backend up.
+    pub rise: u32,
+    /// Failures in a row that take an up backend down.
+    pub fall: u32,
+}
+
+impl Default for RawCheck {
+    fn default() -> Self {
+        RawCheck {
+            kind: "tcp".into(),
+            interval: "2s".into(),
+            timeout: "1s".into(),
+            rise: 2,
+            fall: 3,
+        }
+    }
+}
+
+/// One `[[farm.backend]]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawBackend {
+    /// Backend name, unique in its farm; same rules as farm names.
+    pub name: String,
+    /// The backend's IPv4 address on the datapath interface's subnet.
+    pub ip: String,
+    /// A pinned MAC; otherwise learned by ARP.
+    pub mac: Option<String>,
+    /// Relative weight, 0–65535 (default 1; 0 takes no new flows).
+    pub weight: Option<u32>,
+    /// `up` (default), `drain` or `off`.
+    pub state: Option<String>,
+    /// Backup tier: the lowest priority with a live backend serves (default 1).
+    pub priority: Option<u32>,
+}

@@ -1,0 +1,538 @@
+//! Turns the raw TOML schema into typed, checked values. Every rejection names the key
+//! (`farm[web].backend[b1].ip`) and the reason, so an operator can fix the file in one go.
+
+use super::ConfigError;
+use super::raw::{RawBackend, RawCheck, RawConfig, RawFarm};
+use std::collections::HashSet;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::time::Duration;
+
+/// A validated node configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub node_id: u64,
+    pub data_dir: String,
+    pub cluster: ClusterConfig,
+    pub admin_listen: SocketAddr,
+    pub datapath: DatapathSettings,
+    /// `None` when metrics are disabled (`listen = ""`).
+    pub metrics_listen: Option<SocketAddr>,
+    pub farms: Vec<FarmConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub listen: SocketAddr,
+    pub advertise: SocketAddr,
+    pub members: Vec<(u64, SocketAddr)>,
+    pub token_file: Option<String>,
+    pub heartbeat: Duration,
+    pub election_timeout: (Duration, Duration),
+    pub lease: Duration,
+    pub witness: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatapathSettings {
+    pub interface: String,
+    pub workers: usize,
+    pub garp_count: u32,
+    pub garp_interval: Duration,
+    pub ring_slots: usize,
+    pub flow_capacity: usize,
+    pub flow_idle: Duration,
+    pub maglev_table_size: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheduler {
+    Maglev,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Persistence {
+    None,
+    SrcIp { ttl: Duration },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendState {
+    Up,
+    Drain,
+    Off,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckConfig {
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct FarmConfig {
+    pub name: String,
+    pub vip: Ipv4Addr,
+    pub ports: RangeInclusive<u16>,
+    pub protocol: Protocol,
+    pub scheduler: Scheduler,
+    pub persistence: Persistence,
+    /// `None`: no health check, backends count as healthy.
+    pub check: Option<CheckConfig>,
+    pub backends: Vec<BackendConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct BackendConfig {
+    pub name: String,
+    pub ip: Ipv4Addr,
+    pub mac: Option<datapath::packet::MacAddr>,
+    pub weight: u32,
+    pub state: BackendState,
+    pub priority: u32,
+}
+
+/// Highest accepted backend weight; keeps Maglev's weighted fill well inside u32 arithmetic.
+pub const MAX_WEIGHT: u32 = 65535;
+
+type Result<T> = std::result::Result<T, ConfigError>;
+
+fn socket_addr(key: &str, value: &str) -> Result<SocketAddr> {
+    value
+        .parse()
+        .map_err(|_| ConfigError::invalid(key, format!("{value:?} is not an address:port")))
+}
+
+fn duration(key: &str, value: &str) -> Result<Duration> {
+    let d = humantime::parse_duration(value).map_err(|e| {
+        ConfigError::invalid(
+            key,
+            format!("{value:?} is not a duration with a unit such as \"500ms\" or \"60s\" ({e})"),
+        )
+    })?;
+    if d.is_zero() {
+        return Err(ConfigError::invalid(key, "must be greater than zero"));
+    }
+    Ok(d)
+}
+
+/// A unicast IPv4 address a host can really hold: not unspecified, broadcast, multicast or
+/// loopback.
+pub fn unicast_ipv4(key: &str, value: &str) -> Result<Ipv4Addr> {
+    let ip: Ipv4Addr = value
+        .parse()
+        .map_err(|_| ConfigError::invalid(key, format!("{value:?} is not an IPv4 address")))?;
+    if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() || ip.is_loopback() {
+        return Err(ConfigError::invalid(
+            key,
+            format!("{ip} is not a unicast address a host can hold"),
+        ));
+    }
+    Ok(ip)
+}
+
+/// Names appear in metric labels and CLI arguments, so keep them to a safe alphabet.
+pub fn check_name(key: &str, name: &str) -> Result<()> {
+    let ok_chars = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if name.is_empty() || name.len() > 63 || !ok_chars {
+        return Err(ConfigError::invalid(
+            key,
+            format!("{name:?} must be 1-63 characters of letters, digits, '-', '_' or '.'"),
+        ));
+    }
+    Ok(())
+}
+
+impl RawConfig {
+    /// Checks every key and builds the typed config.
+    pub fn validate(self) -> Result<Config> {
+        let node_id = match self.node.id {
+            None => return Err(ConfigError::invalid("node.id", "is required")),
+            Some(0) => return Err(ConfigError::invalid("node.id", "must be at least 1")),
+            Some(id) => id,
+        };
+        if self.node.data_dir.is_empty() {
+            return Err(ConfigError::invalid("node.data_dir", "must not be empty"));
+        }
+        let cluster = self.validate_cluster(node_id)?;
+        let admin_listen = socket_addr("admin.listen", &self.admin.listen)?;
+        let metrics_listen = if self.metrics.listen.is_empty() {
+            None
+        } else {
+            Some(socket_addr("metrics.listen", &self.metrics.listen)?)
+        };
+        let datapath = self.validate_datapath()?;
+        let mut farms = Vec::with_capacity(self.farm.len());
+        let mut names = HashSet::new();
+        for (i, raw) in self.farm.iter().enumerate() {
+            let farm = validate_farm(i, raw)?;
+            if !names.insert(farm.name.clone()) {
+                return Err(ConfigError::invalid(
+                    format!("farm[{i}].name"),
+                    format!("{:?} is used by another farm", farm.name),
+                ));
+            }
+            if let Some(other) = farms.iter().find(|f: &&FarmConfig| overlaps(f, &farm)) {
+                return Err(ConfigError::invalid(
+                    format!("farm[{}].port", farm.name),
+                    format!(
+                        "ports {}-{} overlap farm {:?} on the same VIP and protocol",
+                        farm.ports.start(),
+                        farm.ports.end(),
+                        other.name
+                    ),
+                ));
+            }
+            farms.push(farm);
+        }
+        Ok(Config {
+            node_id,
+            data_dir: self.node.data_dir,
+            cluster,
+            admin_listen,
+            datapath,
+            metrics_listen,
+            farms,
+        })
+    }
+
+    fn validate_cluster(&self, node_id: u64) -> Result<ClusterConfig> {
+        let c = &self.cluster;
+        let listen = socket_addr("cluster.listen", &c.listen)?;
+        let advertise = match &c.advertise {
+            Some(a) => socket_addr("cluster.advertise", a)?,
+            None => listen,
+        };
+        let mut members = Vec::new();
+        for (i, m) in c.members.iter().enumerate() {
+            let key = format!("cluster.members[{i}]");
+            let (id, addr) = m.split_once('=').ok_or_else(|| {
+                ConfigError::invalid(&key, format!("{m:?} is not \"id=host:port\""))
+            })?;
+            let id: u64 = id.trim().parse().ok().filter(|id| *id > 0).ok_or_else(|| {
+                ConfigError::invalid(&key, format!("{id:?} is not a node id ≥ 1"))
+            })?;
+            if members.iter().any(|(other, _)| *other == id) {
+                return Err(ConfigError::invalid(
+                    &key,
+                    format!("node id {id} is listed twice"),
+                ));
+            }
+            members.push((id, socket_addr(&key, addr.trim())?));
+        }
+        if !members.is_empty() && !members.iter().any(|(id, _)| *id == node_id) {
+            return Err(ConfigError::invalid(
+                "cluster.members",
+                format!("does not list this node (node.id = {node_id})"),
+            ));
+        }
+        if c.heartbeat_ms == 0 {
+            return Err(ConfigError::invalid(
+                "cluster.heartbeat_ms",
+                "must be at least 1",
+            ));
+        }
+        let [min, max] = c.election_timeout_ms;
+        if min <= c.heartbeat_ms || max < min {
+            return Err(ConfigError::invalid(
+                "cluster.election_timeout_ms",
+                format!(
+                    "[{min}, {max}] must satisfy heartbeat_ms ({}) < min ≤ max",
+                    c.heartbeat_ms
+                ),
+            ));
+        }
+        // The lease must expire before any other node can win an election, or a partitioned
+        // leader and its successor could both answer ARP for the VIP.
+        if c.lease_ms == 0 || c.lease_ms >= min {
+            return Err(ConfigError::invalid(
+                "cluster.lease_ms",
+                format!(
+                    "{} must be at least 1 and below the minimum election timeout ({min})",
+                    c.lease_ms
+                ),
+            ));
+        }
+        Ok(ClusterConfig {
+            listen,
+            advertise,
+            members,
+            token_file: c.token_file.clone(),
+            heartbeat: Duration::from_millis(c.heartbeat_ms),
+            election_timeout: (Duration::from_millis(min), Duration::from_millis(max)),
+            lease: Duration::from_millis(c.lease_ms),
+            witness: c.witness,
+        })
+    }
+
+    fn validate_datapath(&self) -> Result<DatapathSettings> {
+        let d = &self.datapath;
+        if d.interface.is_empty() || d.interface.len() > 15 || d.interface.contains('/') {
+            return Err(ConfigError::invalid(
+                "datapath.interface",
+                format!(
+                    "{:?} is not an interface name (1-15 characters)",
+                    d.interface
+                ),
+            ));
+        }
+        if d.workers > 256 {
+            return Err(ConfigError::invalid(
+                "datapath.workers",
+                "must be at most 256",
+            ));
+        }
+        if d.garp_count == 0 || d.garp_count > 100 {
+            return Err(ConfigError::invalid("datapath.garp_count", "must be 1-100"));
+        }
+        if d.garp_interval_ms == 0 || d.garp_interval_ms > 10_000 {
+            return Err(ConfigError::invalid(
+                "datapath.garp_interval_ms",
+                "must be 1-10000",
+            ));
+        }
+        if !(8..=65536).contains(&d.ring_slots) || !d.ring_slots.is_power_of_two() {
+            return Err(ConfigError::invalid(
+                "datapath.ring_slots",
+                "must be a power of two from 8 to 65536",
+            ));
+        }
+        if !(1024..=16_777_216).contains(&d.flow_capacity) {
+            return Err(ConfigError::invalid(
+                "datapath.flow_capacity",
+                "must be 1024-16777216",
+            ));
+        }
+        let flow_idle = duration("datapath.flow_idle", &d.flow_idle)?;
+        if !(251..=1_048_573).contains(&d.maglev_table_size) || !is_prime(d.maglev_table_size) {
+            return Err(ConfigError::invalid(
+                "datapath.maglev_table_size",
+                format!(
+                    "{} must be a prime from 251 to 1048573",
+                    d.maglev_table_size
+                ),
+            ));
+        }
+        Ok(DatapathSettings {
+            interface: d.interface.clone(),
+            workers: d.workers,
+            garp_count: d.garp_count,
+            garp_interval: Duration::from_millis(d.garp_interval_ms),
+            ring_slots: d.ring_slots,
+            flow_capacity: d.flow_capacity,
+            flow_idle,
+            maglev_table_size: d.maglev_table_size,
+        })
+    }
+}
+
+fn is_prime(n: usize) -> bool {
+    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)
+}
+
+fn overlaps(a: &FarmConfig, b: &FarmConfig) -> bool {
+    a.vip == b.vip
+        && a.protocol == b.protocol
+        && a.ports.start() <= b.ports.end()
+        && b.ports.start() <= a.ports.end()
+}
+
+fn validate_farm(index: usize, raw: &RawFarm) -> Result<FarmConfig> {
+    check_name(&format!("farm[{index}].name"), &raw.name)?;
+    let k = |field: &str| format!("farm[{}].{field}", raw.name);
+    let vip = unicast_ipv4(&k("vip"), &raw.vip)?;
+    let ports = match (raw.port, &raw.ports) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::invalid(
+                k("ports"),
+                "give either `port` or `ports`, not both",
+            ));
+        }
+        (None, None) => return Err(ConfigError::invalid(k("port"), "is required (or `ports`)")),
+        (Some(0), None) => return Err(ConfigError::invalid(k("port"), "must be 1-65535")),
+        (Some(p), None) => p..=p,
+        (None, Some(range)) => parse_port_range(&k("ports"), range)?,
+    };
+    let protocol = match raw.protocol.as_str() {
+        "tcp" => Protocol::Tcp,
+        "udp" => Protocol::Udp,
+        other => {
+            return Err(ConfigError::invalid(
+                k("protocol"),
+                format!("{other:?} is not tcp or udp"),
+            ));
+        }
+    };
+    let scheduler = match raw.scheduler.as_deref().unwrap_or("maglev") {
+        "maglev" => Scheduler::Maglev,
+        other => {
+            return Err(ConfigError::invalid(
+                k("scheduler"),
+                format!("{other:?} is not a known scheduler (maglev)"),
+            ));
+        }
+    };
+    let ttl = match &raw.persistence_ttl {
+        Some(t) => duration(&k("persistence_ttl"), t)?,
+        None => Duration::from_secs(60),
+    };
+    let persistence = match raw.persistence.as_deref().unwrap_or("none") {
+        "none" => Persistence::None,
+        "srcip" => Persistence::SrcIp { ttl },
+        other => {
+            return Err(ConfigError::invalid(
+                k("persistence"),
+                format!("{other:?} is not none or srcip"),
+            ));
+        }
+    };
+    let check = match &raw.check {
+        None => None,
+        Some(c) => validate_check(&k("check"), c)?,
+    };
+    let mut backends: Vec<BackendConfig> = Vec::with_capacity(raw.backend.len());
+    for (i, b) in raw.backend.iter().enumerate() {
+        let backend = validate_backend(&raw.name, i, b)?;
+        if backends.iter().any(|o| o.name == backend.name) {
+            return Err(ConfigError::invalid(
+                format!("farm[{}].backend[{i}].name", raw.name),
+                format!("{:?} is used by another backend of this farm", backend.name),
+            ));
+        }
+        if backends.iter().any(|o| o.ip == backend.ip) {
+            return Err(ConfigError::invalid(
+                format!("farm[{}].backend[{}].ip", raw.name, backend.name),
+                format!("{} is used by another backend of this farm", backend.ip),
+            ));
+        }
+        if backend.ip == vip {
+            return Err(ConfigError::invalid(
+                format!("farm[{}].backend[{}].ip", raw.name, backend.name),
+                "must not equal the farm's VIP",
+            ));
+        }
+        backends.push(backend);
+    }
+    Ok(FarmConfig {
+        name: raw.name.clone(),
+        vip,
+        ports,
+        protocol,
+        scheduler,
+        persistence,
+        check,
+        backends,
+    })
+}
+
+fn parse_port_range(key: &str, range: &str) -> Result<RangeInclusive<u16>> {
+    let bad = || {
+        ConfigError::invalid(
+            key,
+            format!("{range:?} is not a port range \"a-b\" with 1 ≤ a ≤ b ≤ 65535"),
+        )
+    };
+    let (a, b) = range.split_once('-').ok_or_else(bad)?;
+    let a: u16 = a.trim().parse().map_err(|_| bad())?;
+    let b: u16 = b.trim().parse().map_err(|_| bad())?;
+    if a == 0 || a > b {
+        return Err(bad());
+    }
+    Ok(a..=b)
+}
+
+fn validate_check(key: &str, c: &RawCheck) -> Result<Option<CheckConfig>> {
+    match c.kind.as_str() {
+        "none" => return Ok(None),
+        "tcp" => {}
+        other => {
+            return Err(ConfigError::invalid(
+                format!("{key}.type"),
+                format!("{other:?} is not tcp or none"),
+            ));
+        }
+    }
+    let interval = duration(&format!("{key}.interval"), &c.interval)?;
+    let timeout = duration(&format!("{key}.timeout"), &c.timeout)?;
+    if timeout > interval {
+        return Err(ConfigError::invalid(
+            format!("{key}.timeout"),
+            "must not exceed the interval",
+        ));
+    }
+    for (field, v) in [("rise", c.rise), ("fall", c.fall)] {
+        if !(1..=100).contains(&v) {
+            return Err(ConfigError::invalid(
+                format!("{key}.{field}"),
+                "must be 1-100",
+            ));
+        }
+    }
+    Ok(Some(CheckConfig {
+        interval,
+        timeout,
+        rise: c.rise,
+        fall: c.fall,
+    }))
+}
+
+fn validate_backend(farm: &str, index: usize, b: &RawBackend) -> Result<BackendConfig> {
+    check_name(&format!("farm[{farm}].backend[{index}].name"), &b.name)?;
+    let k = |field: &str| format!("farm[{farm}].backend[{}].{field}", b.name);
+    let ip = unicast_ipv4(&k("ip"), &b.ip)?;
+    let mac = match &b.mac {
+        None => None,
+        Some(m) => {
+            let mac: datapath::packet::MacAddr = m.parse().map_err(|_| {
+                ConfigError::invalid(k("mac"), format!("{m:?} is not a MAC address"))
+            })?;
+            if mac.0[0] & 1 == 1 || mac.0 == [0; 6] {
+                return Err(ConfigError::invalid(
+                    k("mac"),
+                    format!("{m} is not a unicast MAC"),
+                ));
+            }
+            Some(mac)
+        }
+    };
+    let weight = b.weight.unwrap_or(1);
+    if weight > MAX_WEIGHT {
+        return Err(ConfigError::invalid(
+            k("weight"),
+            format!("{weight} is above {MAX_WEIGHT}"),
+        ));
+    }
+    let state = match b.state.as_deref().unwrap_or("up") {
+        "up" => BackendState::Up,
+        "drain" => BackendState::Drain,
+        "off" => BackendState::Off,
+        other => {
+            return Err(ConfigError::invalid(
+                k("state"),
+                format!("{other:?} is not up, drain or off"),
+            ));
+        }
+    };
+    let priority = b.priority.unwrap_or(1);
+    if !(1..=100).contains(&priority) {
+        return Err(ConfigError::invalid(k("priority"), "must be 1-100"));
+    }
+    Ok(BackendConfig {
+        name: b.name.clone(),
+        ip,
+        mac,
+        weight,
+        state,
+        priority,
+    })
+}

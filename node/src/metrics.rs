@@ -1,0 +1,184 @@
+//! The Prometheus endpoint (`/metrics` on the metrics port) with the names of DESIGN
+//! section 6. Values are read at scrape time from the datapath's counters and the node's
+//! state, so nothing on the packet path knows about Prometheus.
+
+use crate::health::HealthView;
+use datapath::counters::DropReason;
+use datapath::shared::Shared;
+use datapath::table::{BackendState, FarmSpec};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::task::JoinHandle;
+
+/// What the node exports; shared with the daemon, which updates the node-level parts.
+#[derive(Debug)]
+pub struct NodeMetrics {
+    shared: Arc<Shared>,
+    #[allow(dead_code)] // read by the cluster issue's per-backend health export
+    health: Arc<HealthView>,
+    /// Times this node became the VIP owner.
+    pub takeovers: AtomicU64,
+    /// Raft term; 0 while the node runs as a cluster of one.
+    pub term: AtomicU64,
+    /// (farm, backend, selectable) as of the last published table.
+    backends: Mutex<Vec<(String, String, bool)>>,
+}
+
+impl NodeMetrics {
+    pub fn new(shared: Arc<Shared>, health: Arc<HealthView>) -> Self {
+        NodeMetrics {
+            shared,
+            health,
+            takeovers: AtomicU64::new(0),
+            term: AtomicU64::new(0),
+            backends: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Records which backends the last published table can send new flows to.
+    pub fn set_backends(&self, specs: &[FarmSpec]) {
+        let rows = specs
+            .iter()
+            .flat_map(|f| {
+                f.backends.iter().map(move |b| {
+                    let up = b.healthy && b.mac.is_some() && !matches!(b.state, BackendState::Off);
+                    (f.name.clone(), b.name.clone(), up)
+                })
+            })
+            .collect();
+        *self.backends.lock().unwrap_or_else(|e| e.into_inner()) = rows;
+    }
+
+    /// The text exposition, as served on `/metrics`.
+    pub fn render(self: &Arc<Self>) -> String {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(self.clone()));
+        let mut out = String::new();
+        match prometheus_client::encoding::text::encode(&mut out, &registry) {
+            Ok(()) => out,
+            Err(e) => format!("# encoding failed: {e}\n"),
+        }
+    }
+}
+
+impl Collector for NodeMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let stats = self.shared.counters.snapshot();
+        // Counter names get their `_total` suffix from the encoder.
+        let mut packets = encoder.encode_descriptor(
+            "dsrlb_packets",
+            "Frames forwarded to a backend",
+            None,
+            ConstCounter::new(0u64).metric_type(),
+        )?;
+        for f in &stats {
+            for b in &f.backends {
+                let labels = [("farm", f.farm.as_str()), ("backend", b.backend.as_str())];
+                ConstCounter::new(b.packets).encode(packets.encode_family(&labels)?)?;
+            }
+        }
+        let mut bytes = encoder.encode_descriptor(
+            "dsrlb_bytes",
+            "Bytes of frames forwarded to a backend",
+            None,
+            ConstCounter::new(0u64).metric_type(),
+        )?;
+        for f in &stats {
+            for b in &f.backends {
+                let labels = [("farm", f.farm.as_str()), ("backend", b.backend.as_str())];
+                ConstCounter::new(b.bytes).encode(bytes.encode_family(&labels)?)?;
+            }
+        }
+        let mut flows = encoder.encode_descriptor(
+            "dsrlb_flows_new",
+            "Flows scheduled to a backend for the first time on this node",
+            None,
+            ConstCounter::new(0u64).metric_type(),
+        )?;
+        for f in &stats {
+            let labels = [("farm", f.farm.as_str())];
+            ConstCounter::new(f.flows_new).encode(flows.encode_family(&labels)?)?;
+        }
+        let mut drops = encoder.encode_descriptor(
+            "dsrlb_drops",
+            "Frames the datapath did not forward, by reason",
+            None,
+            ConstCounter::new(0u64).metric_type(),
+        )?;
+        for reason in DropReason::ALL {
+            let labels = [("reason", reason.as_str())];
+            ConstCounter::new(self.shared.drops.get(*reason))
+                .encode(drops.encode_family(&labels)?)?;
+        }
+        let owner = ConstGauge::new(i64::from(self.shared.is_owner()));
+        owner.encode(encoder.encode_descriptor(
+            "dsrlb_vip_owner",
+            "1 while this node answers ARP for and forwards its VIPs",
+            None,
+            owner.metric_type(),
+        )?)?;
+        let mut up = encoder.encode_descriptor(
+            "dsrlb_backend_up",
+            "1 while the backend can take new flows (healthy, MAC known, not off)",
+            None,
+            ConstGauge::new(0i64).metric_type(),
+        )?;
+        let rows = self
+            .backends
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for (farm, backend, is_up) in &rows {
+            let labels = [("farm", farm.as_str()), ("backend", backend.as_str())];
+            ConstGauge::new(i64::from(*is_up)).encode(up.encode_family(&labels)?)?;
+        }
+        let term = ConstGauge::new(self.term.load(Ordering::Relaxed) as i64);
+        term.encode(encoder.encode_descriptor(
+            "dsrlb_raft_term",
+            "Current Raft term (0 for a cluster of one)",
+            None,
+            term.metric_type(),
+        )?)?;
+        let takeovers = ConstCounter::new(self.takeovers.load(Ordering::Relaxed));
+        takeovers.encode(encoder.encode_descriptor(
+            "dsrlb_takeovers",
+            "Times this node became the VIP owner",
+            None,
+            takeovers.metric_type(),
+        )?)?;
+        Ok(())
+    }
+}
+
+/// Serves `/metrics` until the returned task is aborted.
+pub async fn serve(addr: SocketAddr, metrics: Arc<NodeMetrics>) -> anyhow::Result<JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("metrics.listen {addr}: {e}"))?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let metrics = metrics.clone();
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    metrics.render(),
+                )
+            }
+        }),
+    );
+    Ok(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "metrics server failed");
+        }
+    }))
+}

@@ -1,0 +1,342 @@
+//! Every invalid key or value in a node config is rejected with an error naming the key.
+
+use node::config::{self, BackendState, ConfigError, Persistence, Protocol};
+
+const BASE: &str = r#"
+[node]
+id = 1
+data_dir = "/tmp/dsrlb-test"
+
+[cluster]
+listen = "198.18.0.11:7100"
+members = ["1=198.18.0.11:7100", "2=198.18.0.12:7100"]
+election_timeout_ms = [150, 300]
+lease_ms = 120
+
+[datapath]
+interface = "eth0"
+
+[[farm]]
+name = "web"
+vip = "198.18.0.100"
+port = 80
+protocol = "tcp"
+persistence = "srcip"
+persistence_ttl = "30s"
+
+[farm.check]
+type = "tcp"
+interval = "1s"
+timeout = "500ms"
+rise = 2
+fall = 3
+
+[[farm.backend]]
+name = "b1"
+ip = "198.18.0.21"
+weight = 2
+
+[[farm.backend]]
+name = "b2"
+ip = "198.18.0.22"
+mac = "02:00:00:00:00:22"
+state = "drain"
+priority = 2
+"#;
+
+#[test]
+fn the_base_config_is_valid_and_typed() {
+    let c = config::parse(BASE).expect("valid");
+    assert_eq!(c.node_id, 1);
+    assert_eq!(c.cluster.members.len(), 2);
+    let farm = &c.farms[0];
+    assert_eq!(farm.protocol, Protocol::Tcp);
+    assert_eq!(farm.ports, 80..=80);
+    assert_eq!(
+        farm.persistence,
+        Persistence::SrcIp {
+            ttl: std::time::Duration::from_secs(30)
+        }
+    );
+    assert_eq!(farm.backends[0].weight, 2);
+    assert_eq!(farm.backends[1].state, BackendState::Drain);
+    assert_eq!(farm.backends[1].priority, 2);
+    assert_eq!(farm.check.as_ref().unwrap().fall, 3);
+}
+
+#[test]
+fn defaults_fill_what_is_left_out() {
+    let c = config::parse("[node]\nid = 7\n").expect("valid");
+    assert_eq!(c.admin_listen.port(), 7101);
+    assert_eq!(c.metrics_listen.unwrap().port(), 7102);
+    assert_eq!(c.cluster.listen.port(), 7100);
+    assert_eq!(c.datapath.interface, "eth0");
+    assert_eq!(c.datapath.garp_count, 3);
+    assert_eq!(c.datapath.maglev_table_size, 65537);
+    assert!(c.farms.is_empty());
+}
+
+/// (what to replace in BASE, with what, the key the error must name)
+const CASES: &[(&str, &str, &str)] = &[
+    ("id = 1", "id = 0", "node.id"),
+    ("id = 1", "", "node.id"),
+    ("id = 1", "id = \"one\"", "id"),
+    (
+        "data_dir = \"/tmp/dsrlb-test\"",
+        "data_dir = \"\"",
+        "node.data_dir",
+    ),
+    ("[node]", "[node]\ncolour = \"blue\"", "colour"),
+    (
+        "listen = \"198.18.0.11:7100\"",
+        "listen = \"nowhere\"",
+        "cluster.listen",
+    ),
+    (
+        "\"2=198.18.0.12:7100\"",
+        "\"2198.18.0.12:7100\"",
+        "cluster.members[1]",
+    ),
+    (
+        "\"2=198.18.0.12:7100\"",
+        "\"0=198.18.0.12:7100\"",
+        "cluster.members[1]",
+    ),
+    (
+        "\"2=198.18.0.12:7100\"",
+        "\"1=198.18.0.12:7100\"",
+        "cluster.members[1]",
+    ),
+    (
+        "\"1=198.18.0.11:7100\", ",
+        "\"3=198.18.0.13:7100\", ",
+        "cluster.members",
+    ),
+    ("lease_ms = 120", "lease_ms = 150", "cluster.lease_ms"),
+    ("lease_ms = 120", "lease_ms = 0", "cluster.lease_ms"),
+    ("[150, 300]", "[300, 150]", "cluster.election_timeout_ms"),
+    ("[150, 300]", "[40, 300]", "cluster.election_timeout_ms"),
+    (
+        "interface = \"eth0\"",
+        "interface = \"\"",
+        "datapath.interface",
+    ),
+    (
+        "interface = \"eth0\"",
+        "interface = \"a-very-long-interface\"",
+        "datapath.interface",
+    ),
+    (
+        "interface = \"eth0\"",
+        "interface = \"eth0\"\nworkers = 1000",
+        "datapath.workers",
+    ),
+    (
+        "interface = \"eth0\"",
+        "interface = \"eth0\"\ngarp_count = 0",
+        "datapath.garp_count",
+    ),
+    (
+        "interface = \"eth0\"",
+        "interface = \"eth0\"\ngarp_interval_ms = 0",
+        "datapath.garp_interval_ms",
+    ),
+    (
+        "interface = \"eth0\"",
+        "interface = \"eth0\"\nring_slots = 100",
+        "datapath.ring_slots",
+    ),
+    (
+        "interface = \"eth0\"",
+        "interface = \"eth0\"\nflow_capacity = 1",
+        "datapath.flow_capacity",
+    ),
+    (
+        "interface = \"eth0\"",
+        "interface = \"eth0\"\nflow_idle = \"forever\"",
+        "datapath.flow_idle",
+    ),
+    (
+        "interface = \"eth0\"",
+        "interface = \"eth0\"\nmaglev_table_size = 65536",
+        "datapath.maglev_table_size",
+    ),
+    (
+        "interface = \"eth0\"",
+        "interface = \"eth0\"\nrings = 3",
+        "rings",
+    ),
+    ("name = \"web\"", "name = \"we b\"", "farm[0].name"),
+    ("name = \"web\"", "name = \"\"", "farm[0].name"),
+    (
+        "vip = \"198.18.0.100\"",
+        "vip = \"198.18.0\"",
+        "farm[web].vip",
+    ),
+    (
+        "vip = \"198.18.0.100\"",
+        "vip = \"224.0.0.1\"",
+        "farm[web].vip",
+    ),
+    (
+        "vip = \"198.18.0.100\"",
+        "vip = \"0.0.0.0\"",
+        "farm[web].vip",
+    ),
+    (
+        "vip = \"198.18.0.100\"",
+        "vip = \"198.18.0.21\"",
+        "farm[web].backend[b1].ip",
+    ),
+    ("port = 80", "port = 0", "farm[web].port"),
+    ("port = 80", "port = 70000", "port"),
+    ("port = 80", "", "farm[web].port"),
+    (
+        "port = 80",
+        "port = 80\nports = \"80-90\"",
+        "farm[web].ports",
+    ),
+    ("port = 80", "ports = \"90-80\"", "farm[web].ports"),
+    ("port = 80", "ports = \"80\"", "farm[web].ports"),
+    (
+        "protocol = \"tcp\"",
+        "protocol = \"sctp\"",
+        "farm[web].protocol",
+    ),
+    (
+        "protocol = \"tcp\"",
+        "protocol = \"tcp\"\nscheduler = \"random\"",
+        "farm[web].scheduler",
+    ),
+    (
+        "persistence = \"srcip\"",
+        "persistence = \"cookie\"",
+        "farm[web].persistence",
+    ),
+    (
+        "persistence_ttl = \"30s\"",
+        "persistence_ttl = \"30\"",
+        "farm[web].persistence_ttl",
+    ),
+    ("type = \"tcp\"", "type = \"http\"", "farm[web].check.type"),
+    (
+        "interval = \"1s\"",
+        "interval = \"0s\"",
+        "farm[web].check.interval",
+    ),
+    (
+        "timeout = \"500ms\"",
+        "timeout = \"2s\"",
+        "farm[web].check.timeout",
+    ),
+    ("rise = 2", "rise = 0", "farm[web].check.rise"),
+    ("fall = 3", "fall = 1000", "farm[web].check.fall"),
+    (
+        "name = \"b1\"",
+        "name = \"b/1\"",
+        "farm[web].backend[0].name",
+    ),
+    (
+        "name = \"b1\"",
+        "name = \"b2\"",
+        "farm[web].backend[1].name",
+    ),
+    (
+        "ip = \"198.18.0.21\"",
+        "ip = \"198.18.0.22\"",
+        "farm[web].backend[b2].ip",
+    ),
+    (
+        "ip = \"198.18.0.21\"",
+        "ip = \"255.255.255.255\"",
+        "farm[web].backend[b1].ip",
+    ),
+    (
+        "ip = \"198.18.0.21\"",
+        "ip = \"fe80::1\"",
+        "farm[web].backend[b1].ip",
+    ),
+    (
+        "mac = \"02:00:00:00:00:22\"",
+        "mac = \"02:00:00:00:22\"",
+        "farm[web].backend[b2].mac",
+    ),
+    (
+        "mac = \"02:00:00:00:00:22\"",
+        "mac = \"ff:ff:ff:ff:ff:ff\"",
+        "farm[web].backend[b2].mac",
+    ),
+    (
+        "weight = 2",
+        "weight = 70000",
+        "farm[web].backend[b1].weight",
+    ),
+    ("weight = 2", "weight = -1", "weight"),
+    (
+        "state = \"drain\"",
+        "state = \"maintenance\"",
+        "farm[web].backend[b2].state",
+    ),
+    (
+        "priority = 2",
+        "priority = 0",
+        "farm[web].backend[b2].priority",
+    ),
+    (
+        "[[farm.backend]]\nname = \"b1\"",
+        "[[farm.backend]]\nname = \"b1\"\nport = 8080",
+        "port",
+    ),
+];
+
+#[test]
+fn every_invalid_key_or_value_is_rejected_naming_the_key() {
+    for (from, to, key) in CASES {
+        assert!(BASE.contains(from), "case {from:?} does not apply to BASE");
+        let text = BASE.replacen(from, to, 1);
+        let err = match config::parse(&text) {
+            Ok(_) => panic!("{from:?} -> {to:?} was accepted"),
+            Err(e) => e,
+        };
+        let message = err.to_string();
+        assert!(
+            message.contains(key),
+            "{from:?} -> {to:?}: error does not name {key:?}: {message}"
+        );
+        if let ConfigError::Invalid { key: named, .. } = &err {
+            assert_eq!(named, key, "{from:?} -> {to:?}: wrong key in {message}");
+        }
+    }
+}
+
+#[test]
+fn overlapping_farms_on_one_vip_and_protocol_are_rejected() {
+    let extra = "\n[[farm]]\nname = \"web2\"\nvip = \"198.18.0.100\"\nports = \"70-85\"\nprotocol = \"tcp\"\n";
+    let err = config::parse(&format!("{BASE}{extra}")).unwrap_err();
+    assert!(err.to_string().contains("farm[web2].port"), "{err}");
+    let udp = extra.replace("tcp", "udp");
+    config::parse(&format!("{BASE}{udp}")).expect("same ports over UDP do not overlap");
+    let dup = "\n[[farm]]\nname = \"web\"\nvip = \"198.18.0.101\"\nport = 80\nprotocol = \"tcp\"\n";
+    let err = config::parse(&format!("{BASE}{dup}")).unwrap_err();
+    assert!(err.to_string().contains("farm[1].name"), "{err}");
+}
+
+#[test]
+fn a_missing_file_names_the_path() {
+    let err = config::load(std::path::Path::new("/nonexistent/dsrlb.toml")).unwrap_err();
+    assert!(err.to_string().contains("/nonexistent/dsrlb.toml"), "{err}");
+}
+
+#[test]
+fn the_shipped_example_configs_are_valid() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).expect("deploy/examples exists") {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            config::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            seen += 1;
+        }
+    }
+    assert!(seen > 0, "no example configs found in {}", dir.display());
+}
