@@ -100,6 +100,8 @@ impl HealthView {
 /// Runs the check loops until dropped.
 pub struct HealthChecker {
     tasks: JoinSet<()>,
+    /// Held so the daemon's receiver stays open even when no backend is checked.
+    _changed: Arc<watch::Sender<u64>>,
 }
 
 impl HealthChecker {
@@ -118,7 +120,10 @@ impl HealthChecker {
             let changed = changed.clone();
             tasks.spawn(check_loop(target, view, changed).instrument(span));
         }
-        HealthChecker { tasks }
+        HealthChecker {
+            tasks,
+            _changed: changed,
+        }
     }
 
     /// Stops every loop.
