@@ -1,4 +1,12 @@
-//! Wire contracts of dsrlb: the `dsrlb.admin.v1` admin API and the `dsrlb.raft.v1` peer RPCs.
-//!
-//! Empty until the cluster issue (#3) lands: a single node has no peers and no admin API yet,
-//! and compiling tonic/prost for nothing would only slow every build.
+//! Wire contracts of dsrlb: generated tonic/prost code for the `dsrlb.raft.v1` peer RPCs
+//! (`proto/dsrlb/raft/v1/raft.proto`). The admin API (`dsrlb.admin.v1`) joins it with the
+//! admin issue.
+
+/// `dsrlb.raft.v1`: vote, append-entries, install-snapshot, forwarded writes and handover.
+pub mod raft {
+    /// Version 1 of the peer protocol.
+    pub mod v1 {
+        #![allow(clippy::all, missing_docs)]
+        tonic::include_proto!("dsrlb.raft.v1");
+    }
+}
