@@ -1,7 +1,9 @@
 //! The lab's backend server (`dsrlb lab-backend`): HTTP/1.1 with keep-alive on a TCP port
 //! and a UDP echo, both answering with the backend's name so clients can tell who served
 //! them. It binds 0.0.0.0, so it also answers on a VIP held on `lo` (DSR), and UDP replies
-//! leave from the address the request was sent to.
+//! leave from the address the request was sent to. A UDP sink on [`UDP_SINK_PORT`] counts
+//! datagrams and bytes without answering (`GET /udp-sink` reads the counts), so benchmarks
+//! can measure delivered UDP throughput.
 
 use std::convert::Infallible;
 use std::io::{IoSlice, IoSliceMut};
@@ -9,7 +11,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -50,6 +52,54 @@ const UDP_POLL: Duration = Duration::from_millis(100);
 /// Big enough for any UDP payload.
 const UDP_MAX: usize = 65_536;
 
+/// The UDP port of the counting sink. A fixed port rather than a `BackendArgs` field, so
+/// code that builds `BackendArgs` by hand keeps compiling; the sink is on in every backend.
+pub const UDP_SINK_PORT: u16 = 9000;
+/// Datagrams the sink takes per `recvmmsg`: one syscall per batch, not per datagram, so
+/// the sink costs the backend little CPU under a flood.
+const SINK_BATCH: usize = 64;
+/// Bytes kept of each datagram; longer ones are counted at full length (MSG_TRUNC).
+const SINK_SLOT: usize = 2048;
+/// A socket buffer deep enough to ride out scheduling gaps on a busy machine.
+const SINK_RCVBUF: usize = 8 << 20;
+
+/// What the UDP sink has received since the backend started.
+#[derive(Debug, Default)]
+pub struct SinkCounts {
+    datagrams: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl SinkCounts {
+    /// `(datagrams, bytes)` so far.
+    pub fn get(&self) -> (u64, u64) {
+        (
+            self.datagrams.load(Ordering::Relaxed),
+            self.bytes.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The body of `GET /udp-sink`: `datagrams=<n> bytes=<n>`.
+    pub fn render(&self) -> String {
+        let (d, b) = self.get();
+        format!("datagrams={d} bytes={b}\n")
+    }
+
+    /// Parses a `GET /udp-sink` body back into `(datagrams, bytes)`.
+    pub fn parse(body: &str) -> Option<(u64, u64)> {
+        let mut datagrams = None;
+        let mut bytes = None;
+        for field in body.split_whitespace() {
+            match field.split_once('=') {
+                Some(("datagrams", v)) => datagrams = v.parse().ok(),
+                Some(("bytes", v)) => bytes = v.parse().ok(),
+                _ => {}
+            }
+        }
+        Some((datagrams?, bytes?))
+    }
+}
+
 /// Runs the backend until SIGTERM or SIGINT. Blocking; builds its own tokio runtime.
 pub fn run_backend(args: BackendArgs) -> anyhow::Result<()> {
     let server = BackendServer::start(&args)?;
@@ -83,6 +133,8 @@ pub fn run_backend(args: BackendArgs) -> anyhow::Result<()> {
 pub struct BackendServer {
     tcp_addr: SocketAddr,
     udp_addr: SocketAddr,
+    sink_addr: SocketAddr,
+    sink: Arc<SinkCounts>,
     stop_tcp: Option<tokio::sync::oneshot::Sender<()>>,
     stop_udp: Arc<AtomicBool>,
     threads: Vec<JoinHandle<Result<(), LabError>>>,
@@ -114,12 +166,17 @@ impl BackendServer {
         let udp_addr = udp
             .local_addr()
             .map_err(|e| LabError::io("udp local addr", e))?;
+        let sink_sock = sink_socket()?;
+        let sink_addr = sink_sock
+            .local_addr()
+            .map_err(|e| LabError::io("udp sink local addr", e))?;
+        let sink = Arc::new(SinkCounts::default());
 
         let name: Arc<str> = Arc::from(args.name.as_str());
         let stop_udp = Arc::new(AtomicBool::new(false));
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
         let mut threads = Vec::new();
-        let app = router(Arc::clone(&name));
+        let app = router(Arc::clone(&name), Arc::clone(&sink));
         threads.push(spawn(format!("{name}-http"), move || {
             serve_http(tcp, app, stop_rx)
         })?);
@@ -127,9 +184,15 @@ impl BackendServer {
         threads.push(spawn(format!("{name}-udp"), move || {
             udp_echo(udp, &n, &flag)
         })?);
+        let (flag, counts) = (Arc::clone(&stop_udp), Arc::clone(&sink));
+        threads.push(spawn(format!("{name}-sink"), move || {
+            udp_sink(&sink_sock, &counts, &flag)
+        })?);
         Ok(BackendServer {
             tcp_addr,
             udp_addr,
+            sink_addr,
+            sink,
             stop_tcp: Some(stop_tx),
             stop_udp,
             threads,
@@ -151,7 +214,17 @@ impl BackendServer {
         self.udp_addr
     }
 
-    /// Stops both servers and reports the first error either of them hit.
+    /// The bound address of the counting UDP sink (0.0.0.0:[`UDP_SINK_PORT`]).
+    pub fn sink_addr(&self) -> SocketAddr {
+        self.sink_addr
+    }
+
+    /// What the UDP sink has counted so far.
+    pub fn sink_counts(&self) -> (u64, u64) {
+        self.sink.get()
+    }
+
+    /// Stops every server and reports the first error any of them hit.
     pub fn stop(mut self) -> Result<(), LabError> {
         self.shutdown()
     }
@@ -195,9 +268,10 @@ where
         .map_err(|e| LabError::io(format!("spawn thread {name}"), e))
 }
 
-fn router(name: Arc<str>) -> Router {
+fn router(name: Arc<str>, sink: Arc<SinkCounts>) -> Router {
     Router::new()
         .route("/", get(root))
+        .route("/udp-sink", get(sink_counts).with_state(sink))
         .route("/bytes/{n}", get(pattern_bytes))
         .route("/upload", post(upload))
         .layer(DefaultBodyLimit::disable())
@@ -230,6 +304,10 @@ fn serve_http(
 
 async fn root(State(name): State<Arc<str>>) -> String {
     format!("backend={name}\n")
+}
+
+async fn sink_counts(State(sink): State<Arc<SinkCounts>>) -> String {
+    sink.render()
 }
 
 async fn pattern_bytes(Path(n): Path<u64>) -> Response {
@@ -352,4 +430,92 @@ fn udp_echo(sock: UdpSocket, name: &str, stop: &AtomicBool) -> Result<(), LabErr
         }
     }
     Ok(())
+}
+
+/// The sink's socket: 0.0.0.0:[`UDP_SINK_PORT`] with a deep receive buffer and a read
+/// timeout, so the thread sees its stop flag.
+fn sink_socket() -> Result<UdpSocket, LabError> {
+    let sock = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, UDP_SINK_PORT))
+        .map_err(|e| LabError::io(format!("bind udp sink port {UDP_SINK_PORT}"), e))?;
+    // The forced size ignores net.core.rmem_max (we are root in the lab); if it is refused
+    // the kernel's default buffer still works, only with more loss under a flood.
+    if let Err(e) = setsockopt(&sock, sockopt::RcvBufForce, &SINK_RCVBUF) {
+        tracing::debug!(error = %e, "SO_RCVBUFFORCE refused; using the default buffer");
+    }
+    sock.set_read_timeout(Some(UDP_POLL))
+        .map_err(|e| LabError::io("set udp sink timeout", e))?;
+    Ok(sock)
+}
+
+/// Counts every datagram that reaches the sink, [`SINK_BATCH`] per `recvmmsg`.
+fn udp_sink(sock: &UdpSocket, counts: &SinkCounts, stop: &AtomicBool) -> Result<(), LabError> {
+    let mut buf = vec![0u8; SINK_BATCH * SINK_SLOT];
+    let base = buf.as_mut_ptr();
+    let mut iovs: Vec<libc::iovec> = (0..SINK_BATCH)
+        .map(|i| libc::iovec {
+            // `wrapping_add` keeps this safe code; `i * SINK_SLOT` stays inside `buf`.
+            iov_base: base.wrapping_add(i * SINK_SLOT).cast(),
+            iov_len: SINK_SLOT,
+        })
+        .collect();
+    let mut msgs: Vec<libc::mmsghdr> = (0..SINK_BATCH)
+        // SAFETY: `mmsghdr` is plain C data for which all-zero bytes are valid (null
+        // pointers, zero lengths).
+        .map(|_| unsafe { std::mem::zeroed::<libc::mmsghdr>() })
+        .collect();
+    for (m, iov) in msgs.iter_mut().zip(iovs.iter_mut()) {
+        m.msg_hdr.msg_iov = iov;
+        m.msg_hdr.msg_iovlen = 1;
+    }
+    let fd = sock.as_raw_fd();
+    // WAITFORONE: block (up to the read timeout) for the first datagram only, then take
+    // what is queued. TRUNC: report a long datagram's full length, not the slot's.
+    let flags = libc::MSG_WAITFORONE | libc::MSG_TRUNC;
+    while !stop.load(Ordering::Relaxed) {
+        // SAFETY: `msgs` holds SINK_BATCH headers whose single iovecs point at disjoint
+        // SINK_SLOT-byte slots of `buf`; `msgs`, `iovs` and `buf` outlive the call and are
+        // not moved or otherwise borrowed during it.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                msgs.as_mut_ptr(),
+                SINK_BATCH as libc::c_uint,
+                flags,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EAGAIN | libc::EINTR) => continue,
+                _ => return Err(LabError::io("udp sink recvmmsg", e)),
+            }
+        }
+        let got = usize::try_from(n).unwrap_or(0).min(SINK_BATCH);
+        let bytes: u64 = msgs[..got].iter().map(|m| u64::from(m.msg_len)).sum();
+        counts.datagrams.fetch_add(got as u64, Ordering::Relaxed);
+        counts.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+    // Keep the buffers provably alive until the last syscall above has returned.
+    drop(iovs);
+    drop(buf);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sink_counts_render_and_parse_back() {
+        let c = SinkCounts::default();
+        c.datagrams.store(12, Ordering::Relaxed);
+        c.bytes.store(16_800, Ordering::Relaxed);
+        assert_eq!(c.render(), "datagrams=12 bytes=16800\n");
+        assert_eq!(SinkCounts::parse(&c.render()), Some((12, 16_800)));
+        assert_eq!(SinkCounts::parse("bytes=5 datagrams=1"), Some((1, 5)));
+        assert_eq!(SinkCounts::parse("datagrams=1"), None);
+        assert_eq!(SinkCounts::parse("datagrams=x bytes=2"), None);
+        assert_eq!(SinkCounts::parse(""), None);
+    }
 }

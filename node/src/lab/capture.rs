@@ -267,6 +267,23 @@ fn sockaddr_ll(ifindex: i32) -> libc::sockaddr_ll {
 }
 
 /// Opens a promiscuous AF_PACKET socket bound to `ifname` in the current namespace.
+/// Sends raw Ethernet frames (headers included) out of `ifname` inside `netns` — how tests
+/// put malformed or hand-made frames on the wire. Returns how many the kernel accepted; a
+/// frame it refuses (e.g. shorter than an Ethernet header) is skipped, not an error.
+pub fn inject(netns: &str, ifname: &str, frames: &[Vec<u8>]) -> Result<usize, LabError> {
+    let (ns, ifname) = (netns.to_owned(), ifname.to_owned());
+    std::thread::scope(|scope| {
+        scope
+            .spawn(move || {
+                netns::enter(&ns)?;
+                let (sock, _) = open(&ifname)?;
+                Ok(frames.iter().filter(|f| sock.send(f).is_ok()).count())
+            })
+            .join()
+            .unwrap_or_else(|_| Err(LabError::Spec("inject thread panicked".into())))
+    })
+}
+
 fn open(ifname: &str) -> Result<(Socket, i32), LabError> {
     let io = |what: &str, e| LabError::io(format!("capture on {ifname}: {what}"), e);
     let proto = i32::from((libc::ETH_P_ALL as u16).to_be());

@@ -39,7 +39,7 @@ mod procs;
 pub mod topology;
 
 pub use backend::{BackendArgs, BackendServer, run_backend};
-pub use capture::{Capture, Frame};
+pub use capture::{Capture, Frame, inject};
 pub use client::{HttpConn, HttpReply, download, http_get, udp_request, upload};
 pub use error::LabError;
 pub use host::{Host, MacAddr, Role};

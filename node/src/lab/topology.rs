@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::host::{MacAddr, Role};
-use super::netns::{ip, netns_exists, pids_in, run_command};
+use super::netns::{in_netns, ip, netns_exists, pids_in, run_command};
 use super::{Host, LabError, LabProcess};
 
 /// The VIP every lab uses unless told otherwise.
@@ -176,6 +176,20 @@ impl Lab {
         quiet_namespace(&sw)?;
         ip(&["-n", &sw, "link", "set", "lo", "up"])?;
         ip(&["-n", &sw, "link", "add", &self.bridge, "type", "bridge"])?;
+        // A switch forwards frames without looking at IP headers. With br_netfilter loaded
+        // on the machine (Docker loads it), the bridge would validate IPv4 and drop malformed
+        // frames itself, hiding them from the node. These sysctls belong to the switch
+        // namespace (per-netns since Linux 5.3), not to the machine.
+        in_netns(&sw, || {
+            for table in ["iptables", "ip6tables", "arptables"] {
+                let path = format!("/proc/sys/net/bridge/bridge-nf-call-{table}");
+                if std::path::Path::new(&path).exists() {
+                    std::fs::write(&path, "0")
+                        .map_err(|e| LabError::io(format!("write {path}"), e))?;
+                }
+            }
+            Ok::<(), LabError>(())
+        })??;
         ip(&["-n", &sw, "link", "set", &self.bridge, "up"])?;
 
         let spec = self.spec.clone();
