@@ -2,7 +2,6 @@
 //! the ways to use it: run a closure inside it, spawn a program in it, run `ip` in it.
 
 use std::ffi::OsStr;
-use std::fmt;
 use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
@@ -13,26 +12,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use super::netns::{in_netns, ip, run_command};
 use super::{LabError, LabProcess};
 
-/// An Ethernet address, printed the usual way (`02:0a:1b:2c:00:21`).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
-pub struct MacAddr(pub [u8; 6]);
-
-impl fmt::Display for MacAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let m = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            m[0], m[1], m[2], m[3], m[4], m[5]
-        )
-    }
-}
-
-impl fmt::Debug for MacAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
+/// Lab hosts use the datapath's MAC type, so lab and node values compare directly.
+pub use datapath::packet::MacAddr;
 
 /// What a host is for; decides its address range and name letter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

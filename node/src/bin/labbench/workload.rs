@@ -229,7 +229,11 @@ pub fn sink_counts(http: SocketAddr) -> anyhow::Result<(u64, u64)> {
         );
     }
     if reply.status != 200 {
-        bail!("GET {http}/udp-sink answered {}: {}", reply.status, reply.body);
+        bail!(
+            "GET {http}/udp-sink answered {}: {}",
+            reply.status,
+            reply.body
+        );
     }
     SinkCounts::parse(&reply.body)
         .with_context(|| format!("GET {http}/udp-sink answered {:?}", reply.body))
