@@ -314,7 +314,9 @@ impl RawConfig {
             ));
         }
         let flow_idle = duration("datapath.flow_idle", &d.flow_idle)?;
-        if !(251..=1_048_573).contains(&d.maglev_table_size) || !is_prime(d.maglev_table_size) {
+        if !(251..=1_048_573).contains(&d.maglev_table_size)
+            || !datapath::maglev::is_prime(d.maglev_table_size)
+        {
             return Err(ConfigError::invalid(
                 "datapath.maglev_table_size",
                 format!(
@@ -334,10 +336,6 @@ impl RawConfig {
             maglev_table_size: d.maglev_table_size,
         })
     }
-}
-
-fn is_prime(n: usize) -> bool {
-    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)
 }
 
 fn overlaps(a: &FarmConfig, b: &FarmConfig) -> bool {

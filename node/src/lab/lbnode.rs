@@ -167,12 +167,11 @@ impl Lab {
         let expected: usize = farms.iter().map(|f| f.backends.len()).sum();
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            if let Ok(m) = scrape(&node) {
-                if m.get("dsrlb_vip_owner", &[]) == 1.0
-                    && m.sum("dsrlb_backend_up") as usize == expected
-                {
-                    return Ok(proc);
-                }
+            if let Ok(m) = scrape(&node)
+                && m.get("dsrlb_vip_owner", &[]) == 1.0
+                && m.sum("dsrlb_backend_up") as usize == expected
+            {
+                return Ok(proc);
             }
             if let Ok(Some(status)) = proc.try_wait() {
                 return Err(LabError::NotReady {
