@@ -51,6 +51,8 @@ pub enum DropReason {
     TxError,
     /// Larger than any legal frame and not a GSO frame (counted by the I/O layer).
     Oversize,
+    /// The kernel found a worker's receive ring full (read from PACKET_STATISTICS).
+    RingFull,
 }
 
 impl DropReason {
@@ -74,6 +76,7 @@ impl DropReason {
         DropReason::Truncated,
         DropReason::TxError,
         DropReason::Oversize,
+        DropReason::RingFull,
     ];
 
     /// Number of reasons: the size of a worker's counter block.
@@ -100,6 +103,7 @@ impl DropReason {
             DropReason::Truncated => "truncated",
             DropReason::TxError => "tx_error",
             DropReason::Oversize => "oversize",
+            DropReason::RingFull => "ring_full",
         }
     }
 }
@@ -151,6 +155,12 @@ impl DropCounters {
     #[inline]
     pub fn count(&self, worker: usize, r: DropReason) {
         slot(&self.workers, worker)[r as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts `n` drops at once (a kernel statistic read per batch, not per frame).
+    #[inline]
+    pub fn add(&self, worker: usize, r: DropReason, n: u64) {
+        slot(&self.workers, worker)[r as usize].fetch_add(n, Ordering::Relaxed);
     }
 
     /// Total over all workers.

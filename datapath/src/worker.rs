@@ -351,6 +351,9 @@ impl Worker {
         {
             self.ring_drops
                 .fetch_add(u64::from(drops), Ordering::Relaxed);
+            self.shared
+                .drops
+                .add(self.index, DropReason::RingFull, u64::from(drops));
         }
     }
 

@@ -15,10 +15,11 @@ use datapath::table::{BackendState, FarmSpec, ForwardingTable, Protocol};
 use proptest::prelude::*;
 
 /// Counted by the I/O layer, never produced by `process`.
-const IO_ONLY: [DropReason; 3] = [
+const IO_ONLY: [DropReason; 4] = [
     DropReason::Truncated,
     DropReason::TxError,
     DropReason::Oversize,
+    DropReason::RingFull,
 ];
 
 fn specs() -> Vec<FarmSpec> {
