@@ -16,6 +16,7 @@ pub mod health;
 pub mod lab;
 pub mod logging;
 pub mod metrics;
+pub mod ownership;
 pub mod preflight;
 pub mod signals;
 pub mod tables;

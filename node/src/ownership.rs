@@ -1,0 +1,154 @@
+//! Who owns the VIPs: a pure decision from what Raft says and the clock, kept apart from the
+//! I/O that acts on it (gratuitous ARP, the datapath's owner flag), so its edges are tested
+//! without a cluster.
+//!
+//! A node owns the VIPs while it is the Raft leader **and** a quorum acknowledged it less
+//! than `lease` ago. The lease is shorter than the minimum election timeout, so a leader cut
+//! off from its peers stops answering ARP and forwarding before any other node can win an
+//! election: there is never an instant with two owners (DESIGN invariant 1). A witness never
+//! owns a VIP.
+
+use std::time::{Duration, Instant};
+
+/// What the decision reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Inputs {
+    /// This node is the Raft leader in the current term.
+    pub is_leader: bool,
+    /// When a quorum last acknowledged this leader (`None`: never in this term).
+    pub last_quorum_ack: Option<Instant>,
+    /// How long an acknowledgement keeps ownership alive.
+    pub lease: Duration,
+    /// This node is a witness: it votes but never owns.
+    pub witness: bool,
+    /// The node is shutting down: release at once.
+    pub stopping: bool,
+}
+
+/// The decision: own the VIPs now?
+pub fn should_own(inputs: &Inputs, now: Instant) -> bool {
+    if inputs.witness || inputs.stopping || !inputs.is_leader {
+        return false;
+    }
+    match inputs.last_quorum_ack {
+        // `checked_duration_since` is None when the ack is (oddly) in the future: fresh.
+        Some(ack) => now
+            .checked_duration_since(ack)
+            .is_none_or(|age| age < inputs.lease),
+        None => false,
+    }
+}
+
+/// When the current ownership must be re-checked at the latest: the moment the lease runs
+/// out if no new acknowledgement arrives.
+pub fn lease_deadline(inputs: &Inputs) -> Option<Instant> {
+    inputs.last_quorum_ack.map(|ack| ack + inputs.lease)
+}
+
+/// A change of ownership that the node acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// Became owner: gratuitous ARP, then answer ARP and forward.
+    Acquired,
+    /// Lost ownership: stop answering ARP and forwarding at once.
+    Released,
+}
+
+/// Tracks the current ownership and reports edges only, so each transition is acted on
+/// and logged once.
+#[derive(Debug, Default)]
+pub struct Ownership {
+    owner: bool,
+}
+
+impl Ownership {
+    pub fn is_owner(&self) -> bool {
+        self.owner
+    }
+
+    /// Feeds a new decision; returns the transition it causes, if any.
+    pub fn update(&mut self, own: bool) -> Option<Transition> {
+        if own == self.owner {
+            return None;
+        }
+        self.owner = own;
+        Some(if own {
+            Transition::Acquired
+        } else {
+            Transition::Released
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LEASE: Duration = Duration::from_millis(120);
+
+    fn leader(ack_age_ms: u64, now: Instant) -> Inputs {
+        Inputs {
+            is_leader: true,
+            last_quorum_ack: Some(now - Duration::from_millis(ack_age_ms)),
+            lease: LEASE,
+            witness: false,
+            stopping: false,
+        }
+    }
+
+    #[test]
+    fn a_leader_owns_only_while_its_lease_is_fresh() {
+        let now = Instant::now() + Duration::from_secs(10);
+        assert!(should_own(&leader(0, now), now));
+        assert!(should_own(&leader(119, now), now));
+        assert!(!should_own(&leader(120, now), now));
+        assert!(!should_own(&leader(5000, now), now));
+    }
+
+    #[test]
+    fn followers_witnesses_stopping_nodes_and_unacked_leaders_never_own() {
+        let now = Instant::now() + Duration::from_secs(10);
+        let base = leader(0, now);
+        for inputs in [
+            Inputs {
+                is_leader: false,
+                ..base
+            },
+            Inputs {
+                witness: true,
+                ..base
+            },
+            Inputs {
+                stopping: true,
+                ..base
+            },
+            Inputs {
+                last_quorum_ack: None,
+                ..base
+            },
+        ] {
+            assert!(!should_own(&inputs, now), "{inputs:?}");
+        }
+    }
+
+    #[test]
+    fn the_deadline_is_the_end_of_the_lease() {
+        let now = Instant::now() + Duration::from_secs(10);
+        let inputs = leader(20, now);
+        assert_eq!(
+            lease_deadline(&inputs),
+            Some(now - Duration::from_millis(20) + LEASE)
+        );
+        assert!(!should_own(&inputs, lease_deadline(&inputs).unwrap()));
+    }
+
+    #[test]
+    fn transitions_are_reported_once_per_edge() {
+        let mut o = Ownership::default();
+        assert_eq!(o.update(false), None);
+        assert_eq!(o.update(true), Some(Transition::Acquired));
+        assert_eq!(o.update(true), None);
+        assert_eq!(o.update(false), Some(Transition::Released));
+        assert_eq!(o.update(false), None);
+    }
+}
