@@ -1,5 +1,43 @@
-//! The replicated control plane of dsrlb (openraft): farms, backends, health and persistence
-//! as a state machine, durable log and snapshots on disk, and the tonic peer transport.
+//! The replicated control plane of dsrlb (openraft 0.9): farms, backends, health and
+//! persistence as a state machine, durable log and snapshots on disk, the authenticated tonic
+//! peer transport, and [`ClusterNode`], the one handle the daemon holds.
 //!
-//! Empty until the cluster issue (#3): today a node with no peers is a cluster of one whose
-//! farms come from its config file.
+//! # Layout
+//! - `state`: the replicated data and commands; applying is a pure function.
+//! - `types`: the openraft type configuration.
+//! - `storage` / `storage_sm`: log + vote, and state machine + snapshot, in one redb file;
+//!   their `//!` say what is fsynced when.
+//! - `auth`: the cluster-token check (server) and injection (client).
+//! - `network` / `server`: the two ends of `dsrlb.raft.v1`.
+//! - `node`: [`ClusterNode`]: start, bootstrap, the public calls.
+//! - `forward`: leader-only requests (writes, membership) carried out by whoever leads.
+//! - `shared`: what the handle, the service and the tasks of one node share.
+//! - `handover`: leadership transfer and the witness rule.
+//! - `settings`, `error`, `codec`: settings, the error enum, the one binary encoding.
+
+mod auth;
+mod codec;
+mod error;
+mod forward;
+mod handover;
+mod network;
+mod node;
+mod server;
+mod settings;
+mod shared;
+pub mod state;
+mod storage;
+mod storage_sm;
+mod types;
+
+pub use auth::AUTH_HEADER;
+pub use error::ClusterError;
+pub use forward::MembershipView;
+pub use node::ClusterNode;
+pub use openraft::ServerState;
+pub use settings::ClusterSettings;
+pub use state::{
+    Backend, BackendState, ClusterState, Command, Farm, InvalidCommand, Persistence,
+    PersistenceEntry, Protocol, Scheduler, SharedSettings, TcpCheck,
+};
+pub use types::{Applied, Node, NodeId, RaftMetrics, TypeConfig};

@@ -1,0 +1,133 @@
+//! The cluster token on the wire: the server-side interceptor that refuses a call without
+//! the right bearer token (`UNAUTHENTICATED`, logged once per peer address, never the token)
+//! and the client-side interceptor that adds it.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::{Request, Status};
+
+/// The metadata key carrying `Bearer <token>`.
+pub const AUTH_HEADER: &str = "authorization";
+
+/// Peers whose refusal we remember, so a misconfigured or hostile peer cannot fill memory.
+const MAX_REMEMBERED_PEERS: usize = 1024;
+
+/// Equality that takes the same time whatever the position of the first differing byte, so
+/// a peer cannot guess the token byte by byte from response times. Only the length may leak
+/// (it is not secret in any useful sense: tokens are long random strings).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
+/// Server side: checks every call.
+#[derive(Clone)]
+pub struct ServerAuth {
+    expected: Arc<[u8]>,
+    refused: Arc<Mutex<HashSet<Option<IpAddr>>>>,
+}
+
+impl ServerAuth {
+    /// Expects `Bearer <token>`.
+    pub fn new(token: &str) -> Self {
+        ServerAuth {
+            expected: format!("Bearer {token}").into_bytes().into(),
+            refused: Arc::new(Mutex::new(HashSet::new())),
+        }
+    }
+
+    fn log_once(&self, peer: Option<IpAddr>, why: &str) {
+        // A poisoned lock only means another thread panicked while logging; the set is
+        // still usable, so logging goes on.
+        let mut seen = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() < MAX_REMEMBERED_PEERS && seen.insert(peer) {
+            tracing::warn!(peer = ?peer, "refused a peer call: {why} (logged once per peer)");
+        }
+    }
+}
+
+impl Interceptor for ServerAuth {
+    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
+        let presented = req.metadata().get(AUTH_HEADER).map(|v| v.as_bytes());
+        let ok = presented.is_some_and(|p| constant_time_eq(p, &self.expected));
+        if ok {
+            return Ok(req);
+        }
+        let why = if presented.is_some() {
+            "wrong cluster token"
+        } else {
+            "no cluster token"
+        };
+        self.log_once(req.remote_addr().map(|a| a.ip()), why);
+        Err(Status::unauthenticated("cluster token missing or wrong"))
+    }
+}
+
+/// Client side: adds the token to every call.
+#[derive(Clone)]
+pub struct ClientAuth {
+    value: MetadataValue<Ascii>,
+}
+
+impl ClientAuth {
+    /// Fails when the token cannot be a header value (settings validation refuses those).
+    pub fn new(token: &str) -> Result<Self, tonic::metadata::errors::InvalidMetadataValue> {
+        let mut value = MetadataValue::try_from(format!("Bearer {token}"))?;
+        // Keeps the token out of HTTP/2 header compression tables (HPACK "never indexed").
+        value.set_sensitive(true);
+        Ok(ClientAuth { value })
+    }
+}
+
+impl Interceptor for ClientAuth {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        req.metadata_mut().insert(AUTH_HEADER, self.value.clone());
+        Ok(req)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_eq_matches_plain_equality() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+        assert!(constant_time_eq(b"", b""));
+    }
+
+    #[test]
+    fn server_refuses_missing_and_wrong_and_accepts_right() {
+        let mut server = ServerAuth::new("s3cret");
+        assert_eq!(
+            server
+                .call(Request::new(()))
+                .map(|_| ())
+                .map_err(|s| s.code()),
+            Err(tonic::Code::Unauthenticated)
+        );
+        let mut wrong = ClientAuth::new("nope").expect("valid");
+        let req = wrong.call(Request::new(())).expect("adds");
+        assert_eq!(
+            server.call(req).map(|_| ()).map_err(|s| s.code()),
+            Err(tonic::Code::Unauthenticated)
+        );
+        let mut right = ClientAuth::new("s3cret").expect("valid");
+        let req = right.call(Request::new(())).expect("adds");
+        assert!(server.call(req).is_ok());
+        let seen = server.refused.lock().expect("not poisoned");
+        assert_eq!(
+            seen.len(),
+            1,
+            "both refusals came from the same (unknown) peer"
+        );
+    }
+}

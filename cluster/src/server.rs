@@ -1,0 +1,129 @@
+//! The server end of `dsrlb.raft.v1`: decodes openraft messages and hands them to the local
+//! Raft, runs forwarded writes and membership changes when this node leads, and the two
+//! handover calls. Authentication happens before any of this, in `auth::ServerAuth`.
+
+use crate::codec;
+use crate::forward::{Forward, Refused, execute_local};
+use crate::handover::hand_over;
+use crate::shared::Shared;
+use openraft::ServerState;
+use proto::raft::v1::raft_peer_server::RaftPeer;
+use proto::raft::v1::{
+    RaftPayload, TransferLeaderReply, TransferLeaderRequest, TriggerElectionReply,
+    TriggerElectionRequest,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+/// The peer service of one node.
+pub(crate) struct PeerService {
+    pub shared: Arc<Shared>,
+}
+
+fn decode<T: DeserializeOwned>(req: Request<RaftPayload>) -> Result<T, Status> {
+    codec::decode(&req.into_inner().payload)
+        .map_err(|e| Status::invalid_argument(format!("undecodable payload: {e}")))
+}
+
+fn reply<T: Serialize>(value: &T) -> Result<Response<RaftPayload>, Status> {
+    let payload =
+        codec::encode(value).map_err(|e| Status::internal(format!("unencodable reply: {e}")))?;
+    Ok(Response::new(RaftPayload { payload }))
+}
+
+#[tonic::async_trait]
+impl RaftPeer for PeerService {
+    async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let req = decode(request)?;
+        reply(&self.shared.raft.vote(req).await)
+    }
+
+    async fn append_entries(
+        &self,
+        request: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let req = decode(request)?;
+        reply(&self.shared.raft.append_entries(req).await)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let req = decode(request)?;
+        reply(&self.shared.raft.install_snapshot(req).await)
+    }
+
+    async fn client_write(
+        &self,
+        request: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let req: Forward = decode(request)?;
+        // No second hop: a node that is not the leader says so and the sender, which keeps
+        // its own view of the leader, tries again. That rules out forwarding loops.
+        let outcome = if self.shared.metrics().state == ServerState::Leader {
+            execute_local(&self.shared, req).await
+        } else {
+            Err(Refused::NotLeader)
+        };
+        reply(&outcome)
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<TransferLeaderRequest>,
+    ) -> Result<Response<TransferLeaderReply>, Status> {
+        let to = request.into_inner().to;
+        if self.shared.metrics().state != ServerState::Leader {
+            return Err(Status::failed_precondition("not the leader"));
+        }
+        match hand_over(&self.shared, to).await {
+            Ok(leader) => Ok(Response::new(TransferLeaderReply { leader })),
+            Err(e) => Err(Status::unavailable(e.to_string())),
+        }
+    }
+
+    async fn trigger_election(
+        &self,
+        request: Request<TriggerElectionRequest>,
+    ) -> Result<Response<TriggerElectionReply>, Status> {
+        let req = request.into_inner();
+        let refuse = |reason: &str| {
+            Ok(Response::new(TriggerElectionReply {
+                accepted: false,
+                reason: reason.to_string(),
+            }))
+        };
+        let shared = &self.shared;
+        if shared.witness {
+            return refuse("this node is a witness and never leads");
+        }
+        let m = shared.metrics();
+        if !m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == shared.id)
+        {
+            return refuse("this node is not a voter");
+        }
+        if m.state == ServerState::Leader {
+            return refuse("this node already leads");
+        }
+        tracing::info!(
+            node = shared.id,
+            from = req.from,
+            term = req.term,
+            "starting an election on request of the leader"
+        );
+        match shared.raft.trigger().elect().await {
+            Ok(()) => Ok(Response::new(TriggerElectionReply {
+                accepted: true,
+                reason: String::new(),
+            })),
+            Err(e) => refuse(&format!("raft core stopped: {e}")),
+        }
+    }
+}

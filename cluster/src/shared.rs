@@ -1,0 +1,75 @@
+//! [`Shared`]: what the public handle, the peer service and the background tasks of one node
+//! all hold (the Raft handle, the peer channels, timing), and small helpers over metrics.
+
+use crate::network::{PeerCallError, PeerClient, PeerNetwork};
+use crate::types::{NodeId, Raft, RaftMetrics};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// Timing derived from the settings.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timing {
+    pub heartbeat: Duration,
+    pub election_max: Duration,
+}
+
+impl Timing {
+    /// How long a write (or another call that needs a leader) may wait for one: several
+    /// elections' worth, never below a few seconds.
+    pub fn leader_deadline(&self) -> Duration {
+        (self.election_max * 10).max(Duration::from_secs(5))
+    }
+}
+
+/// The state of one node shared by its tasks.
+pub(crate) struct Shared {
+    pub id: NodeId,
+    pub raft: Raft,
+    pub net: PeerNetwork,
+    pub witness: bool,
+    pub timing: Timing,
+    /// Set while this leader hands over: local writes wait, so the log does not move ahead
+    /// of the chosen follower (which would make this node refuse its vote request).
+    pub handing_over: AtomicBool,
+}
+
+impl Shared {
+    pub fn metrics(&self) -> RaftMetrics {
+        self.raft.metrics().borrow().clone()
+    }
+
+    pub fn is_handing_over(&self) -> bool {
+        self.handing_over.load(Ordering::Acquire)
+    }
+
+    /// A client of peer `id`, at the address the current membership gives it.
+    pub fn peer(&self, id: NodeId) -> Result<PeerClient, PeerCallError> {
+        let m = self.metrics();
+        let addr = m
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.addr.clone())
+            .ok_or_else(|| PeerCallError::Address {
+                addr: format!("node {id}"),
+                reason: "not in the membership".into(),
+            })?;
+        self.net.client(id, &addr)
+    }
+}
+
+/// Clears the hand-over flag however the hand-over ends.
+pub(crate) struct HandingOver<'a>(&'a Shared);
+
+impl<'a> HandingOver<'a> {
+    pub fn begin(shared: &'a Shared) -> Self {
+        shared.handing_over.store(true, Ordering::Release);
+        HandingOver(shared)
+    }
+}
+
+impl Drop for HandingOver<'_> {
+    fn drop(&mut self) {
+        self.0.handing_over.store(false, Ordering::Release);
+    }
+}

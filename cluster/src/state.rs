@@ -1,0 +1,449 @@
+//! What the cluster agrees on — farms, backends, health verdicts, settings and the source-IP
+//! persistence table — and the commands that change it. Applying a command is a pure,
+//! deterministic function of (state, command, log index): every node that applies the same
+//! log holds the same state, which is what lets every node build the same forwarding table
+//! (DESIGN invariant 3). Ordered maps only, so snapshots of equal states are equal bytes.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+/// Transport protocol of a farm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Protocol {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+/// How a farm picks a backend for a new flow.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Scheduler {
+    /// Weighted Maglev over the live backends.
+    #[default]
+    Maglev,
+}
+
+/// Whether a client keeps its backend across flows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Persistence {
+    /// Every flow is scheduled on its own.
+    #[default]
+    None,
+    /// A source IP keeps its backend for `ttl` after its last packet.
+    SrcIp {
+        /// Idle time after which the entry expires.
+        ttl: Duration,
+    },
+}
+
+/// A TCP connect health check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TcpCheck {
+    /// Time between two probes of one backend.
+    pub interval: Duration,
+    /// Time a connect may take before it counts as failed.
+    pub timeout: Duration,
+    /// Consecutive successes that bring a down backend up.
+    pub rise: u32,
+    /// Consecutive failures that bring an up backend down.
+    pub fall: u32,
+}
+
+/// Administrative state of a backend.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BackendState {
+    /// Takes new flows.
+    #[default]
+    Up,
+    /// Keeps its flows, takes no new ones.
+    Drain,
+    /// Out of service.
+    Off,
+}
+
+/// One real server behind a farm.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backend {
+    /// Unique within its farm.
+    pub name: String,
+    /// Address on the load balancer's L2 segment.
+    pub ip: Ipv4Addr,
+    /// Pinned MAC address; `None` means learned by ARP.
+    pub mac: Option<[u8; 6]>,
+    /// Relative share of new flows.
+    pub weight: u32,
+    /// Administrative state.
+    pub state: BackendState,
+    /// Lower serves first; a higher tier serves only when no lower one has a live backend.
+    pub priority: u32,
+}
+
+/// A virtual service: VIP, ports, protocol and the backends behind it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Farm {
+    /// Unique farm name; the key of the farm in the state.
+    pub name: String,
+    /// The virtual IP.
+    pub vip: Ipv4Addr,
+    /// First port of the range (equal to `port_last` for a single port).
+    pub port_first: u16,
+    /// Last port of the range, inclusive.
+    pub port_last: u16,
+    /// Transport protocol.
+    pub protocol: Protocol,
+    /// Backend choice for new flows.
+    pub scheduler: Scheduler,
+    /// Source-IP stickiness.
+    pub persistence: Persistence,
+    /// Health check; `None` means every backend counts as healthy.
+    pub check: Option<TcpCheck>,
+    /// The backends, in configuration order.
+    pub backends: Vec<Backend>,
+}
+
+/// Cluster-wide settings that live in the log rather than in each node's config file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedSettings {
+    /// How often the leader commits new and refreshed persistence entries (next issue).
+    pub persistence_batch: Duration,
+    /// Upper bound on persistence entries per farm (next issue).
+    pub persistence_max_entries: u64,
+}
+
+impl Default for SharedSettings {
+    fn default() -> Self {
+        SharedSettings {
+            persistence_batch: Duration::from_millis(50),
+            persistence_max_entries: 1 << 20,
+        }
+    }
+}
+
+/// One source-IP persistence entry (filled by the next issue; typed and snapshotted now so
+/// the snapshot format does not change when it arrives).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersistenceEntry {
+    /// The backend this source sticks to.
+    pub backend: String,
+    /// Log index of the last refresh: expiry is measured in the log, not by local clocks.
+    pub refreshed_at: u64,
+}
+
+/// The replicated state as every node sees it once it has applied the log.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterState {
+    /// Set by the first `Bootstrap`; later ones are ignored.
+    pub bootstrapped: bool,
+    /// Farms by name.
+    pub farms: BTreeMap<String, Farm>,
+    /// Health verdicts: farm → backend → up. A backend without a verdict is down when its
+    /// farm has a check (the checker commits the first verdict), up otherwise.
+    pub health: BTreeMap<String, BTreeMap<String, bool>>,
+    /// Cluster-wide settings.
+    pub settings: SharedSettings,
+    /// Source-IP persistence: farm → source address → entry.
+    pub persistence: BTreeMap<String, BTreeMap<Ipv4Addr, PersistenceEntry>>,
+}
+
+impl ClusterState {
+    /// Whether `backend` of `farm` counts as healthy.
+    pub fn is_healthy(&self, farm: &str, backend: &str) -> bool {
+        let Some(f) = self.farms.get(farm) else {
+            return false;
+        };
+        if f.check.is_none() {
+            return true;
+        }
+        self.health
+            .get(farm)
+            .and_then(|m| m.get(backend))
+            .copied()
+            .unwrap_or(false)
+    }
+}
+
+/// A change to the replicated state, proposed through the leader.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Creates or replaces a farm; verdicts of backends it no longer has are dropped.
+    PutFarm(Farm),
+    /// Removes a farm with its verdicts and persistence entries.
+    DeleteFarm {
+        /// Farm name.
+        name: String,
+    },
+    /// Records a health verdict (the leader's checker commits transitions only).
+    SetHealth {
+        /// Farm name.
+        farm: String,
+        /// Backend name.
+        backend: String,
+        /// The verdict.
+        up: bool,
+    },
+    /// The farms of the bootstrapping node's config; applied once, ignored afterwards.
+    Bootstrap {
+        /// Farms to start with.
+        farms: Vec<Farm>,
+    },
+    /// Replaces the cluster-wide settings.
+    SetSettings(SharedSettings),
+}
+
+/// Why a command was refused before it reached the log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum InvalidCommand {
+    /// A farm field is out of range.
+    #[error("farm {farm:?}: {reason}")]
+    Farm {
+        /// The farm at fault.
+        farm: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Two farms of one bootstrap share a name.
+    #[error("bootstrap lists farm {0:?} twice")]
+    DuplicateFarm(String),
+}
+
+impl Farm {
+    /// Checks what the state machine relies on; the node's config check says more to users.
+    pub fn validate(&self) -> Result<(), InvalidCommand> {
+        let bad = |reason: &str| {
+            Err(InvalidCommand::Farm {
+                farm: self.name.clone(),
+                reason: reason.to_string(),
+            })
+        };
+        if self.name.is_empty() {
+            return bad("empty name");
+        }
+        if self.port_first == 0 || self.port_first > self.port_last {
+            return bad("port range must be 1..=65535 with first <= last");
+        }
+        for (i, b) in self.backends.iter().enumerate() {
+            if b.name.is_empty() {
+                return bad("a backend has an empty name");
+            }
+            if self.backends[..i].iter().any(|o| o.name == b.name) {
+                return bad(&format!("backend {:?} listed twice", b.name));
+            }
+        }
+        if let Some(c) = &self.check
+            && (c.interval.is_zero() || c.timeout.is_zero() || c.rise == 0 || c.fall == 0)
+        {
+            return bad("check interval, timeout, rise and fall must be non-zero");
+        }
+        Ok(())
+    }
+}
+
+impl Command {
+    /// Refuses commands that would put an inconsistent farm into the state.
+    pub fn validate(&self) -> Result<(), InvalidCommand> {
+        match self {
+            Command::PutFarm(f) => f.validate(),
+            Command::Bootstrap { farms } => {
+                for (i, f) in farms.iter().enumerate() {
+                    f.validate()?;
+                    if farms[..i].iter().any(|o| o.name == f.name) {
+                        return Err(InvalidCommand::DuplicateFarm(f.name.clone()));
+                    }
+                }
+                Ok(())
+            }
+            Command::DeleteFarm { .. } | Command::SetHealth { .. } | Command::SetSettings(_) => {
+                Ok(())
+            }
+        }
+    }
+}
+
+impl ClusterState {
+    /// Applies `cmd` committed at log index `index`; returns whether the state changed.
+    /// Never fails: a command that no longer makes sense (a verdict for a deleted backend)
+    /// is a no-op, identically on every node.
+    // The log index is part of the signature so time-like data (persistence refreshes, next
+    // issue) is measured in the log, never by a node's clock.
+    pub fn apply(&mut self, cmd: &Command, _index: u64) -> bool {
+        match cmd {
+            Command::PutFarm(farm) => self.put_farm(farm.clone()),
+            Command::DeleteFarm { name } => {
+                let existed = self.farms.remove(name).is_some();
+                self.health.remove(name);
+                self.persistence.remove(name);
+                existed
+            }
+            Command::SetHealth { farm, backend, up } => {
+                let known = self
+                    .farms
+                    .get(farm)
+                    .is_some_and(|f| f.backends.iter().any(|b| &b.name == backend));
+                if !known {
+                    return false;
+                }
+                let slot = self.health.entry(farm.clone()).or_default();
+                slot.insert(backend.clone(), *up) != Some(*up)
+            }
+            Command::Bootstrap { farms } => {
+                if self.bootstrapped {
+                    return false;
+                }
+                self.bootstrapped = true;
+                for f in farms {
+                    self.put_farm(f.clone());
+                }
+                true
+            }
+            Command::SetSettings(s) => {
+                let changed = &self.settings != s;
+                self.settings = s.clone();
+                changed
+            }
+        }
+    }
+
+    fn put_farm(&mut self, farm: Farm) -> bool {
+        let name = farm.name.clone();
+        if let Some(verdicts) = self.health.get_mut(&name) {
+            verdicts.retain(|b, _| farm.backends.iter().any(|fb| &fb.name == b));
+        }
+        if let Some(entries) = self.persistence.get_mut(&name) {
+            entries.retain(|_, e| farm.backends.iter().any(|fb| fb.name == e.backend));
+        }
+        self.farms.insert(name, farm.clone()) != Some(farm)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn farm(name: &str, backends: &[&str]) -> Farm {
+        Farm {
+            name: name.into(),
+            vip: Ipv4Addr::new(198, 18, 0, 100),
+            port_first: 80,
+            port_last: 80,
+            protocol: Protocol::Tcp,
+            scheduler: Scheduler::Maglev,
+            persistence: Persistence::None,
+            check: Some(TcpCheck {
+                interval: Duration::from_secs(1),
+                timeout: Duration::from_millis(500),
+                rise: 2,
+                fall: 3,
+            }),
+            backends: backends
+                .iter()
+                .enumerate()
+                .map(|(i, n)| Backend {
+                    name: (*n).into(),
+                    ip: Ipv4Addr::new(198, 18, 0, 10 + i as u8),
+                    mac: None,
+                    weight: 1,
+                    state: BackendState::Up,
+                    priority: 0,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn bootstrap_applies_once() {
+        let mut s = ClusterState::default();
+        assert!(s.apply(
+            &Command::Bootstrap {
+                farms: vec![farm("web", &["a"])]
+            },
+            1
+        ));
+        assert!(!s.apply(
+            &Command::Bootstrap {
+                farms: vec![farm("other", &["b"])]
+            },
+            2
+        ));
+        assert_eq!(s.farms.keys().collect::<Vec<_>>(), vec!["web"]);
+    }
+
+    #[test]
+    fn health_for_unknown_backend_is_ignored_and_pruned_on_replace() {
+        let mut s = ClusterState::default();
+        s.apply(&Command::PutFarm(farm("web", &["a", "b"])), 1);
+        let set = |b: &str| Command::SetHealth {
+            farm: "web".into(),
+            backend: b.into(),
+            up: true,
+        };
+        assert!(!s.apply(&set("zz"), 2));
+        assert!(s.apply(&set("b"), 3));
+        assert!(!s.apply(&set("b"), 4), "same verdict twice changes nothing");
+        assert!(s.is_healthy("web", "b"));
+        assert!(
+            !s.is_healthy("web", "a"),
+            "no verdict under a check is down"
+        );
+        s.apply(&Command::PutFarm(farm("web", &["a"])), 5);
+        assert!(!s.health["web"].contains_key("b"));
+        assert!(s.apply(&Command::DeleteFarm { name: "web".into() }, 6));
+        assert!(s.health.is_empty() && s.farms.is_empty());
+    }
+
+    #[test]
+    fn same_commands_give_same_bytes() {
+        let cmds = vec![
+            Command::PutFarm(farm("b", &["x", "y"])),
+            Command::PutFarm(farm("a", &["z"])),
+            Command::SetHealth {
+                farm: "b".into(),
+                backend: "y".into(),
+                up: true,
+            },
+        ];
+        let run = || {
+            let mut s = ClusterState::default();
+            for (i, c) in cmds.iter().enumerate() {
+                s.apply(c, i as u64 + 1);
+            }
+            crate::codec::encode(&s).expect("encodes")
+        };
+        assert_eq!(run(), run());
+    }
+
+    #[test]
+    fn validation_refuses_bad_farms() {
+        let mut f = farm("web", &["a", "a"]);
+        assert!(Command::PutFarm(f.clone()).validate().is_err());
+        f.backends.pop();
+        assert!(Command::PutFarm(f.clone()).validate().is_ok());
+        f.port_first = 90;
+        assert!(Command::PutFarm(f.clone()).validate().is_err());
+        let dup = Command::Bootstrap {
+            farms: vec![farm("w", &[]), farm("w", &[])],
+        };
+        assert_eq!(
+            dup.validate(),
+            Err(InvalidCommand::DuplicateFarm("w".into()))
+        );
+    }
+
+    #[test]
+    fn state_round_trips_through_the_codec() {
+        let mut s = ClusterState::default();
+        s.apply(&Command::PutFarm(farm("web", &["a"])), 1);
+        s.persistence.entry("web".into()).or_default().insert(
+            Ipv4Addr::new(198, 19, 0, 1),
+            PersistenceEntry {
+                backend: "a".into(),
+                refreshed_at: 1,
+            },
+        );
+        let bytes = crate::codec::encode(&s).expect("encodes");
+        let back: ClusterState = crate::codec::decode(&bytes).expect("decodes");
+        assert_eq!(back, s);
+    }
+}

@@ -1,0 +1,262 @@
+//! The state machine: the applied [`ClusterState`] in memory, published to the node through a
+//! `watch` channel, and its snapshot on disk (table `snapshot` of the same redb file as the
+//! log, see `storage.rs`).
+//!
+//! # Durability
+//! The applied state itself is not written on every apply: it is a pure function of the log,
+//! so after a restart it is rebuilt from the last snapshot plus the log entries after it
+//! (openraft re-applies up to the saved committed index at start, and the rest once a leader
+//! announces its commit index). A snapshot is committed to redb with `Durability::Immediate`
+//! before openraft learns it exists, and openraft purges only log entries a snapshot covers,
+//! so at every instant snapshot + log on disk contain every committed entry.
+
+use crate::codec;
+use crate::state::ClusterState;
+use crate::storage::{any, blocking};
+use crate::types::{Applied, Node, NodeId, TypeConfig};
+use openraft::storage::RaftStateMachine;
+use openraft::{
+    Entry, EntryPayload, LogId, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageError,
+    StorageIOError, StoredMembership,
+};
+use redb::{Database, ReadableDatabase, TableDefinition};
+use serde::{Deserialize, Serialize};
+use std::io::Cursor;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// The current snapshot under key `current`: bincode [`StoredSnapshot`].
+const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot");
+const CURRENT: &str = "current";
+
+/// Version of the snapshot payload layout, checked on install and load.
+const SNAPSHOT_FORMAT: u32 = 1;
+
+type StResult<T> = Result<T, StorageError<NodeId>>;
+
+/// The snapshot payload: what a fresh node needs to take over the state.
+#[derive(Serialize, Deserialize)]
+struct SnapshotPayload {
+    format: u32,
+    state: ClusterState,
+}
+
+/// A snapshot as stored on disk: openraft's metadata and the payload bytes.
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta<NodeId, Node>,
+    data: Vec<u8>,
+}
+
+/// The state machine handed to openraft.
+pub struct StateMachineStore {
+    db: Arc<Database>,
+    last_applied: Option<LogId<NodeId>>,
+    membership: StoredMembership<NodeId, Node>,
+    state: Arc<ClusterState>,
+    publish: watch::Sender<Arc<ClusterState>>,
+    /// Distinguishes snapshots built at the same log id (e.g. after a restart).
+    builds: u64,
+}
+
+/// Builds a snapshot from a copy of the state taken when openraft asked for the builder, so
+/// applying goes on while the snapshot is written.
+pub struct SnapshotBuilder {
+    db: Arc<Database>,
+    last_applied: Option<LogId<NodeId>>,
+    membership: StoredMembership<NodeId, Node>,
+    state: Arc<ClusterState>,
+    build: u64,
+}
+
+fn decode_payload(bytes: &[u8]) -> Result<ClusterState, StorageIOError<NodeId>> {
+    let p: SnapshotPayload =
+        codec::decode(bytes).map_err(|e| StorageIOError::read_snapshot(None, any(e)))?;
+    if p.format != SNAPSHOT_FORMAT {
+        return Err(StorageIOError::read_snapshot(
+            None,
+            openraft::AnyError::error(format!(
+                "snapshot format {} is not {SNAPSHOT_FORMAT}",
+                p.format
+            )),
+        ));
+    }
+    Ok(p.state)
+}
+
+fn read_stored(db: &Database) -> Result<Option<StoredSnapshot>, StorageIOError<NodeId>> {
+    let r = |e: redb::Error| StorageIOError::read_snapshot(None, any(e));
+    let txn = db.begin_read().map_err(|e| r(e.into()))?;
+    let table = txn.open_table(SNAPSHOT).map_err(|e| r(e.into()))?;
+    let Some(v) = table.get(CURRENT).map_err(|e| r(e.into()))? else {
+        return Ok(None);
+    };
+    let stored =
+        codec::decode(v.value()).map_err(|e| StorageIOError::read_snapshot(None, any(e)))?;
+    Ok(Some(stored))
+}
+
+fn write_stored(db: &Database, stored: &StoredSnapshot) -> Result<(), StorageIOError<NodeId>> {
+    let sig = Some(stored.meta.signature());
+    let w = |e: redb::Error| StorageIOError::write_snapshot(sig.clone(), any(e));
+    let bytes =
+        codec::encode(stored).map_err(|e| StorageIOError::write_snapshot(sig.clone(), any(e)))?;
+    // Default durability is Immediate: the snapshot is on disk before openraft may purge.
+    let txn = db.begin_write().map_err(|e| w(e.into()))?;
+    {
+        let mut table = txn.open_table(SNAPSHOT).map_err(|e| w(e.into()))?;
+        table
+            .insert(CURRENT, bytes.as_slice())
+            .map_err(|e| w(e.into()))?;
+    }
+    txn.commit().map_err(|e| w(e.into()))
+}
+
+impl StateMachineStore {
+    /// Loads the last snapshot (if any) as the starting state; openraft re-applies the log
+    /// after it. Returns the store and the receiver the node watches.
+    pub fn open(
+        db: Arc<Database>,
+    ) -> Result<(Self, watch::Receiver<Arc<ClusterState>>), StorageError<NodeId>> {
+        {
+            let w = |e: redb::Error| StorageIOError::write_snapshot(None, any(e));
+            let txn = db.begin_write().map_err(|e| w(e.into()))?;
+            txn.open_table(SNAPSHOT).map_err(|e| w(e.into()))?;
+            txn.commit().map_err(|e| w(e.into()))?;
+        }
+        let (last_applied, membership, state) = match read_stored(&db)? {
+            Some(s) => (
+                s.meta.last_log_id,
+                s.meta.last_membership.clone(),
+                decode_payload(&s.data)?,
+            ),
+            None => (None, StoredMembership::default(), ClusterState::default()),
+        };
+        let state = Arc::new(state);
+        let (publish, rx) = watch::channel(state.clone());
+        Ok((
+            StateMachineStore {
+                db,
+                last_applied,
+                membership,
+                state,
+                publish,
+                builds: 0,
+            },
+            rx,
+        ))
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> StResult<Snapshot<TypeConfig>> {
+        let data = codec::encode(&SnapshotPayload {
+            format: SNAPSHOT_FORMAT,
+            state: (*self.state).clone(),
+        })
+        .map_err(|e| StorageIOError::write_snapshot(None, any(e)))?;
+        let snapshot_id = match self.last_applied {
+            Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, self.build),
+            None => format!("0-0-{}", self.build),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: self.last_applied,
+            last_membership: self.membership.clone(),
+            snapshot_id,
+        };
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        };
+        let db = self.db.clone();
+        let stored = blocking(move || write_stored(&db, &stored).map(|()| stored)).await?;
+        tracing::info!(snapshot = %meta.snapshot_id, bytes = stored.data.len(), "snapshot built");
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(stored.data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(
+        &mut self,
+    ) -> StResult<(Option<LogId<NodeId>>, StoredMembership<NodeId, Node>)> {
+        Ok((self.last_applied, self.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> StResult<Vec<Applied>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
+        I::IntoIter: Send,
+    {
+        let mut replies = Vec::new();
+        let mut any_change = false;
+        for entry in entries {
+            let index = entry.log_id.index;
+            self.last_applied = Some(entry.log_id);
+            let changed = match entry.payload {
+                EntryPayload::Blank => false,
+                EntryPayload::Normal(cmd) => Arc::make_mut(&mut self.state).apply(&cmd, index),
+                EntryPayload::Membership(m) => {
+                    self.membership = StoredMembership::new(Some(entry.log_id), m);
+                    false
+                }
+            };
+            any_change |= changed;
+            replies.push(Applied { index, changed });
+        }
+        if any_change {
+            // The node rebuilds its tables from this; one publish per batch is enough.
+            self.publish.send_replace(self.state.clone());
+        }
+        Ok(replies)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.builds += 1;
+        SnapshotBuilder {
+            db: self.db.clone(),
+            last_applied: self.last_applied,
+            membership: self.membership.clone(),
+            state: self.state.clone(),
+            build: self.builds,
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> StResult<Box<Cursor<Vec<u8>>>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, Node>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> StResult<()> {
+        let data = snapshot.into_inner();
+        let state = decode_payload(&data)?;
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        };
+        let db = self.db.clone();
+        blocking(move || write_stored(&db, &stored)).await?;
+        self.last_applied = meta.last_log_id;
+        self.membership = meta.last_membership.clone();
+        self.state = Arc::new(state);
+        self.publish.send_replace(self.state.clone());
+        tracing::info!(snapshot = %meta.snapshot_id, "snapshot installed");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> StResult<Option<Snapshot<TypeConfig>>> {
+        let db = self.db.clone();
+        let stored = blocking(move || read_stored(&db)).await?;
+        Ok(stored.map(|s| Snapshot {
+            meta: s.meta,
+            snapshot: Box::new(Cursor::new(s.data)),
+        }))
+    }
+}
