@@ -75,6 +75,7 @@ async fn ask_leader(
 #[tracing::instrument(skip(shared), fields(node = shared.id, term = shared.metrics().current_term))]
 pub(crate) async fn hand_over(shared: &Shared, to: Option<NodeId>) -> Result<NodeId, ClusterError> {
     let err = |target, reason: String| ClusterError::Transfer { target, reason };
+    let _one_at_a_time = shared.handover_lock.lock().await;
     let m = shared.metrics();
     if m.state != ServerState::Leader {
         return Err(err(to, "this node is not the leader".into()));

@@ -7,6 +7,8 @@
 //!   initializes the cluster with every member as a voter. Before that it listens for one
 //!   election's worth of time: a node that lost its data dir is contacted by the existing
 //!   leader in that window and joins instead of starting a second history.
+//! - A node added later (`add_learner`, then `promote`) starts with `members` listing the
+//!   cluster and itself, under an id that is not the lowest, and waits to be contacted.
 //! - The same node then commits `Bootstrap{farms}` (forwarded to whoever leads). It is
 //!   applied once; a restarted bootstrapper sends it again, harmlessly ignored.
 
@@ -126,6 +128,7 @@ impl ClusterNode {
                 election_max: s.election_timeout.1,
             },
             handing_over: AtomicBool::new(false),
+            handover_lock: tokio::sync::Mutex::new(()),
         });
 
         let listener = tokio::net::TcpListener::bind(s.listen)
@@ -152,8 +155,10 @@ impl ClusterNode {
                 .tcp_nodelay(true)
                 .add_service(InterceptedService::new(service, ServerAuth::new(&s.token)))
                 .serve_with_incoming_shutdown(TcpIncoming::from(listener), async move {
-                    // Either a stop signal or the sender's drop ends serving.
-                    let _stopped = stop_srv.changed().await;
+                    // A stop signal (Ok) and the handle's drop (Err) both mean: stop serving.
+                    if stop_srv.changed().await.is_err() {
+                        tracing::debug!("cluster handle dropped; peer service stops");
+                    }
                 }),
         );
 
@@ -345,6 +350,17 @@ impl Drop for ClusterNode {
     /// Dropping without `shutdown` is a crash as far as peers can tell: the service and the
     /// tasks are aborted, and the Raft core stops once the last handle to it is gone.
     fn drop(&mut self) {
+        // Connection tasks of the peer service may outlive the aborted server future (and
+        // with them a handle to Raft), so the core is told to stop explicitly.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let raft = self.shared.raft.clone();
+            let id = self.shared.id;
+            rt.spawn(async move {
+                if let Err(e) = raft.shutdown().await {
+                    tracing::debug!(node = id, error = %e, "raft core ended with an error");
+                }
+            });
+        }
         self.stop.send_replace(true);
         if let Some(h) = self.server.take() {
             h.abort();

@@ -31,6 +31,8 @@ pub(crate) struct Shared {
     /// Set while this leader hands over: local writes wait, so the log does not move ahead
     /// of the chosen follower (which would make this node refuse its vote request).
     pub handing_over: AtomicBool,
+    /// One handover at a time (the witness guard, a shutdown and an admin call may race).
+    pub handover_lock: tokio::sync::Mutex<()>,
 }
 
 impl Shared {

@@ -395,7 +395,7 @@ mod tests {
 
     #[test]
     fn same_commands_give_same_bytes() {
-        let cmds = vec![
+        let cmds = [
             Command::PutFarm(farm("b", &["x", "y"])),
             Command::PutFarm(farm("a", &["z"])),
             Command::SetHealth {

@@ -21,6 +21,10 @@
 //! redb's commit is crash-atomic (copy-on-write pages, a two-slot header), so a kill -9 in
 //! the middle of a write leaves the previous committed transaction intact.
 
+// openraft's storage traits fix the error type (`StorageError`, ~224 bytes); boxing it
+// here would only add a conversion at every trait boundary.
+#![allow(clippy::result_large_err)]
+
 use crate::codec;
 use crate::types::{NodeId, TypeConfig};
 use openraft::storage::{LogFlushed, RaftLogStorage};

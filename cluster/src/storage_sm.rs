@@ -10,6 +10,10 @@
 //! before openraft learns it exists, and openraft purges only log entries a snapshot covers,
 //! so at every instant snapshot + log on disk contain every committed entry.
 
+// openraft's storage traits fix the error type (`StorageError`, ~224 bytes); boxing it
+// here would only add a conversion at every trait boundary.
+#![allow(clippy::result_large_err)]
+
 use crate::codec;
 use crate::state::ClusterState;
 use crate::storage::{any, blocking};

@@ -169,10 +169,10 @@ impl TestCluster {
     }
 
     /// Waits until every running node's state satisfies `f`.
-    pub async fn wait_all(&self, f: impl Fn(&ClusterState) -> bool + Copy) -> Result<()> {
+    pub async fn wait_all(&self, f: impl Fn(&ClusterState) -> bool) -> Result<()> {
         for i in 0..self.nodes.len() {
             if self.nodes[i].is_some() {
-                self.wait_state(i, f).await?;
+                self.wait_state(i, &f).await?;
             }
         }
         Ok(())
