@@ -179,6 +179,7 @@ async fn send_to(
 /// Gets `req` done by whoever leads, following leader changes until the deadline.
 /// Writes are idempotent (put, delete, set-health, bootstrap), so a request that timed out
 /// after the leader committed it is harmless to send again.
+#[tracing::instrument(skip(shared, req), fields(node = shared.id, term = shared.metrics().current_term))]
 pub(crate) async fn forward(
     shared: &Shared,
     req: Forward,

@@ -113,11 +113,6 @@ impl ClusterNode {
                 stage: "start",
                 reason: e.to_string(),
             })?;
-        if s.witness {
-            // A witness never campaigns on its own; it can still be elected only through
-            // initialization, and then the witness guard hands over.
-            raft.runtime_config().elect(false);
-        }
         let shared = Arc::new(Shared {
             id: s.node_id,
             raft,

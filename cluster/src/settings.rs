@@ -129,6 +129,9 @@ impl ClusterSettings {
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every),
             max_in_snapshot_log_to_keep: self.keep_logs,
             install_snapshot_timeout: ms(self.election_timeout.1).max(1000) * 4,
+            // A witness never campaigns on its own timer; it can still be elected through
+            // initialization, and then the witness guard hands over (see `handover`).
+            enable_elect: !self.witness,
             ..Default::default()
         };
         config
