@@ -25,10 +25,8 @@
 use std::io;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::Instant;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
@@ -37,7 +35,7 @@ use crate::counters::DropReason;
 use crate::iface::InterfaceInfo;
 use crate::process::{Processor, ProcessorConfig, Verdict};
 use crate::ring::{self, MAX_RING_SLOTS, RingGeometry, RxRing, join_fanout, open_worker_socket};
-use crate::shared::Shared;
+use crate::shared::{Shared, monotonic_ns};
 use crate::sys::{PacketSocket, TxBatch};
 use crate::table::ForwardingTable;
 
@@ -132,13 +130,6 @@ pub fn resolve_workers(n: usize) -> usize {
         .map(|p| p.get())
         .unwrap_or(1)
         .min(MAX_WORKERS)
-}
-
-/// Nanoseconds on a monotonic clock shared by all workers (one read per batch).
-fn now_ns() -> u64 {
-    static BASE: OnceLock<Instant> = OnceLock::new();
-    let base = *BASE.get_or_init(Instant::now);
-    u64::try_from(base.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
 fn sorted_vips(t: &ForwardingTable) -> Vec<Ipv4Addr> {
@@ -362,8 +353,8 @@ impl Worker {
         if !Arc::ptr_eq(&table, &self.table) {
             self.table_changed(Arc::clone(&table));
         }
-        let owner = self.shared.is_owner();
-        let now = now_ns();
+        let now = monotonic_ns();
+        let owner = self.shared.is_owner_at(now);
         let mut slots = [0usize; BATCH];
         let mut out = [(0usize, 0usize); BATCH];
         let (mut n, mut n_out) = (0, 0);
@@ -403,6 +394,14 @@ impl Worker {
             n_out += 1;
         }
         drop(table);
+        // A stop (SIGSTOP, starvation) while collecting the batch may have outlived the
+        // lease; frames that arrived meanwhile must not leave under the old verdict.
+        if owner && n_out > 0 && !self.shared.is_owner_at(monotonic_ns()) {
+            self.shared
+                .drops
+                .add(self.index, DropReason::NotOwner, n_out as u64);
+            n_out = 0;
+        }
         self.transmit(tx, &out[..n_out]);
         for &slot in &slots[..n] {
             self.ring.release(slot);
