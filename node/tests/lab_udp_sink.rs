@@ -27,6 +27,18 @@ fn can_run_lab() -> bool {
 }
 
 #[test]
+fn sink_reply_parses_in_any_order_and_rejects_garbage() {
+    assert_eq!(
+        SinkCounts::parse("datagrams=12 bytes=16800\n"),
+        Some((12, 16_800))
+    );
+    assert_eq!(SinkCounts::parse("bytes=5 datagrams=1"), Some((1, 5)));
+    assert_eq!(SinkCounts::parse("datagrams=1"), None);
+    assert_eq!(SinkCounts::parse("datagrams=x bytes=2"), None);
+    assert_eq!(SinkCounts::parse(""), None);
+}
+
+#[test]
 fn udp_sink_counts_datagrams_and_bytes() {
     if !can_run_lab() {
         return;

@@ -8,6 +8,8 @@
 //! for network namespaces and touches nothing outside them; the lab is removed on exit,
 //! on error and on Ctrl-C.
 
+#[path = "labbench/json.rs"]
+mod json;
 #[path = "labbench/report.rs"]
 mod report;
 #[path = "labbench/workload.rs"]
@@ -28,7 +30,7 @@ use node::lab::{
 };
 
 use report::{Blast, Report, Round, Side};
-use workload::{SendRun, cpu_seconds, gbits, if_counters, sink_counts};
+use workload::{SendRun, cpu_seconds, gbits, if_counters, sink_counts, voluntary_switches};
 
 /// Lab benchmark: HTTP, TCP upload and UDP straight to a backend vs through the VIP
 /// (interleaved), and the node's 64-byte forwarding rate and CPU cost. Needs root.
@@ -47,9 +49,15 @@ struct Args {
     /// Concurrent HTTP clients (each with one request in flight).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=64))]
     http_concurrency: u32,
-    /// UDP sender threads on the client.
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=8))]
+    /// UDP sender threads for the 1400-byte throughput runs. One, like iperf3, leaves a
+    /// CPU of a 2-CPU machine to the node and the backend; more starve the node, so the
+    /// VIP path loses to scheduling what the direct path never needs.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=8))]
     udp_threads: u32,
+    /// UDP sender threads for the 64-byte flood, which wants as much offered load as the
+    /// client can make.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=8))]
+    flood_threads: u32,
     /// The dsrlb binary to run in the lab (default: the `dsrlb` next to this binary).
     #[arg(long)]
     dsrlb: Option<PathBuf>,
@@ -65,6 +73,10 @@ const FLOWS_PER_THREAD: usize = 4;
 /// Longest wait for the sink's count to stop moving after a UDP run.
 const SETTLE_MAX: Duration = Duration::from_secs(1);
 const SETTLE_STEP: Duration = Duration::from_millis(50);
+/// The datapath adds its ring-full drops to `dsrlb_drops_total` when a worker has been
+/// idle for a poll interval (100 ms); waiting longer than that before and after the flood
+/// puts every drop in the window it belongs to.
+const QUIET: Duration = Duration::from_millis(300);
 /// How many error messages the report keeps.
 const MAX_NOTES: usize = 8;
 
@@ -188,7 +200,7 @@ fn header(args: &Args, lab: &Lab) -> Vec<String> {
         .unwrap_or_else(|_| "?".into());
     vec![
         format!(
-            "dsrlb-labbench: lab {} — client {}, node {} (dsrlb run, 2 workers), backend {}; VIP {}",
+            "dsrlb-labbench: lab {} — client {}, node {} (dsrlb run, lab config), backend {}; VIP {}",
             lab.prefix(),
             lab.clients()[0].ip,
             lab.nodes()[0].ip,
@@ -206,8 +218,16 @@ fn header(args: &Args, lab: &Lab) -> Vec<String> {
         ),
         format!(
             "http: {} clients, GET /; tcp upload: 32 MiB POSTs on one connection, verified by \
-             the backend; udp: {} threads x {} flows, {UDP_PAYLOAD} B payloads, goodput at the sink",
-            args.http_concurrency, args.udp_threads, FLOWS_PER_THREAD
+             the backend; udp: {} sender thread(s) x {FLOWS_PER_THREAD} flows, {UDP_PAYLOAD} B \
+             payloads, goodput counted at the backend's sink",
+            args.http_concurrency, args.udp_threads
+        ),
+        format!(
+            "udp 64B: {} sender thread(s), {SMALL_PAYLOAD} B payloads (64 B frames with FCS) \
+             for {} s; node CPU = utime+stime of the dsrlb process, which on veth includes \
+             the backend's receive work its sends start",
+            args.flood_threads,
+            args.seconds * 2.0
         ),
     ]
 }
@@ -302,12 +322,15 @@ impl Bench<'_> {
             for vip in order {
                 self.check_stop()?;
                 let side = &mut sides[usize::from(vip)];
+                let (cpu0, t0) = (cpu_seconds(self.node_pid)?, Instant::now());
                 match step {
                     0 => self.http(vip, true, side),
                     1 => self.http(vip, false, side),
                     2 => self.upload(vip, side),
                     _ => self.udp(vip, side)?,
                 }
+                let cpu = cpu_seconds(self.node_pid)? - cpu0;
+                side.node_cores[step] = cpu / t0.elapsed().as_secs_f64().max(1e-3);
             }
         }
         let [direct, via] = sides;
@@ -402,17 +425,21 @@ impl Bench<'_> {
     fn blast(&mut self) -> anyhow::Result<Blast> {
         let dst = self.addr(true, UDP_SINK_PORT);
         let farm = [("farm", "sink"), ("backend", "b1")];
+        std::thread::sleep(QUIET);
         let m0 = scrape(&self.node).context("scraping the node")?;
         let rx0 = self.node.run(|| if_counters("eth0"))?;
         let backend = self.backend;
         let sink0 = self.client.run(|| sink_counts(backend))?;
         let cpu0 = cpu_seconds(self.node_pid)?;
-        let (threads, t) = (self.args.udp_threads as usize, self.run_time() * 2);
+        let wake0 = voluntary_switches(self.node_pid)?;
+        let (threads, t) = (self.args.flood_threads as usize, self.run_time() * 2);
         let sent = self
             .client
             .run(|| workload::udp_send(dst, SMALL_PAYLOAD, threads, FLOWS_PER_THREAD, t));
         let sink1 = self.settled_sink()?;
         let cpu1 = cpu_seconds(self.node_pid)?;
+        let wake1 = voluntary_switches(self.node_pid)?;
+        std::thread::sleep(QUIET);
         let rx1 = self.node.run(|| if_counters("eth0"))?;
         let m1 = scrape(&self.node).context("scraping the node")?;
         self.note(&format!("udp 64B flood {dst}"), sent.first_error.clone());
@@ -428,10 +455,13 @@ impl Bench<'_> {
             seconds: sent.elapsed.as_secs_f64(),
             sent: sent.datagrams,
             node_rx: rx1.rx_packets.saturating_sub(rx0.rx_packets),
+            node_rx_dropped: rx1.rx_dropped.saturating_sub(rx0.rx_dropped),
+            node_tx: rx1.tx_packets.saturating_sub(rx0.tx_packets),
             forwarded: delta("dsrlb_packets_total", &farm),
             drops,
             delivered: sink1.0.saturating_sub(sink0.0),
             node_cpu_s: cpu1 - cpu0,
+            node_wakeups: wake1.saturating_sub(wake0),
         })
     }
 }

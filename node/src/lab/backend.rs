@@ -501,21 +501,3 @@ fn udp_sink(sock: &UdpSocket, counts: &SinkCounts, stop: &AtomicBool) -> Result<
     drop(buf);
     Ok(())
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sink_counts_render_and_parse_back() {
-        let c = SinkCounts::default();
-        c.datagrams.store(12, Ordering::Relaxed);
-        c.bytes.store(16_800, Ordering::Relaxed);
-        assert_eq!(c.render(), "datagrams=12 bytes=16800\n");
-        assert_eq!(SinkCounts::parse(&c.render()), Some((12, 16_800)));
-        assert_eq!(SinkCounts::parse("bytes=5 datagrams=1"), Some((1, 5)));
-        assert_eq!(SinkCounts::parse("datagrams=1"), None);
-        assert_eq!(SinkCounts::parse("datagrams=x bytes=2"), None);
-        assert_eq!(SinkCounts::parse(""), None);
-    }
-}

@@ -2,7 +2,9 @@
 //! two ways they are printed — a table for people and JSON for scripts.
 
 use std::collections::BTreeMap;
-use std::fmt::{self, Write as _};
+use std::fmt;
+
+use crate::json::Json;
 
 /// DESIGN.md section 5: through the VIP ÷ straight to a backend, at least this much.
 pub const TARGET_HTTP: f64 = 0.90;
@@ -23,7 +25,12 @@ pub struct Side {
     pub udp_sent_gbps: f64,
     /// Failed requests, uploads and sends.
     pub errors: u64,
+    /// CPU cores the node process kept busy during each workload, in [`WORKLOADS`] order.
+    pub node_cores: [f64; 4],
 }
+
+/// The workloads measured on both paths, in the order they run.
+pub const WORKLOADS: [&str; 4] = ["http_keepalive", "http_newconn", "tcp_upload", "udp_1400"];
 
 /// The 64-byte UDP flood through the VIP in one round.
 #[derive(Clone, Debug, Default)]
@@ -32,6 +39,10 @@ pub struct Blast {
     pub sent: u64,
     /// Frames the node's eth0 received (what reached the node at all).
     pub node_rx: u64,
+    /// Frames the node's eth0 counted as dropped on receive (kernel backlog).
+    pub node_rx_dropped: u64,
+    /// Frames the node's eth0 sent (forwarded frames and ARP replies).
+    pub node_tx: u64,
     /// `dsrlb_packets_total` delta for the sink farm.
     pub forwarded: u64,
     /// `dsrlb_drops_total` deltas by reason (only reasons that moved).
@@ -39,6 +50,8 @@ pub struct Blast {
     /// Datagrams the backend's sink received.
     pub delivered: u64,
     pub node_cpu_s: f64,
+    /// Voluntary context switches of the node's threads (sleeps in `poll`).
+    pub node_wakeups: u64,
 }
 
 impl Blast {
@@ -54,6 +67,13 @@ impl Blast {
             return 0.0;
         }
         self.node_cpu_s / (self.forwarded as f64 / 1e6)
+    }
+    /// Forwarded frames per node wake-up: how well the workers batch.
+    pub fn frames_per_wakeup(&self) -> f64 {
+        if self.node_wakeups == 0 {
+            return 0.0;
+        }
+        self.forwarded as f64 / self.node_wakeups as f64
     }
     /// Frames that reached the node but were neither forwarded nor counted as a drop: lost
     /// in the node's receive ring (or not yet processed when the counters were read).
@@ -105,8 +125,10 @@ fn ratio(vip: f64, direct: f64) -> f64 {
     if direct > 0.0 { vip / direct } else { f64::NAN }
 }
 
+type Metric = (&'static str, fn(&Side) -> f64);
+
 /// The metrics of a side, by name, in table order.
-const SIDE_METRICS: [(&str, fn(&Side) -> f64); 7] = [
+const SIDE_METRICS: [Metric; 7] = [
     ("http_keepalive_rps", |s| s.http_ka_rps),
     ("http_p50_us", |s| s.http_p50_us),
     ("http_p99_us", |s| s.http_p99_us),
@@ -117,7 +139,7 @@ const SIDE_METRICS: [(&str, fn(&Side) -> f64); 7] = [
 ];
 
 impl Report {
-    fn med(&self, vip: bool, f: fn(&Side) -> f64) -> f64 {
+    fn med(&self, vip: bool, f: impl Fn(&Side) -> f64) -> f64 {
         median(
             self.rounds
                 .iter()
@@ -226,28 +248,55 @@ impl Report {
         );
         for (i, r) in self.rounds.iter().enumerate() {
             let b = &r.blast;
+            let cores = if b.seconds > 0.0 {
+                b.node_cpu_s / b.seconds
+            } else {
+                0.0
+            };
             line(
                 &mut t,
                 format_args!(
-                    "  round {}: sent {} pps, node rx {}, forwarded {} ({} pps), delivered {}, \
-                     drops {:?}, unaccounted {}, node CPU {:.2} s ({:.2} cores)",
+                    "  round {}: client sent {} pps; node eth0 rx {} (kernel rx drops {}), \
+                     forwarded {} = {} pps, eth0 tx {}; sink got {}",
                     i + 1,
                     f0(b.sent_pps()),
                     b.node_rx,
+                    b.node_rx_dropped,
                     b.forwarded,
                     f0(b.forwarded_pps()),
+                    b.node_tx,
                     b.delivered,
+                ),
+            );
+            line(
+                &mut t,
+                format_args!(
+                    "           dsrlb_drops_total {:?}; unaccounted (neither forwarded nor \
+                     counted) {}; node CPU {:.2} s = {:.2} cores, {:.1} frames per wake-up",
                     b.drops,
                     b.unaccounted(),
                     b.node_cpu_s,
-                    if b.seconds > 0.0 {
-                        b.node_cpu_s / b.seconds
-                    } else {
-                        0.0
-                    },
+                    cores,
+                    b.frames_per_wakeup(),
                 ),
             );
         }
+        let cores = |vip: bool| {
+            WORKLOADS
+                .iter()
+                .enumerate()
+                .map(|(i, w)| format!("{w} {:.2}", self.med(vip, |s| s.node_cores[i])))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        line(
+            &mut t,
+            format_args!("node CPU, cores busy, via VIP: {}", cores(true)),
+        );
+        line(
+            &mut t,
+            format_args!("  (and while traffic went direct: {})", cores(false)),
+        );
         let errors: u64 = self
             .rounds
             .iter()
@@ -269,6 +318,12 @@ impl Report {
                 .map(|(k, f)| ((*k).to_owned(), Json::Num(f(s))))
                 .collect();
             fields.push(("errors".into(), Json::Num(s.errors as f64)));
+            let cores = WORKLOADS
+                .iter()
+                .zip(s.node_cores)
+                .map(|(w, c)| ((*w).to_owned(), Json::Num(c)))
+                .collect();
+            fields.push(("node_cores".into(), Json::Obj(cores)));
             Json::Obj(fields)
         };
         let blast = |b: &Blast| {
@@ -276,11 +331,14 @@ impl Report {
                 ("seconds", Json::Num(b.seconds)),
                 ("sent", Json::Num(b.sent as f64)),
                 ("node_rx", Json::Num(b.node_rx as f64)),
+                ("node_rx_dropped", Json::Num(b.node_rx_dropped as f64)),
+                ("node_tx", Json::Num(b.node_tx as f64)),
                 ("forwarded", Json::Num(b.forwarded as f64)),
                 ("delivered", Json::Num(b.delivered as f64)),
                 ("unaccounted", Json::Num(b.unaccounted() as f64)),
                 ("forwarded_pps", Json::Num(b.forwarded_pps())),
                 ("node_cpu_s", Json::Num(b.node_cpu_s)),
+                ("node_wakeups", Json::Num(b.node_wakeups as f64)),
                 ("cpu_s_per_million_packets", Json::Num(b.cpu_per_mpkt())),
                 (
                     "drops",
@@ -381,68 +439,6 @@ fn f3(x: f64) -> String {
     format!("{x:.3}")
 }
 
-/// Just enough JSON for the report (no dependency for a dozen fields).
-enum Json {
-    Num(f64),
-    Bool(bool),
-    Str(String),
-    Arr(Vec<Json>),
-    Obj(Vec<(String, Json)>),
-}
-
-impl Json {
-    fn obj<const N: usize>(fields: [(&str, Json); N]) -> Json {
-        Json::Obj(fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
-    }
-}
-
-fn write_str(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
-    f.write_char('"')?;
-    for c in s.chars() {
-        match c {
-            '"' => f.write_str("\\\"")?,
-            '\\' => f.write_str("\\\\")?,
-            '\n' => f.write_str("\\n")?,
-            c if (c as u32) < 0x20 => write!(f, "\\u{:04x}", c as u32)?,
-            c => f.write_char(c)?,
-        }
-    }
-    f.write_char('"')
-}
-
-impl fmt::Display for Json {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            // JSON has no NaN or infinity; a ratio without a baseline is null.
-            Json::Num(x) if !x.is_finite() => f.write_str("null"),
-            Json::Num(x) => write!(f, "{x}"),
-            Json::Bool(b) => write!(f, "{b}"),
-            Json::Str(s) => write_str(f, s),
-            Json::Arr(items) => {
-                f.write_char('[')?;
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        f.write_char(',')?;
-                    }
-                    write!(f, "{item}")?;
-                }
-                f.write_char(']')
-            }
-            Json::Obj(fields) => {
-                f.write_char('{')?;
-                for (i, (k, v)) in fields.iter().enumerate() {
-                    if i > 0 {
-                        f.write_char(',')?;
-                    }
-                    write_str(f, k)?;
-                    write!(f, ":{v}")?;
-                }
-                f.write_char('}')
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -452,19 +448,6 @@ mod tests {
         assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
         assert_eq!(median(vec![]), 0.0);
-    }
-
-    #[test]
-    fn json_escapes_and_nulls() {
-        let j = Json::obj([
-            ("s", Json::Str("a\"b\\c\n\u{1}".into())),
-            ("n", Json::Num(f64::NAN)),
-            ("x", Json::Arr(vec![Json::Num(1.5), Json::Bool(true)])),
-        ]);
-        assert_eq!(
-            j.to_string(),
-            r#"{"s":"a\"b\\c\n\u0001","n":null,"x":[1.5,true]}"#
-        );
     }
 
     #[test]

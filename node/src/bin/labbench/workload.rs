@@ -28,7 +28,6 @@ pub struct HttpRun {
     pub rps: f64,
     pub p50_us: f64,
     pub p99_us: f64,
-    pub requests: u64,
     pub errors: u64,
     pub first_error: Option<String>,
 }
@@ -47,7 +46,6 @@ pub fn http(addr: SocketAddr, concurrency: usize, dur: Duration, keepalive: bool
         rps: r.rps(),
         p50_us: r.p50.as_secs_f64() * 1e6,
         p99_us: r.p99.as_secs_f64() * 1e6,
-        requests: r.requests - foreign,
         errors: r.errors + foreign,
         first_error: r.first_error.or_else(|| {
             (foreign > 0).then(|| format!("{foreign} answers not from b1: {:?}", r.per_backend))
@@ -281,6 +279,29 @@ pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
         .filter(|&hz| hz > 0)
         .context("sysconf(_SC_CLK_TCK) has no value")?;
     Ok(ticks as f64 / hz as f64)
+}
+
+/// Voluntary context switches of every thread of process `pid`: for a datapath worker,
+/// each one is a sleep in `poll` and a wake-up when frames arrive.
+pub fn voluntary_switches(pid: u32) -> anyhow::Result<u64> {
+    let dir = format!("/proc/{pid}/task");
+    let mut total = 0;
+    for task in std::fs::read_dir(&dir).with_context(|| format!("list {dir}"))? {
+        let path = task
+            .with_context(|| format!("list {dir}"))?
+            .path()
+            .join("status");
+        // A thread may exit between the listing and the read; it no longer counts.
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        total += text
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .with_context(|| format!("no voluntary_ctxt_switches in {}", path.display()))?;
+    }
+    Ok(total)
 }
 
 /// utime + stime (fields 14 and 15) of a `/proc/<pid>/stat` line. The command name may
