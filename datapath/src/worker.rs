@@ -287,6 +287,13 @@ impl Worker {
         let mut batches: u32 = 0;
         while !self.stop.load(Ordering::Relaxed) {
             if !self.ring.ready() {
+                // A filter built for the old VIP set may be what keeps the ring empty (a
+                // first farm, a new VIP): look for a new table before sleeping too.
+                let table = self.shared.table.load();
+                if !Arc::ptr_eq(&table, &self.table) {
+                    self.table_changed(Arc::clone(&table));
+                }
+                drop(table);
                 match self.wait() {
                     Wait::Ready => {}
                     // Idle: a good moment for the statistics syscall.
