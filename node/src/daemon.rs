@@ -1,34 +1,40 @@
-//! The `dsrlb run` daemon: checks the host, starts the datapath, health checks and metrics,
-//! and keeps the forwarding table in step with health verdicts and learned MACs.
+//! The `dsrlb run` daemon: checks the host, joins the Raft cluster, keeps the forwarding
+//! table in step with the replicated state on every node (hot standby), owns the VIPs while
+//! it leads under a fresh quorum lease, and runs health checks while it leads.
 //!
-//! Today a node with no peers is a cluster of one: it owns its VIPs from start to shutdown.
-//! Shutdown order matters for DSR: ownership is dropped first (no more ARP answers, no more
-//! forwarding), then the workers stop, so clients move to another owner as early as possible.
+//! One loop reacts to four things: the replicated state (rebuild the table; restart the
+//! checks if the checked set changed), Raft metrics (leadership, term, quorum ack), learned
+//! MACs (rebuild the table), and a short tick that re-judges ownership, because a lease runs
+//! out without any event. Shutdown drops ownership first (no more ARP answers, no more
+//! forwarding), then hands Raft leadership over, then stops the workers.
 
-use crate::config::Config;
-use crate::health::{self, CheckTarget, HealthChecker, HealthView};
+use crate::config::{CheckConfig, Config};
+use crate::health::{CheckTarget, HealthChecker, VerdictChange};
 use crate::metrics::{self, NodeMetrics};
+use crate::ownership::{self, Inputs, Ownership, Transition};
 use crate::preflight::{self, HostFacts};
-use crate::tables;
+use crate::{convert, tables};
 use anyhow::Context;
+use cluster::{ClusterNode, ClusterSettings, ClusterState, Command, ServerState};
 use datapath::packet::MacAddr;
 use datapath::process::ProcessorConfig;
 use datapath::resolver::MacResolver;
-use datapath::shared::Shared;
+use datapath::shared::{Shared, instant_ns};
 use datapath::table::ForwardingTable;
 use datapath::worker::{Datapath, DatapathConfig};
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
-use tokio::sync::watch;
-use tracing::{Instrument, info, info_span, warn};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tracing::{Instrument, error, info, info_span, warn};
 
-/// How often learned MACs are compared with the table's; cheap, and bounds how long a
-/// backend that just answered ARP waits to become selectable.
-const RESOLVE_POLL: Duration = Duration::from_millis(200);
+/// How often learned MACs are compared with the table's and ownership is re-judged. Short:
+/// a lease (120 ms by default) must be noticed to expire well within its length.
+const TICK: Duration = Duration::from_millis(10);
 
 /// Runs a node until `shutdown` completes.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
@@ -45,32 +51,28 @@ async fn run_inner(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
         interface = %config.datapath.interface,
         mac = %approved.mac,
         ip = %approved.own_ip,
-        farms = config.farms.len(),
         "host checks passed"
     );
 
     let workers = datapath::worker::resolve_workers(config.datapath.workers);
     let shared = Shared::new(workers, approved.mac);
+    let node_metrics = Arc::new(NodeMetrics::new(shared.clone()));
 
-    let health = Arc::new(HealthView::default());
-    let (health_tx, mut health_rx) = watch::channel(0u64);
-    let targets = check_targets(&config);
-    let checker = HealthChecker::start(targets, health.clone(), health_tx);
+    let cluster = Arc::new(
+        ClusterNode::start(
+            cluster_settings(&config)?,
+            config.farms.iter().map(convert::farm).collect(),
+        )
+        .await
+        .context("starting the cluster member")?,
+    );
+    info!(
+        members = config.cluster.members.len(),
+        witness = config.cluster.witness,
+        "cluster member started"
+    );
 
     let resolver = MacResolver::start(&iface, approved.own_ip)?;
-    resolver.set_targets(tables::arp_targets(&config.farms));
-
-    let node_metrics = Arc::new(NodeMetrics::new(shared.clone(), health.clone()));
-    let mut learned: HashMap<Ipv4Addr, MacAddr> = HashMap::new();
-    let ctx = Publisher {
-        config: &config,
-        shared: &shared,
-        health: &health,
-        metrics: &node_metrics,
-        own_mac: approved.mac,
-    };
-    ctx.publish(&learned)?;
-
     let datapath = Datapath::start(
         DatapathConfig {
             interface: config.datapath.interface.clone(),
@@ -84,95 +86,254 @@ async fn run_inner(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
         shared.clone(),
     )?;
     info!(workers, "datapath started");
-
     let metrics_server = match config.metrics_listen {
         Some(addr) => Some(metrics::serve(addr, node_metrics.clone()).await?),
         None => None,
     };
 
-    // A cluster of one owns its VIPs: announce them, then answer and forward.
-    let vips: Vec<Ipv4Addr> = shared.table.load().vips().collect();
-    shared.set_owner(true);
-    node_metrics.takeovers.fetch_add(1, Ordering::Relaxed);
-    info!(vips = ?vips, "this node owns its VIPs");
-    resolver.send_garp(
-        &vips,
-        config.datapath.garp_count,
-        config.datapath.garp_interval,
-    );
-
-    tokio::pin!(shutdown);
-    let mut poll = tokio::time::interval(RESOLVE_POLL);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            changed = health_rx.changed() => {
-                if changed.is_err() {
-                    warn!("health checker stopped");
-                    break;
-                }
-                ctx.publish(&learned)?;
-            }
-            _ = poll.tick() => {
-                let now: HashMap<Ipv4Addr, MacAddr> = resolver.learned().into_iter().collect();
-                if now != learned {
-                    for (ip, mac) in &now {
-                        if learned.get(ip) != Some(mac) {
-                            info!(%ip, %mac, "backend MAC learned");
-                        }
-                    }
-                    for ip in learned.keys().filter(|ip| !now.contains_key(ip)) {
-                        warn!(%ip, "backend MAC forgotten (no ARP answer)");
-                    }
-                    learned = now;
-                    ctx.publish(&learned)?;
-                }
-            }
-        }
-    }
+    let mut node = Node {
+        config: &config,
+        cluster: &cluster,
+        shared: &shared,
+        metrics: &node_metrics,
+        resolver: &resolver,
+        state: cluster.state().borrow().clone(),
+        learned: HashMap::new(),
+        ownership: Ownership::default(),
+        inputs: Inputs {
+            is_leader: false,
+            last_quorum_ack: None,
+            lease: config.cluster.lease,
+            witness: config.cluster.witness,
+            stopping: false,
+        },
+        distrust_until: None,
+        checker: None,
+        check_targets: Vec::new(),
+        writes: JoinSet::new(),
+    };
+    let result = node.run(shutdown).await;
 
     info!("shutting down: releasing VIPs");
-    shared.set_owner(false);
+    node.release();
+    if let Some(checker) = node.checker.take() {
+        checker.stop().await;
+    }
+    node.writes.shutdown().await;
+    drop(node);
+    match Arc::try_unwrap(cluster) {
+        Ok(cluster) => {
+            if let Err(e) = cluster.shutdown().await {
+                warn!(error = %e, "cluster member did not shut down cleanly");
+            }
+        }
+        Err(_) => warn!("cluster member still referenced; stopping without a handover"),
+    }
     datapath.stop();
     resolver.stop();
-    checker.stop().await;
     if let Some(server) = metrics_server {
         server.abort();
     }
     info!("stopped");
-    Ok(())
+    result
 }
 
-fn check_targets(config: &Config) -> Vec<CheckTarget> {
-    config
-        .farms
-        .iter()
-        .filter_map(|farm| farm.check.as_ref().map(|check| (farm, check)))
-        .flat_map(|(farm, check)| {
-            farm.backends.iter().map(move |b| CheckTarget {
-                key: (farm.name.clone(), b.name.clone()),
-                addr: health::check_addr(b.ip, *farm.ports.start()),
-                check: check.clone(),
-            })
-        })
-        .collect()
+/// The cluster member's settings from the config file.
+fn cluster_settings(config: &Config) -> anyhow::Result<ClusterSettings> {
+    let c = &config.cluster;
+    let token = match &c.token_file {
+        Some(path) => {
+            let token = std::fs::read_to_string(path)
+                .with_context(|| format!("cluster.token_file {path}: cannot read"))?;
+            let token = token.trim().to_string();
+            if token.is_empty() {
+                anyhow::bail!("cluster.token_file {path}: the file is empty");
+            }
+            token
+        }
+        // A cluster of one talks to no peer; a random token keeps its listener closed.
+        None => random_token().context("generating a token for a cluster of one")?,
+    };
+    let mut s = ClusterSettings::new(
+        config.node_id,
+        config.data_dir.clone().into(),
+        c.listen,
+        token,
+    );
+    s.advertise = c.advertise;
+    s.members = c.members.clone();
+    s.heartbeat = c.heartbeat;
+    s.election_timeout = c.election_timeout;
+    s.witness = c.witness;
+    Ok(s)
 }
 
-/// Everything a table rebuild reads besides the learned MACs.
-struct Publisher<'a> {
+fn random_token() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The running node's control loop and what it acts on.
+struct Node<'a> {
     config: &'a Config,
-    shared: &'a Shared,
-    health: &'a HealthView,
+    cluster: &'a Arc<ClusterNode>,
+    shared: &'a Arc<Shared>,
     metrics: &'a NodeMetrics,
-    own_mac: MacAddr,
+    resolver: &'a MacResolver,
+    state: Arc<ClusterState>,
+    learned: HashMap<Ipv4Addr, MacAddr>,
+    ownership: Ownership,
+    inputs: Inputs,
+    /// After a stall of the control loop, metrics already queued may be stale: they are not
+    /// trusted to extend the lease until this instant.
+    distrust_until: Option<Instant>,
+    checker: Option<HealthChecker>,
+    check_targets: Vec<CheckTarget>,
+    /// Verdict commits in flight; aborted on shutdown so the cluster handle is ours again.
+    writes: JoinSet<()>,
 }
 
-impl Publisher<'_> {
+impl Node<'_> {
+    async fn run(&mut self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let mut state_rx = self.cluster.state();
+        let mut metrics_rx = self.cluster.raft_metrics();
+        let (verdict_tx, mut verdict_rx) = mpsc::unbounded_channel::<VerdictChange>();
+        self.state = state_rx.borrow_and_update().clone();
+        self.on_state(&verdict_tx)?;
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_turn = Instant::now();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                changed = state_rx.changed() => {
+                    if changed.is_err() {
+                        anyhow::bail!("the cluster member stopped");
+                    }
+                    self.state = state_rx.borrow_and_update().clone();
+                    self.on_state(&verdict_tx)?;
+                }
+                changed = metrics_rx.changed() => {
+                    if changed.is_err() {
+                        anyhow::bail!("the cluster member stopped");
+                    }
+                    let m = metrics_rx.borrow_and_update().clone();
+                    self.on_metrics(&m, &verdict_tx);
+                }
+                Some(change) = verdict_rx.recv() => self.commit_verdict(change),
+                Some(_) = self.writes.join_next(), if !self.writes.is_empty() => {}
+                _ = tick.tick() => {
+                    let now = Instant::now();
+                    // A loop that did not turn for a good part of the lease was stopped or
+                    // starved: whatever it reads next may describe the past.
+                    if now.duration_since(last_turn) > self.inputs.lease / 2 {
+                        warn!(stalled_ms = now.duration_since(last_turn).as_millis() as u64,
+                            "control loop stalled; not trusting Raft metrics for one lease");
+                        self.distrust_until = Some(now + self.inputs.lease);
+                        self.inputs.last_quorum_ack = None;
+                    }
+                    self.poll_learned()?;
+                    self.judge(now);
+                }
+            }
+            last_turn = Instant::now();
+        }
+    }
+
+    /// New replicated state: rebuild the table, refresh ARP targets, and (on the leader)
+    /// restart the checks if the set of checked backends changed.
+    fn on_state(&mut self, verdicts: &mpsc::UnboundedSender<VerdictChange>) -> anyhow::Result<()> {
+        self.resolver.set_targets(tables::arp_targets(&self.state));
+        self.publish()?;
+        if self.inputs.is_leader {
+            self.restart_checks(verdicts, false);
+        }
+        Ok(())
+    }
+
+    fn on_metrics(
+        &mut self,
+        m: &cluster::RaftMetrics,
+        verdicts: &mpsc::UnboundedSender<VerdictChange>,
+    ) {
+        let now = Instant::now();
+        self.metrics.term.store(m.current_term, Ordering::Relaxed);
+        let leader =
+            m.state == ServerState::Leader && m.current_leader == Some(self.config.node_id);
+        if leader != self.inputs.is_leader {
+            info!(term = m.current_term, leader, "raft role changed");
+            self.inputs.is_leader = leader;
+            self.restart_checks(verdicts, true);
+        }
+        let trusted = self.distrust_until.is_none_or(|until| now >= until);
+        self.inputs.last_quorum_ack = match (leader, trusted, m.millis_since_quorum_ack) {
+            (true, true, Some(ms)) => now.checked_sub(Duration::from_millis(ms)),
+            _ => None,
+        };
+        self.judge(now);
+    }
+
+    /// Applies the ownership decision: extends or ends the datapath's lease, and acts once
+    /// on each transition.
+    fn judge(&mut self, now: Instant) {
+        let own = ownership::should_own(&self.inputs, now);
+        if own && let Some(deadline) = ownership::lease_deadline(&self.inputs) {
+            self.shared.own_until(instant_ns(deadline));
+        }
+        match self.ownership.update(own) {
+            Some(Transition::Acquired) => {
+                let vips: Vec<Ipv4Addr> = self.shared.table.load().vips().collect();
+                self.metrics.takeovers.fetch_add(1, Ordering::Relaxed);
+                info!(term = self.metrics.term.load(Ordering::Relaxed), vips = ?vips, "VIP owner: announcing and forwarding");
+                self.resolver.send_garp(
+                    &vips,
+                    self.config.datapath.garp_count,
+                    self.config.datapath.garp_interval,
+                );
+            }
+            Some(Transition::Released) => {
+                self.shared.set_owner(false);
+                self.resolver.cancel_garp();
+                info!(
+                    leader = self.inputs.is_leader,
+                    "VIP ownership released: no more ARP answers or forwarding"
+                );
+            }
+            None => {}
+        }
+    }
+
+    fn release(&mut self) {
+        self.inputs.stopping = true;
+        self.judge(Instant::now());
+        self.shared.set_owner(false);
+    }
+
+    fn poll_learned(&mut self) -> anyhow::Result<()> {
+        let now: HashMap<Ipv4Addr, MacAddr> = self.resolver.learned().into_iter().collect();
+        if now == self.learned {
+            return Ok(());
+        }
+        for (ip, mac) in &now {
+            if self.learned.get(ip) != Some(mac) {
+                info!(%ip, %mac, "backend MAC learned");
+            }
+        }
+        for ip in self.learned.keys().filter(|ip| !now.contains_key(ip)) {
+            warn!(%ip, "backend MAC forgotten (no ARP answer)");
+        }
+        self.learned = now;
+        self.publish()
+    }
+
     /// Rebuilds the forwarding table from the current state and swaps it in.
-    fn publish(&self, learned: &HashMap<Ipv4Addr, MacAddr>) -> anyhow::Result<()> {
-        let specs = tables::farm_specs(&self.config.farms, self.health, learned);
+    fn publish(&self) -> anyhow::Result<()> {
+        let specs = tables::farm_specs(&self.state, &self.learned);
         let table = ForwardingTable::build(
-            self.own_mac,
+            self.shared.table.load().own_mac(),
             &specs,
             &self.shared.counters,
             self.config.datapath.maglev_table_size,
@@ -182,4 +343,75 @@ impl Publisher<'_> {
         self.metrics.set_backends(&specs);
         Ok(())
     }
+
+    /// Health checks run on the leader only; their targets follow the replicated farms.
+    fn restart_checks(&mut self, verdicts: &mpsc::UnboundedSender<VerdictChange>, force: bool) {
+        let targets = if self.inputs.is_leader && !self.inputs.witness {
+            check_targets(&self.state)
+        } else {
+            Vec::new()
+        };
+        let same_set = targets.len() == self.check_targets.len()
+            && targets
+                .iter()
+                .zip(&self.check_targets)
+                .all(|(a, b)| a.key == b.key && a.addr == b.addr && a.check == b.check);
+        if same_set && !force {
+            return;
+        }
+        if let Some(old) = self.checker.take() {
+            // Aborting is immediate; the tasks hold nothing that needs an orderly stop.
+            tokio::spawn(old.stop());
+        }
+        if !targets.is_empty() {
+            info!(
+                backends = targets.len(),
+                "health checks running on this leader"
+            );
+            self.checker = Some(HealthChecker::start(targets.clone(), verdicts.clone()));
+        }
+        self.check_targets = targets;
+    }
+
+    /// Commits a verdict change through the log, without blocking the loop.
+    fn commit_verdict(&mut self, change: VerdictChange) {
+        let cluster = self.cluster.clone();
+        let (farm, backend) = change.key;
+        self.writes.spawn(async move {
+            let cmd = Command::SetHealth {
+                farm: farm.clone(),
+                backend: backend.clone(),
+                up: change.up,
+            };
+            if let Err(e) = cluster.write(cmd).await {
+                error!(%farm, %backend, up = change.up, error = %e, "could not commit a health verdict");
+            }
+        });
+    }
+}
+
+/// Every checked backend of the state, with its replicated verdict.
+fn check_targets(state: &ClusterState) -> Vec<CheckTarget> {
+    state
+        .farms
+        .values()
+        .filter_map(|farm| farm.check.as_ref().map(|check| (farm, check)))
+        .flat_map(|(farm, check)| {
+            farm.backends.iter().map(move |b| CheckTarget {
+                key: (farm.name.clone(), b.name.clone()),
+                addr: SocketAddrV4::new(b.ip, farm.port_first),
+                check: CheckConfig {
+                    interval: check.interval,
+                    timeout: check.timeout,
+                    rise: check.rise,
+                    fall: check.fall,
+                },
+                verdict: state
+                    .health
+                    .get(&farm.name)
+                    .and_then(|m| m.get(&b.name))
+                    .copied(),
+            })
+        })
+        .collect()
 }

@@ -1,15 +1,17 @@
 //! TCP health checks: one task per checked backend connects to `ip:port` every interval and
 //! feeds a rise/fall hysteresis; only verdict changes leave this module.
 //!
+//! The checker runs on the Raft leader only and its verdicts are committed to the log, so
+//! every node's table agrees (DESIGN invariant 3). A new leader resumes from the replicated
+//! verdicts; a backend that has none yet gets one from its first probe, so a fresh cluster
+//! neither sends traffic to an unverified backend nor waits `rise` intervals for a healthy one.
+//!
 //! The hysteresis is a pure state machine ([`Hysteresis`]) so its edges are unit-tested; the
-//! async loop around it only does I/O. Backends start healthy (as HAProxy and LVS do): a
-//! node that restarts keeps serving at once, and a dead backend leaves after `fall` checks.
+//! async loop around it only does I/O.
 
 use crate::config::CheckConfig;
-use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::{Arc, Mutex};
-use tokio::sync::watch;
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{Instrument, info, info_span};
 
@@ -22,12 +24,9 @@ pub struct Hysteresis {
 }
 
 impl Hysteresis {
-    /// A backend not yet checked counts as up.
-    pub fn new() -> Self {
-        Hysteresis {
-            up: true,
-            streak: 0,
-        }
+    /// Continues from a known verdict.
+    pub fn new(up: bool) -> Self {
+        Hysteresis { up, streak: 0 }
     }
 
     pub fn is_up(&self) -> bool {
@@ -52,78 +51,40 @@ impl Hysteresis {
     }
 }
 
-impl Default for Hysteresis {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 /// Identifies a checked backend: (farm name, backend name).
 pub type BackendKey = (String, String);
 
 /// What to check.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckTarget {
     pub key: BackendKey,
     pub addr: SocketAddrV4,
     pub check: CheckConfig,
+    /// The replicated verdict, if there is one.
+    pub verdict: Option<bool>,
 }
 
-/// Current verdicts, readable by the table builder and the metrics endpoint.
-#[derive(Debug, Default)]
-pub struct HealthView {
-    verdicts: Mutex<BTreeMap<BackendKey, bool>>,
+/// A verdict change to commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerdictChange {
+    pub key: BackendKey,
+    pub up: bool,
 }
 
-impl HealthView {
-    /// The verdict for a backend; unchecked backends are healthy.
-    pub fn is_up(&self, farm: &str, backend: &str) -> bool {
-        let verdicts = self.verdicts.lock().unwrap_or_else(|e| e.into_inner());
-        verdicts
-            .get(&(farm.to_string(), backend.to_string()))
-            .copied()
-            .unwrap_or(true)
-    }
-
-    /// All checked backends and their verdicts.
-    pub fn all(&self) -> Vec<(BackendKey, bool)> {
-        let verdicts = self.verdicts.lock().unwrap_or_else(|e| e.into_inner());
-        verdicts.iter().map(|(k, v)| (k.clone(), *v)).collect()
-    }
-
-    fn set(&self, key: &BackendKey, up: bool) {
-        let mut verdicts = self.verdicts.lock().unwrap_or_else(|e| e.into_inner());
-        verdicts.insert(key.clone(), up);
-    }
-}
-
-/// Runs the check loops until dropped.
+/// Runs the check loops until stopped or dropped.
 pub struct HealthChecker {
     tasks: JoinSet<()>,
-    /// Held so the daemon's receiver stays open even when no backend is checked.
-    _changed: Arc<watch::Sender<u64>>,
 }
 
 impl HealthChecker {
-    /// Starts one loop per target; `changed` is bumped on every verdict change.
-    pub fn start(
-        targets: Vec<CheckTarget>,
-        view: Arc<HealthView>,
-        changed: watch::Sender<u64>,
-    ) -> Self {
+    /// Starts one loop per target; verdict changes are sent on `changes`.
+    pub fn start(targets: Vec<CheckTarget>, changes: mpsc::UnboundedSender<VerdictChange>) -> Self {
         let mut tasks = JoinSet::new();
-        let changed = Arc::new(changed);
         for target in targets {
-            view.set(&target.key, true);
             let span = info_span!("health", farm = %target.key.0, backend = %target.key.1);
-            let view = view.clone();
-            let changed = changed.clone();
-            tasks.spawn(check_loop(target, view, changed).instrument(span));
+            tasks.spawn(check_loop(target, changes.clone()).instrument(span));
         }
-        HealthChecker {
-            tasks,
-            _changed: changed,
-        }
+        HealthChecker { tasks }
     }
 
     /// Stops every loop.
@@ -132,21 +93,33 @@ impl HealthChecker {
     }
 }
 
-async fn check_loop(target: CheckTarget, view: Arc<HealthView>, changed: Arc<watch::Sender<u64>>) {
-    let mut state = Hysteresis::new();
+async fn check_loop(target: CheckTarget, changes: mpsc::UnboundedSender<VerdictChange>) {
+    let mut state = target.verdict.map(Hysteresis::new);
     let mut tick = tokio::time::interval(target.check.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let ok = probe(target.addr, &target.check).await;
-        if let Some(up) = state.observe(ok, target.check.rise, target.check.fall) {
+        let change = match &mut state {
+            Some(h) => h.observe(ok, target.check.rise, target.check.fall),
+            None => {
+                state = Some(Hysteresis::new(ok));
+                Some(ok)
+            }
+        };
+        if let Some(up) = change {
             info!(
                 addr = %target.addr,
                 verdict = if up { "up" } else { "down" },
                 "backend health changed"
             );
-            view.set(&target.key, up);
-            changed.send_modify(|generation| *generation += 1);
+            let change = VerdictChange {
+                key: target.key.clone(),
+                up,
+            };
+            if changes.send(change).is_err() {
+                return;
+            }
         }
     }
 }
@@ -170,7 +143,7 @@ mod tests {
 
     #[test]
     fn goes_down_after_fall_failures_and_up_after_rise_successes() {
-        let mut h = Hysteresis::new();
+        let mut h = Hysteresis::new(true);
         assert_eq!(h.observe(false, 2, 3), None);
         assert_eq!(h.observe(false, 2, 3), None);
         assert_eq!(h.observe(false, 2, 3), Some(false));
@@ -182,7 +155,7 @@ mod tests {
 
     #[test]
     fn a_single_good_result_resets_the_failure_streak() {
-        let mut h = Hysteresis::new();
+        let mut h = Hysteresis::new(true);
         h.observe(false, 2, 3);
         h.observe(false, 2, 3);
         assert_eq!(h.observe(true, 2, 3), None);

@@ -10,6 +10,7 @@
 //! - `lab`: network-namespace hosts for tests, benchmarks and `dsrlb demo`.
 
 pub mod config;
+pub mod convert;
 pub mod daemon;
 pub mod demo;
 pub mod health;

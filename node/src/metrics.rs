@@ -2,7 +2,6 @@
 //! section 6. Values are read at scrape time from the datapath's counters and the node's
 //! state, so nothing on the packet path knows about Prometheus.
 
-use crate::health::HealthView;
 use datapath::counters::DropReason;
 use datapath::shared::Shared;
 use datapath::table::{BackendState, FarmSpec};
@@ -20,21 +19,18 @@ use tokio::task::JoinHandle;
 #[derive(Debug)]
 pub struct NodeMetrics {
     shared: Arc<Shared>,
-    #[allow(dead_code)] // read by the cluster issue's per-backend health export
-    health: Arc<HealthView>,
     /// Times this node became the VIP owner.
     pub takeovers: AtomicU64,
-    /// Raft term; 0 while the node runs as a cluster of one.
+    /// Current Raft term.
     pub term: AtomicU64,
     /// (farm, backend, selectable) as of the last published table.
     backends: Mutex<Vec<(String, String, bool)>>,
 }
 
 impl NodeMetrics {
-    pub fn new(shared: Arc<Shared>, health: Arc<HealthView>) -> Self {
+    pub fn new(shared: Arc<Shared>) -> Self {
         NodeMetrics {
             shared,
-            health,
             takeovers: AtomicU64::new(0),
             term: AtomicU64::new(0),
             backends: Mutex::new(Vec::new()),
@@ -141,7 +137,7 @@ impl Collector for NodeMetrics {
         let term = ConstGauge::new(self.term.load(Ordering::Relaxed) as i64);
         term.encode(encoder.encode_descriptor(
             "dsrlb_raft_term",
-            "Current Raft term (0 for a cluster of one)",
+            "Current Raft term",
             None,
             term.metric_type(),
         )?)?;

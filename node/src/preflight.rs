@@ -202,7 +202,8 @@ mod tests {
     #[test]
     fn each_broken_fact_is_refused_with_its_reason() {
         let cfg = config();
-        let cases: Vec<(fn(&mut HostFacts), PreflightError)> = vec![
+        type Breaker = fn(&mut HostFacts);
+        let cases: Vec<(Breaker, PreflightError)> = vec![
             (
                 |f| f.interface = None,
                 PreflightError::InterfaceMissing("eth0".into()),

@@ -10,6 +10,7 @@ data_dir = "/tmp/dsrlb-test"
 [cluster]
 listen = "198.18.0.11:7100"
 members = ["1=198.18.0.11:7100", "2=198.18.0.12:7100"]
+token_file = "/etc/dsrlb/cluster.token"
 election_timeout_ms = [150, 300]
 lease_ms = 120
 
@@ -111,6 +112,11 @@ const CASES: &[(&str, &str, &str)] = &[
         "\"1=198.18.0.11:7100\", ",
         "\"3=198.18.0.13:7100\", ",
         "cluster.members",
+    ),
+    (
+        "token_file = \"/etc/dsrlb/cluster.token\"",
+        "",
+        "cluster.token_file",
     ),
     ("lease_ms = 120", "lease_ms = 150", "cluster.lease_ms"),
     ("lease_ms = 120", "lease_ms = 0", "cluster.lease_ms"),

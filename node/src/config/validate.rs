@@ -236,6 +236,12 @@ impl RawConfig {
                 format!("does not list this node (node.id = {node_id})"),
             ));
         }
+        if members.iter().any(|(id, _)| *id != node_id) && c.token_file.is_none() {
+            return Err(ConfigError::invalid(
+                "cluster.token_file",
+                "is required when cluster.members lists other nodes (every peer call is authenticated)",
+            ));
+        }
         if c.heartbeat_ms == 0 {
             return Err(ConfigError::invalid(
                 "cluster.heartbeat_ms",

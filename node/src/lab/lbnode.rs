@@ -92,10 +92,32 @@ fn series_matches(series: &str, name: &str, labels: &[(&str, &str)]) -> bool {
             .all(|(k, v)| have.contains(&format!("{k}=\"{v}\"").as_str()))
 }
 
+/// The peer port every lab node's Raft service listens on.
+pub const PEER_PORT: u16 = 7100;
+
+/// How a lab node is configured beyond its farms.
+#[derive(Clone, Debug, Default)]
+pub struct NodeOptions {
+    /// Votes but never owns a VIP.
+    pub witness: bool,
+    /// Lines appended to the `[cluster]` table (e.g. timing), verbatim.
+    pub cluster_extra: String,
+}
+
 impl Lab {
-    /// The config of node `i` (a cluster of one) serving `farms`, with fast checks and
-    /// metrics on [`METRICS_PORT`].
+    /// The config of node `i` serving `farms`: a cluster of one when the lab has one node,
+    /// otherwise a member of a cluster of every lab node; metrics on [`METRICS_PORT`].
     pub fn node_config(&self, i: usize, farms: &[LabFarm]) -> Result<String, LabError> {
+        self.node_config_with(i, farms, &NodeOptions::default())
+    }
+
+    /// [`Lab::node_config`] with options.
+    pub fn node_config_with(
+        &self,
+        i: usize,
+        farms: &[LabFarm],
+        opts: &NodeOptions,
+    ) -> Result<String, LabError> {
         let node = self
             .nodes()
             .get(i)
@@ -106,11 +128,29 @@ impl Lab {
         let _ = write!(
             c,
             "[node]\nid = {}\ndata_dir = {:?}\n\n[datapath]\ninterface = {:?}\nworkers = 2\n\n\
-             [metrics]\nlisten = \"127.0.0.1:{METRICS_PORT}\"\n",
+             [metrics]\nlisten = \"127.0.0.1:{METRICS_PORT}\"\n\n[cluster]\nlisten = \"{}:{PEER_PORT}\"\n\
+             witness = {}\n{}\n",
             i + 1,
             data_dir.display().to_string(),
-            node.ifname
+            node.ifname,
+            node.ip,
+            opts.witness,
+            opts.cluster_extra,
         );
+        if self.nodes().len() > 1 {
+            let members: Vec<String> = self
+                .nodes()
+                .iter()
+                .enumerate()
+                .map(|(k, n)| format!("\"{}={}:{PEER_PORT}\"", k + 1, n.ip))
+                .collect();
+            let _ = write!(
+                c,
+                "members = [{}]\ntoken_file = {:?}\n",
+                members.join(", "),
+                self.cluster_token_file()?.display().to_string()
+            );
+        }
         for farm in farms {
             let _ = write!(
                 c,
@@ -143,50 +183,135 @@ impl Lab {
         Ok(c)
     }
 
+    /// The lab's cluster token file, created on first use.
+    pub fn cluster_token_file(&self) -> Result<std::path::PathBuf, LabError> {
+        let path = self.dir().join("cluster.token");
+        if !path.exists() {
+            let token = format!("lab-{}-{:x}", self.prefix(), std::process::id());
+            std::fs::write(&path, token).map_err(|source| LabError::File {
+                what: "write cluster token",
+                path: path.clone(),
+                source,
+            })?;
+        }
+        Ok(path)
+    }
+
+    /// Writes node `i`'s config and starts `dsrlb run` in its host, without waiting.
+    pub fn spawn_node(
+        &self,
+        i: usize,
+        dsrlb: &Path,
+        farms: &[LabFarm],
+        opts: &NodeOptions,
+    ) -> Result<LabProcess, LabError> {
+        let node = self
+            .nodes()
+            .get(i)
+            .ok_or_else(|| LabError::Spec(format!("no node {i}")))?
+            .clone();
+        let path = self.dir().join(format!("{}.toml", node.name));
+        let text = self.node_config_with(i, farms, opts)?;
+        std::fs::write(&path, text).map_err(|source| LabError::File {
+            what: "write node config",
+            path: path.clone(),
+            source,
+        })?;
+        node.spawn_with_env(
+            dsrlb,
+            ["run".as_ref(), "--config".as_ref(), path.as_os_str()],
+            [("RUST_LOG", "info")],
+        )
+    }
+
     /// Writes node `i`'s config and starts `dsrlb run` in its host; waits until it owns the
-    /// VIP and every configured backend is up (MAC learned, checks passing).
+    /// VIP and every configured backend is up (MAC learned, checks passing). For a lab with
+    /// one node.
     pub fn start_node(
         &self,
         i: usize,
         dsrlb: &Path,
         farms: &[LabFarm],
     ) -> Result<LabProcess, LabError> {
-        let node = self.nodes()[i].clone();
-        let path = self.dir().join(format!("{}.toml", node.name));
-        let text = self.node_config(i, farms)?;
-        std::fs::write(&path, text).map_err(|source| LabError::File {
-            what: "write node config",
-            path: path.clone(),
-            source,
-        })?;
-        let mut proc = node.spawn_with_env(
-            dsrlb,
-            ["run".as_ref(), "--config".as_ref(), path.as_os_str()],
-            [("RUST_LOG", "info")],
-        )?;
+        let mut procs = vec![self.spawn_node(i, dsrlb, farms, &NodeOptions::default())?];
+        self.wait_ready(&mut procs, &[i], farms, Duration::from_secs(15))?;
+        Ok(procs.pop().expect("one process"))
+    }
+
+    /// Starts every lab node as one cluster (node `k` a witness if `witnesses` lists it) and
+    /// waits until exactly one owns the VIP and every non-witness node has every backend up.
+    pub fn start_cluster(
+        &self,
+        dsrlb: &Path,
+        farms: &[LabFarm],
+        witnesses: &[usize],
+    ) -> Result<Vec<LabProcess>, LabError> {
+        let mut procs = Vec::new();
+        for i in 0..self.nodes().len() {
+            let opts = NodeOptions {
+                witness: witnesses.contains(&i),
+                ..NodeOptions::default()
+            };
+            procs.push(self.spawn_node(i, dsrlb, farms, &opts)?);
+        }
+        let all: Vec<usize> = (0..self.nodes().len()).collect();
+        self.wait_ready(&mut procs, &all, farms, Duration::from_secs(20))?;
+        Ok(procs)
+    }
+
+    /// The node indexes whose metrics say they own the VIP right now.
+    pub fn owners(&self) -> Vec<usize> {
+        self.nodes()
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| scrape(n).is_ok_and(|m| m.get("dsrlb_vip_owner", &[]) == 1.0))
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// Waits until exactly one of `nodes` owns the VIP and each of them has every backend of
+    /// `farms` up; `procs[k]` runs `nodes[k]`.
+    pub fn wait_ready(
+        &self,
+        procs: &mut [LabProcess],
+        nodes: &[usize],
+        farms: &[LabFarm],
+        limit: Duration,
+    ) -> Result<(), LabError> {
         let expected: usize = farms.iter().map(|f| f.backends.len()).sum();
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + limit;
         loop {
-            if let Ok(m) = scrape(&node)
-                && m.get("dsrlb_vip_owner", &[]) == 1.0
-                && m.sum("dsrlb_backend_up") as usize == expected
-            {
-                return Ok(proc);
+            let mut owners = 0;
+            let mut all_up = true;
+            for &i in nodes {
+                match scrape(&self.nodes()[i]) {
+                    Ok(m) => {
+                        owners += usize::from(m.get("dsrlb_vip_owner", &[]) == 1.0);
+                        all_up &= m.sum("dsrlb_backend_up") as usize == expected;
+                    }
+                    Err(_) => all_up = false,
+                }
             }
-            if let Ok(Some(status)) = proc.try_wait() {
-                return Err(LabError::NotReady {
-                    name: format!("dsrlb on {}", node.name),
-                    waited: Duration::ZERO,
-                    detail: format!("exited ({status}): {}", proc.log_tail(20)),
-                });
+            if owners == 1 && all_up {
+                return Ok(());
+            }
+            for (k, p) in procs.iter_mut().enumerate() {
+                if let Ok(Some(status)) = p.try_wait() {
+                    return Err(LabError::NotReady {
+                        name: format!("dsrlb on {}", self.nodes()[nodes[k]].name),
+                        waited: Duration::ZERO,
+                        detail: format!("exited ({status}): {}", p.log_tail(20)),
+                    });
+                }
             }
             if Instant::now() > deadline {
+                let tails: Vec<String> = procs.iter().map(|p| p.log_tail(8)).collect();
                 return Err(LabError::NotReady {
-                    name: format!("dsrlb on {}", node.name),
-                    waited: Duration::from_secs(15),
+                    name: "dsrlb".into(),
+                    waited: limit,
                     detail: format!(
-                        "not owning the VIP with {expected} backends up: {}",
-                        proc.log_tail(20)
+                        "{owners} owner(s), backends up everywhere: {all_up}; logs:\n{}",
+                        tails.join("\n---\n")
                     ),
                 });
             }

@@ -43,7 +43,7 @@ pub use capture::{Capture, Frame, inject};
 pub use client::{HttpConn, HttpReply, download, http_get, udp_request, upload};
 pub use error::LabError;
 pub use host::{Host, MacAddr, Role};
-pub use lbnode::{LabFarm, METRICS_PORT, Metrics, scrape};
+pub use lbnode::{LabFarm, METRICS_PORT, Metrics, NodeOptions, PEER_PORT, scrape};
 pub use load::{LoadReport, LoadSpec, load, load_with};
 pub use process::LabProcess;
 pub use procs::{BACKEND_HTTP_PORT, BACKEND_READY_TIMEOUT, BACKEND_UDP_PORT};
