@@ -2,7 +2,7 @@
 //! section 6. Values are read at scrape time from the datapath's counters and the node's
 //! state, so nothing on the packet path knows about Prometheus.
 
-use datapath::counters::DropReason;
+use datapath::counters::{BackendStats, DropReason, FarmStats};
 use datapath::shared::Shared;
 use datapath::table::{BackendState, FarmSpec};
 use prometheus_client::collector::Collector;
@@ -67,30 +67,20 @@ impl Collector for NodeMetrics {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let stats = self.shared.counters.snapshot();
         // Counter names get their `_total` suffix from the encoder.
-        let mut packets = encoder.encode_descriptor(
+        per_backend(
+            &mut encoder,
+            &stats,
             "dsrlb_packets",
             "Frames forwarded to a backend",
-            None,
-            ConstCounter::new(0u64).metric_type(),
+            |b| b.packets,
         )?;
-        for f in &stats {
-            for b in &f.backends {
-                let labels = [("farm", f.farm.as_str()), ("backend", b.backend.as_str())];
-                ConstCounter::new(b.packets).encode(packets.encode_family(&labels)?)?;
-            }
-        }
-        let mut bytes = encoder.encode_descriptor(
+        per_backend(
+            &mut encoder,
+            &stats,
             "dsrlb_bytes",
             "Bytes of frames forwarded to a backend",
-            None,
-            ConstCounter::new(0u64).metric_type(),
+            |b| b.bytes,
         )?;
-        for f in &stats {
-            for b in &f.backends {
-                let labels = [("farm", f.farm.as_str()), ("backend", b.backend.as_str())];
-                ConstCounter::new(b.bytes).encode(bytes.encode_family(&labels)?)?;
-            }
-        }
         let mut flows = encoder.encode_descriptor(
             "dsrlb_flows_new",
             "Flows scheduled to a backend for the first time on this node",
@@ -152,6 +142,25 @@ impl Collector for NodeMetrics {
     }
 }
 
+/// One counter family with a sample per (farm, backend).
+fn per_backend(
+    encoder: &mut DescriptorEncoder,
+    stats: &[FarmStats],
+    name: &str,
+    help: &str,
+    value: impl Fn(&BackendStats) -> u64,
+) -> Result<(), std::fmt::Error> {
+    let mut family =
+        encoder.encode_descriptor(name, help, None, ConstCounter::new(0u64).metric_type())?;
+    for f in stats {
+        for b in &f.backends {
+            let labels = [("farm", f.farm.as_str()), ("backend", b.backend.as_str())];
+            ConstCounter::new(value(b)).encode(family.encode_family(&labels)?)?;
+        }
+    }
+    Ok(())
+}
+
 /// Serves `/metrics` until the returned task is aborted.
 pub async fn serve(addr: SocketAddr, metrics: Arc<NodeMetrics>) -> anyhow::Result<JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(addr)
@@ -177,4 +186,55 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<NodeMetrics>) -> anyhow::Resul
             tracing::error!(error = %e, "metrics server failed");
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datapath::packet::MacAddr;
+    use datapath::table::{BackendSpec, ForwardingTable, Protocol};
+
+    #[test]
+    fn the_exposition_carries_the_contract_names() {
+        let shared = Shared::new(1, MacAddr([2, 0, 0, 0, 0, 1]));
+        let farm = FarmSpec {
+            name: "web".into(),
+            vip: std::net::Ipv4Addr::new(198, 18, 0, 100),
+            protocol: Protocol::Tcp,
+            ports: 80..=80,
+            backends: vec![BackendSpec {
+                name: "b1".into(),
+                ip: std::net::Ipv4Addr::new(198, 18, 0, 21),
+                mac: Some(MacAddr([2, 0, 0, 0, 0, 0x21])),
+                weight: 1,
+                state: BackendState::Up,
+                healthy: true,
+            }],
+        };
+        let table = ForwardingTable::build(
+            MacAddr([2, 0, 0, 0, 0, 1]),
+            &[farm.clone()],
+            &shared.counters,
+            65537,
+        )
+        .unwrap();
+        shared.publish(table);
+        let m = Arc::new(NodeMetrics::new(shared.clone()));
+        m.set_backends(&[farm]);
+        m.term.store(7, Ordering::Relaxed);
+        shared.set_owner(true);
+        let text = m.render();
+        for line in [
+            "dsrlb_packets_total{farm=\"web\",backend=\"b1\"} 0",
+            "dsrlb_bytes_total{farm=\"web\",backend=\"b1\"} 0",
+            "dsrlb_flows_new_total{farm=\"web\"} 0",
+            "dsrlb_drops_total{reason=\"not_owner\"} 0",
+            "dsrlb_vip_owner 1",
+            "dsrlb_backend_up{farm=\"web\",backend=\"b1\"} 1",
+            "dsrlb_raft_term 7",
+            "dsrlb_takeovers_total 0",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in:\n{text}");
+        }
+    }
 }

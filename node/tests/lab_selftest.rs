@@ -3,6 +3,9 @@
 //! (VIP on lo, never claimed by ARP), and a dropped lab leaves nothing behind, also after a
 //! panic. Needs root and iproute2; otherwise each test says why it skips.
 
+mod common;
+
+use common::{can_run_lab, dsrlb};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,27 +17,8 @@ use node::lab::{
     Capture, Lab, LabSpec, LoadSpec, load, load_with,
 };
 
-fn dsrlb() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_dsrlb"))
-}
-
 fn setup_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/backend-setup.sh")
-}
-
-/// The lab needs root (namespaces, AF_PACKET) and `ip`; say why when we cannot run.
-fn can_run_lab() -> bool {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: the lab needs root (network namespaces)");
-        return false;
-    }
-    match Command::new("ip").arg("-V").output() {
-        Ok(out) if out.status.success() => true,
-        _ => {
-            eprintln!("skipped: the lab needs the `ip` command (apt-get install iproute2)");
-            false
-        }
-    }
 }
 
 /// Whether this build's `dsrlb` has the hidden `lab-backend` subcommand (it is wired in

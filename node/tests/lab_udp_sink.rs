@@ -2,8 +2,10 @@
 //! at their full length, and `GET /udp-sink` reports the counts. Needs root and iproute2;
 //! otherwise the test says why it skips.
 
+mod common;
+
+use common::can_run_lab;
 use std::net::UdpSocket;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use node::lab::backend::{SinkCounts, UDP_SINK_PORT};
@@ -11,20 +13,6 @@ use node::lab::{
     BACKEND_HTTP_PORT, BACKEND_READY_TIMEOUT, BACKEND_UDP_PORT, BackendArgs, BackendServer, Lab,
     LabSpec, http_get,
 };
-
-fn can_run_lab() -> bool {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: the lab needs root (network namespaces)");
-        return false;
-    }
-    match Command::new("ip").arg("-V").output() {
-        Ok(out) if out.status.success() => true,
-        _ => {
-            eprintln!("skipped: the lab needs the `ip` command (apt-get install iproute2)");
-            false
-        }
-    }
-}
 
 #[test]
 fn sink_reply_parses_in_any_order_and_rejects_garbage() {
