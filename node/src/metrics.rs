@@ -213,7 +213,7 @@ mod tests {
         };
         let table = ForwardingTable::build(
             MacAddr([2, 0, 0, 0, 0, 1]),
-            &[farm.clone()],
+            std::slice::from_ref(&farm),
             &shared.counters,
             65537,
         )
