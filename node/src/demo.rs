@@ -1,11 +1,12 @@
-//! `dsrlb demo`: a narrated tour of DSR load balancing in a lab it builds itself — network
-//! namespaces for a client, a dsrlb node and three backends on one bridge — then tears down.
+//! `dsrlb demo`: a narrated tour of clustered DSR load balancing in a lab it builds itself —
+//! network namespaces for a client, three dsrlb nodes and three backends on one bridge: load
+//! balancing, the DSR proof, a kill -9 of the VIP owner in the middle of a running stream,
+//! the takeover, health checks — then tears everything down.
 //!
 //! It runs the real binary (`dsrlb run`, `dsrlb lab-backend`) in the lab, so what it shows is
-//! what an operator gets. Ctrl-C at any point cleans everything up. Until the cluster issue
-//! lands the lab has one node; the takeover part of the tour comes with it.
+//! what an operator gets. Ctrl-C at any point cleans everything up.
 
-use crate::lab::{self, Lab, LabFarm, LabSpec, scrape};
+use crate::lab::{self, Lab, LabFarm, LabProcess, LabSpec, NodeOptions, Stream, scrape};
 use anyhow::{Context, bail};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -65,13 +66,13 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     let exe = std::env::current_exe().context("locating the dsrlb binary")?;
     let spec = LabSpec {
-        nodes: 1,
+        nodes: 3,
         backends: 3,
         clients: 1,
         ..LabSpec::default()
     };
     let started = Instant::now();
-    println!("dsrlb demo: Direct Server Return load balancing in a throwaway lab\n");
+    println!("dsrlb demo: clustered Direct Server Return load balancing in a throwaway lab\n");
     let lab = Lab::build(&spec).context("building the lab")?;
     let mut tour = Tour {
         lab,
@@ -87,20 +88,20 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
 
 fn tour_steps(t: &mut Tour, keep: bool) -> anyhow::Result<()> {
     let vip = t.lab.vip();
-    t.say(&format!(
-        "lab {}: a bridge in namespace {}, client {} ({}), node {} ({}), backends {}",
-        t.lab.prefix(),
-        t.lab.switch_ns(),
-        t.lab.clients()[0].name,
-        t.lab.clients()[0].ip,
-        t.lab.nodes()[0].name,
-        t.lab.nodes()[0].ip,
-        t.lab
-            .backends()
+    let names = |hosts: &[lab::Host]| {
+        hosts
             .iter()
-            .map(|b| format!("{} ({})", b.name, b.ip))
+            .map(|h| format!("{} ({})", h.name, h.ip))
             .collect::<Vec<_>>()
             .join(", ")
+    };
+    t.say(&format!(
+        "lab {}: a bridge in namespace {}; client {}; dsrlb nodes {}; backends {}",
+        t.lab.prefix(),
+        t.lab.switch_ns(),
+        names(t.lab.clients()),
+        names(t.lab.nodes()),
+        names(t.lab.backends()),
     ));
     t.say(&format!(
         "backends hold VIP {vip} on lo with arp_ignore=1, arp_announce=2 (deploy/backend-setup.sh)"
@@ -116,14 +117,19 @@ fn tour_steps(t: &mut Tour, keep: bool) -> anyhow::Result<()> {
         },
         LabFarm::new("echo", "udp", lab::BACKEND_UDP_PORT, &[0, 1, 2]),
     ];
-    let mut node = t
+    let mut nodes: Vec<Option<LabProcess>> = t
         .lab
-        .start_node(0, &exe, &farms)
-        .context("starting dsrlb on the node")?;
-    let n1 = t.lab.nodes()[0].clone();
+        .start_cluster(&exe, &farms, &[])
+        .context("starting the dsrlb cluster")?
+        .into_iter()
+        .map(Some)
+        .collect();
+    let owner = current_owner(t)?;
+    let owner_host = t.lab.nodes()[owner].clone();
     t.say(&format!(
-        "dsrlb runs on {} and owns {vip}: it answers ARP for it and forwards tcp/80 and udp/5353",
-        n1.name
+        "3-node Raft cluster up: {} leads and owns {vip} (it answers ARP with {}); the others keep \
+         the same forwarding table hot",
+        owner_host.name, owner_host.mac
     ));
 
     let client = t.lab.clients()[0].clone();
@@ -143,31 +149,82 @@ fn tour_steps(t: &mut Tour, keep: bool) -> anyhow::Result<()> {
     ));
     t.check_interrupt()?;
 
-    let before = scrape(&n1)?.sum("dsrlb_bytes_total");
+    let before = scrape(&owner_host)?.sum("dsrlb_bytes_total");
     let size: u64 = 32 << 20;
     let got = client
         .run(|| lab::download(web, size))
         .context("downloading through the VIP")?;
-    let forwarded = scrape(&n1)?.sum("dsrlb_bytes_total") - before;
+    let forwarded = scrape(&owner_host)?.sum("dsrlb_bytes_total") - before;
     t.say(&format!(
-        "a {} MiB download through the VIP: the client got {} MiB, the node forwarded only {:.1} KiB \
+        "a {} MiB download through the VIP: the client got {} MiB, the owner forwarded only {:.1} KiB \
          ({:.2} %) — the backend answered the client directly",
         size >> 20,
         got >> 20,
         forwarded / 1024.0,
         100.0 * forwarded / got as f64
     ));
-
     let udp = std::net::SocketAddr::from((vip, lab::BACKEND_UDP_PORT));
     let echo = client
         .run(|| lab::udp_request(udp, b"hello", Duration::from_secs(1)))
         .context("UDP through the VIP")?;
     t.say(&format!("UDP to {udp} answered: {:?}", echo.trim()));
 
-    t.say("stopping backend b2's server: the health check (300 ms, fall 2) takes it out");
+    // The takeover, in the middle of a running stream.
+    let stream = Stream::start(&client, web, 48 << 20, 8 << 20);
+    t.pause(Duration::from_millis(1500))?;
+    t.say(&format!(
+        "a 48 MiB stream runs through the VIP at 8 MiB/s ({:.1} MiB so far); kill -9 of {} now",
+        stream.received() as f64 / f64::from(1 << 20),
+        owner_host.name
+    ));
+    let killed_at = Instant::now();
+    if let Some(mut p) = nodes[owner].take() {
+        p.kill()?;
+    }
+    let (outage, failed) = client.run(|| {
+        let mut failed = 0u32;
+        loop {
+            // A short connect timeout, retried at once: the kernel's own SYN retry (1 s)
+            // would hide how fast the takeover really was.
+            let answered = lab::HttpConn::connect_from(None, web, Duration::from_millis(50))
+                .and_then(|mut c| c.get("/", false));
+            match answered {
+                Ok(r) if r.status == 200 => return (killed_at.elapsed(), failed),
+                _ => failed += 1,
+            }
+            if killed_at.elapsed() > Duration::from_secs(10) {
+                return (killed_at.elapsed(), failed);
+            }
+        }
+    });
+    let new_owner = current_owner(t)?;
+    t.say(&format!(
+        "{} took over: first request answered {} ms after the kill ({failed} tries failed meanwhile); \
+         the stream is at {:.1} MiB and still running",
+        t.lab.nodes()[new_owner].name,
+        outage.as_millis(),
+        stream.received() as f64 / f64::from(1 << 20)
+    ));
+    let streamed = stream.join().context("the stream across the takeover")?;
+    t.say(&format!(
+        "the stream finished: {} MiB, every byte verified — the new owner forwarded its ACKs to the \
+         same backend (same replicated state, same Maglev table)",
+        streamed >> 20
+    ));
+    nodes[owner] = Some(
+        t.lab
+            .spawn_node(owner, &exe, &farms, &NodeOptions::default())?,
+    );
+    t.say(&format!(
+        "{} restarted from its Raft log and rejoined as a follower",
+        owner_host.name
+    ));
+
+    let new_host = t.lab.nodes()[new_owner].clone();
+    t.say("stopping backend b2's server: the leader's health check (300 ms, fall 2) takes it out");
     t.lab.stop_backend(1)?;
     let out_at = Instant::now();
-    while scrape(&n1)?.get("dsrlb_backend_up", &[("farm", "web"), ("backend", "b2")]) != 0.0 {
+    while scrape(&new_host)?.get("dsrlb_backend_up", &[("farm", "web"), ("backend", "b2")]) != 0.0 {
         t.pause(Duration::from_millis(50))?;
         if out_at.elapsed() > Duration::from_secs(5) {
             bail!("b2 was not taken out within 5 s");
@@ -175,7 +232,7 @@ fn tour_steps(t: &mut Tour, keep: bool) -> anyhow::Result<()> {
     }
     let report = client.run(|| lab::load(web, 4, Duration::from_secs(1), false));
     t.say(&format!(
-        "b2 out after {} ms; 1 s of load: {} requests, {} errors, served by {:?}",
+        "b2 out after {} ms (committed through Raft); 1 s of load: {} requests, {} errors, served by {:?}",
         out_at.elapsed().as_millis(),
         report.requests,
         report.errors,
@@ -183,7 +240,7 @@ fn tour_steps(t: &mut Tour, keep: bool) -> anyhow::Result<()> {
     ));
     t.lab.start_backend(1, &exe)?;
     let back_at = Instant::now();
-    while scrape(&n1)?.get("dsrlb_backend_up", &[("farm", "web"), ("backend", "b2")]) != 1.0 {
+    while scrape(&new_host)?.get("dsrlb_backend_up", &[("farm", "web"), ("backend", "b2")]) != 1.0 {
         t.pause(Duration::from_millis(50))?;
         if back_at.elapsed() > Duration::from_secs(5) {
             bail!("b2 did not come back within 5 s");
@@ -197,22 +254,46 @@ fn tour_steps(t: &mut Tour, keep: bool) -> anyhow::Result<()> {
     if keep {
         t.say("the lab stays up until Ctrl-C. Try, in another shell:");
         println!("    ip netns exec {} curl -s http://{vip}/", client.netns);
-        println!(
-            "    ip netns exec {} curl -s http://127.0.0.1:7102/metrics | grep dsrlb_",
-            n1.netns
-        );
+        for n in t.lab.nodes() {
+            println!(
+                "    ip netns exec {} curl -s http://127.0.0.1:{}/metrics | grep -E 'vip_owner|raft_term'",
+                n.netns,
+                lab::METRICS_PORT
+            );
+        }
         println!("    ip netns exec {} ip neigh", client.netns);
         while !t.stop.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-    node.signal(nix::sys::signal::Signal::SIGTERM)?;
-    let status = node.wait_timeout(Duration::from_secs(5))?;
+    for p in nodes.iter_mut().flatten() {
+        p.signal(nix::sys::signal::Signal::SIGTERM)?;
+    }
+    let mut clean = 0;
+    for p in nodes.iter_mut().flatten() {
+        if p.wait_timeout(Duration::from_secs(5))?
+            .is_some_and(|s| s.success())
+        {
+            clean += 1;
+        }
+    }
     t.say(&format!(
-        "SIGTERM to dsrlb: it released the VIP and exited ({})",
-        status
-            .map(|s| s.to_string())
-            .unwrap_or_else(|| "still running; killed".into())
+        "SIGTERM to the cluster: {clean} of {} nodes released the VIP and exited cleanly",
+        nodes.iter().flatten().count()
     ));
     Ok(())
+}
+
+/// The node that owns the VIP, waiting a little for a takeover to settle.
+fn current_owner(t: &Tour) -> anyhow::Result<usize> {
+    let since = Instant::now();
+    loop {
+        if let [one] = t.lab.owners()[..] {
+            return Ok(one);
+        }
+        if since.elapsed() > Duration::from_secs(5) {
+            bail!("no single VIP owner after 5 s: {:?}", t.lab.owners());
+        }
+        t.pause(Duration::from_millis(20))?;
+    }
 }

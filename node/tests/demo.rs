@@ -1,4 +1,5 @@
-//! `dsrlb demo` runs start to finish and leaves no namespace behind.
+//! `dsrlb demo` runs start to finish — including a kill -9 of the VIP owner under a verified
+//! stream — and leaves no namespace behind.
 
 mod common;
 
@@ -19,10 +20,13 @@ fn the_demo_runs_and_cleans_up() {
     assert!(out.status.success(), "demo failed:\n{stdout}\n{stderr}");
     for step in [
         "owns 198.18.0.100",
-        "node forwarded only",
+        "owner forwarded only",
+        "took over",
+        "every byte verified",
+        "rejoined as a follower",
         "b2 out after",
         "back after",
-        "exited (exit status: 0)",
+        "3 of 3 nodes released the VIP",
     ] {
         assert!(
             stdout.contains(step),

@@ -10,6 +10,8 @@
 //! - [`backend`]: the backend server behind `dsrlb lab-backend` (HTTP + UDP echo).
 //! - [`client`] and [`load`]: HTTP/UDP clients and a bounded load generator.
 //! - [`capture`]: an AF_PACKET capture that summarises frames (ARP, IPv4, direction).
+//! - [`arp_probe`]: probes the VIP by ARP from a client and judges who answered (outage,
+//!   dual owners).
 //! - [`pattern`]: the `i % 251` byte pattern every transfer is checked against.
 //!
 //! Everything needs root (namespaces, AF_PACKET); nothing touches the machine's own
@@ -25,6 +27,7 @@
 //! # Ok::<(), node::lab::LabError>(())
 //! ```
 
+pub mod arp_probe;
 pub mod backend;
 pub mod capture;
 pub mod client;
@@ -36,8 +39,10 @@ mod netns;
 pub mod pattern;
 mod process;
 mod procs;
+pub mod stream;
 pub mod topology;
 
+pub use arp_probe::{ArpAnalysis, ArpClaim, ArpProber, DualOwner, ProbeLog, analyze};
 pub use backend::{BackendArgs, BackendServer, run_backend};
 pub use capture::{Capture, Frame, inject};
 pub use client::{HttpConn, HttpReply, download, http_get, udp_request, upload};
@@ -47,4 +52,5 @@ pub use lbnode::{LabFarm, METRICS_PORT, Metrics, NodeOptions, PEER_PORT, scrape}
 pub use load::{LoadReport, LoadSpec, load, load_with};
 pub use process::LabProcess;
 pub use procs::{BACKEND_HTTP_PORT, BACKEND_READY_TIMEOUT, BACKEND_UDP_PORT};
+pub use stream::Stream;
 pub use topology::{DEFAULT_VIP, Lab, LabSpec};

@@ -1,0 +1,125 @@
+//! A long-lived TCP stream through the lab: a throttled download whose every byte is checked
+//! against the pattern, running on its own thread inside a host. Takeover demos and chaos
+//! tests watch its progress while they kill nodes; a reset, a gap or a corrupted byte ends
+//! it with an error that says where.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::pattern::verify;
+use super::{Host, LabError};
+
+/// How long one read may block before the stream counts as broken.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running verified download.
+pub struct Stream {
+    received: Arc<AtomicU64>,
+    total: u64,
+    thread: Option<JoinHandle<Result<u64, LabError>>>,
+}
+
+impl Stream {
+    /// Starts downloading `total` pattern bytes from `addr` (the lab backend's `/bytes/<n>`)
+    /// inside `host`, at about `rate` bytes per second.
+    pub fn start(host: &Host, addr: SocketAddr, total: u64, rate: u64) -> Stream {
+        let received = Arc::new(AtomicU64::new(0));
+        let progress = received.clone();
+        let host = host.clone();
+        let thread = std::thread::spawn(move || {
+            host.try_run(move || run(addr, total, rate.max(1), &progress))?
+        });
+        Stream {
+            received,
+            total,
+            thread: Some(thread),
+        }
+    }
+
+    /// Bytes received and verified so far.
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+
+    /// The size asked for.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// Waits for the end: the byte count, or why the stream broke.
+    pub fn join(mut self) -> Result<u64, LabError> {
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result,
+            _ => Err(LabError::Spec("stream thread panicked".into())),
+        }
+    }
+}
+
+fn run(addr: SocketAddr, total: u64, rate: u64, progress: &AtomicU64) -> Result<u64, LabError> {
+    let io = |what: &str, e| LabError::io(format!("stream from {addr}: {what}"), e);
+    let mut tcp =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| io("connect", e))?;
+    tcp.set_read_timeout(Some(READ_TIMEOUT))
+        .map_err(|e| io("timeout", e))?;
+    // A small receive buffer keeps the backend's sending tied to our reading pace.
+    let request =
+        format!("GET /bytes/{total} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes())
+        .map_err(|e| io("request", e))?;
+    let mut reader = BufReader::with_capacity(16 << 10, tcp);
+    let mut line = String::new();
+    reader
+        .read_line(&mut line)
+        .map_err(|e| io("status line", e))?;
+    if !line.starts_with("HTTP/1.1 200") {
+        return Err(LabError::Http {
+            addr,
+            what: format!("status line {line:?}"),
+        });
+    }
+    loop {
+        line.clear();
+        let n = reader.read_line(&mut line).map_err(|e| io("header", e))?;
+        if n == 0 || line == "\r\n" {
+            break;
+        }
+    }
+    let start = Instant::now();
+    let mut got = 0u64;
+    let mut buf = vec![0u8; 16 << 10];
+    while got < total {
+        let want = buf
+            .len()
+            .min(usize::try_from(total - got).unwrap_or(buf.len()));
+        let n = reader
+            .read(&mut buf[..want])
+            .map_err(|e| io(&format!("read at byte {got}"), e))?;
+        if n == 0 {
+            return Err(LabError::Short {
+                addr,
+                expected: total,
+                got,
+            });
+        }
+        if let Err((at, expected, found)) = verify(got, &buf[..n]) {
+            return Err(LabError::Corrupt {
+                addr,
+                offset: at,
+                expected,
+                got: found,
+            });
+        }
+        got += n as u64;
+        progress.store(got, Ordering::Relaxed);
+        // Pace to `rate`: sleep while ahead of schedule.
+        let due = Duration::from_secs_f64(got as f64 / rate as f64);
+        if let Some(ahead) = due.checked_sub(start.elapsed()) {
+            std::thread::sleep(ahead);
+        }
+    }
+    Ok(got)
+}
