@@ -1,0 +1,482 @@
+//! The results of `dsrlb-failbench`: one sample per kill or handover, their percentiles
+//! against the issue's goal, the failure counts, and the two ways they are printed — a
+//! table for people and JSON for scripts.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::json::Json;
+
+/// Issue #3's goal for kill -9 of the owner, on a LAN.
+pub const GOAL_P50: Duration = Duration::from_millis(250);
+pub const GOAL_MAX: Duration = Duration::from_millis(500);
+/// The issue's liveness bound: no outage may reach it.
+pub const LIVENESS: Duration = Duration::from_secs(2);
+
+/// How the owner was taken away.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// SIGKILL: a crash.
+    Kill,
+    /// SIGTERM: the owner releases the VIP and hands leadership over before exiting.
+    Handover,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Kill => "kill -9",
+            Kind::Handover => "SIGTERM handover",
+        }
+    }
+}
+
+/// One kill or handover.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    pub old_owner: String,
+    /// The node whose MAC the client used for the recovering request.
+    pub new_owner: Option<String>,
+    /// Signal to the first answer through another node; `None`: none within the limit.
+    pub outage: Option<Duration>,
+    /// Signal to the old process being reaped, and how it ended.
+    pub exited_after: Option<Duration>,
+    pub exit: String,
+    pub attempts: usize,
+    /// Failed attempts by reason (during the outage they are the outage itself).
+    pub failures: BTreeMap<&'static str, usize>,
+    /// Answered through the old owner's MAC after the signal (its last instant).
+    pub via_old_owner: usize,
+    /// The backend that answered the recovering request.
+    pub backend: Option<String>,
+    /// Restart of the old node to a settled cluster.
+    pub settle: Duration,
+}
+
+/// Requests made while the cluster was settled (before each kill and after each restart).
+#[derive(Clone, Debug, Default)]
+pub struct Steady {
+    pub requests: usize,
+    pub failed: usize,
+    pub over_liveness: usize,
+    /// Slower than a retransmission's worth (the request lost an ARP request or a SYN).
+    pub slow: usize,
+    pub max: Duration,
+    pub first_error: Option<String>,
+}
+
+/// What the node logs of the whole run say about VIP ownership.
+#[derive(Clone, Debug, Default)]
+pub struct LogCounts {
+    pub files: usize,
+    pub unreadable: usize,
+    /// "VIP owner: announcing and forwarding" (every acquisition, the first one included).
+    pub acquired: usize,
+    /// "VIP ownership released" (a SIGTERM'd owner logs one; a killed one cannot).
+    pub released: usize,
+    /// "control loop stalled" (the node distrusts its Raft metrics for one lease).
+    pub stalls: usize,
+}
+
+/// The timing a run used, read back from the lab's node config.
+#[derive(Clone, Debug, Default)]
+pub struct Timing {
+    pub heartbeat: Duration,
+    pub election: (Duration, Duration),
+    pub lease: Duration,
+    pub garp_count: u32,
+    pub garp_interval: Duration,
+    /// The `[cluster]` lines the flags added to every node's config (empty: defaults).
+    pub cluster_lines: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    pub header: Vec<String>,
+    pub timing: Timing,
+    pub kills: Vec<Sample>,
+    pub handovers: Vec<Sample>,
+    pub steady: Steady,
+    pub logs: LogCounts,
+    pub limit: Duration,
+    pub wall_s: f64,
+}
+
+/// p50, p90 and max of a set of outages; a missing outage counts as infinite.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Stats {
+    pub p50: f64,
+    pub p90: f64,
+    pub max: f64,
+}
+
+/// Nearest-rank quantile of sorted milliseconds.
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+pub fn stats(samples: &[Sample]) -> Stats {
+    let mut ms: Vec<f64> = samples
+        .iter()
+        .map(|s| s.outage.map_or(f64::INFINITY, ms))
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    Stats {
+        p50: quantile(&ms, 0.5),
+        p90: quantile(&ms, 0.9),
+        max: quantile(&ms, 1.0),
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn show_ms(x: f64, limit: Duration) -> String {
+    if x.is_finite() {
+        format!("{x:.1}")
+    } else if x.is_nan() {
+        "-".into()
+    } else {
+        format!("> {:.0}", ms(limit))
+    }
+}
+
+impl Report {
+    /// Whether the kill -9 outages meet the issue's goal (p50 and max).
+    pub fn goal_met(&self) -> bool {
+        let s = stats(&self.kills);
+        s.p50 <= ms(GOAL_P50) && s.max <= ms(GOAL_MAX)
+    }
+
+    fn all(&self) -> impl Iterator<Item = &Sample> {
+        self.kills.iter().chain(&self.handovers)
+    }
+
+    /// Failed attempts of every window, by reason.
+    pub fn failures(&self) -> BTreeMap<&'static str, usize> {
+        let mut out = BTreeMap::new();
+        for s in self.all() {
+            for (k, v) in &s.failures {
+                *out.entry(*k).or_insert(0) += v;
+            }
+        }
+        out
+    }
+
+    /// Outages of at least the liveness bound (or none at all within the limit).
+    pub fn over_liveness(&self) -> usize {
+        self.all()
+            .filter(|s| s.outage.is_none_or(|o| o >= LIVENESS))
+            .count()
+    }
+
+    pub fn table(&self) -> String {
+        let mut t = String::new();
+        for h in &self.header {
+            line(&mut t, h.clone());
+        }
+        let tm = &self.timing;
+        line(
+            &mut t,
+            format!(
+                "timing (read back from the lab's node config): heartbeat {} ms, election timeout \
+             {}..{} ms, lease {} ms, garp_count {} x garp_interval {} ms",
+                tm.heartbeat.as_millis(),
+                tm.election.0.as_millis(),
+                tm.election.1.as_millis(),
+                tm.lease.as_millis(),
+                tm.garp_count,
+                tm.garp_interval.as_millis()
+            ),
+        );
+        if tm.cluster_lines.is_empty() {
+            line(
+                &mut t,
+                "[cluster] timing keys: none set (the defaults)".to_owned(),
+            );
+        } else {
+            line(
+                &mut t,
+                format!("[cluster] timing keys: {}", tm.cluster_lines.join("; ")),
+            );
+        }
+        for (kind, samples) in [(Kind::Kill, &self.kills), (Kind::Handover, &self.handovers)] {
+            if samples.is_empty() {
+                continue;
+            }
+            line(
+                &mut t,
+                format!(
+                    "\n{} of the VIP owner, {} times:",
+                    kind.as_str(),
+                    samples.len()
+                ),
+            );
+            line(
+                &mut t,
+                format!(
+                    "  {:>3} {:>4} {:>4} {:>11} {:>9} {:>7} {:>8} {:>10} {:>10}  {:<8} exit",
+                    "#",
+                    "old",
+                    "new",
+                    "outage ms",
+                    "attempts",
+                    "failed",
+                    "via old",
+                    "exited ms",
+                    "settle ms",
+                    "backend"
+                ),
+            );
+            for (i, s) in samples.iter().enumerate() {
+                let failed: usize = s.failures.values().sum();
+                line(
+                    &mut t,
+                    format!(
+                        "  {:>3} {:>4} {:>4} {:>11} {:>9} {:>7} {:>8} {:>10} {:>10.0}  {:<8} {}",
+                        i + 1,
+                        s.old_owner,
+                        s.new_owner.as_deref().unwrap_or("-"),
+                        show_ms(s.outage.map_or(f64::INFINITY, ms), self.limit),
+                        s.attempts,
+                        failed,
+                        s.via_old_owner,
+                        s.exited_after
+                            .map_or_else(|| "-".into(), |d| format!("{:.1}", ms(d))),
+                        ms(s.settle),
+                        s.backend.as_deref().unwrap_or("-"),
+                        s.exit,
+                    ),
+                );
+            }
+            let st = stats(samples);
+            line(
+                &mut t,
+                format!(
+                    "  outage: p50 {} ms, p90 {} ms, max {} ms",
+                    show_ms(st.p50, self.limit),
+                    show_ms(st.p90, self.limit),
+                    show_ms(st.max, self.limit)
+                ),
+            );
+        }
+        let st = stats(&self.kills);
+        if !self.kills.is_empty() {
+            line(
+                &mut t,
+                format!(
+                    "\ngoal (kill -9): p50 <= {} ms and max <= {} ms: {} (p50 {} ms, max {} ms); \
+                 keepalived VRRP for reference: ~3300 ms at advert_int 1 s, ~330 ms at 0.1 s",
+                    GOAL_P50.as_millis(),
+                    GOAL_MAX.as_millis(),
+                    if self.goal_met() { "MET" } else { "NOT MET" },
+                    show_ms(st.p50, self.limit),
+                    show_ms(st.max, self.limit)
+                ),
+            );
+        }
+        let fails = self.failures();
+        let total: usize = fails.values().sum();
+        line(
+            &mut t,
+            format!(
+                "failed requests during outages: {total} {fails:?} (each is a probe that hit the \
+             outage); answered via the old owner after the signal: {}",
+                self.all().map(|s| s.via_old_owner).sum::<usize>()
+            ),
+        );
+        let sd = &self.steady;
+        line(
+            &mut t,
+            format!(
+                "failed requests while settled: {} of {}{}; {} slower than 200 ms (a lost ARP \
+                 request or SYN waits 1 s for its retransmission); slowest {:.1} ms",
+                sd.failed,
+                sd.requests,
+                sd.first_error
+                    .as_ref()
+                    .map(|e| format!(" (first: {e})"))
+                    .unwrap_or_default(),
+                sd.slow,
+                ms(sd.max)
+            ),
+        );
+        let lg = &self.logs;
+        let expected = 1 + self.kills.len() + self.handovers.len();
+        line(
+            &mut t,
+            format!(
+                "node logs ({} files{}): {} VIP acquisitions (expected {expected}: the first and \
+                 one per sample), {} releases (expected {}: one per SIGTERM), {} 'control loop \
+                 stalled' warnings (each withholds ownership for one lease)",
+                lg.files,
+                if lg.unreadable > 0 {
+                    format!(", {} unreadable", lg.unreadable)
+                } else {
+                    String::new()
+                },
+                lg.acquired,
+                lg.released,
+                self.handovers.len(),
+                lg.stalls
+            ),
+        );
+        line(
+            &mut t,
+            format!(
+                "over {} s: {} outage(s), {} settled request(s)",
+                LIVENESS.as_secs(),
+                self.over_liveness(),
+                sd.over_liveness
+            ),
+        );
+        line(&mut t, format!("wall time: {:.1} s", self.wall_s));
+        t
+    }
+
+    pub fn json(&self) -> String {
+        let sample = |s: &Sample| {
+            Json::obj([
+                ("old_owner", Json::Str(s.old_owner.clone())),
+                (
+                    "new_owner",
+                    s.new_owner.clone().map_or(Json::Num(f64::NAN), Json::Str),
+                ),
+                ("outage_ms", Json::Num(s.outage.map_or(f64::NAN, ms))),
+                ("exited_ms", Json::Num(s.exited_after.map_or(f64::NAN, ms))),
+                ("attempts", Json::Num(s.attempts as f64)),
+                ("failures", counts(&s.failures)),
+                ("via_old_owner", Json::Num(s.via_old_owner as f64)),
+                (
+                    "backend",
+                    s.backend.clone().map_or(Json::Num(f64::NAN), Json::Str),
+                ),
+                ("settle_ms", Json::Num(ms(s.settle))),
+            ])
+        };
+        let set = |samples: &[Sample]| {
+            let st = stats(samples);
+            Json::obj([
+                ("count", Json::Num(samples.len() as f64)),
+                ("p50_ms", Json::Num(st.p50)),
+                ("p90_ms", Json::Num(st.p90)),
+                ("max_ms", Json::Num(st.max)),
+                ("samples", Json::Arr(samples.iter().map(sample).collect())),
+            ])
+        };
+        let tm = &self.timing;
+        let sd = &self.steady;
+        Json::obj([
+            (
+                "header",
+                Json::Arr(self.header.iter().cloned().map(Json::Str).collect()),
+            ),
+            (
+                "timing",
+                Json::obj([
+                    ("heartbeat_ms", Json::Num(ms(tm.heartbeat))),
+                    ("election_timeout_min_ms", Json::Num(ms(tm.election.0))),
+                    ("election_timeout_max_ms", Json::Num(ms(tm.election.1))),
+                    ("lease_ms", Json::Num(ms(tm.lease))),
+                    ("garp_count", Json::Num(f64::from(tm.garp_count))),
+                    ("garp_interval_ms", Json::Num(ms(tm.garp_interval))),
+                ]),
+            ),
+            ("kill", set(&self.kills)),
+            ("handover", set(&self.handovers)),
+            (
+                "goal",
+                Json::obj([
+                    ("p50_ms", Json::Num(ms(GOAL_P50))),
+                    ("max_ms", Json::Num(ms(GOAL_MAX))),
+                    ("met", Json::Bool(self.goal_met())),
+                ]),
+            ),
+            ("outage_failures", counts(&self.failures())),
+            ("outages_over_2s", Json::Num(self.over_liveness() as f64)),
+            (
+                "settled",
+                Json::obj([
+                    ("requests", Json::Num(sd.requests as f64)),
+                    ("failed", Json::Num(sd.failed as f64)),
+                    ("over_2s", Json::Num(sd.over_liveness as f64)),
+                    ("slow_over_200ms", Json::Num(sd.slow as f64)),
+                    ("max_ms", Json::Num(ms(sd.max))),
+                ]),
+            ),
+            (
+                "node_logs",
+                Json::obj([
+                    ("vip_acquired", Json::Num(self.logs.acquired as f64)),
+                    ("vip_released", Json::Num(self.logs.released as f64)),
+                    ("control_loop_stalls", Json::Num(self.logs.stalls as f64)),
+                ]),
+            ),
+            ("wall_s", Json::Num(self.wall_s)),
+        ])
+        .to_string()
+    }
+}
+
+/// Appends one line; writing into a `String` cannot fail, so no `Result` to drop.
+fn line(t: &mut String, s: String) {
+    t.push_str(&s);
+    t.push('\n');
+}
+
+fn counts(m: &BTreeMap<&'static str, usize>) -> Json {
+    Json::Obj(
+        m.iter()
+            .map(|(k, v)| ((*k).to_owned(), Json::Num(*v as f64)))
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(outage_ms: Option<u64>) -> Sample {
+        Sample {
+            old_owner: "n1".into(),
+            new_owner: Some("n2".into()),
+            outage: outage_ms.map(Duration::from_millis),
+            exited_after: None,
+            exit: String::new(),
+            attempts: 3,
+            failures: BTreeMap::from([("connect_timeout", 2)]),
+            via_old_owner: 0,
+            backend: Some("b1".into()),
+            settle: Duration::from_millis(900),
+        }
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank_and_a_missing_outage_is_infinite() {
+        let s: Vec<Sample> = (1..=10).map(|i| sample(Some(i * 10))).collect();
+        assert_eq!(
+            stats(&s),
+            Stats {
+                p50: 50.0,
+                p90: 90.0,
+                max: 100.0
+            }
+        );
+        let mut r = Report {
+            kills: s,
+            ..Report::default()
+        };
+        assert!(r.goal_met());
+        r.kills.push(sample(None));
+        assert!(stats(&r.kills).max.is_infinite());
+        assert!(!r.goal_met());
+        assert_eq!(r.over_liveness(), 1);
+        assert_eq!(r.failures().get("connect_timeout"), Some(&22));
+        assert!(r.json().contains("\"max_ms\":null"));
+    }
+}
