@@ -12,6 +12,12 @@
 //! gratuitous — refreshes that target's MAC. A MAC not heard for three intervals is
 //! forgotten, so a backend that went away loses its MAC (and leaves the Maglev table)
 //! within seconds. A `Mutex` guards the state: this is control plane, not the packet path.
+//!
+//! Gratuitous ARP claims a VIP, so with [`MacResolver::announce_only_while_owner`] a round
+//! is sent only while the node's lease covers the moment of sending. This thread wakes on
+//! its own schedule: after a stop (SIGSTOP, starvation) it would otherwise send the rounds
+//! that fell due meanwhile, for a lease that ran out while it was frozen, before the
+//! control loop could cancel them.
 
 use std::collections::HashMap;
 use std::io;
@@ -29,6 +35,7 @@ use crate::arp;
 use crate::bpf;
 use crate::iface::InterfaceInfo;
 use crate::packet::MacAddr;
+use crate::shared::Shared;
 use crate::sys::PacketSocket;
 use crate::worker::IoError;
 
@@ -62,6 +69,8 @@ struct State {
     ask_now: bool,
     learned: HashMap<Ipv4Addr, (MacAddr, Instant)>,
     garp: Vec<GarpJob>,
+    /// When set, announcements are sent only while this lease is held.
+    lease: Option<Arc<Shared>>,
     stats: ResolverStats,
 }
 
@@ -215,6 +224,12 @@ impl MacResolver {
         self.inner.wake();
     }
 
+    /// From now on, sends a gratuitous ARP round only while `shared`'s VIP lease covers the
+    /// moment of sending, and abandons an announcement whose lease lapsed.
+    pub fn announce_only_while_owner(&self, shared: Arc<Shared>) {
+        self.inner.lock().lease = Some(shared);
+    }
+
     /// Abandons announcements still to be sent: on step-down, a late gratuitous ARP would
     /// claim a VIP this node no longer owns.
     pub fn cancel_garp(&self) {
@@ -277,7 +292,8 @@ impl ArpThread {
             let now = Instant::now();
             let sleep = self.plan(now, &mut to_ask, &mut to_announce);
             if !to_ask.is_empty() || !to_announce.is_empty() {
-                let sent = self.send_all(&to_ask, &to_announce);
+                let lease = self.inner.lock().lease.clone();
+                let sent = self.send_all(&to_ask, &to_announce, lease.as_deref());
                 let mut st = self.inner.lock();
                 st.stats.requests_sent += sent.requests;
                 st.stats.garps_sent += sent.garps;
@@ -308,6 +324,9 @@ impl ArpThread {
             st.learned.retain(|_, (_, heard)| inner.fresh(*heard, now));
         }
         let mut next = self.next_round;
+        if st.lease.as_ref().is_some_and(|l| !l.is_owner()) {
+            st.garp.clear();
+        }
         st.garp.retain_mut(|job| {
             if job.due <= now {
                 to_announce.extend_from_slice(&job.vips);
@@ -322,7 +341,12 @@ impl ArpThread {
         next.saturating_duration_since(now).min(MAX_SLEEP)
     }
 
-    fn send_all(&self, to_ask: &[Ipv4Addr], to_announce: &[Ipv4Addr]) -> Sent {
+    fn send_all(
+        &self,
+        to_ask: &[Ipv4Addr],
+        to_announce: &[Ipv4Addr],
+        lease: Option<&Shared>,
+    ) -> Sent {
         let mut sent = Sent::default();
         let mut last_err = None;
         let mut send = |frame: Vec<u8>, ok: &mut u64, errors: &mut u64| match self.sock.send(&frame)
@@ -341,6 +365,10 @@ impl ArpThread {
             );
         }
         for vip in to_announce {
+            // Checked again right before the claim: `plan` ran before the requests went out.
+            if lease.is_some_and(|l| !l.is_owner()) {
+                break;
+            }
             send(
                 arp::garp_request(self.own_mac, *vip),
                 &mut sent.garps,

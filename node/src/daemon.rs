@@ -73,6 +73,9 @@ async fn run_inner(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
     );
 
     let resolver = MacResolver::start(&iface, approved.own_ip)?;
+    // A gratuitous ARP round that falls due after the lease ran out (the node was frozen)
+    // must not go out: it would claim the VIP for a node that no longer owns it.
+    resolver.announce_only_while_owner(shared.clone());
     let datapath = Datapath::start(
         DatapathConfig {
             interface: config.datapath.interface.clone(),
@@ -175,6 +178,17 @@ fn random_token() -> std::io::Result<String> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// What woke the control loop.
+enum Wake {
+    /// The replicated state changed (`false`: the cluster member stopped).
+    State(bool),
+    /// Raft metrics changed (`false`: the cluster member stopped).
+    Metrics(bool),
+    Verdict(VerdictChange),
+    WriteDone,
+    Tick,
+}
+
 /// The running node's control loop and what it acts on.
 struct Node<'a> {
     config: &'a Config,
@@ -207,34 +221,48 @@ impl Node<'_> {
         let mut last_turn = Instant::now();
         tokio::pin!(shutdown);
         loop {
-            tokio::select! {
+            // What woke the loop is only recorded here; it is handled after the stall check
+            // below, so that check sees every wake-up, not only the tick's.
+            let wake = tokio::select! {
                 _ = &mut shutdown => return Ok(()),
-                changed = state_rx.changed() => {
-                    if changed.is_err() {
+                changed = state_rx.changed() => Wake::State(changed.is_ok()),
+                changed = metrics_rx.changed() => Wake::Metrics(changed.is_ok()),
+                Some(change) = verdict_rx.recv() => Wake::Verdict(change),
+                Some(_) = self.writes.join_next(), if !self.writes.is_empty() => Wake::WriteDone,
+                _ = tick.tick() => Wake::Tick,
+            };
+            let now = Instant::now();
+            // A loop that did not turn for a good part of the lease was stopped or starved:
+            // whatever it reads next may describe the past. Checked before any branch runs:
+            // after a SIGSTOP the Raft metrics published just before it may win the race
+            // against the tick, and read as fresh they would extend a lease that is long gone.
+            if now.duration_since(last_turn) > self.inputs.lease / 2 {
+                warn!(
+                    stalled_ms = now.duration_since(last_turn).as_millis() as u64,
+                    "control loop stalled; not trusting Raft metrics for one lease"
+                );
+                self.distrust_until = Some(now + self.inputs.lease);
+                self.inputs.last_quorum_ack = None;
+                self.judge(now);
+            }
+            match wake {
+                Wake::State(ok) => {
+                    if !ok {
                         anyhow::bail!("the cluster member stopped");
                     }
                     self.state = state_rx.borrow_and_update().clone();
                     self.on_state(&verdict_tx)?;
                 }
-                changed = metrics_rx.changed() => {
-                    if changed.is_err() {
+                Wake::Metrics(ok) => {
+                    if !ok {
                         anyhow::bail!("the cluster member stopped");
                     }
                     let m = metrics_rx.borrow_and_update().clone();
                     self.on_metrics(&m, &verdict_tx);
                 }
-                Some(change) = verdict_rx.recv() => self.commit_verdict(change),
-                Some(_) = self.writes.join_next(), if !self.writes.is_empty() => {}
-                _ = tick.tick() => {
-                    let now = Instant::now();
-                    // A loop that did not turn for a good part of the lease was stopped or
-                    // starved: whatever it reads next may describe the past.
-                    if now.duration_since(last_turn) > self.inputs.lease / 2 {
-                        warn!(stalled_ms = now.duration_since(last_turn).as_millis() as u64,
-                            "control loop stalled; not trusting Raft metrics for one lease");
-                        self.distrust_until = Some(now + self.inputs.lease);
-                        self.inputs.last_quorum_ack = None;
-                    }
+                Wake::Verdict(change) => self.commit_verdict(change),
+                Wake::WriteDone => {}
+                Wake::Tick => {
                     self.poll_learned()?;
                     self.judge(now);
                 }
