@@ -156,10 +156,24 @@ impl ClusterLab {
             .join("\n")
     }
 
-    /// Waits until exactly one node among `among` owns the VIP (and no other node does).
+    /// The nodes among `among` whose metrics say they own the VIP. Only those are scraped:
+    /// a frozen (SIGSTOP) node accepts the connection and then answers nothing, and a scrape
+    /// of it would block for the client's whole I/O timeout.
+    pub fn owners_among(&self, among: &[usize]) -> Vec<usize> {
+        among
+            .iter()
+            .copied()
+            .filter(|&i| {
+                scrape(&self.lab.nodes()[i]).is_ok_and(|m| m.get("dsrlb_vip_owner", &[]) == 1.0)
+            })
+            .collect()
+    }
+
+    /// Waits until exactly one node among `among` owns the VIP (nodes outside `among` are
+    /// not looked at).
     pub fn wait_owner(&self, among: &[usize], limit: Duration) -> Option<usize> {
-        wait_for(limit, || match self.lab.owners().as_slice() {
-            [one] if among.contains(one) => Some(*one),
+        wait_for(limit, || match self.owners_among(among).as_slice() {
+            [one] => Some(*one),
             _ => None,
         })
     }
