@@ -255,7 +255,8 @@ pub fn run_window(spec: &WindowSpec, trigger: &Trigger) -> Window {
             .collect();
         handles
             .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
+            // A prober that panicked is a bug: passed on, so the sample fails loudly.
+            .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
             .collect()
     });
     Window { attempts }
