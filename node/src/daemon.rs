@@ -110,7 +110,6 @@ async fn run_inner(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
             witness: config.cluster.witness,
             stopping: false,
         },
-        distrust_until: None,
         checker: None,
         check_targets: Vec::new(),
         writes: JoinSet::new(),
@@ -200,9 +199,6 @@ struct Node<'a> {
     learned: HashMap<Ipv4Addr, MacAddr>,
     ownership: Ownership,
     inputs: Inputs,
-    /// After a stall of the control loop, metrics already queued may be stale: they are not
-    /// trusted to extend the lease until this instant.
-    distrust_until: Option<Instant>,
     checker: Option<HealthChecker>,
     check_targets: Vec<CheckTarget>,
     /// Verdict commits in flight; aborted on shutdown so the cluster handle is ours again.
@@ -218,11 +214,13 @@ impl Node<'_> {
         self.on_state(&verdict_tx)?;
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_turn = Instant::now();
+        // When the loop last looked for new Raft metrics. A value read now was published
+        // after that moment (or it would have been read then), so its quorum-ack age is
+        // counted from there: after a stop (SIGSTOP, starvation) a value published before the
+        // stop cannot pass for fresh, and in normal running the cost is one loop turn.
+        let mut looked_at = Instant::now();
         tokio::pin!(shutdown);
         loop {
-            // What woke the loop is only recorded here; it is handled after the stall check
-            // below, so that check sees every wake-up, not only the tick's.
             let wake = tokio::select! {
                 _ = &mut shutdown => return Ok(()),
                 changed = state_rx.changed() => Wake::State(changed.is_ok()),
@@ -232,19 +230,18 @@ impl Node<'_> {
                 _ = tick.tick() => Wake::Tick,
             };
             let now = Instant::now();
-            // A loop that did not turn for a good part of the lease was stopped or starved:
-            // whatever it reads next may describe the past. Checked before any branch runs:
-            // after a SIGSTOP the Raft metrics published just before it may win the race
-            // against the tick, and read as fresh they would extend a lease that is long gone.
-            if now.duration_since(last_turn) > self.inputs.lease / 2 {
-                warn!(
-                    stalled_ms = now.duration_since(last_turn).as_millis() as u64,
-                    "control loop stalled; not trusting Raft metrics for one lease"
-                );
-                self.distrust_until = Some(now + self.inputs.lease);
-                self.inputs.last_quorum_ack = None;
-                self.judge(now);
+            // Metrics are read on every wake-up, whatever won the race, so that `looked_at`
+            // really bounds their age. (`changed()` winning has already marked them seen.)
+            let fresh = match (&wake, metrics_rx.has_changed()) {
+                (Wake::Metrics(true), _) | (_, Ok(true)) => true,
+                (_, Ok(false)) => false,
+                (_, Err(_)) => anyhow::bail!("the cluster member stopped"),
+            };
+            if fresh {
+                let m = metrics_rx.borrow_and_update().clone();
+                self.on_metrics(&m, looked_at, &verdict_tx);
             }
+            looked_at = now;
             match wake {
                 Wake::State(ok) => {
                     if !ok {
@@ -257,17 +254,12 @@ impl Node<'_> {
                     if !ok {
                         anyhow::bail!("the cluster member stopped");
                     }
-                    let m = metrics_rx.borrow_and_update().clone();
-                    self.on_metrics(&m, &verdict_tx);
                 }
                 Wake::Verdict(change) => self.commit_verdict(change),
                 Wake::WriteDone => {}
-                Wake::Tick => {
-                    self.poll_learned()?;
-                    self.judge(now);
-                }
+                Wake::Tick => self.poll_learned()?,
             }
-            last_turn = Instant::now();
+            self.judge(Instant::now());
         }
     }
 
@@ -282,12 +274,13 @@ impl Node<'_> {
         Ok(())
     }
 
+    /// New Raft metrics, published no earlier than `published_after`.
     fn on_metrics(
         &mut self,
         m: &cluster::RaftMetrics,
+        published_after: Instant,
         verdicts: &mpsc::UnboundedSender<VerdictChange>,
     ) {
-        let now = Instant::now();
         self.metrics.term.store(m.current_term, Ordering::Relaxed);
         let leader =
             m.state == ServerState::Leader && m.current_leader == Some(self.config.node_id);
@@ -296,12 +289,10 @@ impl Node<'_> {
             self.inputs.is_leader = leader;
             self.restart_checks(verdicts, true);
         }
-        let trusted = self.distrust_until.is_none_or(|until| now >= until);
-        self.inputs.last_quorum_ack = match (leader, trusted, m.millis_since_quorum_ack) {
-            (true, true, Some(ms)) => now.checked_sub(Duration::from_millis(ms)),
+        self.inputs.last_quorum_ack = match (leader, m.millis_since_quorum_ack) {
+            (true, Some(ms)) => published_after.checked_sub(Duration::from_millis(ms)),
             _ => None,
         };
-        self.judge(now);
     }
 
     /// Applies the ownership decision: extends or ends the datapath's lease, and acts once
