@@ -54,8 +54,8 @@ fn every_arp_reply_comes_from_the_owner_alone() {
     );
     assert!(a.dual.is_empty(), "{a}");
     assert_eq!(
-        c.lab.owners(),
-        vec![owner],
+        c.wait_owner(&[0, 1, 2], Duration::from_secs(3)),
+        Some(owner),
         "ownership moved during the test"
     );
 }
