@@ -119,19 +119,22 @@ impl ClusterSettings {
     /// The openraft configuration these settings imply.
     pub(crate) fn raft_config(&self) -> Result<openraft::Config, ClusterError> {
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        // A witness campaigns too, but only after the LB nodes had twice their time to: it
+        // wins only when no LB node can (e.g. the surviving LB node's log is behind the
+        // witness's, so the witness refuses its votes), and the witness guard then hands
+        // leadership to an LB node as soon as that node has caught up. Never campaigning
+        // would leave such a cluster without a leader for good.
+        let stretch = if self.witness { 2 } else { 1 };
         let config = openraft::Config {
             cluster_name: "dsrlb".into(),
             heartbeat_interval: ms(self.heartbeat),
-            election_timeout_min: ms(self.election_timeout.0),
-            election_timeout_max: ms(self.election_timeout.1),
+            election_timeout_min: ms(self.election_timeout.0) * stretch,
+            election_timeout_max: ms(self.election_timeout.1) * stretch,
             // A snapshot chunk must fit a message with room for its envelope.
             snapshot_max_chunk_size: (MAX_MESSAGE / 2) as u64,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every),
             max_in_snapshot_log_to_keep: self.keep_logs,
             install_snapshot_timeout: ms(self.election_timeout.1).max(1000) * 4,
-            // A witness never campaigns on its own timer; it can still be elected through
-            // initialization, and then the witness guard hands over (see `handover`).
-            enable_elect: !self.witness,
             ..Default::default()
         };
         config
