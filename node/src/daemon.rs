@@ -358,8 +358,19 @@ impl Node<'_> {
             self.config.datapath.maglev_table_size,
         )
         .context("building the forwarding table")?;
+        let before: Vec<Ipv4Addr> = self.shared.table.load().vips().collect();
+        let added: Vec<Ipv4Addr> = table.vips().filter(|v| !before.contains(v)).collect();
         self.shared.publish(table);
         self.metrics.set_backends(&specs);
+        // A VIP that appears while we own the VIPs is announced like a takeover's.
+        if self.ownership.is_owner() && !added.is_empty() {
+            info!(vips = ?added, "announcing new VIPs");
+            self.resolver.send_garp(
+                &added,
+                self.config.datapath.garp_count,
+                self.config.datapath.garp_interval,
+            );
+        }
         Ok(())
     }
 
