@@ -109,6 +109,7 @@ async fn run_inner(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
             lease: config.cluster.lease,
             witness: config.cluster.witness,
             stopping: false,
+            sole_voter: false,
         },
         checker: None,
         check_targets: Vec::new(),
@@ -289,6 +290,8 @@ impl Node<'_> {
             self.inputs.is_leader = leader;
             self.restart_checks(verdicts, true);
         }
+        let voters = m.membership_config.membership().voter_ids().count();
+        self.inputs.sole_voter = voters == 1;
         self.inputs.last_quorum_ack = match (leader, m.millis_since_quorum_ack) {
             (true, Some(ms)) => published_after.checked_sub(Duration::from_millis(ms)),
             _ => None,
@@ -299,8 +302,11 @@ impl Node<'_> {
     /// on each transition.
     fn judge(&mut self, now: Instant) {
         let own = ownership::should_own(&self.inputs, now);
-        if own && let Some(deadline) = ownership::lease_deadline(&self.inputs) {
-            self.shared.own_until(instant_ns(deadline));
+        if own {
+            match ownership::lease_deadline(&self.inputs) {
+                Some(deadline) => self.shared.own_until(instant_ns(deadline)),
+                None => self.shared.set_owner(true),
+            }
         }
         match self.ownership.update(own) {
             Some(Transition::Acquired) => {

@@ -6,7 +6,8 @@
 //! than `lease` ago. The lease is shorter than the minimum election timeout, so a leader cut
 //! off from its peers stops answering ARP and forwarding before any other node can win an
 //! election: there is never an instant with two owners (DESIGN invariant 1). A witness never
-//! owns a VIP.
+//! owns a VIP. The sole voter of a cluster (a cluster of one) has no one to overlap with, so it
+//! owns while it leads, without a lease: a busy single node does not drop its VIPs.
 
 use std::time::{Duration, Instant};
 
@@ -23,12 +24,17 @@ pub struct Inputs {
     pub witness: bool,
     /// The node is shutting down: release at once.
     pub stopping: bool,
+    /// This node is the only voter: no other node can ever be elected.
+    pub sole_voter: bool,
 }
 
 /// The decision: own the VIPs now?
 pub fn should_own(inputs: &Inputs, now: Instant) -> bool {
     if inputs.witness || inputs.stopping || !inputs.is_leader {
         return false;
+    }
+    if inputs.sole_voter {
+        return true;
     }
     match inputs.last_quorum_ack {
         // `checked_duration_since` is None when the ack is (oddly) in the future: fresh.
@@ -39,9 +45,12 @@ pub fn should_own(inputs: &Inputs, now: Instant) -> bool {
     }
 }
 
-/// When the current ownership must be re-checked at the latest: the moment the lease runs
-/// out if no new acknowledgement arrives.
+/// Until when the current ownership holds if no new acknowledgement arrives: the end of the
+/// lease; `None` for a sole voter, whose ownership has no deadline.
 pub fn lease_deadline(inputs: &Inputs) -> Option<Instant> {
+    if inputs.sole_voter {
+        return None;
+    }
     inputs.last_quorum_ack.map(|ack| ack + inputs.lease)
 }
 
@@ -93,6 +102,7 @@ mod tests {
             lease: LEASE,
             witness: false,
             stopping: false,
+            sole_voter: false,
         }
     }
 
@@ -129,6 +139,39 @@ mod tests {
         ] {
             assert!(!should_own(&inputs, now), "{inputs:?}");
         }
+    }
+
+    #[test]
+    fn a_sole_voter_leader_owns_without_a_lease() {
+        let now = Instant::now() + Duration::from_secs(10);
+        let sole = Inputs {
+            sole_voter: true,
+            last_quorum_ack: None,
+            ..leader(0, now)
+        };
+        assert!(should_own(&sole, now));
+        assert_eq!(lease_deadline(&sole), None);
+        assert!(!should_own(
+            &Inputs {
+                is_leader: false,
+                ..sole
+            },
+            now
+        ));
+        assert!(!should_own(
+            &Inputs {
+                witness: true,
+                ..sole
+            },
+            now
+        ));
+        assert!(!should_own(
+            &Inputs {
+                stopping: true,
+                ..sole
+            },
+            now
+        ));
     }
 
     #[test]

@@ -268,8 +268,9 @@ fn sockaddr_ll(ifindex: i32) -> libc::sockaddr_ll {
 
 /// Opens a promiscuous AF_PACKET socket bound to `ifname` in the current namespace.
 /// Sends raw Ethernet frames (headers included) out of `ifname` inside `netns` — how tests
-/// put malformed or hand-made frames on the wire. Returns how many the kernel accepted; a
-/// frame it refuses (e.g. shorter than an Ethernet header) is skipped, not an error.
+/// put malformed or hand-made frames on the wire. Frames go out in order; returns how many
+/// the kernel accepted before the first one it refused (buffer full, or shorter than an
+/// Ethernet header), so a caller can resend the rest.
 pub fn inject(netns: &str, ifname: &str, frames: &[Vec<u8>]) -> Result<usize, LabError> {
     let (ns, ifname) = (netns.to_owned(), ifname.to_owned());
     std::thread::scope(|scope| {
@@ -277,7 +278,7 @@ pub fn inject(netns: &str, ifname: &str, frames: &[Vec<u8>]) -> Result<usize, La
             .spawn(move || {
                 netns::enter(&ns)?;
                 let (sock, _) = open(&ifname)?;
-                Ok(frames.iter().filter(|f| sock.send(f).is_ok()).count())
+                Ok(frames.iter().take_while(|f| sock.send(f).is_ok()).count())
             })
             .join()
             .unwrap_or_else(|_| Err(LabError::Spec("inject thread panicked".into())))
