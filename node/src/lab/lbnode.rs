@@ -102,6 +102,8 @@ pub struct NodeOptions {
     pub witness: bool,
     /// Lines appended to the `[cluster]` table (e.g. timing), verbatim.
     pub cluster_extra: String,
+    /// Datapath workers (default 2).
+    pub workers: Option<usize>,
 }
 
 impl Lab {
@@ -127,12 +129,13 @@ impl Lab {
         // Writing into a String cannot fail.
         let _ = write!(
             c,
-            "[node]\nid = {}\ndata_dir = {:?}\n\n[datapath]\ninterface = {:?}\nworkers = 2\n\n\
+            "[node]\nid = {}\ndata_dir = {:?}\n\n[datapath]\ninterface = {:?}\nworkers = {}\n\n\
              [metrics]\nlisten = \"127.0.0.1:{METRICS_PORT}\"\n\n[cluster]\nlisten = \"{}:{PEER_PORT}\"\n\
              witness = {}\n{}\n",
             i + 1,
             data_dir.display().to_string(),
             node.ifname,
+            opts.workers.unwrap_or(2),
             node.ip,
             opts.witness,
             opts.cluster_extra,
