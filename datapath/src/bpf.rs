@@ -1,12 +1,11 @@
 //! Classic BPF programs for the packet sockets: the workers' filter, generated from the VIP
-//! set, that lets only ARP for a VIP and IPv4 to a VIP reach user space (and splits them
-//! by length between a worker's small-frame and large-frame sockets), and the resolver's
-//! filter that lets the ARP of our own (untagged) segment through.
+//! set, that lets only ARP for a VIP and IPv4 to a VIP reach user space, and the
+//! resolver's filter that lets the ARP of our own (untagged) segment through.
 //!
 //! The kernel strips the outer 802.1Q/802.1ad tag into the frame's metadata before packet
 //! sockets see it, so the filter reads the untagged layout (the worker re-inserts the tag,
-//! see [`crate::ring::frame`]); a tag the kernel left inline (the inner tag of QinQ, or a
-//! device that does not untag) is matched one level deep. Pure: no I/O.
+//! see [`crate::ring`]); a tag the kernel left inline (the inner tag of QinQ, or a device
+//! that does not untag) is matched one level deep. Pure: no I/O.
 
 use std::net::Ipv4Addr;
 
@@ -20,10 +19,8 @@ const BPF_W: u16 = 0x00;
 const BPF_H: u16 = 0x08;
 const BPF_B: u16 = 0x10;
 const BPF_ABS: u16 = 0x20;
-const BPF_LEN: u16 = 0x80;
 const BPF_JA: u16 = 0x00;
 const BPF_JEQ: u16 = 0x10;
-const BPF_JGT: u16 = 0x20;
 const BPF_K: u16 = 0x00;
 
 /// Ancillary load "a VLAN tag is in the metadata" (linux/filter.h: SKF_AD_OFF + 48).
@@ -49,7 +46,7 @@ const ETH_P_8021Q: u32 = 0x8100;
 const ETH_P_8021AD: u32 = 0x88a8;
 
 /// Instructions of [`vip_filter`] besides the two per VIP.
-const FIXED_INSNS: usize = 20;
+const FIXED_INSNS: usize = 18;
 
 /// The most VIPs [`vip_filter`] matches one by one; beyond that the filter passes every
 /// ARP and IPv4 frame and the processor sorts them out (counted as `not_vip` or
@@ -78,10 +75,7 @@ enum To {
 
 enum Ins {
     Ld(u16, u32),
-    /// The frame's length (Ethernet header included, a tag stripped into metadata not).
-    LdLen,
     Jeq(u32, To, To),
-    Jgt(u32, To, To),
     Ja(Label),
     Ret(u32),
     At(Label),
@@ -115,9 +109,7 @@ fn assemble(src: &[Ins]) -> Option<Vec<sock_filter>> {
         let (code, jt, jf, k) = match *i {
             Ins::At(_) => continue,
             Ins::Ld(size, k) => (BPF_LD | size | BPF_ABS, 0, 0, k),
-            Ins::LdLen => (BPF_LD | BPF_W | BPF_LEN, 0, 0, 0),
             Ins::Jeq(k, t, f) => (BPF_JMP | BPF_JEQ | BPF_K, cond(pc, t)?, cond(pc, f)?, k),
-            Ins::Jgt(k, t, f) => (BPF_JMP | BPF_JGT | BPF_K, cond(pc, t)?, cond(pc, f)?, k),
             Ins::Ja(l) => (BPF_JMP | BPF_JA, 0, 0, u32::try_from(rel(pc, l)?).ok()?),
             Ins::Ret(k) => (BPF_RET | BPF_K, 0, 0, k),
         };
@@ -126,21 +118,10 @@ fn assemble(src: &[Ins]) -> Option<Vec<sock_filter>> {
     Some(out)
 }
 
-/// Which frames, by length, a worker socket takes (Ethernet header included, a VLAN tag
-/// the kernel stripped into metadata not): each worker has one socket for frames that fit
-/// a small ring slot and one for the larger GSO/GRO frames (see `ring`).
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Lengths {
-    Any,
-    AtMost(u32),
-    Over(u32),
-}
-
 /// The workers' filter: accepts ARP whose target is a VIP and IPv4 whose destination is a
-/// VIP, untagged or behind one inline VLAN tag, if its length is in `lengths`, and rejects
-/// everything else (an empty VIP set receives nothing). `vips` may be in any order and
-/// hold duplicates.
-pub fn vip_filter(vips: &[Ipv4Addr], lengths: Lengths) -> Vec<sock_filter> {
+/// VIP, untagged or behind one inline VLAN tag, and rejects everything else (an empty VIP
+/// set receives nothing). `vips` may be in any order and hold duplicates.
+pub fn vip_filter(vips: &[Ipv4Addr]) -> Vec<sock_filter> {
     use Ins::*;
     use Label::*;
     let mut vips: Vec<u32> = vips.iter().map(|v| u32::from(*v)).collect();
@@ -149,12 +130,7 @@ pub fn vip_filter(vips: &[Ipv4Addr], lengths: Lengths) -> Vec<sock_filter> {
     if vips.is_empty() {
         return assemble(&[Ret(REJECT)]).unwrap_or_default();
     }
-    let mut src = match lengths {
-        Lengths::Any => vec![],
-        Lengths::AtMost(max) => vec![LdLen, Jgt(max, To::L(Reject), To::Next)],
-        Lengths::Over(max) => vec![LdLen, Jgt(max, To::Next, To::L(Reject))],
-    };
-    src.extend([
+    let mut src = vec![
         Ld(BPF_H, ETHERTYPE),
         Jeq(ETH_P_8021Q, To::L(Tagged), To::Next),
         Jeq(ETH_P_8021AD, To::L(Tagged), To::Next),
@@ -179,7 +155,7 @@ pub fn vip_filter(vips: &[Ipv4Addr], lengths: Lengths) -> Vec<sock_filter> {
         At(Reject),
         Ret(REJECT),
         At(Chain),
-    ]);
+    ];
     if vips.len() > MAX_FILTERED_VIPS {
         src.push(Ret(ACCEPT));
     } else {
@@ -233,7 +209,6 @@ mod tests {
             let Some(i) = prog.get(pc) else { return REJECT };
             pc += 1;
             match i.code {
-                c if c == BPF_LD | BPF_W | BPF_LEN => a = frame.len() as u32,
                 c if c & 0x07 == BPF_LD => {
                     if i.k == VLAN_TAG_PRESENT {
                         a = u32::from(vlan);
@@ -253,9 +228,6 @@ mod tests {
                 c if c == BPF_JMP | BPF_JA => pc += i.k as usize,
                 c if c == BPF_JMP | BPF_JEQ | BPF_K => {
                     pc += usize::from(if a == i.k { i.jt } else { i.jf });
-                }
-                c if c == BPF_JMP | BPF_JGT | BPF_K => {
-                    pc += usize::from(if a > i.k { i.jt } else { i.jf });
                 }
                 c if c == BPF_RET | BPF_K => return i.k,
                 other => panic!("unexpected opcode {other:#x}"),
@@ -295,7 +267,7 @@ mod tests {
 
     #[test]
     fn vip_filter_passes_only_arp_and_ipv4_for_vips() {
-        let p = vip_filter(&[OTHER, VIP, VIP], Lengths::Any);
+        let p = vip_filter(&[OTHER, VIP, VIP]);
         assert!(p.len() <= MAX_INSNS);
         for tag in [None, Some(0x8100), Some(0x88a8)] {
             assert_eq!(
@@ -324,7 +296,7 @@ mod tests {
 
     #[test]
     fn empty_vip_set_receives_nothing() {
-        let p = vip_filter(&[], Lengths::Any);
+        let p = vip_filter(&[]);
         assert_eq!(run(&p, &eth(0x0800, None, &ipv4_to(VIP)), false), REJECT);
         assert_eq!(run(&p, &eth(0x0806, None, &arp_for(VIP)), false), REJECT);
     }
@@ -334,7 +306,7 @@ mod tests {
         let many: Vec<Ipv4Addr> = (0..MAX_FILTERED_VIPS as u32)
             .map(|i| Ipv4Addr::from(0x0a00_0000 + i))
             .collect();
-        let p = vip_filter(&many, Lengths::Any);
+        let p = vip_filter(&many);
         assert!(p.len() <= MAX_INSNS, "{} instructions", p.len());
         let last = *many.last().unwrap();
         assert_eq!(
@@ -346,7 +318,7 @@ mod tests {
         let mut more = many.clone();
         more.push(VIP);
         more.push(OTHER);
-        let p = vip_filter(&more, Lengths::Any);
+        let p = vip_filter(&more);
         assert!(p.len() <= MAX_INSNS);
         // Past the limit the filter lets all IPv4 through; the processor decides.
         let stranger = Ipv4Addr::new(198, 18, 0, 9);
@@ -355,43 +327,6 @@ mod tests {
             ACCEPT
         );
         assert_eq!(run(&p, &eth(0x86dd, None, &[0; 40]), false), REJECT);
-    }
-
-    #[test]
-    fn length_split_sends_each_frame_to_exactly_one_socket() {
-        let small = vip_filter(&[VIP], Lengths::AtMost(1536));
-        let large = vip_filter(&[VIP], Lengths::Over(1536));
-        let frame = |len: usize| {
-            let mut ip = ipv4_to(VIP);
-            ip.resize(len - 14, 0);
-            eth(0x0800, None, &ip)
-        };
-        for (len, want_small) in [(60, true), (1514, true), (1536, true), (1537, false)] {
-            let f = frame(len);
-            assert_eq!(f.len(), len);
-            let (s, l) = (run(&small, &f, false), run(&large, &f, false));
-            assert_eq!(
-                (s == ACCEPT, l == ACCEPT),
-                (want_small, !want_small),
-                "{len} bytes"
-            );
-        }
-        // Length never lets through what the VIP test refuses.
-        let stranger = eth(0x0800, None, &ipv4_to(OTHER));
-        assert_eq!(run(&small, &stranger, false), REJECT);
-        assert_eq!(
-            run(&small, &eth(0x0806, None, &arp_for(VIP)), false),
-            ACCEPT
-        );
-        assert_eq!(
-            run(&large, &eth(0x0806, None, &arp_for(VIP)), false),
-            REJECT
-        );
-        // Still within the kernel's limit at the most VIPs matched one by one.
-        let many: Vec<Ipv4Addr> = (0..MAX_FILTERED_VIPS as u32)
-            .map(|i| Ipv4Addr::from(0x0a00_0000 + i))
-            .collect();
-        assert!(vip_filter(&many, Lengths::Over(1536)).len() <= MAX_INSNS);
     }
 
     #[test]

@@ -1,47 +1,52 @@
-//! A worker's packet sockets and their TPACKET_V2 receive rings: socket setup and fanout,
-//! the rings' geometry and the slot hand-off with the kernel. What a slot holds and how a
-//! frame in it is readied lives in [`frame`].
+//! A worker's packet socket and its TPACKET_V2 receive ring: socket setup and fanout,
+//! the ring's geometry, the slot hand-off with the kernel, and the preparation of each
+//! received frame for processing and transmit.
 //!
-//! Two rings per worker, split by frame length. A V2 ring has one slot size, and a slot
-//! must hold the largest frame it may get. With one ring, every slot had to hold a 64 KiB
-//! GSO frame, so 18 MiB bought 256 slots: about 3 ms of 64-byte frames at 100 kpps, and
-//! a worker that waited that long for a CPU lost frames (measured: 35–45 % `ring_full`
-//! in the lab's 64-byte flood). Now the *small* ring has slots for MTU-sized frames (a few
-//! thousand per MiB) and takes every frame up to that size; the *large* ring keeps 64 KiB
-//! slots for GSO/GRO frames only. Both sockets filter the same VIP set plus a length test
-//! (see [`crate::bpf::Lengths`]), and each kind has its own fanout group; both groups
-//! hash a flow the same way over the same number of members joined in the same order,
-//! so a flow's small and large frames reach the same worker.
+//! Layout of a slot as the kernel fills it with `PACKET_VNET_HDR` on:
+//! `tpacket2_hdr | sockaddr_ll | … | virtio_net_hdr (10 B) | frame` — the vnet header sits
+//! right before `tp_mac`. The worker transmits `virtio_net_hdr + frame` straight from the
+//! slot, so the kernel completes partial checksums and segments GSO frames on the way out
+//! exactly as the sender's kernel asked.
 //!
-//! Why not one small ring with `TP_STATUS_COPY` (large frames left whole in the socket
-//! queue and read with `recv`): built and measured, it forwarded small frames as well as
-//! two rings do but lost 15–30 % of the TCP upload rate through the VIP, because the
-//! worker then copies each 64 KiB frame twice in a row, while with a large ring the kernel
-//! copies it into the slot in the sender's softirq, often on the other CPU.
+//! VLAN: the kernel strips the outer tag into `tp_vlan_tci` (`TP_STATUS_VLAN_VALID`). We
+//! re-insert it in the slot's headroom (moving the vnet header and MACs 4 bytes down) and
+//! adjust the vnet header's `csum_start`/`hdr_len`, which the kernel computed for the
+//! untagged frame. Why re-insert rather than drop: the frame is then exactly what was on
+//! the wire, so a node on a trunk port forwards within the VLAN the client used (the
+//! rewrite touches only the MACs), the processor already parses up to two tags, and
+//! the cost is a 26-byte move for tagged frames only. On a VLAN sub-interface
+//! (`eth0.100`) frames arrive untagged and none of this runs.
 //!
 //! Why V2 and not V3: V3 hands over whole blocks, so under light load a frame waits for the
-//! block-retire timeout. Measured on this kernel (veth, one frame every 3 ms, 1 ms
-//! timeout): p50 0.89 ms per frame through V3 against 0.04 ms through V2, while the lab's
-//! direct HTTP round trip is 0.04 ms. V3 also refuses a TX ring with vnet headers.
+//! block-retire timeout (milliseconds) — latency a load balancer must not add — and V3
+//! refuses a TX ring with vnet headers anyway. V2's price is a fixed slot size: every slot
+//! holds a 64 KiB GSO frame.
 
-pub(crate) mod frame;
+use std::mem::offset_of;
 
-use crate::bpf::Lengths;
+use crate::counters::DropReason;
 use crate::iface::InterfaceInfo;
 use crate::sys::{MappedRing, PacketSocket};
 use crate::worker::{BATCH, IoError};
 
+/// `struct virtio_net_hdr`: flags, gso_type, hdr_len, gso_size, csum_start, csum_offset.
+pub(crate) const VNET_HDR_LEN: usize = 10;
+const VNET_F_NEEDS_CSUM: u8 = 1;
+const VNET_GSO_NONE: u8 = 0;
+
+/// `tpacket2_hdr` (aligned) + `sockaddr_ll`: the first byte the kernel leaves free.
+const SLOT_HDR_LEN: usize = libc::TPACKET2_HDRLEN;
 /// The largest frame: a 64 KiB IPv4 datagram, its Ethernet header and two inline tags.
 pub(crate) const MAX_FRAME: usize = 65_535 + 14 + 8;
 /// The largest `tp_mac` the kernel picks: `ALIGN16(52 + 16) + 10 - 14` = 76, rounded up.
 const MAX_MAC_OFFSET: usize = 80;
-/// Ethernet header and two inline VLAN tags.
-const L2_OVERHEAD: usize = 14 + 8;
 /// One ring block. The kernel allocates blocks as power-of-two page runs, so a block of
-/// exactly one 64 KiB slot (68 KiB) would cost 128 KiB; 1 MiB blocks waste under 1%.
+/// exactly one slot (68 KiB) would cost 128 KiB; 1 MiB blocks waste under 1%.
 const BLOCK_SIZE: usize = 1 << 20;
-/// Upper bound on the ring budget per worker, in 64 KiB slots (≈ 280 MiB of memory).
+/// Upper bound on slots per worker (4096 slots ≈ 280 MiB of pinned memory).
 pub const MAX_RING_SLOTS: usize = 4096;
+
+const TPID_8021Q: u16 = 0x8100;
 
 /// The shape of one ring, as passed to `PACKET_RX_RING`.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -59,28 +64,9 @@ impl RingGeometry {
         if slots == 0 || slots > MAX_RING_SLOTS {
             return None;
         }
-        RingGeometry::packed(MAX_MAC_OFFSET + MAX_FRAME, slots)
-    }
-
-    /// Slots for frames of up to `mtu` bytes of payload (plus Ethernet header and two
-    /// tags) in the memory [`for_slots`](Self::for_slots)`(budget)` takes: at MTU 1500,
-    /// 648 slots per MiB instead of 15. `None` when `budget` is outside
-    /// `1..=MAX_RING_SLOTS` or the MTU is beyond what a slot can hold.
-    pub(crate) fn for_mtu(mtu: usize, budget: usize) -> Option<RingGeometry> {
-        let whole = RingGeometry::for_slots(budget)?;
-        let min_frame =
-            (MAX_MAC_OFFSET + L2_OVERHEAD + mtu).next_multiple_of(libc::TPACKET_ALIGNMENT);
-        RingGeometry::packed(min_frame, whole.block_nr * (BLOCK_SIZE / min_frame))
-    }
-
-    /// At least `slots` slots of at least `min_frame` bytes in whole 1 MiB blocks, each
-    /// block's slack spread over its slots (free headroom, same memory).
-    fn packed(min_frame: usize, slots: usize) -> Option<RingGeometry> {
-        let min_frame = min_frame.next_multiple_of(libc::TPACKET_ALIGNMENT);
+        let min_frame = (MAX_MAC_OFFSET + MAX_FRAME).next_multiple_of(libc::TPACKET_ALIGNMENT);
         let per_block = BLOCK_SIZE / min_frame;
-        if per_block == 0 || slots == 0 {
-            return None;
-        }
+        // Spread the block over its slots: free headroom, same memory.
         let frame_size = (BLOCK_SIZE / per_block) & !(libc::TPACKET_ALIGNMENT - 1);
         let block_nr = slots.div_ceil(per_block);
         Some(RingGeometry {
@@ -89,12 +75,6 @@ impl RingGeometry {
             frame_size,
             frame_nr: block_nr * per_block,
         })
-    }
-
-    /// The longest frame (Ethernet header included, no stripped tag) a slot surely holds
-    /// whole, whatever `tp_mac` the kernel picks.
-    pub(crate) fn max_frame(&self) -> usize {
-        self.frame_size.saturating_sub(MAX_MAC_OFFSET)
     }
 
     fn per_block(&self) -> usize {
@@ -118,6 +98,104 @@ impl RingGeometry {
             tp_frame_nr: u32::try_from(self.frame_nr).ok()?,
         })
     }
+}
+
+/// Where a prepared frame lies in its slot.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct Frame {
+    /// Offset of the virtio-net header (the frame follows it).
+    pub(crate) vnet: usize,
+    /// Offset of the Ethernet frame.
+    pub(crate) start: usize,
+    /// Length of the Ethernet frame.
+    pub(crate) len: usize,
+}
+
+impl Frame {
+    /// `(offset, length)` of `vnet header + first frame_len bytes` within the slot.
+    pub(crate) fn tx_span(&self, frame_len: usize) -> (usize, usize) {
+        (self.vnet, self.start - self.vnet + frame_len.min(self.len))
+    }
+}
+
+fn u16_at(b: &[u8], off: usize) -> Option<u16> {
+    Some(u16::from_ne_bytes(b.get(off..off + 2)?.try_into().ok()?))
+}
+
+fn u32_at(b: &[u8], off: usize) -> Option<u32> {
+    Some(u32::from_ne_bytes(b.get(off..off + 4)?.try_into().ok()?))
+}
+
+fn add_u16(b: &mut [u8], off: usize, delta: u16) {
+    if let Some(v) = u16_at(b, off) {
+        b[off..off + 2].copy_from_slice(&v.wrapping_add(delta).to_ne_bytes());
+    }
+}
+
+/// Checks a user-owned slot and readies its frame: drops truncated and oversize frames,
+/// re-inserts a VLAN tag the kernel stripped. `mtu` is the interface's.
+///
+/// The vnet header fields are in host order: the kernel writes them with `vio_le()`,
+/// which is the host's order on every little- and big-endian host without legacy virtio.
+pub(crate) fn prepare(slot: &mut [u8], mtu: usize) -> Result<Frame, DropReason> {
+    type H = libc::tpacket2_hdr;
+    let hdr = |off| u32_at(slot, off).ok_or(DropReason::Truncated);
+    let status = hdr(offset_of!(H, tp_status))?;
+    let len = hdr(offset_of!(H, tp_len))? as usize;
+    let snaplen = hdr(offset_of!(H, tp_snaplen))? as usize;
+    let mac = u16_at(slot, offset_of!(H, tp_mac)).ok_or(DropReason::Truncated)? as usize;
+    let tci = u16_at(slot, offset_of!(H, tp_vlan_tci)).ok_or(DropReason::Truncated)?;
+    let tpid = u16_at(slot, offset_of!(H, tp_vlan_tpid)).ok_or(DropReason::Truncated)?;
+
+    if snaplen < len {
+        return Err(DropReason::Truncated);
+    }
+    // A header the kernel would never write; refuse rather than index out of the slot.
+    if mac < SLOT_HDR_LEN + VNET_HDR_LEN || mac + snaplen > slot.len() {
+        return Err(DropReason::Truncated);
+    }
+    let mut f = Frame {
+        vnet: mac - VNET_HDR_LEN,
+        start: mac,
+        len: snaplen,
+    };
+    if status & libc::TP_STATUS_VLAN_VALID != 0 {
+        if f.vnet < SLOT_HDR_LEN + 4 || snaplen < 12 {
+            return Err(DropReason::Truncated);
+        }
+        let tpid = if status & libc::TP_STATUS_VLAN_TPID_VALID != 0 && tpid != 0 {
+            tpid
+        } else {
+            TPID_8021Q
+        };
+        // Move vnet header and MACs down by one tag; the EtherType stays where it is.
+        slot.copy_within(f.vnet..mac, f.vnet - 4);
+        slot.copy_within(mac..mac + 12, mac - 4);
+        slot[mac + 8..mac + 10].copy_from_slice(&tpid.to_be_bytes());
+        slot[mac + 10..mac + 12].copy_from_slice(&tci.to_be_bytes());
+        f = Frame {
+            vnet: f.vnet - 4,
+            start: mac - 4,
+            len: snaplen + 4,
+        };
+        // The kernel measured csum_start and hdr_len on the untagged frame.
+        if slot[f.vnet] & VNET_F_NEEDS_CSUM != 0 {
+            add_u16(slot, f.vnet + 6, 4);
+        }
+        if u16_at(slot, f.vnet + 2).is_some_and(|h| h != 0) {
+            add_u16(slot, f.vnet + 2, 4);
+        }
+    }
+    // The kernel refuses (EMSGSIZE) a non-GSO frame beyond the MTU, allowing 4 more bytes
+    // only for an 802.1Q tag; count it here rather than as a transmit error.
+    if slot[f.vnet + 1] == VNET_GSO_NONE {
+        let tagged = u16_at(slot, f.start + 12).map(u16::from_be) == Some(TPID_8021Q);
+        let limit = mtu + 14 + if tagged { 4 } else { 0 };
+        if f.len > limit {
+            return Err(DropReason::Oversize);
+        }
+    }
+    Ok(f)
 }
 
 /// A worker's mapped receive ring and its read cursor.
@@ -150,26 +228,23 @@ impl RxRing {
         Ok(RxRing { map, geo, next: 0 })
     }
 
-    /// The slot under the cursor if it holds a frame.
-    pub(crate) fn peek(&self) -> Option<usize> {
+    /// Whether the slot under the cursor holds a frame.
+    pub(crate) fn ready(&self) -> bool {
         self.map
             .status(self.geo.slot_offset(self.next))
             .is_some_and(|s| {
                 s.load(std::sync::atomic::Ordering::Acquire) & libc::TP_STATUS_USER != 0
             })
-            .then_some(self.next)
     }
 
-    /// Moves the cursor past the slot [`peek`](Self::peek) returned.
-    pub(crate) fn advance(&mut self) {
+    /// The slot under the cursor if it holds a frame, advancing the cursor.
+    pub(crate) fn next_ready(&mut self) -> Option<usize> {
+        if !self.ready() {
+            return None;
+        }
+        let slot = self.next;
         self.next = (self.next + 1) % self.geo.frame_nr;
-    }
-
-    /// When the kernel filled user-owned `slot` ([`frame::stamp`]); 0 if it is not.
-    pub(crate) fn stamp(&self, slot: usize) -> u64 {
-        self.map
-            .slot(self.geo.slot_offset(slot), self.geo.frame_size)
-            .map_or(0, frame::stamp)
+        Some(slot)
     }
 
     /// Byte offset of `slot` in the mapping.
@@ -192,14 +267,6 @@ impl RxRing {
     pub(crate) fn map(&self) -> &MappedRing {
         &self.map
     }
-}
-
-/// One of a worker's two sockets: its ring and the frame lengths its filter takes.
-#[derive(Debug)]
-pub(crate) struct Port {
-    pub(crate) sock: PacketSocket,
-    pub(crate) ring: RxRing,
-    pub(crate) lengths: Lengths,
 }
 
 /// A worker socket with everything but the fanout: vnet headers, ring, filter, bypass.
@@ -264,9 +331,9 @@ pub(crate) fn open_worker_socket(
     Ok((sock, ring))
 }
 
-/// Joins `sock` to a fanout group on its interface: the first socket asks the kernel for
-/// an id no other group in the namespace uses (so two daemons never merge groups), the
-/// others join that id. Returns the id.
+/// Joins `sock` to the interface's fanout group: the first socket asks the kernel for an
+/// id no other group in the namespace uses (so two daemons never merge groups), the others
+/// join that id. Returns the id.
 pub(crate) fn join_fanout(sock: &PacketSocket, id: Option<u16>) -> Result<u16, IoError> {
     let flags = libc::PACKET_FANOUT_HASH | libc::PACKET_FANOUT_FLAG_IGNORE_OUTGOING;
     let (id_field, type_flags) = match id {
@@ -292,11 +359,52 @@ pub(crate) fn join_fanout(sock: &PacketSocket, id: Option<u16>) -> Result<u16, I
 mod tests {
     use super::*;
 
+    const MTU: usize = 1500;
+    const MAC: usize = 76;
+
+    /// A slot as the kernel fills it: header fields, vnet header, frame.
+    fn slot(frame: &[u8], len: usize, status: u32, tci: u16, tpid: u16, vnet: [u8; 10]) -> Vec<u8> {
+        type H = libc::tpacket2_hdr;
+        let geo = RingGeometry::for_slots(1).unwrap();
+        let mut s = vec![0u8; geo.frame_size];
+        let put32 =
+            |s: &mut Vec<u8>, off: usize, v: u32| s[off..off + 4].copy_from_slice(&v.to_ne_bytes());
+        let put16 =
+            |s: &mut Vec<u8>, off: usize, v: u16| s[off..off + 2].copy_from_slice(&v.to_ne_bytes());
+        put32(
+            &mut s,
+            offset_of!(H, tp_status),
+            libc::TP_STATUS_USER | status,
+        );
+        put32(&mut s, offset_of!(H, tp_len), len as u32);
+        put32(&mut s, offset_of!(H, tp_snaplen), frame.len() as u32);
+        put16(&mut s, offset_of!(H, tp_mac), MAC as u16);
+        put16(&mut s, offset_of!(H, tp_vlan_tci), tci);
+        put16(&mut s, offset_of!(H, tp_vlan_tpid), tpid);
+        s[MAC - 10..MAC].copy_from_slice(&vnet);
+        s[MAC..MAC + frame.len()].copy_from_slice(frame);
+        s
+    }
+
+    fn frame(n: usize) -> Vec<u8> {
+        let mut f: Vec<u8> = (0..n).map(|i| i as u8).collect();
+        f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+        f
+    }
+
+    fn vnet(flags: u8, gso: u8, hdr_len: u16, csum_start: u16) -> [u8; 10] {
+        let mut v = [0u8; 10];
+        v[0] = flags;
+        v[1] = gso;
+        v[2..4].copy_from_slice(&hdr_len.to_ne_bytes());
+        v[6..8].copy_from_slice(&csum_start.to_ne_bytes());
+        v
+    }
+
     #[test]
     fn geometry_fits_the_largest_frame_and_whole_blocks() {
         let g = RingGeometry::for_slots(256).unwrap();
         assert!(g.frame_size >= MAX_MAC_OFFSET + MAX_FRAME);
-        assert!(g.max_frame() >= MAX_FRAME);
         assert_eq!(g.frame_size % libc::TPACKET_ALIGNMENT, 0);
         assert!(g.frame_nr >= 256);
         assert_eq!(g.frame_nr, g.block_nr * (g.block_size / g.frame_size));
@@ -308,20 +416,93 @@ mod tests {
     }
 
     #[test]
-    fn mtu_geometry_packs_many_slots_in_the_same_memory() {
-        let whole = RingGeometry::for_slots(128).unwrap();
-        let g = RingGeometry::for_mtu(1500, 128).unwrap();
-        assert_eq!(g.map_len(), whole.map_len());
-        assert!(g.frame_nr >= 40 * whole.frame_nr, "{} slots", g.frame_nr);
-        assert!(g.max_frame() >= 1500 + L2_OVERHEAD);
-        assert!(g.max_frame() < 2 * 1500);
-        assert_eq!(g.frame_size % libc::TPACKET_ALIGNMENT, 0);
-        assert_eq!(g.frame_nr, g.block_nr * (g.block_size / g.frame_size));
-        // Jumbo frames still fit, in fewer slots.
-        let jumbo = RingGeometry::for_mtu(9000, 128).unwrap();
-        assert!(jumbo.max_frame() >= 9000 + L2_OVERHEAD);
-        assert!(jumbo.frame_nr < g.frame_nr);
-        assert!(RingGeometry::for_mtu(1500, 0).is_none());
-        assert!(RingGeometry::for_mtu(1 << 21, 128).is_none());
+    fn untagged_frame_is_left_in_place() {
+        let f = frame(100);
+        let mut s = slot(&f, 100, 0, 0, 0, vnet(1, 0, 0, 34));
+        let p = prepare(&mut s, MTU).unwrap();
+        assert_eq!(
+            p,
+            Frame {
+                vnet: MAC - 10,
+                start: MAC,
+                len: 100
+            }
+        );
+        assert_eq!(&s[p.start..p.start + p.len], &f[..]);
+        assert_eq!(p.tx_span(42), (MAC - 10, 52));
+    }
+
+    #[test]
+    fn stripped_tag_is_reinserted_and_offsets_follow() {
+        let f = frame(100);
+        let status = libc::TP_STATUS_VLAN_VALID | libc::TP_STATUS_VLAN_TPID_VALID;
+        let mut s = slot(&f, 100, status, 0x2005, 0x88a8, vnet(1, 1, 54, 34));
+        let p = prepare(&mut s, MTU).unwrap();
+        assert_eq!(
+            p,
+            Frame {
+                vnet: MAC - 14,
+                start: MAC - 4,
+                len: 104
+            }
+        );
+        let out = &s[p.start..p.start + p.len];
+        assert_eq!(&out[..12], &f[..12]);
+        assert_eq!(&out[12..16], &[0x88, 0xa8, 0x20, 0x05]);
+        assert_eq!(&out[16..], &f[12..]);
+        let v = &s[p.vnet..p.vnet + 10];
+        assert_eq!((v[0], v[1]), (1, 1));
+        assert_eq!(u16::from_ne_bytes([v[2], v[3]]), 58);
+        assert_eq!(u16::from_ne_bytes([v[6], v[7]]), 38);
+
+        // No TPID reported: 802.1Q; no partial checksum: csum_start untouched.
+        let mut s = slot(&f, 100, libc::TP_STATUS_VLAN_VALID, 7, 0, vnet(0, 0, 0, 0));
+        let p = prepare(&mut s, MTU).unwrap();
+        assert_eq!(&s[p.start + 12..p.start + 16], &[0x81, 0x00, 0x00, 0x07]);
+        assert_eq!(&s[p.vnet..p.vnet + 10], &[0; 10]);
+    }
+
+    #[test]
+    fn truncated_and_oversize_frames_are_dropped() {
+        let f = frame(100);
+        let mut s = slot(&f, 5000, 0, 0, 0, vnet(0, 0, 0, 0));
+        assert_eq!(prepare(&mut s, MTU), Err(DropReason::Truncated));
+
+        let big = frame(MTU + 15);
+        let mut s = slot(&big, big.len(), 0, 0, 0, vnet(0, 0, 0, 0));
+        assert_eq!(prepare(&mut s, MTU), Err(DropReason::Oversize));
+        // The same size as a GSO frame is fine: the kernel segments it.
+        let mut s = slot(&big, big.len(), 0, 0, 0, vnet(1, 1, 66, 34));
+        assert!(prepare(&mut s, MTU).is_ok());
+        // A full-size frame plus a re-inserted 802.1Q tag is still legal.
+        let full = frame(MTU + 14);
+        let mut s = slot(
+            &full,
+            full.len(),
+            libc::TP_STATUS_VLAN_VALID,
+            5,
+            0,
+            vnet(0, 0, 0, 0),
+        );
+        assert_eq!(prepare(&mut s, MTU).map(|p| p.len), Ok(MTU + 18));
+    }
+
+    #[test]
+    fn nonsense_headers_do_not_panic() {
+        // A frame said to run past the end of the slot.
+        let mut s = slot(&frame(100), 100, 0, 0, 0, vnet(0, 0, 0, 0));
+        s[offset_of!(libc::tpacket2_hdr, tp_mac)..][..2].copy_from_slice(&u16::MAX.to_ne_bytes());
+        for field in [
+            offset_of!(libc::tpacket2_hdr, tp_len),
+            offset_of!(libc::tpacket2_hdr, tp_snaplen),
+        ] {
+            s[field..][..4].copy_from_slice(&10_000u32.to_ne_bytes());
+        }
+        assert_eq!(prepare(&mut s, MTU), Err(DropReason::Truncated));
+        // A frame said to start inside the slot header.
+        let mut s = slot(&frame(100), 100, 0, 0, 0, vnet(0, 0, 0, 0));
+        s[offset_of!(libc::tpacket2_hdr, tp_mac)..][..2].copy_from_slice(&3u16.to_ne_bytes());
+        assert_eq!(prepare(&mut s, MTU), Err(DropReason::Truncated));
+        assert_eq!(prepare(&mut [0u8; 8], MTU), Err(DropReason::Truncated));
     }
 }

@@ -228,21 +228,6 @@ impl MappedRing {
         Some(unsafe { &*self.base.as_ptr().add(off).cast::<AtomicU32>() })
     }
 
-    /// The bytes of the user-owned slot `[off, off + len)`, read only; `None` when the
-    /// slot is out of bounds or still the kernel's.
-    pub(crate) fn slot(&self, off: usize, len: usize) -> Option<&[u8]> {
-        let end = off.checked_add(len)?;
-        if end > self.len || len < 4 {
-            return None;
-        }
-        if self.status(off)?.load(Ordering::Acquire) & libc::TP_STATUS_USER == 0 {
-            return None;
-        }
-        // SAFETY: in bounds (checked above); the slot is user-owned, so the kernel does not
-        // write it until `release`, which needs `&mut self` and so ends this borrow first.
-        Some(unsafe { std::slice::from_raw_parts(self.base.as_ptr().add(off), len) })
-    }
-
     /// The bytes of the user-owned slot `[off, off + len)`; `None` when the slot is out of
     /// bounds or still the kernel's.
     pub(crate) fn slot_mut(&mut self, off: usize, len: usize) -> Option<&mut [u8]> {
@@ -279,23 +264,6 @@ impl Drop for MappedRing {
     }
 }
 
-/// One frame to send: `len` bytes at `off` in ring `ring` of the rings given to
-/// [`TxBatch::send`].
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) struct TxFrame {
-    pub(crate) ring: usize,
-    pub(crate) off: usize,
-    pub(crate) len: usize,
-}
-
-impl TxFrame {
-    pub(crate) const EMPTY: TxFrame = TxFrame {
-        ring: 0,
-        off: 0,
-        len: 0,
-    };
-}
-
 /// Preallocated `sendmmsg` vectors: one message of one iovec per frame.
 ///
 /// Holds raw pointers only during [`send`](TxBatch::send); built once per worker thread.
@@ -319,33 +287,30 @@ impl TxBatch {
         }
     }
 
-    /// Sends `frames` (each inside one of `rings`) with one `sendmmsg` call that points
-    /// straight into the rings: no copy in user space. Returns how many frames the kernel
-    /// took, in order; an error means the first frame was refused.
+    /// Sends `frames` (each `(offset, len)` inside `ring`) with one `sendmmsg` call that
+    /// points straight into the ring: no copy in user space. Returns how many frames the
+    /// kernel took, in order; an error means the first frame was refused.
     pub(crate) fn send(
         &mut self,
         sock: &PacketSocket,
-        rings: [&MappedRing; 2],
-        frames: &[TxFrame],
+        ring: &MappedRing,
+        frames: &[(usize, usize)],
     ) -> io::Result<usize> {
         let n = frames.len().min(self.msgs.len());
         if n == 0 {
             return Ok(0);
         }
-        for (i, f) in frames[..n].iter().enumerate() {
-            let ring = rings
-                .get(f.ring)
-                .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
-            match f.off.checked_add(f.len) {
+        for (i, &(off, len)) in frames[..n].iter().enumerate() {
+            match off.checked_add(len) {
                 Some(end) if end <= ring.len => {}
                 _ => return Err(io::Error::from_raw_os_error(libc::EINVAL)),
             }
             // SAFETY: `off` is within the mapping (checked above), so the pointer stays
             // inside the same allocation. The kernel only reads through it.
-            let base = unsafe { ring.base.as_ptr().add(f.off) };
+            let base = unsafe { ring.base.as_ptr().add(off) };
             self.iovs[i] = libc::iovec {
                 iov_base: base.cast(),
-                iov_len: f.len,
+                iov_len: len,
             };
             let h = &mut self.msgs[i].msg_hdr;
             h.msg_name = std::ptr::null_mut();
@@ -357,7 +322,7 @@ impl TxBatch {
             h.msg_flags = 0;
         }
         // SAFETY: `msgs[..n]` are initialised and each points at one live iovec, which
-        // points into one of the live mappings borrowed from `rings` for the whole call.
+        // points into the live mapping borrowed from `ring` for the whole call.
         let rc = unsafe {
             libc::sendmmsg(
                 sock.fd.as_raw_fd(),

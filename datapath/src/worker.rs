@@ -1,34 +1,22 @@
-//! The worker threads: one OS thread per worker (`dsrlb-w0`, …), each with two packet
-//! sockets and their TPACKET_V2 receive rings — one for frames up to the MTU, one for
-//! larger GSO/GRO frames, see [`crate::ring`] — and batched transmit, and the I/O layer's
-//! error type.
+//! The worker threads: one OS thread per worker (`dsrlb-w0`, …), each with its own packet
+//! socket in one `PACKET_FANOUT_HASH` group, a TPACKET_V2 receive ring and batched
+//! transmit, and the I/O layer's error type.
 //!
-//! A batch: wait (`poll`, 100 ms, so `stop` is noticed) until a ring has frames; load the
+//! A batch: wait (`poll`, 100 ms, so `stop` is noticed) until the ring has frames; load the
 //! table snapshot and the owner flag once; prepare and process up to [`BATCH`] frames in
-//! place, taking from the two rings in the order the kernel filled them (the slot
-//! timestamps), so a flow's small and large frames leave in the order they came; send
-//! every frame to transmit with one `sendmmsg` whose iovecs point into the ring slots
-//! (vnet header + frame: no copy in user space); hand the slots back. The loop allocates
-//! nothing, takes no lock and logs nothing per packet.
-//!
-//! Waiting is `poll`, not spinning: a bounded spin (20–200 µs) after each batch was
-//! measured on the lab's 2 shared vCPUs and lost throughput and latency, because the
-//! spinning worker holds a CPU the client and backend need.
+//! place; send every frame to transmit with one `sendmmsg` whose iovecs point into the
+//! ring slots (vnet header + frame: no copy in user space); hand the slots back. The loop
+//! allocates nothing, takes no lock and logs nothing per packet.
 //!
 //! Transmit choice: `sendmmsg` from the RX slots rather than a TPACKET_V2 TX ring. With
 //! `sendmmsg` the kernel copies each frame once into its skb and the RX slot is released
 //! after the call. A TX ring trades that copy for our own copy of every frame (up to
 //! 64 KiB with GSO) from the RX slot into a TX slot — the same bytes moved — and adds a
 //! second ring of 64 KiB slots per worker and completion tracking before a slot is reused.
-//! (A TX ring hands the kernel its pages instead of copying them, but veth copies such
-//! pages again on the way to its peer, so the lab cannot show a gain; on a NIC that maps
-//! them it would save one copy per large frame — a possible later change.)
 //!
 //! Fanout: `PACKET_FANOUT_HASH` keeps a flow on one worker, so per-worker flow tables are
-//! consistent. The small sockets form one group and the large sockets another; both are
-//! joined in worker order, so a flow hashes to the same worker in both.
-//! `PACKET_FANOUT_FLAG_DEFRAG` is deliberately not used: it would reassemble fragments,
-//! and we forward them as they are. `PACKET_FANOUT_FLAG_IGNORE_OUTGOING` keeps
+//! consistent. `PACKET_FANOUT_FLAG_DEFRAG` is deliberately not used: it would reassemble
+//! fragments, and we forward them as they are. `PACKET_FANOUT_FLAG_IGNORE_OUTGOING` keeps
 //! the node's other outgoing traffic (its kernel's own frames, the resolver's ARP) out of
 //! the workers: once sockets are in a group the group's hook decides, not the sockets'
 //! `PACKET_IGNORE_OUTGOING`. Our own transmissions never come back either way: with
@@ -36,39 +24,27 @@
 
 use std::io;
 use std::net::Ipv4Addr;
-use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
-use crate::bpf::{self, Lengths};
+use crate::bpf;
 use crate::counters::DropReason;
 use crate::iface::InterfaceInfo;
 use crate::process::{Processor, ProcessorConfig, Verdict};
-use crate::ring::frame::prepare;
-use crate::ring::{MAX_RING_SLOTS, Port, RingGeometry, join_fanout, open_worker_socket};
+use crate::ring::{self, MAX_RING_SLOTS, RingGeometry, RxRing, join_fanout, open_worker_socket};
 use crate::shared::{Shared, monotonic_ns};
-use crate::sys::{TxBatch, TxFrame};
+use crate::sys::{PacketSocket, TxBatch};
 use crate::table::ForwardingTable;
-
-mod error;
-mod tx;
-
-pub use error::IoError;
 
 /// Frames handled per batch (one `sendmmsg`, one table load).
 pub const BATCH: usize = 64;
 /// Most workers one fanout group takes (the kernel's legacy `PACKET_FANOUT_MAX`).
 pub const MAX_WORKERS: usize = 256;
-/// Ring memory per worker when the config says nothing better, in 64 KiB slots
-/// (≈ 18 MiB per worker).
+/// Slots per worker when the config says nothing better (≈ 18 MiB per worker).
 pub const DEFAULT_RING_SLOTS: usize = 256;
-/// Index of the small-frame port in a worker's ports.
-const SMALL: usize = 0;
-/// Index of the large-frame (GSO/GRO) port in a worker's ports.
-const LARGE: usize = 1;
 const POLL_MS: u16 = 100;
 /// A send the kernel refuses with EAGAIN/ENOBUFS is retried this many times per batch
 /// (each after waiting up to 1 ms for room); then the rest of the batch is counted as
@@ -77,6 +53,49 @@ const TX_RETRY_BUDGET: u32 = 16;
 /// Kernel ring drops are collected once per this many batches (and on idle).
 const STATS_EVERY: u32 = 1024;
 
+/// Errors of the I/O layer. Each names the stage that failed; the `source` carries the
+/// errno. All are fatal for the operation that returns them: retrying only helps if the
+/// cause (missing interface, privileges, memory) was fixed meanwhile.
+#[derive(Debug, thiserror::Error)]
+pub enum IoError {
+    #[error("interface {name:?} not found")]
+    InterfaceNotFound { name: String },
+    #[error("cannot query interface {name:?}")]
+    InterfaceQuery { name: String, source: io::Error },
+    #[error("cannot open a packet socket for {purpose} (root or CAP_NET_RAW needed)")]
+    Socket {
+        purpose: &'static str,
+        source: io::Error,
+    },
+    #[error("setsockopt {option} failed")]
+    Setsockopt {
+        option: &'static str,
+        source: io::Error,
+    },
+    #[error("getsockopt {option} failed")]
+    Getsockopt {
+        option: &'static str,
+        source: io::Error,
+    },
+    #[error("cannot bind a packet socket to interface {interface:?}")]
+    Bind {
+        interface: String,
+        source: io::Error,
+    },
+    #[error("cannot map a {bytes}-byte packet ring")]
+    Mmap { bytes: usize, source: io::Error },
+    #[error("ring of {slots} slots per worker is outside 1..={max}")]
+    RingSize { slots: usize, max: usize },
+    #[error("{workers} workers is outside 1..={max}")]
+    WorkerCount { workers: usize, max: usize },
+    #[error(
+        "Shared has counters for {shared} workers but {started} would start; build it with resolve_workers()"
+    )]
+    WorkerCountMismatch { started: usize, shared: usize },
+    #[error("cannot spawn thread {thread}")]
+    Spawn { thread: String, source: io::Error },
+}
+
 /// How to run the datapath on one interface.
 #[derive(Clone, Debug)]
 pub struct DatapathConfig {
@@ -84,9 +103,7 @@ pub struct DatapathConfig {
     pub interface: String,
     /// Worker threads; 0 = one per CPU (see [`resolve_workers`]).
     pub workers: usize,
-    /// Receive ring memory per worker, in slots of 64 KiB: half of it holds that many
-    /// slots for GSO/GRO frames, the other half about 40 times as many slots for frames
-    /// up to the MTU (1..=[`MAX_RING_SLOTS`]).
+    /// Receive ring slots per worker, each holding one frame of up to 64 KiB.
     pub ring_slots: usize,
     pub processor: ProcessorConfig,
 }
@@ -130,10 +147,9 @@ pub struct Datapath {
 }
 
 impl Datapath {
-    /// Opens two sockets per worker on `cfg.interface` (in the calling thread's network
-    /// namespace), joins them into two fanout groups (small and large frames) and starts
-    /// the workers. Every socket is fully set up before the first thread starts, so errors
-    /// come back here.
+    /// Opens one socket per worker on `cfg.interface` (in the calling thread's network
+    /// namespace), joins them into one fanout group and starts the workers. Every socket
+    /// is fully set up before the first thread starts, so errors come back here.
     pub fn start(cfg: DatapathConfig, shared: Arc<Shared>) -> Result<Datapath, IoError> {
         let workers = resolve_workers(cfg.workers);
         if workers > MAX_WORKERS {
@@ -148,42 +164,21 @@ impl Datapath {
                 shared: shared.workers,
             });
         }
-        let ring_size = IoError::RingSize {
+        let geo = RingGeometry::for_slots(cfg.ring_slots).ok_or(IoError::RingSize {
             slots: cfg.ring_slots,
             max: MAX_RING_SLOTS,
-        };
-        if cfg.ring_slots == 0 || cfg.ring_slots > MAX_RING_SLOTS {
-            return Err(ring_size);
-        }
+        })?;
         let iface = InterfaceInfo::lookup(&cfg.interface)?;
-        let large_geo = RingGeometry::for_slots((cfg.ring_slots / 2).max(1));
-        let small_geo = RingGeometry::for_mtu(iface.mtu as usize, cfg.ring_slots.div_ceil(2));
-        let (Some(large_geo), Some(small_geo)) = (large_geo, small_geo) else {
-            return Err(ring_size);
-        };
-        let split = u32::try_from(small_geo.max_frame()).unwrap_or(u32::MAX);
-        let geos = [
-            (small_geo, Lengths::AtMost(split)),
-            (large_geo, Lengths::Over(split)),
-        ];
         let table = shared.table.load_full();
         let vips = sorted_vips(&table);
+        let filter = bpf::vip_filter(&vips);
 
-        let mut fanout_ids = [None, None];
-        let mut all_ports = Vec::with_capacity(workers);
+        let mut fanout_id = None;
+        let mut sockets = Vec::with_capacity(workers);
         for _ in 0..workers {
-            let mut open = |kind: usize| -> Result<Port, IoError> {
-                let (geo, lengths) = geos[kind];
-                let filter = bpf::vip_filter(&vips, lengths);
-                let (sock, ring) = open_worker_socket(&iface, geo, &filter)?;
-                fanout_ids[kind] = Some(join_fanout(&sock, fanout_ids[kind])?);
-                Ok(Port {
-                    sock,
-                    ring,
-                    lengths,
-                })
-            };
-            all_ports.push([open(SMALL)?, open(LARGE)?]);
+            let (sock, ring) = open_worker_socket(&iface, geo, &filter)?;
+            fanout_id = Some(join_fanout(&sock, fanout_id)?);
+            sockets.push((sock, ring));
         }
 
         let stop = Arc::new(AtomicBool::new(false));
@@ -193,10 +188,11 @@ impl Datapath {
             threads: Vec::with_capacity(workers),
             ring_drops: ring_drops.clone(),
         };
-        for (index, ports) in all_ports.into_iter().enumerate() {
+        for (index, (sock, ring)) in sockets.into_iter().enumerate() {
             let w = Worker {
                 index,
-                ports,
+                sock,
+                ring,
                 shared: shared.clone(),
                 processor: Processor::new(index, &cfg.processor),
                 stop: stop.clone(),
@@ -220,9 +216,7 @@ impl Datapath {
         tracing::info!(
             interface = %iface.name,
             workers,
-            small_slots = small_geo.frame_nr,
-            large_slots = large_geo.frame_nr,
-            split_bytes = split,
+            ring_slots = geo.frame_nr,
             vips = vips.len(),
             "datapath started"
         );
@@ -272,8 +266,8 @@ enum Wait {
 
 struct Worker {
     index: usize,
-    /// `[small, large]`; transmit goes through the small one's socket.
-    ports: [Port; 2],
+    sock: PacketSocket,
+    ring: RxRing,
     shared: Arc<Shared>,
     processor: Processor,
     stop: Arc<AtomicBool>,
@@ -292,7 +286,7 @@ impl Worker {
         let mut tx = TxBatch::new(BATCH);
         let mut batches: u32 = 0;
         while !self.stop.load(Ordering::Relaxed) {
-            if !self.ports.iter().any(|p| p.ring.peek().is_some()) {
+            if !self.ring.ready() {
                 // A filter built for the old VIP set may be what keeps the ring empty (a
                 // first farm, a new VIP): look for a new table before sleeping too.
                 let table = self.shared.table.load();
@@ -316,32 +310,26 @@ impl Worker {
         }
     }
 
-    /// Waits up to one poll interval for frames on either socket.
+    /// Waits up to one poll interval for frames.
     fn wait(&mut self) -> Wait {
-        let [small, large] = &self.ports;
-        let mut fds = [small, large].map(|p| PollFd::new(p.sock.as_fd(), PollFlags::POLLIN));
+        let mut fds = [PollFd::new(
+            std::os::fd::AsFd::as_fd(&self.sock),
+            PollFlags::POLLIN,
+        )];
         match poll(&mut fds, PollTimeout::from(POLL_MS)) {
             Ok(0) => return Wait::Idle,
             Ok(_) => {}
             Err(nix::Error::EINTR) => return Wait::Ready,
             Err(e) => {
-                tracing::error!(worker = self.index, error = %e, "poll on the packet sockets failed; worker stops");
+                tracing::error!(worker = self.index, error = %e, "poll on the packet socket failed; worker stops");
                 return Wait::Fatal;
             }
         }
-        let failed = fds
-            .iter()
-            .map(|f| f.revents().unwrap_or(PollFlags::empty()))
-            .map(|r| r.contains(PollFlags::POLLERR));
-        let mut any = false;
-        for (port, failed) in self.ports.iter().zip(failed) {
-            if !failed {
-                continue;
-            }
-            any = true;
+        let revents = fds[0].revents().unwrap_or(PollFlags::empty());
+        if revents.contains(PollFlags::POLLERR) {
             // E.g. ENETDOWN while the interface is down: reading SO_ERROR clears it, and
             // the kernel re-hooks the socket when the interface comes back up.
-            match port.sock.get_int(libc::SOL_SOCKET, libc::SO_ERROR) {
+            match self.sock.get_int(libc::SOL_SOCKET, libc::SO_ERROR) {
                 Ok(err) => {
                     tracing::warn!(worker = self.index, error = %io::Error::from_raw_os_error(err), "packet socket error")
                 }
@@ -349,8 +337,6 @@ impl Worker {
                     tracing::warn!(worker = self.index, error = %e, "cannot read packet socket error")
                 }
             }
-        }
-        if any {
             // Do not spin on a persistent error condition.
             std::thread::sleep(std::time::Duration::from_millis(u64::from(POLL_MS)));
         }
@@ -358,29 +344,14 @@ impl Worker {
     }
 
     fn collect_ring_drops(&mut self) {
-        for port in &self.ports {
-            if let Ok((_, drops)) = port.sock.packet_stats()
-                && drops > 0
-            {
-                self.ring_drops
-                    .fetch_add(u64::from(drops), Ordering::Relaxed);
-                self.shared
-                    .drops
-                    .add(self.index, DropReason::RingFull, u64::from(drops));
-            }
-        }
-    }
-
-    /// The port whose next frame the kernel filled first, and that frame's slot.
-    fn next_frame(&self) -> Option<(usize, usize)> {
-        let [small, large] = &self.ports;
-        match (small.ring.peek(), large.ring.peek()) {
-            (None, None) => None,
-            (Some(s), None) => Some((SMALL, s)),
-            (None, Some(l)) => Some((LARGE, l)),
-            // Only here are timestamps read: both rings have frames waiting.
-            (Some(s), Some(l)) if large.ring.stamp(l) < small.ring.stamp(s) => Some((LARGE, l)),
-            (Some(s), Some(_)) => Some((SMALL, s)),
+        if let Ok((_, drops)) = self.sock.packet_stats()
+            && drops > 0
+        {
+            self.ring_drops
+                .fetch_add(u64::from(drops), Ordering::Relaxed);
+            self.shared
+                .drops
+                .add(self.index, DropReason::RingFull, u64::from(drops));
         }
     }
 
@@ -391,24 +362,22 @@ impl Worker {
         }
         let now = monotonic_ns();
         let owner = self.shared.is_owner_at(now);
-        let mut slots = [(0usize, 0usize); BATCH];
-        let mut out = [TxFrame::EMPTY; BATCH];
+        let mut slots = [0usize; BATCH];
+        let mut out = [(0usize, 0usize); BATCH];
         let (mut n, mut n_out) = (0, 0);
         while n < BATCH {
-            let Some((port, slot)) = self.next_frame() else {
+            let Some(slot) = self.ring.next_ready() else {
                 break;
             };
-            let ring = &mut self.ports[port].ring;
-            ring.advance();
-            slots[n] = (port, slot);
+            slots[n] = slot;
             n += 1;
-            let base = ring.offset(slot);
-            let Some(bytes) = ring.slot_mut(slot) else {
-                // `peek` just saw the slot user-owned; only a kernel bug lands here.
+            let base = self.ring.offset(slot);
+            let Some(bytes) = self.ring.slot_mut(slot) else {
+                // `next_ready` just saw the slot user-owned; only a kernel bug lands here.
                 self.shared.drops.count(self.index, DropReason::Truncated);
                 continue;
             };
-            let f = match prepare(bytes, self.mtu) {
+            let f = match ring::prepare(bytes, self.mtu) {
                 Ok(f) => f,
                 Err(r) => {
                     self.shared.drops.count(self.index, r);
@@ -428,11 +397,7 @@ impl Worker {
                     continue;
                 }
             };
-            out[n_out] = TxFrame {
-                ring: port,
-                off: base + off,
-                len,
-            };
+            out[n_out] = (base + off, len);
             n_out += 1;
         }
         drop(table);
@@ -445,8 +410,57 @@ impl Worker {
             n_out = 0;
         }
         self.transmit(tx, &out[..n_out]);
-        for &(port, slot) in &slots[..n] {
-            self.ports[port].ring.release(slot);
+        for &slot in &slots[..n] {
+            self.ring.release(slot);
+        }
+    }
+
+    /// Sends `frames` in as few `sendmmsg` calls as the kernel allows. A frame the kernel
+    /// refuses outright (EMSGSIZE, EINVAL…) is counted and skipped; EAGAIN/ENOBUFS are
+    /// retried within a bounded budget.
+    fn transmit(&mut self, tx: &mut TxBatch, frames: &[(usize, usize)]) {
+        let mut next = 0;
+        let mut budget = TX_RETRY_BUDGET;
+        while next < frames.len() {
+            match tx.send(&self.sock, self.ring.map(), &frames[next..]) {
+                Ok(sent) if sent > 0 => next += sent,
+                Ok(_) => budget = budget.saturating_sub(1),
+                Err(e) => match e.raw_os_error() {
+                    Some(libc::EINTR) => {}
+                    Some(libc::EAGAIN | libc::ENOBUFS) if budget > 0 => {
+                        budget -= 1;
+                        self.wait_writable();
+                    }
+                    Some(libc::EAGAIN | libc::ENOBUFS) => {
+                        for _ in next..frames.len() {
+                            self.shared.drops.count(self.index, DropReason::TxError);
+                        }
+                        return;
+                    }
+                    _ => {
+                        self.shared.drops.count(self.index, DropReason::TxError);
+                        next += 1;
+                    }
+                },
+            }
+            if budget == 0 && next < frames.len() {
+                // Only reachable through repeated zero-length sends: give up on the rest.
+                for _ in next..frames.len() {
+                    self.shared.drops.count(self.index, DropReason::TxError);
+                }
+                return;
+            }
+        }
+    }
+
+    fn wait_writable(&self) {
+        let mut fds = [PollFd::new(
+            std::os::fd::AsFd::as_fd(&self.sock),
+            PollFlags::POLLOUT,
+        )];
+        // Either outcome leads to another bounded attempt; an error here shows up there.
+        if poll(&mut fds, PollTimeout::from(1u8)).is_err() {
+            std::thread::yield_now();
         }
     }
 
@@ -458,11 +472,7 @@ impl Worker {
         if vips == self.vips {
             return;
         }
-        let attached = self
-            .ports
-            .iter()
-            .try_for_each(|p| p.sock.attach_filter(&bpf::vip_filter(&vips, p.lengths)));
-        match attached {
+        match self.sock.attach_filter(&bpf::vip_filter(&vips)) {
             Ok(()) => {
                 self.vips = vips;
                 self.failed_filter = None;
