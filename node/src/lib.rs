@@ -7,10 +7,12 @@
 //! - [`tables`]: replicated/config state + health + learned MACs → datapath farm specs.
 //! - [`health`]: TCP health checks with rise/fall.
 //! - [`metrics`]: the Prometheus endpoint.
+//! - [`ctl`]: `dsrctl`, the admin client.
 //! - `lab`: network-namespace hosts for tests, benchmarks and `dsrlb demo`.
 
 pub mod config;
 pub mod convert;
+pub mod ctl;
 pub mod daemon;
 pub mod demo;
 pub mod health;

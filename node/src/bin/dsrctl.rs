@@ -1,0 +1,6 @@
+//! `dsrctl`: the operator's client for the dsrlb admin API. Thin: everything lives in
+//! `node::ctl`.
+
+fn main() -> std::process::ExitCode {
+    node::ctl::main()
+}
