@@ -1,6 +1,7 @@
-//! The cluster token on the wire: the server-side interceptor that refuses a call without
-//! the right bearer token (`UNAUTHENTICATED`, logged once per peer address, never the token)
-//! and the client-side interceptor that adds it.
+//! Bearer tokens on the wire: the server-side interceptor that refuses a call without the
+//! right token (`UNAUTHENTICATED`, logged once per peer address, never the token) and the
+//! client-side interceptor that adds it. The peer service uses them with the cluster token;
+//! the node's admin service uses the same ones with the admin token.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -31,14 +32,25 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 pub struct ServerAuth {
     expected: Arc<[u8]>,
     refused: Arc<Mutex<HashSet<Option<IpAddr>>>>,
+    /// Which service and token this guards: `"peer"`/`"cluster"` or `"admin"`/`"admin"`.
+    service: &'static str,
+    token_name: &'static str,
 }
 
 impl ServerAuth {
-    /// Expects `Bearer <token>`.
+    /// Expects `Bearer <token>` (the cluster token of the peer service).
     pub fn new(token: &str) -> Self {
+        Self::for_service(token, "peer", "cluster")
+    }
+
+    /// Expects `Bearer <token>` on calls to `service`; refusals name `service` and
+    /// `token_name` (e.g. "admin", "admin"), never the token.
+    pub fn for_service(token: &str, service: &'static str, token_name: &'static str) -> Self {
         ServerAuth {
             expected: format!("Bearer {token}").into_bytes().into(),
             refused: Arc::new(Mutex::new(HashSet::new())),
+            service,
+            token_name,
         }
     }
 
@@ -47,7 +59,11 @@ impl ServerAuth {
         // still usable, so logging goes on.
         let mut seen = self.refused.lock().unwrap_or_else(|p| p.into_inner());
         if seen.len() < MAX_REMEMBERED_PEERS && seen.insert(peer) {
-            tracing::warn!(peer = ?peer, "refused a peer call: {why} (logged once per peer)");
+            tracing::warn!(
+                peer = ?peer,
+                "refused a {} call: {why} (logged once per peer)",
+                self.service
+            );
         }
     }
 }
@@ -60,12 +76,15 @@ impl Interceptor for ServerAuth {
             return Ok(req);
         }
         let why = if presented.is_some() {
-            "wrong cluster token"
+            format!("wrong {} token", self.token_name)
         } else {
-            "no cluster token"
+            format!("no {} token", self.token_name)
         };
-        self.log_once(req.remote_addr().map(|a| a.ip()), why);
-        Err(Status::unauthenticated("cluster token missing or wrong"))
+        self.log_once(req.remote_addr().map(|a| a.ip()), &why);
+        Err(Status::unauthenticated(format!(
+            "{} token missing or wrong",
+            self.token_name
+        )))
     }
 }
 

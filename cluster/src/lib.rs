@@ -30,7 +30,7 @@ mod storage;
 mod storage_sm;
 mod types;
 
-pub use auth::AUTH_HEADER;
+pub use auth::{AUTH_HEADER, ClientAuth, ServerAuth, constant_time_eq};
 pub use error::ClusterError;
 pub use forward::MembershipView;
 pub use node::ClusterNode;

@@ -191,6 +191,24 @@ pub enum Command {
     },
     /// Replaces the cluster-wide settings.
     SetSettings(SharedSettings),
+    /// Puts `farm` only if the farm of that name is exactly `expected` right now (`None`:
+    /// no such farm) and no other farm holds one of its ports on the same VIP and protocol.
+    /// The admin API's read-modify-write: a change committed in between turns it into a
+    /// no-op (`changed = false`) instead of being silently overwritten; the caller re-reads.
+    PutFarmIf {
+        /// The farm as the writer read it.
+        expected: Option<Farm>,
+        /// The farm as it should be.
+        farm: Farm,
+    },
+    /// Makes the farm set exactly `farms` if it is exactly `expected` right now (farms in
+    /// name order): a whole `apply` in one entry, so a half-applied file never exists.
+    ReplaceFarms {
+        /// Every farm as the writer read them, in name order.
+        expected: Vec<Farm>,
+        /// The desired farms.
+        farms: Vec<Farm>,
+    },
 }
 
 /// Why a command was refused before it reached the log.
@@ -207,6 +225,9 @@ pub enum InvalidCommand {
     /// Two farms of one bootstrap share a name.
     #[error("bootstrap lists farm {0:?} twice")]
     DuplicateFarm(String),
+    /// Two farms of one command claim a common port on the same VIP and protocol.
+    #[error("farms {0:?} and {1:?} overlap on the same VIP, protocol and ports")]
+    Overlap(String, String),
 }
 
 impl Farm {
@@ -241,11 +262,44 @@ impl Farm {
     }
 }
 
+impl Farm {
+    /// Whether `self` and `other` claim a common port on the same VIP and protocol.
+    pub fn overlaps(&self, other: &Farm) -> bool {
+        self.vip == other.vip
+            && self.protocol == other.protocol
+            && self.port_first <= other.port_last
+            && other.port_first <= self.port_last
+    }
+}
+
 impl Command {
     /// Refuses commands that would put an inconsistent farm into the state.
     pub fn validate(&self) -> Result<(), InvalidCommand> {
         match self {
             Command::PutFarm(f) => f.validate(),
+            Command::PutFarmIf { farm, expected } => {
+                if let Some(e) = expected
+                    && e.name != farm.name
+                {
+                    return Err(InvalidCommand::Farm {
+                        farm: farm.name.clone(),
+                        reason: format!("expected farm is {:?}", e.name),
+                    });
+                }
+                farm.validate()
+            }
+            Command::ReplaceFarms { farms, .. } => {
+                for (i, f) in farms.iter().enumerate() {
+                    f.validate()?;
+                    if farms[..i].iter().any(|o| o.name == f.name) {
+                        return Err(InvalidCommand::DuplicateFarm(f.name.clone()));
+                    }
+                    if let Some(o) = farms[..i].iter().find(|o| o.overlaps(f)) {
+                        return Err(InvalidCommand::Overlap(o.name.clone(), f.name.clone()));
+                    }
+                }
+                Ok(())
+            }
             Command::Bootstrap { farms } => {
                 for (i, f) in farms.iter().enumerate() {
                     f.validate()?;
@@ -268,7 +322,7 @@ impl ClusterState {
     /// is a no-op, identically on every node.
     // The log index is part of the signature so time-like data (persistence refreshes, next
     // issue) is measured in the log, never by a node's clock.
-    pub fn apply(&mut self, cmd: &Command, _index: u64) -> bool {
+    pub fn apply(&mut self, cmd: &Command, index: u64) -> bool {
         match cmd {
             Command::PutFarm(farm) => self.put_farm(farm.clone()),
             Command::DeleteFarm { name } => {
@@ -301,6 +355,37 @@ impl ClusterState {
             Command::SetSettings(s) => {
                 let changed = &self.settings != s;
                 self.settings = s.clone();
+                changed
+            }
+            Command::PutFarmIf { expected, farm } => {
+                let current = self.farms.get(&farm.name);
+                let overlap = self
+                    .farms
+                    .values()
+                    .any(|o| o.name != farm.name && o.overlaps(farm));
+                if current != expected.as_ref() || overlap || farm.validate().is_err() {
+                    return false;
+                }
+                self.put_farm(farm.clone())
+            }
+            Command::ReplaceFarms { expected, farms } => {
+                if !self.farms.values().eq(expected.iter()) {
+                    return false;
+                }
+                let keep: Vec<&String> = farms.iter().map(|f| &f.name).collect();
+                let gone: Vec<String> = self
+                    .farms
+                    .keys()
+                    .filter(|n| !keep.contains(n))
+                    .cloned()
+                    .collect();
+                let mut changed = false;
+                for name in gone {
+                    changed |= self.apply(&Command::DeleteFarm { name }, index);
+                }
+                for f in farms {
+                    changed |= self.put_farm(f.clone());
+                }
                 changed
             }
         }
@@ -428,6 +513,56 @@ mod tests {
         assert_eq!(
             dup.validate(),
             Err(InvalidCommand::DuplicateFarm("w".into()))
+        );
+    }
+
+    #[test]
+    fn conditional_puts_refuse_a_stale_read_and_overlaps() {
+        let mut s = ClusterState::default();
+        let a = farm("web", &["a"]);
+        let put = |expected: Option<&Farm>, farm: &Farm| Command::PutFarmIf {
+            expected: expected.cloned(),
+            farm: farm.clone(),
+        };
+        assert!(s.apply(&put(None, &a), 1));
+        assert!(!s.apply(&put(None, &a), 2), "create of an existing farm");
+        let ab = farm("web", &["a", "b"]);
+        let ac = farm("web", &["a", "c"]);
+        assert!(s.apply(&put(Some(&a), &ab), 3));
+        assert!(
+            !s.apply(&put(Some(&a), &ac), 4),
+            "a write based on a stale read must not overwrite b"
+        );
+        assert_eq!(s.farms["web"], ab);
+        let mut other = farm("other", &["x"]);
+        assert!(!s.apply(&put(None, &other), 5), "same VIP, protocol, port");
+        other.port_first = 81;
+        other.port_last = 81;
+        assert!(s.apply(&put(None, &other), 6));
+    }
+
+    #[test]
+    fn replace_farms_is_all_or_nothing() {
+        let mut s = ClusterState::default();
+        s.apply(&Command::PutFarm(farm("a", &["x"])), 1);
+        let expected: Vec<Farm> = s.farms.values().cloned().collect();
+        let mut b = farm("b", &["y"]);
+        b.port_first = 90;
+        b.port_last = 90;
+        let cmd = Command::ReplaceFarms {
+            expected: expected.clone(),
+            farms: vec![b.clone()],
+        };
+        assert!(s.apply(&cmd, 2));
+        assert_eq!(s.farms.keys().collect::<Vec<_>>(), vec!["b"]);
+        assert!(!s.apply(&cmd, 3), "the state moved on: nothing happens");
+        let same = Command::ReplaceFarms {
+            expected: vec![b.clone()],
+            farms: vec![b],
+        };
+        assert!(
+            !s.apply(&same, 4),
+            "replacing with the same set changes nothing"
         );
     }
 
