@@ -21,10 +21,18 @@ const MAX_ATTEMPTS: u32 = 1000;
 /// A request for the leader.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum Forward {
-    Write(Command),
-    AddLearner { id: NodeId, addr: String },
-    Promote { id: NodeId },
-    Remove { id: NodeId },
+    /// Boxed: a command holds whole farms (serde encodes a box as its contents).
+    Write(Box<Command>),
+    AddLearner {
+        id: NodeId,
+        addr: String,
+    },
+    Promote {
+        id: NodeId,
+    },
+    Remove {
+        id: NodeId,
+    },
 }
 
 /// The leader's answer.
@@ -95,7 +103,7 @@ pub(crate) async fn execute_local(shared: &Shared, req: Forward) -> Result<Forwa
             if shared.is_handing_over() {
                 return Err(Refused::NotLeader);
             }
-            match raft.client_write(cmd).await {
+            match raft.client_write(*cmd).await {
                 Ok(r) => Ok(ForwardReply::Applied(r.data)),
                 Err(e) => Err(refused_membership(e, "write")),
             }

@@ -235,7 +235,7 @@ impl ClusterNode {
     /// Commits `cmd` through the leader (forwarded if this node does not lead) and returns
     /// once it is applied on the leader.
     pub async fn write(&self, cmd: Command) -> Result<Applied, ClusterError> {
-        match forward(&self.shared, Forward::Write(cmd), "write").await? {
+        match forward(&self.shared, Forward::Write(Box::new(cmd)), "write").await? {
             ForwardReply::Applied(a) => Ok(a),
             ForwardReply::Membership(_) => Err(ClusterError::Raft {
                 stage: "write",
@@ -411,9 +411,9 @@ async fn bootstrap(
         }
         match forward(
             &shared,
-            Forward::Write(Command::Bootstrap {
+            Forward::Write(Box::new(Command::Bootstrap {
                 farms: farms.clone(),
-            }),
+            })),
             "bootstrap",
         )
         .await

@@ -322,15 +322,10 @@ impl ClusterState {
     /// is a no-op, identically on every node.
     // The log index is part of the signature so time-like data (persistence refreshes, next
     // issue) is measured in the log, never by a node's clock.
-    pub fn apply(&mut self, cmd: &Command, index: u64) -> bool {
+    pub fn apply(&mut self, cmd: &Command, _index: u64) -> bool {
         match cmd {
             Command::PutFarm(farm) => self.put_farm(farm.clone()),
-            Command::DeleteFarm { name } => {
-                let existed = self.farms.remove(name).is_some();
-                self.health.remove(name);
-                self.persistence.remove(name);
-                existed
-            }
+            Command::DeleteFarm { name } => self.delete_farm(name),
             Command::SetHealth { farm, backend, up } => {
                 let known = self
                     .farms
@@ -381,7 +376,7 @@ impl ClusterState {
                     .collect();
                 let mut changed = false;
                 for name in gone {
-                    changed |= self.apply(&Command::DeleteFarm { name }, index);
+                    changed |= self.delete_farm(&name);
                 }
                 for f in farms {
                     changed |= self.put_farm(f.clone());
@@ -389,6 +384,13 @@ impl ClusterState {
                 changed
             }
         }
+    }
+
+    fn delete_farm(&mut self, name: &str) -> bool {
+        let existed = self.farms.remove(name).is_some();
+        self.health.remove(name);
+        self.persistence.remove(name);
+        existed
     }
 
     fn put_farm(&mut self, farm: Farm) -> bool {
