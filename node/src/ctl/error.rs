@@ -1,0 +1,144 @@
+//! Why a `dsrctl` command failed, as one line that says what to check, and its exit code.
+
+use std::path::PathBuf;
+use tonic::Code;
+
+/// A failed command. `Display` is the whole message (one line, no trailing period).
+#[derive(Debug, thiserror::Error)]
+pub enum CtlError {
+    /// No endpoint accepted a connection (or every one answered UNAVAILABLE).
+    #[error(
+        "cannot reach {}: {}; check --endpoint and that dsrlb runs with [admin] listen",
+        .endpoints.join(", "), .cause
+    )]
+    Unreachable {
+        endpoints: Vec<String>,
+        /// The last endpoint's failure.
+        cause: String,
+    },
+    /// The server refused the admin token.
+    #[error(
+        "refused: the admin token was rejected by {endpoint}; check --token-file / \
+         DSRCTL_TOKEN_FILE and the node's [admin] token_file"
+    )]
+    Refused { endpoint: String },
+    /// A reachable server answered with an error.
+    #[error("{}", rpc_message(.endpoint, *.code, .message))]
+    Rpc {
+        endpoint: String,
+        code: Code,
+        message: String,
+    },
+    /// The token file could not be used.
+    #[error("cannot use the token file {}: {reason}; check --token-file / DSRCTL_TOKEN_FILE", .path.display())]
+    TokenFile { path: PathBuf, reason: String },
+    /// The `apply` file could not be read or is not TOML.
+    #[error("invalid: {}: {reason}", .path.display())]
+    ApplyFile { path: PathBuf, reason: String },
+    /// The verb has no RPC in this version of the admin API.
+    #[error("{verb}: not yet supported by this server (dsrlb.admin.v1 has no {what} RPCs)")]
+    NotSupported {
+        verb: &'static str,
+        what: &'static str,
+    },
+    /// The server answered without a field it always sends.
+    #[error("bad reply from {endpoint}: {what} missing")]
+    BadReply {
+        endpoint: String,
+        what: &'static str,
+    },
+    /// Writing the output failed (other than a closed pipe).
+    #[error("cannot write the output: {0}")]
+    Output(#[from] std::io::Error),
+    /// The async runtime could not start.
+    #[error("cannot start the runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+impl CtlError {
+    /// 1 for every failure: usage errors (2) are clap's and never reach this type.
+    pub fn exit_code(&self) -> u8 {
+        1
+    }
+
+    /// Whether another endpoint may succeed where this one failed.
+    pub fn try_next_endpoint(code: Code) -> bool {
+        code == Code::Unavailable
+    }
+}
+
+fn rpc_message(endpoint: &str, code: Code, message: &str) -> String {
+    // Server messages may span lines (a TOML parse error does); the contract is one line.
+    let msg = message.split_whitespace().collect::<Vec<_>>().join(" ");
+    match code {
+        Code::InvalidArgument => format!("invalid: {msg}"),
+        Code::NotFound => format!("not found: {msg}"),
+        Code::AlreadyExists => format!("already exists: {msg}"),
+        Code::FailedPrecondition => format!("not possible now: {msg}"),
+        Code::PermissionDenied => format!("denied by {endpoint}: {msg}"),
+        Code::DeadlineExceeded => {
+            format!("timed out waiting for {endpoint}: {msg}; a longer --timeout may help")
+        }
+        Code::Unimplemented => {
+            format!("not supported by the server at {endpoint} (an older dsrlb?): {msg}")
+        }
+        Code::Unavailable => format!("unavailable at {endpoint}: {msg}"),
+        other => format!("error from {endpoint} ({other:?}): {msg}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_one_line_and_say_what_to_check() {
+        let cases = [
+            (
+                CtlError::Unreachable {
+                    endpoints: vec!["http://a:7101".into(), "http://b:7101".into()],
+                    cause: "connection refused".into(),
+                },
+                "cannot reach http://a:7101, http://b:7101: connection refused; check \
+                 --endpoint and that dsrlb runs with [admin] listen",
+            ),
+            (
+                CtlError::Refused {
+                    endpoint: "http://a:7101".into(),
+                },
+                "refused: the admin token was rejected by http://a:7101; check --token-file / \
+                 DSRCTL_TOKEN_FILE and the node's [admin] token_file",
+            ),
+            (
+                CtlError::Rpc {
+                    endpoint: "http://a:7101".into(),
+                    code: Code::InvalidArgument,
+                    message: "farm.vip: not a unicast\n  address".into(),
+                },
+                "invalid: farm.vip: not a unicast address",
+            ),
+            (
+                CtlError::Rpc {
+                    endpoint: "http://a:7101".into(),
+                    code: Code::NotFound,
+                    message: "farm `web`".into(),
+                },
+                "not found: farm `web`",
+            ),
+            (
+                CtlError::NotSupported {
+                    verb: "persistence list",
+                    what: "persistence",
+                },
+                "persistence list: not yet supported by this server (dsrlb.admin.v1 has no \
+                 persistence RPCs)",
+            ),
+        ];
+        for (err, want) in cases {
+            let text = err.to_string();
+            assert_eq!(text, want);
+            assert!(!text.contains('\n'));
+            assert_eq!(err.exit_code(), 1);
+        }
+    }
+}

@@ -1,0 +1,368 @@
+//! Views → text for `-o table` (people) and `-o json` (scripts). Every renderer is pure and
+//! returns the whole output, so tests compare strings.
+
+use super::table::{Table, fields};
+use super::view::{
+    BackendView, BackendsView, ExportView, FarmShowView, FarmView, FarmsView, LeaderView,
+    MembershipView, StatusView, WriteView,
+};
+use serde::Serialize;
+
+/// Pretty JSON and a newline; the views hold nothing serde could refuse.
+pub fn json<T: Serialize>(v: &T) -> String {
+    let mut s =
+        serde_json::to_string_pretty(v).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+    s.push('\n');
+    s
+}
+
+fn node(id: Option<u64>) -> String {
+    id.map_or_else(|| "none".to_owned(), |n| format!("node {n}"))
+}
+
+fn yes_no(b: bool) -> String {
+    if b { "yes" } else { "no" }.to_owned()
+}
+
+fn list(ids: &[u64]) -> String {
+    if ids.is_empty() {
+        return "-".into();
+    }
+    ids.iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub fn status(s: &StatusView) -> String {
+    let lease = if s.leader == Some(s.answered_by) {
+        format!("{} ms", s.lease_age_ms)
+    } else {
+        "- (known to the leader only)".into()
+    };
+    let mut out = fields(&[
+        ("answered by", format!("node {}", s.answered_by)),
+        ("leader", node(s.leader)),
+        ("vip owner", node(s.vip_owner)),
+        ("term", s.term.to_string()),
+        ("lease age", lease),
+        (
+            "log index",
+            format!("{} (applied {})", s.last_log_index, s.applied_index),
+        ),
+    ]);
+    out.push('\n');
+    let mut t = Table::new(&["id", "address", "role", "reachable", "last log", "lag"]);
+    for m in &s.members {
+        t.row(vec![
+            m.id.to_string(),
+            m.address.clone(),
+            m.role.clone(),
+            yes_no(m.reachable),
+            m.last_log_index.to_string(),
+            m.lag.to_string(),
+        ]);
+    }
+    out.push_str(&t.render());
+    if !s.vips.is_empty() {
+        out.push('\n');
+        let mut t = Table::new(&["vip", "owner"]);
+        for v in &s.vips {
+            t.row(vec![v.vip.clone(), node(v.owner)]);
+        }
+        out.push_str(&t.render());
+    }
+    out
+}
+
+fn check_text(f: &FarmView) -> String {
+    match &f.check {
+        Some(c) => format!(
+            "{} every {}, timeout {}, rise {}, fall {}",
+            c.kind, c.interval, c.timeout, c.rise, c.fall
+        ),
+        None => "none".into(),
+    }
+}
+
+/// Backends that take new flows: administratively up and passing their check.
+fn serving(backends: &[BackendView]) -> usize {
+    backends
+        .iter()
+        .filter(|b| b.healthy && b.state == "up")
+        .count()
+}
+
+pub fn farms(v: &FarmsView) -> String {
+    if v.farms.is_empty() {
+        return format!("no farms (answered by node {})\n", v.answered_by);
+    }
+    let mut t = Table::new(&[
+        "name",
+        "vip",
+        "ports",
+        "protocol",
+        "scheduler",
+        "persistence",
+        "check",
+        "serving",
+    ]);
+    for f in &v.farms {
+        t.row(vec![
+            f.name.clone(),
+            f.vip.clone(),
+            f.ports.clone(),
+            f.protocol.clone(),
+            f.scheduler.clone(),
+            f.persistence.clone(),
+            f.check
+                .as_ref()
+                .map_or_else(|| "none".into(), |c| format!("{} {}", c.kind, c.interval)),
+            format!("{}/{}", serving(&f.backends), f.backends.len()),
+        ]);
+    }
+    format!("{}(answered by node {})\n", t.render(), v.answered_by)
+}
+
+fn backend_table(backends: &[BackendView]) -> String {
+    if backends.is_empty() {
+        return "no backends\n".into();
+    }
+    let mut t = Table::new(&[
+        "name", "ip", "mac", "weight", "state", "priority", "healthy",
+    ]);
+    for b in backends {
+        t.row(vec![
+            b.name.clone(),
+            b.ip.clone(),
+            b.mac.clone().unwrap_or_else(|| "(arp)".into()),
+            b.weight.to_string(),
+            b.state.clone(),
+            b.priority.to_string(),
+            yes_no(b.healthy),
+        ]);
+    }
+    t.render()
+}
+
+pub fn farm_show(v: &FarmShowView) -> String {
+    let f = &v.farm;
+    let persistence = match &f.persistence_ttl {
+        Some(ttl) if f.persistence != "none" => format!("{} (ttl {ttl})", f.persistence),
+        _ => f.persistence.clone(),
+    };
+    let mut out = fields(&[
+        ("name", f.name.clone()),
+        ("vip", f.vip.clone()),
+        ("ports", format!("{}/{}", f.ports, f.protocol)),
+        ("scheduler", f.scheduler.clone()),
+        ("persistence", persistence),
+        ("check", check_text(f)),
+        (
+            "serving",
+            format!("{} of {} backends", serving(&f.backends), f.backends.len()),
+        ),
+        ("answered by", format!("node {}", v.answered_by)),
+    ]);
+    out.push('\n');
+    out.push_str(&backend_table(&f.backends));
+    out
+}
+
+pub fn backends(v: &BackendsView) -> String {
+    format!(
+        "{}(farm {}, answered by node {})\n",
+        backend_table(&v.backends),
+        v.farm,
+        v.answered_by
+    )
+}
+
+pub fn write(v: &WriteView) -> String {
+    format!(
+        "{} (applied at index {}, request taken by node {})\n",
+        v.done, v.applied_index, v.answered_by
+    )
+}
+
+pub fn export(v: &ExportView) -> String {
+    let mut s = v.config.clone();
+    if !s.ends_with('\n') {
+        s.push('\n');
+    }
+    s
+}
+
+pub fn membership(v: &MembershipView) -> String {
+    fields(&[
+        ("voters", list(&v.voters)),
+        ("learners", list(&v.learners)),
+        ("answered by", format!("node {}", v.answered_by)),
+    ])
+}
+
+pub fn leader(v: &LeaderView) -> String {
+    format!("leader is now {}\n", node(v.leader))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::view::{CheckView, MemberView, VipView};
+    use super::*;
+
+    fn web() -> FarmView {
+        FarmView {
+            name: "web".into(),
+            vip: "198.18.0.100".into(),
+            ports: "80".into(),
+            protocol: "tcp".into(),
+            scheduler: "maglev".into(),
+            persistence: "srcip".into(),
+            persistence_ttl: Some("60s".into()),
+            check: Some(CheckView {
+                kind: "tcp".into(),
+                interval: "2s".into(),
+                timeout: "1s".into(),
+                rise: 2,
+                fall: 3,
+            }),
+            backends: vec![
+                BackendView {
+                    name: "b1".into(),
+                    ip: "198.18.0.10".into(),
+                    mac: None,
+                    weight: 1,
+                    state: "up".into(),
+                    priority: 1,
+                    healthy: true,
+                },
+                BackendView {
+                    name: "b2".into(),
+                    ip: "198.18.0.11".into(),
+                    mac: Some("02:00:00:00:00:0b".into()),
+                    weight: 3,
+                    state: "drain".into(),
+                    priority: 2,
+                    healthy: true,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn status_table() {
+        let s = StatusView {
+            answered_by: 1,
+            leader: Some(1),
+            vip_owner: Some(1),
+            term: 4,
+            lease_age_ms: 12,
+            last_log_index: 40,
+            applied_index: 40,
+            members: vec![
+                MemberView {
+                    id: 1,
+                    address: "198.18.0.2:7100".into(),
+                    role: "leader".into(),
+                    reachable: true,
+                    last_log_index: 40,
+                    lag: 0,
+                },
+                MemberView {
+                    id: 2,
+                    address: "198.18.0.3:7100".into(),
+                    role: "voter".into(),
+                    reachable: false,
+                    last_log_index: 0,
+                    lag: 40,
+                },
+            ],
+            vips: vec![VipView {
+                vip: "198.18.0.100".into(),
+                owner: None,
+            }],
+        };
+        assert_eq!(
+            status(&s),
+            "answered by  node 1\n\
+             leader       node 1\n\
+             vip owner    node 1\n\
+             term         4\n\
+             lease age    12 ms\n\
+             log index    40 (applied 40)\n\
+             \n\
+             ID  ADDRESS          ROLE    REACHABLE  LAST LOG  LAG\n\
+             1   198.18.0.2:7100  leader  yes        40        0\n\
+             2   198.18.0.3:7100  voter   no         0         40\n\
+             \n\
+             VIP           OWNER\n\
+             198.18.0.100  none\n"
+        );
+    }
+
+    #[test]
+    fn farm_list_and_show() {
+        let v = FarmsView {
+            answered_by: 2,
+            farms: vec![web()],
+        };
+        assert_eq!(
+            farms(&v),
+            "NAME  VIP           PORTS  PROTOCOL  SCHEDULER  PERSISTENCE  CHECK   SERVING\n\
+             web   198.18.0.100  80     tcp       maglev     srcip        tcp 2s  1/2\n\
+             (answered by node 2)\n"
+        );
+        let out = farm_show(&FarmShowView {
+            answered_by: 3,
+            farm: web(),
+        });
+        assert!(out.starts_with("name         web\n"), "{out}");
+        assert!(out.contains("persistence  srcip (ttl 60s)\n"), "{out}");
+        assert!(
+            out.contains("check        tcp every 2s, timeout 1s, rise 2, fall 3\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("b2    198.18.0.11  02:00:00:00:00:0b  3       drain  2         yes\n"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn json_shape_is_stable() {
+        let v = FarmsView {
+            answered_by: 2,
+            farms: vec![web()],
+        };
+        let value: serde_json::Value = serde_json::from_str(&json(&v)).expect("valid JSON");
+        assert_eq!(value["answered_by"], 2);
+        assert_eq!(value["farms"][0]["check"]["type"], "tcp");
+        assert_eq!(
+            value["farms"][0]["backends"][0]["mac"],
+            serde_json::Value::Null
+        );
+        assert_eq!(value["farms"][0]["backends"][1]["state"], "drain");
+        let back: FarmsView = serde_json::from_str(&json(&v)).expect("round trip");
+        assert_eq!(back, v);
+    }
+
+    #[test]
+    fn writes_and_membership() {
+        assert_eq!(
+            write(&WriteView {
+                done: "farm web created".into(),
+                applied_index: 17,
+                answered_by: 2
+            }),
+            "farm web created (applied at index 17, request taken by node 2)\n"
+        );
+        assert_eq!(
+            membership(&MembershipView {
+                voters: vec![1, 2, 3],
+                learners: vec![],
+                answered_by: 1
+            }),
+            "voters       1, 2, 3\nlearners     -\nanswered by  node 1\n"
+        );
+    }
+}

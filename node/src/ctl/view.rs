@@ -1,0 +1,308 @@
+//! What `dsrctl` shows, as serde structs: the stable JSON shape of `-o json` and the input of
+//! the table renderers. The generated prost types do not derive serde, and their zeros and
+//! empty strings ("none", "default") read better as `null` and the defaults they stand for.
+
+use proto::admin::v1 as pb;
+use serde::{Deserialize, Serialize};
+
+fn nonzero(v: u64) -> Option<u64> {
+    (v != 0).then_some(v)
+}
+
+fn nonempty(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+fn or_default(s: String, default: &str) -> String {
+    if s.is_empty() { default.to_owned() } else { s }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StatusView {
+    pub answered_by: u64,
+    pub leader: Option<u64>,
+    pub vip_owner: Option<u64>,
+    pub term: u64,
+    pub lease_age_ms: u64,
+    pub last_log_index: u64,
+    pub applied_index: u64,
+    pub members: Vec<MemberView>,
+    pub vips: Vec<VipView>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MemberView {
+    pub id: u64,
+    pub address: String,
+    pub role: String,
+    pub reachable: bool,
+    pub last_log_index: u64,
+    pub lag: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VipView {
+    pub vip: String,
+    pub owner: Option<u64>,
+}
+
+impl From<pb::StatusReply> for StatusView {
+    fn from(r: pb::StatusReply) -> Self {
+        StatusView {
+            answered_by: r.answered_by,
+            leader: nonzero(r.leader),
+            vip_owner: nonzero(r.vip_owner),
+            term: r.term,
+            lease_age_ms: r.lease_age_ms,
+            last_log_index: r.last_log_index,
+            applied_index: r.applied_index,
+            members: r
+                .members
+                .into_iter()
+                .map(|m| MemberView {
+                    id: m.id,
+                    address: m.address,
+                    role: m.role,
+                    reachable: m.reachable,
+                    last_log_index: m.last_log_index,
+                    lag: m.lag,
+                })
+                .collect(),
+            vips: r
+                .vips
+                .into_iter()
+                .map(|v| VipView {
+                    vip: v.vip,
+                    owner: nonzero(v.owner),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FarmView {
+    pub name: String,
+    pub vip: String,
+    pub ports: String,
+    pub protocol: String,
+    pub scheduler: String,
+    pub persistence: String,
+    pub persistence_ttl: Option<String>,
+    pub check: Option<CheckView>,
+    pub backends: Vec<BackendView>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckView {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub interval: String,
+    pub timeout: String,
+    pub rise: u32,
+    pub fall: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BackendView {
+    pub name: String,
+    pub ip: String,
+    pub mac: Option<String>,
+    pub weight: u32,
+    pub state: String,
+    pub priority: u32,
+    pub healthy: bool,
+}
+
+impl From<pb::Farm> for FarmView {
+    fn from(f: pb::Farm) -> Self {
+        FarmView {
+            name: f.name,
+            vip: f.vip,
+            ports: f.ports,
+            protocol: f.protocol,
+            scheduler: or_default(f.scheduler, "maglev"),
+            persistence: or_default(f.persistence, "none"),
+            persistence_ttl: nonempty(f.persistence_ttl),
+            check: f.check.map(|c| CheckView {
+                kind: c.r#type,
+                interval: c.interval,
+                timeout: c.timeout,
+                rise: c.rise,
+                fall: c.fall,
+            }),
+            backends: f.backends.into_iter().map(BackendView::from).collect(),
+        }
+    }
+}
+
+impl From<pb::Backend> for BackendView {
+    fn from(b: pb::Backend) -> Self {
+        BackendView {
+            name: b.name,
+            ip: b.ip,
+            mac: nonempty(b.mac),
+            weight: b.weight,
+            state: or_default(b.state, "up"),
+            priority: b.priority,
+            healthy: b.healthy,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FarmsView {
+    pub answered_by: u64,
+    pub farms: Vec<FarmView>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FarmShowView {
+    pub answered_by: u64,
+    pub farm: FarmView,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BackendsView {
+    pub answered_by: u64,
+    pub farm: String,
+    pub backends: Vec<BackendView>,
+}
+
+/// The answer to a write: what was done, where it was applied and who took the request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WriteView {
+    /// E.g. "farm web created".
+    pub done: String,
+    pub applied_index: u64,
+    pub answered_by: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ApplyView {
+    pub dry_run: bool,
+    pub applied: bool,
+    pub applied_index: u64,
+    pub answered_by: u64,
+    pub changes: Vec<ChangeView>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChangeView {
+    /// "create", "update" or "delete".
+    pub action: String,
+    pub farm: String,
+    pub details: Vec<String>,
+}
+
+impl ApplyView {
+    pub fn new(r: pb::ApplyReply, dry_run: bool) -> Self {
+        ApplyView {
+            dry_run,
+            applied: r.applied,
+            applied_index: r.applied_index,
+            answered_by: r.answered_by,
+            changes: r
+                .changes
+                .into_iter()
+                .map(|c| ChangeView {
+                    action: c.action,
+                    farm: c.farm,
+                    details: c.details,
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExportView {
+    pub answered_by: u64,
+    pub config: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MembershipView {
+    pub voters: Vec<u64>,
+    pub learners: Vec<u64>,
+    pub answered_by: u64,
+}
+
+impl From<pb::MembershipReply> for MembershipView {
+    fn from(r: pb::MembershipReply) -> Self {
+        MembershipView {
+            voters: r.voters,
+            learners: r.learners,
+            answered_by: r.answered_by,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LeaderView {
+    pub leader: Option<u64>,
+    pub answered_by: u64,
+}
+
+/// Counters of one node, with rates per second since the previous sample when watching.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StatsView {
+    pub node: u64,
+    pub vip_owner: bool,
+    pub answered_by: u64,
+    /// Seconds between the previous sample and this one; `None` for the first.
+    pub interval_s: Option<f64>,
+    pub farms: Vec<FarmStatsView>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FarmStatsView {
+    pub name: String,
+    pub flows_new: u64,
+    pub flows_new_per_s: Option<f64>,
+    pub backends: Vec<BackendStatsView>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BackendStatsView {
+    pub name: String,
+    pub state: String,
+    pub healthy: bool,
+    pub packets: u64,
+    pub bytes: u64,
+    pub packets_per_s: Option<f64>,
+    pub bytes_per_s: Option<f64>,
+}
+
+impl From<pb::StatsReply> for StatsView {
+    fn from(r: pb::StatsReply) -> Self {
+        StatsView {
+            node: r.node,
+            vip_owner: r.vip_owner,
+            answered_by: r.answered_by,
+            interval_s: None,
+            farms: r
+                .farms
+                .into_iter()
+                .map(|f| FarmStatsView {
+                    name: f.name,
+                    flows_new: f.flows_new,
+                    flows_new_per_s: None,
+                    backends: f
+                        .backends
+                        .into_iter()
+                        .map(|b| BackendStatsView {
+                            name: b.name,
+                            state: or_default(b.state, "up"),
+                            healthy: b.healthy,
+                            packets: b.packets,
+                            bytes: b.bytes,
+                            packets_per_s: None,
+                            bytes_per_s: None,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+}
