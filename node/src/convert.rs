@@ -53,6 +53,8 @@ mod tests {
             r#"
             [node]
             id = 1
+            [admin]
+            token_file = "/etc/dsrlb/admin.token"
             [[farm]]
             name = "web"
             vip = "198.18.0.100"

@@ -2,6 +2,9 @@
 //! table in step with the replicated state on every node (hot standby), owns the VIPs while
 //! it leads under a fresh quorum lease, and runs health checks while it leads.
 //!
+//! Every node also serves the admin API (`admin`) on `[admin] listen`; it is stopped before
+//! the cluster member so that the member's handle is the daemon's alone at shutdown.
+//!
 //! One loop reacts to four things: the replicated state (rebuild the table; restart the
 //! checks if the checked set changed), Raft metrics (leadership, term, quorum ack), learned
 //! MACs (rebuild the table), and a short tick that re-judges ownership, because a lease runs
@@ -89,6 +92,24 @@ async fn run_inner(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
         shared.clone(),
     )?;
     info!(workers, "datapath started");
+    let admin_server = crate::admin::serve(
+        config.admin_listen,
+        crate::admin::AdminContext {
+            cluster: cluster.clone(),
+            datapath: shared.clone(),
+            net: crate::admin::NetFacts {
+                node_addrs: facts.local_addrs.clone(),
+                subnets: facts
+                    .interface
+                    .as_ref()
+                    .map(|i| i.ipv4.clone())
+                    .unwrap_or_default(),
+            },
+            token: read_token("admin.token_file", &config.admin_token_file)?,
+            admin_port: config.admin_listen.port(),
+        },
+    )
+    .await?;
     let metrics_server = match config.metrics_listen {
         Some(addr) => Some(metrics::serve(addr, node_metrics.clone()).await?),
         None => None,
@@ -124,6 +145,7 @@ async fn run_inner(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
     }
     node.writes.shutdown().await;
     drop(node);
+    admin_server.stop().await;
     match Arc::try_unwrap(cluster) {
         Ok(cluster) => {
             if let Err(e) = cluster.shutdown().await {
@@ -145,15 +167,7 @@ async fn run_inner(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
 fn cluster_settings(config: &Config) -> anyhow::Result<ClusterSettings> {
     let c = &config.cluster;
     let token = match &c.token_file {
-        Some(path) => {
-            let token = std::fs::read_to_string(path)
-                .with_context(|| format!("cluster.token_file {path}: cannot read"))?;
-            let token = token.trim().to_string();
-            if token.is_empty() {
-                anyhow::bail!("cluster.token_file {path}: the file is empty");
-            }
-            token
-        }
+        Some(path) => read_token("cluster.token_file", path)?,
         // A cluster of one talks to no peer; a random token keeps its listener closed.
         None => random_token().context("generating a token for a cluster of one")?,
     };
@@ -169,6 +183,17 @@ fn cluster_settings(config: &Config) -> anyhow::Result<ClusterSettings> {
     s.election_timeout = c.election_timeout;
     s.witness = c.witness;
     Ok(s)
+}
+
+/// The token in the file `path` (config key `key`), trimmed; never logged.
+fn read_token(key: &str, path: &str) -> anyhow::Result<String> {
+    let token =
+        std::fs::read_to_string(path).with_context(|| format!("{key} {path}: cannot read"))?;
+    let token = token.trim().to_string();
+    if token.is_empty() {
+        anyhow::bail!("{key} {path}: the file is empty");
+    }
+    Ok(token)
 }
 
 fn random_token() -> std::io::Result<String> {

@@ -1,6 +1,7 @@
 //! The `dsrlb` node: the daemon and the glue between control plane and datapath.
 //!
 //! Layout:
+//! - [`admin`]: the admin gRPC API (`dsrlb.admin.v1`) every node serves.
 //! - [`config`]: the node config file (TOML), its defaults and validation.
 //! - [`preflight`]: host checks that refuse a setup that would break DSR.
 //! - [`daemon`]: `dsrlb run` — starts everything and keeps the tables current.
@@ -10,6 +11,7 @@
 //! - [`ctl`]: `dsrctl`, the admin client.
 //! - `lab`: network-namespace hosts for tests, benchmarks and `dsrlb demo`.
 
+pub mod admin;
 pub mod config;
 pub mod convert;
 pub mod ctl;

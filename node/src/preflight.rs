@@ -164,6 +164,8 @@ mod tests {
             r#"
             [node]
             id = 1
+            [admin]
+            token_file = "/etc/dsrlb/admin.token"
             [datapath]
             interface = "eth0"
             [[farm]]

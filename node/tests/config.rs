@@ -14,6 +14,10 @@ token_file = "/etc/dsrlb/cluster.token"
 election_timeout_ms = [150, 300]
 lease_ms = 120
 
+[admin]
+listen = "198.18.0.11:7101"
+token_file = "/etc/dsrlb/admin.token"
+
 [datapath]
 interface = "eth0"
 
@@ -67,7 +71,8 @@ fn the_base_config_is_valid_and_typed() {
 
 #[test]
 fn defaults_fill_what_is_left_out() {
-    let c = config::parse("[node]\nid = 7\n").expect("valid");
+    let c = config::parse("[node]\nid = 7\n[admin]\ntoken_file = \"/etc/dsrlb/admin.token\"\n")
+        .expect("valid");
     assert_eq!(c.admin_listen.port(), 7101);
     assert_eq!(c.metrics_listen.unwrap().port(), 7102);
     assert_eq!(c.cluster.listen.port(), 7100);
@@ -117,6 +122,21 @@ const CASES: &[(&str, &str, &str)] = &[
         "token_file = \"/etc/dsrlb/cluster.token\"",
         "",
         "cluster.token_file",
+    ),
+    (
+        "token_file = \"/etc/dsrlb/admin.token\"",
+        "",
+        "admin.token_file",
+    ),
+    (
+        "token_file = \"/etc/dsrlb/admin.token\"",
+        "token_file = \"\"",
+        "admin.token_file",
+    ),
+    (
+        "listen = \"198.18.0.11:7101\"",
+        "listen = \"7101\"",
+        "admin.listen",
     ),
     ("lease_ms = 120", "lease_ms = 150", "cluster.lease_ms"),
     ("lease_ms = 120", "lease_ms = 0", "cluster.lease_ms"),

@@ -9,10 +9,10 @@
 mod raw;
 mod validate;
 
-pub use raw::RawConfig;
+pub use raw::{RawBackend, RawCheck, RawConfig, RawFarm, RawFarms};
 pub use validate::{
     BackendConfig, BackendState, CheckConfig, ClusterConfig, Config, DatapathSettings, FarmConfig,
-    Persistence, Protocol, Scheduler,
+    Keys, MAX_WEIGHT, Persistence, Protocol, Scheduler, overlaps, validate_farm, validate_farms,
 };
 
 use std::path::Path;

@@ -1,7 +1,7 @@
 //! The TOML schema as written by operators, one struct per table. Defaults live here so that
 //! the file documents itself; meaning and checks live in `validate`.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The whole node config file.
 #[derive(Debug, Default, Deserialize)]
@@ -144,8 +144,17 @@ impl Default for RawMetrics {
     }
 }
 
+/// A file of `[[farm]]` tables and nothing else: what `dsrctl apply` sends and `export`
+/// returns. Same farm schema as the node config.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawFarms {
+    /// `[[farm]]` tables.
+    pub farm: Vec<RawFarm>,
+}
+
 /// One `[[farm]]` table.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RawFarm {
     /// Unique farm name: letters, digits, `-`, `_`, `.`; 1–63 characters.
@@ -153,25 +162,31 @@ pub struct RawFarm {
     /// The virtual IPv4 address.
     pub vip: String,
     /// The virtual (= backend) port; or use `ports`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
     /// A port range `"a-b"`, instead of `port`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ports: Option<String>,
     /// `tcp` or `udp`.
     pub protocol: String,
     /// `maglev` (default).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub scheduler: Option<String>,
     /// `none` (default) or `srcip`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub persistence: Option<String>,
     /// Lifetime of a persistence entry (duration string, default `60s`).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub persistence_ttl: Option<String>,
     /// Health check; absent means backends are always considered healthy.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub check: Option<RawCheck>,
     /// `[[farm.backend]]` tables.
     pub backend: Vec<RawBackend>,
 }
 
 /// `[farm.check]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RawCheck {
     /// `tcp` (connect) or `none`.
@@ -200,7 +215,7 @@ impl Default for RawCheck {
 }
 
 /// One `[[farm.backend]]` table.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RawBackend {
     /// Backend name, unique in its farm; same rules as farm names.
@@ -208,11 +223,15 @@ pub struct RawBackend {
     /// The backend's IPv4 address on the datapath interface's subnet.
     pub ip: String,
     /// A pinned MAC; otherwise learned by ARP.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
     /// Relative weight, 0–65535 (default 1; 0 takes no new flows).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub weight: Option<u32>,
     /// `up` (default), `drain` or `off`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
     /// Backup tier: the lowest priority with a live backend serves (default 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub priority: Option<u32>,
 }

@@ -15,6 +15,8 @@ pub struct Config {
     pub data_dir: String,
     pub cluster: ClusterConfig,
     pub admin_listen: SocketAddr,
+    /// File holding the admin bearer token (required: every admin RPC is authenticated).
+    pub admin_token_file: String,
     pub datapath: DatapathSettings,
     /// `None` when metrics are disabled (`listen = ""`).
     pub metrics_listen: Option<SocketAddr>,
@@ -166,40 +168,36 @@ impl RawConfig {
         }
         let cluster = self.validate_cluster(node_id)?;
         let admin_listen = socket_addr("admin.listen", &self.admin.listen)?;
+        // DESIGN invariant 6: no admin RPC goes unauthenticated, so there is no token-less
+        // mode to fall back to.
+        let admin_token_file = match &self.admin.token_file {
+            Some(f) if !f.is_empty() => f.clone(),
+            Some(_) => {
+                return Err(ConfigError::invalid(
+                    "admin.token_file",
+                    "must not be empty",
+                ));
+            }
+            None => {
+                return Err(ConfigError::invalid(
+                    "admin.token_file",
+                    "is required (every admin RPC needs the admin token)",
+                ));
+            }
+        };
         let metrics_listen = if self.metrics.listen.is_empty() {
             None
         } else {
             Some(socket_addr("metrics.listen", &self.metrics.listen)?)
         };
         let datapath = self.validate_datapath()?;
-        let mut farms = Vec::with_capacity(self.farm.len());
-        let mut names = HashSet::new();
-        for (i, raw) in self.farm.iter().enumerate() {
-            let farm = validate_farm(i, raw)?;
-            if !names.insert(farm.name.clone()) {
-                return Err(ConfigError::invalid(
-                    format!("farm[{i}].name"),
-                    format!("{:?} is used by another farm", farm.name),
-                ));
-            }
-            if let Some(other) = farms.iter().find(|f: &&FarmConfig| overlaps(f, &farm)) {
-                return Err(ConfigError::invalid(
-                    format!("farm[{}].port", farm.name),
-                    format!(
-                        "ports {}-{} overlap farm {:?} on the same VIP and protocol",
-                        farm.ports.start(),
-                        farm.ports.end(),
-                        other.name
-                    ),
-                ));
-            }
-            farms.push(farm);
-        }
+        let farms = validate_farms(&self.farm)?;
         Ok(Config {
             node_id,
             data_dir: self.node.data_dir,
             cluster,
             admin_listen,
+            admin_token_file,
             datapath,
             metrics_listen,
             farms,
@@ -344,16 +342,81 @@ impl RawConfig {
     }
 }
 
-fn overlaps(a: &FarmConfig, b: &FarmConfig) -> bool {
+/// Checks a list of `[[farm]]` tables (a node config's or an `apply` file's): each farm,
+/// unique names, no two farms on a common port of one VIP and protocol.
+pub fn validate_farms(raw: &[RawFarm]) -> Result<Vec<FarmConfig>> {
+    let mut farms = Vec::with_capacity(raw.len());
+    let mut names = HashSet::new();
+    for (i, raw) in raw.iter().enumerate() {
+        let farm = validate_farm(Keys::File { index: i }, raw)?;
+        if !names.insert(farm.name.clone()) {
+            return Err(ConfigError::invalid(
+                format!("farm[{i}].name"),
+                format!("{:?} is used by another farm", farm.name),
+            ));
+        }
+        if let Some(other) = farms.iter().find(|f: &&FarmConfig| overlaps(f, &farm)) {
+            return Err(ConfigError::invalid(
+                format!("farm[{}].port", farm.name),
+                format!(
+                    "ports {}-{} overlap farm {:?} on the same VIP and protocol",
+                    farm.ports.start(),
+                    farm.ports.end(),
+                    other.name
+                ),
+            ));
+        }
+        farms.push(farm);
+    }
+    Ok(farms)
+}
+
+/// How error keys are spelled. A config file names farms and backends by name (by position
+/// until the name itself is known good): `farm[web].backend[b1].ip`. An API request holds one
+/// farm, so its keys are paths into the request by position: `farm.backend[1].ip`. One
+/// validator serves both, so the file and the API accept exactly the same farms.
+#[derive(Debug, Clone, Copy)]
+pub enum Keys {
+    /// A `[[farm]]` table of a file, at this position among the farms.
+    File { index: usize },
+    /// The `farm` field of an API request.
+    Api,
+}
+
+impl Keys {
+    /// The key of `field` of farm `name`.
+    pub fn farm(self, name: &str, field: &str) -> String {
+        match self {
+            Keys::File { index } if field == "name" => format!("farm[{index}].name"),
+            Keys::File { .. } => format!("farm[{name}].{field}"),
+            // The API has one `ports` field for both spellings.
+            Keys::Api if field == "port" => "farm.ports".into(),
+            Keys::Api => format!("farm.{field}"),
+        }
+    }
+
+    /// The key of `field` of backend `name`, at `index` in farm `farm`.
+    pub fn backend(self, farm: &str, index: usize, name: &str, field: &str) -> String {
+        match self {
+            Keys::File { .. } if field == "name" => format!("farm[{farm}].backend[{index}].name"),
+            Keys::File { .. } => format!("farm[{farm}].backend[{name}].{field}"),
+            Keys::Api => format!("farm.backend[{index}].{field}"),
+        }
+    }
+}
+
+/// Whether two farms claim a common port on the same VIP and protocol.
+pub fn overlaps(a: &FarmConfig, b: &FarmConfig) -> bool {
     a.vip == b.vip
         && a.protocol == b.protocol
         && a.ports.start() <= b.ports.end()
         && b.ports.start() <= a.ports.end()
 }
 
-fn validate_farm(index: usize, raw: &RawFarm) -> Result<FarmConfig> {
-    check_name(&format!("farm[{index}].name"), &raw.name)?;
-    let k = |field: &str| format!("farm[{}].{field}", raw.name);
+/// Checks one farm; `keys` decides how the error names the field at fault.
+pub fn validate_farm(keys: Keys, raw: &RawFarm) -> Result<FarmConfig> {
+    check_name(&keys.farm(&raw.name, "name"), &raw.name)?;
+    let k = |field: &str| keys.farm(&raw.name, field);
     let vip = unicast_ipv4(&k("vip"), &raw.vip)?;
     let ports = match (raw.port, &raw.ports) {
         (Some(_), Some(_)) => {
@@ -406,22 +469,23 @@ fn validate_farm(index: usize, raw: &RawFarm) -> Result<FarmConfig> {
     };
     let mut backends: Vec<BackendConfig> = Vec::with_capacity(raw.backend.len());
     for (i, b) in raw.backend.iter().enumerate() {
-        let backend = validate_backend(&raw.name, i, b)?;
+        let backend = validate_backend(keys, &raw.name, i, b)?;
+        let bk = |field: &str| keys.backend(&raw.name, i, &backend.name, field);
         if backends.iter().any(|o| o.name == backend.name) {
             return Err(ConfigError::invalid(
-                format!("farm[{}].backend[{i}].name", raw.name),
+                bk("name"),
                 format!("{:?} is used by another backend of this farm", backend.name),
             ));
         }
         if backends.iter().any(|o| o.ip == backend.ip) {
             return Err(ConfigError::invalid(
-                format!("farm[{}].backend[{}].ip", raw.name, backend.name),
+                bk("ip"),
                 format!("{} is used by another backend of this farm", backend.ip),
             ));
         }
         if backend.ip == vip {
             return Err(ConfigError::invalid(
-                format!("farm[{}].backend[{}].ip", raw.name, backend.name),
+                bk("ip"),
                 "must not equal the farm's VIP",
             ));
         }
@@ -490,9 +554,9 @@ fn validate_check(key: &str, c: &RawCheck) -> Result<Option<CheckConfig>> {
     }))
 }
 
-fn validate_backend(farm: &str, index: usize, b: &RawBackend) -> Result<BackendConfig> {
-    check_name(&format!("farm[{farm}].backend[{index}].name"), &b.name)?;
-    let k = |field: &str| format!("farm[{farm}].backend[{}].{field}", b.name);
+fn validate_backend(keys: Keys, farm: &str, index: usize, b: &RawBackend) -> Result<BackendConfig> {
+    check_name(&keys.backend(farm, index, &b.name, "name"), &b.name)?;
+    let k = |field: &str| keys.backend(farm, index, &b.name, field);
     let ip = unicast_ipv4(&k("ip"), &b.ip)?;
     let mac = match &b.mac {
         None => None,

@@ -95,6 +95,9 @@ fn series_matches(series: &str, name: &str, labels: &[(&str, &str)]) -> bool {
 /// The peer port every lab node's Raft service listens on.
 pub const PEER_PORT: u16 = 7100;
 
+/// The admin port every lab node's admin API listens on (at the node's lab address).
+pub const ADMIN_PORT: u16 = 7101;
+
 /// How a lab node is configured beyond its farms.
 #[derive(Clone, Debug, Default)]
 pub struct NodeOptions {
@@ -130,12 +133,15 @@ impl Lab {
         let _ = write!(
             c,
             "[node]\nid = {}\ndata_dir = {:?}\n\n[datapath]\ninterface = {:?}\nworkers = {}\n\n\
-             [metrics]\nlisten = \"127.0.0.1:{METRICS_PORT}\"\n\n[cluster]\nlisten = \"{}:{PEER_PORT}\"\n\
-             witness = {}\n{}\n",
+             [metrics]\nlisten = \"127.0.0.1:{METRICS_PORT}\"\n\n\
+             [admin]\nlisten = \"{}:{ADMIN_PORT}\"\ntoken_file = {:?}\n\n\
+             [cluster]\nlisten = \"{}:{PEER_PORT}\"\nwitness = {}\n{}\n",
             i + 1,
             data_dir.display().to_string(),
             node.ifname,
             opts.workers.unwrap_or(2),
+            node.ip,
+            self.admin_token_file()?.display().to_string(),
             node.ip,
             opts.witness,
             opts.cluster_extra,
@@ -198,6 +204,32 @@ impl Lab {
             })?;
         }
         Ok(path)
+    }
+
+    /// The lab's admin token file (every node uses it), created on first use.
+    pub fn admin_token_file(&self) -> Result<std::path::PathBuf, LabError> {
+        let path = self.dir().join("admin.token");
+        if !path.exists() {
+            let token = format!("lab-admin-{}-{:x}", self.prefix(), std::process::id());
+            std::fs::write(&path, token).map_err(|source| LabError::File {
+                what: "write admin token",
+                path: path.clone(),
+                source,
+            })?;
+        }
+        Ok(path)
+    }
+
+    /// The admin token itself, for test clients.
+    pub fn admin_token(&self) -> Result<String, LabError> {
+        let path = self.admin_token_file()?;
+        std::fs::read_to_string(&path)
+            .map(|t| t.trim().to_string())
+            .map_err(|source| LabError::File {
+                what: "read admin token",
+                path,
+                source,
+            })
     }
 
     /// Writes node `i`'s config and starts `dsrlb run` in its host, without waiting.

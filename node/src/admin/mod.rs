@@ -1,0 +1,212 @@
+//! The admin API (`dsrlb.admin.v1`) served by every node on `[admin] listen`: what an
+//! operator (or `dsrctl`) does to a live cluster. This module owns the server's lifetime,
+//! the context every call reads, the mapping of failures to gRPC codes and the write path.
+//!
+//! # Layout
+//! - `wire`: API messages ⇄ config-file farm schema ⇄ replicated farms.
+//! - `check`: the farm checks that need the cluster and the node (VIP vs node addresses,
+//!   backend subnet, port overlap); the farm alone goes through the config validator.
+//! - `diff`: farm-by-farm differences for `apply`.
+//! - `service`: farms, backends, apply and export.
+//! - `ops`: status, stats and membership.
+//!
+//! # Decisions
+//! - Authentication: the admin token as a bearer token, checked by the same interceptor as
+//!   the peer service's cluster token (`cluster::ServerAuth`), before any handler runs.
+//! - Validation happens on the node that receives the request, against its replica, before
+//!   anything is forwarded. A farm write is a `Command::PutFarmIf` carrying the farm as it
+//!   was read: if another change reached the farm first, the leader applies nothing, this
+//!   node waits until its replica has that change, validates again on the new state and
+//!   retries (bounded). So a read-modify-write (`UpdateBackend`) never loses a concurrent
+//!   change, and the state machine still refuses overlaps deterministically on its own.
+//!   `Apply` is one `Command::ReplaceFarms` entry with the same rule for the whole set.
+//! - Reads answer from the local replica and name the node (`answered_by`). `Status` on a
+//!   follower reports what that follower knows (replication progress only the leader has is
+//!   0 there); ask the leader for lag.
+//! - Stats of another node (the VIP owner by default) are fetched from that node's admin
+//!   service at the host of its peer address and this node's admin port, with this node's
+//!   admin token: a cluster uses one admin port and one admin token.
+
+mod check;
+mod diff;
+mod ops;
+mod service;
+mod wire;
+
+pub use check::NetFacts;
+
+use cluster::{Applied, ClusterError, ClusterNode, ClusterState, Command};
+use datapath::shared::Shared;
+use proto::admin::v1::admin_server::AdminServer;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::Status;
+use tonic::service::interceptor::InterceptedService;
+
+/// How often a conditional write is re-read and retried after losing to a concurrent one.
+const CAS_ATTEMPTS: usize = 8;
+
+/// How long a node waits for its replica to catch up with a given log index.
+const CATCH_UP: Duration = Duration::from_secs(5);
+
+/// What the admin service of one node reads and acts on.
+pub struct AdminContext {
+    /// The cluster member (state, metrics, writes, membership).
+    pub cluster: Arc<ClusterNode>,
+    /// The datapath's shared state: counters and whether this node owns the VIPs now.
+    pub datapath: Arc<Shared>,
+    /// This node's network, for the farm checks.
+    pub net: NetFacts,
+    /// The admin token; used to call other nodes' admin services. Never logged.
+    pub token: String,
+    /// The admin port other nodes are reached at (this node's).
+    pub admin_port: u16,
+}
+
+/// A running admin server.
+pub struct AdminHandle {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<Result<(), tonic::transport::Error>>,
+    local_addr: SocketAddr,
+}
+
+impl AdminHandle {
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting calls and waits for the server task (which holds the cluster handle).
+    pub async fn stop(self) {
+        // The receiver is gone only if the server already ended; either way it stops.
+        let _ = self.stop.send(());
+        match self.task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "admin server ended with an error"),
+            Err(e) => tracing::warn!(error = %e, "admin server task failed"),
+        }
+    }
+}
+
+/// Binds `listen` and serves the admin API with `ctx` until stopped.
+pub async fn serve(listen: SocketAddr, ctx: AdminContext) -> anyhow::Result<AdminHandle> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("admin.listen {listen}: {e}"))?;
+    let local_addr = listener.local_addr()?;
+    let auth = cluster::ServerAuth::for_service(&ctx.token, "admin", "admin");
+    let service = InterceptedService::new(
+        AdminServer::new(service::AdminService { ctx: Arc::new(ctx) }),
+        auth,
+    );
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener),
+                async move {
+                    // Sent or dropped: stop either way.
+                    let _ = stopped.await;
+                },
+            ),
+    );
+    tracing::info!(listen = %local_addr, "admin API listening");
+    Ok(AdminHandle {
+        stop,
+        task,
+        local_addr,
+    })
+}
+
+/// A cluster failure as the API reports it.
+fn cluster_status(e: ClusterError) -> Status {
+    match &e {
+        ClusterError::Invalid(_) => Status::invalid_argument(e.to_string()),
+        ClusterError::NoLeader { .. } | ClusterError::Peer { .. } => {
+            Status::unavailable(e.to_string())
+        }
+        ClusterError::Membership { retryable, .. } => {
+            if *retryable {
+                Status::unavailable(e.to_string())
+            } else {
+                Status::failed_precondition(e.to_string())
+            }
+        }
+        ClusterError::Transfer { .. } => Status::unavailable(e.to_string()),
+        _ => Status::internal(e.to_string()),
+    }
+}
+
+/// A validation failure: INVALID_ARGUMENT whose message starts with the field path.
+fn invalid(e: crate::config::ConfigError) -> Status {
+    match e {
+        crate::config::ConfigError::Invalid { key, reason } => {
+            Status::invalid_argument(format!("{key}: {reason}"))
+        }
+        other => Status::invalid_argument(other.to_string()),
+    }
+}
+
+impl AdminContext {
+    fn id(&self) -> u64 {
+        self.cluster.id()
+    }
+
+    fn state(&self) -> Arc<ClusterState> {
+        self.cluster.state().borrow().clone()
+    }
+
+    fn applied_index(&self) -> u64 {
+        self.cluster
+            .raft_metrics()
+            .borrow()
+            .last_applied
+            .map_or(0, |l| l.index)
+    }
+
+    /// Waits until this node's replica has applied `index` (bounded).
+    async fn caught_up(&self, index: u64) {
+        let mut rx = self.cluster.raft_metrics();
+        let reached = tokio::time::timeout(
+            CATCH_UP,
+            rx.wait_for(|m| m.last_applied.is_some_and(|l| l.index >= index)),
+        )
+        .await;
+        if !matches!(reached, Ok(Ok(_))) {
+            tracing::warn!(index, "replica did not reach the index in time");
+        }
+    }
+
+    /// The write path of every farm change: `build` looks at the current state and returns
+    /// the conditional command (or `None`: nothing to change, or an error status). A
+    /// conditional command that lost to a concurrent change is rebuilt on the newer state.
+    async fn write_checked(
+        &self,
+        mut build: impl FnMut(&ClusterState) -> Result<Option<Command>, Status>,
+    ) -> Result<Applied, Status> {
+        for _ in 0..CAS_ATTEMPTS {
+            let state = self.state();
+            let Some(cmd) = build(&state)? else {
+                return Ok(Applied {
+                    index: self.applied_index(),
+                    changed: false,
+                });
+            };
+            let applied = self.cluster.write(cmd).await.map_err(cluster_status)?;
+            if applied.changed {
+                self.caught_up(applied.index).await;
+                return Ok(applied);
+            }
+            // Someone else's change came first (or ours was applied by an earlier attempt
+            // that timed out): look again once our replica has it.
+            self.caught_up(applied.index).await;
+        }
+        Err(Status::aborted(
+            "concurrent changes to the same farm kept winning; try again",
+        ))
+    }
+}

@@ -1,0 +1,299 @@
+//! Status, stats and membership calls of the admin API. Status is what this node knows
+//! (replication progress is known on the leader only); stats of another node come from that
+//! node's own admin service; membership changes go through the cluster layer, which
+//! forwards them to the leader.
+
+use super::{AdminContext, cluster_status};
+use cluster::ServerState;
+use proto::admin::v1 as pb;
+use proto::admin::v1::admin_client::AdminClient;
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+use tokio::task::JoinSet;
+use tonic::Status;
+
+/// How long a member's peer port may take to accept a connection and count as reachable.
+const REACH_TIMEOUT: Duration = Duration::from_millis(300);
+
+/// How long a call to another node's admin service may take.
+const REMOTE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Whether a TCP connection to `addr` opens within [`REACH_TIMEOUT`].
+async fn reachable(addr: String) -> bool {
+    matches!(
+        tokio::time::timeout(REACH_TIMEOUT, tokio::net::TcpStream::connect(addr)).await,
+        Ok(Ok(_))
+    )
+}
+
+/// The node that owns the VIPs as this node sees it: itself while it does, otherwise the
+/// leader it knows of (the leader owns while its lease is fresh), otherwise none (0).
+fn vip_owner(ctx: &AdminContext, leader: u64) -> u64 {
+    if ctx.datapath.is_owner() {
+        ctx.id()
+    } else if leader != ctx.id() {
+        leader
+    } else {
+        0
+    }
+}
+
+pub(super) async fn status(ctx: &AdminContext) -> pb::StatusReply {
+    let m = ctx.cluster.raft_metrics().borrow().clone();
+    let view = ctx.cluster.membership();
+    let me = ctx.id();
+    let leader = m.current_leader.unwrap_or(0);
+    let leading = m.state == ServerState::Leader;
+    let last = m.last_log_index.unwrap_or(0);
+    // Members' peer ports are probed in parallel: "reachable" means reachable from the node
+    // that answers (itself always is).
+    let mut probes = JoinSet::new();
+    for (id, addr) in &view.nodes {
+        if *id != me {
+            let (id, addr) = (*id, addr.clone());
+            probes.spawn(async move { (id, reachable(addr).await) });
+        }
+    }
+    let mut reach = std::collections::BTreeMap::new();
+    while let Some(r) = probes.join_next().await {
+        if let Ok((id, ok)) = r {
+            reach.insert(id, ok);
+        }
+    }
+    let members = view
+        .nodes
+        .iter()
+        .map(|(id, addr)| {
+            let role = if *id == leader {
+                "leader"
+            } else if *id == me && ctx.cluster.is_witness() {
+                "witness"
+            } else if view.voters.contains(id) {
+                "voter"
+            } else {
+                "learner"
+            };
+            let matched = if *id == me {
+                Some(last)
+            } else if leading {
+                m.replication
+                    .as_ref()
+                    .and_then(|r| r.get(id).copied().flatten())
+                    .map(|l| l.index)
+            } else {
+                None
+            };
+            pb::Member {
+                id: *id,
+                address: addr.clone(),
+                role: role.into(),
+                reachable: *id == me || reach.get(id).copied().unwrap_or(false),
+                last_log_index: matched.unwrap_or(0),
+                lag: matched.map_or(0, |i| last.saturating_sub(i)),
+            }
+        })
+        .collect();
+    let owner = vip_owner(ctx, leader);
+    let vips: BTreeSet<_> = ctx.state().farms.values().map(|f| f.vip).collect();
+    pb::StatusReply {
+        answered_by: me,
+        leader,
+        vip_owner: owner,
+        term: m.current_term,
+        lease_age_ms: if leading {
+            m.millis_since_quorum_ack.unwrap_or(0)
+        } else {
+            0
+        },
+        last_log_index: last,
+        applied_index: m.last_applied.map_or(0, |l| l.index),
+        members,
+        vips: vips
+            .into_iter()
+            .map(|v| pb::VipOwner {
+                vip: v.to_string(),
+                owner,
+            })
+            .collect(),
+    }
+}
+
+/// This node's own counters for every replicated farm.
+fn local_stats(ctx: &AdminContext) -> pb::StatsReply {
+    let state = ctx.state();
+    let counters = ctx.datapath.counters.snapshot();
+    let farms = state
+        .farms
+        .values()
+        .map(|f| {
+            let c = counters.iter().find(|c| c.farm == f.name);
+            pb::FarmStats {
+                name: f.name.clone(),
+                flows_new: c.map_or(0, |c| c.flows_new),
+                backends: f
+                    .backends
+                    .iter()
+                    .map(|b| {
+                        let bc = c.and_then(|c| c.backends.iter().find(|x| x.backend == b.name));
+                        pb::BackendStats {
+                            name: b.name.clone(),
+                            packets: bc.map_or(0, |x| x.packets),
+                            bytes: bc.map_or(0, |x| x.bytes),
+                            healthy: state.is_healthy(&f.name, &b.name),
+                            state: super::wire::state_name(b.state).into(),
+                        }
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    pb::StatsReply {
+        node: ctx.id(),
+        vip_owner: ctx.datapath.is_owner(),
+        farms,
+        answered_by: ctx.id(),
+    }
+}
+
+pub(super) async fn stats(ctx: &AdminContext, node: u64) -> Result<pb::StatsReply, Status> {
+    let me = ctx.id();
+    let target = if node != 0 {
+        node
+    } else {
+        match vip_owner(ctx, ctx.cluster.leader().unwrap_or(0)) {
+            0 => return Err(Status::unavailable("no node owns the VIPs right now")),
+            owner => owner,
+        }
+    };
+    if target == me {
+        return Ok(local_stats(ctx));
+    }
+    let peer = ctx
+        .cluster
+        .membership()
+        .nodes
+        .get(&target)
+        .cloned()
+        .ok_or_else(|| Status::not_found(format!("node {target} is not a member")))?;
+    let host: IpAddr = peer
+        .parse::<SocketAddr>()
+        .map(|a| a.ip())
+        .map_err(|_| Status::internal(format!("node {target} has peer address {peer:?}")))?;
+    let endpoint = format!("http://{}", SocketAddr::new(host, ctx.admin_port));
+    let remote = async {
+        let channel = tonic::transport::Endpoint::from_shared(endpoint.clone())
+            .map_err(|e| Status::internal(e.to_string()))?
+            .connect_timeout(REMOTE_TIMEOUT)
+            .connect()
+            .await
+            .map_err(|e| Status::unavailable(format!("node {target} at {endpoint}: {e}")))?;
+        let auth = cluster::ClientAuth::new(&ctx.token)
+            .map_err(|_| Status::internal("the admin token is not a valid header value"))?;
+        let mut client = AdminClient::with_interceptor(channel, auth);
+        client
+            .stats(pb::StatsRequest { node: target })
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| Status::new(s.code(), format!("node {target}: {}", s.message())))
+    };
+    let mut reply = tokio::time::timeout(REMOTE_TIMEOUT, remote)
+        .await
+        .map_err(|_| Status::unavailable(format!("node {target} did not answer in time")))??;
+    reply.answered_by = me;
+    Ok(reply)
+}
+
+fn membership_reply(ctx: &AdminContext, view: cluster::MembershipView) -> pb::MembershipReply {
+    pb::MembershipReply {
+        voters: view.voters.into_iter().collect(),
+        learners: view.learners.into_iter().collect(),
+        answered_by: ctx.id(),
+    }
+}
+
+pub(super) async fn add_member(
+    ctx: &AdminContext,
+    id: u64,
+    address: &str,
+) -> Result<pb::MembershipReply, Status> {
+    if id == 0 {
+        return Err(Status::invalid_argument("id: must be at least 1"));
+    }
+    let addr: SocketAddr = address
+        .parse()
+        .map_err(|_| Status::invalid_argument(format!("address: {address:?} is not host:port")))?;
+    let view = ctx.cluster.membership();
+    if view.nodes.contains_key(&id) {
+        return Err(Status::already_exists(format!("node {id} is a member")));
+    }
+    if let Some((other, _)) = view.nodes.iter().find(|(_, a)| a.as_str() == address) {
+        return Err(Status::already_exists(format!(
+            "address: {address} is node {other}'s"
+        )));
+    }
+    tracing::info!(id, %addr, "adding a member: learner first");
+    ctx.cluster
+        .add_learner(id, addr)
+        .await
+        .map_err(cluster_status)?;
+    let view = ctx.cluster.promote(id).await.map_err(cluster_status)?;
+    tracing::info!(id, "member caught up and promoted to voter");
+    Ok(membership_reply(ctx, view))
+}
+
+pub(super) async fn remove_member(
+    ctx: &AdminContext,
+    id: u64,
+) -> Result<pb::MembershipReply, Status> {
+    let view = ctx.cluster.membership();
+    if !view.nodes.contains_key(&id) {
+        return Err(Status::not_found(format!("node {id} is not a member")));
+    }
+    if view.voters.len() == 1 && view.voters.contains(&id) {
+        return Err(Status::failed_precondition(format!(
+            "node {id} is the last voter; removing it would leave no cluster"
+        )));
+    }
+    tracing::info!(id, "removing a member");
+    let view = ctx
+        .cluster
+        .remove_member(id)
+        .await
+        .map_err(cluster_status)?;
+    Ok(membership_reply(ctx, view))
+}
+
+pub(super) async fn transfer_leader(
+    ctx: &AdminContext,
+    to: u64,
+) -> Result<pb::TransferLeaderReply, Status> {
+    let to = (to != 0).then_some(to);
+    if let Some(t) = to {
+        let view = ctx.cluster.membership();
+        if !view.nodes.contains_key(&t) {
+            return Err(Status::failed_precondition(format!(
+                "node {t} is not a member"
+            )));
+        }
+        if !view.voters.contains(&t) {
+            return Err(Status::failed_precondition(format!(
+                "node {t} is a learner; only a voter can lead"
+            )));
+        }
+    }
+    let leader = ctx
+        .cluster
+        .transfer_leadership(to)
+        .await
+        .map_err(|e| match &e {
+            cluster::ClusterError::Transfer { reason, .. } if reason.contains("not a voter") => {
+                Status::failed_precondition(e.to_string())
+            }
+            _ => cluster_status(e),
+        })?;
+    Ok(pb::TransferLeaderReply {
+        leader,
+        answered_by: ctx.id(),
+    })
+}

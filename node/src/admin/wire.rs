@@ -1,0 +1,204 @@
+//! Conversions between the admin API's messages, the config file's raw farm schema and the
+//! replicated farms. The API speaks the config file's vocabulary, so a request farm becomes a
+//! [`RawFarm`] and goes through the same validator as a `[[farm]]` table; reads and exports
+//! go the other way, through one canonical spelling (`port` for a single port, `"60s"`-style
+//! durations), which is what makes `apply` of an export a no-op.
+//!
+//! proto3 cannot tell an unset scalar from zero, so in request farms an empty string means
+//! "the default" (scheduler, persistence, ttl, state, check durations), `priority = 0` means
+//! the default tier 1, check `rise`/`fall` 0 mean the defaults; `weight` is taken as written
+//! (0 is a real weight: no new flows).
+
+use crate::config::{RawBackend, RawCheck, RawFarm};
+use cluster::{BackendState, ClusterState, Persistence, Protocol};
+use proto::admin::v1 as pb;
+use std::time::Duration;
+
+/// A request farm in the config file's schema, ready for the config validator.
+pub fn raw_from_pb(f: &pb::Farm) -> RawFarm {
+    let opt = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    let (port, ports) = if f.ports.is_empty() {
+        (None, None)
+    } else {
+        match f.ports.trim().parse::<u16>() {
+            Ok(p) => (Some(p), None),
+            // Anything else goes to the range parser, whose error names `farm.ports`.
+            Err(_) => (None, Some(f.ports.clone())),
+        }
+    };
+    RawFarm {
+        name: f.name.clone(),
+        vip: f.vip.clone(),
+        port,
+        ports,
+        protocol: f.protocol.clone(),
+        scheduler: opt(&f.scheduler),
+        persistence: opt(&f.persistence),
+        persistence_ttl: opt(&f.persistence_ttl),
+        check: f.check.as_ref().map(|c| {
+            let d = RawCheck::default();
+            RawCheck {
+                kind: opt(&c.r#type).unwrap_or(d.kind),
+                interval: opt(&c.interval).unwrap_or(d.interval),
+                timeout: opt(&c.timeout).unwrap_or(d.timeout),
+                rise: if c.rise == 0 { d.rise } else { c.rise },
+                fall: if c.fall == 0 { d.fall } else { c.fall },
+            }
+        }),
+        backend: f.backends.iter().map(raw_backend_from_pb).collect(),
+    }
+}
+
+/// A request backend in the config file's schema.
+pub fn raw_backend_from_pb(b: &pb::Backend) -> RawBackend {
+    let opt = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    RawBackend {
+        name: b.name.clone(),
+        ip: b.ip.clone(),
+        mac: opt(&b.mac),
+        weight: Some(b.weight),
+        state: opt(&b.state),
+        priority: (b.priority != 0).then_some(b.priority),
+    }
+}
+
+fn duration(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+/// The name of a backend state as the config file spells it.
+pub fn state_name(s: BackendState) -> &'static str {
+    match s {
+        BackendState::Up => "up",
+        BackendState::Drain => "drain",
+        BackendState::Off => "off",
+    }
+}
+
+/// A replicated farm in the config file's canonical spelling (export, diff, reads).
+pub fn raw_from_farm(f: &cluster::Farm) -> RawFarm {
+    let (port, ports) = if f.port_first == f.port_last {
+        (Some(f.port_first), None)
+    } else {
+        (None, Some(format!("{}-{}", f.port_first, f.port_last)))
+    };
+    let (persistence, persistence_ttl) = match f.persistence {
+        Persistence::None => (None, None),
+        Persistence::SrcIp { ttl } => (Some("srcip".to_string()), Some(duration(ttl))),
+    };
+    RawFarm {
+        name: f.name.clone(),
+        vip: f.vip.to_string(),
+        port,
+        ports,
+        protocol: match f.protocol {
+            Protocol::Tcp => "tcp".into(),
+            Protocol::Udp => "udp".into(),
+        },
+        scheduler: None,
+        persistence,
+        persistence_ttl,
+        check: f.check.as_ref().map(|c| RawCheck {
+            kind: "tcp".into(),
+            interval: duration(c.interval),
+            timeout: duration(c.timeout),
+            rise: c.rise,
+            fall: c.fall,
+        }),
+        backend: f
+            .backends
+            .iter()
+            .map(|b| RawBackend {
+                name: b.name.clone(),
+                ip: b.ip.to_string(),
+                mac: b.mac.map(|m| datapath::packet::MacAddr(m).to_string()),
+                weight: Some(b.weight),
+                state: Some(state_name(b.state).into()),
+                priority: Some(b.priority),
+            })
+            .collect(),
+    }
+}
+
+/// A replicated farm as the API shows it, with replicated health verdicts.
+pub fn pb_from_farm(f: &cluster::Farm, state: &ClusterState) -> pb::Farm {
+    let raw = raw_from_farm(f);
+    pb::Farm {
+        name: raw.name,
+        vip: raw.vip,
+        ports: match (raw.port, raw.ports) {
+            (Some(p), _) => p.to_string(),
+            (None, Some(r)) => r,
+            (None, None) => String::new(),
+        },
+        protocol: raw.protocol,
+        scheduler: "maglev".into(),
+        persistence: raw.persistence.unwrap_or_else(|| "none".into()),
+        persistence_ttl: raw.persistence_ttl.unwrap_or_default(),
+        check: raw.check.map(|c| pb::Check {
+            r#type: c.kind,
+            interval: c.interval,
+            timeout: c.timeout,
+            rise: c.rise,
+            fall: c.fall,
+        }),
+        backends: f.backends.iter().map(|b| pb_backend(f, b, state)).collect(),
+    }
+}
+
+/// One replicated backend as the API shows it.
+pub fn pb_backend(f: &cluster::Farm, b: &cluster::Backend, state: &ClusterState) -> pb::Backend {
+    pb::Backend {
+        name: b.name.clone(),
+        ip: b.ip.to_string(),
+        mac: b
+            .mac
+            .map(|m| datapath::packet::MacAddr(m).to_string())
+            .unwrap_or_default(),
+        weight: b.weight,
+        state: state_name(b.state).into(),
+        priority: b.priority,
+        healthy: state.is_healthy(&f.name, &b.name),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Keys, validate_farm};
+
+    #[test]
+    fn a_farm_survives_raw_and_back() {
+        let text = r#"
+            [[farm]]
+            name = "web"
+            vip = "198.18.0.100"
+            ports = "8000-8010"
+            protocol = "udp"
+            persistence = "srcip"
+            persistence_ttl = "1500ms"
+            [farm.check]
+            interval = "1s"
+            timeout = "300ms"
+            [[farm.backend]]
+            name = "b1"
+            ip = "198.18.0.21"
+            mac = "02:00:00:00:00:21"
+            weight = 0
+            state = "drain"
+            priority = 2
+        "#;
+        let raw: crate::config::RawFarms = toml::from_str(text).unwrap();
+        let farm = crate::convert::farm(&validate_farm(Keys::Api, &raw.farm[0]).unwrap());
+        let again = raw_from_farm(&farm);
+        let back = crate::convert::farm(&validate_farm(Keys::Api, &again).unwrap());
+        assert_eq!(back, farm);
+        let through_pb = raw_from_pb(&pb_from_farm(&farm, &ClusterState::default()));
+        let back = crate::convert::farm(&validate_farm(Keys::Api, &through_pb).unwrap());
+        assert_eq!(back, farm);
+    }
+}
