@@ -32,7 +32,8 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 pub struct ServerAuth {
     expected: Arc<[u8]>,
     refused: Arc<Mutex<HashSet<Option<IpAddr>>>>,
-    /// Which service and token this guards: `"peer"`/`"cluster"` or `"admin"`/`"admin"`.
+    /// Which service and token this guards, as log and status words: `"a peer"`/`"cluster"`
+    /// or `"an admin"`/`"admin"`.
     service: &'static str,
     token_name: &'static str,
 }
@@ -40,11 +41,11 @@ pub struct ServerAuth {
 impl ServerAuth {
     /// Expects `Bearer <token>` (the cluster token of the peer service).
     pub fn new(token: &str) -> Self {
-        Self::for_service(token, "peer", "cluster")
+        Self::for_service(token, "a peer", "cluster")
     }
 
-    /// Expects `Bearer <token>` on calls to `service`; refusals name `service` and
-    /// `token_name` (e.g. "admin", "admin"), never the token.
+    /// Expects `Bearer <token>` on calls to `service`; refusals are logged as "refused
+    /// {service} call" and name `token_name` (e.g. "an admin", "admin"), never the token.
     pub fn for_service(token: &str, service: &'static str, token_name: &'static str) -> Self {
         ServerAuth {
             expected: format!("Bearer {token}").into_bytes().into(),
@@ -61,7 +62,7 @@ impl ServerAuth {
         if seen.len() < MAX_REMEMBERED_PEERS && seen.insert(peer) {
             tracing::warn!(
                 peer = ?peer,
-                "refused a {} call: {why} (logged once per peer)",
+                "refused {} call: {why} (logged once per peer)",
                 self.service
             );
         }

@@ -97,7 +97,7 @@ pub async fn serve(listen: SocketAddr, ctx: AdminContext) -> anyhow::Result<Admi
         .await
         .map_err(|e| anyhow::anyhow!("admin.listen {listen}: {e}"))?;
     let local_addr = listener.local_addr()?;
-    let auth = cluster::ServerAuth::for_service(&ctx.token, "admin", "admin");
+    let auth = cluster::ServerAuth::for_service(&ctx.token, "an admin", "admin");
     let service = InterceptedService::new(
         AdminServer::new(service::AdminService { ctx: Arc::new(ctx) }),
         auth,
