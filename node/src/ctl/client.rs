@@ -35,23 +35,34 @@ impl Interceptor for Auth {
     }
 }
 
+/// The admin token, ready to be sent. Its `Debug` does not show it.
+#[derive(Clone)]
+pub struct Token(MetadataValue<Ascii>);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(..)")
+    }
+}
+
 /// Reads the admin token from `path` (surrounding whitespace ignored).
-pub fn read_token(path: &Path) -> Result<String, CtlError> {
-    let err = |reason: String| CtlError::TokenFile {
+pub fn read_token(path: &Path) -> Result<Token, CtlError> {
+    let err = |reason: &str| CtlError::TokenFile {
         path: path.to_owned(),
-        reason,
+        reason: reason.to_owned(),
     };
-    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let text = std::fs::read_to_string(path).map_err(|e| err(&e.to_string()))?;
     let token = text.trim();
     if token.is_empty() {
-        return Err(err("it is empty".into()));
+        return Err(err("it is empty"));
     }
     if !token.chars().all(|c| c.is_ascii_graphic()) {
-        return Err(err(
-            "the token must be printable ASCII without spaces".into()
-        ));
+        return Err(err("the token must be printable ASCII without spaces"));
     }
-    Ok(token.to_owned())
+    format!("Bearer {token}")
+        .parse()
+        .map(Token)
+        .map_err(|_| err("the token is not a valid header value"))
 }
 
 /// A reply and the endpoint that gave it.
@@ -70,29 +81,13 @@ pub struct Client {
 
 impl Client {
     /// `token` is sent as a bearer token on every call.
-    pub fn new(
-        endpoints: Vec<String>,
-        token: Option<&str>,
-        timeout: Duration,
-    ) -> Result<Client, CtlError> {
-        let auth = match token {
-            Some(t) => {
-                let v = format!("Bearer {t}")
-                    .parse()
-                    .map_err(|_| CtlError::TokenFile {
-                        path: "<token>".into(),
-                        reason: "not a valid header value".into(),
-                    })?;
-                Auth(Some(v))
-            }
-            None => Auth(None),
-        };
-        Ok(Client {
+    pub fn new(endpoints: Vec<String>, token: Option<Token>, timeout: Duration) -> Client {
+        Client {
             endpoints,
-            auth,
+            auth: Auth(token.map(|t| t.0)),
             timeout,
             connected: None,
-        })
+        }
     }
 
     /// Runs `call` against the first endpoint that takes it: the one that worked last time
@@ -130,7 +125,7 @@ impl Client {
                 Err(s) if s.code() == Code::Unauthenticated => {
                     return Err(CtlError::Refused { endpoint });
                 }
-                Err(s) if CtlError::try_next_endpoint(s.code()) => {
+                Err(s) if s.code() == Code::Unavailable => {
                     tracing::debug!(%endpoint, "unavailable: {}", s.message());
                     cause = format!("{endpoint}: {}", status_text(&s));
                     self.connected = None;
@@ -198,7 +193,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let good = dir.path().join("good");
         std::fs::write(&good, "  s3cret-token\n").expect("write");
-        assert_eq!(read_token(&good).expect("reads"), "s3cret-token");
+        let token = read_token(&good).expect("reads");
+        assert_eq!(token.0, "Bearer s3cret-token");
+        assert_eq!(format!("{token:?}"), "Token(..)");
 
         let empty = dir.path().join("empty");
         std::fs::write(&empty, "\n").expect("write");
@@ -234,8 +231,7 @@ mod tests {
             .iter()
             .map(|p| format!("http://127.0.0.1:{p}"))
             .collect();
-        let mut client =
-            Client::new(endpoints.clone(), Some("t"), Duration::from_secs(2)).expect("client");
+        let mut client = Client::new(endpoints.clone(), None, Duration::from_secs(2));
         let err = client
             .call(async |mut api| api.status(proto::admin::v1::StatusRequest {}).await)
             .await

@@ -60,11 +60,6 @@ impl CtlError {
     pub fn exit_code(&self) -> u8 {
         1
     }
-
-    /// Whether another endpoint may succeed where this one failed.
-    pub fn try_next_endpoint(code: Code) -> bool {
-        code == Code::Unavailable
-    }
 }
 
 fn rpc_message(endpoint: &str, code: Code, message: &str) -> String {

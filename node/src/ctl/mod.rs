@@ -2,7 +2,8 @@
 //! failover, and output as aligned tables or JSON.
 //!
 //! Layout:
-//! - [`cli`]: clap definitions; malformed arguments are usage errors (exit 2).
+//! - [`cli`], [`parse`]: clap definitions and value parsers; malformed arguments are usage
+//!   errors (exit 2).
 //! - [`request`]: arguments → API requests (pure).
 //! - [`client`]: endpoints tried in turn, the bearer token, tonic errors → [`CtlError`].
 //! - [`view`]: the JSON shape; [`render`], [`diff`], [`stats`], [`table`]: the text.
@@ -12,6 +13,7 @@ pub mod cli;
 pub mod client;
 pub mod diff;
 pub mod error;
+pub mod parse;
 pub mod render;
 pub mod request;
 pub mod run;

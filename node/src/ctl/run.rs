@@ -37,7 +37,7 @@ pub fn run(cli: Cli, out: &mut dyn Write, tty: bool) -> Result<(), CtlError> {
         _ => None,
     };
     let token = cli.token_file.as_deref().map(read_token).transpose()?;
-    let mut client = Client::new(cli.endpoint.clone(), token.as_deref(), cli.timeout)?;
+    let mut client = Client::new(cli.endpoint.clone(), token, cli.timeout);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
