@@ -303,14 +303,7 @@ async fn stats_cmd(args: &StatsArgs, client: &mut Client, ctx: Ctx<'_>) -> Resul
         if let Some((p, t)) = &prev {
             v = stats::with_rates(p, v, at.duration_since(*t));
         }
-        let text = match (ctx.format, args.watch) {
-            (Format::Json, true) => serde_json::to_string(&v).unwrap_or_default() + "\n",
-            (Format::Json, false) => render::json(&v),
-            // Home and clear, then the table: redrawn in place on a terminal.
-            (Format::Table, true) if ctx.tty => format!("\x1b[H\x1b[2J{}", stats::render(&v)),
-            (Format::Table, true) => format!("{}\n", stats::render(&v)),
-            (Format::Table, false) => stats::render(&v),
-        };
+        let text = stats::frame(&v, ctx.format, args.watch, ctx.tty);
         ctx.out.write_all(text.as_bytes())?;
         ctx.out.flush()?;
         shown += 1;

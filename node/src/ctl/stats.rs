@@ -1,5 +1,7 @@
 //! `stats`: rates per second between two samples of the counters (pure), and the table.
 
+use super::cli::Format;
+use super::render;
 use super::table::Table;
 use super::view::StatsView;
 use std::time::Duration;
@@ -94,6 +96,22 @@ pub fn render(v: &StatsView) -> String {
     out
 }
 
+/// ANSI: cursor home, clear screen.
+pub const REDRAW: &str = "\x1b[H\x1b[2J";
+
+/// One refresh as printed: with `--watch` on a terminal the table is redrawn in place;
+/// elsewhere refreshes follow each other (tables separated by a blank line, JSON one object
+/// per line so a script can read it as a stream).
+pub fn frame(v: &StatsView, format: Format, watch: bool, tty: bool) -> String {
+    match (format, watch) {
+        (Format::Json, true) => serde_json::to_string(v).unwrap_or_default() + "\n",
+        (Format::Json, false) => render::json(v),
+        (Format::Table, true) if tty => format!("{REDRAW}{}", render(v)),
+        (Format::Table, true) => format!("{}\n", render(v)),
+        (Format::Table, false) => render(v),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::view::{BackendStatsView, FarmStatsView};
@@ -167,5 +185,24 @@ mod tests {
         let out = render(&sample(1, 2, 3));
         assert!(out.contains("FARM  NEW FLOWS\n"), "{out}");
         assert!(!out.contains("PKT/S"), "{out}");
+    }
+
+    #[test]
+    fn watch_frames() {
+        let v = sample(1, 2, 3);
+        let table = render(&v);
+        assert_eq!(
+            frame(&v, Format::Table, true, true),
+            format!("{REDRAW}{table}")
+        );
+        assert_eq!(frame(&v, Format::Table, true, false), format!("{table}\n"));
+        assert_eq!(frame(&v, Format::Table, false, true), table);
+        let line = frame(&v, Format::Json, true, true);
+        assert!(
+            line.ends_with('\n') && line.matches('\n').count() == 1,
+            "{line}"
+        );
+        let back: StatsView = serde_json::from_str(&line).expect("JSON");
+        assert_eq!(back, v);
     }
 }
