@@ -122,21 +122,14 @@ impl Client {
                         reply: reply.into_inner(),
                     });
                 }
-                Err(s) if s.code() == Code::Unauthenticated => {
-                    return Err(CtlError::Refused { endpoint });
-                }
-                Err(s) if s.code() == Code::Unavailable => {
-                    tracing::debug!(%endpoint, "unavailable: {}", s.message());
-                    cause = format!("{endpoint}: {}", status_text(&s));
-                    self.connected = None;
-                }
-                Err(s) => {
-                    return Err(CtlError::Rpc {
-                        endpoint,
-                        code: s.code(),
-                        message: s.message().to_owned(),
-                    });
-                }
+                Err(s) => match judge(&endpoint, &s, self.timeout) {
+                    Next(why) => {
+                        tracing::debug!(%endpoint, "trying the next endpoint: {why}");
+                        cause = why;
+                        self.connected = None;
+                    }
+                    Stop(e) => return Err(e),
+                },
             }
         }
         Err(CtlError::Unreachable {
@@ -154,6 +147,37 @@ impl Client {
             .await
             .map_err(|e| error_chain(&e))?;
         Ok(AdminClient::with_interceptor(channel, self.auth.clone()))
+    }
+}
+
+/// What a failed call means for the endpoints left to try.
+enum Verdict {
+    /// The endpoint could not serve it; another may (the cause, for the final message).
+    Next(String),
+    /// The cluster's answer, or an ambiguous outcome: reported as it is.
+    Stop(CtlError),
+}
+use Verdict::{Next, Stop};
+
+/// UNAVAILABLE (connection lost, node starting or cut off) moves on to the next endpoint.
+/// A client-side timeout does not: a write may still be applied, and a retry elsewhere
+/// could apply a create twice (ALREADY_EXISTS) or hide how long the cluster took.
+fn judge(endpoint: &str, s: &Status, timeout: Duration) -> Verdict {
+    let endpoint = endpoint.to_owned();
+    match s.code() {
+        Code::Unauthenticated => Stop(CtlError::Refused { endpoint }),
+        Code::Unavailable => Next(format!("{endpoint}: {}", status_text(s))),
+        Code::Cancelled if s.message() == tonic::TimeoutExpired(()).to_string() => {
+            Stop(CtlError::TimedOut {
+                endpoint,
+                after: humantime::format_duration(timeout).to_string(),
+            })
+        }
+        code => Stop(CtlError::Rpc {
+            endpoint,
+            code,
+            message: s.message().to_owned(),
+        }),
     }
 }
 
@@ -213,6 +237,42 @@ mod tests {
         std::fs::write(&spaced, "two words").expect("write");
         let e = read_token(&spaced).expect_err("space").to_string();
         assert!(!e.contains("two words"), "{e}");
+    }
+
+    #[test]
+    fn which_answers_move_on_to_the_next_endpoint() {
+        let ep = "http://198.18.0.2:7101";
+        let t = Duration::from_secs(5);
+        let msg = |v: Verdict| match v {
+            Next(cause) => format!("next: {cause}"),
+            Stop(e) => format!("stop: {e}"),
+        };
+        assert_eq!(
+            msg(judge(ep, &Status::unavailable("no leader"), t)),
+            "next: http://198.18.0.2:7101: no leader"
+        );
+        assert!(
+            msg(judge(ep, &Status::unauthenticated("bad token"), t)).starts_with(
+                "stop: refused: the admin token was rejected by http://198.18.0.2:7101"
+            )
+        );
+        assert_eq!(
+            msg(judge(ep, &Status::cancelled("Timeout expired"), t)),
+            "stop: timed out: http://198.18.0.2:7101 did not answer within 5s; a longer \
+             --timeout may help"
+        );
+        assert_eq!(
+            msg(judge(
+                ep,
+                &Status::invalid_argument("farm.vip: not unicast"),
+                t
+            )),
+            "stop: invalid: farm.vip: not unicast"
+        );
+        assert_eq!(
+            msg(judge(ep, &Status::failed_precondition("the last voter"), t)),
+            "stop: not possible now: the last voter"
+        );
     }
 
     #[tokio::test]

@@ -29,6 +29,9 @@ pub enum CtlError {
         code: Code,
         message: String,
     },
+    /// No answer within `--timeout`; a write may or may not have been applied.
+    #[error("timed out: {endpoint} did not answer within {after}; a longer --timeout may help")]
+    TimedOut { endpoint: String, after: String },
     /// The token file could not be used.
     #[error("cannot use the token file {}: {reason}; check --token-file / DSRCTL_TOKEN_FILE", .path.display())]
     TokenFile { path: PathBuf, reason: String },
