@@ -64,20 +64,39 @@ pub struct Cli {
         value_delimiter = ',',
         default_value = DEFAULT_ENDPOINT,
         value_parser = parse_endpoint,
-        global = true
+        global = true,
+        help_heading = "Global options"
     )]
     pub endpoint: Vec<String>,
 
     /// File holding the admin token (the node's [admin] token_file).
-    #[arg(long, env = "DSRCTL_TOKEN_FILE", global = true)]
+    #[arg(
+        long,
+        env = "DSRCTL_TOKEN_FILE",
+        global = true,
+        help_heading = "Global options"
+    )]
     pub token_file: Option<PathBuf>,
 
     /// Output format.
-    #[arg(long, short = 'o', value_enum, default_value_t = Format::Table, global = true)]
+    #[arg(
+        long,
+        short = 'o',
+        value_enum,
+        default_value_t = Format::Table,
+        global = true,
+        help_heading = "Global options"
+    )]
     pub output: Format,
 
     /// How long one call may take (membership changes wait for a new node to catch up).
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration, global = true)]
+    #[arg(
+        long,
+        default_value = "30s",
+        value_parser = humantime::parse_duration,
+        global = true,
+        help_heading = "Global options"
+    )]
     pub timeout: Duration,
 
     #[command(subcommand)]
@@ -105,6 +124,14 @@ pub enum Command {
     Backend(BackendCmd),
     /// Make the cluster's farms equal to a TOML file of [[farm]] tables (farms not in the
     /// file are deleted); prints the changes.
+    #[command(after_help = "\
+The file has the node config's [[farm]] schema; `dsrctl export` writes one. The changes are
+printed as a plan: `+ farm` created, `~ farm` updated (with what changes), `- farm` deleted.
+
+Examples:
+  dsrctl export > farms.toml && $EDITOR farms.toml
+  dsrctl apply -f farms.toml --dry-run
+  dsrctl apply -f farms.toml")]
     Apply(ApplyArgs),
     /// Print every farm as TOML, in the schema `apply` reads.
     Export,
@@ -131,6 +158,11 @@ pub enum FarmCmd {
         name: String,
     },
     /// Create a farm (add backends with `backend add`).
+    #[command(after_help = "\
+Examples:
+  dsrctl farm add web --vip 198.18.0.100 --port 80 --protocol tcp
+  dsrctl farm add dns --vip 198.18.0.100 --ports 5300-5309 --protocol udp \\
+      --persistence srcip --persistence-ttl 60s --check tcp --check-interval 1s")]
     Add(FarmAddArgs),
     /// Change a farm's settings; only the options given change, backends are kept.
     Set(FarmSetArgs),
@@ -253,6 +285,11 @@ pub enum BackendCmd {
     /// Add a backend to a farm.
     Add(BackendAddArgs),
     /// Change a backend; only the options given change.
+    #[command(after_help = "\
+Examples:
+  dsrctl backend set web b1 --state drain    # maintenance: no new flows, existing ones finish
+  dsrctl backend set web b1 --state off      # cut: out at once
+  dsrctl backend set web b3 --priority 2     # backup tier: serves when tier 1 is all down")]
     Set(BackendSetArgs),
     /// Remove a backend from a farm.
     Delete {
