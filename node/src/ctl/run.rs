@@ -23,14 +23,7 @@ use std::time::Instant;
 pub fn run(cli: Cli, out: &mut dyn Write, tty: bool) -> Result<(), CtlError> {
     // Verbs the API cannot serve fail before any connection is tried.
     if let Command::Persistence(p) = &cli.command {
-        let verb = match p {
-            PersistenceCmd::List { .. } => "persistence list",
-            PersistenceCmd::Flush { .. } => "persistence flush",
-        };
-        return Err(CtlError::NotSupported {
-            verb,
-            what: "persistence",
-        });
+        return Err(not_supported(p));
     }
     let apply_text = match &cli.command {
         Command::Apply(a) => Some(read_apply_file(&a.file)?),
@@ -122,7 +115,18 @@ async fn dispatch(
             };
             ctx.emit(&v, render::leader)
         }
-        Command::Persistence(_) => unreachable!("refused in run()"),
+        Command::Persistence(p) => Err(not_supported(&p)),
+    }
+}
+
+fn not_supported(p: &PersistenceCmd) -> CtlError {
+    let verb = match p {
+        PersistenceCmd::List { .. } => "persistence list",
+        PersistenceCmd::Flush { .. } => "persistence flush",
+    };
+    CtlError::NotSupported {
+        verb,
+        what: "persistence",
     }
 }
 
