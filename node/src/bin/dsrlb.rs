@@ -31,6 +31,71 @@ enum Command {
     /// Serve the lab's backend protocol (used by the lab inside backend namespaces).
     #[command(hide = true)]
     LabBackend(node::lab::backend::BackendArgs),
+    /// Download a paced, verified pattern stream and report progress (compose client).
+    #[command(hide = true)]
+    LabStream(LabStreamArgs),
+}
+
+/// Arguments of `dsrlb lab-stream`: the lab's verified stream, from a process that already
+/// runs inside its host (the compose client container).
+#[derive(clap::Args)]
+struct LabStreamArgs {
+    /// `ip:port` of a lab backend, or of a VIP in front of them.
+    #[arg(long)]
+    to: std::net::SocketAddr,
+    /// Bytes to download.
+    #[arg(long)]
+    bytes: u64,
+    /// Pace, in bytes per second.
+    #[arg(long, default_value_t = 1 << 20)]
+    rate: u64,
+    /// How often to print a `progress <ms> <bytes>` line.
+    #[arg(long, default_value_t = 50)]
+    every_ms: u64,
+}
+
+/// Prints `progress <ms since start> <bytes verified>` lines while the stream runs, then
+/// `done bytes=<n> longest_stall_ms=<ms>` (exit 0) or `error: <why>` (exit 1). The longest
+/// stall is the longest time, at `every_ms` resolution, in which no byte arrived.
+fn lab_stream(args: &LabStreamArgs) -> ExitCode {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::{Duration, Instant};
+    let progress = AtomicU64::new(0);
+    let every = Duration::from_millis(args.every_ms.max(1));
+    let start = Instant::now();
+    let result = std::thread::scope(|scope| {
+        let stream = scope
+            .spawn(|| node::lab::stream::download_paced(args.to, args.bytes, args.rate, &progress));
+        let mut out = std::io::stdout().lock();
+        let (mut last, mut last_change, mut longest) = (0u64, Duration::ZERO, Duration::ZERO);
+        // Ends with the stream, whose every read is bounded by the lab's read timeout.
+        while !stream.is_finished() {
+            std::thread::sleep(every);
+            let (now, got) = (start.elapsed(), progress.load(Ordering::Relaxed));
+            if got != last {
+                (last, last_change) = (got, now);
+            }
+            longest = longest.max(now - last_change);
+            // A closed stdout must not stop the download; the summary says how it went.
+            let _ = writeln!(out, "progress {} {got}", now.as_millis());
+            let _ = out.flush();
+        }
+        let result = stream
+            .join()
+            .unwrap_or_else(|_| Err(node::lab::LabError::Spec("stream panicked".into())));
+        (result, longest)
+    });
+    match result {
+        (Ok(n), longest) => {
+            println!("done bytes={n} longest_stall_ms={}", longest.as_millis());
+            ExitCode::SUCCESS
+        }
+        (Err(e), _) => {
+            println!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -89,6 +154,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::LabStream(args) => lab_stream(&args),
         Command::LabBackend(args) => match node::lab::backend::run_backend(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

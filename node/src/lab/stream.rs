@@ -59,6 +59,18 @@ impl Stream {
     }
 }
 
+/// The download of [`Stream::start`] on the calling thread, in whatever network namespace it
+/// is in (for a process that already runs inside its host, such as `dsrlb lab-stream` in a
+/// container); progress goes to `progress`. Returns the verified byte count.
+pub fn download_paced(
+    addr: SocketAddr,
+    total: u64,
+    rate: u64,
+    progress: &AtomicU64,
+) -> Result<u64, LabError> {
+    run(addr, total, rate.max(1), progress)
+}
+
 fn run(addr: SocketAddr, total: u64, rate: u64, progress: &AtomicU64) -> Result<u64, LabError> {
     let io = |what: &str, e| LabError::io(format!("stream from {addr}: {what}"), e);
     let mut tcp =
