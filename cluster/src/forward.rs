@@ -18,6 +18,10 @@ use tokio::time::{Instant, sleep};
 /// Upper bound on attempts of one forwarded request, next to its deadline.
 const MAX_ATTEMPTS: u32 = 1000;
 
+/// How long the leader waits for a new learner to catch up; below the few seconds a
+/// forwarded request may take in all.
+const LEARNER_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(4);
+
 /// A request for the leader.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum Forward {
@@ -109,13 +113,33 @@ pub(crate) async fn execute_local(shared: &Shared, req: Forward) -> Result<Forwa
             }
         }
         Forward::AddLearner { id, addr } => {
-            // Blocking: returns once the learner has caught up, so a promote right after it
-            // does not stall the cluster on a voter that has nothing yet.
+            // openraft's blocking add_learner gives up waiting after a short while without
+            // saying so; the wait for the learner to catch up is done here, so a promote
+            // right after it does not make a voter of a node that has nothing yet.
             let r = raft
-                .add_learner(id, Node { addr }, true)
+                .add_learner(id, Node { addr }, false)
                 .await
                 .map_err(|e| refused_membership(e, format!("add learner {id}")))?;
             let index = r.log_id.index;
+            let mut rx = raft.metrics();
+            let caught_up = tokio::time::timeout(
+                LEARNER_CATCH_UP,
+                rx.wait_for(|m| {
+                    m.replication
+                        .as_ref()
+                        .and_then(|r| r.get(&id).cloned().flatten())
+                        .is_some_and(|l| l.index >= index)
+                }),
+            )
+            .await;
+            if !matches!(caught_up, Ok(Ok(_))) {
+                return Err(Refused::Membership {
+                    reason: format!(
+                        "node {id} was added as a learner but did not catch up within {LEARNER_CATCH_UP:?} (is it running and reachable?); it stays a learner"
+                    ),
+                    retryable: true,
+                });
+            }
             let m = r
                 .membership
                 .unwrap_or_else(|| shared.metrics().membership_config.membership().clone());

@@ -224,10 +224,16 @@ pub(super) async fn add_member(
         .parse()
         .map_err(|_| Status::invalid_argument(format!("address: {address:?} is not host:port")))?;
     let view = ctx.cluster.membership();
-    if view.nodes.contains_key(&id) {
-        return Err(Status::already_exists(format!("node {id} is a member")));
+    // A learner left behind by an earlier attempt (it did not catch up in time) may be
+    // added again; a voter is already what this call would make it.
+    if view.voters.contains(&id) {
+        return Err(Status::already_exists(format!("node {id} is a voter")));
     }
-    if let Some((other, _)) = view.nodes.iter().find(|(_, a)| a.as_str() == address) {
+    if let Some((other, _)) = view
+        .nodes
+        .iter()
+        .find(|(n, a)| a.as_str() == address && **n != id)
+    {
         return Err(Status::already_exists(format!(
             "address: {address} is node {other}'s"
         )));

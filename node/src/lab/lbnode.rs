@@ -123,6 +123,20 @@ impl Lab {
         farms: &[LabFarm],
         opts: &NodeOptions,
     ) -> Result<String, LabError> {
+        let all: Vec<usize> = (0..self.nodes().len()).collect();
+        self.node_config_members(i, farms, opts, &all)
+    }
+
+    /// [`Lab::node_config_with`] for a cluster whose initial members are the lab nodes
+    /// `members` (node `i` among them): how a node joins later — the cluster starts without
+    /// it, and it starts listing the cluster and itself, waiting to be added.
+    pub fn node_config_members(
+        &self,
+        i: usize,
+        farms: &[LabFarm],
+        opts: &NodeOptions,
+        members: &[usize],
+    ) -> Result<String, LabError> {
         let node = self
             .nodes()
             .get(i)
@@ -151,6 +165,7 @@ impl Lab {
                 .nodes()
                 .iter()
                 .enumerate()
+                .filter(|(k, _)| members.contains(k))
                 .map(|(k, n)| format!("\"{}={}:{PEER_PORT}\"", k + 1, n.ip))
                 .collect();
             let _ = write!(
@@ -240,13 +255,26 @@ impl Lab {
         farms: &[LabFarm],
         opts: &NodeOptions,
     ) -> Result<LabProcess, LabError> {
+        let all: Vec<usize> = (0..self.nodes().len()).collect();
+        self.spawn_node_members(i, dsrlb, farms, opts, &all)
+    }
+
+    /// [`Lab::spawn_node`] with the initial members of [`Lab::node_config_members`].
+    pub fn spawn_node_members(
+        &self,
+        i: usize,
+        dsrlb: &Path,
+        farms: &[LabFarm],
+        opts: &NodeOptions,
+        members: &[usize],
+    ) -> Result<LabProcess, LabError> {
         let node = self
             .nodes()
             .get(i)
             .ok_or_else(|| LabError::Spec(format!("no node {i}")))?
             .clone();
         let path = self.dir().join(format!("{}.toml", node.name));
-        let text = self.node_config_with(i, farms, opts)?;
+        let text = self.node_config_members(i, farms, opts, members)?;
         std::fs::write(&path, text).map_err(|source| LabError::File {
             what: "write node config",
             path: path.clone(),
