@@ -175,14 +175,24 @@ fn release_dir() -> PathBuf {
         .and_then(Path::parent)
         .expect("test binary lives in <target>/<profile>/deps")
         .to_path_buf();
+    let rebuild = "build it with `cargo build --release -p node --bins` (a workspace \
+                   `cargo test --release` builds it for node's tests)";
     for bin in ["dsrlb", "dsrctl"] {
         assert!(
             dir.join(bin).is_file(),
-            "{} is missing: build it with `cargo build --release -p node --bins` (a workspace \
-             `cargo test --release` builds it for node's tests)",
+            "{} is missing: {rebuild}",
             dir.join(bin).display()
         );
     }
+    // A binary older than `lab-stream` would only fail deep inside the client container.
+    assert!(
+        succeeds(
+            Command::new(dir.join("dsrlb")).args(["lab-stream", "--help"]),
+            SHORT
+        ),
+        "{} has no lab-stream subcommand (stale?): {rebuild}",
+        dir.join("dsrlb").display()
+    );
     dir
 }
 
@@ -426,7 +436,7 @@ fn compose_cluster_survives_docker_kill_of_the_leader() {
         std::thread::sleep(Duration::from_millis(500));
     };
     say(&format!(
-        "cluster up in {:?}; leader node {leader}",
+        "cluster up {:?} after the build started; leader node {leader}",
         started.elapsed()
     ));
 
