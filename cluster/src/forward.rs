@@ -8,7 +8,7 @@ use crate::error::ClusterError;
 use crate::shared::Shared;
 use crate::state::{Command, InvalidCommand};
 use crate::types::{Applied, Node, NodeId};
-use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
+use openraft::error::{ChangeMembershipError, CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{ChangeMembers, Membership};
 use proto::raft::v1::RaftPayload;
 use serde::{Deserialize, Serialize};
@@ -37,6 +37,9 @@ pub(crate) enum Forward {
     Remove {
         id: NodeId,
     },
+    /// The leader's read index: once a node has applied it, its replica holds every write
+    /// acknowledged before the request (a linearizable starting point for a check).
+    ReadIndex,
 }
 
 /// The leader's answer.
@@ -44,6 +47,7 @@ pub(crate) enum Forward {
 pub(crate) enum ForwardReply {
     Applied(Applied),
     Membership(MembershipView),
+    ReadIndex(u64),
 }
 
 /// Why the leader (or the node believed to lead) did not carry a request out.
@@ -162,6 +166,15 @@ pub(crate) async fn execute_local(shared: &Shared, req: Forward) -> Result<Forwa
                 Some(r.log_id.index),
             )))
         }
+        Forward::ReadIndex => match raft.ensure_linearizable().await {
+            Ok(log_id) => Ok(ForwardReply::ReadIndex(log_id.map_or(0, |l| l.index))),
+            // Not leading, or no quorum right now: the sender tries again (bounded).
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))
+            | Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => {
+                Err(Refused::NotLeader)
+            }
+            Err(RaftError::Fatal(f)) => Err(Refused::Fatal(f.to_string())),
+        },
         Forward::Remove { id } => {
             let is_voter = shared
                 .metrics()

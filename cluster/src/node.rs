@@ -237,8 +237,20 @@ impl ClusterNode {
     pub async fn write(&self, cmd: Command) -> Result<Applied, ClusterError> {
         match forward(&self.shared, Forward::Write(Box::new(cmd)), "write").await? {
             ForwardReply::Applied(a) => Ok(a),
-            ForwardReply::Membership(_) => Err(ClusterError::Raft {
+            _ => Err(ClusterError::Raft {
                 stage: "write",
+                reason: "unexpected reply".into(),
+            }),
+        }
+    }
+
+    /// The leader's read index (asked of the leader from a follower): once this node has
+    /// applied it, its state includes every write acknowledged anywhere before the call.
+    pub async fn read_index(&self) -> Result<u64, ClusterError> {
+        match forward(&self.shared, Forward::ReadIndex, "read index").await? {
+            ForwardReply::ReadIndex(i) => Ok(i),
+            _ => Err(ClusterError::Raft {
+                stage: "read index",
                 reason: "unexpected reply".into(),
             }),
         }
@@ -251,7 +263,7 @@ impl ClusterNode {
     ) -> Result<MembershipView, ClusterError> {
         match forward(&self.shared, req, stage).await? {
             ForwardReply::Membership(m) => Ok(m),
-            ForwardReply::Applied(_) => Err(ClusterError::Raft {
+            _ => Err(ClusterError::Raft {
                 stage,
                 reason: "unexpected reply".into(),
             }),

@@ -306,6 +306,41 @@ fn every_call_through_leader_and_followers() {
                 .unwrap_err();
             assert_eq!(err.code(), Code::NotFound);
 
+            // Two read-modify-writes of one farm at once, through different followers: both
+            // land (a conditional write that loses the race is re-read and retried).
+            let (mut x, mut y) = (cl[f1].clone(), cl[f2].clone());
+            let set_weight = |c: &mut admin_support::Client, name: &str, weight: u32| {
+                let mut c = c.clone();
+                let name = name.to_string();
+                async move {
+                    c.update_backend(pb::UpdateBackendRequest {
+                        farm: "web".into(),
+                        name,
+                        weight: Some(weight),
+                        ..Default::default()
+                    })
+                    .await
+                }
+            };
+            let (rx, ry) = tokio::join!(set_weight(&mut x, "b1", 7), set_weight(&mut y, "b2", 9));
+            rx.expect("b1 weight");
+            ry.expect("b2 weight");
+            let both = eventually(Duration::from_secs(3), || {
+                let mut client = cl[owner].clone();
+                async move {
+                    let f = client
+                        .get_farm(pb::GetFarmRequest { name: "web".into() })
+                        .await
+                        .ok()?
+                        .into_inner()
+                        .farm?;
+                    let w: Vec<u32> = f.backends.iter().map(|b| b.weight).collect();
+                    (w == vec![7, 9]).then_some(())
+                }
+            })
+            .await;
+            assert!(both.is_some(), "a concurrent backend update was lost");
+
             // Export -> apply is a no-op; exports agree across nodes.
             let export = cl[f1]
                 .export(pb::ExportRequest {})

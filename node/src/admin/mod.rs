@@ -14,7 +14,8 @@
 //! - Authentication: the admin token as a bearer token, checked by the same interceptor as
 //!   the peer service's cluster token (`cluster::ServerAuth`), before any handler runs.
 //! - Validation happens on the node that receives the request, against its replica, before
-//!   anything is forwarded. A farm write is a `Command::PutFarmIf` carrying the farm as it
+//!   anything is forwarded; the replica first catches up with the leader's read index, so a
+//!   write sees every write acknowledged before it, wherever it was made. A farm write is a `Command::PutFarmIf` carrying the farm as it
 //!   was read: if another change reached the farm first, the leader applies nothing, this
 //!   node waits until its replica has that change, validates again on the new state and
 //!   retries (bounded). So a read-modify-write (`UpdateBackend`) never loses a concurrent
@@ -181,6 +182,13 @@ impl AdminContext {
         }
     }
 
+    /// Waits until this replica has applied the leader's read index.
+    async fn sync(&self) -> Result<(), Status> {
+        let read_index = self.cluster.read_index().await.map_err(cluster_status)?;
+        self.caught_up(read_index).await;
+        Ok(())
+    }
+
     /// The write path of every farm change: `build` looks at the current state and returns
     /// the conditional command (or `None`: nothing to change, or an error status). A
     /// conditional command that lost to a concurrent change is rebuilt on the newer state.
@@ -188,6 +196,10 @@ impl AdminContext {
         &self,
         mut build: impl FnMut(&ClusterState) -> Result<Option<Command>, Status>,
     ) -> Result<Applied, Status> {
+        // Judge on a replica that has every write acknowledged before this request (a
+        // follower may lag the write a client just made through another node): without it,
+        // a follower could answer NOT_FOUND for a farm created a moment ago elsewhere.
+        self.sync().await?;
         for _ in 0..CAS_ATTEMPTS {
             let state = self.state();
             let Some(cmd) = build(&state)? else {
