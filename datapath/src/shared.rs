@@ -4,18 +4,29 @@
 //! Workers load the table and check the lease once per batch and never block; the control
 //! plane publishes a fresh table (RCU style) and extends or ends the lease.
 //!
+//! Publishing also keeps the worker sockets' kernel filters in step with the table's VIP
+//! set, before `publish` returns: a frame for a new VIP that arrives after that reaches a
+//! worker. (When each worker re-attached its own filter on noticing a new table, a worker
+//! idle in `poll` noticed only at its next wake-up, up to 100 ms later, and the kernel
+//! dropped the new VIP's frames uncounted meanwhile — a node could report itself ready
+//! while its filters still refused the VIP.) Only the control plane takes that lock.
+//!
 //! Ownership is a deadline on the monotonic clock, not a flag: a node whose control plane
 //! stalls (SIGSTOP, a long GC-like pause, starvation) stops answering ARP and forwarding on
 //! its own when the lease it was last given runs out, before any other node can be elected.
 
+use std::io;
+use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
 
+use crate::bpf;
 use crate::counters::{CounterRegistry, DropCounters};
 use crate::packet::MacAddr;
+use crate::sys::PacketSocket;
 use crate::table::ForwardingTable;
 
 /// State shared by the control plane and every worker of one interface.
@@ -29,6 +40,56 @@ pub struct Shared {
     pub counters: CounterRegistry,
     /// Number of workers the counters have slots for.
     pub workers: usize,
+    filters: Mutex<VipFilters>,
+}
+
+/// The worker sockets whose kernel filters follow the published VIP set.
+#[derive(Debug, Default)]
+struct VipFilters {
+    /// The VIP set the registered sockets' filters admit.
+    vips: Vec<Ipv4Addr>,
+    /// Weak: the workers own their sockets; a stopped datapath's sockets close.
+    sockets: Vec<Weak<PacketSocket>>,
+    /// A VIP set whose filter the kernel refused, so the failure is logged once.
+    failed: Option<Vec<Ipv4Addr>>,
+}
+
+impl VipFilters {
+    /// Re-attaches every live socket's filter if the VIP set changed. On failure the old
+    /// set is kept, so the next publish tries again.
+    fn sync(&mut self, vips: Vec<Ipv4Addr>) {
+        self.sockets.retain(|s| s.strong_count() > 0);
+        if vips == self.vips {
+            return;
+        }
+        let prog = bpf::vip_filter(&vips);
+        let mut refused = None;
+        for sock in self.sockets.iter().filter_map(Weak::upgrade) {
+            if let Err(e) = sock.attach_filter(&prog) {
+                refused = Some(e);
+            }
+        }
+        match refused {
+            None => {
+                self.vips = vips;
+                self.failed = None;
+            }
+            Some(e) => {
+                if self.failed.as_ref() != Some(&vips) {
+                    tracing::error!(vips = vips.len(), error = %e,
+                        "cannot attach the VIP filter; frames for new VIPs are not received");
+                    self.failed = Some(vips);
+                }
+            }
+        }
+    }
+}
+
+/// The table's VIPs, sorted: the filter's input and what tells two VIP sets apart.
+pub(crate) fn sorted_vips(t: &ForwardingTable) -> Vec<Ipv4Addr> {
+    let mut v: Vec<Ipv4Addr> = t.vips().collect();
+    v.sort_unstable();
+    v
 }
 
 impl Shared {
@@ -40,12 +101,40 @@ impl Shared {
             drops: DropCounters::new(workers),
             counters: CounterRegistry::new(workers),
             workers,
+            filters: Mutex::new(VipFilters::default()),
         })
     }
 
-    /// Replaces the table; workers see it from their next batch.
+    /// Replaces the table; workers see it from their next batch. The worker sockets'
+    /// filters admit the new VIP set before this returns (a control-plane call: it may
+    /// allocate and make one syscall per worker when the VIP set changed).
     pub fn publish(&self, t: ForwardingTable) {
+        let vips = sorted_vips(&t);
+        let mut filters = self.filters();
+        // Filter first: a frame for a new VIP that meets the old table is counted (`not_vip`)
+        // rather than filtered out unseen.
+        filters.sync(vips);
         self.table.store(Arc::new(t));
+    }
+
+    /// Puts `sockets` under [`Shared::publish`]'s care, first giving them the filter of the
+    /// table published now. Under the same lock as `publish`, so no change slips between.
+    pub(crate) fn register_sockets(&self, sockets: &[Arc<PacketSocket>]) -> io::Result<()> {
+        let mut filters = self.filters();
+        let vips = sorted_vips(&self.table.load());
+        let prog = bpf::vip_filter(&vips);
+        for sock in sockets {
+            sock.attach_filter(&prog)?;
+        }
+        filters.sync(vips);
+        filters.sockets.extend(sockets.iter().map(Arc::downgrade));
+        Ok(())
+    }
+
+    fn filters(&self) -> MutexGuard<'_, VipFilters> {
+        // The guarded data stays consistent even if a holder panicked mid-way (at worst a
+        // socket keeps an older filter until the next publish).
+        self.filters.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Owns without a deadline (`true`) or not at all (`false`).

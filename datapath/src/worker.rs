@@ -23,7 +23,6 @@
 //! `PACKET_QDISC_BYPASS` they skip the taps, and a group never sees its members' output.
 
 use std::io;
-use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -35,9 +34,8 @@ use crate::counters::DropReason;
 use crate::iface::InterfaceInfo;
 use crate::process::{Processor, ProcessorConfig, Verdict};
 use crate::ring::{self, MAX_RING_SLOTS, RingGeometry, RxRing, join_fanout, open_worker_socket};
-use crate::shared::{Shared, monotonic_ns};
+use crate::shared::{Shared, monotonic_ns, sorted_vips};
 use crate::sys::{PacketSocket, TxBatch};
-use crate::table::ForwardingTable;
 
 /// Frames handled per batch (one `sendmmsg`, one table load).
 pub const BATCH: usize = 64;
@@ -132,12 +130,6 @@ pub fn resolve_workers(n: usize) -> usize {
         .min(MAX_WORKERS)
 }
 
-fn sorted_vips(t: &ForwardingTable) -> Vec<Ipv4Addr> {
-    let mut v: Vec<Ipv4Addr> = t.vips().collect();
-    v.sort_unstable();
-    v
-}
-
 /// The running workers of one interface. Dropping it stops them, like [`Datapath::stop`].
 #[derive(Debug)]
 pub struct Datapath {
@@ -178,8 +170,18 @@ impl Datapath {
         for _ in 0..workers {
             let (sock, ring) = open_worker_socket(&iface, geo, &filter)?;
             fanout_id = Some(join_fanout(&sock, fanout_id)?);
-            sockets.push((sock, ring));
+            sockets.push((Arc::new(sock), ring));
         }
+        // From here on `publish` keeps the filters in step with the table (a table published
+        // since the one above is applied now).
+        let socks: Vec<Arc<PacketSocket>> = sockets.iter().map(|(s, _)| s.clone()).collect();
+        shared
+            .register_sockets(&socks)
+            .map_err(|source| IoError::Setsockopt {
+                option: "SO_ATTACH_FILTER",
+                source,
+            })?;
+        drop(socks);
 
         let stop = Arc::new(AtomicBool::new(false));
         let ring_drops = Arc::new(AtomicU64::new(0));
@@ -198,9 +200,6 @@ impl Datapath {
                 stop: stop.clone(),
                 ring_drops: ring_drops.clone(),
                 mtu: iface.mtu as usize,
-                table: table.clone(),
-                vips: vips.clone(),
-                failed_filter: None,
             };
             let name = format!("dsrlb-w{index}");
             let handle = std::thread::Builder::new()
@@ -266,19 +265,14 @@ enum Wait {
 
 struct Worker {
     index: usize,
-    sock: PacketSocket,
+    /// Shared with [`Shared`], which re-attaches its filter when the VIP set changes.
+    sock: Arc<PacketSocket>,
     ring: RxRing,
     shared: Arc<Shared>,
     processor: Processor,
     stop: Arc<AtomicBool>,
     ring_drops: Arc<AtomicU64>,
     mtu: usize,
-    /// The snapshot the filter was last built from; kept alive so pointer equality cannot
-    /// be fooled by a new table at a freed table's address.
-    table: Arc<ForwardingTable>,
-    vips: Vec<Ipv4Addr>,
-    /// VIP set whose filter the kernel refused, so the failure is logged once.
-    failed_filter: Option<Vec<Ipv4Addr>>,
 }
 
 impl Worker {
@@ -287,13 +281,6 @@ impl Worker {
         let mut batches: u32 = 0;
         while !self.stop.load(Ordering::Relaxed) {
             if !self.ring.ready() {
-                // A filter built for the old VIP set may be what keeps the ring empty (a
-                // first farm, a new VIP): look for a new table before sleeping too.
-                let table = self.shared.table.load();
-                if !Arc::ptr_eq(&table, &self.table) {
-                    self.table_changed(Arc::clone(&table));
-                }
-                drop(table);
                 match self.wait() {
                     Wait::Ready => {}
                     // Idle: a good moment for the statistics syscall.
@@ -357,9 +344,6 @@ impl Worker {
 
     fn batch(&mut self, tx: &mut TxBatch) {
         let table = self.shared.table.load();
-        if !Arc::ptr_eq(&table, &self.table) {
-            self.table_changed(Arc::clone(&table));
-        }
         let now = monotonic_ns();
         let owner = self.shared.is_owner_at(now);
         let mut slots = [0usize; BATCH];
@@ -461,29 +445,6 @@ impl Worker {
         // Either outcome leads to another bounded attempt; an error here shows up there.
         if poll(&mut fds, PollTimeout::from(1u8)).is_err() {
             std::thread::yield_now();
-        }
-    }
-
-    /// A new snapshot: re-attach the filter if its VIP set changed. Runs once per table
-    /// change, so its allocation and syscall stay off the per-packet path.
-    fn table_changed(&mut self, table: Arc<ForwardingTable>) {
-        let vips = sorted_vips(&table);
-        self.table = table;
-        if vips == self.vips {
-            return;
-        }
-        match self.sock.attach_filter(&bpf::vip_filter(&vips)) {
-            Ok(()) => {
-                self.vips = vips;
-                self.failed_filter = None;
-            }
-            Err(e) => {
-                if self.failed_filter.as_ref() != Some(&vips) {
-                    tracing::error!(worker = self.index, vips = vips.len(), error = %e,
-                        "cannot attach the VIP filter; frames for new VIPs are not received");
-                    self.failed_filter = Some(vips);
-                }
-            }
         }
     }
 }

@@ -132,13 +132,6 @@ fn malformed_frames_are_counted_and_good_traffic_goes_on() {
     let addr = SocketAddr::from((vip, lab::BACKEND_HTTP_PORT));
     let (report, sent) = std::thread::scope(|scope| {
         let load = scope.spawn(|| client.run(|| lab::load(addr, 2, Duration::from_secs(1), false)));
-        // The malformed frames go out once the good traffic is flowing. Frames that reach the
-        // node in the first tens of milliseconds of the client's connection storm were, in
-        // about 3 of 10 runs, seen by a tap on the node's interface but never reached a
-        // worker's socket (no drop reason, ring_full included, counted them). With this
-        // head start: 0 of 10. The cause lies in the kernel between the taps and the
-        // fanout group and is still open (see the session note); the counts below stay exact.
-        std::thread::sleep(Duration::from_millis(300));
         let mut sent = 0;
         let malformed: Vec<Vec<u8>> = cases.iter().map(|(_, f)| f.clone()).collect();
         for _ in 0..COPIES {

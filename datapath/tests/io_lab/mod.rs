@@ -191,10 +191,8 @@ pub struct Node {
     pub mac: MacAddr,
 }
 
-pub fn start_node(lab: &Lab, backend_mac: MacAddr) -> Node {
-    let iface = lab.iface("lb");
-    let workers = resolve_workers(2);
-    let shared = Shared::new(workers, iface.mac);
+/// The lab's table: a UDP and a TCP farm on the VIP, one backend.
+pub fn lab_table(shared: &Shared, own_mac: MacAddr, backend_mac: MacAddr) -> ForwardingTable {
     let backend = BackendSpec {
         name: "b1".into(),
         ip: BACKEND,
@@ -214,8 +212,14 @@ pub fn start_node(lab: &Lab, backend_mac: MacAddr) -> Node {
         farm("udp", Protocol::Udp, UDP_PORT),
         farm("tcp", Protocol::Tcp, TCP_PORT),
     ];
-    let table = ForwardingTable::build(iface.mac, &farms, &shared.counters, 1021).expect("table");
-    shared.publish(table);
+    ForwardingTable::build(own_mac, &farms, &shared.counters, 1021).expect("table")
+}
+
+pub fn start_node(lab: &Lab, backend_mac: MacAddr) -> Node {
+    let iface = lab.iface("lb");
+    let workers = resolve_workers(2);
+    let shared = Shared::new(workers, iface.mac);
+    shared.publish(lab_table(&shared, iface.mac, backend_mac));
     let mut cfg = DatapathConfig::new(lab.dev());
     cfg.workers = workers;
     let s = shared.clone();
