@@ -1,9 +1,9 @@
 //! The compose deployment (`deploy/`) end to end on the machine's Docker engine: the image
 //! built by `deploy/build-image.sh` from the release binaries (no image pulled), `compose up`
-//! of 3 nodes, 3 backends and a client, DSR traffic through the VIP from the client (replies
-//! captured on the client's interface come from the backends' MACs), `docker kill` of the
-//! leader container in the middle of a verified stream, and `compose down -v` leaving no
-//! container, network, volume or image behind.
+//! of 3 nodes, 3 backends and a client (healthchecks passing), DSR traffic through the VIP
+//! from the client (replies captured on the client's interface come from the backends'
+//! MACs), `docker kill` of the leader container in the middle of a verified stream, and
+//! `compose down -v` leaving no container, network, volume or image behind.
 //!
 //! Needs root and a Docker engine with a compose tool (`docker compose` or `docker-compose`).
 //! Without them it prints `SKIPPED: <reason>` to the terminal and returns, unless
@@ -437,6 +437,26 @@ fn compose_cluster_survives_docker_kill_of_the_leader() {
     };
     say(&format!(
         "cluster up {:?} after the build started; leader node {leader}",
+        started.elapsed()
+    ));
+
+    // The compose healthchecks (dsrctl status on nodes, HTTP on backends) pass.
+    let deadline = Instant::now() + Duration::from_secs(45);
+    for svc in SERVICES.iter().filter(|s| **s != "client") {
+        loop {
+            let health = p.inspect(&containers[svc], "{{.State.Health.Status}}");
+            if health == "healthy" {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{svc} not healthy within 45s: {health}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+    say(&format!(
+        "every node and backend healthy {:?} after the build started",
         started.elapsed()
     ));
 
