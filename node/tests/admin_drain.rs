@@ -65,6 +65,18 @@ fn answering(s: &SingleNode, n: usize) -> BTreeMap<String, usize> {
     })
 }
 
+/// Waits (bounded) until ten new connections in a row are answered only by `expected`:
+/// the write returns once the change is applied, the node's table follows a moment later.
+fn settle(s: &SingleNode, expected: &[&str]) {
+    let settled = wait_for(Duration::from_secs(5), || {
+        let seen = answering(s, 10);
+        seen.keys()
+            .all(|k| expected.contains(&k.as_str()))
+            .then_some(())
+    });
+    assert!(settled.is_some(), "traffic never settled on {expected:?}");
+}
+
 /// The backend whose packet count grows while only `stream` runs.
 fn backend_of_stream(s: &SingleNode, before: &BTreeMap<String, u64>, stream: &Stream) -> String {
     wait_for(Duration::from_secs(5), || {
@@ -101,12 +113,14 @@ fn drain_keeps_flows_off_cuts_them_and_tiers_fail_over() {
     let stream = Stream::start(&client, addr, total, 300_000);
     let drained = backend_of_stream(&s, &before, &stream);
     set(&s, &drained, Some("drain"), None);
+    let at_drain = stream.received();
+    let other = if drained == "b1" { "b2" } else { "b1" };
+    settle(&s, &[other]);
     let seen = answering(&s, 30);
     assert!(
         !seen.contains_key(&drained),
         "new connections reached drained {drained}: {seen:?}"
     );
-    let at_drain = stream.received();
     assert!(at_drain < total, "the stream ended before the drain");
     assert_eq!(
         stream.join().expect("a drained backend keeps its stream"),
@@ -124,6 +138,8 @@ fn drain_keeps_flows_off_cuts_them_and_tiers_fail_over() {
         outcome.is_err(),
         "a stream to {cut} survived `off`: {outcome:?}"
     );
+    let up = if cut == "b1" { "b2" } else { "b1" };
+    settle(&s, &[up]);
     let seen = answering(&s, 20);
     assert!(
         !seen.contains_key(&cut),
@@ -133,12 +149,15 @@ fn drain_keeps_flows_off_cuts_them_and_tiers_fail_over() {
 
     // Priority tiers: b2 is a backup; it serves only while b1 is down (here: off).
     set(&s, "b2", None, Some(2));
+    settle(&s, &["b1"]);
     let seen = answering(&s, 20);
     assert_eq!(seen.keys().collect::<Vec<_>>(), vec!["b1"], "{seen:?}");
     set(&s, "b1", Some("off"), None);
+    settle(&s, &["b2"]);
     let seen = answering(&s, 20);
     assert_eq!(seen.keys().collect::<Vec<_>>(), vec!["b2"], "{seen:?}");
     set(&s, "b1", Some("up"), None);
+    settle(&s, &["b1"]);
     let seen = answering(&s, 20);
     assert_eq!(seen.keys().collect::<Vec<_>>(), vec!["b1"], "{seen:?}");
 }
