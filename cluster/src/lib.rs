@@ -13,6 +13,7 @@
 //! - `forward`: leader-only requests (writes, membership) carried out by whoever leads.
 //! - `shared`: what the handle, the service and the tasks of one node share.
 //! - `handover`: leadership transfer and the witness rule.
+//! - `tls`: the optional mutual TLS of the peer service.
 //! - `settings`, `error`, `codec`: settings, the error enum, the one binary encoding.
 
 mod auth;
@@ -28,6 +29,7 @@ mod shared;
 pub mod state;
 mod storage;
 mod storage_sm;
+mod tls;
 mod types;
 
 pub use auth::{AUTH_HEADER, ClientAuth, ServerAuth, constant_time_eq};
@@ -40,4 +42,5 @@ pub use state::{
     Backend, BackendState, ClusterState, Command, Farm, InvalidCommand, Persistence,
     PersistenceEntry, Protocol, Scheduler, SharedSettings, TcpCheck,
 };
+pub use tls::PeerTls;
 pub use types::{Applied, Node, NodeId, RaftMetrics, TypeConfig};

@@ -5,6 +5,7 @@
 use crate::auth::ClientAuth;
 use crate::codec;
 use crate::settings::MAX_MESSAGE;
+use crate::tls::PeerTls;
 use crate::types::{Node, NodeId, TypeConfig};
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
@@ -22,7 +23,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 /// A client of one peer, token included.
 pub type PeerClient = RaftPeerClient<InterceptedService<Channel, ClientAuth>>;
@@ -55,16 +56,20 @@ pub struct PeerNetwork {
     channels: Arc<Mutex<HashMap<NodeId, (String, Channel)>>>,
     auth: ClientAuth,
     connect_timeout: Duration,
+    /// `Some`: peers are dialled over mutual TLS (`https://`).
+    tls: Option<ClientTlsConfig>,
 }
 
 impl PeerNetwork {
     /// `connect_timeout` should be below the election timeout, so an unreachable peer is
     /// reported before the next election decision needs it.
-    pub fn new(auth: ClientAuth, connect_timeout: Duration) -> Self {
+    /// `tls`: dial peers over mutual TLS with this material.
+    pub fn new(auth: ClientAuth, connect_timeout: Duration, tls: Option<&PeerTls>) -> Self {
         PeerNetwork {
             channels: Arc::new(Mutex::new(HashMap::new())),
             auth,
             connect_timeout,
+            tls: tls.map(PeerTls::client),
         }
     }
 
@@ -76,11 +81,17 @@ impl PeerNetwork {
         let channel = match map.get(&id) {
             Some((a, ch)) if a == addr => ch.clone(),
             _ => {
-                let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-                    .map_err(|e| PeerCallError::Address {
-                        addr: addr.to_string(),
-                        reason: e.to_string(),
-                    })?
+                let bad = |e: tonic::transport::Error| PeerCallError::Address {
+                    addr: addr.to_string(),
+                    reason: e.to_string(),
+                };
+                let scheme = if self.tls.is_some() { "https" } else { "http" };
+                let mut endpoint =
+                    Endpoint::from_shared(format!("{scheme}://{addr}")).map_err(bad)?;
+                if let Some(tls) = &self.tls {
+                    endpoint = endpoint.tls_config(tls.clone()).map_err(bad)?;
+                }
+                let endpoint = endpoint
                     .connect_timeout(self.connect_timeout)
                     .tcp_nodelay(true)
                     .http2_keep_alive_interval(Duration::from_secs(5))

@@ -106,7 +106,7 @@ impl ClusterNode {
         let config = Arc::new(s.raft_config()?);
         let auth =
             ClientAuth::new(&s.token).map_err(|e| ClusterError::Settings(format!("token: {e}")))?;
-        let net = PeerNetwork::new(auth, s.election_timeout.0);
+        let net = PeerNetwork::new(auth, s.election_timeout.0, s.tls.as_ref());
         let raft = Raft::new(s.node_id, config, net.clone(), log, sm)
             .await
             .map_err(|e| ClusterError::Raft {
@@ -145,9 +145,14 @@ impl ClusterNode {
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
         let mut stop_srv = stop_rx.clone();
+        let mut builder = Server::builder().tcp_nodelay(true);
+        if let Some(tls) = &s.tls {
+            builder = builder
+                .tls_config(tls.server())
+                .map_err(|e| ClusterError::Settings(format!("peer TLS: {e}")))?;
+        }
         let server = tokio::spawn(
-            Server::builder()
-                .tcp_nodelay(true)
+            builder
                 .add_service(InterceptedService::new(service, ServerAuth::new(&s.token)))
                 .serve_with_incoming_shutdown(TcpIncoming::from(listener), async move {
                     // A stop signal (Ok) and the handle's drop (Err) both mean: stop serving.
@@ -190,7 +195,7 @@ impl ClusterNode {
             );
             node.tasks.push(tokio::spawn(task.instrument(span)));
         }
-        tracing::info!(listen = %local_addr, initialized, witness = s.witness, "cluster node started");
+        tracing::info!(listen = %local_addr, initialized, witness = s.witness, tls = s.tls.is_some(), "cluster node started");
         Ok(node)
     }
 

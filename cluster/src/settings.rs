@@ -2,6 +2,7 @@
 //! its validation, and the openraft `Config` derived from it.
 
 use crate::error::ClusterError;
+use crate::tls::PeerTls;
 use crate::types::NodeId;
 use std::fmt;
 use std::net::SocketAddr;
@@ -38,6 +39,8 @@ pub struct ClusterSettings {
     /// Entries kept in the log behind the snapshot (lets a slightly lagging follower catch
     /// up from the log instead of a snapshot).
     pub keep_logs: u64,
+    /// Mutual TLS of the peer service; `None`: plaintext (the token is required either way).
+    pub tls: Option<PeerTls>,
 }
 
 impl fmt::Debug for ClusterSettings {
@@ -55,6 +58,7 @@ impl fmt::Debug for ClusterSettings {
             .field("witness", &self.witness)
             .field("snapshot_every", &self.snapshot_every)
             .field("keep_logs", &self.keep_logs)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -75,6 +79,7 @@ impl ClusterSettings {
             witness: false,
             snapshot_every: 5000,
             keep_logs: 1000,
+            tls: None,
         }
     }
 
