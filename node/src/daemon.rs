@@ -107,6 +107,7 @@ async fn run_inner(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
             },
             token: read_token("admin.token_file", &config.admin_token_file)?,
             admin_port: config.admin_listen.port(),
+            tls: config.admin_tls.clone(),
         },
     )
     .await?;
@@ -182,6 +183,7 @@ fn cluster_settings(config: &Config) -> anyhow::Result<ClusterSettings> {
     s.heartbeat = c.heartbeat;
     s.election_timeout = c.election_timeout;
     s.witness = c.witness;
+    s.tls = c.tls.clone();
     Ok(s)
 }
 

@@ -26,7 +26,11 @@
 //!   0 there); ask the leader for lag.
 //! - Stats of another node (the VIP owner by default) are fetched from that node's admin
 //!   service at the host of its peer address and this node's admin port, with this node's
-//!   admin token: a cluster uses one admin port and one admin token.
+//!   admin token: a cluster uses one admin port and one admin token. With admin TLS that
+//!   call is https, trusts `[admin] tls_ca` and presents this node's admin certificate
+//!   (which therefore must allow client authentication when `tls_client_ca` is set).
+//! - Admin TLS is server-authenticated by default; `tls_client_ca` makes it mutual. The
+//!   token is required either way: TLS protects it on the wire, it does not replace it.
 
 mod check;
 mod diff;
@@ -65,6 +69,9 @@ pub struct AdminContext {
     pub token: String,
     /// The admin port other nodes are reached at (this node's).
     pub admin_port: u16,
+    /// The admin listener's TLS; also how this node calls other nodes' admin services
+    /// (https, trusting `tls_ca`, presenting its admin certificate). `None`: plaintext.
+    pub tls: Option<crate::config::AdminTls>,
 }
 
 /// A running admin server.
@@ -99,28 +106,49 @@ pub async fn serve(listen: SocketAddr, ctx: AdminContext) -> anyhow::Result<Admi
         .map_err(|e| anyhow::anyhow!("admin.listen {listen}: {e}"))?;
     let local_addr = listener.local_addr()?;
     let auth = cluster::ServerAuth::for_service(&ctx.token, "an admin", "admin");
+    let tls = ctx.tls.clone();
     let service = InterceptedService::new(
         AdminServer::new(service::AdminService { ctx: Arc::new(ctx) }),
         auth,
     );
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &tls {
+        builder = builder
+            .tls_config(server_tls(tls))
+            .map_err(|e| anyhow::anyhow!("admin TLS (admin.tls_cert, admin.tls_key): {e}"))?;
+    }
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener),
-                async move {
-                    // Sent or dropped: stop either way.
-                    let _ = stopped.await;
-                },
-            ),
+    let task = tokio::spawn(builder.add_service(service).serve_with_incoming_shutdown(
+        tonic::transport::server::TcpIncoming::from(listener),
+        async move {
+            // Sent or dropped: stop either way.
+            let _ = stopped.await;
+        },
+    ));
+    tracing::info!(
+        listen = %local_addr,
+        tls = tls.is_some(),
+        client_certs = tls.as_ref().is_some_and(|t| t.client_ca_pem.is_some()),
+        "admin API listening"
     );
-    tracing::info!(listen = %local_addr, "admin API listening");
     Ok(AdminHandle {
         stop,
         task,
         local_addr,
     })
+}
+
+/// The listener's TLS: this node's identity; client certificates required only when
+/// `tls_client_ca` is set (otherwise the admin token alone authenticates a client).
+fn server_tls(tls: &crate::config::AdminTls) -> tonic::transport::ServerTlsConfig {
+    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+    let cfg = ServerTlsConfig::new().identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem));
+    match &tls.client_ca_pem {
+        Some(ca) => cfg
+            .client_ca_root(Certificate::from_pem(ca))
+            .client_auth_optional(false),
+        None => cfg,
+    }
 }
 
 /// A cluster failure as the API reports it.

@@ -180,10 +180,17 @@ pub(super) async fn stats(ctx: &AdminContext, node: u64) -> Result<pb::StatsRepl
         .parse::<SocketAddr>()
         .map(|a| a.ip())
         .map_err(|_| Status::internal(format!("node {target} has peer address {peer:?}")))?;
-    let endpoint = format!("http://{}", SocketAddr::new(host, ctx.admin_port));
+    let scheme = if ctx.tls.is_some() { "https" } else { "http" };
+    let endpoint = format!("{scheme}://{}", SocketAddr::new(host, ctx.admin_port));
     let remote = async {
-        let channel = tonic::transport::Endpoint::from_shared(endpoint.clone())
-            .map_err(|e| Status::internal(e.to_string()))?
+        let mut ep = tonic::transport::Endpoint::from_shared(endpoint.clone())
+            .map_err(|e| Status::internal(e.to_string()))?;
+        if let Some(tls) = &ctx.tls {
+            ep = ep
+                .tls_config(client_tls(tls, ctx.id())?)
+                .map_err(|e| Status::internal(format!("admin TLS client: {e}")))?;
+        }
+        let channel = ep
             .connect_timeout(REMOTE_TIMEOUT)
             .connect()
             .await
@@ -202,6 +209,24 @@ pub(super) async fn stats(ctx: &AdminContext, node: u64) -> Result<pb::StatsRepl
         .map_err(|_| Status::unavailable(format!("node {target} did not answer in time")))??;
     reply.answered_by = me;
     Ok(reply)
+}
+
+/// How this node dials another node's admin service when admin TLS is on: trusting
+/// `[admin] tls_ca`, presenting its own admin certificate (used only if the other node asks
+/// for one, i.e. has `tls_client_ca`). The server name is the IP dialled.
+fn client_tls(
+    tls: &crate::config::AdminTls,
+    me: u64,
+) -> Result<tonic::transport::ClientTlsConfig, Status> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let ca = tls.ca_pem.as_ref().ok_or_else(|| {
+        Status::failed_precondition(format!(
+            "node {me} has admin TLS but no admin.tls_ca, so it cannot verify another node's admin certificate; set admin.tls_ca or ask that node directly"
+        ))
+    })?;
+    Ok(ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca))
+        .identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem)))
 }
 
 fn membership_reply(ctx: &AdminContext, view: cluster::MembershipView) -> pb::MembershipReply {

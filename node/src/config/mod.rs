@@ -7,9 +7,11 @@
 //! kept as strings in the raw form so the error can name the key, not only a line number.
 
 mod raw;
+mod tls;
 mod validate;
 
 pub use raw::{RawBackend, RawCheck, RawConfig, RawFarm, RawFarms};
+pub use tls::{AdminTls, read_certs, read_key};
 pub use validate::{
     BackendConfig, BackendState, CheckConfig, ClusterConfig, Config, DatapathSettings, FarmConfig,
     Keys, MAX_WEIGHT, Persistence, Protocol, Scheduler, overlaps, validate_farm, validate_farms,

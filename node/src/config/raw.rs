@@ -58,6 +58,13 @@ pub struct RawCluster {
     pub lease_ms: u64,
     /// A witness votes but never owns a VIP.
     pub witness: bool,
+    /// PEM certificate (chain) of this node for the peer service; with `tls_key` and
+    /// `tls_ca` it turns on mutual TLS between peers. Needs an IP SAN of `advertise`.
+    pub tls_cert: Option<String>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<String>,
+    /// PEM CA every peer's certificate must chain to (both directions).
+    pub tls_ca: Option<String>,
 }
 
 impl Default for RawCluster {
@@ -71,6 +78,9 @@ impl Default for RawCluster {
             election_timeout_ms: [150, 300],
             lease_ms: 120,
             witness: false,
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
         }
     }
 }
@@ -82,6 +92,15 @@ pub struct RawAdmin {
     pub listen: String,
     /// File holding the admin bearer token.
     pub token_file: Option<String>,
+    /// PEM certificate (chain) of the admin listener; with `tls_key` the listener serves
+    /// TLS only. Needs an IP SAN of every address clients and other nodes dial.
+    pub tls_cert: Option<String>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<String>,
+    /// PEM CA this node trusts when it calls another node's admin service (Stats).
+    pub tls_ca: Option<String>,
+    /// PEM CA admin clients' certificates must chain to; set: client certificates required.
+    pub tls_client_ca: Option<String>,
 }
 
 impl Default for RawAdmin {
@@ -89,6 +108,10 @@ impl Default for RawAdmin {
         RawAdmin {
             listen: "0.0.0.0:7101".into(),
             token_file: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
+            tls_client_ca: None,
         }
     }
 }

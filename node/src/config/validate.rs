@@ -17,6 +17,8 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     /// File holding the admin bearer token (required: every admin RPC is authenticated).
     pub admin_token_file: String,
+    /// `None`: the admin listener is plaintext.
+    pub admin_tls: Option<super::AdminTls>,
     pub datapath: DatapathSettings,
     /// `None` when metrics are disabled (`listen = ""`).
     pub metrics_listen: Option<SocketAddr>,
@@ -33,6 +35,8 @@ pub struct ClusterConfig {
     pub election_timeout: (Duration, Duration),
     pub lease: Duration,
     pub witness: bool,
+    /// `None`: the peer service is plaintext (the token is required either way).
+    pub tls: Option<cluster::PeerTls>,
 }
 
 #[derive(Debug, Clone)]
@@ -190,6 +194,7 @@ impl RawConfig {
         } else {
             Some(socket_addr("metrics.listen", &self.metrics.listen)?)
         };
+        let admin_tls = super::tls::admin_tls(&self.admin)?;
         let datapath = self.validate_datapath()?;
         let farms = validate_farms(&self.farm)?;
         Ok(Config {
@@ -198,6 +203,7 @@ impl RawConfig {
             cluster,
             admin_listen,
             admin_token_file,
+            admin_tls,
             datapath,
             metrics_listen,
             farms,
@@ -276,6 +282,7 @@ impl RawConfig {
             election_timeout: (Duration::from_millis(min), Duration::from_millis(max)),
             lease: Duration::from_millis(c.lease_ms),
             witness: c.witness,
+            tls: super::tls::peer_tls(c)?,
         })
     }
 
