@@ -29,6 +29,8 @@ pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 const IPV4_MIN_HLEN: usize = 20;
 const TCP_MIN_HLEN: usize = 20;
+const TCP_SYN: u8 = 0x02;
+const TCP_ACK: u8 = 0x10;
 const UDP_HLEN: usize = 8;
 
 /// An Ethernet address.
@@ -140,6 +142,8 @@ pub struct Ipv4View {
     pub fragment_offset: u16,
     /// (source, destination) for TCP and UDP in a whole datagram or a first fragment.
     pub ports: Option<(u16, u16)>,
+    /// A TCP segment with SYN set and ACK clear: the first packet of a new connection.
+    pub tcp_syn: bool,
 }
 
 /// A parsed frame.
@@ -268,6 +272,12 @@ pub fn parse_ipv4(frame: &[u8], l3: usize) -> Result<Ipv4View, DropReason> {
             }
         }
     };
+    // The flags byte is inside the 20 bytes checked above whenever `ports` is set.
+    let tcp_syn = protocol == IPPROTO_TCP
+        && ports.is_some()
+        && frame
+            .get(l3 + header_len + 13)
+            .is_some_and(|f| f & (TCP_SYN | TCP_ACK) == TCP_SYN);
     Ok(Ipv4View {
         l3_offset: l3,
         header_len,
@@ -278,6 +288,7 @@ pub fn parse_ipv4(frame: &[u8], l3: usize) -> Result<Ipv4View, DropReason> {
         fragment,
         fragment_offset,
         ports,
+        tcp_syn,
     })
 }
 
@@ -421,5 +432,21 @@ mod tests {
         let mut ipx = f.clone();
         ipx[17] = 0x37;
         assert_eq!(parse(&ipx), Err(DropReason::ArpMalformed));
+    }
+
+    #[test]
+    fn a_pure_syn_is_marked() {
+        let syn_of = |proto, flags: u8| {
+            let mut l4 = [0u8; 20];
+            l4[13] = flags;
+            match parse(&ipv4(proto, 0, &l4)) {
+                Ok(Parsed::Ipv4(ip)) => ip.tcp_syn,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert!(syn_of(IPPROTO_TCP, TCP_SYN));
+        assert!(!syn_of(IPPROTO_TCP, TCP_SYN | TCP_ACK));
+        assert!(!syn_of(IPPROTO_TCP, TCP_ACK));
+        assert!(!syn_of(IPPROTO_UDP, TCP_SYN));
     }
 }

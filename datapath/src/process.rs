@@ -131,11 +131,19 @@ impl Processor {
         };
         let hash = key.hash();
 
-        let kept = self
-            .flows
-            .get(&key, hash, now_ns)
-            .and_then(|id| table.backend_by_id(id))
-            .filter(|b| b.farm == farm_idx && b.existing_ok);
+        // A pure SYN opens a new connection, so it is scheduled afresh rather than matched
+        // against the flow table (as Katran does): a client port reused within the flow
+        // idle time must not carry a new connection to a backend that takes no new flows
+        // (drained, a backup tier), and a new connection's backend stays a function of the
+        // replicated state alone, the same on every node.
+        let kept = if ip.tcp_syn {
+            None
+        } else {
+            self.flows
+                .get(&key, hash, now_ns)
+                .and_then(|id| table.backend_by_id(id))
+                .filter(|b| b.farm == farm_idx && b.existing_ok)
+        };
         let backend = match kept {
             Some(b) => b,
             None => {

@@ -190,6 +190,46 @@ fn established_flows_survive_drain_and_weight_changes_but_not_off() {
     );
 }
 
+/// A client port reused within the flow idle time: the new connection's SYN is scheduled
+/// by Maglev over the backends that take new flows, not sent down the old flow's path to
+/// a drained backend; the connection's later segments follow the SYN's choice.
+#[test]
+fn a_syn_is_a_new_connection_even_on_a_known_flow() {
+    let reg = CounterRegistry::new(1);
+    let mut specs = web_and_dns();
+    let t1 = build(&specs, &reg);
+    let mut p = processor();
+    let victim = backend_mac(1);
+    let i = (0..1000)
+        .find(|&i| forward(&mut p, &t1, &mut tcp(client(i), 40_000, 80, b"x"), 10) == victim)
+        .expect("some flow lands on backend a");
+
+    specs[0].backends[0].state = BackendState::Drain;
+    let t2 = build(&specs, &reg);
+    // The old connection's segments keep their backend while it drains...
+    assert_eq!(
+        forward(&mut p, &t2, &mut tcp(client(i), 40_000, 80, b"x"), 20),
+        victim
+    );
+    // ...a new connection on the same 5-tuple goes where Maglev puts it, as on a node that
+    // never saw the old one.
+    let syn = forward(&mut p, &t2, &mut tcp_syn(client(i), 40_000, 80), 30);
+    assert_ne!(syn, victim, "a SYN must not reach a drained backend");
+    assert_eq!(
+        syn,
+        forward(
+            &mut processor(),
+            &t2,
+            &mut tcp_syn(client(i), 40_000, 80),
+            30
+        )
+    );
+    assert_eq!(
+        forward(&mut p, &t2, &mut tcp(client(i), 40_000, 80, b""), 40),
+        syn
+    );
+}
+
 #[test]
 fn unhealthy_or_macless_backends_lose_flows() {
     let reg = CounterRegistry::new(1);

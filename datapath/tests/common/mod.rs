@@ -70,6 +70,17 @@ pub fn tcp(src: Ipv4Addr, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A connection's first segment: SYN set, ACK clear.
+pub fn tcp_syn(src: Ipv4Addr, sport: u16, dport: u16) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(CLIENT.0, OWN.0)
+        .ipv4(src.octets(), VIP.octets(), 64)
+        .tcp(sport, dport, 1234, 512)
+        .syn();
+    let mut out = Vec::with_capacity(b.size(0));
+    b.write(&mut out, &[]).expect("syn frame");
+    out
+}
+
 pub fn udp(src: Ipv4Addr, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
     let b = PacketBuilder::ethernet2(CLIENT.0, OWN.0)
         .ipv4(src.octets(), VIP.octets(), 64)
