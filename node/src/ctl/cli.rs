@@ -24,7 +24,8 @@ do.
 Endpoints are tried in the order given until one accepts the call; a node that answers \
 with an error (other than UNAVAILABLE) is not retried elsewhere: another would say the same. \
 Every call carries the admin token read from --token-file (the file named by [admin] \
-token_file in the node config).
+token_file in the node config). A node with [admin] tls_cert serves TLS only: use https:// \
+endpoints with --ca-file, and --cert-file/--key-file if it requires client certificates.
 
 Exit status: 0 success, 1 the call failed (unreachable, refused, rejected), 2 usage error.";
 
@@ -39,10 +40,13 @@ Examples:
   dsrctl export > farms.toml
   dsrctl stats --watch --interval 2s
   dsrctl -o json status | jq .leader
+  dsrctl -e https://198.18.0.2:7101 --ca-file ca.pem --token-file admin.token status
 
 Environment:
   DSRCTL_ENDPOINT    endpoints, comma-separated (as --endpoint)
-  DSRCTL_TOKEN_FILE  the admin token file (as --token-file)";
+  DSRCTL_TOKEN_FILE  the admin token file (as --token-file)
+  DSRCTL_CA_FILE     the CA of the nodes' admin certificates (as --ca-file)
+  DSRCTL_CERT_FILE, DSRCTL_KEY_FILE  client certificate and key (as --cert-file, --key-file)";
 
 /// dsrctl — operate a dsrlb cluster: status, farms, backends, apply/export, stats, membership.
 #[derive(Debug, Parser)]
@@ -78,6 +82,36 @@ pub struct Cli {
     )]
     pub token_file: Option<PathBuf>,
 
+    /// PEM CA that signed the nodes' admin certificates; needed for https:// endpoints
+    /// (dsrctl trusts no system CA).
+    #[arg(
+        long,
+        env = "DSRCTL_CA_FILE",
+        global = true,
+        help_heading = "Global options"
+    )]
+    pub ca_file: Option<PathBuf>,
+
+    /// PEM client certificate for a node with [admin] tls_client_ca (mutual TLS).
+    #[arg(
+        long,
+        env = "DSRCTL_CERT_FILE",
+        requires = "key_file",
+        global = true,
+        help_heading = "Global options"
+    )]
+    pub cert_file: Option<PathBuf>,
+
+    /// PEM private key of --cert-file.
+    #[arg(
+        long,
+        env = "DSRCTL_KEY_FILE",
+        requires = "cert_file",
+        global = true,
+        help_heading = "Global options"
+    )]
+    pub key_file: Option<PathBuf>,
+
     /// Output format.
     #[arg(
         long,
@@ -101,6 +135,27 @@ pub struct Cli {
 
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// Checks across options that clap cannot express: an https endpoint needs `--ca-file`
+    /// (there is nothing else to verify the node's certificate against). A failure is a
+    /// usage error (exit 2).
+    pub fn checked(self) -> Result<Cli, clap::Error> {
+        use clap::CommandFactory;
+        if self.ca_file.is_none()
+            && let Some(e) = self.endpoint.iter().find(|e| e.starts_with("https://"))
+        {
+            return Err(Cli::command().error(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                format!(
+                    "{e} is https: give --ca-file (or DSRCTL_CA_FILE) with the CA that signed \
+                     the node's admin certificate"
+                ),
+            ));
+        }
+        Ok(self)
+    }
 }
 
 /// How results are printed.
@@ -448,6 +503,7 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("dsrctl").chain(args.iter().copied()))
+            .and_then(Cli::checked)
     }
 
     #[test]
@@ -466,6 +522,17 @@ mod tests {
         let cli = parse(&["status", "--endpoint", "a:1", "--endpoint", "b:2"]).expect("ok");
         assert_eq!(cli.endpoint, ["http://a:1", "http://b:2"]);
         assert_eq!(cli.output, Format::Table);
+        let cli = parse(&[
+            "status",
+            "-e",
+            "https://198.18.0.2:7101",
+            "--ca-file",
+            "ca.pem",
+        ])
+        .expect("https with a CA");
+        assert_eq!(cli.endpoint, ["https://198.18.0.2:7101"]);
+        let e = parse(&["status", "-e", "https://198.18.0.2:7101"]).expect_err("no CA");
+        assert!(e.to_string().contains("--ca-file"), "{e}");
     }
 
     #[test]
@@ -546,6 +613,15 @@ mod tests {
             &["stats", "--watch", "--interval", "1ms"],
             &["status", "-o", "yaml"],
             &["status", "-e", "https://198.18.0.2:7101"],
+            &[
+                "status",
+                "--cert-file",
+                "c.pem",
+                "-e",
+                "https://a:1",
+                "--ca-file",
+                "ca.pem",
+            ],
             &["status", "-e", "ftp://198.18.0.2:7101"],
             &["apply"],
             &["leader", "transfer", "one"],

@@ -12,7 +12,7 @@ use std::time::Duration;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Status};
 
 /// How long to wait for a TCP + HTTP/2 handshake before trying the next endpoint.
@@ -65,6 +65,42 @@ pub fn read_token(path: &Path) -> Result<Token, CtlError> {
         .map_err(|_| err("the token is not a valid header value"))
 }
 
+/// The TLS settings for https endpoints: the CA from `ca_file` and, when given, the client
+/// certificate and key. Files are checked here so a bad one is named before any call.
+pub fn tls_config(
+    ca_file: &Path,
+    cert_key: Option<(&Path, &Path)>,
+) -> Result<ClientTlsConfig, CtlError> {
+    let file = |option: &'static str, path: &Path, key: bool| {
+        let text = path.to_string_lossy();
+        let read = if key {
+            crate::config::read_key(option, &text)
+        } else {
+            crate::config::read_certs(option, &text)
+        };
+        read.map_err(|e| CtlError::TlsFile {
+            option,
+            path: path.to_owned(),
+            reason: match e {
+                crate::config::ConfigError::Invalid { reason, .. } => reason,
+                other => other.to_string(),
+            },
+        })
+    };
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(file(
+        "--ca-file",
+        ca_file,
+        false,
+    )?));
+    if let Some((cert, key)) = cert_key {
+        tls = tls.identity(Identity::from_pem(
+            file("--cert-file", cert, false)?,
+            file("--key-file", key, true)?,
+        ));
+    }
+    Ok(tls)
+}
+
 /// A reply and the endpoint that gave it.
 pub struct Answer<R> {
     pub endpoint: String,
@@ -75,16 +111,24 @@ pub struct Answer<R> {
 pub struct Client {
     endpoints: Vec<String>,
     auth: Auth,
+    /// Used for https endpoints; `Cli::checked` makes sure it is there when one is given.
+    tls: Option<ClientTlsConfig>,
     timeout: Duration,
     connected: Option<(usize, Api)>,
 }
 
 impl Client {
-    /// `token` is sent as a bearer token on every call.
-    pub fn new(endpoints: Vec<String>, token: Option<Token>, timeout: Duration) -> Client {
+    /// `token` is sent as a bearer token on every call; `tls` is used for https endpoints.
+    pub fn new(
+        endpoints: Vec<String>,
+        token: Option<Token>,
+        tls: Option<ClientTlsConfig>,
+        timeout: Duration,
+    ) -> Client {
         Client {
             endpoints,
             auth: Auth(token.map(|t| t.0)),
+            tls,
             timeout,
             connected: None,
         }
@@ -99,6 +143,9 @@ impl Client {
         let first = self.connected.as_ref().map_or(0, |(i, _)| *i);
         let order = std::iter::once(first).chain((0..self.endpoints.len()).filter(|i| *i != first));
         let mut cause = String::from("no endpoint given");
+        // A TLS failure says more than "unreachable" (the other endpoints usually fail the
+        // same way: one CA, one scheme), so it is what gets reported.
+        let mut tls_failure = None;
         for i in order {
             let endpoint = self.endpoints[i].clone();
             let api = match &self.connected {
@@ -110,6 +157,9 @@ impl Client {
                     }
                     Err(e) => {
                         tracing::debug!(%endpoint, "connect failed: {e}");
+                        if looks_like_tls(&endpoint, &e) {
+                            tls_failure = Some((endpoint.clone(), e.clone()));
+                        }
                         cause = format!("{endpoint}: {e}");
                         continue;
                     }
@@ -124,6 +174,9 @@ impl Client {
                 }
                 Err(s) => match judge(&endpoint, &s, self.timeout) {
                     Next(why) => {
+                        if looks_like_tls(&endpoint, &why) {
+                            tls_failure = Some((endpoint.clone(), status_text(&s)));
+                        }
                         tracing::debug!(%endpoint, "trying the next endpoint: {why}");
                         cause = why;
                         self.connected = None;
@@ -132,6 +185,9 @@ impl Client {
                 },
             }
         }
+        if let Some((endpoint, cause)) = tls_failure {
+            return Err(CtlError::Tls { endpoint, cause });
+        }
         Err(CtlError::Unreachable {
             endpoints: self.endpoints.clone(),
             cause,
@@ -139,8 +195,15 @@ impl Client {
     }
 
     async fn connect(&self, endpoint: &str) -> Result<Api, String> {
-        let channel = Endpoint::from_shared(endpoint.to_owned())
-            .map_err(|e| error_chain(&e))?
+        let mut ep = Endpoint::from_shared(endpoint.to_owned()).map_err(|e| error_chain(&e))?;
+        if endpoint.starts_with("https://") {
+            let tls = self
+                .tls
+                .clone()
+                .ok_or("an https endpoint needs --ca-file")?;
+            ep = ep.tls_config(tls).map_err(|e| error_chain(&e))?;
+        }
+        let channel = ep
             .connect_timeout(CONNECT_TIMEOUT.min(self.timeout))
             .timeout(self.timeout)
             .connect()
@@ -148,6 +211,14 @@ impl Client {
             .map_err(|e| error_chain(&e))?;
         Ok(AdminClient::with_interceptor(channel, self.auth.clone()))
     }
+}
+
+/// Whether a failure to connect to `endpoint` came from TLS rather than from the network:
+/// on an https endpoint, anything but a TCP-level failure happens in the handshake.
+fn looks_like_tls(endpoint: &str, cause: &str) -> bool {
+    let c = cause.to_ascii_lowercase();
+    let network = ["connection refused", "timed out", "no route", "unreachable"];
+    endpoint.starts_with("https://") && !network.iter().any(|n| c.contains(n))
 }
 
 /// What a failed call means for the endpoints left to try.
@@ -166,6 +237,16 @@ fn judge(endpoint: &str, s: &Status, timeout: Duration) -> Verdict {
     let endpoint = endpoint.to_owned();
     match s.code() {
         Code::Unauthenticated => Stop(CtlError::Refused { endpoint }),
+        // No status from a server: the connection itself failed mid-call. On http:// this
+        // is also what a TLS-only admin port does to a plaintext client (it drops it).
+        Code::Unknown
+            if endpoint.starts_with("http://") && std::error::Error::source(s).is_some() =>
+        {
+            Stop(CtlError::Closed {
+                endpoint,
+                cause: status_text(s),
+            })
+        }
         Code::Unavailable => Next(format!("{endpoint}: {}", status_text(s))),
         Code::Cancelled if s.message() == tonic::TimeoutExpired(()).to_string() => {
             Stop(CtlError::TimedOut {
@@ -291,7 +372,7 @@ mod tests {
             .iter()
             .map(|p| format!("http://127.0.0.1:{p}"))
             .collect();
-        let mut client = Client::new(endpoints.clone(), None, Duration::from_secs(2));
+        let mut client = Client::new(endpoints.clone(), None, None, Duration::from_secs(2));
         let err = client
             .call(async |mut api| api.status(proto::admin::v1::StatusRequest {}).await)
             .await
@@ -304,5 +385,97 @@ mod tests {
         }
         assert!(text.contains("check --endpoint"), "{text}");
         assert!(!text.contains('\n'), "{text}");
+    }
+
+    /// A TLS-only gRPC server on 127.0.0.1 with no services (a call that gets through the
+    /// handshake is answered UNIMPLEMENTED), its certificate for 127.0.0.1 signed by a CA;
+    /// returns the port, the CA's PEM and the server task.
+    async fn tls_server() -> (u16, String, tokio::task::JoinHandle<()>) {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca =
+            rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().expect("key"))
+                .expect("ca");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .expect("params")
+            .signed_by(&key, &ca)
+            .expect("cert");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let tls = tonic::transport::ServerTlsConfig::new()
+            .identity(Identity::from_pem(cert.pem(), key.serialize_pem()));
+        let server = tonic::transport::Server::builder()
+            .tls_config(tls)
+            .expect("tls config")
+            .add_routes(tonic::service::Routes::default())
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener));
+        let task = tokio::spawn(async move {
+            if let Err(e) = server.await {
+                eprintln!("test server: {e}");
+            }
+        });
+        (port, ca.pem(), task)
+    }
+
+    async fn status_via(endpoint: String, ca_pem: &str, dir: &Path) -> Result<(), CtlError> {
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, ca_pem).expect("write");
+        let tls = tls_config(&ca, None)?;
+        let mut client = Client::new(vec![endpoint], None, Some(tls), Duration::from_secs(3));
+        client
+            .call(async |mut api| api.status(proto::admin::v1::StatusRequest {}).await)
+            .await
+            .map(|_| ())
+    }
+
+    #[tokio::test]
+    async fn tls_failures_are_one_line_saying_what_to_check() {
+        let (port, ca_pem, server) = tls_server().await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        // The right CA: the handshake works and the (empty) server answers.
+        let ok = status_via(format!("https://127.0.0.1:{port}"), &ca_pem, dir.path()).await;
+        assert!(
+            matches!(
+                &ok,
+                Err(CtlError::Rpc {
+                    code: Code::Unimplemented,
+                    ..
+                })
+            ),
+            "{:?}",
+            ok.err().map(|e| e.to_string())
+        );
+        // Another CA: refused, with the one-line TLS message.
+        let (_, other_ca, other) = tls_server().await;
+        other.abort();
+        let e = status_via(format!("https://127.0.0.1:{port}"), &other_ca, dir.path())
+            .await
+            .expect_err("unknown issuer");
+        let text = e.to_string();
+        assert!(matches!(e, CtlError::Tls { .. }), "{text}");
+        assert!(text.contains("--ca-file") && !text.contains('\n'), "{text}");
+        // Plaintext to the TLS port: refused, and the message points at the scheme.
+        let mut plain = Client::new(
+            vec![format!("http://127.0.0.1:{port}")],
+            None,
+            None,
+            Duration::from_secs(3),
+        );
+        let e = plain
+            .call(async |mut api| api.status(proto::admin::v1::StatusRequest {}).await)
+            .await
+            .err()
+            .expect("plaintext to a TLS port");
+        let text = e.to_string();
+        assert!(matches!(e, CtlError::Closed { .. }), "{text}");
+        assert!(text.contains("https://") && !text.contains('\n'), "{text}");
+        // A bad CA file is named before any call.
+        std::fs::write(dir.path().join("junk.pem"), "junk").expect("write");
+        let e = tls_config(&dir.path().join("junk.pem"), None).expect_err("junk");
+        assert!(e.to_string().starts_with("cannot use --ca-file"), "{e}");
+        server.abort();
     }
 }

@@ -16,6 +16,27 @@ pub enum CtlError {
         /// The last endpoint's failure.
         cause: String,
     },
+    /// The TLS handshake with every endpoint that was reached failed (the last one shown).
+    #[error(
+        "TLS with {endpoint} failed: {cause}; check --ca-file (the CA that signed the node's \
+         admin certificate), the endpoint scheme (https:// for a node with [admin] tls_cert, \
+         http:// otherwise) and that the node's certificate has an IP SAN for the address \
+         dialled"
+    )]
+    Tls { endpoint: String, cause: String },
+    /// A plaintext connection was dropped mid-call without a status.
+    #[error(
+        "the connection to {endpoint} was closed during the call ({cause}); if the node \
+         serves TLS ([admin] tls_cert), use https:// with --ca-file"
+    )]
+    Closed { endpoint: String, cause: String },
+    /// A TLS file given to dsrctl could not be used.
+    #[error("cannot use {option} {}: {reason}", .path.display())]
+    TlsFile {
+        option: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
     /// The server refused the admin token.
     #[error(
         "refused: the admin token was rejected by {endpoint}; check --token-file / \

@@ -30,7 +30,7 @@ use std::process::ExitCode;
 /// Runs `dsrctl` with the process arguments; the exit code is 0 ok, 1 failed, 2 usage
 /// (clap's own code for a bad command line).
 pub fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = cli::Cli::parse().checked().unwrap_or_else(|e| e.exit());
     // Logs only when asked for (RUST_LOG), on stderr: stdout is the command's output.
     if std::env::var_os("RUST_LOG").is_some() {
         tracing_subscriber::fmt()

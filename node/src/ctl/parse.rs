@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-/// Accepts an `http://` URL or a bare `host:port` (taken as http).
+/// Accepts an `http://` or `https://` URL or a bare `host:port` (taken as http). An https
+/// endpoint also needs `--ca-file`; `Cli::checked` says so.
 pub fn parse_endpoint(s: &str) -> Result<String, String> {
     let s = s.trim();
     if s.is_empty() {
@@ -14,14 +15,10 @@ pub fn parse_endpoint(s: &str) -> Result<String, String> {
     } else {
         format!("http://{s}")
     };
-    if url.starts_with("https://") {
-        return Err(format!(
-            "`{s}`: TLS to the admin API is not supported yet; use http://"
-        ));
-    }
     let rest = url
         .strip_prefix("http://")
-        .ok_or_else(|| format!("`{s}`: the scheme must be http"))?;
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| format!("`{s}`: the scheme must be http or https"))?;
     let authority = rest.split('/').next().unwrap_or_default();
     if authority.is_empty() {
         return Err(format!("`{s}`: no host"));

@@ -5,7 +5,7 @@ use super::cli::{
     ApplyArgs, BackendCmd, Cli, Command, FarmCmd, Format, LeaderCmd, MemberCmd, PersistenceCmd,
     StatsArgs,
 };
-use super::client::{Client, read_token};
+use super::client::{Client, read_token, tls_config};
 use super::error::CtlError;
 use super::view::{
     ApplyView, BackendsView, ExportView, FarmShowView, FarmView, FarmsView, LeaderView,
@@ -30,7 +30,14 @@ pub fn run(cli: Cli, out: &mut dyn Write, tty: bool) -> Result<(), CtlError> {
         _ => None,
     };
     let token = cli.token_file.as_deref().map(read_token).transpose()?;
-    let mut client = Client::new(cli.endpoint.clone(), token, cli.timeout);
+    let tls = match &cli.ca_file {
+        Some(ca) => Some(tls_config(
+            ca,
+            cli.cert_file.as_deref().zip(cli.key_file.as_deref()),
+        )?),
+        None => None,
+    };
+    let mut client = Client::new(cli.endpoint.clone(), token, tls, cli.timeout);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
