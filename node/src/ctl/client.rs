@@ -247,6 +247,19 @@ fn judge(endpoint: &str, s: &Status, timeout: Duration) -> Verdict {
                 cause: status_text(s),
             })
         }
+        // On https, a connection dropped before any status is how a node that requires a
+        // client certificate refuses one it does not accept (TLS 1.3 checks it after the
+        // client's handshake has finished, so the call, not the connect, sees it).
+        Code::Unknown | Code::Cancelled
+            if endpoint.starts_with("https://")
+                && s.message() != tonic::TimeoutExpired(()).to_string()
+                && std::error::Error::source(s).is_some() =>
+        {
+            Stop(CtlError::Tls {
+                endpoint,
+                cause: status_text(s),
+            })
+        }
         Code::Unavailable => Next(format!("{endpoint}: {}", status_text(s))),
         Code::Cancelled if s.message() == tonic::TimeoutExpired(()).to_string() => {
             Stop(CtlError::TimedOut {

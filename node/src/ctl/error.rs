@@ -20,8 +20,8 @@ pub enum CtlError {
     #[error(
         "TLS with {endpoint} failed: {cause}; check --ca-file (the CA that signed the node's \
          admin certificate), the endpoint scheme (https:// for a node with [admin] tls_cert, \
-         http:// otherwise) and that the node's certificate has an IP SAN for the address \
-         dialled"
+         http:// otherwise), that the node's certificate has an IP SAN for the address \
+         dialled, and --cert-file/--key-file if the node requires client certificates"
     )]
     Tls { endpoint: String, cause: String },
     /// A plaintext connection was dropped mid-call without a status.

@@ -268,14 +268,25 @@ impl Lab {
         opts: &NodeOptions,
         members: &[usize],
     ) -> Result<LabProcess, LabError> {
+        let text = self.node_config_members(i, farms, opts, members)?;
+        self.spawn_node_config(i, dsrlb, &text)
+    }
+
+    /// Writes `config` (e.g. a [`Lab::node_config_with`] text with keys added, such as the
+    /// `[admin]` TLS files) as node `i`'s config and starts `dsrlb run` with it.
+    pub fn spawn_node_config(
+        &self,
+        i: usize,
+        dsrlb: &Path,
+        config: &str,
+    ) -> Result<LabProcess, LabError> {
         let node = self
             .nodes()
             .get(i)
             .ok_or_else(|| LabError::Spec(format!("no node {i}")))?
             .clone();
         let path = self.dir().join(format!("{}.toml", node.name));
-        let text = self.node_config_members(i, farms, opts, members)?;
-        std::fs::write(&path, text).map_err(|source| LabError::File {
+        std::fs::write(&path, config).map_err(|source| LabError::File {
             what: "write node config",
             path: path.clone(),
             source,
