@@ -328,3 +328,26 @@ pub(super) async fn transfer_leader(
         answered_by: ctx.id(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_stats_over_tls_need_admin_tls_ca() {
+        let tls = crate::config::AdminTls {
+            cert_pem: b"cert".to_vec(),
+            key_pem: b"key".to_vec(),
+            ca_pem: None,
+            client_ca_pem: None,
+        };
+        let e = client_tls(&tls, 2).expect_err("no CA to verify another node");
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+        assert!(e.message().contains("admin.tls_ca"), "{}", e.message());
+        let with_ca = crate::config::AdminTls {
+            ca_pem: Some(b"ca".to_vec()),
+            ..tls
+        };
+        assert!(client_tls(&with_ca, 2).is_ok());
+    }
+}
