@@ -21,9 +21,13 @@
 //!   retries (bounded). So a read-modify-write (`UpdateBackend`) never loses a concurrent
 //!   change, and the state machine still refuses overlaps deterministically on its own.
 //!   `Apply` is one `Command::ReplaceFarms` entry with the same rule for the whole set.
-//! - Reads answer from the local replica and name the node (`answered_by`). `Status` on a
-//!   follower reports what that follower knows (replication progress only the leader has is
-//!   0 there); ask the leader for lag.
+//! - Farm and backend reads (list, get, export) first bring the local replica up to the
+//!   leader's read index, as writes do, so they include every write acknowledged before
+//!   them, through any node (etcd's default, linearizable reads): an `export` taken from a
+//!   follower and applied elsewhere must not revert a change made a moment earlier. They
+//!   name the node that answered (`answered_by`). `Status` stays local, so it answers during
+//!   an election too; on a follower it reports what that follower knows (replication
+//!   progress only the leader has is 0 there); ask the leader for lag.
 //! - Stats of another node (the VIP owner by default) are fetched from that node's admin
 //!   service at the host of its peer address and this node's admin port, with this node's
 //!   admin token: a cluster uses one admin port and one admin token. With admin TLS that

@@ -92,6 +92,7 @@ impl Admin for AdminService {
     }
 
     async fn list_farms(&self, _r: Request<pb::ListFarmsRequest>) -> Reply<pb::ListFarmsReply> {
+        self.ctx.sync().await?;
         let state = self.ctx.state();
         Ok(Response::new(pb::ListFarmsReply {
             answered_by: self.ctx.id(),
@@ -104,6 +105,7 @@ impl Admin for AdminService {
     }
 
     async fn get_farm(&self, r: Request<pb::GetFarmRequest>) -> Reply<pb::FarmReply> {
+        self.ctx.sync().await?;
         let state = self.ctx.state();
         let farm = farm_of(&state, &r.get_ref().name)?;
         Ok(Response::new(pb::FarmReply {
@@ -172,6 +174,7 @@ impl Admin for AdminService {
         &self,
         r: Request<pb::ListBackendsRequest>,
     ) -> Reply<pb::ListBackendsReply> {
+        self.ctx.sync().await?;
         let state = self.ctx.state();
         let farm = farm_of(&state, &r.get_ref().farm)?;
         Ok(Response::new(pb::ListBackendsReply {
@@ -323,6 +326,7 @@ impl Admin for AdminService {
     }
 
     async fn export(&self, _r: Request<pb::ExportRequest>) -> Reply<pb::ExportReply> {
+        self.ctx.sync().await?;
         let state = self.ctx.state();
         let file = RawFarms {
             farm: state.farms.values().map(raw_from_farm).collect(),
