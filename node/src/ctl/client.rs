@@ -237,9 +237,11 @@ fn judge(endpoint: &str, s: &Status, timeout: Duration) -> Verdict {
     let endpoint = endpoint.to_owned();
     match s.code() {
         Code::Unauthenticated => Stop(CtlError::Refused { endpoint }),
-        // No status from a server: the connection itself failed mid-call. On http:// this
-        // is also what a TLS-only admin port does to a plaintext client (it drops it).
-        Code::Unknown
+        // No status from a server (a status made from a transport error carries it as its
+        // source): the connection itself failed mid-call. On http:// this is also what a
+        // TLS-only admin port does to a plaintext client: it drops it, and the client sees
+        // a broken pipe (UNKNOWN) or an undecodable HTTP/2 frame (INTERNAL), by timing.
+        Code::Unknown | Code::Internal
             if endpoint.starts_with("http://") && std::error::Error::source(s).is_some() =>
         {
             Stop(CtlError::Closed {
@@ -250,7 +252,7 @@ fn judge(endpoint: &str, s: &Status, timeout: Duration) -> Verdict {
         // On https, a connection dropped before any status is how a node that requires a
         // client certificate refuses one it does not accept (TLS 1.3 checks it after the
         // client's handshake has finished, so the call, not the connect, sees it).
-        Code::Unknown | Code::Cancelled
+        Code::Unknown | Code::Cancelled | Code::Internal
             if endpoint.starts_with("https://")
                 && s.message() != tonic::TimeoutExpired(()).to_string()
                 && std::error::Error::source(s).is_some() =>

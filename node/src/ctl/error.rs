@@ -24,9 +24,9 @@ pub enum CtlError {
          dialled, and --cert-file/--key-file if the node requires client certificates"
     )]
     Tls { endpoint: String, cause: String },
-    /// A plaintext connection was dropped mid-call without a status.
+    /// A plaintext connection failed mid-call without a status from the server.
     #[error(
-        "the connection to {endpoint} was closed during the call ({cause}); if the node \
+        "the connection to {endpoint} failed during the call ({cause}); if the node \
          serves TLS ([admin] tls_cert), use https:// with --ca-file"
     )]
     Closed { endpoint: String, cause: String },
