@@ -91,7 +91,8 @@ impl HostFacts {
     }
 }
 
-fn in_subnet(ip: Ipv4Addr, net: Ipv4Addr, prefix: u8) -> bool {
+/// Whether `ip` lies in `net`/`prefix`.
+pub(crate) fn in_subnet(ip: Ipv4Addr, net: Ipv4Addr, prefix: u8) -> bool {
     let mask = if prefix == 0 {
         0
     } else {

@@ -5,6 +5,7 @@
 //! another farm already holds on the same VIP and protocol. Pure functions of their inputs.
 
 use crate::config::{ConfigError, FarmConfig, Keys};
+use crate::preflight::in_subnet;
 use std::net::Ipv4Addr;
 
 /// What a node knows about the network a farm must fit.
@@ -16,15 +17,6 @@ pub struct NetFacts {
     /// The data interface's IPv4 networks (address, prefix length); empty = unknown, and
     /// the subnet check is skipped.
     pub subnets: Vec<(Ipv4Addr, u8)>,
-}
-
-fn in_subnet(ip: Ipv4Addr, net: Ipv4Addr, prefix: u8) -> bool {
-    let mask = if prefix == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(prefix.min(32)))
-    };
-    u32::from(ip) & mask == u32::from(net) & mask
 }
 
 /// Checks `farm` (already valid on its own) against the node's network and `others`, the

@@ -144,7 +144,6 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let opts = NodeOptions {
         witness: false,
         cluster_extra: cluster_lines(args).join("\n"),
-        workers: None,
     };
     let timing = read_timing(&lab, &farms, &opts, args)?;
     lab.start_backends(&dsrlb)

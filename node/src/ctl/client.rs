@@ -9,7 +9,6 @@ use super::error::CtlError;
 use proto::admin::v1::admin_client::AdminClient;
 use std::path::Path;
 use std::time::Duration;
-use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
@@ -21,23 +20,23 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// The generated client with the token interceptor.
 pub type Api = AdminClient<InterceptedService<Channel, Auth>>;
 
-/// Adds `authorization: Bearer <token>` to every request (nothing without a token, which
-/// the server refuses with UNAUTHENTICATED — reported as such).
+/// The peers' bearer-token interceptor ([`cluster::ClientAuth`]), or nothing without a
+/// token (the server refuses that with UNAUTHENTICATED — reported as such).
 #[derive(Clone)]
-pub struct Auth(Option<MetadataValue<Ascii>>);
+pub struct Auth(Option<cluster::ClientAuth>);
 
 impl Interceptor for Auth {
-    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
-        if let Some(v) = &self.0 {
-            req.metadata_mut().insert("authorization", v.clone());
+    fn call(&mut self, req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        match &mut self.0 {
+            Some(auth) => auth.call(req),
+            None => Ok(req),
         }
-        Ok(req)
     }
 }
 
 /// The admin token, ready to be sent. Its `Debug` does not show it.
 #[derive(Clone)]
-pub struct Token(MetadataValue<Ascii>);
+pub struct Token(cluster::ClientAuth);
 
 impl std::fmt::Debug for Token {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -59,8 +58,7 @@ pub fn read_token(path: &Path) -> Result<Token, CtlError> {
     if !token.chars().all(|c| c.is_ascii_graphic()) {
         return Err(err("the token must be printable ASCII without spaces"));
     }
-    format!("Bearer {token}")
-        .parse()
+    cluster::ClientAuth::new(token)
         .map(Token)
         .map_err(|_| err("the token is not a valid header value"))
 }
@@ -314,7 +312,14 @@ mod tests {
         let good = dir.path().join("good");
         std::fs::write(&good, "  s3cret-token\n").expect("write");
         let token = read_token(&good).expect("reads");
-        assert_eq!(token.0, "Bearer s3cret-token");
+        // What goes on the wire, through the interceptor that sends it.
+        let sent = Auth(Some(token.0.clone()))
+            .call(tonic::Request::new(()))
+            .expect("intercepted");
+        assert_eq!(
+            sent.metadata().get(cluster::AUTH_HEADER).expect("header"),
+            "Bearer s3cret-token"
+        );
         assert_eq!(format!("{token:?}"), "Token(..)");
 
         let empty = dir.path().join("empty");

@@ -105,8 +105,6 @@ pub struct NodeOptions {
     pub witness: bool,
     /// Lines appended to the `[cluster]` table (e.g. timing), verbatim.
     pub cluster_extra: String,
-    /// Datapath workers (default 2).
-    pub workers: Option<usize>,
 }
 
 impl Lab {
@@ -146,14 +144,13 @@ impl Lab {
         // Writing into a String cannot fail.
         let _ = write!(
             c,
-            "[node]\nid = {}\ndata_dir = {:?}\n\n[datapath]\ninterface = {:?}\nworkers = {}\n\n\
+            "[node]\nid = {}\ndata_dir = {:?}\n\n[datapath]\ninterface = {:?}\nworkers = 2\n\n\
              [metrics]\nlisten = \"127.0.0.1:{METRICS_PORT}\"\n\n\
              [admin]\nlisten = \"{}:{ADMIN_PORT}\"\ntoken_file = {:?}\n\n\
              [cluster]\nlisten = \"{}:{PEER_PORT}\"\nwitness = {}\n{}\n",
             i + 1,
             data_dir.display().to_string(),
             node.ifname,
-            opts.workers.unwrap_or(2),
             node.ip,
             self.admin_token_file()?.display().to_string(),
             node.ip,

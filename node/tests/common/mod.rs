@@ -34,16 +34,6 @@ pub struct SingleNode {
 
 impl SingleNode {
     pub fn start(backends: usize, extra_ips: usize, farms: &[LabFarm]) -> SingleNode {
-        SingleNode::start_with(backends, extra_ips, farms, 2)
-    }
-
-    /// [`SingleNode::start`] with `workers` datapath workers.
-    pub fn start_with(
-        backends: usize,
-        extra_ips: usize,
-        farms: &[LabFarm],
-        workers: usize,
-    ) -> SingleNode {
         let mut lab = Lab::build(&LabSpec {
             nodes: 1,
             backends,
@@ -53,17 +43,9 @@ impl SingleNode {
         })
         .expect("lab builds");
         lab.start_backends(dsrlb()).expect("backends start");
-        let opts = node::lab::NodeOptions {
-            workers: Some(workers),
-            ..Default::default()
-        };
-        let mut procs = vec![
-            lab.spawn_node(0, dsrlb(), farms, &opts)
-                .expect("dsrlb starts"),
-        ];
-        lab.wait_ready(&mut procs, &[0], farms, std::time::Duration::from_secs(15))
+        let node = lab
+            .start_node(0, dsrlb(), farms)
             .expect("dsrlb node starts");
-        let node = procs.pop().expect("one process");
         SingleNode { lab, node }
     }
 }
