@@ -117,14 +117,21 @@ impl Shared {
         self.table.store(Arc::new(t));
     }
 
-    /// Puts `sockets` under [`Shared::publish`]'s care, first giving them the filter of the
-    /// table published now. Under the same lock as `publish`, so no change slips between.
-    pub(crate) fn register_sockets(&self, sockets: &[Arc<PacketSocket>]) -> io::Result<()> {
+    /// Puts `sockets`, opened with the filter for `opened_with`, under [`Shared::publish`]'s
+    /// care; if a table with other VIPs was published since, they get its filter first.
+    /// Under the same lock as `publish`, so no change slips between.
+    pub(crate) fn register_sockets(
+        &self,
+        sockets: &[Arc<PacketSocket>],
+        opened_with: &[Ipv4Addr],
+    ) -> io::Result<()> {
         let mut filters = self.filters();
         let vips = sorted_vips(&self.table.load());
-        let prog = bpf::vip_filter(&vips);
-        for sock in sockets {
-            sock.attach_filter(&prog)?;
+        if vips != opened_with {
+            let prog = bpf::vip_filter(&vips);
+            for sock in sockets {
+                sock.attach_filter(&prog)?;
+            }
         }
         filters.sync(vips);
         filters.sockets.extend(sockets.iter().map(Arc::downgrade));

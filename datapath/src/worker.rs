@@ -176,7 +176,7 @@ impl Datapath {
         // since the one above is applied now).
         let socks: Vec<Arc<PacketSocket>> = sockets.iter().map(|(s, _)| s.clone()).collect();
         shared
-            .register_sockets(&socks)
+            .register_sockets(&socks, &vips)
             .map_err(|source| IoError::Setsockopt {
                 option: "SO_ATTACH_FILTER",
                 source,
