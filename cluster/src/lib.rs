@@ -4,6 +4,7 @@
 //!
 //! # Layout
 //! - `state`: the replicated data and commands; applying is a pure function.
+//! - `persist`: the replicated source-IP persistence table, apart from the farm state.
 //! - `types`: the openraft type configuration.
 //! - `storage` / `storage_sm`: log + vote, and state machine + snapshot, in one redb file;
 //!   their `//!` say what is fsynced when.
@@ -23,6 +24,7 @@ mod forward;
 mod handover;
 mod network;
 mod node;
+pub mod persist;
 mod server;
 mod settings;
 mod shared;
@@ -37,10 +39,12 @@ pub use error::ClusterError;
 pub use forward::MembershipView;
 pub use node::ClusterNode;
 pub use openraft::ServerState;
+pub use persist::{FarmPinWrites, PinBatch, PinRow, PinSink, PinStats, PinTable, PinWrite};
 pub use settings::ClusterSettings;
 pub use state::{
-    Backend, BackendState, ClusterState, Command, Farm, InvalidCommand, Persistence,
-    PersistenceEntry, Protocol, Scheduler, SharedSettings, TcpCheck,
+    Backend, BackendState, ClusterState, Command, Farm, InvalidCommand, Persistence, Protocol,
+    Scheduler, SharedSettings, TcpCheck,
 };
+pub use storage_sm::Pins;
 pub use tls::PeerTls;
 pub use types::{Applied, Node, NodeId, RaftMetrics, TypeConfig};

@@ -22,7 +22,7 @@ use crate::settings::{ClusterSettings, MAX_MESSAGE};
 use crate::shared::{Shared, Timing};
 use crate::state::{ClusterState, Command, Farm};
 use crate::storage::LogStore;
-use crate::storage_sm::StateMachineStore;
+use crate::storage_sm::{Pins, StateMachineStore};
 use crate::types::{Applied, Node, NodeId, Raft, RaftMetrics};
 use openraft::ServerState;
 use proto::raft::v1::raft_peer_server::RaftPeerServer;
@@ -46,6 +46,7 @@ const OPEN_RETRY: Duration = Duration::from_secs(3);
 pub struct ClusterNode {
     shared: Arc<Shared>,
     state: watch::Receiver<Arc<ClusterState>>,
+    pins: Pins,
     local_addr: SocketAddr,
     stop: watch::Sender<bool>,
     server: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
@@ -101,7 +102,8 @@ impl ClusterNode {
             reason,
         };
         let log = LogStore::open(db.clone()).map_err(|e| storage_err(e.to_string()))?;
-        let (sm, state) = StateMachineStore::open(db).map_err(|e| storage_err(e.to_string()))?;
+        let (sm, state, pins) = StateMachineStore::open(db, s.pin_sink.clone())
+            .map_err(|e| storage_err(e.to_string()))?;
 
         let config = Arc::new(s.raft_config()?);
         let auth =
@@ -165,6 +167,7 @@ impl ClusterNode {
         let mut node = ClusterNode {
             shared: shared.clone(),
             state,
+            pins,
             local_addr,
             stop,
             server: Some(server),
@@ -217,6 +220,11 @@ impl ClusterNode {
     /// The applied state; changes whenever a committed command changes it (on every node).
     pub fn state(&self) -> watch::Receiver<Arc<ClusterState>> {
         self.state.clone()
+    }
+
+    /// The persistence table as this node has applied it (control plane only: lock briefly).
+    pub fn pins(&self) -> Pins {
+        self.pins.clone()
     }
 
     /// openraft's metrics: `state`, `current_leader`, `current_term`,
@@ -430,6 +438,7 @@ async fn bootstrap(
             &shared,
             Forward::Write(Box::new(Command::Bootstrap {
                 farms: farms.clone(),
+                settings: s.shared.clone(),
             })),
             "bootstrap",
         )

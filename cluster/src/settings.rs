@@ -2,11 +2,14 @@
 //! its validation, and the openraft `Config` derived from it.
 
 use crate::error::ClusterError;
+use crate::persist::{NoSink, PinSink};
+use crate::state::SharedSettings;
 use crate::tls::PeerTls;
 use crate::types::NodeId;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Largest gRPC message either side accepts or sends: room for a real snapshot chunk and a
@@ -41,6 +44,11 @@ pub struct ClusterSettings {
     pub keep_logs: u64,
     /// Mutual TLS of the peer service; `None`: plaintext (the token is required either way).
     pub tls: Option<PeerTls>,
+    /// Cluster-wide settings the bootstrap writes into the log with the farms (the log's
+    /// value rules afterwards).
+    pub shared: SharedSettings,
+    /// Told of every change to the persistence table as it is applied (the datapath).
+    pub pin_sink: Arc<dyn PinSink>,
 }
 
 impl fmt::Debug for ClusterSettings {
@@ -59,7 +67,8 @@ impl fmt::Debug for ClusterSettings {
             .field("snapshot_every", &self.snapshot_every)
             .field("keep_logs", &self.keep_logs)
             .field("tls", &self.tls)
-            .finish()
+            .field("shared", &self.shared)
+            .finish_non_exhaustive()
     }
 }
 
@@ -80,6 +89,8 @@ impl ClusterSettings {
             snapshot_every: 5000,
             keep_logs: 1000,
             tls: None,
+            shared: SharedSettings::default(),
+            pin_sink: Arc::new(NoSink),
         }
     }
 

@@ -4,6 +4,7 @@
 //! log holds the same state, which is what lets every node build the same forwarding table
 //! (DESIGN invariant 3). Ordered maps only, so snapshots of equal states are equal bytes.
 
+use crate::persist::PinBatch;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -107,9 +108,9 @@ pub struct Farm {
 /// Cluster-wide settings that live in the log rather than in each node's config file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SharedSettings {
-    /// How often the leader commits new and refreshed persistence entries (next issue).
+    /// How often the leader commits new and refreshed persistence entries.
     pub persistence_batch: Duration,
-    /// Upper bound on persistence entries per farm (next issue).
+    /// Upper bound on persistence entries per farm: new clients beyond it get no entry.
     pub persistence_max_entries: u64,
 }
 
@@ -120,16 +121,6 @@ impl Default for SharedSettings {
             persistence_max_entries: 1 << 20,
         }
     }
-}
-
-/// One source-IP persistence entry (filled by the next issue; typed and snapshotted now so
-/// the snapshot format does not change when it arrives).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PersistenceEntry {
-    /// The backend this source sticks to.
-    pub backend: String,
-    /// Log index of the last refresh: expiry is measured in the log, not by local clocks.
-    pub refreshed_at: u64,
 }
 
 /// The replicated state as every node sees it once it has applied the log.
@@ -144,8 +135,6 @@ pub struct ClusterState {
     pub health: BTreeMap<String, BTreeMap<String, bool>>,
     /// Cluster-wide settings.
     pub settings: SharedSettings,
-    /// Source-IP persistence: farm → source address → entry.
-    pub persistence: BTreeMap<String, BTreeMap<Ipv4Addr, PersistenceEntry>>,
 }
 
 impl ClusterState {
@@ -184,10 +173,13 @@ pub enum Command {
         /// The verdict.
         up: bool,
     },
-    /// The farms of the bootstrapping node's config; applied once, ignored afterwards.
+    /// The farms and settings of the bootstrapping node's config; applied once, ignored
+    /// afterwards.
     Bootstrap {
         /// Farms to start with.
         farms: Vec<Farm>,
+        /// Cluster-wide settings to start with.
+        settings: SharedSettings,
     },
     /// Replaces the cluster-wide settings.
     SetSettings(SharedSettings),
@@ -208,6 +200,16 @@ pub enum Command {
         expected: Vec<Farm>,
         /// The desired farms.
         farms: Vec<Farm>,
+    },
+    /// New and refreshed persistence entries from the leader's batcher, and expiry at the
+    /// batch's time (applied to the `PinTable`, not to this state).
+    Pin(PinBatch),
+    /// Removes the persistence entries of `farm` (only those to `backend` if given).
+    FlushPins {
+        /// Farm name.
+        farm: String,
+        /// Backend name; `None` flushes the whole farm.
+        backend: Option<String>,
     },
 }
 
@@ -300,7 +302,7 @@ impl Command {
                 }
                 Ok(())
             }
-            Command::Bootstrap { farms } => {
+            Command::Bootstrap { farms, .. } => {
                 for (i, f) in farms.iter().enumerate() {
                     f.validate()?;
                     if farms[..i].iter().any(|o| o.name == f.name) {
@@ -309,9 +311,11 @@ impl Command {
                 }
                 Ok(())
             }
-            Command::DeleteFarm { .. } | Command::SetHealth { .. } | Command::SetSettings(_) => {
-                Ok(())
-            }
+            Command::DeleteFarm { .. }
+            | Command::SetHealth { .. }
+            | Command::SetSettings(_)
+            | Command::Pin(_)
+            | Command::FlushPins { .. } => Ok(()),
         }
     }
 }
@@ -320,8 +324,8 @@ impl ClusterState {
     /// Applies `cmd` committed at log index `index`; returns whether the state changed.
     /// Never fails: a command that no longer makes sense (a verdict for a deleted backend)
     /// is a no-op, identically on every node.
-    // The log index is part of the signature so time-like data (persistence refreshes, next
-    // issue) is measured in the log, never by a node's clock.
+    // The log index is part of the signature so that time-like data could be measured in the
+    // log; persistence carries the leader's clock in its batches instead (see `persist`).
     pub fn apply(&mut self, cmd: &Command, _index: u64) -> bool {
         match cmd {
             Command::PutFarm(farm) => self.put_farm(farm.clone()),
@@ -337,11 +341,12 @@ impl ClusterState {
                 let slot = self.health.entry(farm.clone()).or_default();
                 slot.insert(backend.clone(), *up) != Some(*up)
             }
-            Command::Bootstrap { farms } => {
+            Command::Bootstrap { farms, settings } => {
                 if self.bootstrapped {
                     return false;
                 }
                 self.bootstrapped = true;
+                self.settings = settings.clone();
                 for f in farms {
                     self.put_farm(f.clone());
                 }
@@ -383,13 +388,14 @@ impl ClusterState {
                 }
                 changed
             }
+            // The state machine applies these to its `PinTable`.
+            Command::Pin(_) | Command::FlushPins { .. } => false,
         }
     }
 
     fn delete_farm(&mut self, name: &str) -> bool {
         let existed = self.farms.remove(name).is_some();
         self.health.remove(name);
-        self.persistence.remove(name);
         existed
     }
 
@@ -397,9 +403,6 @@ impl ClusterState {
         let name = farm.name.clone();
         if let Some(verdicts) = self.health.get_mut(&name) {
             verdicts.retain(|b, _| farm.backends.iter().any(|fb| &fb.name == b));
-        }
-        if let Some(entries) = self.persistence.get_mut(&name) {
-            entries.retain(|_, e| farm.backends.iter().any(|fb| fb.name == e.backend));
         }
         self.farms.insert(name, farm.clone()) != Some(farm)
     }
@@ -444,13 +447,15 @@ mod tests {
         let mut s = ClusterState::default();
         assert!(s.apply(
             &Command::Bootstrap {
-                farms: vec![farm("web", &["a"])]
+                farms: vec![farm("web", &["a"])],
+                settings: SharedSettings::default(),
             },
             1
         ));
         assert!(!s.apply(
             &Command::Bootstrap {
-                farms: vec![farm("other", &["b"])]
+                farms: vec![farm("other", &["b"])],
+                settings: SharedSettings::default(),
             },
             2
         ));
@@ -511,6 +516,7 @@ mod tests {
         assert!(Command::PutFarm(f.clone()).validate().is_err());
         let dup = Command::Bootstrap {
             farms: vec![farm("w", &[]), farm("w", &[])],
+            settings: SharedSettings::default(),
         };
         assert_eq!(
             dup.validate(),
@@ -572,13 +578,6 @@ mod tests {
     fn state_round_trips_through_the_codec() {
         let mut s = ClusterState::default();
         s.apply(&Command::PutFarm(farm("web", &["a"])), 1);
-        s.persistence.entry("web".into()).or_default().insert(
-            Ipv4Addr::new(198, 19, 0, 1),
-            PersistenceEntry {
-                backend: "a".into(),
-                refreshed_at: 1,
-            },
-        );
         let bytes = crate::codec::encode(&s).expect("encodes");
         let back: ClusterState = crate::codec::decode(&bytes).expect("decodes");
         assert_eq!(back, s);

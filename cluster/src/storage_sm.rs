@@ -1,6 +1,7 @@
 //! The state machine: the applied [`ClusterState`] in memory, published to the node through a
-//! `watch` channel, and its snapshot on disk (table `snapshot` of the same redb file as the
-//! log, see `storage.rs`).
+//! `watch` channel; the persistence [`PinTable`] beside it, mutated in place and mirrored to
+//! the node's [`PinSink`] entry by entry; and their snapshot on disk (table `snapshot` of the
+//! same redb file as the log, see `storage.rs`).
 //!
 //! # Durability
 //! The applied state itself is not written on every apply: it is a pure function of the log,
@@ -15,7 +16,8 @@
 #![allow(clippy::result_large_err)]
 
 use crate::codec;
-use crate::state::ClusterState;
+use crate::persist::{PinSink, PinTable};
+use crate::state::{ClusterState, Command};
 use crate::storage::{any, blocking};
 use crate::types::{Applied, Node, NodeId, TypeConfig};
 use openraft::storage::RaftStateMachine;
@@ -26,7 +28,7 @@ use openraft::{
 use redb::{Database, ReadableDatabase, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::io::Cursor;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::watch;
 
 /// The current snapshot under key `current`: bincode [`StoredSnapshot`].
@@ -34,15 +36,42 @@ const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot");
 const CURRENT: &str = "current";
 
 /// Version of the snapshot payload layout, checked on install and load.
-const SNAPSHOT_FORMAT: u32 = 1;
+const SNAPSHOT_FORMAT: u32 = 2;
 
 type StResult<T> = Result<T, StorageError<NodeId>>;
+
+/// The receiver of the applied farm state.
+pub type StateWatch = watch::Receiver<Arc<ClusterState>>;
 
 /// The snapshot payload: what a fresh node needs to take over the state.
 #[derive(Serialize, Deserialize)]
 struct SnapshotPayload {
     format: u32,
     state: ClusterState,
+    pins: PinTable,
+}
+
+/// The persistence table, shared by the state machine (the only writer) and the node's
+/// readers (admin listing, metrics, the batcher). Control plane only: the datapath reads its
+/// own mirror, fed through the [`PinSink`].
+#[derive(Clone, Default)]
+pub struct Pins(Arc<Mutex<PinTable>>);
+
+impl Pins {
+    /// The table, locked; hold it briefly (the state machine waits meanwhile).
+    pub fn lock(&self) -> MutexGuard<'_, PinTable> {
+        // A panic while holding the lock left a table that applying has not finished with;
+        // it is still the best view there is.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// [`SnapshotPayload`] by reference, so encoding copies nothing first (same bytes).
+#[derive(Serialize)]
+struct SnapshotPayloadRef<'a> {
+    format: u32,
+    state: &'a ClusterState,
+    pins: &'a PinTable,
 }
 
 /// A snapshot as stored on disk: openraft's metadata and the payload bytes.
@@ -58,22 +87,24 @@ pub struct StateMachineStore {
     last_applied: Option<LogId<NodeId>>,
     membership: StoredMembership<NodeId, Node>,
     state: Arc<ClusterState>,
+    pins: Pins,
+    sink: Arc<dyn PinSink>,
     publish: watch::Sender<Arc<ClusterState>>,
     /// Distinguishes snapshots built at the same log id (e.g. after a restart).
     builds: u64,
 }
 
-/// Builds a snapshot from a copy of the state taken when openraft asked for the builder, so
-/// applying goes on while the snapshot is written.
+/// Builds a snapshot from the payload encoded when openraft asked for the builder (at the
+/// applied index of that moment), so applying goes on while the snapshot is written.
 pub struct SnapshotBuilder {
     db: Arc<Database>,
     last_applied: Option<LogId<NodeId>>,
     membership: StoredMembership<NodeId, Node>,
-    state: Arc<ClusterState>,
+    data: Result<Vec<u8>, String>,
     build: u64,
 }
 
-fn decode_payload(bytes: &[u8]) -> Result<ClusterState, StorageIOError<NodeId>> {
+fn decode_payload(bytes: &[u8]) -> Result<(ClusterState, PinTable), StorageIOError<NodeId>> {
     let p: SnapshotPayload =
         codec::decode(bytes).map_err(|e| StorageIOError::read_snapshot(None, any(e)))?;
     if p.format != SNAPSHOT_FORMAT {
@@ -85,7 +116,9 @@ fn decode_payload(bytes: &[u8]) -> Result<ClusterState, StorageIOError<NodeId>> 
             )),
         ));
     }
-    Ok(p.state)
+    let mut pins = p.pins;
+    pins.restore();
+    Ok((p.state, pins))
 }
 
 fn read_stored(db: &Database) -> Result<Option<StoredSnapshot>, StorageIOError<NodeId>> {
@@ -118,24 +151,28 @@ fn write_stored(db: &Database, stored: &StoredSnapshot) -> Result<(), StorageIOE
 
 impl StateMachineStore {
     /// Loads the last snapshot (if any) as the starting state; openraft re-applies the log
-    /// after it. Returns the store and the receiver the node watches.
-    pub fn open(
-        db: Arc<Database>,
-    ) -> Result<(Self, watch::Receiver<Arc<ClusterState>>), StorageError<NodeId>> {
+    /// after it. Returns the store, the receiver the node watches and the persistence table.
+    pub fn open(db: Arc<Database>, sink: Arc<dyn PinSink>) -> StResult<(Self, StateWatch, Pins)> {
         {
             let w = |e: redb::Error| StorageIOError::write_snapshot(None, any(e));
             let txn = db.begin_write().map_err(|e| w(e.into()))?;
             txn.open_table(SNAPSHOT).map_err(|e| w(e.into()))?;
             txn.commit().map_err(|e| w(e.into()))?;
         }
-        let (last_applied, membership, state) = match read_stored(&db)? {
+        let (last_applied, membership, (state, table)) = match read_stored(&db)? {
             Some(s) => (
                 s.meta.last_log_id,
                 s.meta.last_membership.clone(),
                 decode_payload(&s.data)?,
             ),
-            None => (None, StoredMembership::default(), ClusterState::default()),
+            None => (
+                None,
+                StoredMembership::default(),
+                (ClusterState::default(), PinTable::default()),
+            ),
         };
+        sink.reset(&table);
+        let pins = Pins(Arc::new(Mutex::new(table)));
         let state = Arc::new(state);
         let (publish, rx) = watch::channel(state.clone());
         Ok((
@@ -144,21 +181,21 @@ impl StateMachineStore {
                 last_applied,
                 membership,
                 state,
+                pins: pins.clone(),
+                sink,
                 publish,
                 builds: 0,
             },
             rx,
+            pins,
         ))
     }
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> StResult<Snapshot<TypeConfig>> {
-        let data = codec::encode(&SnapshotPayload {
-            format: SNAPSHOT_FORMAT,
-            state: (*self.state).clone(),
-        })
-        .map_err(|e| StorageIOError::write_snapshot(None, any(e)))?;
+        let data = std::mem::replace(&mut self.data, Ok(Vec::new()))
+            .map_err(|e| StorageIOError::write_snapshot(None, openraft::AnyError::error(e)))?;
         let snapshot_id = match self.last_applied {
             Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, self.build),
             None => format!("0-0-{}", self.build),
@@ -203,13 +240,28 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             self.last_applied = Some(entry.log_id);
             let changed = match entry.payload {
                 EntryPayload::Blank => false,
-                EntryPayload::Normal(cmd) => Arc::make_mut(&mut self.state).apply(&cmd, index),
+                EntryPayload::Normal(Command::Pin(batch)) => {
+                    self.pins
+                        .lock()
+                        .apply_batch(&self.state, &batch, &*self.sink)
+                }
+                EntryPayload::Normal(Command::FlushPins { farm, backend }) => self
+                    .pins
+                    .lock()
+                    .flush(&farm, backend.as_deref(), &*self.sink),
+                EntryPayload::Normal(cmd) => {
+                    let changed = Arc::make_mut(&mut self.state).apply(&cmd, index);
+                    if changed {
+                        self.pins.lock().reconcile(&self.state, &*self.sink);
+                    }
+                    any_change |= changed;
+                    changed
+                }
                 EntryPayload::Membership(m) => {
                     self.membership = StoredMembership::new(Some(entry.log_id), m);
                     false
                 }
             };
-            any_change |= changed;
             replies.push(Applied { index, changed });
         }
         if any_change {
@@ -221,11 +273,22 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         self.builds += 1;
+        // Encoded here, between two applies: the pins are mutated in place, so this is the
+        // only moment they match `last_applied`. (Tens of ms for a million pins.)
+        let data = {
+            let pins = self.pins.lock();
+            codec::encode(&SnapshotPayloadRef {
+                format: SNAPSHOT_FORMAT,
+                state: &self.state,
+                pins: &pins,
+            })
+            .map_err(|e| e.to_string())
+        };
         SnapshotBuilder {
             db: self.db.clone(),
             last_applied: self.last_applied,
             membership: self.membership.clone(),
-            state: self.state.clone(),
+            data,
             build: self.builds,
         }
     }
@@ -240,7 +303,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> StResult<()> {
         let data = snapshot.into_inner();
-        let state = decode_payload(&data)?;
+        let (state, table) = decode_payload(&data)?;
         let stored = StoredSnapshot {
             meta: meta.clone(),
             data,
@@ -250,6 +313,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         self.state = Arc::new(state);
+        {
+            let mut pins = self.pins.lock();
+            *pins = table;
+            self.sink.reset(&pins);
+        }
         self.publish.send_replace(self.state.clone());
         tracing::info!(snapshot = %meta.snapshot_id, "snapshot installed");
         Ok(())

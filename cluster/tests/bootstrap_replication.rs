@@ -34,6 +34,7 @@ async fn three_nodes_bootstrap_replicate_and_forward() -> Result<()> {
         .node(fi)
         .write(Command::Bootstrap {
             farms: vec![farm("late", 1)],
+            settings: Default::default(),
         })
         .await?;
     ensure!(!again.changed, "bootstrap applies once");

@@ -1,0 +1,679 @@
+//! The replicated source-IP persistence table: which backend each client address of a farm
+//! sticks to and when that client was last seen, and the rules that keep it consistent with
+//! the farms.
+//!
+//! Apart from [`ClusterState`] on purpose: the table can hold millions of entries and
+//! changes every few tens of milliseconds, while the farm state is small and cloned for
+//! every table rebuild. The state machine owns one [`PinTable`], mutates it in place and
+//! tells a [`PinSink`] (the node's datapath) about every change as it applies it.
+//!
+//! Time is the log's, not a node's: every write carries the leader's clock (`now_ms`) and
+//! the time its client was seen (`seen_ms`), and an entry expires when a write with
+//! `now_ms >= seen_ms + ttl` is applied. Every node therefore drops an entry at the same log
+//! index, and a whole-cluster restart keeps what had not expired by the last write.
+
+use crate::state::{BackendState, ClusterState, Persistence};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+/// Width of an expiry-wheel bucket: the sweep looks at whole buckets.
+const BUCKET_MS: u64 = 250;
+
+/// One client's pin as stored: an index into its farm's backend names, and a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct Pin {
+    backend: u32,
+    seen_ms: u64,
+}
+
+/// One farm's pins.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct FarmPins {
+    /// Interned backend names: a pin stores 4 bytes instead of a string.
+    names: Vec<String>,
+    /// Client address (as bits) → pin; ordered, so equal tables encode to equal bytes.
+    pins: BTreeMap<u32, Pin>,
+    /// Expiry wheel: bucket of `seen_ms` → clients seen then. Refreshing leaves the old
+    /// reference behind; the sweep checks each reference against the pin, so stale ones
+    /// only cost their 4 bytes until their bucket is swept. Derived: rebuilt on decode.
+    #[serde(skip)]
+    wheel: BTreeMap<u64, Vec<u32>>,
+}
+
+impl FarmPins {
+    fn intern(&mut self, backend: &str) -> u32 {
+        match self.names.iter().position(|n| n == backend) {
+            Some(i) => i as u32,
+            None => {
+                self.names.push(backend.to_string());
+                (self.names.len() - 1) as u32
+            }
+        }
+    }
+
+    fn name(&self, pin: &Pin) -> &str {
+        self.names
+            .get(pin.backend as usize)
+            .map(String::as_str)
+            .unwrap_or("")
+    }
+
+    fn remember(&mut self, client: u32, seen_ms: u64) {
+        self.wheel
+            .entry(seen_ms / BUCKET_MS)
+            .or_default()
+            .push(client);
+    }
+
+    fn rebuild_wheel(&mut self) {
+        self.wheel.clear();
+        let seen: Vec<(u32, u64)> = self.pins.iter().map(|(c, p)| (*c, p.seen_ms)).collect();
+        for (client, at) in seen {
+            self.remember(client, at);
+        }
+    }
+}
+
+/// A write of one pin, as the leader's batcher proposes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PinWrite {
+    /// The client address.
+    pub client: Ipv4Addr,
+    /// The backend the owner sent it to.
+    pub backend: String,
+    /// When the owner saw the client (first packet for a new pin), leader's wall clock, ms
+    /// since the Unix epoch.
+    pub seen_ms: u64,
+    /// A new pin (may replace an old one) rather than a refresh of an existing one.
+    pub new: bool,
+}
+
+/// The pin writes of one farm in one batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FarmPinWrites {
+    /// Farm name.
+    pub farm: String,
+    /// Its writes, in the order the owner saw them.
+    pub writes: Vec<PinWrite>,
+}
+
+/// One batch of the leader's persistence batcher: one log entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PinBatch {
+    /// The leader's wall clock when it proposed the batch (ms since the Unix epoch): pins
+    /// seen `ttl` or longer before it expire when the batch is applied.
+    pub now_ms: u64,
+    /// Writes by farm (empty for a batch that only expires).
+    pub farms: Vec<FarmPinWrites>,
+}
+
+/// A pin as the admin API lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinRow {
+    /// The client address.
+    pub client: Ipv4Addr,
+    /// Its backend.
+    pub backend: String,
+    /// When it was last seen (ms since the Unix epoch, the owner's clock).
+    pub seen_ms: u64,
+}
+
+/// What applying pin writes did, counted on this node since it started (every node applies
+/// the same log, so the counts agree up to where each started counting).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PinStats {
+    /// Pins created or moved to another backend.
+    pub created: u64,
+    /// Pins whose time was moved on.
+    pub refreshed: u64,
+    /// Pins removed because their TTL passed.
+    pub expired: u64,
+    /// New pins refused because their farm's table was at its size bound.
+    pub rejected_full: u64,
+    /// Writes that no longer applied (farm gone or not persistent, backend gone, off,
+    /// drained or down, refresh of a pin that no longer exists).
+    pub stale: u64,
+}
+
+/// Told of every change to the table, in log order, from the state machine's task: the
+/// node mirrors the table into its datapath with it. Must be quick and must not block.
+pub trait PinSink: Send + Sync {
+    /// The table was replaced as a whole (start, snapshot install): forget everything and
+    /// take `table`.
+    fn reset(&self, table: &PinTable);
+    /// `client` of `farm` is now pinned to `backend`, last seen at `seen_ms`; `created` is
+    /// false for a refresh of the same pin.
+    fn set(&self, farm: &str, client: Ipv4Addr, backend: &str, seen_ms: u64, created: bool);
+    /// `client` of `farm` lost its pin.
+    fn remove(&self, farm: &str, client: Ipv4Addr);
+    /// Every pin of `farm` is gone.
+    fn clear(&self, farm: &str);
+}
+
+/// The replicated persistence table of every farm.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PinTable {
+    farms: BTreeMap<String, FarmPins>,
+    #[serde(skip)]
+    stats: PinStats,
+}
+
+/// Whether `backend` of `farm` may hold pins at all: it exists, is not off and is healthy.
+fn may_keep(state: &ClusterState, farm: &str, backend: &str) -> bool {
+    let Some(f) = state.farms.get(farm) else {
+        return false;
+    };
+    f.backends
+        .iter()
+        .any(|b| b.name == backend && b.state != BackendState::Off)
+        && state.is_healthy(farm, backend)
+}
+
+/// Whether `backend` of `farm` may be given new pins or have its pins refreshed: it also
+/// takes new flows (`up`). A drained backend keeps its pins until they expire.
+fn may_pin(state: &ClusterState, farm: &str, backend: &str) -> bool {
+    let up = state.farms.get(farm).is_some_and(|f| {
+        f.backends
+            .iter()
+            .any(|b| b.name == backend && b.state == BackendState::Up)
+    });
+    up && may_keep(state, farm, backend)
+}
+
+impl PinTable {
+    /// Rebuilds what is not stored (the expiry wheels) after decoding.
+    pub(crate) fn restore(&mut self) {
+        for f in self.farms.values_mut() {
+            f.rebuild_wheel();
+        }
+    }
+
+    /// Pins per farm (farms with none are left out).
+    pub fn counts(&self) -> Vec<(String, usize)> {
+        self.farms
+            .iter()
+            .filter(|(_, f)| !f.pins.is_empty())
+            .map(|(n, f)| (n.clone(), f.pins.len()))
+            .collect()
+    }
+
+    /// Every pin of every farm, for a sink's reset: (farm, client, backend, seen_ms).
+    pub fn iter(&self) -> impl Iterator<Item = (&str, Ipv4Addr, &str, u64)> + '_ {
+        self.farms.iter().flat_map(|(farm, f)| {
+            f.pins
+                .iter()
+                .map(move |(c, p)| (farm.as_str(), Ipv4Addr::from_bits(*c), f.name(p), p.seen_ms))
+        })
+    }
+
+    /// Up to `limit` pins of `farm` in address order (only `client`'s if given), and how
+    /// many the farm has in all.
+    pub fn list(&self, farm: &str, client: Option<Ipv4Addr>, limit: usize) -> (Vec<PinRow>, usize) {
+        let Some(f) = self.farms.get(farm) else {
+            return (Vec::new(), 0);
+        };
+        let row = |(c, p): (&u32, &Pin)| PinRow {
+            client: Ipv4Addr::from_bits(*c),
+            backend: f.name(p).to_string(),
+            seen_ms: p.seen_ms,
+        };
+        let rows = match client {
+            Some(ip) => f
+                .pins
+                .get_key_value(&ip.to_bits())
+                .map(row)
+                .into_iter()
+                .collect(),
+            None => f.pins.iter().take(limit).map(row).collect(),
+        };
+        (rows, f.pins.len())
+    }
+
+    /// The earliest time at which applying a batch may expire something (a lower bound;
+    /// `None` with no pins). The batcher proposes an empty batch then.
+    pub fn next_expiry_ms(&self, state: &ClusterState) -> Option<u64> {
+        self.farms
+            .iter()
+            .filter_map(|(name, f)| {
+                let ttl = ttl_ms(state, name)?;
+                let first = *f.wheel.keys().next()?;
+                Some(first * BUCKET_MS + ttl)
+            })
+            .min()
+    }
+
+    /// Counts since start.
+    pub fn stats(&self) -> PinStats {
+        self.stats
+    }
+
+    /// Applies one batch: writes first, then expiry at `now_ms`. Returns whether a pin
+    /// changed.
+    pub(crate) fn apply_batch(
+        &mut self,
+        state: &ClusterState,
+        batch: &PinBatch,
+        sink: &dyn PinSink,
+    ) -> bool {
+        let mut changed = false;
+        let max = usize::try_from(state.settings.persistence_max_entries).unwrap_or(usize::MAX);
+        for group in &batch.farms {
+            if ttl_ms(state, &group.farm).is_none() {
+                self.stats.stale += group.writes.len() as u64;
+                continue;
+            }
+            let f = self.farms.entry(group.farm.clone()).or_default();
+            for w in &group.writes {
+                if !may_pin(state, &group.farm, &w.backend) {
+                    self.stats.stale += 1;
+                    continue;
+                }
+                let client = w.client.to_bits();
+                let backend = f.intern(&w.backend);
+                let (seen_ms, created) = match f.pins.get(&client) {
+                    Some(p) if p.backend == backend => (p.seen_ms.max(w.seen_ms), false),
+                    // A refresh of a pin that was flushed, expired or moved meanwhile must
+                    // not bring it back.
+                    _ if !w.new => {
+                        self.stats.stale += 1;
+                        continue;
+                    }
+                    Some(_) => (w.seen_ms, true),
+                    None if f.pins.len() >= max => {
+                        self.stats.rejected_full += 1;
+                        continue;
+                    }
+                    None => (w.seen_ms, true),
+                };
+                f.pins.insert(client, Pin { backend, seen_ms });
+                f.remember(client, seen_ms);
+                if created {
+                    self.stats.created += 1;
+                } else {
+                    self.stats.refreshed += 1;
+                }
+                sink.set(&group.farm, w.client, &w.backend, seen_ms, created);
+                changed = true;
+            }
+        }
+        changed | self.expire(state, batch.now_ms, sink)
+    }
+
+    /// Removes every pin seen `ttl` or longer before `now_ms`.
+    fn expire(&mut self, state: &ClusterState, now_ms: u64, sink: &dyn PinSink) -> bool {
+        let mut changed = false;
+        for (name, f) in self.farms.iter_mut() {
+            let Some(ttl) = ttl_ms(state, name) else {
+                continue;
+            };
+            let Some(cutoff) = now_ms.checked_sub(ttl) else {
+                continue;
+            };
+            let last = cutoff / BUCKET_MS;
+            while let Some(entry) = f.wheel.first_entry() {
+                if *entry.key() > last {
+                    break;
+                }
+                let (bucket, clients) = entry.remove_entry();
+                let mut keep = Vec::new();
+                for c in clients {
+                    match f.pins.get(&c) {
+                        Some(p) if p.seen_ms <= cutoff => {
+                            f.pins.remove(&c);
+                            self.stats.expired += 1;
+                            sink.remove(name, Ipv4Addr::from_bits(c));
+                            changed = true;
+                        }
+                        // Still fresh and filed here (the bucket straddles the cutoff).
+                        Some(p) if p.seen_ms / BUCKET_MS == bucket => keep.push(c),
+                        // Refreshed since (filed again later) or gone: a stale reference.
+                        _ => {}
+                    }
+                }
+                if !keep.is_empty() {
+                    f.wheel.insert(bucket, keep);
+                    break;
+                }
+            }
+        }
+        changed
+    }
+
+    /// Removes the pins of `farm` (only those to `backend` if given).
+    pub(crate) fn flush(&mut self, farm: &str, backend: Option<&str>, sink: &dyn PinSink) -> bool {
+        let Some(f) = self.farms.get_mut(farm) else {
+            return false;
+        };
+        match backend {
+            None => {
+                let had = !f.pins.is_empty();
+                self.farms.remove(farm);
+                sink.clear(farm);
+                had
+            }
+            Some(b) => {
+                let Some(idx) = f.names.iter().position(|n| n == b) else {
+                    return false;
+                };
+                let idx = idx as u32;
+                let before = f.pins.len();
+                f.pins.retain(|c, p| {
+                    let keep = p.backend != idx;
+                    if !keep {
+                        sink.remove(farm, Ipv4Addr::from_bits(*c));
+                    }
+                    keep
+                });
+                f.pins.len() != before
+            }
+        }
+    }
+
+    /// Brings the table in line with the farms after they changed: a farm that is gone or
+    /// no longer persistent loses its table; a backend that is gone, off or down loses its
+    /// pins (its clients are pinned afresh on their next connection).
+    pub(crate) fn reconcile(&mut self, state: &ClusterState, sink: &dyn PinSink) -> bool {
+        let mut changed = false;
+        let gone: Vec<String> = self
+            .farms
+            .keys()
+            .filter(|n| ttl_ms(state, n).is_none())
+            .cloned()
+            .collect();
+        for name in gone {
+            changed |= self.flush(&name, None, sink);
+        }
+        for (name, f) in self.farms.iter_mut() {
+            let dead: Vec<u32> = f
+                .names
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| !may_keep(state, name, b))
+                .map(|(i, _)| i as u32)
+                .collect();
+            if dead.is_empty() {
+                continue;
+            }
+            f.pins.retain(|c, p| {
+                let keep = !dead.contains(&p.backend);
+                if !keep {
+                    sink.remove(name, Ipv4Addr::from_bits(*c));
+                    changed = true;
+                }
+                keep
+            });
+        }
+        changed
+    }
+}
+
+/// The TTL of `farm` if it exists and keeps source-IP persistence.
+fn ttl_ms(state: &ClusterState, farm: &str) -> Option<u64> {
+    match state.farms.get(farm)?.persistence {
+        Persistence::SrcIp { ttl } => Some(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
+        Persistence::None => None,
+    }
+}
+
+/// A sink that ignores everything (a member that forwards nothing, tests).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoSink;
+
+impl PinSink for NoSink {
+    fn reset(&self, _: &PinTable) {}
+    fn set(&self, _: &str, _: Ipv4Addr, _: &str, _: u64, _: bool) {}
+    fn remove(&self, _: &str, _: Ipv4Addr) {}
+    fn clear(&self, _: &str) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{Backend, Command, Farm, Protocol, Scheduler};
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    fn farm(ttl_s: u64) -> Farm {
+        Farm {
+            name: "web".into(),
+            vip: Ipv4Addr::new(198, 18, 0, 100),
+            port_first: 80,
+            port_last: 80,
+            protocol: Protocol::Tcp,
+            scheduler: Scheduler::Maglev,
+            persistence: Persistence::SrcIp {
+                ttl: Duration::from_secs(ttl_s),
+            },
+            check: None,
+            backends: ["a", "b"]
+                .iter()
+                .enumerate()
+                .map(|(i, n)| Backend {
+                    name: (*n).into(),
+                    ip: Ipv4Addr::new(198, 18, 0, 10 + i as u8),
+                    mac: None,
+                    weight: 1,
+                    state: BackendState::Up,
+                    priority: 0,
+                })
+                .collect(),
+        }
+    }
+
+    fn state(ttl_s: u64) -> ClusterState {
+        let mut s = ClusterState::default();
+        s.apply(&Command::PutFarm(farm(ttl_s)), 1);
+        s
+    }
+
+    fn client(i: u8) -> Ipv4Addr {
+        Ipv4Addr::new(198, 19, 0, i)
+    }
+
+    fn batch(now_ms: u64, writes: &[(u8, &str, u64, bool)]) -> PinBatch {
+        PinBatch {
+            now_ms,
+            farms: vec![FarmPinWrites {
+                farm: "web".into(),
+                writes: writes
+                    .iter()
+                    .map(|&(c, b, seen_ms, new)| PinWrite {
+                        client: client(c),
+                        backend: b.into(),
+                        seen_ms,
+                        new,
+                    })
+                    .collect(),
+            }],
+        }
+    }
+
+    /// Records what the sink heard, to check it mirrors the table.
+    #[derive(Default)]
+    struct Mirror(Mutex<BTreeMap<(String, Ipv4Addr), (String, u64)>>);
+
+    impl PinSink for Mirror {
+        fn reset(&self, t: &PinTable) {
+            let mut m = self.0.lock().unwrap();
+            m.clear();
+            for (f, c, b, s) in t.iter() {
+                m.insert((f.into(), c), (b.into(), s));
+            }
+        }
+        fn set(&self, f: &str, c: Ipv4Addr, b: &str, s: u64, _: bool) {
+            self.0.lock().unwrap().insert((f.into(), c), (b.into(), s));
+        }
+        fn remove(&self, f: &str, c: Ipv4Addr) {
+            self.0.lock().unwrap().remove(&(f.into(), c));
+        }
+        fn clear(&self, f: &str) {
+            self.0.lock().unwrap().retain(|(ff, _), _| ff != f);
+        }
+    }
+
+    impl Mirror {
+        fn same_as(&self, t: &PinTable) -> bool {
+            let want: BTreeMap<_, _> = t
+                .iter()
+                .map(|(f, c, b, s)| ((f.to_string(), c), (b.to_string(), s)))
+                .collect();
+            *self.0.lock().unwrap() == want
+        }
+    }
+
+    fn backends(t: &PinTable) -> Vec<(Ipv4Addr, String)> {
+        t.list("web", None, usize::MAX)
+            .0
+            .into_iter()
+            .map(|r| (r.client, r.backend))
+            .collect()
+    }
+
+    #[test]
+    fn pins_refresh_and_expire_by_the_logs_clock() {
+        let s = state(10);
+        let sink = Mirror::default();
+        let mut t = PinTable::default();
+        assert!(t.apply_batch(&s, &batch(1_000, &[(1, "a", 1_000, true)]), &sink));
+        assert!(t.apply_batch(&s, &batch(2_000, &[(2, "b", 2_000, true)]), &sink));
+        // A refresh moves 1 on; nothing expires before 10 s have passed.
+        assert!(t.apply_batch(&s, &batch(9_000, &[(1, "a", 9_000, false)]), &sink));
+        assert_eq!(
+            t.next_expiry_ms(&s),
+            Some(11_000),
+            "the oldest bucket holds 1 at 1000"
+        );
+        assert!(
+            !t.apply_batch(&s, &batch(11_000, &[]), &sink),
+            "1's old ref is stale"
+        );
+        assert_eq!(backends(&t).len(), 2);
+        assert!(
+            t.apply_batch(&s, &batch(12_000, &[]), &sink),
+            "2 expires at 12000"
+        );
+        assert_eq!(backends(&t), vec![(client(1), "a".into())]);
+        assert!(t.apply_batch(&s, &batch(19_000, &[]), &sink));
+        assert!(backends(&t).is_empty());
+        assert_eq!(t.stats().expired, 2);
+        assert!(sink.same_as(&t));
+    }
+
+    #[test]
+    fn a_refresh_never_resurrects_or_moves_a_pin() {
+        let s = state(60);
+        let sink = Mirror::default();
+        let mut t = PinTable::default();
+        t.apply_batch(&s, &batch(1_000, &[(1, "a", 1_000, true)]), &sink);
+        assert!(!t.apply_batch(&s, &batch(1_100, &[(1, "b", 1_100, false)]), &sink));
+        assert!(!t.apply_batch(&s, &batch(1_100, &[(2, "b", 1_100, false)]), &sink));
+        assert_eq!(backends(&t), vec![(client(1), "a".into())]);
+        // A new pin moves it (the owner re-pinned the client).
+        assert!(t.apply_batch(&s, &batch(1_200, &[(1, "b", 1_200, true)]), &sink));
+        assert_eq!(backends(&t), vec![(client(1), "b".into())]);
+        assert_eq!(t.stats().stale, 2);
+        assert!(sink.same_as(&t));
+    }
+
+    #[test]
+    fn off_down_and_removed_backends_lose_their_pins_drained_keep_them() {
+        let mut s = state(60);
+        let sink = Mirror::default();
+        let mut t = PinTable::default();
+        t.apply_batch(
+            &s,
+            &batch(1_000, &[(1, "a", 1_000, true), (2, "b", 1_000, true)]),
+            &sink,
+        );
+        let mut f = farm(60);
+        f.backends[1].state = BackendState::Drain;
+        s.apply(&Command::PutFarm(f.clone()), 2);
+        assert!(!t.reconcile(&s, &sink), "drained keeps its pins");
+        assert!(
+            !t.apply_batch(&s, &batch(2_000, &[(2, "b", 2_000, false)]), &sink),
+            "a drained backend's pins are not refreshed"
+        );
+        assert!(
+            !t.apply_batch(&s, &batch(2_000, &[(3, "b", 2_000, true)]), &sink),
+            "nor given new ones"
+        );
+        f.backends[1].state = BackendState::Off;
+        s.apply(&Command::PutFarm(f.clone()), 3);
+        assert!(t.reconcile(&s, &sink));
+        assert_eq!(backends(&t), vec![(client(1), "a".into())]);
+        // A health check on a farm whose backends have no verdict yet: all down.
+        f.check = Some(crate::state::TcpCheck {
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            rise: 1,
+            fall: 1,
+        });
+        s.apply(&Command::PutFarm(f.clone()), 4);
+        assert!(t.reconcile(&s, &sink));
+        assert!(backends(&t).is_empty());
+        assert!(sink.same_as(&t));
+        // A farm that stops being persistent loses its table.
+        t.apply_batch(&state(60), &batch(5_000, &[(4, "a", 5_000, true)]), &sink);
+        f.persistence = Persistence::None;
+        s.apply(&Command::PutFarm(f), 5);
+        assert!(t.reconcile(&s, &sink));
+        assert!(t.counts().is_empty());
+        assert!(sink.same_as(&t));
+    }
+
+    #[test]
+    fn the_size_bound_refuses_new_pins_only() {
+        let mut s = state(60);
+        s.settings.persistence_max_entries = 2;
+        let sink = Mirror::default();
+        let mut t = PinTable::default();
+        t.apply_batch(
+            &s,
+            &batch(
+                1_000,
+                &[
+                    (1, "a", 1_000, true),
+                    (2, "a", 1_000, true),
+                    (3, "a", 1_000, true),
+                ],
+            ),
+            &sink,
+        );
+        assert_eq!(t.counts(), vec![("web".to_string(), 2)]);
+        assert_eq!(t.stats().rejected_full, 1);
+        assert!(t.apply_batch(&s, &batch(1_500, &[(1, "b", 1_500, true)]), &sink));
+        assert!(sink.same_as(&t));
+    }
+
+    #[test]
+    fn flush_by_backend_and_whole_farm() {
+        let s = state(60);
+        let sink = Mirror::default();
+        let mut t = PinTable::default();
+        t.apply_batch(
+            &s,
+            &batch(1_000, &[(1, "a", 1_000, true), (2, "b", 1_000, true)]),
+            &sink,
+        );
+        assert!(t.flush("web", Some("b"), &sink));
+        assert!(!t.flush("web", Some("zz"), &sink));
+        assert_eq!(backends(&t), vec![(client(1), "a".into())]);
+        assert!(t.flush("web", None, &sink));
+        assert!(!t.flush("web", None, &sink));
+        assert!(sink.same_as(&t));
+    }
+
+    #[test]
+    fn decoding_rebuilds_the_wheel() {
+        let s = state(10);
+        let mut t = PinTable::default();
+        t.apply_batch(&s, &batch(1_000, &[(1, "a", 1_000, true)]), &NoSink);
+        let bytes = crate::codec::encode(&t).unwrap();
+        let mut back: PinTable = crate::codec::decode(&bytes).unwrap();
+        back.restore();
+        assert_eq!(back.next_expiry_ms(&s), t.next_expiry_ms(&s));
+        assert!(back.apply_batch(&s, &batch(11_000, &[]), &NoSink));
+        assert!(back.counts().is_empty());
+    }
+}
