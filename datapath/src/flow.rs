@@ -80,6 +80,9 @@ const FREE: u32 = u32::MAX;
 struct Entry {
     key: FlowKey,
     backend: u32,
+    /// The caller's own mark (the processor: when the flow's pin was last looked at). Sits
+    /// in what would be padding, so an entry stays 32 bytes.
+    mark: u32,
     last_seen: u64,
 }
 
@@ -93,6 +96,7 @@ const EMPTY: Entry = Entry {
         fragmented: 0,
     },
     backend: FREE,
+    mark: 0,
     last_seen: 0,
 };
 
@@ -143,19 +147,31 @@ impl FlowTable {
     /// The backend id of a live entry for `key`, refreshing its last-seen time.
     #[inline]
     pub fn get(&mut self, key: &FlowKey, hash: u64, now_ns: u64) -> Option<u32> {
+        self.get_marked(key, hash, now_ns).map(|(b, _)| b)
+    }
+
+    /// Like [`FlowTable::get`], with the entry's mark to read and update.
+    #[inline]
+    pub fn get_marked(&mut self, key: &FlowKey, hash: u64, now_ns: u64) -> Option<(u32, &mut u32)> {
         let idle = self.idle_ns;
         let e = self
             .bucket(hash)
             .iter_mut()
             .find(|e| e.key == *key && Self::fresh(e, now_ns, idle))?;
         e.last_seen = now_ns;
-        Some(e.backend)
+        Some((e.backend, &mut e.mark))
     }
 
-    /// Records `key → backend`, replacing the same key, else a free or idle entry, else
-    /// the stale-most entry of the bucket.
+    /// Records `key → backend` with `mark`, replacing the same key, else a free or idle
+    /// entry, else the stale-most entry of the bucket.
     #[inline]
     pub fn insert(&mut self, key: FlowKey, hash: u64, backend: u32, now_ns: u64) {
+        self.insert_marked(key, hash, backend, 0, now_ns);
+    }
+
+    /// [`FlowTable::insert`] with the caller's mark.
+    #[inline]
+    pub fn insert_marked(&mut self, key: FlowKey, hash: u64, backend: u32, mark: u32, now_ns: u64) {
         let idle = self.idle_ns;
         let bucket = self.bucket(hash);
         let mut victim = 0usize;
@@ -179,6 +195,7 @@ impl FlowTable {
         bucket[victim] = Entry {
             key,
             backend,
+            mark,
             last_seen: now_ns,
         };
     }
@@ -231,6 +248,11 @@ mod tests {
     }
 
     const PINNED_HASH: u64 = 3_142_335_618_210_348_306;
+
+    #[test]
+    fn an_entry_stays_32_bytes() {
+        assert_eq!(std::mem::size_of::<Entry>(), 32);
+    }
 
     #[test]
     fn hit_miss_and_idle() {

@@ -11,6 +11,7 @@ pub mod flow;
 pub mod iface;
 pub mod maglev;
 pub mod packet;
+pub mod persist;
 pub mod process;
 pub mod resolver;
 mod ring;

@@ -5,6 +5,13 @@
 //! Order of checks for IPv4 (so each drop has one reason): parse errors, `NotVip`,
 //! `NotOwner`, `UnsupportedProtocol`, `FragmentAmbiguous`, `NoFarm`, `NoBackend`.
 //!
+//! Choosing a backend (DESIGN §4): a packet of a known flow keeps its backend (a pure TCP
+//! SYN excepted: it opens a new connection); a new flow of a persistent farm follows its
+//! client's pin, or gets Maglev's pick for the client's address and asks for a pin; any
+//! other new flow gets Maglev's pick for its 5-tuple. The packets of a pinned client ask for
+//! a refresh of its pin once a quarter of the TTL has passed (looked at about once a second
+//! per flow, so a long stream costs one map lookup per second, not one per packet).
+//!
 //! Fragments: every fragment of a datagram (the first included) is keyed and hashed on the
 //! 3-tuple (src, dst, protocol), so all of them reach one backend. A non-first fragment has
 //! no port, so a fragmented datagram is served by the unique farm on (VIP, protocol); when
@@ -13,12 +20,26 @@
 //! fragmented may reach two backends (3-tuple vs 5-tuple hash); Katran behaves the same.
 
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use crate::arp::reply_in_place;
 use crate::counters::DropReason;
 use crate::flow::{FlowKey, FlowTable};
 use crate::packet::{ARP_OP_REQUEST, ArpView, Fragment, Ipv4View, Parsed, parse};
-use crate::table::{ForwardingTable, FragFarm, Protocol};
+use crate::persist::{PinEvent, PinQueue, QUEUE_CAPACITY, client_hash};
+use crate::table::{Backend, Farm, FarmPersist, ForwardingTable, FragFarm, Protocol};
+
+/// A pin request (new or refresh) that has not shown up in the mirror is asked again after
+/// this long: the batch that carried it may have been lost with a leader.
+const PIN_RETRY_NS: u64 = 1_000_000_000;
+/// Slots of the per-worker memory of recently requested new pins (a power of two).
+const RECENT_SLOTS: usize = 4096;
+
+/// The flow-entry mark of the pin check: the monotonic time in units of 2^30 ns (~1.07 s).
+#[inline]
+fn pin_epoch(now_ns: u64) -> u32 {
+    (now_ns >> 30) as u32
+}
 
 /// Sizes of a worker's private state.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -50,11 +71,24 @@ pub enum Verdict {
     Drop(DropReason),
 }
 
-/// One worker's packet processor: its flow table and its counter slot.
+/// A new pin this worker asked for: (farm key << 32 | client, when, backend id).
+#[derive(Clone, Copy, Debug, Default)]
+struct Asked {
+    key: u64,
+    at_ns: u64,
+    backend: u32,
+}
+
+/// One worker's packet processor: its flow table, its queue of pin requests and its counter
+/// slot.
 #[derive(Debug)]
 pub struct Processor {
     worker: usize,
     flows: FlowTable,
+    pins_out: Arc<PinQueue>,
+    /// Direct-mapped memory of new pins asked for, so the packets that follow a client's
+    /// first one before its pin is mirrored do not each ask again.
+    recent: Box<[Asked]>,
 }
 
 impl Processor {
@@ -63,12 +97,19 @@ impl Processor {
         Processor {
             worker,
             flows: FlowTable::new(cfg.flow_capacity, cfg.flow_idle_ns),
+            pins_out: Arc::new(PinQueue::new(QUEUE_CAPACITY)),
+            recent: vec![Asked::default(); RECENT_SLOTS].into_boxed_slice(),
         }
     }
 
     /// The worker index this processor counts under.
     pub fn worker(&self) -> usize {
         self.worker
+    }
+
+    /// The queue this processor puts its pin requests in (for the control plane's batcher).
+    pub fn pin_queue(&self) -> &Arc<PinQueue> {
+        &self.pins_out
     }
 
     /// Decides the fate of one frame, rewriting it in place when it is to be sent.
@@ -139,18 +180,34 @@ impl Processor {
         let kept = if ip.tcp_syn {
             None
         } else {
-            self.flows
-                .get(&key, hash, now_ns)
-                .and_then(|id| table.backend_by_id(id))
-                .filter(|b| b.farm == farm_idx && b.existing_ok)
+            match self.flows.get_marked(&key, hash, now_ns) {
+                Some((id, mark)) => {
+                    let b = table
+                        .backend_by_id(id)
+                        .filter(|b| b.farm == farm_idx && b.existing_ok);
+                    if let (Some(b), Some(p)) = (b, &farm.persist)
+                        && *mark != pin_epoch(now_ns)
+                    {
+                        *mark = pin_epoch(now_ns);
+                        refresh_pin(&self.pins_out, p, ip.src, b, now_ns);
+                    }
+                    b
+                }
+                None => None,
+            }
         };
         let backend = match kept {
             Some(b) => b,
             None => {
-                let Some(b) = table.maglev_pick(farm, hash) else {
+                let picked = match &farm.persist {
+                    None => table.maglev_pick(farm, hash),
+                    Some(p) => self.pinned_or_pick(table, farm, farm_idx, p, ip.src, now_ns),
+                };
+                let Some(b) = picked else {
                     return Verdict::Drop(DropReason::NoBackend);
                 };
-                self.flows.insert(key, hash, b.id, now_ns);
+                self.flows
+                    .insert_marked(key, hash, b.id, pin_epoch(now_ns), now_ns);
                 farm.counters.flow_new(self.worker);
                 b
             }
@@ -163,6 +220,95 @@ impl Processor {
         frame[6..12].copy_from_slice(&table.own_mac().0);
         backend.counters.forwarded(self.worker, frame.len());
         Verdict::Forward
+    }
+}
+
+impl Processor {
+    /// A new flow of a persistent farm: its client's pin if it is alive and its backend may
+    /// keep flows, else Maglev's pick for the client's address (and a request for a pin).
+    #[inline]
+    fn pinned_or_pick<'t>(
+        &mut self,
+        table: &'t ForwardingTable,
+        farm: &Farm,
+        farm_idx: u32,
+        p: &FarmPersist,
+        src: Ipv4Addr,
+        now_ns: u64,
+    ) -> Option<&'t Backend> {
+        {
+            let guard = p.pins.guard();
+            if let Some(pin) = p.pins.lookup(src.to_bits(), &guard) {
+                let age = now_ns.saturating_sub(pin.seen_ns);
+                let b = table
+                    .backend_by_id(pin.backend)
+                    .filter(|b| b.farm == farm_idx && b.existing_ok);
+                if let Some(b) = b
+                    && age < p.ttl_ns
+                {
+                    if b.new_ok && age >= p.refresh_ns && pin.claim_refresh(now_ns, PIN_RETRY_NS) {
+                        self.pins_out.push(PinEvent {
+                            farm: p.pins.key(),
+                            client: src,
+                            backend: b.id,
+                            seen_ns: now_ns,
+                            new: false,
+                        });
+                    }
+                    return Some(b);
+                }
+            }
+        }
+        let ch = client_hash(src);
+        let b = table.maglev_pick(farm, ch)?;
+        let key = (u64::from(p.pins.key()) << 32) | u64::from(src.to_bits());
+        // Low bits: Maglev used the high ones of the same hash.
+        let slot = &mut self.recent[ch as usize & (RECENT_SLOTS - 1)];
+        if slot.key != key
+            || slot.backend != b.id
+            || now_ns.saturating_sub(slot.at_ns) >= PIN_RETRY_NS
+        {
+            *slot = Asked {
+                key,
+                at_ns: now_ns,
+                backend: b.id,
+            };
+            self.pins_out.push(PinEvent {
+                farm: p.pins.key(),
+                client: src,
+                backend: b.id,
+                seen_ns: now_ns,
+                new: true,
+            });
+        }
+        Some(b)
+    }
+}
+
+/// A packet of a known flow of a persistent farm (looked at about once a second per flow):
+/// asks for a refresh of its client's pin when the pin is to the flow's backend, that
+/// backend still takes new flows (a drained backend's pins run out) and a quarter of the
+/// TTL has passed. Never creates a pin: a flushed pin stays flushed until a new connection.
+#[inline]
+fn refresh_pin(out: &PinQueue, p: &FarmPersist, src: Ipv4Addr, b: &Backend, now_ns: u64) {
+    if !b.new_ok {
+        return;
+    }
+    let guard = p.pins.guard();
+    let Some(pin) = p.pins.lookup(src.to_bits(), &guard) else {
+        return;
+    };
+    if pin.backend == b.id
+        && now_ns.saturating_sub(pin.seen_ns) >= p.refresh_ns
+        && pin.claim_refresh(now_ns, PIN_RETRY_NS)
+    {
+        out.push(PinEvent {
+            farm: p.pins.key(),
+            client: src,
+            backend: b.id,
+            seen_ns: now_ns,
+            new: false,
+        });
     }
 }
 

@@ -26,6 +26,7 @@ use arc_swap::ArcSwap;
 use crate::bpf;
 use crate::counters::{CounterRegistry, DropCounters};
 use crate::packet::MacAddr;
+use crate::persist::PinRegistry;
 use crate::sys::PacketSocket;
 use crate::table::ForwardingTable;
 
@@ -38,6 +39,8 @@ pub struct Shared {
     owner_until: AtomicU64,
     pub drops: DropCounters,
     pub counters: CounterRegistry,
+    /// Persistent farms' pin mirrors and the workers' pin request queues.
+    pub pins: PinRegistry,
     /// Number of workers the counters have slots for.
     pub workers: usize,
     filters: Mutex<VipFilters>,
@@ -100,6 +103,7 @@ impl Shared {
             owner_until: AtomicU64::new(0),
             drops: DropCounters::new(workers),
             counters: CounterRegistry::new(workers),
+            pins: PinRegistry::default(),
             workers,
             filters: Mutex::new(VipFilters::default()),
         })

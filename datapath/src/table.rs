@@ -8,12 +8,19 @@
 use std::net::Ipv4Addr;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rustc_hash::FxHashMap;
 
 use crate::counters::{BackendCounters, CounterRegistry, FarmCounters};
 use crate::maglev::{self, Maglev};
 use crate::packet::{IPPROTO_TCP, IPPROTO_UDP, MacAddr};
+use crate::persist::FarmPins;
+
+/// A pin is refreshed once this fraction of its TTL has passed since it was last seen: an
+/// active client's pin then lives between ¾ TTL and TTL after its last packet, and steady
+/// traffic costs at most four log writes per client and TTL.
+const REFRESH_DIVISOR: u64 = 4;
 
 /// Transport protocol of a farm.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -76,7 +83,24 @@ pub struct FarmSpec {
     pub protocol: Protocol,
     pub ports: RangeInclusive<u16>,
     pub backends: Vec<BackendSpec>,
+    /// Source-IP persistence; `None`: every flow is scheduled on its own.
+    pub persistence: Option<PersistSpec>,
 }
+
+/// Source-IP persistence of a farm: the TTL and the farm's pin mirror.
+#[derive(Clone, Debug)]
+pub struct PersistSpec {
+    pub ttl: Duration,
+    pub pins: Arc<FarmPins>,
+}
+
+impl PartialEq for PersistSpec {
+    fn eq(&self, other: &Self) -> bool {
+        self.ttl == other.ttl && Arc::ptr_eq(&self.pins, &other.pins)
+    }
+}
+
+impl Eq for PersistSpec {}
 
 /// A backend as the control plane describes it.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -138,6 +162,8 @@ pub(crate) struct Backend {
     pub(crate) mac: MacAddr,
     /// Up or Drain, healthy, with a MAC: may keep flows it already has.
     pub(crate) existing_ok: bool,
+    /// In its farm's Maglev table: takes new flows (and its pins are refreshed).
+    pub(crate) new_ok: bool,
     pub(crate) counters: Arc<BackendCounters>,
 }
 
@@ -152,6 +178,16 @@ pub(crate) struct Farm {
     /// `None` when no backend is live.
     pub(crate) maglev: Option<Maglev>,
     pub(crate) counters: Arc<FarmCounters>,
+    pub(crate) persist: Option<FarmPersist>,
+}
+
+/// A persistent farm's pins and timing, on the monotonic clock.
+#[derive(Debug)]
+pub(crate) struct FarmPersist {
+    pub(crate) pins: Arc<FarmPins>,
+    pub(crate) ttl_ns: u64,
+    /// Age of a pin after which a packet of its client asks for a refresh.
+    pub(crate) refresh_ns: u64,
 }
 
 /// Which farm serves the fragments of a (VIP, protocol).
@@ -224,7 +260,8 @@ impl ForwardingTable {
                     .ok_or(TableError::IdsExhausted)?;
                 let usable = b.healthy && b.mac.is_some_and(MacAddr::is_unicast_host);
                 let existing_ok = usable && b.state != BackendState::Off;
-                if usable && b.state == BackendState::Up && b.weight > 0 {
+                let new_ok = usable && b.state == BackendState::Up && b.weight > 0;
+                if new_ok {
                     live.push((b.name.as_str(), b.weight, bi as u16));
                 }
                 t.backends.push(Backend {
@@ -233,6 +270,7 @@ impl ForwardingTable {
                     farm: fi,
                     mac: b.mac.unwrap_or_default(),
                     existing_ok,
+                    new_ok,
                     counters: handle.counters,
                 });
             }
@@ -243,6 +281,14 @@ impl ForwardingTable {
                 first_backend,
                 maglev: Maglev::build(maglev_size, &live),
                 counters: registry.farm(&spec.name),
+                persist: spec.persistence.as_ref().map(|p| {
+                    let ttl_ns = u64::try_from(p.ttl.as_nanos()).unwrap_or(u64::MAX);
+                    FarmPersist {
+                        pins: p.pins.clone(),
+                        ttl_ns,
+                        refresh_ns: ttl_ns / REFRESH_DIVISOR,
+                    }
+                }),
             });
             let entry = t
                 .vips
@@ -338,6 +384,13 @@ impl ForwardingTable {
         self.backends.get(i as usize)
     }
 
+    /// The farm and backend names of registry id `id`, if this table has it.
+    pub fn backend_names(&self, id: u32) -> Option<(&str, &str)> {
+        let b = self.backend_by_id(id)?;
+        let f = self.farms.get(b.farm as usize)?;
+        Some((f.name.as_str(), b.name.as_str()))
+    }
+
     /// Maglev's choice in `farm` for a flow hash.
     #[inline]
     pub(crate) fn maglev_pick(&self, farm: &Farm, hash: u64) -> Option<&Backend> {
@@ -428,6 +481,7 @@ mod tests {
             protocol: proto,
             ports,
             backends: vec![backend("a", 1), backend("b", 2)],
+            persistence: None,
         }
     }
 

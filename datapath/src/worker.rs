@@ -191,12 +191,14 @@ impl Datapath {
             ring_drops: ring_drops.clone(),
         };
         for (index, (sock, ring)) in sockets.into_iter().enumerate() {
+            let processor = Processor::new(index, &cfg.processor);
+            shared.pins.register_queue(processor.pin_queue().clone());
             let w = Worker {
                 index,
                 sock,
                 ring,
                 shared: shared.clone(),
-                processor: Processor::new(index, &cfg.processor),
+                processor,
                 stop: stop.clone(),
                 ring_drops: ring_drops.clone(),
                 mtu: iface.mtu as usize,

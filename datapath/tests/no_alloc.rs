@@ -1,7 +1,8 @@
 //! DESIGN invariant 5: the hot path allocates nothing. A counting global allocator
 //! watches this thread while `Processor::process` handles 100 000 frames of every kind:
 //! new flows (flow-table inserts and evictions), warm flows, fragments, ARP replies and
-//! drops.
+//! drops — on a farm with source-IP persistence, so pinned clients, new clients (pin
+//! requests queued) and refresh checks run too.
 
 mod common;
 
@@ -11,7 +12,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use common::*;
 use datapath::counters::CounterRegistry;
+use datapath::persist::PinRegistry;
 use datapath::process::{Processor, ProcessorConfig, Verdict};
+use datapath::table::PersistSpec;
+use std::time::Duration;
 
 struct Counting;
 
@@ -59,7 +63,23 @@ static GLOBAL: Counting = Counting;
 #[test]
 fn process_allocates_nothing_over_100000_packets() {
     let reg = CounterRegistry::new(1);
-    let table = build(&web_and_dns(), &reg);
+    let pins = PinRegistry::default().farm("web");
+    let mut farms = web_and_dns();
+    assert_eq!(farms[0].name, "web");
+    farms[0].persistence = Some(PersistSpec {
+        ttl: Duration::from_millis(2),
+        pins: pins.clone(),
+    });
+    let table = build(&farms, &reg);
+    // Every other client is pinned (to whichever backend); the others are new clients.
+    let ids: Vec<u32> = farms[0]
+        .backends
+        .iter()
+        .map(|b| reg.backend("web", &b.name).expect("id").id)
+        .collect();
+    for i in (0..4096u32).step_by(2) {
+        pins.set(client(i), ids[i as usize % ids.len()], 0);
+    }
     // A small flow table, so that the run also exercises eviction.
     let cfg = ProcessorConfig {
         flow_capacity: 1024,
@@ -83,6 +103,9 @@ fn process_allocates_nothing_over_100000_packets() {
     let mut buf = vec![0u8; templates.iter().map(Vec::len).max().unwrap_or(0)];
     let mut verdicts = [0u64; 3];
 
+    // A thread's first map guard registers the thread with the map's collector (once).
+    let mut warm = tcp(client(0), 1, 80, b"");
+    p.process(&table, true, &mut warm, 0);
     WATCHED.with(|w| w.set(true));
     for n in 0..100_000u64 {
         // Warm flows: the same 4096 flows cycle, so most packets hit the flow table.
@@ -106,6 +129,11 @@ fn process_allocates_nothing_over_100000_packets() {
     assert!(
         verdicts.iter().all(|&c| c > 0),
         "every verdict kind exercised: {verdicts:?}"
+    );
+    let queued = p.pin_queue().len();
+    assert!(
+        queued > 2048,
+        "new clients and refreshes asked for pins: {queued}"
     );
     let new_flows: u64 = reg.snapshot().iter().map(|f| f.flows_new).sum();
     assert!(

@@ -36,6 +36,7 @@ pub fn farm(name: &str, protocol: Protocol, port: u16, backends: Vec<BackendSpec
         protocol,
         ports: port..=port,
         backends,
+        persistence: None,
     }
 }
 

@@ -207,6 +207,7 @@ pub fn lab_table(shared: &Shared, own_mac: MacAddr, backend_mac: MacAddr) -> For
         protocol,
         ports: port..=port,
         backends: vec![backend.clone()],
+        persistence: None,
     };
     let farms = [
         farm("udp", Protocol::Udp, UDP_PORT),
