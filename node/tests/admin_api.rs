@@ -92,6 +92,28 @@ async fn codes_of_every_rpc(client: &mut admin_support::Client) -> Vec<(&'static
         ),
         ("export", code(client.export(pb::ExportRequest {}).await)),
         (
+            "list_persistence",
+            code(
+                client
+                    .list_persistence(pb::ListPersistenceRequest {
+                        farm: "web".into(),
+                        ..Default::default()
+                    })
+                    .await,
+            ),
+        ),
+        (
+            "flush_persistence",
+            code(
+                client
+                    .flush_persistence(pb::FlushPersistenceRequest {
+                        farm: "web".into(),
+                        backend: None,
+                    })
+                    .await,
+            ),
+        ),
+        (
             "stats",
             code(client.stats(pb::StatsRequest { node: 0 }).await),
         ),

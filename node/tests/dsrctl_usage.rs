@@ -1,6 +1,6 @@
 //! The real `dsrctl` binary without a cluster: usage errors exit 2, `--help` reads like a
 //! man page summary, an unreachable endpoint and an unusable token file fail with exit 1
-//! and one line that says what to check, and the persistence verbs say the API lacks them.
+//! and one line that says what to check; the persistence verbs check their arguments first.
 //! Needs no root: the only network use is connecting to closed ports on 127.0.0.1.
 
 mod dsrctl_common;
@@ -124,18 +124,40 @@ fn an_unusable_token_file_is_named() {
 }
 
 #[test]
-fn persistence_verbs_say_the_api_lacks_them() {
+fn persistence_arguments_are_checked_before_any_call() {
+    let help = run(&["persistence", "--help"]).ok().stdout;
     for verb in ["list", "flush"] {
-        let r = run(&["persistence", verb]);
-        let line = r.failed_one_line();
-        assert_eq!(
-            line,
-            format!(
-                "dsrctl: persistence {verb}: not yet supported by this server \
-                 (dsrlb.admin.v1 has no persistence RPCs)"
-            )
+        assert!(
+            help.lines().any(|l| l.trim_start().starts_with(verb)),
+            "persistence --help does not list {verb}:\n{help}"
         );
     }
+    let list_help = run(&["persistence", "list", "--help"]).ok().stdout;
+    for want in ["--client", "--limit", "[default: 1000]", "Examples:"] {
+        assert!(list_help.contains(want), "lacks {want:?}:\n{list_help}");
+    }
+    let flush_help = run(&["persistence", "flush", "--help"]).ok().stdout;
+    assert!(flush_help.contains("--backend"), "{flush_help}");
+    // Nothing listens at the endpoint: a usage error is found before it would matter.
+    let endpoint = format!("127.0.0.1:{}", closed_port());
+    for args in [
+        &["persistence", "list"][..],
+        &["persistence", "list", "web", "--client", "198.18.0"],
+        &["persistence", "list", "web", "--client", "2001:db8::1"],
+        &["persistence", "list", "web", "--limit", "0"],
+        &["persistence", "list", "web", "--limit", "100001"],
+        &["persistence", "flush"],
+        &["persistence", "flush", "web", "--backend"],
+    ] {
+        let mut all = vec!["--endpoint", endpoint.as_str()];
+        all.extend_from_slice(args);
+        let r = run(&all);
+        assert_eq!(r.code, 2, "{args:?}: {r:#?}");
+        assert!(r.stdout.is_empty(), "{args:?}: {r:#?}");
+    }
+    // A well-formed one gets as far as the (closed) endpoint.
+    let r = run(&["--endpoint", &endpoint, "persistence", "flush", "web"]);
+    assert!(r.failed_one_line().contains("cannot reach"), "{r:#?}");
 }
 
 #[test]

@@ -9,6 +9,7 @@
 //! - `diff`: farm-by-farm differences for `apply`.
 //! - `service`: farms, backends, apply and export.
 //! - `ops`: status, stats and membership.
+//! - `persist`: listing and flushing the source-IP persistence table.
 //!
 //! # Decisions
 //! - Authentication: the admin token as a bearer token, checked by the same interceptor as
@@ -21,9 +22,9 @@
 //!   retries (bounded). So a read-modify-write (`UpdateBackend`) never loses a concurrent
 //!   change, and the state machine still refuses overlaps deterministically on its own.
 //!   `Apply` is one `Command::ReplaceFarms` entry with the same rule for the whole set.
-//! - Farm and backend reads (list, get, export) first bring the local replica up to the
-//!   leader's read index, as writes do, so they include every write acknowledged before
-//!   them, through any node (etcd's default, linearizable reads): an `export` taken from a
+//! - Farm, backend and persistence reads (list, get, export) first bring the local replica
+//!   up to the leader's read index, as writes do, so they include every write acknowledged
+//!   before them, through any node (etcd's default, linearizable reads): an `export` taken from a
 //!   follower and applied elsewhere must not revert a change made a moment earlier. They
 //!   name the node that answered (`answered_by`). `Status` stays local, so it answers during
 //!   an election too; on a follower it reports what that follower knows (replication
@@ -39,10 +40,12 @@
 mod check;
 mod diff;
 mod ops;
+mod persist;
 mod service;
 mod wire;
 
 pub use check::NetFacts;
+pub use persist::{LIST_DEFAULT as PERSISTENCE_LIST_DEFAULT, LIST_MAX as PERSISTENCE_LIST_MAX};
 
 use cluster::{Applied, ClusterError, ClusterNode, ClusterState, Command};
 use datapath::shared::Shared;

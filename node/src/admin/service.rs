@@ -1,12 +1,12 @@
 //! The `Admin` service: farms, backends, apply and export here; status, stats and membership
-//! are handed to `ops`. Every farm change is validated on this node (the config validator
+//! are handed to `ops`, persistence to `persist`. Every farm change is validated on this node (the config validator
 //! for the farm alone, `check` for the farm among the others and the node's network) and
 //! then written conditionally (see the module doc of `admin`).
 
 use super::check::{NetFacts, farm_in_context};
 use super::diff::diff;
 use super::wire::{pb_backend, pb_from_farm, raw_backend_from_pb, raw_from_farm, raw_from_pb};
-use super::{AdminContext, cluster_status, invalid, ops};
+use super::{AdminContext, cluster_status, invalid, ops, persist};
 use crate::config::{Keys, RawFarm, RawFarms, validate_farm, validate_farms};
 use cluster::{ClusterState, Command, Farm};
 use proto::admin::v1 as pb;
@@ -341,6 +341,24 @@ impl Admin for AdminService {
             ),
             answered_by: self.ctx.id(),
         }))
+    }
+
+    async fn list_persistence(
+        &self,
+        r: Request<pb::ListPersistenceRequest>,
+    ) -> Reply<pb::ListPersistenceReply> {
+        persist::list(&self.ctx, r.get_ref())
+            .await
+            .map(Response::new)
+    }
+
+    async fn flush_persistence(
+        &self,
+        r: Request<pb::FlushPersistenceRequest>,
+    ) -> Reply<pb::WriteReply> {
+        persist::flush(&self.ctx, r.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn stats(&self, r: Request<pb::StatsRequest>) -> Reply<pb::StatsReply> {

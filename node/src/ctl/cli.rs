@@ -5,6 +5,7 @@
 use super::parse::{
     parse_duration_text, parse_endpoint, parse_interval, parse_mac, parse_port_range,
 };
+use crate::admin::{PERSISTENCE_LIST_DEFAULT, PERSISTENCE_LIST_MAX};
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -14,7 +15,8 @@ use std::time::Duration;
 pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:7101";
 
 const LONG_ABOUT: &str = "\
-dsrctl — operate a dsrlb cluster: status, farms, backends, apply/export, stats, membership.
+dsrctl — operate a dsrlb cluster: status, farms, backends, apply/export, persistence, stats,
+membership.
 
 dsrctl operates a running dsrlb cluster through its admin API (dsrlb.admin.v1, gRPC on \
 the admin port, 7101 by default). Every node serves the API: reads are answered by the node \
@@ -38,6 +40,7 @@ Examples:
   dsrctl backend set web b1 --state drain      # no new flows; existing ones keep going
   dsrctl apply -f farms.toml --dry-run         # show the diff, write nothing
   dsrctl export > farms.toml
+  dsrctl persistence list web --client 198.18.0.41
   dsrctl stats --watch --interval 2s
   dsrctl -o json status | jq .leader
   dsrctl -e https://198.18.0.2:7101 --ca-file ca.pem --token-file admin.token status
@@ -48,7 +51,8 @@ Environment:
   DSRCTL_CA_FILE     the CA of the nodes' admin certificates (as --ca-file)
   DSRCTL_CERT_FILE, DSRCTL_KEY_FILE  client certificate and key (as --cert-file, --key-file)";
 
-/// dsrctl — operate a dsrlb cluster: status, farms, backends, apply/export, stats, membership.
+/// dsrctl — operate a dsrlb cluster: status, farms, backends, apply/export, persistence, stats,
+/// membership.
 #[derive(Debug, Parser)]
 #[command(
     name = "dsrctl",
@@ -190,7 +194,8 @@ Examples:
     Apply(ApplyArgs),
     /// Print every farm as TOML, in the schema `apply` reads.
     Export,
-    /// Source-IP persistence entries (not yet supported by the admin API).
+    /// Source-IP persistence entries of a farm: list (which client sticks to which backend),
+    /// flush.
     #[command(subcommand)]
     Persistence(PersistenceCmd),
     /// Per farm and backend counters, from the VIP owner unless --node is given.
@@ -415,16 +420,49 @@ pub struct ApplyArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum PersistenceCmd {
-    /// List persistence entries (not yet supported by the admin API).
-    List {
-        /// Only this farm's entries.
-        farm: Option<String>,
-    },
-    /// Forget persistence entries (not yet supported by the admin API).
-    Flush {
-        /// Only this farm's entries.
-        farm: Option<String>,
-    },
+    /// List a farm's persistence entries: client, backend, when last seen, time to expiry.
+    #[command(after_help = "\
+Entries are replicated: every node lists the same ones. LAST SEEN is measured against this
+machine's clock, EXPIRES IN against the answering node's; an entry shown as `due` goes with the
+leader's next persistence batch.
+
+Examples:
+  dsrctl persistence list web
+  dsrctl persistence list web --client 198.18.0.41
+  dsrctl -o json persistence list web --limit 100000 | jq '.entries[].backend'")]
+    List(PersistenceListArgs),
+    /// Forget a farm's persistence entries, on every node: its clients are scheduled afresh
+    /// on their next connection.
+    #[command(after_help = "\
+Examples:
+  dsrctl persistence flush web                 # every entry of farm web
+  dsrctl persistence flush web --backend b1    # only the clients pinned to b1")]
+    Flush(PersistenceFlushArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PersistenceListArgs {
+    /// Farm name (its persistence must be `srcip`).
+    pub farm: String,
+    /// Only this client's entry.
+    #[arg(long)]
+    pub client: Option<Ipv4Addr>,
+    /// At most this many entries, in address order.
+    #[arg(
+        long,
+        default_value_t = PERSISTENCE_LIST_DEFAULT,
+        value_parser = clap::value_parser!(u32).range(1..=i64::from(PERSISTENCE_LIST_MAX))
+    )]
+    pub limit: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct PersistenceFlushArgs {
+    /// Farm name (its persistence must be `srcip`).
+    pub farm: String,
+    /// Only the entries pinned to this backend of the farm.
+    #[arg(long)]
+    pub backend: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -625,6 +663,11 @@ mod tests {
             &["status", "-e", "ftp://198.18.0.2:7101"],
             &["apply"],
             &["leader", "transfer", "one"],
+            &["persistence", "list"],
+            &["persistence", "list", "web", "--client", "198.18.0"],
+            &["persistence", "list", "web", "--limit", "0"],
+            &["persistence", "list", "web", "--limit", "100001"],
+            &["persistence", "flush"],
             &["frobnicate"],
         ];
         for args in bad {

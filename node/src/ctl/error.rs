@@ -59,12 +59,6 @@ pub enum CtlError {
     /// The `apply` file could not be read or is not TOML.
     #[error("invalid: {}: {reason}", .path.display())]
     ApplyFile { path: PathBuf, reason: String },
-    /// The verb has no RPC in this version of the admin API.
-    #[error("{verb}: not yet supported by this server (dsrlb.admin.v1 has no {what} RPCs)")]
-    NotSupported {
-        verb: &'static str,
-        what: &'static str,
-    },
     /// The server answered without a field it always sends.
     #[error("bad reply from {endpoint}: {what} missing")]
     BadReply {
@@ -145,12 +139,12 @@ mod tests {
                 "not found: farm `web`",
             ),
             (
-                CtlError::NotSupported {
-                    verb: "persistence list",
-                    what: "persistence",
+                CtlError::Rpc {
+                    endpoint: "http://a:7101".into(),
+                    code: Code::FailedPrecondition,
+                    message: "farm \"echo\" has persistence = \"none\"".into(),
                 },
-                "persistence list: not yet supported by this server (dsrlb.admin.v1 has no \
-                 persistence RPCs)",
+                "not possible now: farm \"echo\" has persistence = \"none\"",
             ),
         ];
         for (err, want) in cases {

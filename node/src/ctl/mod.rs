@@ -6,7 +6,8 @@
 //!   errors (exit 2).
 //! - [`request`]: arguments → API requests (pure).
 //! - [`client`]: endpoints tried in turn, the bearer token, tonic errors → [`CtlError`].
-//! - [`view`]: the JSON shape; [`render`], [`diff`], [`stats`], [`table`]: the text.
+//! - [`view`]: the JSON shape; [`render`], [`diff`], [`persist`], [`stats`], [`table`]: the
+//!   text.
 //! - [`run`]: one invocation, verb by verb.
 
 pub mod cli;
@@ -14,6 +15,7 @@ pub mod client;
 pub mod diff;
 pub mod error;
 pub mod parse;
+pub mod persist;
 pub mod render;
 pub mod request;
 pub mod run;

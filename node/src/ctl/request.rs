@@ -4,6 +4,7 @@
 
 use super::cli::{
     BackendAddArgs, BackendSetArgs, CheckKind, FarmAddArgs, FarmSetArgs, FarmSettings,
+    PersistenceFlushArgs, PersistenceListArgs,
 };
 use proto::admin::v1 as pb;
 
@@ -129,9 +130,26 @@ pub fn update_backend(args: &BackendSetArgs) -> pb::UpdateBackendRequest {
     }
 }
 
+/// `persistence list` → the listing request (the limit always explicit).
+pub fn list_persistence(args: &PersistenceListArgs) -> pb::ListPersistenceRequest {
+    pb::ListPersistenceRequest {
+        farm: args.farm.clone(),
+        client: args.client.map(|ip| ip.to_string()),
+        limit: args.limit,
+    }
+}
+
+/// `persistence flush` → the flush request; no `--backend` flushes the whole farm.
+pub fn flush_persistence(args: &PersistenceFlushArgs) -> pb::FlushPersistenceRequest {
+    pb::FlushPersistenceRequest {
+        farm: args.farm.clone(),
+        backend: args.backend.clone(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::super::cli::{BackendCmd, Cli, Command, FarmCmd};
+    use super::super::cli::{BackendCmd, Cli, Command, FarmCmd, PersistenceCmd};
     use super::*;
     use clap::Parser;
 
@@ -319,6 +337,53 @@ mod tests {
                 state: Some("drain".into()),
                 ..pb::UpdateBackendRequest::default()
             }
+        );
+    }
+
+    #[test]
+    fn persistence_requests() {
+        let list = |args: &[&str]| match parse(args) {
+            Command::Persistence(PersistenceCmd::List(a)) => list_persistence(&a),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            list(&["persistence", "list", "web"]),
+            pb::ListPersistenceRequest {
+                farm: "web".into(),
+                client: None,
+                limit: crate::admin::PERSISTENCE_LIST_DEFAULT,
+            }
+        );
+        assert_eq!(
+            list(&[
+                "persistence",
+                "list",
+                "web",
+                "--client",
+                "198.18.0.41",
+                "--limit",
+                "5"
+            ]),
+            pb::ListPersistenceRequest {
+                farm: "web".into(),
+                client: Some("198.18.0.41".into()),
+                limit: 5,
+            }
+        );
+        let flush = |args: &[&str]| match parse(args) {
+            Command::Persistence(PersistenceCmd::Flush(a)) => flush_persistence(&a),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            flush(&["persistence", "flush", "web"]),
+            pb::FlushPersistenceRequest {
+                farm: "web".into(),
+                backend: None,
+            }
+        );
+        assert_eq!(
+            flush(&["persistence", "flush", "web", "--backend", "b1"]).backend,
+            Some("b1".into())
         );
     }
 }

@@ -9,22 +9,18 @@ use super::client::{Client, read_token, tls_config};
 use super::error::CtlError;
 use super::view::{
     ApplyView, BackendsView, ExportView, FarmShowView, FarmView, FarmsView, LeaderView,
-    MembershipView, StatsView, StatusView, WriteView,
+    MembershipView, PersistenceView, StatsView, StatusView, WriteView,
 };
-use super::{diff, render, request, stats};
+use super::{diff, persist, render, request, stats};
 use proto::admin::v1 as pb;
 use serde::Serialize;
 use std::io::{Read, Write};
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Runs `cli`, printing results to `out`; `tty` says whether `out` is a terminal (then
 /// `stats --watch` redraws in place).
 pub fn run(cli: Cli, out: &mut dyn Write, tty: bool) -> Result<(), CtlError> {
-    // Verbs the API cannot serve fail before any connection is tried.
-    if let Command::Persistence(p) = &cli.command {
-        return Err(not_supported(p));
-    }
     let apply_text = match &cli.command {
         Command::Apply(a) => Some(read_apply_file(&a.file)?),
         _ => None,
@@ -122,18 +118,7 @@ async fn dispatch(
             };
             ctx.emit(&v, render::leader)
         }
-        Command::Persistence(p) => Err(not_supported(&p)),
-    }
-}
-
-fn not_supported(p: &PersistenceCmd) -> CtlError {
-    let verb = match p {
-        PersistenceCmd::List { .. } => "persistence list",
-        PersistenceCmd::Flush { .. } => "persistence flush",
-    };
-    CtlError::NotSupported {
-        verb,
-        what: "persistence",
+        Command::Persistence(cmd) => persistence(cmd, client, ctx).await,
     }
 }
 
@@ -250,6 +235,42 @@ async fn backend(cmd: BackendCmd, client: &mut Client, mut ctx: Ctx<'_>) -> Resu
                 .call(async |mut api| api.delete_backend(req.clone()).await)
                 .await?;
             let done = format!("backend {name} removed from farm {farm}");
+            ctx.emit(&written(done, a.reply), render::write)
+        }
+    }
+}
+
+async fn persistence(
+    cmd: PersistenceCmd,
+    client: &mut Client,
+    mut ctx: Ctx<'_>,
+) -> Result<(), CtlError> {
+    match cmd {
+        PersistenceCmd::List(args) => {
+            let req = request::list_persistence(&args);
+            let a = client
+                .call(async |mut api| api.list_persistence(req.clone()).await)
+                .await?;
+            let v = PersistenceView::new(args.farm, req.client, a.reply);
+            // Ages are shown against this machine's clock (the reply carries the leader's
+            // times; the nodes' clocks are what expiry uses).
+            let now_ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            ctx.emit(&v, |v| persist::list(v, now_ms))
+        }
+        PersistenceCmd::Flush(args) => {
+            let req = request::flush_persistence(&args);
+            let a = client
+                .call(async |mut api| api.flush_persistence(req.clone()).await)
+                .await?;
+            let done = match &args.backend {
+                Some(b) => format!(
+                    "persistence entries of farm {} pinned to backend {b} flushed",
+                    args.farm
+                ),
+                None => format!("persistence entries of farm {} flushed", args.farm),
+            };
             ctx.emit(&written(done, a.reply), render::write)
         }
     }

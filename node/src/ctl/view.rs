@@ -306,3 +306,49 @@ impl From<pb::StatsReply> for StatsView {
         }
     }
 }
+
+/// A farm's persistence entries as listed (`persistence list`): the API's raw fields.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PersistenceView {
+    pub answered_by: u64,
+    pub farm: String,
+    /// The `--client` asked for, if any.
+    pub client: Option<String>,
+    /// Entries the farm holds in all.
+    pub total: u64,
+    /// Whether `--limit` left entries out.
+    pub truncated: bool,
+    pub entries: Vec<PersistenceEntryView>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PersistenceEntryView {
+    pub client: String,
+    pub backend: String,
+    /// Milliseconds since the Unix epoch (the leader's clock).
+    pub last_seen_unix_ms: u64,
+    /// Time left by the answering node's clock; 0 = due.
+    pub expires_in_ms: u64,
+}
+
+impl PersistenceView {
+    pub fn new(farm: String, client: Option<String>, r: pb::ListPersistenceReply) -> Self {
+        PersistenceView {
+            answered_by: r.answered_by,
+            farm,
+            client,
+            total: r.total,
+            truncated: r.truncated,
+            entries: r
+                .entries
+                .into_iter()
+                .map(|e| PersistenceEntryView {
+                    client: e.client,
+                    backend: e.backend,
+                    last_seen_unix_ms: e.last_seen_unix_ms,
+                    expires_in_ms: e.expires_in_ms,
+                })
+                .collect(),
+        }
+    }
+}
