@@ -8,7 +8,7 @@
 //! `seen_ms + ttl`, so an entry may be listed as due (`expires_in_ms = 0`) for a moment.
 
 use super::{AdminContext, cluster_status};
-use cluster::{ClusterState, Command, Persistence};
+use cluster::{ClusterState, Command, Farm, Persistence};
 use proto::admin::v1 as pb;
 use std::net::Ipv4Addr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -72,14 +72,14 @@ fn flush_args(req: &pb::FlushPersistenceRequest) -> Result<(), Status> {
     Ok(())
 }
 
-/// The TTL of `farm`, or why it has no persistence table to look at.
-fn ttl_of(state: &ClusterState, farm: &str) -> Result<Duration, Status> {
+/// `farm` and its TTL, or why it has no persistence table to look at.
+fn persistent<'a>(state: &'a ClusterState, farm: &str) -> Result<(&'a Farm, Duration), Status> {
     let f = state
         .farms
         .get(farm)
         .ok_or_else(|| Status::not_found(format!("farm {farm:?} does not exist")))?;
     match f.persistence {
-        Persistence::SrcIp { ttl } => Ok(ttl),
+        Persistence::SrcIp { ttl } => Ok((f, ttl)),
         Persistence::None => Err(Status::failed_precondition(format!(
             "farm {farm:?} has persistence = \"none\", so it keeps no persistence entries; \
              set persistence = \"srcip\" to use them"
@@ -105,7 +105,7 @@ pub(super) async fn list(
 ) -> Result<pb::ListPersistenceReply, Status> {
     let args = list_args(req)?;
     ctx.sync().await?;
-    let ttl = ttl_of(&ctx.state(), &args.farm)?;
+    let (_, ttl) = persistent(&ctx.state(), &args.farm)?;
     let (rows, total) = ctx
         .cluster
         .pins()
@@ -137,9 +137,9 @@ pub(super) async fn flush(
     // through another node is not refused.
     ctx.sync().await?;
     let state = ctx.state();
-    ttl_of(&state, &req.farm)?;
+    let (farm, _) = persistent(&state, &req.farm)?;
     if let Some(b) = &req.backend
-        && !state.farms[&req.farm].backends.iter().any(|x| &x.name == b)
+        && !farm.backends.iter().any(|x| &x.name == b)
     {
         return Err(Status::not_found(format!(
             "farm {:?} has no backend {b:?}",
@@ -255,19 +255,18 @@ mod tests {
             backends: Vec::new(),
         };
         let ttl = Duration::from_secs(30);
-        state.farms.insert(
-            "web".into(),
-            farm("web", Persistence::SrcIp { ttl }).clone(),
-        );
+        state
+            .farms
+            .insert("web".into(), farm("web", Persistence::SrcIp { ttl }));
         state
             .farms
             .insert("dns".into(), farm("dns", Persistence::None));
-        assert_eq!(ttl_of(&state, "web").expect("srcip"), ttl);
-        let e = ttl_of(&state, "dns").expect_err("none");
+        assert_eq!(persistent(&state, "web").expect("srcip").1, ttl);
+        let e = persistent(&state, "dns").expect_err("none");
         assert_eq!(e.code(), Code::FailedPrecondition);
         assert!(e.message().contains("persistence = \"none\""), "{e:?}");
         assert_eq!(
-            ttl_of(&state, "nope").expect_err("unknown").code(),
+            persistent(&state, "nope").expect_err("unknown").code(),
             Code::NotFound
         );
     }
