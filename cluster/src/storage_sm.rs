@@ -57,6 +57,12 @@ struct SnapshotPayload {
 #[derive(Clone, Default)]
 pub struct Pins(Arc<Mutex<PinTable>>);
 
+impl std::fmt::Debug for Pins {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pins").finish_non_exhaustive()
+    }
+}
+
 impl Pins {
     /// The table, locked; hold it briefly (the state machine waits meanwhile).
     pub fn lock(&self) -> MutexGuard<'_, PinTable> {

@@ -15,6 +15,7 @@ use crate::config::{CheckConfig, Config};
 use crate::health::{CheckTarget, HealthChecker, VerdictChange};
 use crate::metrics::{self, NodeMetrics};
 use crate::ownership::{self, Inputs, Ownership, Transition};
+use crate::persist::{self, DatapathSink, PersistMetrics};
 use crate::preflight::{self, HostFacts};
 use crate::{convert, tables};
 use anyhow::Context;
@@ -59,16 +60,17 @@ async fn run_inner(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
 
     let workers = datapath::worker::resolve_workers(config.datapath.workers);
     let shared = Shared::new(workers, approved.mac);
-    let node_metrics = Arc::new(NodeMetrics::new(shared.clone()));
+    let persist_metrics = Arc::new(PersistMetrics::default());
+    let node_metrics = Arc::new(NodeMetrics::new(shared.clone(), persist_metrics.clone()));
 
+    let mut settings = cluster_settings(&config)?;
+    settings.pin_sink = Arc::new(DatapathSink::new(shared.clone(), persist_metrics.clone()));
     let cluster = Arc::new(
-        ClusterNode::start(
-            cluster_settings(&config)?,
-            config.farms.iter().map(convert::farm).collect(),
-        )
-        .await
-        .context("starting the cluster member")?,
+        ClusterNode::start(settings, config.farms.iter().map(convert::farm).collect())
+            .await
+            .context("starting the cluster member")?,
     );
+    node_metrics.set_pins(cluster.pins());
     info!(
         members = config.cluster.members.len(),
         witness = config.cluster.witness,
@@ -111,6 +113,7 @@ async fn run_inner(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
         },
     )
     .await?;
+    let batcher = persist::spawn_batcher(cluster.clone(), shared.clone(), persist_metrics);
     let metrics_server = match config.metrics_listen {
         Some(addr) => Some(metrics::serve(addr, node_metrics.clone()).await?),
         None => None,
@@ -146,6 +149,9 @@ async fn run_inner(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
     }
     node.writes.shutdown().await;
     drop(node);
+    batcher.abort();
+    // Its handle on the cluster member must be gone before the member is unwrapped below.
+    let _ = batcher.await;
     admin_server.stop().await;
     match Arc::try_unwrap(cluster) {
         Ok(cluster) => {
@@ -184,6 +190,7 @@ fn cluster_settings(config: &Config) -> anyhow::Result<ClusterSettings> {
     s.election_timeout = c.election_timeout;
     s.witness = c.witness;
     s.tls = c.tls.clone();
+    s.shared = c.shared.clone();
     Ok(s)
 }
 
@@ -383,7 +390,7 @@ impl Node<'_> {
 
     /// Rebuilds the forwarding table from the current state and swaps it in.
     fn publish(&self) -> anyhow::Result<()> {
-        let specs = tables::farm_specs(&self.state, &self.learned);
+        let specs = tables::farm_specs(&self.state, &self.learned, &self.shared.pins);
         let table = ForwardingTable::build(
             self.shared.table.load().own_mac(),
             &specs,

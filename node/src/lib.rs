@@ -7,6 +7,7 @@
 //! - [`daemon`]: `dsrlb run` — starts everything and keeps the tables current.
 //! - [`tables`]: replicated/config state + health + learned MACs → datapath farm specs.
 //! - [`health`]: TCP health checks with rise/fall.
+//! - [`persist`]: source-IP persistence glue — the pin mirror sink and the leader's batcher.
 //! - [`metrics`]: the Prometheus endpoint.
 //! - [`ctl`]: `dsrctl`, the admin client.
 //! - `lab`: network-namespace hosts for tests, benchmarks and `dsrlb demo`.
@@ -22,6 +23,7 @@ pub mod lab;
 pub mod logging;
 pub mod metrics;
 pub mod ownership;
+pub mod persist;
 pub mod preflight;
 pub mod signals;
 pub mod tables;

@@ -2,6 +2,7 @@
 //! section 6. Values are read at scrape time from the datapath's counters and the node's
 //! state, so nothing on the packet path knows about Prometheus.
 
+use crate::persist::PersistMetrics;
 use datapath::counters::{BackendStats, DropReason, FarmStats};
 use datapath::shared::Shared;
 use datapath::table::{BackendState, FarmSpec};
@@ -12,7 +13,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use tokio::task::JoinHandle;
 
 /// What the node exports; shared with the daemon, which updates the node-level parts.
@@ -25,16 +26,26 @@ pub struct NodeMetrics {
     pub term: AtomicU64,
     /// (farm, backend, selectable) as of the last published table.
     backends: Mutex<Vec<(String, String, bool)>>,
+    persist: Arc<PersistMetrics>,
+    /// The replicated persistence table, once the cluster member runs.
+    pins: OnceLock<cluster::Pins>,
 }
 
 impl NodeMetrics {
-    pub fn new(shared: Arc<Shared>) -> Self {
+    pub fn new(shared: Arc<Shared>, persist: Arc<PersistMetrics>) -> Self {
         NodeMetrics {
             shared,
             takeovers: AtomicU64::new(0),
             term: AtomicU64::new(0),
             backends: Mutex::new(Vec::new()),
+            persist,
+            pins: OnceLock::new(),
         }
+    }
+
+    /// Where `dsrlb_persistence_entries` and the applied-pin counters are read from.
+    pub fn set_pins(&self, pins: cluster::Pins) {
+        let _ = self.pins.set(pins);
     }
 
     /// Records which backends the last published table can send new flows to.
@@ -138,6 +149,89 @@ impl Collector for NodeMetrics {
             None,
             takeovers.metric_type(),
         )?)?;
+        self.encode_persistence(&mut encoder)
+    }
+}
+
+impl NodeMetrics {
+    fn encode_persistence(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let (counts, applied) = match self.pins.get() {
+            Some(p) => {
+                let t = p.lock();
+                (t.counts(), t.stats())
+            }
+            None => (Vec::new(), cluster::PinStats::default()),
+        };
+        let mut entries = encoder.encode_descriptor(
+            "dsrlb_persistence_entries",
+            "Source-IP persistence entries in the replicated table, per farm",
+            None,
+            ConstGauge::new(0i64).metric_type(),
+        )?;
+        for (farm, n) in &counts {
+            let labels = [("farm", farm.as_str())];
+            ConstGauge::new(*n as i64).encode(entries.encode_family(&labels)?)?;
+        }
+        let mut outcomes = encoder.encode_descriptor(
+            "dsrlb_persistence_applied",
+            "Persistence writes applied from the log on this node, by outcome",
+            None,
+            ConstCounter::new(0u64).metric_type(),
+        )?;
+        for (outcome, v) in [
+            ("created", applied.created),
+            ("refreshed", applied.refreshed),
+            ("expired", applied.expired),
+            ("rejected_full", applied.rejected_full),
+            ("stale", applied.stale),
+        ] {
+            ConstCounter::new(v).encode(outcomes.encode_family(&[("outcome", outcome)])?)?;
+        }
+        let q = self.shared.pins.queue_stats();
+        let mut queued = encoder.encode_descriptor(
+            "dsrlb_persistence_requests",
+            "Pin requests the workers queued for the batcher, by kind",
+            None,
+            ConstCounter::new(0u64).metric_type(),
+        )?;
+        for (kind, v) in [("new", q.new_queued), ("refresh", q.refresh_queued)] {
+            ConstCounter::new(v).encode(queued.encode_family(&[("kind", kind)])?)?;
+        }
+        let mut dropped = encoder.encode_descriptor(
+            "dsrlb_persistence_request_drops",
+            "Pin requests dropped because a worker's queue was full (refreshes first), by kind",
+            None,
+            ConstCounter::new(0u64).metric_type(),
+        )?;
+        for (kind, v) in [("new", q.new_dropped), ("refresh", q.refresh_dropped)] {
+            ConstCounter::new(v).encode(dropped.encode_family(&[("kind", kind)])?)?;
+        }
+        for (name, help, v) in [
+            (
+                "dsrlb_persistence_batches",
+                "Persistence batches this node committed",
+                &self.persist.batches,
+            ),
+            (
+                "dsrlb_persistence_batch_writes",
+                "Pin writes in the batches this node committed",
+                &self.persist.writes,
+            ),
+            (
+                "dsrlb_persistence_batch_failures",
+                "Persistence batches this node could not commit",
+                &self.persist.failed,
+            ),
+        ] {
+            let c = ConstCounter::new(v.load(Ordering::Relaxed));
+            c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)?;
+        }
+        self.persist.lag.encode(encoder.encode_descriptor(
+            "dsrlb_persistence_lag_seconds",
+            "First packet of a client on the owner to its pin applied on this node",
+            None,
+            self.persist.lag.metric_type(),
+        )?)?;
         Ok(())
     }
 }
@@ -210,6 +304,7 @@ mod tests {
                 state: BackendState::Up,
                 healthy: true,
             }],
+            persistence: None,
         };
         let table = ForwardingTable::build(
             MacAddr([2, 0, 0, 0, 0, 1]),
@@ -219,7 +314,7 @@ mod tests {
         )
         .unwrap();
         shared.publish(table);
-        let m = Arc::new(NodeMetrics::new(shared.clone()));
+        let m = Arc::new(NodeMetrics::new(shared.clone(), Default::default()));
         m.set_backends(&[farm]);
         m.term.store(7, Ordering::Relaxed);
         shared.set_owner(true);
@@ -233,6 +328,10 @@ mod tests {
             "dsrlb_backend_up{farm=\"web\",backend=\"b1\"} 1",
             "dsrlb_raft_term 7",
             "dsrlb_takeovers_total 0",
+            "# TYPE dsrlb_persistence_entries gauge",
+            "dsrlb_persistence_requests_total{kind=\"new\"} 0",
+            "dsrlb_persistence_request_drops_total{kind=\"refresh\"} 0",
+            "# TYPE dsrlb_persistence_lag_seconds histogram",
         ] {
             assert!(text.contains(line), "missing {line:?} in:\n{text}");
         }

@@ -9,12 +9,18 @@
 
 use cluster::ClusterState;
 use datapath::packet::MacAddr;
-use datapath::table::{BackendSpec, BackendState, FarmSpec, Protocol};
+use datapath::persist::PinRegistry;
+use datapath::table::{BackendSpec, BackendState, FarmSpec, PersistSpec, Protocol};
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
-/// Builds the datapath view of every farm.
-pub fn farm_specs(state: &ClusterState, learned: &HashMap<Ipv4Addr, MacAddr>) -> Vec<FarmSpec> {
+/// Builds the datapath view of every farm; a persistent farm gets its pin mirror from `pins`
+/// (the same map every time, so rebuilding a table loses no pin).
+pub fn farm_specs(
+    state: &ClusterState,
+    learned: &HashMap<Ipv4Addr, MacAddr>,
+    pins: &PinRegistry,
+) -> Vec<FarmSpec> {
     state
         .farms
         .values()
@@ -61,6 +67,13 @@ pub fn farm_specs(state: &ClusterState, learned: &HashMap<Ipv4Addr, MacAddr>) ->
                 },
                 ports: farm.port_first..=farm.port_last,
                 backends,
+                persistence: match farm.persistence {
+                    cluster::Persistence::None => None,
+                    cluster::Persistence::SrcIp { ttl } => Some(PersistSpec {
+                        ttl,
+                        pins: pins.farm(&farm.name),
+                    }),
+                },
             }
         })
         .collect()
@@ -143,7 +156,7 @@ mod tests {
         ]
         .into();
         assert_eq!(
-            weights(&farm_specs(&s, &all)),
+            weights(&farm_specs(&s, &all, &PinRegistry::default())),
             vec![("a".into(), 1), ("b".into(), 0)]
         );
         // Tier 1's only backend has no MAC: tier 2 serves.
@@ -153,7 +166,7 @@ mod tests {
             .map(|(k, v)| (*k, *v))
             .collect();
         assert_eq!(
-            weights(&farm_specs(&s, &only_b)),
+            weights(&farm_specs(&s, &only_b, &PinRegistry::default())),
             vec![("a".into(), 0), ("b".into(), 1)]
         );
     }
@@ -165,7 +178,7 @@ mod tests {
         let s = state(vec![pinned, backend("b", 22, 1)]);
         let learned: HashMap<_, _> =
             [(Ipv4Addr::new(198, 18, 0, 21), MacAddr([2, 1, 1, 1, 1, 1]))].into();
-        let specs = farm_specs(&s, &learned);
+        let specs = farm_specs(&s, &learned, &PinRegistry::default());
         assert_eq!(specs[0].backends[0].mac, Some(MacAddr([2, 9, 9, 9, 9, 9])));
         assert_eq!(specs[0].backends[1].mac, None);
         assert_eq!(arp_targets(&s), vec![Ipv4Addr::new(198, 18, 0, 22)]);

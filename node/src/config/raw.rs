@@ -65,6 +65,11 @@ pub struct RawCluster {
     pub tls_key: Option<String>,
     /// PEM CA every peer's certificate must chain to (both directions).
     pub tls_ca: Option<String>,
+    /// How often the leader commits new and refreshed persistence entries (bootstrap value:
+    /// the bootstrapping node writes it into the log, which rules afterwards).
+    pub persistence_batch_ms: u64,
+    /// Persistence entries per farm beyond which new clients get none (bootstrap value).
+    pub persistence_max_entries: u64,
 }
 
 impl Default for RawCluster {
@@ -81,6 +86,8 @@ impl Default for RawCluster {
             tls_cert: None,
             tls_key: None,
             tls_ca: None,
+            persistence_batch_ms: 50,
+            persistence_max_entries: 1 << 20,
         }
     }
 }

@@ -37,6 +37,8 @@ pub struct ClusterConfig {
     pub witness: bool,
     /// `None`: the peer service is plaintext (the token is required either way).
     pub tls: Option<cluster::PeerTls>,
+    /// Written into the log by the bootstrap (the log's value rules afterwards).
+    pub shared: cluster::SharedSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -273,6 +275,24 @@ impl RawConfig {
                 ),
             ));
         }
+        if !(5..=1000).contains(&c.persistence_batch_ms) {
+            return Err(ConfigError::invalid(
+                "cluster.persistence_batch_ms",
+                format!(
+                    "{} must be between 5 and 1000 (a batch per few tens of ms is the point)",
+                    c.persistence_batch_ms
+                ),
+            ));
+        }
+        if !(1..=1 << 26).contains(&c.persistence_max_entries) {
+            return Err(ConfigError::invalid(
+                "cluster.persistence_max_entries",
+                format!(
+                    "{} must be between 1 and 67108864",
+                    c.persistence_max_entries
+                ),
+            ));
+        }
         Ok(ClusterConfig {
             listen,
             advertise,
@@ -283,6 +303,10 @@ impl RawConfig {
             lease: Duration::from_millis(c.lease_ms),
             witness: c.witness,
             tls: super::tls::peer_tls(c)?,
+            shared: cluster::SharedSettings {
+                persistence_batch: Duration::from_millis(c.persistence_batch_ms),
+                persistence_max_entries: c.persistence_max_entries,
+            },
         })
     }
 

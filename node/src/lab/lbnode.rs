@@ -23,6 +23,8 @@ pub struct LabFarm {
     pub backends: Vec<(usize, u32)>,
     /// `(interval_ms, rise, fall)` of a TCP check; `None` for no check.
     pub check: Option<(u64, u32, u32)>,
+    /// `persistence_ttl` of source-IP persistence (e.g. `"60s"`); `None`: no persistence.
+    pub persistence_ttl: Option<String>,
 }
 
 impl LabFarm {
@@ -34,7 +36,14 @@ impl LabFarm {
             port,
             backends: backends.iter().map(|b| (*b, 1)).collect(),
             check: None,
+            persistence_ttl: None,
         }
+    }
+
+    /// The same farm with source-IP persistence of `ttl` (e.g. `"60s"`).
+    pub fn with_persistence(mut self, ttl: &str) -> Self {
+        self.persistence_ttl = Some(ttl.to_string());
+        self
     }
 }
 
@@ -181,6 +190,9 @@ impl Lab {
                 farm.port,
                 farm.protocol
             );
+            if let Some(ttl) = &farm.persistence_ttl {
+                let _ = write!(c, "persistence = \"srcip\"\npersistence_ttl = {ttl:?}\n");
+            }
             if let Some((interval, rise, fall)) = farm.check {
                 let _ = write!(
                     c,

@@ -1,0 +1,249 @@
+//! Source-IP persistence on a node: the [`DatapathSink`] that mirrors the replicated pin
+//! table into the datapath as the log is applied (on every node, so a new owner finds every
+//! pin in place), and the batcher that turns the workers' pin requests into log entries.
+//!
+//! Clocks: the log carries wall-clock milliseconds (they survive a restart and mean the same
+//! on every node); the datapath keeps monotonic nanoseconds (cheap to read per batch, never
+//! stepped). The conversion happens here, both ways, against "now" on both clocks.
+
+use cluster::{ClusterNode, Command, FarmPinWrites, PinBatch, PinSink, PinTable, PinWrite};
+use datapath::persist::PinEvent;
+use datapath::shared::{Shared, monotonic_ns};
+use prometheus_client::metrics::histogram::Histogram;
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::task::JoinHandle;
+use tracing::{Instrument, debug, info_span, warn};
+
+/// Most events taken from one worker queue per batch: bounds a log entry (≈ 30 bytes each).
+const MAX_DRAIN_PER_QUEUE: usize = 65_536;
+/// An expiry-only batch is proposed at most this often.
+const EXPIRY_EVERY: Duration = Duration::from_millis(250);
+
+/// Wall clock, ms since the Unix epoch.
+pub fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// The monotonic time of wall-clock `ms`, given both clocks now.
+fn to_mono(ms: u64, wall_now: u64, mono_now: u64) -> u64 {
+    let ago_ns = wall_now.saturating_sub(ms).saturating_mul(1_000_000);
+    mono_now.saturating_sub(ago_ns)
+}
+
+/// The wall-clock time of monotonic `ns`, given both clocks now.
+fn to_wall(ns: u64, wall_now: u64, mono_now: u64) -> u64 {
+    wall_now.saturating_sub(mono_now.saturating_sub(ns) / 1_000_000)
+}
+
+/// What the persistence machinery counts, for the metrics endpoint.
+#[derive(Debug)]
+pub struct PersistMetrics {
+    /// Batches this node committed.
+    pub batches: AtomicU64,
+    /// Pin writes in those batches.
+    pub writes: AtomicU64,
+    /// Batches whose write failed (their pins are asked for again by the workers).
+    pub failed: AtomicU64,
+    /// First packet on the owner → pin applied here, for pins created by the log.
+    pub lag: Histogram,
+}
+
+impl Default for PersistMetrics {
+    fn default() -> Self {
+        PersistMetrics {
+            batches: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            lag: Histogram::new([
+                0.005, 0.01, 0.02, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0,
+            ]),
+        }
+    }
+}
+
+/// Mirrors the replicated pin table into the datapath's per-farm maps.
+pub struct DatapathSink {
+    shared: Arc<Shared>,
+    metrics: Arc<PersistMetrics>,
+}
+
+impl DatapathSink {
+    pub fn new(shared: Arc<Shared>, metrics: Arc<PersistMetrics>) -> Self {
+        DatapathSink { shared, metrics }
+    }
+
+    fn put(&self, farm: &str, client: Ipv4Addr, backend: &str, seen_ms: u64, now: (u64, u64)) {
+        // The registry gives the id the forwarding table will use for this backend.
+        let Some(h) = self.shared.counters.backend(farm, backend) else {
+            return;
+        };
+        self.shared
+            .pins
+            .farm(farm)
+            .set(client, h.id, to_mono(seen_ms, now.0, now.1));
+    }
+}
+
+impl PinSink for DatapathSink {
+    fn reset(&self, table: &PinTable) {
+        for f in self.shared.pins.all() {
+            f.clear();
+        }
+        let now = (wall_ms(), monotonic_ns());
+        for (farm, client, backend, seen_ms) in table.iter() {
+            self.put(farm, client, backend, seen_ms, now);
+        }
+    }
+
+    fn set(&self, farm: &str, client: Ipv4Addr, backend: &str, seen_ms: u64, created: bool) {
+        let now = (wall_ms(), monotonic_ns());
+        self.put(farm, client, backend, seen_ms, now);
+        if created {
+            let lag_ms = now.0.saturating_sub(seen_ms);
+            self.metrics.lag.observe(lag_ms as f64 / 1000.0);
+        }
+    }
+
+    fn remove(&self, farm: &str, client: Ipv4Addr) {
+        self.shared.pins.farm(farm).remove(client);
+    }
+
+    fn clear(&self, farm: &str) {
+        self.shared.pins.farm(farm).clear();
+    }
+}
+
+/// Starts the batcher: every `persistence_batch` (a replicated setting) it empties the
+/// workers' pin queues into one `Pin` log entry; when there is nothing to write but a pin
+/// may have expired, the leader proposes an empty batch so expiry happens in the log.
+pub fn spawn_batcher(
+    cluster: Arc<ClusterNode>,
+    shared: Arc<Shared>,
+    metrics: Arc<PersistMetrics>,
+) -> JoinHandle<()> {
+    let span = info_span!("persistence-batcher");
+    tokio::spawn(async move { batcher(cluster, shared, metrics).await }.instrument(span))
+}
+
+async fn batcher(cluster: Arc<ClusterNode>, shared: Arc<Shared>, metrics: Arc<PersistMetrics>) {
+    let state = cluster.state();
+    let pins = cluster.pins();
+    let raft = cluster.raft_metrics();
+    let mut last_expiry = Instant::now();
+    let mut warned_at: Option<Instant> = None;
+    loop {
+        let every = state.borrow().settings.persistence_batch;
+        tokio::time::sleep(every.max(Duration::from_millis(5))).await;
+        let batch = collect(&shared);
+        let now_ms = wall_ms();
+        let batch = match batch {
+            Some(farms) => PinBatch { now_ms, farms },
+            None => {
+                let leader = raft.borrow().state == cluster::ServerState::Leader;
+                let due = {
+                    let s = state.borrow().clone();
+                    pins.lock().next_expiry_ms(&s).is_some_and(|t| t <= now_ms)
+                };
+                if !(leader && due && last_expiry.elapsed() >= EXPIRY_EVERY) {
+                    continue;
+                }
+                last_expiry = Instant::now();
+                PinBatch {
+                    now_ms,
+                    farms: Vec::new(),
+                }
+            }
+        };
+        let n: usize = batch.farms.iter().map(|f| f.writes.len()).sum();
+        // Sequential on purpose: while a write is in flight the workers' queues fill, and
+        // the next batch carries all of it in one entry.
+        match cluster.write(Command::Pin(batch)).await {
+            Ok(_) => {
+                metrics.batches.fetch_add(1, Ordering::Relaxed);
+                metrics.writes.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            Err(e) => {
+                metrics.failed.fetch_add(1, Ordering::Relaxed);
+                // One line per few seconds: during an election every batch fails.
+                if warned_at.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
+                    warn!(writes = n, error = %e, "a persistence batch was not committed; its pins are asked for again");
+                    warned_at = Some(Instant::now());
+                } else {
+                    debug!(writes = n, error = %e, "persistence batch not committed");
+                }
+            }
+        }
+    }
+}
+
+/// The workers' pending requests as writes by farm (`None` if there are none): one write
+/// per client, a new pin winning over a refresh, the latest sighting kept.
+fn collect(shared: &Shared) -> Option<Vec<FarmPinWrites>> {
+    let mut events: HashMap<(u32, Ipv4Addr), PinEvent> = HashMap::new();
+    shared.pins.drain(MAX_DRAIN_PER_QUEUE, |e| {
+        match events.entry((e.farm, e.client)) {
+            Entry::Vacant(v) => {
+                v.insert(e);
+            }
+            Entry::Occupied(mut o) => {
+                let old = *o.get();
+                let keep_old = old.new && !e.new;
+                let mut merged = if keep_old { old } else { e };
+                merged.seen_ns = old.seen_ns.max(e.seen_ns);
+                o.insert(merged);
+            }
+        }
+    });
+    if events.is_empty() {
+        return None;
+    }
+    let table = shared.table.load();
+    let (wall_now, mono_now) = (wall_ms(), monotonic_ns());
+    let mut by_farm: HashMap<String, Vec<PinWrite>> = HashMap::new();
+    for e in events.into_values() {
+        // A backend the current table no longer has: the request is moot.
+        let Some((farm, backend)) = table.backend_names(e.backend) else {
+            continue;
+        };
+        by_farm.entry(farm.to_string()).or_default().push(PinWrite {
+            client: e.client,
+            backend: backend.to_string(),
+            seen_ms: to_wall(e.seen_ns, wall_now, mono_now),
+            new: e.new,
+        });
+    }
+    let mut farms: Vec<FarmPinWrites> = by_farm
+        .into_iter()
+        .map(|(farm, mut writes)| {
+            writes.sort_by_key(|w| w.client);
+            FarmPinWrites { farm, writes }
+        })
+        .collect();
+    farms.sort_by(|a, b| a.farm.cmp(&b.farm));
+    (!farms.is_empty()).then_some(farms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clock_conversions_round_trip_to_the_millisecond() {
+        let (wall, mono) = (1_800_000_000_000u64, 5_000_000_000_000u64);
+        let seen = wall - 1234;
+        let ns = to_mono(seen, wall, mono);
+        assert_eq!(ns, mono - 1_234_000_000);
+        assert_eq!(to_wall(ns, wall, mono), seen);
+        // A time ahead of this clock (skew between nodes) is "now", never in the future.
+        assert_eq!(to_mono(wall + 50, wall, mono), mono);
+        assert_eq!(to_wall(mono + 5, wall, mono), wall);
+    }
+}
