@@ -8,8 +8,10 @@
 //! the same backend even before the pin is replicated, and any node would pick the same.
 //! The pin only matters once the backend set changes, which is what replicating it is for.
 //!
-//! Times in a pin are on this node's monotonic clock ([`crate::shared::monotonic_ns`]); the
-//! control plane converts from the log's wall-clock times when it mirrors a pin.
+//! Times in a pin are on this node's monotonic clock ([`crate::shared::monotonic_ns`]),
+//! shifted by [`PIN_CLOCK_OFFSET`] so that a pin seen before this process started (mirrored
+//! from the log after a restart) keeps its true age; the control plane converts from the
+//! log's wall-clock times when it mirrors a pin.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -23,6 +25,10 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 /// Seed of the client hash: part of the cross-node contract, like the flow hash's.
 const CLIENT_SEED: u64 = 0x6473_726c_625f_7063; // "dsrlb_pc"
+
+/// Added to [`crate::shared::monotonic_ns`] (which starts near zero with the process) in
+/// pin times, so times up to ~146 years before the start are representable.
+const PIN_CLOCK_OFFSET: u64 = 1 << 62;
 
 /// Events one worker's queue holds before it refuses more (≈ 1.5 MiB per worker).
 pub const QUEUE_CAPACITY: usize = 65_536;
@@ -39,14 +45,20 @@ pub fn client_hash(src: Ipv4Addr) -> u64 {
 pub struct Pin {
     /// Registry id of the backend (see [`crate::counters::CounterRegistry::backend`]).
     pub backend: u32,
-    /// When the replicated table last saw the client, on the monotonic clock.
-    pub seen_ns: u64,
+    /// When the replicated table last saw the client: monotonic + [`PIN_CLOCK_OFFSET`].
+    seen: u64,
     /// When a worker last asked for a refresh of this pin (0: never): one request per
     /// retry interval, however many packets and workers see the client meanwhile.
     refresh_asked_ns: AtomicU64,
 }
 
 impl Pin {
+    /// Time since the replicated table last saw the client, at monotonic `now_ns`.
+    #[inline]
+    pub fn age_ns(&self, now_ns: u64) -> u64 {
+        (now_ns + PIN_CLOCK_OFFSET).saturating_sub(self.seen)
+    }
+
     /// Claims the right to ask for a refresh at `now_ns`: true for one caller per `retry_ns`.
     #[inline]
     pub(crate) fn claim_refresh(&self, now_ns: u64, retry_ns: u64) -> bool {
@@ -101,11 +113,22 @@ impl FarmPins {
         &self.name
     }
 
-    /// Pins `client` to backend id `backend`, last seen at `seen_ns`.
+    /// Pins `client` to backend id `backend`, last seen at monotonic `seen_ns`.
     pub fn set(&self, client: Ipv4Addr, backend: u32, seen_ns: u64) {
+        self.insert(client, backend, seen_ns + PIN_CLOCK_OFFSET);
+    }
+
+    /// Pins `client` to backend id `backend`, last seen `ago_ns` before now (possibly
+    /// before this process started).
+    pub fn set_seen_ago(&self, client: Ipv4Addr, backend: u32, ago_ns: u64) {
+        let now = crate::shared::monotonic_ns() + PIN_CLOCK_OFFSET;
+        self.insert(client, backend, now.saturating_sub(ago_ns));
+    }
+
+    fn insert(&self, client: Ipv4Addr, backend: u32, seen: u64) {
         let pin = Pin {
             backend,
-            seen_ns,
+            seen,
             refresh_asked_ns: AtomicU64::new(0),
         };
         self.map.pin().insert(client.to_bits(), pin);
@@ -131,12 +154,12 @@ impl FarmPins {
         self.map.is_empty()
     }
 
-    /// `client`'s pin: (backend id, seen_ns), for tests and tools.
-    pub fn get(&self, client: Ipv4Addr) -> Option<(u32, u64)> {
+    /// `client`'s pin: (backend id, age at monotonic `now_ns`), for tests and tools.
+    pub fn get(&self, client: Ipv4Addr, now_ns: u64) -> Option<(u32, u64)> {
         self.map
             .pin()
             .get(&client.to_bits())
-            .map(|p| (p.backend, p.seen_ns))
+            .map(|p| (p.backend, p.age_ns(now_ns)))
     }
 
     /// A guard for [`FarmPins::lookup`]: cheap, taken per packet.
@@ -366,7 +389,13 @@ mod tests {
         assert!(p.claim_refresh(1_000, 500));
         assert!(!p.claim_refresh(1_200, 500));
         assert!(p.claim_refresh(1_500, 500));
-        assert_eq!(f.get(c), Some((7, 100)));
+        assert_eq!(f.get(c, 150), Some((7, 50)));
+        f.set_seen_ago(c, 8, 3_600_000_000_000);
+        let (b, age) = f.get(c, crate::shared::monotonic_ns()).unwrap();
+        assert!(
+            b == 8 && age >= 3_600_000_000_000,
+            "an hour before the process started"
+        );
         f.remove(c);
         assert!(f.is_empty());
     }

@@ -239,7 +239,7 @@ impl Processor {
         {
             let guard = p.pins.guard();
             if let Some(pin) = p.pins.lookup(src.to_bits(), &guard) {
-                let age = now_ns.saturating_sub(pin.seen_ns);
+                let age = pin.age_ns(now_ns);
                 let b = table
                     .backend_by_id(pin.backend)
                     .filter(|b| b.farm == farm_idx && b.existing_ok);
@@ -299,7 +299,7 @@ fn refresh_pin(out: &PinQueue, p: &FarmPersist, src: Ipv4Addr, b: &Backend, now_
         return;
     };
     if pin.backend == b.id
-        && now_ns.saturating_sub(pin.seen_ns) >= p.refresh_ns
+        && pin.age_ns(now_ns) >= p.refresh_ns
         && pin.claim_refresh(now_ns, PIN_RETRY_NS)
     {
         out.push(PinEvent {

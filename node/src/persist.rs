@@ -21,6 +21,8 @@ use tracing::{Instrument, debug, info_span, warn};
 
 /// Most events taken from one worker queue per batch: bounds a log entry (≈ 30 bytes each).
 const MAX_DRAIN_PER_QUEUE: usize = 65_536;
+/// A pin created longer ago than this when it is applied is a replay, not a lag sample.
+const LAG_REPLAY_MS: u64 = 60_000;
 /// An expiry-only batch is proposed at most this often.
 const EXPIRY_EVERY: Duration = Duration::from_millis(250);
 
@@ -30,12 +32,6 @@ pub fn wall_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
-}
-
-/// The monotonic time of wall-clock `ms`, given both clocks now.
-fn to_mono(ms: u64, wall_now: u64, mono_now: u64) -> u64 {
-    let ago_ns = wall_now.saturating_sub(ms).saturating_mul(1_000_000);
-    mono_now.saturating_sub(ago_ns)
 }
 
 /// The wall-clock time of monotonic `ns`, given both clocks now.
@@ -80,15 +76,16 @@ impl DatapathSink {
         DatapathSink { shared, metrics }
     }
 
-    fn put(&self, farm: &str, client: Ipv4Addr, backend: &str, seen_ms: u64, now: (u64, u64)) {
+    fn put(&self, farm: &str, client: Ipv4Addr, backend: &str, seen_ms: u64, wall_now: u64) {
         // The registry gives the id the forwarding table will use for this backend.
         let Some(h) = self.shared.counters.backend(farm, backend) else {
             return;
         };
+        let ago_ns = wall_now.saturating_sub(seen_ms).saturating_mul(1_000_000);
         self.shared
             .pins
             .farm(farm)
-            .set(client, h.id, to_mono(seen_ms, now.0, now.1));
+            .set_seen_ago(client, h.id, ago_ns);
     }
 }
 
@@ -97,17 +94,18 @@ impl PinSink for DatapathSink {
         for f in self.shared.pins.all() {
             f.clear();
         }
-        let now = (wall_ms(), monotonic_ns());
+        let now = wall_ms();
         for (farm, client, backend, seen_ms) in table.iter() {
             self.put(farm, client, backend, seen_ms, now);
         }
     }
 
     fn set(&self, farm: &str, client: Ipv4Addr, backend: &str, seen_ms: u64, created: bool) {
-        let now = (wall_ms(), monotonic_ns());
+        let now = wall_ms();
         self.put(farm, client, backend, seen_ms, now);
-        if created {
-            let lag_ms = now.0.saturating_sub(seen_ms);
+        let lag_ms = now.saturating_sub(seen_ms);
+        // Older pins are the log being replayed (a restart), not replication at work.
+        if created && lag_ms <= LAG_REPLAY_MS {
             self.metrics.lag.observe(lag_ms as f64 / 1000.0);
         }
     }
@@ -236,14 +234,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn clock_conversions_round_trip_to_the_millisecond() {
+    fn monotonic_times_convert_to_wall_clock() {
         let (wall, mono) = (1_800_000_000_000u64, 5_000_000_000_000u64);
-        let seen = wall - 1234;
-        let ns = to_mono(seen, wall, mono);
-        assert_eq!(ns, mono - 1_234_000_000);
-        assert_eq!(to_wall(ns, wall, mono), seen);
-        // A time ahead of this clock (skew between nodes) is "now", never in the future.
-        assert_eq!(to_mono(wall + 50, wall, mono), mono);
+        assert_eq!(to_wall(mono - 1_234_000_000, wall, mono), wall - 1234);
+        // A time ahead of this clock is "now", never in the future.
         assert_eq!(to_wall(mono + 5, wall, mono), wall);
     }
 }
