@@ -13,6 +13,8 @@
 //! - [`arp_probe`]: probes the VIP by ARP from a client and judges who answered (outage,
 //!   dual owners).
 //! - [`pattern`]: the `i % 251` byte pattern every transfer is checked against.
+//! - [`lbnode`] and [`cluster`]: dsrlb nodes in the lab; [`ClusterLab`] runs them as one
+//!   cluster and kills, restarts and watches them (cluster tests and the chaos suite).
 //!
 //! Everything needs root (namespaces, AF_PACKET); nothing touches the machine's own
 //! interfaces, routes or sysctls.
@@ -31,6 +33,7 @@ pub mod arp_probe;
 pub mod backend;
 pub mod capture;
 pub mod client;
+pub mod cluster;
 mod error;
 pub mod host;
 pub mod lbnode;
@@ -46,6 +49,7 @@ pub use arp_probe::{ArpAnalysis, ArpClaim, ArpProber, DualOwner, ProbeLog, analy
 pub use backend::{BackendArgs, BackendServer, run_backend};
 pub use capture::{Capture, Frame, inject};
 pub use client::{HttpConn, HttpReply, download, http_get, udp_request, upload};
+pub use cluster::{ClusterLab, wait_for};
 pub use error::LabError;
 pub use host::{Host, MacAddr, Role};
 pub use lbnode::{LabFarm, METRICS_PORT, Metrics, NodeOptions, PEER_PORT, scrape};

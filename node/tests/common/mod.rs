@@ -52,166 +52,64 @@ impl SingleNode {
 
 // ---- Cluster labs (the `cluster_*` tests) -------------------------------------------------
 
-use node::lab::{NodeOptions, scrape};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-/// A lab running every node as one Raft cluster, plus its backends and one client.
-pub struct ClusterLab {
-    /// `procs[i]` runs node `i`; `None` while it is down. Declared first so the nodes are
-    /// killed and reaped before the lab removes their namespaces.
-    pub procs: Vec<Option<LabProcess>>,
-    pub lab: Lab,
-    pub farms: Vec<LabFarm>,
-    pub witnesses: Vec<usize>,
+pub use node::lab::wait_for;
+
+/// [`node::lab::ClusterLab`] (shared with the chaos suite) with this build's `dsrlb`, one
+/// client, and a panic instead of an error wherever a test cannot go on.
+pub struct ClusterLab(pub node::lab::ClusterLab);
+
+impl std::ops::Deref for ClusterLab {
+    type Target = node::lab::ClusterLab;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ClusterLab {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
 }
 
 impl ClusterLab {
     /// Builds the lab, starts the backends and the cluster, and waits until exactly one node
     /// owns the VIP with every backend up everywhere.
     pub fn start(nodes: usize, backends: usize, farms: &[LabFarm], witnesses: &[usize]) -> Self {
-        let mut lab = Lab::build(&LabSpec {
+        let spec = LabSpec {
             nodes,
             backends,
             clients: 1,
             ..LabSpec::default()
-        })
-        .expect("lab builds");
-        lab.start_backends(dsrlb()).expect("backends start");
-        let procs = lab
-            .start_cluster(dsrlb(), farms, witnesses)
-            .expect("the cluster starts with one owner");
-        ClusterLab {
-            procs: procs.into_iter().map(Some).collect(),
-            lab,
-            farms: farms.to_vec(),
-            witnesses: witnesses.to_vec(),
-        }
+        };
+        ClusterLab(
+            node::lab::ClusterLab::start(&spec, dsrlb(), farms, witnesses)
+                .expect("the cluster starts with one owner"),
+        )
     }
 
     /// The one node that owns the VIP (waits up to 5 s for exactly one; panics otherwise).
-    /// Says so when a scrape saw no owner or several: on a loaded machine a lease can lapse
-    /// for a moment, and that is worth seeing in the output.
     pub fn sole_owner(&self) -> usize {
-        let mut seen = Vec::new();
-        let one = wait_for(Duration::from_secs(5), || {
-            let owners = self.lab.owners();
-            match owners.as_slice() {
-                [one] => Some(*one),
-                _ => {
-                    seen.push(owners);
-                    None
-                }
-            }
-        });
-        if !seen.is_empty() {
-            eprintln!("sole_owner: scrapes before one owner showed {seen:?}");
-        }
-        one.unwrap_or_else(|| panic!("no single owner: {seen:?}\n{}", self.logs()))
+        self.0
+            .sole_owner(Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("{e}\n{}", self.logs()))
     }
 
     /// kill -9 node `i` and reap it; the instant just before the signal.
     pub fn kill(&mut self, i: usize) -> Instant {
-        let mut p = self.procs[i].take().expect("node is running");
-        let at = Instant::now();
-        p.kill().expect("kill -9");
-        at
+        self.0.kill(i).expect("kill -9 of a running node")
     }
 
     /// Starts node `i` again from its data dir, with `farms` in its config.
     pub fn restart_with(&mut self, i: usize, farms: &[LabFarm]) {
-        assert!(self.procs[i].is_none(), "node {i} still runs");
-        let opts = NodeOptions {
-            witness: self.witnesses.contains(&i),
-            ..NodeOptions::default()
-        };
-        let p = self
-            .lab
-            .spawn_node(i, dsrlb(), farms, &opts)
-            .expect("node restarts");
-        self.procs[i] = Some(p);
+        self.0.restart_with(i, farms).expect("node restarts");
     }
 
     /// Starts node `i` again from its data dir with the original config.
     pub fn restart(&mut self, i: usize) {
-        let farms = self.farms.clone();
-        self.restart_with(i, &farms);
-    }
-
-    /// The node whose interface has `mac`.
-    pub fn node_of_mac(&self, mac: node::lab::MacAddr) -> Option<usize> {
-        self.lab.nodes().iter().position(|n| n.mac == mac)
-    }
-
-    /// Logs of every running node (tails), for failure messages.
-    pub fn logs(&self) -> String {
-        self.procs
-            .iter()
-            .enumerate()
-            .map(|(i, p)| match p {
-                Some(p) => format!("--- node {i} ---\n{}", p.log_tail(15)),
-                None => format!("--- node {i}: down ---"),
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
-    /// The nodes among `among` whose metrics say they own the VIP. Only those are scraped:
-    /// a frozen (SIGSTOP) node accepts the connection and then answers nothing, and a scrape
-    /// of it would block for the client's whole I/O timeout.
-    pub fn owners_among(&self, among: &[usize]) -> Vec<usize> {
-        among
-            .iter()
-            .copied()
-            .filter(|&i| {
-                scrape(&self.lab.nodes()[i]).is_ok_and(|m| m.get("dsrlb_vip_owner", &[]) == 1.0)
-            })
-            .collect()
-    }
-
-    /// Waits until exactly one node among `among` owns the VIP (nodes outside `among` are
-    /// not looked at).
-    pub fn wait_owner(&self, among: &[usize], limit: Duration) -> Option<usize> {
-        wait_for(limit, || match self.owners_among(among).as_slice() {
-            [one] => Some(*one),
-            _ => None,
-        })
-    }
-
-    /// Waits until one node owns the VIP and every running node reports the same term.
-    pub fn wait_converged(&self, limit: Duration) -> Option<(usize, f64)> {
-        wait_for(limit, || {
-            let owners = self.lab.owners();
-            let [owner] = owners.as_slice() else {
-                return None;
-            };
-            let mut terms = Vec::new();
-            for (i, p) in self.procs.iter().enumerate() {
-                if p.is_some() {
-                    terms.push(
-                        scrape(&self.lab.nodes()[i])
-                            .ok()?
-                            .get("dsrlb_raft_term", &[]),
-                    );
-                }
-            }
-            let first = *terms.first()?;
-            terms.iter().all(|t| *t == first).then_some((*owner, first))
-        })
-    }
-}
-
-/// Polls `f` every 20 ms until it returns `Some`, for at most `limit`.
-pub fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
+        self.0.restart(i).expect("node restarts");
     }
 }
 
