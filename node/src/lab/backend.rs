@@ -55,6 +55,8 @@ const UDP_MAX: usize = 65_536;
 /// The UDP port of the counting sink. A fixed port rather than a `BackendArgs` field, so
 /// code that builds `BackendArgs` by hand keeps compiling; the sink is on in every backend.
 pub const UDP_SINK_PORT: u16 = 9000;
+/// The response header of `GET /bytes/<n>` that names the backend (`x-backend: b2`).
+pub const BACKEND_HEADER: &str = "x-backend";
 /// Datagrams the sink takes per `recvmmsg`: one syscall per batch, not per datagram, so
 /// the sink costs the backend little CPU under a flood.
 const SINK_BATCH: usize = 64;
@@ -310,9 +312,17 @@ async fn sink_counts(State(sink): State<Arc<SinkCounts>>) -> String {
     sink.render()
 }
 
-async fn pattern_bytes(Path(n): Path<u64>) -> Response {
+/// The pattern body names its backend in an `x-backend` header: a verified stream through
+/// the VIP learns which backend carries it without a byte of the body changing.
+async fn pattern_bytes(State(name): State<Arc<str>>, Path(n): Path<u64>) -> Response {
     (
-        [(header::CONTENT_TYPE, "application/octet-stream")],
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+            (
+                header::HeaderName::from_static(BACKEND_HEADER),
+                name.to_string(),
+            ),
+        ],
         Body::new(PatternBody { sent: 0, len: n }),
     )
         .into_response()

@@ -173,6 +173,18 @@ impl Capture {
         ifname: &str,
         max_frames: usize,
     ) -> Result<Capture, LabError> {
+        Capture::start_filtered(netns, ifname, max_frames, |_| true)
+    }
+
+    /// [`Capture::start_with_limit`] recording only the frames `keep` accepts (the others are
+    /// neither recorded nor counted), so a long capture under bulk traffic can keep what it
+    /// is about — e.g. ARP and frames to a VIP, not the backends' replies.
+    pub fn start_filtered(
+        netns: &str,
+        ifname: &str,
+        max_frames: usize,
+        keep: impl Fn(&Frame) -> bool + Send + 'static,
+    ) -> Result<Capture, LabError> {
         let stop = Arc::new(AtomicBool::new(false));
         let frames = Arc::new(Mutex::new(Vec::new()));
         let overflow = Arc::new(AtomicU64::new(0));
@@ -200,7 +212,7 @@ impl Capture {
                 if ready_tx.send(Ok(())).is_err() {
                     return Ok(());
                 }
-                record(&sock.0, sock.1, &s, &f, &o, max_frames)
+                record(&sock.0, sock.1, &s, &f, &o, max_frames, &keep)
             })
             .map_err(|e| LabError::io("spawn capture thread", e))?;
         let started = ready_rx
@@ -338,6 +350,7 @@ fn record(
     frames: &Mutex<Vec<Frame>>,
     overflow: &AtomicU64,
     max_frames: usize,
+    keep: &dyn Fn(&Frame) -> bool,
 ) -> Result<(), LabError> {
     let start = Instant::now();
     let mut buf = [0u8; SNAPLEN];
@@ -373,6 +386,9 @@ fn record(
         else {
             continue;
         };
+        if !keep(&frame) {
+            continue;
+        }
         let mut frames = frames.lock().unwrap_or_else(PoisonError::into_inner);
         if frames.len() < max_frames {
             frames.push(frame);

@@ -109,6 +109,17 @@ impl HttpConn {
         self.local
     }
 
+    /// How long one read or write may block from now on (default [`IO_TIMEOUT`]): a client
+    /// that measures an outage gives up on a request long before the default would.
+    pub fn set_io_timeout(&mut self, timeout: Duration) -> Result<(), LabError> {
+        let t = Some(timeout.max(Duration::from_millis(1)));
+        let stream = self.stream.get_ref();
+        stream
+            .set_read_timeout(t)
+            .and_then(|()| stream.set_write_timeout(t))
+            .map_err(|e| LabError::io(format!("set timeouts to {}", self.addr), e))
+    }
+
     /// `GET path`, body read as text. With `keep_alive == false` the request says
     /// `Connection: close` and waits for the server to close first, so TIME_WAIT lands on the
     /// server and a long load run cannot exhaust the client's ports.

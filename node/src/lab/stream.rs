@@ -5,11 +5,12 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::backend::BACKEND_HEADER;
 use super::pattern::verify;
 use super::{Host, LabError};
 
@@ -18,23 +19,40 @@ const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A running verified download.
 pub struct Stream {
-    received: Arc<AtomicU64>,
+    shared: Arc<Shared>,
     total: u64,
     thread: Option<JoinHandle<Result<u64, LabError>>>,
+}
+
+/// What the stream's thread and its owner share.
+#[derive(Default)]
+struct Shared {
+    received: AtomicU64,
+    stop: AtomicBool,
+    backend: OnceLock<String>,
 }
 
 impl Stream {
     /// Starts downloading `total` pattern bytes from `addr` (the lab backend's `/bytes/<n>`)
     /// inside `host`, at about `rate` bytes per second.
     pub fn start(host: &Host, addr: SocketAddr, total: u64, rate: u64) -> Stream {
-        let received = Arc::new(AtomicU64::new(0));
-        let progress = received.clone();
+        let shared = Arc::new(Shared::default());
+        let theirs = shared.clone();
         let host = host.clone();
         let thread = std::thread::spawn(move || {
-            host.try_run(move || run(addr, total, rate.max(1), &progress))?
+            host.try_run(move || {
+                run(
+                    addr,
+                    total,
+                    rate.max(1),
+                    &theirs.received,
+                    &theirs.stop,
+                    &theirs.backend,
+                )
+            })?
         });
         Stream {
-            received,
+            shared,
             total,
             thread: Some(thread),
         }
@@ -42,7 +60,20 @@ impl Stream {
 
     /// Bytes received and verified so far.
     pub fn received(&self) -> u64 {
-        self.received.load(Ordering::Relaxed)
+        self.shared.received.load(Ordering::Relaxed)
+    }
+
+    /// The backend that serves the stream (its `x-backend` header), once the head is read.
+    pub fn backend(&self) -> Option<&str> {
+        self.shared.backend.get().map(String::as_str)
+    }
+
+    /// Asks the stream to end before `total`: after its next read it closes the connection,
+    /// and [`Stream::join`] returns the bytes verified so far (an error if one was wrong, the
+    /// connection broke or no data came for the read timeout). How a test ends a stream
+    /// sized "longer than the run" once the run is over.
+    pub fn stop(&self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
     }
 
     /// The size asked for.
@@ -68,10 +99,24 @@ pub fn download_paced(
     rate: u64,
     progress: &AtomicU64,
 ) -> Result<u64, LabError> {
-    run(addr, total, rate.max(1), progress)
+    run(
+        addr,
+        total,
+        rate.max(1),
+        progress,
+        &AtomicBool::new(false),
+        &OnceLock::new(),
+    )
 }
 
-fn run(addr: SocketAddr, total: u64, rate: u64, progress: &AtomicU64) -> Result<u64, LabError> {
+fn run(
+    addr: SocketAddr,
+    total: u64,
+    rate: u64,
+    progress: &AtomicU64,
+    stop: &AtomicBool,
+    backend: &OnceLock<String>,
+) -> Result<u64, LabError> {
     let io = |what: &str, e| LabError::io(format!("stream from {addr}: {what}"), e);
     let mut tcp =
         TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| io("connect", e))?;
@@ -99,11 +144,17 @@ fn run(addr: SocketAddr, total: u64, rate: u64, progress: &AtomicU64) -> Result<
         if n == 0 || line == "\r\n" {
             break;
         }
+        if let Some((name, value)) = line.split_once(':')
+            && name.trim().eq_ignore_ascii_case(BACKEND_HEADER)
+        {
+            // Set once: a head has one such line, and a second would change nothing.
+            let _ = backend.set(value.trim().to_owned());
+        }
     }
     let start = Instant::now();
     let mut got = 0u64;
     let mut buf = vec![0u8; 16 << 10];
-    while got < total {
+    while got < total && !stop.load(Ordering::Relaxed) {
         let want = buf
             .len()
             .min(usize::try_from(total - got).unwrap_or(buf.len()));

@@ -288,6 +288,16 @@ impl Lab {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// Pulls host `host`'s cable (`plugged == false`) or plugs it back: its port on the bridge
+    /// goes down or up in the switch namespace. The host's own interface stays
+    /// administratively up and only loses carrier, as with a real cable, so the sockets bound
+    /// to it (a node's datapath rings) live on and see frames again once it is plugged.
+    pub fn set_cable(&self, host: &Host, plugged: bool) -> Result<(), LabError> {
+        let port = format!("{}-{}", self.prefix, host.name);
+        let state = if plugged { "up" } else { "down" };
+        ip(&["-n", &self.switch_ns, "link", "set", &port, state]).map(drop)
+    }
+
     /// The per-run prefix every object of this lab is named with (`d` + 5 hex digits).
     pub fn prefix(&self) -> &str {
         &self.prefix
