@@ -21,10 +21,12 @@ pub mod admin;
 pub mod env;
 pub mod invariants;
 pub mod nemesis;
+pub mod report;
 pub mod rng;
 pub mod scenario;
 pub mod summary;
 pub mod views;
 pub mod workload;
 
-pub use scenario::{Scenario, Setup, Verdict};
+pub use report::Verdict;
+pub use scenario::{Scenario, Setup};
