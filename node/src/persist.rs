@@ -58,8 +58,11 @@ impl Default for PersistMetrics {
             batches: AtomicU64::new(0),
             writes: AtomicU64::new(0),
             failed: AtomicU64::new(0),
+            // Fine between 10 and 300 ms, where a batch interval (default 50 ms) plus a
+            // replicated write lands, so p50 and p99 can be told apart from the buckets.
             lag: Histogram::new([
-                0.005, 0.01, 0.02, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0,
+                0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.075, 0.1, 0.125, 0.15, 0.175,
+                0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 2.0, 5.0,
             ]),
         }
     }
@@ -182,6 +185,21 @@ async fn batcher(cluster: Arc<ClusterNode>, shared: Arc<Shared>, metrics: Arc<Pe
     }
 }
 
+/// Two requests for one client in one batch: a new pin wins over a refresh, and between two
+/// of a kind the later sighting wins. (Queues drain one worker after the other, not in time
+/// order: a client whose connections reached two workers across a backend-set change must
+/// be pinned where its latest connection went.)
+fn merge(a: PinEvent, b: PinEvent) -> PinEvent {
+    let take_b = match (a.new, b.new) {
+        (true, false) => false,
+        (false, true) => true,
+        _ => b.seen_ns >= a.seen_ns,
+    };
+    let mut m = if take_b { b } else { a };
+    m.seen_ns = a.seen_ns.max(b.seen_ns);
+    m
+}
+
 /// The workers' pending requests as writes by farm (`None` if there are none): one write
 /// per client, a new pin winning over a refresh, the latest sighting kept.
 fn collect(shared: &Shared) -> Option<Vec<FarmPinWrites>> {
@@ -192,10 +210,7 @@ fn collect(shared: &Shared) -> Option<Vec<FarmPinWrites>> {
                 v.insert(e);
             }
             Entry::Occupied(mut o) => {
-                let old = *o.get();
-                let keep_old = old.new && !e.new;
-                let mut merged = if keep_old { old } else { e };
-                merged.seen_ns = old.seen_ns.max(e.seen_ns);
+                let merged = merge(*o.get(), e);
                 o.insert(merged);
             }
         }
@@ -232,6 +247,24 @@ fn collect(shared: &Shared) -> Option<Vec<FarmPinWrites>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_latest_new_pin_wins_whatever_the_drain_order() {
+        let ev = |backend, seen_ns, new| PinEvent {
+            farm: 0,
+            client: Ipv4Addr::new(198, 19, 0, 1),
+            backend,
+            seen_ns,
+            new,
+        };
+        let (early, late) = (ev(1, 10, true), ev(2, 20, true));
+        assert_eq!(merge(early, late).backend, 2);
+        assert_eq!(merge(late, early).backend, 2);
+        let refresh = ev(1, 30, false);
+        let m = merge(refresh, early);
+        assert!(m.new && m.backend == 1 && m.seen_ns == 30);
+        assert_eq!(merge(late, refresh).backend, 2);
+    }
 
     #[test]
     fn monotonic_times_convert_to_wall_clock() {
