@@ -226,14 +226,28 @@ fn clients_keep_their_backend_across_a_backend_change_and_a_takeover() {
         .expect("add backend");
     });
     let b4_name = c.lab.backends()[3].name.clone();
-    let fresh = wait_for(Duration::from_secs(5), || {
-        let seen: BTreeMap<Ipv4Addr, String> = fresh_src
-            .iter()
-            .map(|&s| (s, http_backend(&c, s, Duration::from_secs(3))))
-            .collect();
-        (seen.values().filter(|b| **b == b4_name).count() >= 10).then_some(seen)
-    })
-    .expect("new clients go to the heavy new backend");
+    // Every node's table has it live (MAC learned) before new clients arrive.
+    let live = wait_for(Duration::from_secs(5), || {
+        (0..3)
+            .all(|i| {
+                scrape(&c.lab.nodes()[i]).is_ok_and(|m| {
+                    m.get(
+                        "dsrlb_backend_up",
+                        &[("farm", "web"), ("backend", b4_name.as_str())],
+                    ) == 1.0
+                })
+            })
+            .then_some(())
+    });
+    assert!(live.is_some(), "{b4_name} never came up on every node");
+    let fresh: BTreeMap<Ipv4Addr, String> = fresh_src
+        .iter()
+        .map(|&s| (s, http_backend(&c, s, Duration::from_secs(3))))
+        .collect();
+    assert!(
+        fresh.values().filter(|b| **b == b4_name).count() >= 10,
+        "Maglev alone sends most new clients to the heavy {b4_name}: {fresh:?}"
+    );
     for (src, was) in &pinned {
         assert_eq!(
             &http_backend(&c, *src, Duration::from_secs(3)),
@@ -242,6 +256,28 @@ fn clients_keep_their_backend_across_a_backend_change_and_a_takeover() {
         );
     }
     c.await_entries("web", 40, Duration::from_secs(5));
+    // The replicated table says what the clients saw.
+    let listed = c.admin(2, |mut cl| async move {
+        cl.list_persistence(pb::ListPersistenceRequest {
+            farm: "web".into(),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .expect("list persistence")
+        .into_inner()
+        .entries
+    });
+    let table: BTreeMap<Ipv4Addr, String> = listed
+        .into_iter()
+        .map(|e| (e.client.parse().expect("address"), e.backend))
+        .collect();
+    let seen: BTreeMap<Ipv4Addr, String> = pinned
+        .iter()
+        .chain(fresh.iter())
+        .map(|(a, b)| (*a, b.clone()))
+        .collect();
+    assert_eq!(table, seen, "the pins are where the clients went");
 
     // kill -9 the owner: the new owner has every pin.
     let old = c.owner();
