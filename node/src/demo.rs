@@ -4,14 +4,16 @@
 //! the takeover, health checks — then tears everything down.
 //!
 //! It runs the real binary (`dsrlb run`, `dsrlb lab-backend`) in the lab, so what it shows is
-//! what an operator gets. Ctrl-C at any point cleans everything up.
+//! what an operator gets. Ctrl-C (or SIGTERM, SIGHUP) at any point cleans everything up.
 
-use crate::lab::{self, Lab, LabFarm, LabProcess, LabSpec, NodeOptions, Stream, scrape};
+use crate::lab::{self, Host, Lab, LabFarm, LabProcess, LabSpec, NodeOptions, Stream, scrape};
 use anyhow::{Context, bail};
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Options of `dsrlb demo`.
@@ -61,7 +63,12 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         );
     }
     let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+    // SIGHUP too: a closed terminal must not leave the lab behind.
+    for sig in [
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ] {
         signal_hook::flag::register(sig, stop.clone()).context("installing the Ctrl-C handler")?;
     }
     let exe = std::env::current_exe().context("locating the dsrlb binary")?;
@@ -169,43 +176,44 @@ fn tour_steps(t: &mut Tour, keep: bool) -> anyhow::Result<()> {
         .context("UDP through the VIP")?;
     t.say(&format!("UDP to {udp} answered: {:?}", echo.trim()));
 
-    // The takeover, in the middle of a running stream.
+    // The takeover, in the middle of a running stream, with requests running all along.
+    let traffic = Traffic::start(&client, web);
     let stream = Stream::start(&client, web, 48 << 20, 8 << 20);
     t.pause(Duration::from_millis(1500))?;
     t.say(&format!(
-        "a 48 MiB stream runs through the VIP at 8 MiB/s ({:.1} MiB so far); kill -9 of {} now",
-        stream.received() as f64 / f64::from(1 << 20),
+        "a 48 MiB stream runs through the VIP at 8 MiB/s, short requests too; kill -9 of {} now",
         owner_host.name
     ));
+    t.say(&live(t, &stream, &traffic));
     let killed_at = Instant::now();
     if let Some(mut p) = nodes[owner].take() {
         p.kill()?;
     }
-    let (outage, failed) = client.run(|| {
-        let mut failed = 0u32;
-        loop {
-            // A short connect timeout, retried at once: the kernel's own SYN retry (1 s)
-            // would hide how fast the takeover really was.
-            let answered = lab::HttpConn::connect_from(None, web, Duration::from_millis(50))
-                .and_then(|mut c| c.get("/", false));
-            match answered {
-                Ok(r) if r.status == 200 => return (killed_at.elapsed(), failed),
-                _ => failed += 1,
-            }
-            if killed_at.elapsed() > Duration::from_secs(10) {
-                return (killed_at.elapsed(), failed);
-            }
+    // The live view until another node owns the VIP and a request got through, then once more.
+    let mut settled = 0;
+    while settled < 2 && killed_at.elapsed() < Duration::from_secs(10) {
+        t.pause(Duration::from_millis(150))?;
+        t.say(&live(t, &stream, &traffic));
+        let answered = traffic.first_ok_after(killed_at).is_some();
+        if answered && t.lab.owners().len() == 1 {
+            settled += 1;
         }
-    });
+    }
     let new_owner = current_owner(t)?;
+    let outage = traffic
+        .first_ok_after(killed_at)
+        .map(|at| at - killed_at)
+        .context("no request was answered within 10 s of the kill")?;
     t.say(&format!(
-        "{} took over: first request answered {} ms after the kill ({failed} tries failed meanwhile); \
+        "{} took over: first request answered {} ms after the kill ({} tries failed meanwhile); \
          the stream is at {:.1} MiB and still running",
         t.lab.nodes()[new_owner].name,
         outage.as_millis(),
+        traffic.failed_after(killed_at),
         stream.received() as f64 / f64::from(1 << 20)
     ));
     let streamed = stream.join().context("the stream across the takeover")?;
+    traffic.stop();
     t.say(&format!(
         "the stream finished: {} MiB, every byte verified — the new owner forwarded its ACKs to the \
          same backend (same replicated state, same Maglev table)",
@@ -215,9 +223,11 @@ fn tour_steps(t: &mut Tour, keep: bool) -> anyhow::Result<()> {
         t.lab
             .spawn_node(owner, &exe, &farms, &NodeOptions::default())?,
     );
+    let term = rejoined(t, owner, new_owner)?;
     t.say(&format!(
-        "{} restarted from its Raft log and rejoined as a follower",
-        owner_host.name
+        "{} restarted from its Raft log and rejoined as a follower (term {term}, {} still owns)",
+        owner_host.name,
+        t.lab.nodes()[new_owner].name
     ));
 
     let new_host = t.lab.nodes()[new_owner].clone();
@@ -252,16 +262,7 @@ fn tour_steps(t: &mut Tour, keep: bool) -> anyhow::Result<()> {
     ));
 
     if keep {
-        t.say("the lab stays up until Ctrl-C. Try, in another shell:");
-        println!("    ip netns exec {} curl -s http://{vip}/", client.netns);
-        for n in t.lab.nodes() {
-            println!(
-                "    ip netns exec {} curl -s http://127.0.0.1:{}/metrics | grep -E 'vip_owner|raft_term'",
-                n.netns,
-                lab::METRICS_PORT
-            );
-        }
-        println!("    ip netns exec {} ip neigh", client.netns);
+        explore(t)?;
         while !t.stop.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -295,5 +296,195 @@ fn current_owner(t: &Tour) -> anyhow::Result<usize> {
             bail!("no single VIP owner after 5 s: {:?}", t.lab.owners());
         }
         t.pause(Duration::from_millis(20))?;
+    }
+}
+
+/// Says how to explore the kept lab: real commands, ready to paste.
+fn explore(t: &Tour) -> anyhow::Result<()> {
+    let client = &t.lab.clients()[0];
+    let vip = t.lab.vip();
+    let dsrctl = t.exe.with_file_name("dsrctl");
+    let dsrctl = if dsrctl.is_file() {
+        dsrctl.display().to_string()
+    } else {
+        "dsrctl".to_owned()
+    };
+    let endpoints: Vec<String> = t
+        .lab
+        .nodes()
+        .iter()
+        .map(|n| format!("http://{}:{}", n.ip, lab::lbnode::ADMIN_PORT))
+        .collect();
+    let token = t.lab.admin_token_file()?;
+    let ctl = format!(
+        "ip netns exec {} {dsrctl} --endpoint {} --token-file {}",
+        client.netns,
+        endpoints.join(","),
+        token.display()
+    );
+    t.say("the lab stays up until Ctrl-C. Try, in another shell (as root):");
+    println!("    {ctl} status");
+    println!("    {ctl} farm list");
+    println!("    {ctl} stats");
+    println!(
+        "    ip netns exec {} ip neigh show {vip}    # the MAC the client sends VIP frames to",
+        client.netns
+    );
+    let owner = t.lab.owners().first().copied().unwrap_or(0);
+    println!(
+        "    ip netns pids {} | xargs kill -9    # kill -9 the owner ({}), then run status again",
+        t.lab.nodes()[owner].netns,
+        t.lab.nodes()[owner].name
+    );
+    println!(
+        "    ip netns list | grep {}    # every namespace of this lab",
+        t.lab.prefix()
+    );
+    Ok(())
+}
+
+/// One line of the live view: who owns the VIP, the stream's bytes, the requests so far.
+fn live(t: &Tour, stream: &Stream, traffic: &Traffic) -> String {
+    let owners: Vec<String> = t
+        .lab
+        .owners()
+        .iter()
+        .map(|&i| t.lab.nodes()[i].name.clone())
+        .collect();
+    let owner = if owners.is_empty() {
+        "none".to_owned()
+    } else {
+        owners.join("+")
+    };
+    let (answered, failed) = traffic.counts();
+    let per: Vec<String> = answered.iter().map(|(b, n)| format!("{b} {n}")).collect();
+    format!(
+        "  live: VIP owner {owner:<4} | stream {:>5.1} MiB | requests answered {}; {failed} failed",
+        stream.received() as f64 / f64::from(1 << 20),
+        per.join(", ")
+    )
+}
+
+/// Waits until the restarted node `node` follows the owner `owner` (same term, not owning);
+/// its term.
+fn rejoined(t: &Tour, node: usize, owner: usize) -> anyhow::Result<f64> {
+    let since = Instant::now();
+    loop {
+        let theirs = scrape(&t.lab.nodes()[owner]).map(|m| m.get("dsrlb_raft_term", &[]));
+        let mine = scrape(&t.lab.nodes()[node]);
+        if let (Ok(term), Ok(m)) = (theirs, mine)
+            && m.get("dsrlb_raft_term", &[]) == term
+            && m.get("dsrlb_vip_owner", &[]) == 0.0
+        {
+            return Ok(term);
+        }
+        if since.elapsed() > Duration::from_secs(10) {
+            bail!(
+                "{} did not rejoin as a follower within 10 s",
+                t.lab.nodes()[node].name
+            );
+        }
+        t.pause(Duration::from_millis(50))?;
+    }
+}
+
+/// Short requests through the VIP on a thread in the client host, each answer counted per
+/// backend: what the live view shows, and what measures the takeover.
+struct Traffic {
+    stop: Arc<AtomicBool>,
+    log: Arc<Mutex<TrafficLog>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct TrafficLog {
+    answered: BTreeMap<String, u64>,
+    /// (sent, answered) of each answered request; when each failed one was sent.
+    ok: Vec<(Instant, Instant)>,
+    failed_at: Vec<Instant>,
+}
+
+impl Traffic {
+    /// The thread ends by itself after this, whatever happens.
+    const LIMIT: Duration = Duration::from_secs(60);
+
+    fn start(client: &Host, web: SocketAddr) -> Traffic {
+        let stop = Arc::new(AtomicBool::new(false));
+        let log = Arc::new(Mutex::new(TrafficLog::default()));
+        let (flag, shared, client) = (stop.clone(), log.clone(), client.clone());
+        let thread = std::thread::spawn(move || {
+            let deadline = Instant::now() + Self::LIMIT;
+            let run = client.try_run(|| {
+                while !flag.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    let started = Instant::now();
+                    // A short connect timeout, retried at once: the kernel's own SYN retry
+                    // (1 s) would hide how fast the takeover really was.
+                    let answer = lab::HttpConn::connect_from(None, web, Duration::from_millis(50))
+                        .and_then(|mut c| {
+                            c.set_io_timeout(Duration::from_millis(500))?;
+                            c.get("/", false)
+                        });
+                    let mut log = shared.lock().unwrap_or_else(PoisonError::into_inner);
+                    match answer {
+                        Ok(r) if r.status == 200 => {
+                            let name = r.backend().unwrap_or("?").to_owned();
+                            *log.answered.entry(name).or_default() += 1;
+                            log.ok.push((started, Instant::now()));
+                            drop(log);
+                            std::thread::sleep(Duration::from_millis(10));
+                        }
+                        _ => log.failed_at.push(started),
+                    }
+                }
+            });
+            if let Err(e) = run {
+                eprintln!("dsrlb demo: client traffic: {e}");
+            }
+        });
+        Traffic {
+            stop,
+            log,
+            thread: Some(thread),
+        }
+    }
+
+    /// Answers per backend, and failures, so far.
+    fn counts(&self) -> (BTreeMap<String, u64>, usize) {
+        let log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+        (log.answered.clone(), log.failed_at.len())
+    }
+
+    /// When the first request sent after `at` was answered.
+    fn first_ok_after(&self, at: Instant) -> Option<Instant> {
+        let log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+        log.ok
+            .iter()
+            .find(|(sent, _)| *sent >= at)
+            .map(|(_, done)| *done)
+    }
+
+    /// Requests sent after `at` that failed.
+    fn failed_after(&self, at: Instant) -> usize {
+        let log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+        log.failed_at.iter().filter(|t| **t > at).count()
+    }
+
+    fn stop(mut self) {
+        self.finish();
+    }
+
+    fn finish(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take()
+            && t.join().is_err()
+        {
+            eprintln!("dsrlb demo: the client traffic thread panicked");
+        }
+    }
+}
+
+impl Drop for Traffic {
+    fn drop(&mut self) {
+        self.finish();
     }
 }
