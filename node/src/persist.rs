@@ -61,8 +61,8 @@ impl Default for PersistMetrics {
             // Fine between 10 and 300 ms, where a batch interval (default 50 ms) plus a
             // replicated write lands, so p50 and p99 can be told apart from the buckets.
             lag: Histogram::new([
-                0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.075, 0.1, 0.125, 0.15, 0.175,
-                0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 2.0, 5.0,
+                0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.075, 0.1, 0.125, 0.15, 0.175, 0.2,
+                0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 2.0, 5.0,
             ]),
         }
     }

@@ -84,6 +84,21 @@ impl Metrics {
             .map(|(_, v)| *v)
             .sum()
     }
+
+    /// Every sample of `name` that has label `label`, as (that label's value, sample value)
+    /// in exposition order: a histogram's buckets by `le`, or a family by its one label.
+    pub fn by_label(&self, name: &str, label: &str) -> Vec<(String, f64)> {
+        let key = format!("{label}=\"");
+        self.samples
+            .iter()
+            .filter_map(|(series, v)| {
+                let rest = series.strip_prefix(name)?.strip_prefix('{')?;
+                let value = rest.split(',').find_map(|kv| kv.strip_prefix(&key))?;
+                let value = value.trim_end_matches('}').strip_suffix('"')?;
+                Some((value.to_string(), *v))
+            })
+            .collect()
+    }
 }
 
 fn series_matches(series: &str, name: &str, labels: &[(&str, &str)]) -> bool {
@@ -431,5 +446,17 @@ mod tests {
         );
         assert_eq!(m.get("dsrlb_packets_total", &[("farm", "web")]), 0.0);
         assert_eq!(m.sum("dsrlb_packets_total"), 50.0);
+        assert_eq!(
+            m.by_label("dsrlb_packets_total", "backend"),
+            [("b1".to_string(), 42.0), ("b2".to_string(), 8.0)]
+        );
+        assert!(m.by_label("dsrlb_packets", "backend").is_empty());
+        let h = Metrics::parse(
+            "lag_bucket{le=\"0.05\"} 3\nlag_bucket{le=\"+Inf\"} 4\nlag_sum 0.2\nlag_count 4\n",
+        );
+        assert_eq!(
+            h.by_label("lag_bucket", "le"),
+            [("0.05".to_string(), 3.0), ("+Inf".to_string(), 4.0)]
+        );
     }
 }

@@ -1,0 +1,130 @@
+//! What `dsrlb-persistbench` needs around the measurement: where the `dsrlb` binary is, the
+//! node config with the benchmark's flags, the owner's MAC as the client's neighbour table
+//! shows it, the machine's load, and the report header.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail, ensure};
+use node::lab::{Lab, LabFarm, MacAddr, NodeOptions};
+
+use crate::{Args, FARMS, FIRST_PORT, TTL};
+
+/// Node `i`'s lab config, with `ring_slots` in its `[datapath]` table when given.
+pub fn node_config(
+    lab: &Lab,
+    i: usize,
+    farms: &[LabFarm],
+    opts: &NodeOptions,
+    ring_slots: Option<u64>,
+) -> anyhow::Result<String> {
+    let text = lab
+        .node_config_with(i, farms, opts)
+        .context("writing a node config")?;
+    let Some(slots) = ring_slots else {
+        return Ok(text);
+    };
+    ensure!(
+        text.contains("\n[datapath]\n"),
+        "the lab's node config has no [datapath] table:\n{text}"
+    );
+    let text = text.replacen(
+        "\n[datapath]\n",
+        &format!("\n[datapath]\nring_slots = {slots}\n"),
+        1,
+    );
+    // The node's own parser has the last word on the result.
+    node::config::parse(&text).context("the lab's node config with --ring-slots")?;
+    Ok(text)
+}
+
+/// The MAC of an `ip neigh show` line that has one (`… lladdr 02:… REACHABLE`).
+pub fn neighbour_mac(text: &str) -> Option<MacAddr> {
+    let mut words = text.split_whitespace();
+    words.find(|w| *w == "lladdr")?;
+    words.next()?.parse().ok()
+}
+
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|t| {
+            let v: Vec<&str> = t.split_whitespace().take(3).collect();
+            (v.len() == 3).then(|| v.join(" "))
+        })
+        .unwrap_or_else(|| "?".into())
+}
+
+/// The `dsrlb` the lab runs: `--dsrlb`, else the sibling of this executable.
+pub fn locate_dsrlb(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    let path = match given {
+        Some(p) => p,
+        None => std::env::current_exe()
+            .context("locating this executable")?
+            .with_file_name("dsrlb"),
+    };
+    if !path.is_file() {
+        bail!(
+            "{} is missing: build it with cargo build --release -p node",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+pub fn header(args: &Args, lab: &Lab, load: &str) -> Vec<String> {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "?".into());
+    let names = |hosts: &[node::lab::Host]| {
+        hosts
+            .iter()
+            .map(|h| format!("{} {}", h.name, h.ip))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let last_port = FIRST_PORT + FARMS - 1;
+    vec![
+        format!(
+            "dsrlb-persistbench: lab {} — nodes {}; backends {}; client {}; VIP {}",
+            lab.prefix(),
+            names(lab.nodes()),
+            names(lab.backends()),
+            names(lab.clients()),
+            lab.vip()
+        ),
+        format!(
+            "{FARMS} UDP farms with persistence = srcip, ttl {TTL}, on ports \
+             {FIRST_PORT}-{last_port} over b1-b3; persistence_batch_ms {}; 2 datapath workers \
+             per node",
+            args.batch_ms
+                .map_or_else(|| "default (50)".into(), |m| m.to_string())
+        ),
+        format!(
+            "load: one 60-byte UDP datagram per new (farm, client) pair from spoofed sources in \
+             198.19.0.0/16 and 198.18.1.0-198.18.255.255 (raw frames to the owner's MAC, \
+             paced per ms), {} s per rate; a step is clean with no drop of any kind and every \
+             sent pin on both followers within {} ms",
+            args.step_seconds, args.settle_ms
+        ),
+        format!(
+            "machine: {cpus} CPUs (kernel {kernel}, load average {load}) shared by the three \
+             nodes, the backends and the sender"
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn neighbour_lines() {
+        assert_eq!(
+            neighbour_mac("198.18.0.100 dev eth0 lladdr 02:00:00:01:00:11 REACHABLE\n"),
+            Some(MacAddr([2, 0, 0, 1, 0, 0x11]))
+        );
+        assert_eq!(neighbour_mac("198.18.0.100 dev eth0 INCOMPLETE\n"), None);
+        assert_eq!(neighbour_mac(""), None);
+    }
+}
