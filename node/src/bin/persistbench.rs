@@ -434,6 +434,16 @@ impl Bench<'_> {
             .context("entering the owner")?
     }
 
+    /// The switch's port towards the owner: (tx packets, tx dropped).
+    fn owner_port(&self) -> anyhow::Result<(u64, u64)> {
+        let port = format!(
+            "{}-{}",
+            self.lab.prefix(),
+            self.lab.nodes()[self.owner].name
+        );
+        observe::tx_counters(self.lab.switch_ns(), &port)
+    }
+
     fn scrape(&self, i: usize) -> anyhow::Result<Reading> {
         Reading::scrape(&self.lab.nodes()[i])
     }

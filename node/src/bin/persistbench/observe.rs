@@ -23,6 +23,8 @@ pub struct Reading {
     pub rejected_full: f64,
     /// `dsrlb_drops_total{reason="ring_full"}`.
     pub ring_full: f64,
+    /// `dsrlb_drops_total` by reason (ring_full included).
+    pub drops: Vec<(String, f64)>,
     /// `dsrlb_persistence_lag_seconds_bucket`: (upper bound in seconds, cumulative count).
     pub lag: Vec<(f64, f64)>,
 }
@@ -58,6 +60,7 @@ impl Reading {
                 &[("outcome", "rejected_full")],
             ),
             ring_full: m.get("dsrlb_drops_total", &[("reason", "ring_full")]),
+            drops: m.by_label("dsrlb_drops_total", "reason"),
             lag,
         }
     }
@@ -121,6 +124,30 @@ fn parse_net_dev(text: &str, ifname: &str) -> Option<(u64, u64)> {
     let packets = f.nth(1)?.ok()?;
     let dropped = f.nth(1)?.ok()?;
     Some((packets, dropped))
+}
+
+/// Transmitted and transmit-dropped packets of `port` in namespace `netns` (`ip -s -j`):
+/// the switch's port towards a host, whose drops are frames the host's receive backlog
+/// refused, counted nowhere inside the host.
+pub fn tx_counters(netns: &str, port: &str) -> anyhow::Result<(u64, u64)> {
+    let out = std::process::Command::new("ip")
+        .args(["-s", "-j", "-n", netns, "link", "show", "dev", port])
+        .output()
+        .context("running ip -s -j link show")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "ip -n {netns} link show dev {port}: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("parsing ip -j output")?;
+    let tx = &v[0]["stats64"]["tx"];
+    let field = |k: &str| {
+        tx[k]
+            .as_u64()
+            .with_context(|| format!("no stats64.tx.{k} for {port} in {netns}"))
+    };
+    Ok((field("packets")?, field("dropped")?))
 }
 
 /// `VmRSS` of process `pid`, bytes.

@@ -31,6 +31,9 @@ pub struct Step {
     pub drops_refresh: u64,
     pub batch_failures: u64,
     pub ring_full: u64,
+    /// The owner's other datapath drops by reason (background traffic lands here too, e.g.
+    /// ARP not for the VIP), shown but not judged: `missing` catches any lost pin.
+    pub other_drops: Vec<(String, u64)>,
     pub batches: u64,
     pub batch_writes: u64,
     /// New-pin requests the owner's workers queued: short of `sent` by what was lost
@@ -39,6 +42,8 @@ pub struct Step {
     /// Frames the owner's eth0 received while the step ran (all traffic), and dropped.
     pub arrived: u64,
     pub rx_dropped: u64,
+    /// Frames the switch could not hand to the owner (its receive backlog was full).
+    pub switch_dropped: u64,
     /// Pins sent but not on the slowest follower once the step settled.
     pub missing: u64,
     /// Sending end → every sent pin on every follower; `None`: not within the settle limit.
@@ -219,7 +224,7 @@ impl Report {
             let _ = writeln!(
                 o,
                 "  {:>7}/s: {}; followers {}; {} batches of {:.0} pins; owner eth0 rx {} \
-                 (dropped {}){}{}",
+                 (dropped {}, {} more at the switch){}{}{}",
                 s.target,
                 threads.join(", "),
                 s.follower_cores
@@ -231,6 +236,19 @@ impl Report {
                 s.mean_batch(),
                 s.arrived,
                 s.rx_dropped,
+                s.switch_dropped,
+                if s.other_drops.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; other datapath drops {}",
+                        s.other_drops
+                            .iter()
+                            .map(|(r, n)| format!("{r} {n}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                },
                 s.sender_first_error
                     .as_ref()
                     .map_or(String::new(), |e| format!(
@@ -337,11 +355,21 @@ impl Report {
                     ("request_drops_refresh", Json::Num(s.drops_refresh as f64)),
                     ("batch_failures", Json::Num(s.batch_failures as f64)),
                     ("ring_full", Json::Num(s.ring_full as f64)),
+                    (
+                        "other_drops",
+                        Json::Obj(
+                            s.other_drops
+                                .iter()
+                                .map(|(r, n)| (r.clone(), Json::Num(*n as f64)))
+                                .collect(),
+                        ),
+                    ),
                     ("batches", Json::Num(s.batches as f64)),
                     ("batch_writes", Json::Num(s.batch_writes as f64)),
                     ("queued_new", Json::Num(s.queued_new as f64)),
                     ("owner_rx", Json::Num(s.arrived as f64)),
                     ("owner_rx_dropped", Json::Num(s.rx_dropped as f64)),
+                    ("switch_dropped", Json::Num(s.switch_dropped as f64)),
                     ("missing", Json::Num(s.missing as f64)),
                     (
                         "settled_ms",

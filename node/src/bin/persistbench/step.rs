@@ -50,6 +50,7 @@ impl Bench<'_> {
         let cpu0 = observe::thread_cpu(pid)?;
         let fcpu0 = self.cpu_of(&followers)?;
         let rx0 = self.owner_rx()?;
+        let port0 = self.owner_port()?;
         let run = Run {
             first: self.cursor,
             count,
@@ -77,6 +78,7 @@ impl Bench<'_> {
         let quiet_left = QUIET.saturating_sub(sent_at.elapsed());
         std::thread::sleep(quiet_left);
         let rx1 = self.owner_rx()?;
+        let port1 = self.owner_port()?;
         let o1 = self.scrape(self.owner)?;
         let f1: Vec<Reading> = followers
             .iter()
@@ -105,6 +107,20 @@ impl Bench<'_> {
             }
         }
         let d = |f: fn(&Reading) -> f64| (f(&o1) - f(&o0)).max(0.0) as u64;
+        let other_drops = o1
+            .drops
+            .iter()
+            .filter(|(reason, _)| reason != "ring_full")
+            .filter_map(|(reason, n)| {
+                let before = o0
+                    .drops
+                    .iter()
+                    .find(|(r, _)| r == reason)
+                    .map_or(0.0, |x| x.1);
+                let delta = (n - before).max(0.0) as u64;
+                (delta > 0).then(|| (reason.clone(), delta))
+            })
+            .collect();
         Ok(Step {
             target: rate,
             sent: sent.frames,
@@ -122,11 +138,13 @@ impl Bench<'_> {
             drops_refresh: d(|r| r.drops_refresh),
             batch_failures: d(|r| r.batch_failures),
             ring_full: d(|r| r.ring_full),
+            other_drops,
             batches: d(|r| r.batches),
             batch_writes: d(|r| r.batch_writes),
             queued_new: d(|r| r.requests_new),
             arrived: rx1.0.saturating_sub(rx0.0),
             rx_dropped: rx1.1.saturating_sub(rx0.1),
+            switch_dropped: port1.1.saturating_sub(port0.1),
             missing,
             settled_after: settled,
             lag_p50: bucket_quantile(&lag, 0.5),
