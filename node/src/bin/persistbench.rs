@@ -39,7 +39,7 @@ use node::lab::{Lab, LabFarm, LabProcess, LabSpec, MacAddr, NodeOptions};
 use observe::Reading;
 use report::Report;
 use sender::{POOL, RawSender, Run, Target};
-use setup::{header, loadavg, locate_dsrlb, neighbour_mac, node_config};
+use setup::{header, loadavg, locate_dsrlb, neighbour_mac, node_config, scan_node_logs};
 
 /// Persistence benchmark: new pins per second a 3-node cluster sustains, replication lag,
 /// and memory per pin with a million pins, in a netns lab. Needs root.
@@ -69,6 +69,9 @@ struct Args {
     /// `[datapath] ring_slots` for every node (default: the config's default).
     #[arg(long, value_parser = clap::value_parser!(u64).range(16..=4096))]
     ring_slots: Option<u64>,
+    /// Copy the node logs into this directory before the lab goes.
+    #[arg(long)]
+    keep_logs: Option<PathBuf>,
     /// Print the results as one JSON object on stdout; the table goes to stderr.
     #[arg(long)]
     json: bool,
@@ -240,6 +243,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
     };
     let result = bench.all(&mut report);
     report.notes = std::mem::take(&mut bench.notes);
+    report
+        .notes
+        .extend(scan_node_logs(bench.lab.dir(), args.keep_logs.as_deref()));
     report.notes.push(format!(
         "load average before {load_before}, after {}",
         loadavg()

@@ -2,7 +2,7 @@
 //! node config with the benchmark's flags, the owner's MAC as the client's neighbour table
 //! shows it, the machine's load, and the report header.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail, ensure};
 use node::lab::{Lab, LabFarm, MacAddr, NodeOptions};
@@ -35,6 +35,52 @@ pub fn node_config(
     // The node's own parser has the last word on the result.
     node::config::parse(&text).context("the lab's node config with --ring-slots")?;
     Ok(text)
+}
+
+/// What the node logs say about ownership and the batcher, one line per node (each `dsrlb
+/// run` writes `n<k>-dsrlb-<seq>.log` in the lab dir); with `keep`, the logs are also copied
+/// there. Reading a log is best effort: a failure becomes part of the line.
+pub fn scan_node_logs(dir: &Path, keep: Option<&Path>) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return vec![format!("node logs: cannot list {}", dir.display())];
+    };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('n') && n.contains("-dsrlb-") && n.ends_with(".log"))
+        .collect();
+    names.sort();
+    let mut lines = Vec::new();
+    for name in names {
+        let path = dir.join(&name);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                lines.push(format!("{name}: unreadable: {e}"));
+                continue;
+            }
+        };
+        if let Some(keep) = keep {
+            let copied = std::fs::create_dir_all(keep)
+                .and_then(|()| std::fs::write(keep.join(&name), &text));
+            if let Err(e) = copied {
+                lines.push(format!("{name}: not kept in {}: {e}", keep.display()));
+            }
+        }
+        let count = |what: &str| text.lines().filter(|l| l.contains(what)).count();
+        lines.push(format!(
+            "{name}: VIP acquired {}, released {}, raft role changes {}, batches not \
+             committed (warnings) {}, WARN/ERROR lines {}",
+            count("VIP owner: announcing and forwarding"),
+            count("VIP ownership released"),
+            count("raft role changed"),
+            count("persistence batch was not committed"),
+            text.lines()
+                .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+                .count()
+        ));
+    }
+    lines
 }
 
 /// The MAC of an `ip neigh show` line that has one (`… lladdr 02:… REACHABLE`).
