@@ -58,6 +58,8 @@ pub struct Setup {
     pub client_extra_ips: usize,
     /// Farms the nodes serve besides the web, echo and ledger farms.
     pub extra_farms: Vec<LabFarm>,
+    /// Source-IP persistence of the web farm (`persistence_ttl`, e.g. `"300s"`).
+    pub web_persistence: Option<String>,
 }
 
 impl Default for Setup {
@@ -71,6 +73,7 @@ impl Default for Setup {
             writes: true,
             client_extra_ips: 0,
             extra_farms: Vec::new(),
+            web_persistence: None,
         }
     }
 }
@@ -82,6 +85,7 @@ impl Setup {
         let all: Vec<usize> = (0..self.backends).collect();
         let mut web = LabFarm::new("web", "tcp", BACKEND_HTTP_PORT, &all);
         web.check = self.health_check;
+        web.persistence_ttl = self.web_persistence.clone();
         let mut farms = vec![web, LabFarm::new("echo", "udp", BACKEND_UDP_PORT, &all)];
         farms.extend(ledger_farms());
         farms.extend(self.extra_farms.iter().cloned());

@@ -308,7 +308,7 @@ fn pins_expire_everywhere_drained_backends_keep_theirs_off_ones_lose_them() {
         LabFarm::new("web", "tcp", lab::BACKEND_HTTP_PORT, &[0, 1, 2]).with_persistence("300s");
     let echo =
         LabFarm::new("echo", "udp", lab::BACKEND_UDP_PORT, &[0, 1, 2]).with_persistence("3s");
-    let mut c = Cluster::start(3, 11, vec![web, echo]);
+    let c = Cluster::start(3, 11, vec![web, echo]);
     let sources = c.sources();
 
     // Expiry, decided in the log: gone on every node, never before the TTL has passed.

@@ -3,6 +3,7 @@
 //! shown to fail on bad input without a lab.
 
 pub mod convergence;
+pub mod pins;
 pub mod single_owner;
 pub mod streams;
 pub mod writes;

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use chaos_tests::invariants::convergence::{self, NodeView};
 use chaos_tests::invariants::writes::{self, LedgerView};
-use chaos_tests::invariants::{single_owner, streams};
+use chaos_tests::invariants::{pins, single_owner, streams};
 use chaos_tests::rng::{Rng, parse_seed};
 use chaos_tests::workload::streams::StreamOutcome;
 use chaos_tests::workload::writes::{WriteHistory, WriteOp, WriteOutcome, judge};
@@ -425,4 +425,22 @@ fn a_seed_replays_the_same_choices() {
     assert_eq!(parse_seed("0x2a"), Some(42));
     assert_eq!(parse_seed(" 42 "), Some(42));
     assert_eq!(parse_seed("forty-two"), None);
+}
+
+#[test]
+fn pins_fail_when_a_persistent_client_moves_or_goes_unanswered() {
+    let c = |i: u8| Ipv4Addr::new(198, 18, 0, i);
+    let pinned: std::collections::BTreeMap<Ipv4Addr, String> =
+        [(c(60), "b1".to_string()), (c(61), "b2".to_string())].into();
+    let same = [
+        (c(60), Some("b1".to_string())),
+        (c(61), Some("b2".to_string())),
+    ]
+    .into();
+    assert!(pins::check(&pinned, &same).is_empty());
+    let moved = [(c(60), Some("b3".to_string())), (c(61), None)].into();
+    let v = pins::check(&pinned, &moved);
+    assert_eq!(v.len(), 2, "{v:?}");
+    assert!(v[0].contains("moved from b1 to b3") && v[1].contains("no answer"));
+    assert_eq!(pins::check(&pinned, &Default::default()).len(), 2);
 }

@@ -16,6 +16,7 @@ mod kill_follower;
 mod kill_leader;
 mod partition_link;
 mod partition_peers;
+mod persistent_clients;
 mod restart_cluster;
 mod rolling_restart;
 mod sigstop_leader;
