@@ -188,7 +188,7 @@ fn a_fourth_node_joins_leads_and_leaves() {
             async move {
                 let st = leader.status(pb::StatusRequest {}).await.ok()?.into_inner();
                 let m4 = st.members.iter().find(|m| m.id == 4)?;
-                (m4.last_log_index >= 1 && m4.lag == 0).then_some(st)
+                (m4.last_log_index >= 1 && m4.lag == Some(0)).then_some(st)
             }
         })
         .await

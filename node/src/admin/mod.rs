@@ -28,7 +28,7 @@
 //!   follower and applied elsewhere must not revert a change made a moment earlier. They
 //!   name the node that answered (`answered_by`). `Status` stays local, so it answers during
 //!   an election too; on a follower it reports what that follower knows (replication
-//!   progress only the leader has is 0 there); ask the leader for lag.
+//!   progress only the leader has is absent there: `lag` unset); ask the leader for lag.
 //! - Stats of another node (the VIP owner by default) are fetched from that node's admin
 //!   service at the host of its peer address and this node's admin port, with this node's
 //!   admin token: a cluster uses one admin port and one admin token. With admin TLS that

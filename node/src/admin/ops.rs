@@ -90,7 +90,9 @@ pub(super) async fn status(ctx: &AdminContext) -> pb::StatusReply {
                 role: role.into(),
                 reachable: *id == me || reach.get(id).copied().unwrap_or(false),
                 last_log_index: matched.unwrap_or(0),
-                lag: matched.map_or(0, |i| last.saturating_sub(i)),
+                // Unknown stays unknown: a 0 here once read as "caught up" while the
+                // leader simply had no progress for a just-restarted member.
+                lag: matched.map(|i| last.saturating_sub(i)),
             }
         })
         .collect();

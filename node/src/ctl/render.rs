@@ -60,7 +60,7 @@ pub fn status(s: &StatusView) -> String {
             m.role.clone(),
             yes_no(m.reachable),
             m.last_log_index.to_string(),
-            m.lag.to_string(),
+            m.lag.map_or_else(|| "-".to_string(), |l| l.to_string()),
         ]);
     }
     out.push_str(&t.render());
@@ -266,7 +266,7 @@ mod tests {
                     role: "leader".into(),
                     reachable: true,
                     last_log_index: 40,
-                    lag: 0,
+                    lag: Some(0),
                 },
                 MemberView {
                     id: 2,
@@ -274,7 +274,7 @@ mod tests {
                     role: "voter".into(),
                     reachable: false,
                     last_log_index: 0,
-                    lag: 40,
+                    lag: None,
                 },
             ],
             vips: vec![VipView {
@@ -293,7 +293,7 @@ mod tests {
              \n\
              ID  ADDRESS          ROLE    REACHABLE  LAST LOG  LAG\n\
              1   198.18.0.2:7100  leader  yes        40        0\n\
-             2   198.18.0.3:7100  voter   no         0         40\n\
+             2   198.18.0.3:7100  voter   no         0         -\n\
              \n\
              VIP           OWNER\n\
              198.18.0.100  none\n"

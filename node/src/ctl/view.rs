@@ -37,7 +37,8 @@ pub struct MemberView {
     pub role: String,
     pub reachable: bool,
     pub last_log_index: u64,
-    pub lag: u64,
+    /// `None`: unknown (a follower answered, or the leader has no progress for it yet).
+    pub lag: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
