@@ -20,11 +20,29 @@ use std::net::Ipv4Addr;
 /// Width of an expiry-wheel bucket: the sweep looks at whole buckets.
 const BUCKET_MS: u64 = 250;
 
-/// One client's pin as stored: an index into its farm's backend names, and a time.
+/// Bits of a stored pin that hold `seen_ms` (2^44 ms: until the year 2527).
+const SEEN_BITS: u32 = 44;
+const SEEN_MASK: u64 = (1 << SEEN_BITS) - 1;
+/// Backend names a farm's table can intern (the other 20 bits).
+const MAX_NAMES: usize = 1 << (64 - SEEN_BITS);
+
+/// One client's pin as stored, in 8 bytes (a million pins are a million of these): the
+/// index of its backend in its farm's names, and when the client was last seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-struct Pin {
-    backend: u32,
-    seen_ms: u64,
+struct Pin(u64);
+
+impl Pin {
+    fn new(backend: u32, seen_ms: u64) -> Pin {
+        Pin((u64::from(backend) << SEEN_BITS) | seen_ms.min(SEEN_MASK))
+    }
+
+    fn backend(self) -> u32 {
+        (self.0 >> SEEN_BITS) as u32
+    }
+
+    fn seen_ms(self) -> u64 {
+        self.0 & SEEN_MASK
+    }
 }
 
 /// One farm's pins.
@@ -42,19 +60,21 @@ struct FarmPins {
 }
 
 impl FarmPins {
-    fn intern(&mut self, backend: &str) -> u32 {
+    /// The index of `backend`'s name (`None` once a farm has seen `MAX_NAMES` names).
+    fn intern(&mut self, backend: &str) -> Option<u32> {
         match self.names.iter().position(|n| n == backend) {
-            Some(i) => i as u32,
-            None => {
+            Some(i) => Some(i as u32),
+            None if self.names.len() < MAX_NAMES => {
                 self.names.push(backend.to_string());
-                (self.names.len() - 1) as u32
+                Some((self.names.len() - 1) as u32)
             }
+            None => None,
         }
     }
 
     fn name(&self, pin: &Pin) -> &str {
         self.names
-            .get(pin.backend as usize)
+            .get(pin.backend() as usize)
             .map(String::as_str)
             .unwrap_or("")
     }
@@ -68,7 +88,7 @@ impl FarmPins {
 
     fn rebuild_wheel(&mut self) {
         self.wheel.clear();
-        let seen: Vec<(u32, u64)> = self.pins.iter().map(|(c, p)| (*c, p.seen_ms)).collect();
+        let seen: Vec<(u32, u64)> = self.pins.iter().map(|(c, p)| (*c, p.seen_ms())).collect();
         for (client, at) in seen {
             self.remember(client, at);
         }
@@ -201,9 +221,14 @@ impl PinTable {
     /// Every pin of every farm, for a sink's reset: (farm, client, backend, seen_ms).
     pub fn iter(&self) -> impl Iterator<Item = (&str, Ipv4Addr, &str, u64)> + '_ {
         self.farms.iter().flat_map(|(farm, f)| {
-            f.pins
-                .iter()
-                .map(move |(c, p)| (farm.as_str(), Ipv4Addr::from_bits(*c), f.name(p), p.seen_ms))
+            f.pins.iter().map(move |(c, p)| {
+                (
+                    farm.as_str(),
+                    Ipv4Addr::from_bits(*c),
+                    f.name(p),
+                    p.seen_ms(),
+                )
+            })
         })
     }
 
@@ -216,7 +241,7 @@ impl PinTable {
         let row = |(c, p): (&u32, &Pin)| PinRow {
             client: Ipv4Addr::from_bits(*c),
             backend: f.name(p).to_string(),
-            seen_ms: p.seen_ms,
+            seen_ms: p.seen_ms(),
         };
         let rows = match client {
             Some(ip) => f
@@ -270,9 +295,12 @@ impl PinTable {
                     continue;
                 }
                 let client = w.client.to_bits();
-                let backend = f.intern(&w.backend);
+                let Some(backend) = f.intern(&w.backend) else {
+                    self.stats.stale += 1;
+                    continue;
+                };
                 let (seen_ms, created) = match f.pins.get(&client) {
-                    Some(p) if p.backend == backend => (p.seen_ms.max(w.seen_ms), false),
+                    Some(p) if p.backend() == backend => (p.seen_ms().max(w.seen_ms), false),
                     // A refresh of a pin that was flushed, expired or moved meanwhile must
                     // not bring it back.
                     _ if !w.new => {
@@ -286,7 +314,7 @@ impl PinTable {
                     }
                     None => (w.seen_ms, true),
                 };
-                f.pins.insert(client, Pin { backend, seen_ms });
+                f.pins.insert(client, Pin::new(backend, seen_ms));
                 f.remember(client, seen_ms);
                 if created {
                     self.stats.created += 1;
@@ -319,14 +347,14 @@ impl PinTable {
                 let mut keep = Vec::new();
                 for c in clients {
                     match f.pins.get(&c) {
-                        Some(p) if p.seen_ms <= cutoff => {
+                        Some(p) if p.seen_ms() <= cutoff => {
                             f.pins.remove(&c);
                             self.stats.expired += 1;
                             sink.remove(name, Ipv4Addr::from_bits(c));
                             changed = true;
                         }
                         // Still fresh and filed here (the bucket straddles the cutoff).
-                        Some(p) if p.seen_ms / BUCKET_MS == bucket => keep.push(c),
+                        Some(p) if p.seen_ms() / BUCKET_MS == bucket => keep.push(c),
                         // Refreshed since (filed again later) or gone: a stale reference.
                         _ => {}
                     }
@@ -359,7 +387,7 @@ impl PinTable {
                 let idx = idx as u32;
                 let before = f.pins.len();
                 f.pins.retain(|c, p| {
-                    let keep = p.backend != idx;
+                    let keep = p.backend() != idx;
                     if !keep {
                         sink.remove(farm, Ipv4Addr::from_bits(*c));
                     }
@@ -396,7 +424,7 @@ impl PinTable {
                 continue;
             }
             f.pins.retain(|c, p| {
-                let keep = !dead.contains(&p.backend);
+                let keep = !dead.contains(&p.backend());
                 if !keep {
                     sink.remove(name, Ipv4Addr::from_bits(*c));
                     changed = true;
@@ -662,6 +690,13 @@ mod tests {
         assert!(t.flush("web", None, &sink));
         assert!(!t.flush("web", None, &sink));
         assert!(sink.same_as(&t));
+    }
+
+    #[test]
+    fn a_stored_pin_is_8_bytes_and_round_trips() {
+        assert_eq!(std::mem::size_of::<Pin>(), 8);
+        let p = Pin::new(1_048_575, 1_800_000_000_123);
+        assert_eq!((p.backend(), p.seen_ms()), (1_048_575, 1_800_000_000_123));
     }
 
     #[test]

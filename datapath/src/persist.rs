@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crossbeam_queue::ArrayQueue;
@@ -40,17 +40,21 @@ pub fn client_hash(src: Ipv4Addr) -> u64 {
     xxh3_64_with_seed(&src.octets(), CLIENT_SEED)
 }
 
-/// One client's pin in the mirror.
+/// One client's pin in the mirror (16 bytes: a million of these is the bulk of the mirror).
 #[derive(Debug)]
 pub struct Pin {
     /// Registry id of the backend (see [`crate::counters::CounterRegistry::backend`]).
     pub backend: u32,
+    /// When a worker last asked for a refresh of this pin, in units of 2^20 ns (~1 ms) on
+    /// the monotonic clock, wrapping every ~52 days (0: never): one request per retry
+    /// interval, however many packets and workers see the client meanwhile.
+    refresh_asked: AtomicU32,
     /// When the replicated table last saw the client: monotonic + [`PIN_CLOCK_OFFSET`].
     seen: u64,
-    /// When a worker last asked for a refresh of this pin (0: never): one request per
-    /// retry interval, however many packets and workers see the client meanwhile.
-    refresh_asked_ns: AtomicU64,
 }
+
+/// [`Pin::refresh_asked`]'s unit.
+const ASKED_SHIFT: u32 = 20;
 
 impl Pin {
     /// Time since the replicated table last saw the client, at monotonic `now_ns`.
@@ -62,12 +66,14 @@ impl Pin {
     /// Claims the right to ask for a refresh at `now_ns`: true for one caller per `retry_ns`.
     #[inline]
     pub(crate) fn claim_refresh(&self, now_ns: u64, retry_ns: u64) -> bool {
-        let last = self.refresh_asked_ns.load(Ordering::Relaxed);
-        if last != 0 && now_ns.saturating_sub(last) < retry_ns {
+        let now = ((now_ns >> ASKED_SHIFT) as u32).max(1);
+        let retry = (retry_ns >> ASKED_SHIFT) as u32;
+        let last = self.refresh_asked.load(Ordering::Relaxed);
+        if last != 0 && now.wrapping_sub(last) < retry {
             return false;
         }
-        self.refresh_asked_ns
-            .compare_exchange(last, now_ns, Ordering::Relaxed, Ordering::Relaxed)
+        self.refresh_asked
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
             .is_ok()
     }
 }
@@ -128,8 +134,8 @@ impl FarmPins {
     fn insert(&self, client: Ipv4Addr, backend: u32, seen: u64) {
         let pin = Pin {
             backend,
+            refresh_asked: AtomicU32::new(0),
             seen,
-            refresh_asked_ns: AtomicU64::new(0),
         };
         self.map.pin().insert(client.to_bits(), pin);
     }
@@ -386,9 +392,11 @@ mod tests {
         f.set(c, 7, 100);
         let g = f.guard();
         let p = f.lookup(c.to_bits(), &g).unwrap();
-        assert!(p.claim_refresh(1_000, 500));
-        assert!(!p.claim_refresh(1_200, 500));
-        assert!(p.claim_refresh(1_500, 500));
+        const S: u64 = 1_000_000_000;
+        assert!(p.claim_refresh(10 * S, S));
+        assert!(!p.claim_refresh(10 * S + S / 2, S));
+        assert!(p.claim_refresh(11 * S + S / 100, S));
+        assert_eq!(std::mem::size_of::<Pin>(), 16);
         assert_eq!(f.get(c, 150), Some((7, 50)));
         f.set_seen_ago(c, 8, 3_600_000_000_000);
         let (b, age) = f.get(c, crate::shared::monotonic_ns()).unwrap();
