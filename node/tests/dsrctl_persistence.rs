@@ -8,11 +8,11 @@
 mod common;
 mod dsrctl_common;
 
-use common::{SingleNode, can_run_lab, dsrlb, wait_for, web_and_echo};
+use common::{ClusterLab, SingleNode, can_run_lab, wait_for, web_and_echo};
 use dsrctl_common::{Ctl, run_in, strings};
 use node::ctl::view::{PersistenceView, WriteView};
 use node::lab::lbnode::ADMIN_PORT;
-use node::lab::{BACKEND_HTTP_PORT, HttpConn, Lab, LabProcess, LabSpec};
+use node::lab::{BACKEND_HTTP_PORT, HttpConn, Lab};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -166,47 +166,25 @@ fn refusals_are_one_line_and_an_empty_table_says_so() {
     );
 }
 
-/// A 3-node cluster with its own lab: the client host has [`CLIENTS`] extra addresses.
-struct Cluster {
-    /// Declared first: the nodes are killed before the lab removes their namespaces.
-    procs: Vec<LabProcess>,
-    lab: Lab,
+/// A 3-node cluster whose client host has [`CLIENTS`] extra addresses.
+struct Cluster(ClusterLab);
+
+impl std::ops::Deref for Cluster {
+    type Target = ClusterLab;
+    fn deref(&self) -> &ClusterLab {
+        &self.0
+    }
 }
 
 impl Cluster {
     fn start() -> Cluster {
-        let mut lab = Lab::build(&LabSpec {
-            nodes: 3,
-            backends: 2,
-            clients: 1,
-            client_extra_ips: CLIENTS,
-            ..LabSpec::default()
-        })
-        .expect("lab builds");
-        lab.start_backends(dsrlb()).expect("backends start");
-        let procs = lab
-            .start_cluster(dsrlb(), &web_and_echo(2), &[])
-            .expect("the cluster starts with one owner");
-        Cluster { procs, lab }
-    }
-
-    fn owner(&self) -> usize {
-        wait_for(Duration::from_secs(5), || {
-            match self.lab.owners().as_slice() {
-                [one] => Some(*one),
-                _ => None,
-            }
-        })
-        .unwrap_or_else(|| panic!("no single VIP owner\n{}", self.logs()))
-    }
-
-    fn logs(&self) -> String {
-        self.procs
-            .iter()
-            .enumerate()
-            .map(|(i, p)| format!("--- node {i} ---\n{}", p.log_tail(20)))
-            .collect::<Vec<_>>()
-            .join("\n")
+        Cluster(ClusterLab::start_with_ips(
+            3,
+            2,
+            CLIENTS,
+            &web_and_echo(2),
+            &[],
+        ))
     }
 
     /// One `GET /` through the VIP from each of `sources`: the backend that answered each
@@ -234,7 +212,7 @@ fn entries_of_real_clients_are_listed_and_flushed_on_every_node() {
         return;
     }
     let c = Cluster::start();
-    let owner = c.owner();
+    let owner = c.sole_owner();
     let (f1, f2) = ((owner + 1) % 3, (owner + 2) % 3);
     let id = |i: usize| i as u64 + 1;
     let ctl = Dsrctl::new(&c.lab);

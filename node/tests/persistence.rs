@@ -9,41 +9,39 @@ mod admin_support;
 mod common;
 
 use admin_support::{Client, endpoint, in_client};
-use common::{can_run_lab, dsrlb, wait_for};
+use common::{ClusterLab, can_run_lab, wait_for};
 use node::lab::client::{backend_of, udp_request_from};
-use node::lab::{self, HttpConn, Lab, LabFarm, LabProcess, LabSpec, NodeOptions, scrape};
+use node::lab::{self, HttpConn, LabFarm, LabProcess, scrape};
 use proto::admin::v1 as pb;
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-/// A running 3-node cluster; the processes die (and are reaped) before the lab is removed.
-struct Cluster {
-    procs: Vec<Option<LabProcess>>,
-    lab: Lab,
-    farms: Vec<LabFarm>,
+/// A 3-node cluster lab with the persistence checks these tests make on it.
+struct Cluster(ClusterLab);
+
+impl std::ops::Deref for Cluster {
+    type Target = ClusterLab;
+    fn deref(&self) -> &ClusterLab {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Cluster {
+    fn deref_mut(&mut self) -> &mut ClusterLab {
+        &mut self.0
+    }
 }
 
 impl Cluster {
     fn start(backends: usize, extra_ips: usize, farms: Vec<LabFarm>) -> Cluster {
-        let lab = Lab::build(&LabSpec {
-            nodes: 3,
+        Cluster(ClusterLab::start_with_ips(
+            3,
             backends,
-            clients: 1,
-            client_extra_ips: extra_ips,
-            ..LabSpec::default()
-        })
-        .expect("lab builds");
-        let mut lab = lab;
-        lab.start_backends(dsrlb()).expect("backends start");
-        let procs = lab
-            .start_cluster(dsrlb(), &farms, &[])
-            .expect("the cluster starts with one owner");
-        Cluster {
-            procs: procs.into_iter().map(Some).collect(),
-            lab,
-            farms,
-        }
+            extra_ips,
+            &farms,
+            &[],
+        ))
     }
 
     /// Every client address: the client's own and its extra ones.
@@ -51,17 +49,6 @@ impl Cluster {
         let mut v = vec![self.lab.clients()[0].ip];
         v.extend_from_slice(self.lab.client_extra_ips());
         v
-    }
-
-    /// The node that owns the VIP, once exactly one does (bounded wait).
-    fn owner(&self) -> usize {
-        wait_for(Duration::from_secs(10), || {
-            match self.lab.owners().as_slice() {
-                [one] => Some(*one),
-                _ => None,
-            }
-        })
-        .expect("exactly one owner")
     }
 
     /// `dsrlb_persistence_entries{farm}` on node `i` (0 when the node has none or is down).
@@ -73,7 +60,7 @@ impl Cluster {
 
     /// Waits (bounded) until every running node holds `n` pins of `farm`.
     fn await_entries(&self, farm: &str, n: usize, limit: Duration) {
-        let running: Vec<usize> = (0..3).filter(|i| self.procs[*i].is_some()).collect();
+        let running = self.running();
         let ok = wait_for(limit, || {
             running
                 .iter()
@@ -87,25 +74,25 @@ impl Cluster {
         );
     }
 
-    fn kill(&mut self, i: usize) {
-        let mut p = self.procs[i].take().expect("node runs");
-        p.kill().expect("kill -9");
-    }
-
+    /// kill -9 of every node, then all of them again from their data dirs, waiting until one
+    /// owns the VIP and every node has every backend up.
     fn restart_all(&mut self) {
-        let mut procs = Vec::new();
+        let lab = &mut self.0;
         for i in 0..3 {
-            assert!(self.procs[i].is_none());
-            procs.push(
-                self.lab
-                    .spawn_node(i, dsrlb(), &self.farms, &NodeOptions::default())
-                    .expect("node restarts"),
-            );
+            lab.kill(i);
         }
-        self.lab
-            .wait_ready(&mut procs, &[0, 1, 2], &self.farms, Duration::from_secs(20))
-            .expect("the restarted cluster is ready");
-        self.procs = procs.into_iter().map(Some).collect();
+        for i in 0..3 {
+            lab.restart(i);
+        }
+        let mut procs: Vec<LabProcess> = (0..3)
+            .map(|i| lab.take_running(i).expect("restarted"))
+            .collect();
+        let farms = lab.farms.clone();
+        let ready = lab
+            .lab
+            .wait_ready(&mut procs, &[0, 1, 2], &farms, Duration::from_secs(20));
+        lab.procs = procs.into_iter().map(Some).collect();
+        ready.expect("the restarted cluster is ready");
     }
 
     /// An admin call through node `node`'s endpoint.
@@ -134,15 +121,6 @@ impl Cluster {
             .await
             .expect("update backend");
         });
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for p in self.procs.iter_mut().filter_map(Option::take) {
-            let mut p = p;
-            let _ = p.kill();
-        }
     }
 }
 
@@ -280,7 +258,7 @@ fn clients_keep_their_backend_across_a_backend_change_and_a_takeover() {
     assert_eq!(table, seen, "the pins are where the clients went");
 
     // kill -9 the owner: the new owner has every pin.
-    let old = c.owner();
+    let old = c.sole_owner();
     c.kill(old);
     let new = wait_for(Duration::from_secs(10), || {
         match c.lab.owners().as_slice() {
@@ -398,9 +376,6 @@ fn a_restart_of_the_whole_cluster_keeps_unexpired_pins() {
     // Move Maglev's choice for most clients, so only the pins keep them.
     let heavy = c.lab.backends()[0].name.clone();
     c.set_backend("web", &heavy, None, Some(50));
-    for i in 0..3 {
-        c.kill(i);
-    }
     c.restart_all();
     c.await_entries("web", 8, Duration::from_secs(10));
     for (src, was) in &pinned {

@@ -78,10 +78,22 @@ impl ClusterLab {
     /// Builds the lab, starts the backends and the cluster, and waits until exactly one node
     /// owns the VIP with every backend up everywhere.
     pub fn start(nodes: usize, backends: usize, farms: &[LabFarm], witnesses: &[usize]) -> Self {
+        Self::start_with_ips(nodes, backends, 0, farms, witnesses)
+    }
+
+    /// [`ClusterLab::start`] with `extra_ips` more source addresses on the client.
+    pub fn start_with_ips(
+        nodes: usize,
+        backends: usize,
+        extra_ips: usize,
+        farms: &[LabFarm],
+        witnesses: &[usize],
+    ) -> Self {
         let spec = LabSpec {
             nodes,
             backends,
             clients: 1,
+            client_extra_ips: extra_ips,
             ..LabSpec::default()
         };
         ClusterLab(
