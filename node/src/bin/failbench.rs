@@ -33,7 +33,7 @@ use node::lab::{BACKEND_HTTP_PORT, Lab, LabFarm, LabProcess, LabSpec, NodeOption
 
 use probe::{Outcome, Trigger, WindowSpec};
 use report::{Kind, Report, Sample, Steady};
-use setup::{cluster_lines, header, locate_dsrlb, read_timing, scan_node_logs};
+use setup::{cluster_lines, header, read_timing, scan_node_logs};
 
 /// Takeover benchmark: outage from kill -9 (and SIGTERM handover) of the VIP owner to the
 /// first request answered through the new owner, in a 3-node lab. Needs root.
@@ -125,7 +125,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("the benchmark builds network namespaces and needs root: run it with sudo");
     }
-    let dsrlb = locate_dsrlb(args.dsrlb.clone())?;
+    let dsrlb = node::lab::bench::locate_dsrlb(args.dsrlb.clone())?;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop))

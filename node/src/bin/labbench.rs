@@ -100,7 +100,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("the benchmark builds network namespaces and needs root: run it with sudo");
     }
-    let dsrlb = locate_dsrlb(args.dsrlb.clone())?;
+    let dsrlb = node::lab::bench::locate_dsrlb(args.dsrlb.clone())?;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop))
@@ -176,28 +176,8 @@ fn progress(what: &str) {
     eprintln!("dsrlb-labbench: {what}");
 }
 
-/// The `dsrlb` the lab runs: `--dsrlb`, else the sibling of this executable.
-fn locate_dsrlb(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
-    let path = match given {
-        Some(p) => p,
-        None => std::env::current_exe()
-            .context("locating this executable")?
-            .with_file_name("dsrlb"),
-    };
-    if !path.is_file() {
-        bail!(
-            "{} is missing: build it with cargo build --release -p node",
-            path.display()
-        );
-    }
-    Ok(path)
-}
-
 fn header(args: &Args, lab: &Lab) -> Vec<String> {
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let kernel = nix::sys::utsname::uname()
-        .map(|u| u.release().to_string_lossy().into_owned())
-        .unwrap_or_else(|_| "?".into());
+    let (cpus, kernel) = node::lab::bench::machine();
     vec![
         format!(
             "dsrlb-labbench: lab {} — client {}, node {} (dsrlb run, lab config), backend {}; VIP {}",

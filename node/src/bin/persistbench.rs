@@ -39,7 +39,7 @@ use node::lab::{Lab, LabFarm, LabProcess, LabSpec, MacAddr, NodeOptions};
 use observe::Reading;
 use report::Report;
 use sender::{POOL, RawSender, Run, Target};
-use setup::{header, loadavg, locate_dsrlb, neighbour_mac, node_config, scan_node_logs};
+use setup::{header, loadavg, neighbour_mac, node_config, scan_node_logs};
 
 /// Persistence benchmark: new pins per second a 3-node cluster sustains, replication lag,
 /// and memory per pin with a million pins, in a netns lab. Needs root.
@@ -167,7 +167,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("the benchmark builds network namespaces and needs root: run it with sudo");
     }
-    let dsrlb = locate_dsrlb(args.dsrlb.clone())?;
+    let dsrlb = node::lab::bench::locate_dsrlb(args.dsrlb.clone())?;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop))

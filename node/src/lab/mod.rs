@@ -31,6 +31,7 @@
 
 pub mod arp_probe;
 pub mod backend;
+pub mod bench;
 pub mod capture;
 pub mod client;
 pub mod cluster;

@@ -2,9 +2,9 @@
 //! timing flags as `[cluster]` lines and read back through the node's own config parser, the
 //! report header, and what the node logs say about VIP ownership once the run is over.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use node::lab::{BACKEND_HTTP_PORT, Lab, LabFarm, NodeOptions};
 
 use crate::report::{LogCounts, Timing};
@@ -85,35 +85,9 @@ pub fn read_timing(
     })
 }
 
-/// The `dsrlb` the lab runs: `--dsrlb`, else the sibling of this executable.
-pub fn locate_dsrlb(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
-    let path = match given {
-        Some(p) => p,
-        None => std::env::current_exe()
-            .context("locating this executable")?
-            .with_file_name("dsrlb"),
-    };
-    if !path.is_file() {
-        bail!(
-            "{} is missing: build it with cargo build --release -p node",
-            path.display()
-        );
-    }
-    Ok(path)
-}
-
 pub fn header(args: &Args, lab: &Lab) -> Vec<String> {
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let kernel = nix::sys::utsname::uname()
-        .map(|u| u.release().to_string_lossy().into_owned())
-        .unwrap_or_else(|_| "?".into());
-    let names = |hosts: &[node::lab::Host]| {
-        hosts
-            .iter()
-            .map(|h| format!("{} {}", h.name, h.ip))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let (cpus, kernel) = node::lab::bench::machine();
+    let names = node::lab::bench::host_list;
     vec![
         format!(
             "dsrlb-failbench: lab {} — nodes {}; backends {}; client {}; VIP {}:{BACKEND_HTTP_PORT}",

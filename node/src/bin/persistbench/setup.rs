@@ -2,9 +2,9 @@
 //! node config with the benchmark's flags, the owner's MAC as the client's neighbour table
 //! shows it, the machine's load, and the report header.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, ensure};
 use node::lab::{Lab, LabFarm, MacAddr, NodeOptions};
 
 use crate::{Args, FARMS, FIRST_PORT, TTL};
@@ -100,35 +100,9 @@ pub fn loadavg() -> String {
         .unwrap_or_else(|| "?".into())
 }
 
-/// The `dsrlb` the lab runs: `--dsrlb`, else the sibling of this executable.
-pub fn locate_dsrlb(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
-    let path = match given {
-        Some(p) => p,
-        None => std::env::current_exe()
-            .context("locating this executable")?
-            .with_file_name("dsrlb"),
-    };
-    if !path.is_file() {
-        bail!(
-            "{} is missing: build it with cargo build --release -p node",
-            path.display()
-        );
-    }
-    Ok(path)
-}
-
 pub fn header(args: &Args, lab: &Lab, load: &str) -> Vec<String> {
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let kernel = nix::sys::utsname::uname()
-        .map(|u| u.release().to_string_lossy().into_owned())
-        .unwrap_or_else(|_| "?".into());
-    let names = |hosts: &[node::lab::Host]| {
-        hosts
-            .iter()
-            .map(|h| format!("{} {}", h.name, h.ip))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let (cpus, kernel) = node::lab::bench::machine();
+    let names = node::lab::bench::host_list;
     let last_port = FIRST_PORT + FARMS - 1;
     vec![
         format!(
