@@ -5,7 +5,7 @@
 #
 # Stages a root filesystem from binaries this machine already has, then runs `docker build`
 # of deploy/Dockerfile (FROM scratch) over it:
-#  - dsrlb and dsrctl from the release build (`cargo build --release -p node --bins`), found
+#  - dsrlb and dsrctl from the release build (`cargo build --release -p node -p dsrctl`), found
 #    in --bin-dir, else $CARGO_TARGET_DIR/release, else <repo>/target/release; debug info is
 #    stripped from the copies when `strip` is installed;
 #  - every shared library `ldd` lists for them, and the dynamic loader, at the same paths;
@@ -48,7 +48,7 @@ if [ -z "$bin_dir" ]; then
 fi
 for b in dsrlb dsrctl; do
     [ -x "$bin_dir/$b" ] ||
-        die "$bin_dir/$b is missing: run 'cargo build --release -p node --bins' first (or pass --bin-dir)"
+        die "$bin_dir/$b is missing: run 'cargo build --release -p node -p dsrctl' first (or pass --bin-dir)"
 done
 
 busybox=${BUSYBOX:-$(command -v busybox || true)}

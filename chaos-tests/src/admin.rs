@@ -5,9 +5,9 @@
 use std::future::Future;
 use std::time::Duration;
 
-use node::ctl::client::{Client, Token, read_token};
-use node::lab::lbnode::ADMIN_PORT;
-use node::lab::{Host, Lab};
+use dsrctl::client::{Client, Token, read_token};
+use lab::lbnode::ADMIN_PORT;
+use lab::{Host, Lab};
 
 /// The admin endpoint of lab node `i`.
 pub fn endpoint(lab: &Lab, i: usize) -> String {

@@ -1,4 +1,4 @@
-//! Chaos scenarios for a dsrlb cluster, built on `node::lab`: real `dsrlb` processes in
+//! Chaos scenarios for a dsrlb cluster, built on `lab`: real `dsrlb` processes in
 //! network namespaces, client traffic through the VIP the whole time, nemeses striking the
 //! cluster, and invariants judged from what the clients and a capture of the bridge saw.
 //!

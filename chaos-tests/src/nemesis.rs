@@ -7,8 +7,8 @@
 
 use std::time::{Duration, Instant};
 
+use lab::wait_for;
 use nix::sys::signal::Signal;
-use node::lab::wait_for;
 
 use crate::scenario::{Scenario, Takeover};
 use crate::views::caught_up;
@@ -232,7 +232,7 @@ impl Scenario {
                     }
                 }
             }
-            let metrics = node::lab::scrape(&self.c.lab.nodes()[i]).ok()?;
+            let metrics = lab::scrape(&self.c.lab.nodes()[i]).ok()?;
             let up = names.iter().all(|b| {
                 ["web", "echo"]
                     .iter()

@@ -11,7 +11,7 @@ use crate::summary::Summary;
 use crate::workload::requests::RequestReport;
 use crate::workload::streams::StreamOutcome;
 use crate::workload::udp::UdpReport;
-use node::lab::ProbeLog;
+use lab::ProbeLog;
 
 /// What a finished run recorded, for its details.
 pub(crate) struct Record<'a> {

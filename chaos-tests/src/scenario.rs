@@ -11,7 +11,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use node::lab::{
+use lab::{
     self, ArpProber, BACKEND_HTTP_PORT, BACKEND_UDP_PORT, Capture, ClusterLab, LabFarm, LabSpec,
     MacAddr, ProbeLog, wait_for,
 };

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use node::lab::{ClusterLab, scrape};
+use lab::{ClusterLab, scrape};
 use proto::admin::v1 as pb;
 
 use crate::admin::{block_on_in, client};

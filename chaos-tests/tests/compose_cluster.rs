@@ -9,7 +9,7 @@
 //! Without them it prints `SKIPPED: <reason>` to the terminal and returns, unless
 //! `DSRLB_REQUIRE_DOCKER=1`, which turns the skip into a failure. The binaries are the ones
 //! next to this test (`target/release/dsrlb`, `dsrctl`): a workspace test run builds them
-//! for node's own tests; alone, run `cargo build --release -p node --bins` first.
+//! for node's own tests; alone, run `cargo build --release -p node -p dsrctl` first.
 //!
 //! Everything it creates carries a per-run name (compose project, bridge, image tag, netns
 //! handle) and is removed on drop, panics included. The host gets one bridge with no address
@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use node::lab::{Capture, MacAddr};
+use lab::{Capture, MacAddr};
 
 const REQUIRE_ENV: &str = "DSRLB_REQUIRE_DOCKER";
 const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
@@ -175,7 +175,7 @@ fn release_dir() -> PathBuf {
         .and_then(Path::parent)
         .expect("test binary lives in <target>/<profile>/deps")
         .to_path_buf();
-    let rebuild = "build it with `cargo build --release -p node --bins` (a workspace \
+    let rebuild = "build it with `cargo build --release -p node -p dsrctl` (a workspace \
                    `cargo test --release` builds it for node's tests)";
     for bin in ["dsrlb", "dsrctl"] {
         assert!(

@@ -8,7 +8,7 @@
 //! - `types`: the openraft type configuration.
 //! - `storage` / `storage_sm`: log + vote, and state machine + snapshot, in one redb file;
 //!   their `//!` say what is fsynced when.
-//! - `auth`: the cluster-token check (server) and injection (client).
+//! - the cluster-token check (server) and injection (client) are `proto::auth`'s, re-exported.
 //! - `network` / `server`: the two ends of `dsrlb.raft.v1`.
 //! - `node`: [`ClusterNode`]: start, bootstrap, the public calls.
 //! - `forward`: leader-only requests (writes, membership) carried out by whoever leads.
@@ -17,7 +17,6 @@
 //! - `tls`: the optional mutual TLS of the peer service.
 //! - `settings`, `error`, `codec`: settings, the error enum, the one binary encoding.
 
-mod auth;
 mod codec;
 mod error;
 mod forward;
@@ -34,12 +33,12 @@ mod storage_sm;
 mod tls;
 mod types;
 
-pub use auth::{AUTH_HEADER, ClientAuth, ServerAuth, constant_time_eq};
 pub use error::ClusterError;
 pub use forward::MembershipView;
 pub use node::ClusterNode;
 pub use openraft::ServerState;
 pub use persist::{FarmPinWrites, PinBatch, PinRow, PinSink, PinStats, PinTable, PinWrite};
+pub use proto::auth::{AUTH_HEADER, ClientAuth, ServerAuth, constant_time_eq};
 pub use settings::ClusterSettings;
 pub use state::{
     Backend, BackendState, ClusterState, Command, Farm, InvalidCommand, Persistence, Protocol,

@@ -2,7 +2,6 @@
 //! every stream to that peer over it), the token added to every call, and openraft's
 //! `RaftNetworkFactory`/`RaftNetwork` on top, with messages bincode-encoded in `payload`.
 
-use crate::auth::ClientAuth;
 use crate::codec;
 use crate::settings::MAX_MESSAGE;
 use crate::tls::PeerTls;
@@ -15,6 +14,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
+use proto::auth::ClientAuth;
 use proto::raft::v1::RaftPayload;
 use proto::raft::v1::raft_peer_client::RaftPeerClient;
 use serde::Serialize;

@@ -12,7 +12,6 @@
 //! - The same node then commits `Bootstrap{farms}` (forwarded to whoever leads). It is
 //!   applied once; a restarted bootstrapper sends it again, harmlessly ignored.
 
-use crate::auth::{ClientAuth, ServerAuth};
 use crate::error::ClusterError;
 use crate::forward::{Forward, ForwardReply, MembershipView, forward};
 use crate::handover::{transfer, witness_guard};
@@ -25,6 +24,7 @@ use crate::storage::LogStore;
 use crate::storage_sm::{Pins, StateMachineStore};
 use crate::types::{Applied, Node, NodeId, Raft, RaftMetrics};
 use openraft::ServerState;
+use proto::auth::{ClientAuth, ServerAuth};
 use proto::raft::v1::raft_peer_server::RaftPeerServer;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -1,6 +1,6 @@
 //! The server end of `dsrlb.raft.v1`: decodes openraft messages and hands them to the local
 //! Raft, runs forwarded writes and membership changes when this node leads, and the two
-//! handover calls. Authentication happens before any of this, in `auth::ServerAuth`.
+//! handover calls. Authentication happens before any of this, in `proto::auth::ServerAuth`.
 
 use crate::codec;
 use crate::forward::{Forward, Refused, execute_local};

@@ -6,8 +6,8 @@
 //! It runs the real binary (`dsrlb run`, `dsrlb lab-backend`) in the lab, so what it shows is
 //! what an operator gets. Ctrl-C (or SIGTERM, SIGHUP) at any point cleans everything up.
 
-use crate::lab::{self, Host, Lab, LabFarm, LabProcess, LabSpec, NodeOptions, Stream, scrape};
 use anyhow::{Context, bail};
+use lab::{Host, Lab, LabFarm, LabProcess, LabSpec, NodeOptions, Stream, scrape};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;

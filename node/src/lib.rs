@@ -9,17 +9,17 @@
 //! - [`health`]: TCP health checks with rise/fall.
 //! - [`persist`]: source-IP persistence glue — the pin mirror sink and the leader's batcher.
 //! - [`metrics`]: the Prometheus endpoint.
-//! - [`ctl`]: `dsrctl`, the admin client.
-//! - `lab`: network-namespace hosts for tests, benchmarks and `dsrlb demo`.
+//! - [`demo`]: `dsrlb demo`'s narration (its hosts come from the `lab` crate).
+//!
+//! Not here: the admin client (`dsrctl` crate), the network-namespace lab (`lab`), the lab
+//! benchmarks (`bench`); this crate knows no packet layout (that is `datapath`'s).
 
 pub mod admin;
 pub mod config;
 pub mod convert;
-pub mod ctl;
 pub mod daemon;
 pub mod demo;
 pub mod health;
-pub mod lab;
 pub mod logging;
 pub mod metrics;
 pub mod ownership;

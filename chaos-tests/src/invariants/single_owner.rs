@@ -21,8 +21,8 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use node::lab::arp_probe::round_of;
-use node::lab::{Frame, MacAddr};
+use lab::arp_probe::round_of;
+use lab::{Frame, MacAddr};
 
 /// Ownership cannot move A → B → A faster than two election timeouts (2 × 150 ms by
 /// default); this is below that.

@@ -13,14 +13,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use node::lab::Host;
+use lab::Host;
 
 /// A loop running on its own thread inside a lab host. Dropping it stops and joins it, so a
 /// failing scenario leaves no thread behind in a namespace it is about to delete.
 pub struct Worker<T: Send + 'static> {
     name: String,
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<Result<T, node::lab::LabError>>>,
+    thread: Option<JoinHandle<Result<T, lab::LabError>>>,
 }
 
 impl<T: Send + 'static> Worker<T> {

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use node::lab::HttpConn;
+use lab::HttpConn;
 
 /// A SYN lost to a dead owner is retried on a new connection after this, rather than after
 /// the kernel's 1 s SYN retransmission: the loop measures the takeover, not the kernel.

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use node::lab::{Host, Stream};
+use lab::{Host, Stream};
 
 use super::Worker;
 

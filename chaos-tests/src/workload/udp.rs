@@ -48,7 +48,7 @@ pub fn run(addr: SocketAddr, stop: &AtomicBool, deadline: Instant) -> UdpReport 
         let at = Instant::now();
         r.sent += 1;
         let payload = format!("chaos {seq}");
-        match node::lab::udp_request(addr, payload.as_bytes(), ANSWER_TIMEOUT) {
+        match lab::udp_request(addr, payload.as_bytes(), ANSWER_TIMEOUT) {
             // The echo names the backend and repeats the payload: a stale answer to an
             // earlier request (another socket, another port) cannot arrive here.
             Ok(answer) if answer.ends_with(&payload) => {

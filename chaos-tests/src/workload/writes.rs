@@ -7,9 +7,9 @@ use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use node::ctl::CtlError;
-use node::ctl::client::Client;
-use node::lab::LabFarm;
+use dsrctl::CtlError;
+use dsrctl::client::Client;
+use lab::LabFarm;
 use proto::admin::v1 as pb;
 use tonic::Code;
 

@@ -18,11 +18,11 @@ use chaos_tests::invariants::{pins, single_owner, streams};
 use chaos_tests::rng::{Rng, parse_seed};
 use chaos_tests::workload::streams::StreamOutcome;
 use chaos_tests::workload::writes::{WriteHistory, WriteOp, WriteOutcome, judge};
-use node::ctl::CtlError;
-use node::lab::arp_probe::round_tag;
-use node::lab::capture::{ArpSummary, Ipv4Summary};
-use node::lab::pattern::pattern_byte;
-use node::lab::{Frame, MacAddr};
+use dsrctl::CtlError;
+use lab::arp_probe::round_tag;
+use lab::capture::{ArpSummary, Ipv4Summary};
+use lab::pattern::pattern_byte;
+use lab::{Frame, MacAddr};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
 const CLIENT: MacAddr = MacAddr([2, 0, 0, 0, 0, 0x31]);
@@ -197,7 +197,7 @@ fn stream_from(defect: Defect, len: usize) -> StreamOutcome {
         }
     });
     let progress = AtomicU64::new(0);
-    let result = node::lab::stream::download_paced(addr, len as u64, 1 << 30, &progress);
+    let result = lab::stream::download_paced(addr, len as u64, 1 << 30, &progress);
     server.join().expect("server thread");
     let now = Instant::now();
     let got = progress.load(std::sync::atomic::Ordering::Relaxed);

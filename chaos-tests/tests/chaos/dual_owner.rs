@@ -8,7 +8,7 @@ use std::time::Duration;
 use chaos_tests::env::{can_run_lab, dsrlb, say};
 use chaos_tests::invariants::single_owner;
 use chaos_tests::summary::Summary;
-use node::lab::{
+use lab::{
     ArpProber, BACKEND_HTTP_PORT, Capture, Lab, LabFarm, LabSpec, NodeOptions, scrape, wait_for,
 };
 

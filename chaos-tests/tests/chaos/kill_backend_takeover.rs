@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use chaos_tests::workload::requests::attempt;
 use chaos_tests::{Scenario, Setup};
-use node::lab::{BACKEND_HTTP_PORT, scrape, wait_for};
+use lab::{BACKEND_HTTP_PORT, scrape, wait_for};
 
 /// How long the new owner's health check may take to commit the verdict (200 ms checks,
 /// fall 2, after an election).

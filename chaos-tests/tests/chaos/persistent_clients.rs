@@ -11,7 +11,7 @@ use std::time::Duration;
 use chaos_tests::admin::{block_on_in, client};
 use chaos_tests::invariants::pins;
 use chaos_tests::{Scenario, Setup};
-use node::lab::{BACKEND_HTTP_PORT, HttpConn, scrape, wait_for};
+use lab::{BACKEND_HTTP_PORT, HttpConn, scrape, wait_for};
 use proto::admin::v1 as pb;
 
 /// Client addresses besides the client's own (which the other workloads use).

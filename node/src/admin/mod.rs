@@ -45,7 +45,6 @@ mod service;
 mod wire;
 
 pub use check::NetFacts;
-pub use persist::{LIST_DEFAULT as PERSISTENCE_LIST_DEFAULT, LIST_MAX as PERSISTENCE_LIST_MAX};
 
 use cluster::{Applied, ClusterError, ClusterNode, ClusterState, Command};
 use datapath::shared::Shared;

@@ -14,12 +14,10 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tonic::Status;
 
-/// Entries listed when the request says `limit = 0`.
-pub const LIST_DEFAULT: u32 = 1000;
-
-/// The most entries one listing returns: the reply is built under the table's lock, which
-/// the state machine waits for, and must stay well inside gRPC's message size.
-pub const LIST_MAX: u32 = 100_000;
+// The limits are the API's (dsrctl checks them too). LIST_MAX matters here: the reply is
+// built under the table's lock, which the state machine waits for, and must stay well
+// inside gRPC's message size.
+use proto::admin::{PERSISTENCE_LIST_DEFAULT as LIST_DEFAULT, PERSISTENCE_LIST_MAX as LIST_MAX};
 
 /// A checked `ListPersistenceRequest`.
 #[derive(Debug, PartialEq, Eq)]

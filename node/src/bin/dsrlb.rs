@@ -30,7 +30,7 @@ enum Command {
     Demo(node::demo::DemoArgs),
     /// Serve the lab's backend protocol (used by the lab inside backend namespaces).
     #[command(hide = true)]
-    LabBackend(node::lab::backend::BackendArgs),
+    LabBackend(lab::backend::BackendArgs),
     /// Download a paced, verified pattern stream and report progress (compose client).
     #[command(hide = true)]
     LabStream(LabStreamArgs),
@@ -65,8 +65,8 @@ fn lab_stream(args: &LabStreamArgs) -> ExitCode {
     let every = Duration::from_millis(args.every_ms.max(1));
     let start = Instant::now();
     let result = std::thread::scope(|scope| {
-        let stream = scope
-            .spawn(|| node::lab::stream::download_paced(args.to, args.bytes, args.rate, &progress));
+        let stream =
+            scope.spawn(|| lab::stream::download_paced(args.to, args.bytes, args.rate, &progress));
         let mut out = std::io::stdout().lock();
         let (mut last, mut last_change, mut longest) = (0u64, Duration::ZERO, Duration::ZERO);
         // Ends with the stream, whose every read is bounded by the lab's read timeout.
@@ -83,7 +83,7 @@ fn lab_stream(args: &LabStreamArgs) -> ExitCode {
         }
         let result = stream
             .join()
-            .unwrap_or_else(|_| Err(node::lab::LabError::Spec("stream panicked".into())));
+            .unwrap_or_else(|_| Err(lab::LabError::Spec("stream panicked".into())));
         (result, longest)
     });
     match result {
@@ -155,7 +155,7 @@ fn main() -> ExitCode {
             }
         },
         Command::LabStream(args) => lab_stream(&args),
-        Command::LabBackend(args) => match node::lab::backend::run_backend(args) {
+        Command::LabBackend(args) => match lab::backend::run_backend(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("dsrlb lab-backend: {e:#}");

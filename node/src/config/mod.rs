@@ -11,7 +11,7 @@ mod tls;
 mod validate;
 
 pub use raw::{RawBackend, RawCheck, RawConfig, RawFarm, RawFarms};
-pub use tls::{AdminTls, read_certs, read_key};
+pub use tls::AdminTls;
 pub use validate::{
     BackendConfig, BackendState, CheckConfig, ClusterConfig, Config, DatapathSettings, FarmConfig,
     Keys, MAX_WEIGHT, Persistence, Protocol, Scheduler, overlaps, validate_farm, validate_farms,

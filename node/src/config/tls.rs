@@ -6,8 +6,6 @@
 use super::ConfigError;
 use super::raw::{RawAdmin, RawCluster};
 use cluster::PeerTls;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::fmt;
 
 type Result<T> = std::result::Result<T, ConfigError>;
@@ -40,46 +38,14 @@ impl fmt::Debug for AdminTls {
     }
 }
 
-fn read(key: &str, path: &str) -> Result<Vec<u8>> {
-    if path.is_empty() {
-        return Err(ConfigError::invalid(key, "must not be empty"));
-    }
-    std::fs::read(path).map_err(|e| ConfigError::invalid(key, format!("cannot read {path}: {e}")))
-}
-
-/// A PEM file holding at least one certificate (a chain, or a CA bundle).
+/// A PEM file holding at least one certificate, checked now; errors name `key`.
 pub fn read_certs(key: &str, path: &str) -> Result<Vec<u8>> {
-    let pem = read(key, path)?;
-    let mut found = 0usize;
-    for cert in CertificateDer::pem_slice_iter(&pem) {
-        cert.map_err(|e| {
-            ConfigError::invalid(
-                key,
-                format!("{path}: not a valid PEM certificate file ({e})"),
-            )
-        })?;
-        found += 1;
-    }
-    if found == 0 {
-        return Err(ConfigError::invalid(
-            key,
-            format!("{path}: holds no PEM certificate (-----BEGIN CERTIFICATE-----)"),
-        ));
-    }
-    Ok(pem)
+    proto::pem::read_certs(path).map_err(|e| ConfigError::invalid(key, e.to_string()))
 }
 
-/// A PEM file holding a private key (PKCS#8, PKCS#1 or SEC1). The parser's own message is
-/// not repeated: it could quote part of the file.
+/// A PEM file holding a private key, checked now; errors name `key`.
 pub fn read_key(key: &str, path: &str) -> Result<Vec<u8>> {
-    let pem = read(key, path)?;
-    PrivateKeyDer::from_pem_slice(&pem).map_err(|_| {
-        ConfigError::invalid(
-            key,
-            format!("{path}: holds no PEM private key (PKCS#8, RSA or EC)"),
-        )
-    })?;
-    Ok(pem)
+    proto::pem::read_key(path).map_err(|e| ConfigError::invalid(key, e.to_string()))
 }
 
 /// `[cluster] tls_cert`, `tls_key`, `tls_ca`: all three or none.

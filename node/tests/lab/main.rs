@@ -1,0 +1,45 @@
+//! The node's lab tests, one binary: each module builds its own network-namespace lab
+//! (`lab` crate) and runs real `dsrlb` processes in it (root; under `DSRLB_REQUIRE_LAB=1` a
+//! test that cannot build its lab fails instead of skipping). One binary because linking is
+//! the slow part of a test run and the modules share their harness (`common`,
+//! `admin_support`, `tls_common`); `cargo test -p node --test lab <module>::` runs one area.
+//!
+//! Areas, by module prefix: `lab_*` one node and its datapath, `cluster_*` Raft and VIP
+//! ownership across real processes, `admin_*` the admin API, `dsrctl_*` the client against
+//! a cluster, `tls_*` peer and admin TLS, `persistence` source-IP pins, `demo` `dsrlb demo`.
+
+mod common;
+
+mod admin_support;
+mod tls_common;
+
+mod admin_api;
+mod admin_drain;
+mod admin_membership;
+mod admin_persistence;
+mod admin_validation;
+mod cluster_auth;
+mod cluster_durability;
+mod cluster_kill_leader;
+mod cluster_partition;
+mod cluster_sigstop;
+mod cluster_single_owner;
+mod cluster_witness;
+mod demo;
+mod dsrctl_failover;
+mod dsrctl_membership;
+mod dsrctl_persistence;
+mod dsrctl_traffic;
+mod dsrctl_verbs;
+mod lab_balancing;
+mod lab_dsr;
+mod lab_health;
+mod lab_malformed;
+mod lab_not_owner;
+mod lab_preflight;
+mod lab_selftest;
+mod lab_sigterm;
+mod lab_udp_sink;
+mod persistence;
+mod tls_cluster;
+mod tls_peer_foreign;
