@@ -2,7 +2,8 @@
 //! persistence table — and the commands that change it. Applying a command is a pure,
 //! deterministic function of (state, command, log index): every node that applies the same
 //! log holds the same state, which is what lets every node build the same forwarding table
-//! (DESIGN invariant 3). Ordered maps only, so snapshots of equal states are equal bytes.
+//! (docs/design.md#inv-same-backend). Ordered maps only, so snapshots of equal states are equal
+//! bytes.
 
 use crate::persist::PinBatch;
 use serde::{Deserialize, Serialize};

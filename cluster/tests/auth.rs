@@ -1,5 +1,5 @@
-//! DESIGN invariant 6 for the peer service: a call without the cluster token, or with a wrong
-//! one, gets UNAUTHENTICATED and never reaches Raft; the right token is served.
+//! docs/design.md#inv-authenticated for the peer service: a call without the cluster token, or with
+//! a wrong one, gets UNAUTHENTICATED and never reaches Raft; the right token is served.
 
 mod common;
 use anyhow::{Result, ensure};

@@ -5,12 +5,12 @@
 //! Order of checks for IPv4 (so each drop has one reason): parse errors, `NotVip`,
 //! `NotOwner`, `UnsupportedProtocol`, `FragmentAmbiguous`, `NoFarm`, `NoBackend`.
 //!
-//! Choosing a backend (DESIGN §4): a packet of a known flow keeps its backend (a pure TCP
-//! SYN excepted: it opens a new connection); a new flow of a persistent farm follows its
-//! client's pin, or gets Maglev's pick for the client's address and asks for a pin; any
-//! other new flow gets Maglev's pick for its 5-tuple. The packets of a pinned client ask for
-//! a refresh of its pin once a quarter of the TTL has passed (looked at about once a second
-//! per flow, so a long stream costs one map lookup per second, not one per packet).
+//! Choosing a backend (docs/design.md#choosing-a-backend): a packet of a known flow keeps its
+//! backend (a pure TCP SYN excepted: it opens a new connection); a new flow of a persistent farm
+//! follows its client's pin, or gets Maglev's pick for the client's address and asks for a pin; any
+//! other new flow gets Maglev's pick for its 5-tuple. The packets of a pinned client ask for a
+//! refresh of its pin once a quarter of the TTL has passed (looked at about once a second per flow,
+//! so a long stream costs one map lookup per second, not one per packet).
 //!
 //! Fragments: every fragment of a datagram (the first included) is keyed and hashed on the
 //! 3-tuple (src, dst, protocol), so all of them reach one backend. A non-first fragment has

@@ -1,7 +1,7 @@
-//! DESIGN invariant 3: with the same replicated state, every node maps a flow to the same
-//! backend. Two tables are built independently (separate registries, so different backend
-//! ids; farms and backends listed in different orders) and 10 000 random flows go through
-//! a fresh processor on each.
+//! docs/design.md#inv-same-backend: with the same replicated state, every node maps a flow to the
+//! same backend. Two tables are built independently (separate registries, so different backend ids;
+//! farms and backends listed in different orders) and 10 000 random flows go through a fresh
+//! processor on each.
 
 mod common;
 

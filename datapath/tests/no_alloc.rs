@@ -1,4 +1,4 @@
-//! DESIGN invariant 5: the hot path allocates nothing. A counting global allocator
+//! docs/design.md#inv-no-alloc: the hot path allocates nothing. A counting global allocator
 //! watches this thread while `Processor::process` handles 100 000 frames of every kind:
 //! new flows (flow-table inserts and evictions), warm flows, fragments, ARP replies and
 //! drops — on a farm with source-IP persistence, so pinned clients, new clients (pin

@@ -1,5 +1,5 @@
-//! DESIGN invariant 4: no byte string makes the datapath panic, and every frame that is
-//! not sent carries a drop reason. Arbitrary bytes and mutated valid frames go through
+//! docs/design.md#inv-parser-total: no byte string makes the datapath panic, and every frame that
+//! is not sent carries a drop reason. Arbitrary bytes and mutated valid frames go through
 //! `Processor::process`; a table-driven test produces each reason on purpose.
 
 mod common;

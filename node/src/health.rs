@@ -2,9 +2,10 @@
 //! feeds a rise/fall hysteresis; only verdict changes leave this module.
 //!
 //! The checker runs on the Raft leader only and its verdicts are committed to the log, so
-//! every node's table agrees (DESIGN invariant 3). A new leader resumes from the replicated
-//! verdicts; a backend that has none yet gets one from its first probe, so a fresh cluster
-//! neither sends traffic to an unverified backend nor waits `rise` intervals for a healthy one.
+//! every node's table agrees (docs/design.md#inv-same-backend). A new leader resumes from the
+//! replicated verdicts; a backend that has none yet gets one from its first probe, so a fresh
+//! cluster neither sends traffic to an unverified backend nor waits `rise` intervals for a healthy
+//! one.
 //!
 //! The hysteresis is a pure state machine ([`Hysteresis`]) so its edges are unit-tested; the
 //! async loop around it only does I/O.

@@ -1,6 +1,6 @@
-//! The Prometheus endpoint (`/metrics` on the metrics port) with the names of DESIGN
-//! section 6. Values are read at scrape time from the datapath's counters and the node's
-//! state, so nothing on the packet path knows about Prometheus.
+//! The Prometheus endpoint (`/metrics` on the metrics port) with the names of
+//! docs/design.md#metrics. Values are read at scrape time from the datapath's counters and the
+//! node's state, so nothing on the packet path knows about Prometheus.
 
 use crate::persist::PersistMetrics;
 use datapath::counters::{BackendStats, DropReason, FarmStats};

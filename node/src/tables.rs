@@ -1,7 +1,8 @@
 //! The bridge from replicated state to datapath tables: farms and health verdicts from the
 //! cluster state plus the MACs this node learned go in, [`FarmSpec`]s come out. A pure
-//! function, so every node that holds the same state builds the same table (DESIGN
-//! invariant 3) — followers included, which is what makes a takeover compute nothing.
+//! function, so every node that holds the same state builds the same table
+//! (docs/design.md#inv-same-backend) — followers included, which is what makes a
+//! takeover compute nothing.
 //!
 //! Priority tiers are resolved here: backends of the lowest priority that has a live backend
 //! get their weight; the others are listed with weight 0, so they take no new flows but

@@ -1,6 +1,6 @@
 //! Invariant: at most one node answers ARP for the VIP or forwards its traffic at any
-//! instant (DESIGN §7, invariant 1), judged from our own capture of the bridge in the switch
-//! namespace while the client probes the VIP by ARP every few milliseconds.
+//! instant (docs/design.md#inv-single-owner), judged from our own capture of the bridge in the
+//! switch namespace while the client probes the VIP by ARP every few milliseconds.
 //!
 //! Every frame that shows a MAC acting as the VIP's owner is an observation: a reply to one
 //! of our tagged probes, an unsolicited claim (gratuitous ARP), or a frame for the VIP sent

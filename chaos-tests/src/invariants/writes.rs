@@ -1,4 +1,4 @@
-//! Invariant: no acknowledged admin write is lost (DESIGN §7, invariant 2). Every node's
+//! Invariant: no acknowledged admin write is lost (docs/design.md#inv-durable). Every node's
 //! final ledger must hold every write the cluster acknowledged; a write whose answer never
 //! came (timeout, lost connection) is unknown and may be there or not; nothing may be there
 //! that was never written or that the cluster refused.

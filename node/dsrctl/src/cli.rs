@@ -11,7 +11,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// The admin port's default endpoint (DESIGN section 6).
+/// The admin port's default endpoint (docs/design.md#ports).
 pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:7101";
 
 const LONG_ABOUT: &str = "\

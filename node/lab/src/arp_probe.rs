@@ -1,7 +1,7 @@
 //! The ARP prober of the cluster lab tests: a thread in a client host asks for the VIP every
 //! few milliseconds for a bounded time, while a [`super::Capture`] on the bridge records who
 //! claims the VIP; [`analyze`] then says which MACs answered, the longest time without an
-//! answer (the outage) and whether two owners ever overlapped (DESIGN invariant 1).
+//! answer (the outage) and whether two owners ever overlapped (docs/design.md#inv-single-owner).
 //!
 //! Each probe carries its round number in its ARP sender IP (198.19.x.y, inside the lab's
 //! benchmarking range but outside its /24), and the owner's datapath copies that address

@@ -1,5 +1,5 @@
 //! The network-namespace lab: one way to build the hosts that `dsrlb demo`, the
-//! integration tests, the chaos tests and the benchmarks run on (DESIGN.md section 8).
+//! integration tests, the chaos tests and the benchmarks run on (docs/design.md#lab).
 //!
 //! Layout:
 //! - [`topology`]: [`Lab`] and [`LabSpec`] — a bridge in a "switch" namespace and one

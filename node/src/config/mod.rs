@@ -1,4 +1,4 @@
-//! The node configuration file: its TOML schema (DESIGN section 6), loading, and validation
+//! The node configuration file: its TOML schema (docs/design.md#config), loading, and validation
 //! into typed values.
 //!
 //! The file is read into `raw` structs that mirror the TOML exactly (every field optional

@@ -174,8 +174,8 @@ impl RawConfig {
         }
         let cluster = self.validate_cluster(node_id)?;
         let admin_listen = socket_addr("admin.listen", &self.admin.listen)?;
-        // DESIGN invariant 6: no admin RPC goes unauthenticated, so there is no token-less
-        // mode to fall back to.
+        // docs/design.md#inv-authenticated: no admin RPC goes unauthenticated, so there is no
+        // token-less mode to fall back to.
         let admin_token_file = match &self.admin.token_file {
             Some(f) if !f.is_empty() => f.clone(),
             Some(_) => {

@@ -1,7 +1,7 @@
-//! DESIGN invariant 6 on a running cluster: peer RPCs sent from the client's host to a lab
-//! node's peer port with a wrong token, or none, are refused with UNAUTHENTICATED — even the
-//! ones that would move leadership if they got through — the refusal is logged once per
-//! peer, and the cluster carries on untouched (same owner, same term everywhere).
+//! docs/design.md#inv-authenticated on a running cluster: peer RPCs sent from the client's host to
+//! a lab node's peer port with a wrong token, or none, are refused with UNAUTHENTICATED — even the
+//! ones that would move leadership if they got through — the refusal is logged once per peer, and
+//! the cluster carries on untouched (same owner, same term everywhere).
 
 use crate::common::{ClusterLab, can_run_lab, web_and_echo};
 use lab::{PEER_PORT, scrape};

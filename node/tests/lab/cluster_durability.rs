@@ -1,7 +1,7 @@
-//! DESIGN invariant 2 with real processes: the replicated state survives kill -9 of the whole
-//! cluster (the nodes come back with configs that list no farm at all, so whatever they
-//! serve came from their data dirs), and a follower killed while the leader commits health
-//! verdicts catches up when it returns.
+//! docs/design.md#inv-durable with real processes: the replicated state survives kill -9 of the
+//! whole cluster (the nodes come back with configs that list no farm at all, so whatever they serve
+//! came from their data dirs), and a follower killed while the leader commits health verdicts
+//! catches up when it returns.
 
 use crate::common::{ClusterLab, can_run_lab, served, wait_for};
 use lab::{LabFarm, scrape};

@@ -1,5 +1,5 @@
 //! Steady state of a 3-node cluster: over 200 ARP probes from the client, and every claim
-//! for the VIP on the wire comes from one MAC, the owner's (DESIGN invariant 1).
+//! for the VIP on the wire comes from one MAC, the owner's (docs/design.md#inv-single-owner).
 
 use crate::common::{ClusterLab, can_run_lab, web_and_echo};
 use lab::{ArpProber, Capture};

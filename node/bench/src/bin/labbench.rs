@@ -1,7 +1,7 @@
 //! `dsrlb-labbench`: the lab benchmark of issue #2. One run builds a lab (one client, one
 //! dsrlb node, one backend, so "direct" and "via the VIP" reach the same server), measures
 //! every workload straight to the backend and through the VIP, interleaved round by round
-//! with the order alternating, and prints medians and their ratios (DESIGN.md section 5),
+//! with the order alternating, and prints medians and their ratios (docs/design.md#targets),
 //! the node's forwarding rate for 64-byte frames and its CPU cost per million packets.
 //!
 //! `cargo build --release -p node -p bench && sudo ./target/release/dsrlb-labbench` — it needs root

@@ -6,7 +6,7 @@ use std::fmt;
 
 use crate::json::Json;
 
-/// DESIGN.md section 5: through the VIP ÷ straight to a backend, at least this much.
+/// docs/design.md#targets: through the VIP ÷ straight to a backend, at least this much.
 pub const TARGET_HTTP: f64 = 0.90;
 pub const TARGET_UPLOAD: f64 = 0.90;
 pub const TARGET_UDP: f64 = 0.80;
@@ -152,7 +152,7 @@ impl Report {
         median(self.rounds.iter().map(|r| f(&r.blast)).collect())
     }
 
-    /// The three ratios DESIGN.md sets targets for: (name, ratio of medians, target).
+    /// The three ratios docs/design.md#targets sets targets for: (name, ratio of medians, target).
     pub fn targets(&self) -> [(&'static str, f64, f64); 3] {
         let r = |f: fn(&Side) -> f64| ratio(self.med(true, f), self.med(false, f));
         [
