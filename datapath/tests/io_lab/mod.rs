@@ -30,11 +30,18 @@ pub const UDP_PORT: u16 = 5353;
 pub const TCP_PORT: u16 = 8080;
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// Whether these namespace tests can run (root). Without root they skip, saying so — unless
+/// `DSRLB_REQUIRE_LAB=1` (CI, as root), where a skip would hide a broken run: then they fail.
+/// (The `lab` crate has the same rule; it depends on `datapath`, so it cannot be used here.)
 pub fn is_root() -> bool {
     if nix::unistd::geteuid().is_root() {
         return true;
     }
-    eprintln!("skipped: network namespaces need root");
+    assert!(
+        std::env::var("DSRLB_REQUIRE_LAB").as_deref() != Ok("1"),
+        "DSRLB_REQUIRE_LAB=1 but the datapath's namespace tests need root"
+    );
+    eprintln!("SKIPPED: network namespaces need root (DSRLB_REQUIRE_LAB=1 makes this a failure)");
     false
 }
 
