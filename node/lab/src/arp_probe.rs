@@ -14,17 +14,16 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::Ipv4Addr;
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::Socket;
 
 use super::capture::Frame;
 use super::host::MacAddr;
-use super::{Host, LabError, netns};
+use super::{Host, LabError, netns, packet_socket};
 
 /// A probe every 10 ms: 100 rounds a second, fine enough to see a 2 s bound with room.
 pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_millis(10);
@@ -404,33 +403,8 @@ fn probe_loop(
 /// A packet socket bound to `ifname` that only sends (protocol 0: the kernel queues no
 /// received frames on it).
 fn open_sender(ifname: &str) -> Result<Socket, LabError> {
-    let io = |what: &str, e| LabError::io(format!("ARP prober on {ifname}: {what}"), e);
-    let sock = Socket::new(Domain::PACKET, Type::RAW, Some(Protocol::from(0)))
-        .map_err(|e| io("socket", e))?;
-    let ifindex = nix::net::if_::if_nametoindex(ifname).map_err(|e| io("ifindex", e.into()))?;
-    let sll = libc::sockaddr_ll {
-        sll_family: libc::AF_PACKET as u16,
-        sll_protocol: 0,
-        sll_ifindex: i32::try_from(ifindex)
-            .map_err(|_| LabError::Spec(format!("ifindex {ifindex}")))?,
-        sll_hatype: 0,
-        sll_pkttype: 0,
-        sll_halen: 0,
-        sll_addr: [0; 8],
-    };
-    // SAFETY: the fd is a valid open socket; the pointer and length describe `sll`, which
-    // lives for the duration of the call.
-    let rc = unsafe {
-        libc::bind(
-            sock.as_raw_fd(),
-            (&raw const sll).cast::<libc::sockaddr>(),
-            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(io("bind", std::io::Error::last_os_error()));
-    }
-    Ok(sock)
+    let user = format!("ARP prober on {ifname}");
+    packet_socket::bound(ifname, packet_socket::SEND_ONLY, &user).map(|(sock, _)| sock)
 }
 
 #[cfg(test)]

@@ -9,10 +9,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::Socket;
 
 use super::host::MacAddr;
-use super::{LabError, netns};
+use super::{LabError, netns, packet_socket};
 
 /// Default cap on recorded frames; later frames are only counted.
 pub const DEFAULT_MAX_FRAMES: usize = 100_000;
@@ -265,19 +265,6 @@ impl Drop for Capture {
     }
 }
 
-/// A link-layer address for `ifindex`, every protocol.
-fn sockaddr_ll(ifindex: i32) -> libc::sockaddr_ll {
-    libc::sockaddr_ll {
-        sll_family: libc::AF_PACKET as u16,
-        sll_protocol: (libc::ETH_P_ALL as u16).to_be(),
-        sll_ifindex: ifindex,
-        sll_hatype: 0,
-        sll_pkttype: 0,
-        sll_halen: 0,
-        sll_addr: [0; 8],
-    }
-}
-
 /// Opens a promiscuous AF_PACKET socket bound to `ifname` in the current namespace.
 /// Sends raw Ethernet frames (headers included) out of `ifname` inside `netns` — how tests
 /// put malformed or hand-made frames on the wire. Frames go out in order; returns how many
@@ -298,26 +285,9 @@ pub fn inject(netns: &str, ifname: &str, frames: &[Vec<u8>]) -> Result<usize, La
 }
 
 fn open(ifname: &str) -> Result<(Socket, i32), LabError> {
-    let io = |what: &str, e| LabError::io(format!("capture on {ifname}: {what}"), e);
-    let proto = i32::from((libc::ETH_P_ALL as u16).to_be());
-    let sock = Socket::new(Domain::PACKET, Type::RAW, Some(Protocol::from(proto)))
-        .map_err(|e| io("socket", e))?;
-    let ifindex = nix::net::if_::if_nametoindex(ifname).map_err(|e| io("ifindex", e.into()))?;
-    let ifindex =
-        i32::try_from(ifindex).map_err(|_| LabError::Spec(format!("ifindex {ifindex}")))?;
-    let sll = sockaddr_ll(ifindex);
-    // SAFETY: the fd is a valid open socket; the pointer and length describe `sll`, which
-    // lives for the duration of the call.
-    let rc = unsafe {
-        libc::bind(
-            sock.as_raw_fd(),
-            (&raw const sll).cast::<libc::sockaddr>(),
-            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(io("bind", std::io::Error::last_os_error()));
-    }
+    let user = format!("capture on {ifname}");
+    let io = |what: &str, e| LabError::io(format!("{user}: {what}"), e);
+    let (sock, ifindex) = packet_socket::bound(ifname, packet_socket::ALL, &user)?;
     let mreq = libc::packet_mreq {
         mr_ifindex: ifindex,
         mr_type: libc::PACKET_MR_PROMISC as u16,
@@ -355,7 +325,7 @@ fn record(
     let start = Instant::now();
     let mut buf = [0u8; SNAPLEN];
     while !stop.load(Ordering::Relaxed) {
-        let mut sll = sockaddr_ll(0);
+        let mut sll = packet_socket::sockaddr_ll(0, packet_socket::ALL);
         let mut sll_len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
         // SAFETY: valid fd; `buf` and `sll` are live, writable and as long as stated.
         // MSG_TRUNC makes the kernel return the frame's real length, not the copied part.

@@ -43,6 +43,7 @@ pub mod host;
 pub mod lbnode;
 pub mod load;
 mod netns;
+mod packet_socket;
 pub mod pattern;
 mod process;
 mod procs;
