@@ -11,9 +11,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use nix::ifaddrs::getifaddrs;
 use nix::net::if_::InterfaceFlags;
 
+use crate::error::IoError;
 use crate::packet::MacAddr;
 use crate::sys;
-use crate::worker::IoError;
 
 /// An IPv4 address with its prefix length.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

@@ -7,6 +7,7 @@
 pub mod arp;
 pub mod bpf;
 pub mod counters;
+pub mod error;
 pub mod flow;
 pub mod iface;
 pub mod maglev;

@@ -33,11 +33,11 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use crate::arp;
 use crate::bpf;
+use crate::error::IoError;
 use crate::iface::InterfaceInfo;
 use crate::packet::MacAddr;
 use crate::shared::Shared;
 use crate::sys::PacketSocket;
-use crate::worker::IoError;
 
 /// How often targets are asked by default.
 pub const DEFAULT_REFRESH: Duration = Duration::from_secs(2);

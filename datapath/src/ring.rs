@@ -25,9 +25,10 @@
 use std::mem::offset_of;
 
 use crate::counters::DropReason;
+use crate::error::IoError;
 use crate::iface::InterfaceInfo;
 use crate::sys::{MappedRing, PacketSocket};
-use crate::worker::{BATCH, IoError};
+use crate::worker::BATCH;
 
 /// `struct virtio_net_hdr`: flags, gso_type, hdr_len, gso_size, csum_start, csum_offset.
 pub(crate) const VNET_HDR_LEN: usize = 10;
