@@ -6,6 +6,7 @@
 
 pub mod arp;
 pub mod bpf;
+pub mod clock;
 pub mod counters;
 pub mod error;
 pub mod flow;

@@ -30,12 +30,13 @@ use std::thread::JoinHandle;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use crate::bpf;
+use crate::clock::monotonic_ns;
 use crate::counters::DropReason;
 use crate::error::IoError;
 use crate::iface::InterfaceInfo;
 use crate::process::{Processor, ProcessorConfig, Verdict};
 use crate::ring::{self, MAX_RING_SLOTS, RingGeometry, RxRing, join_fanout, open_worker_socket};
-use crate::shared::{Shared, monotonic_ns, sorted_vips};
+use crate::shared::{Shared, sorted_vips};
 use crate::sys::{PacketSocket, TxBatch};
 
 /// Frames handled per batch (one `sendmmsg`, one table load).

@@ -7,8 +7,9 @@
 //! stepped). The conversion happens here, both ways, against "now" on both clocks.
 
 use cluster::{ClusterNode, Command, FarmPinWrites, PinBatch, PinSink, PinTable, PinWrite};
+use datapath::clock::monotonic_ns;
 use datapath::persist::PinEvent;
-use datapath::shared::{Shared, monotonic_ns};
+use datapath::shared::Shared;
 use prometheus_client::metrics::histogram::Histogram;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
