@@ -127,7 +127,7 @@ impl Datapath {
         let mut fanout_id = None;
         let mut sockets = Vec::with_capacity(workers);
         for _ in 0..workers {
-            let (sock, ring) = open_worker_socket(&iface, geo, &filter)?;
+            let (sock, ring) = open_worker_socket(&iface, geo, &filter, BATCH)?;
             fanout_id = Some(join_fanout(&sock, fanout_id)?);
             sockets.push((Arc::new(sock), ring));
         }
