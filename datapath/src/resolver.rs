@@ -111,7 +111,7 @@ pub struct MacResolver {
 
 impl MacResolver {
     /// Starts on `iface` (looked up in the calling thread's namespace), asking from
-    /// `own_ip` (the node's address on that segment), refreshing every [`DEFAULT_REFRESH`].
+    /// `own_ip` (the node's address on that segment), refreshing every `DEFAULT_REFRESH` (2 s).
     pub fn start(iface: &InterfaceInfo, own_ip: Ipv4Addr) -> Result<MacResolver, IoError> {
         Self::start_with(iface, own_ip, DEFAULT_REFRESH)
     }

@@ -7,9 +7,7 @@
 //! stepped). The conversion happens here, both ways, against "now" on both clocks.
 
 use cluster::{ClusterNode, Command, FarmPinWrites, PinBatch, PinSink, PinTable, PinWrite};
-use datapath::clock::monotonic_ns;
-use datapath::persist::PinEvent;
-use datapath::shared::Shared;
+use datapath::{PinEvent, Shared, monotonic_ns};
 use prometheus_client::metrics::histogram::Histogram;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;

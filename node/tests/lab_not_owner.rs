@@ -5,10 +5,10 @@
 mod common;
 
 use common::{can_run_lab, dsrlb};
-use datapath::counters::DropReason;
-use datapath::shared::Shared;
-use datapath::table::{BackendSpec, BackendState, FarmSpec, ForwardingTable, Protocol};
-use datapath::worker::{Datapath, DatapathConfig};
+use datapath::{
+    BackendSpec, BackendState, Datapath, DatapathConfig, DropReason, FarmSpec, ForwardingTable,
+    Protocol, Shared,
+};
 use node::lab::{self, Capture, Lab, LabSpec, inject};
 use std::net::SocketAddr;
 use std::time::Duration;

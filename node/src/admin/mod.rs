@@ -48,7 +48,7 @@ pub use check::NetFacts;
 pub use persist::{LIST_DEFAULT as PERSISTENCE_LIST_DEFAULT, LIST_MAX as PERSISTENCE_LIST_MAX};
 
 use cluster::{Applied, ClusterError, ClusterNode, ClusterState, Command};
-use datapath::shared::Shared;
+use datapath::Shared;
 use proto::admin::v1::admin_server::AdminServer;
 use std::net::SocketAddr;
 use std::sync::Arc;
