@@ -7,12 +7,9 @@ use std::hint::black_box;
 use std::net::Ipv4Addr;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use datapath::counters::CounterRegistry;
-use datapath::packet::MacAddr;
-use datapath::persist::{FarmPins, PinRegistry};
-use datapath::process::{Processor, ProcessorConfig, Verdict};
-use datapath::table::{
-    BackendSpec, BackendState, FarmSpec, ForwardingTable, PersistSpec, Protocol,
+use datapath::{
+    BackendSpec, BackendState, CounterRegistry, FarmPins, FarmSpec, ForwardingTable, MacAddr,
+    PersistSpec, PinRegistry, Processor, ProcessorConfig, Protocol, Verdict,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -90,7 +87,7 @@ fn bench(c: &mut Criterion) {
     });
 
     let mut p = Processor::new(0, &ProcessorConfig::default());
-    let request = datapath::arp::arp_request(
+    let request = datapath::arp_request(
         MacAddr([2, 0, 0, 0, 0, 1]),
         Ipv4Addr::new(198, 18, 0, 1),
         VIP,

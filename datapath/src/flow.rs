@@ -121,6 +121,7 @@ impl FlowTable {
     }
 
     /// Total entries.
+    #[cfg(test)]
     pub fn capacity(&self) -> usize {
         self.entries.len()
     }
@@ -144,13 +145,14 @@ impl FlowTable {
         e.backend != FREE && now_ns.saturating_sub(e.last_seen) <= idle_ns
     }
 
-    /// The backend id of a live entry for `key`, refreshing its last-seen time.
-    #[inline]
+    /// [`FlowTable::get_marked`] without the mark.
+    #[cfg(test)]
     pub fn get(&mut self, key: &FlowKey, hash: u64, now_ns: u64) -> Option<u32> {
         self.get_marked(key, hash, now_ns).map(|(b, _)| b)
     }
 
-    /// Like [`FlowTable::get`], with the entry's mark to read and update.
+    /// The backend id of a live entry for `key`, refreshing its last-seen time, with the
+    /// entry's mark to read and update.
     #[inline]
     pub fn get_marked(&mut self, key: &FlowKey, hash: u64, now_ns: u64) -> Option<(u32, &mut u32)> {
         let idle = self.idle_ns;
@@ -162,14 +164,14 @@ impl FlowTable {
         Some((e.backend, &mut e.mark))
     }
 
-    /// Records `key → backend` with `mark`, replacing the same key, else a free or idle
-    /// entry, else the stale-most entry of the bucket.
-    #[inline]
+    /// [`FlowTable::insert_marked`] with mark 0.
+    #[cfg(test)]
     pub fn insert(&mut self, key: FlowKey, hash: u64, backend: u32, now_ns: u64) {
         self.insert_marked(key, hash, backend, 0, now_ns);
     }
 
-    /// [`FlowTable::insert`] with the caller's mark.
+    /// Records `key → backend` with `mark`, replacing the same key, else a free or idle
+    /// entry, else the stale-most entry of the bucket.
     #[inline]
     pub fn insert_marked(&mut self, key: FlowKey, hash: u64, backend: u32, mark: u32, now_ns: u64) {
         let idle = self.idle_ns;

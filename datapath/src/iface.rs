@@ -6,14 +6,14 @@
 //! netlink, `SIOCGIFMTU`), never from `/sys`, which shows the namespace sysfs was mounted
 //! in.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 
 use nix::ifaddrs::getifaddrs;
 use nix::net::if_::InterfaceFlags;
 
+use crate::error::IoError;
 use crate::packet::MacAddr;
 use crate::sys;
-use crate::worker::IoError;
 
 /// An IPv4 address with its prefix length.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -118,11 +118,6 @@ pub fn local_ipv4_addresses() -> Result<Vec<Ipv4Addr>, IoError> {
     out.sort_unstable();
     out.dedup();
     Ok(out)
-}
-
-/// Whether `ip` is one of the namespace's local addresses.
-pub fn is_local_address(ip: Ipv4Addr) -> Result<bool, IoError> {
-    Ok(local_ipv4_addresses()?.contains(&ip) || IpAddr::V4(ip).is_loopback())
 }
 
 #[cfg(test)]

@@ -2,20 +2,64 @@
 //! Ethernet rewrite, ARP, AF_PACKET rings and the worker threads that tie them together.
 //!
 //! Knows nothing of Raft, gRPC or tokio: the control plane hands it immutable
-//! [`table::ForwardingTable`] snapshots and an owner flag, and reads its counters.
+//! [`ForwardingTable`] snapshots and an ownership lease through [`Shared`], and reads its
+//! counters there.
+//!
+//! # Layout
+//! Dependencies point down this list (a module uses only those below it):
+//! - `worker`: [`Datapath`], the worker threads: socket per worker, fanout, batches.
+//! - `resolver`: [`MacResolver`], backend MAC learning and gratuitous ARP on its own thread.
+//! - `ring`: a worker's socket setup and TPACKET_V2 receive ring, frames ready to process.
+//! - `iface`: interface facts (index, MAC, MTU, addresses) in the calling namespace.
+//! - `shared`: [`Shared`], what the control plane and the workers share: table, lease,
+//!   counters, pin mirrors, and the worker sockets' VIP filters.
+//! - `process`: [`Processor`], the per-frame decision; no I/O.
+//! - `table`: [`ForwardingTable`], the immutable snapshot of farms and backends.
+//! - `persist`: source-IP persistence as the workers see it: the pin mirrors and queues.
+//! - `flow`, `maglev`, `arp`, `packet`, `counters`, `bpf`: the per-worker flow table,
+//!   Maglev, ARP frames, frame parsing, counters and drop reasons, the socket filters.
+//! - `sys`: every `unsafe` of the crate, thin wrappers over the AF_PACKET system calls.
+//! - `clock`, `error`: the monotonic clock everything is timed on, and [`IoError`].
+//!
+//! Modules are private. What other crates use is re-exported below, with the types those
+//! items hand out (handles, stats, errors), so every public signature can be named.
 
-pub mod arp;
-pub mod bpf;
-pub mod counters;
-pub mod flow;
-pub mod iface;
-pub mod maglev;
-pub mod packet;
-pub mod persist;
-pub mod process;
-pub mod resolver;
+mod arp;
+mod bpf;
+mod clock;
+mod counters;
+mod error;
+mod flow;
+mod iface;
+mod maglev;
+mod packet;
+mod persist;
+mod process;
+mod resolver;
 mod ring;
-pub mod shared;
+mod shared;
 mod sys;
-pub mod table;
-pub mod worker;
+mod table;
+mod worker;
+
+pub use arp::{arp_request, garp_reply, garp_request, parse_arp_reply};
+pub use clock::{instant_ns, monotonic_ns};
+pub use counters::{
+    BackendCounters, BackendHandle, BackendStats, CounterRegistry, DropCounters, DropReason,
+    FarmCounters, FarmStats,
+};
+pub use error::IoError;
+pub use iface::{InterfaceInfo, Ipv4Net, local_ipv4_addresses};
+pub use maglev::is_prime;
+pub use packet::{
+    ARP_OP_REPLY, ARP_OP_REQUEST, ArpView, Fragment, Ipv4View, MacAddr, ParseMacError, Parsed,
+    parse,
+};
+pub use persist::{FarmPins, PinEvent, PinQueue, PinRegistry, QueueStats};
+pub use process::{Processor, ProcessorConfig, Verdict};
+pub use resolver::{MacResolver, ResolverStats};
+pub use shared::Shared;
+pub use table::{
+    BackendSpec, BackendState, FarmSpec, ForwardingTable, PersistSpec, Protocol, TableError,
+};
+pub use worker::{Datapath, DatapathConfig, resolve_workers};

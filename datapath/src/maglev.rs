@@ -20,9 +20,6 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 const OFFSET_SEED: u64 = 0x6473_726c_625f_6f66; // "dsrlb_of"
 const SKIP_SEED: u64 = 0x6473_726c_625f_736b; // "dsrlb_sk"
 
-/// Default lookup table size (prime, as the paper recommends: ≥ 100 × backends).
-pub const DEFAULT_SIZE: usize = 65_537;
-
 /// Largest table accepted (prime sizes are checked separately): bounds build time and memory.
 pub const MAX_SIZE: usize = 1 << 24;
 
@@ -122,14 +119,6 @@ impl Maglev {
         self.slots.get(i).copied().unwrap_or(0)
     }
 
-    pub fn len(&self) -> usize {
-        self.slots.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
-    }
-
     /// The raw slots, for tests and diagnostics.
     pub fn slots(&self) -> &[u16] {
         &self.slots
@@ -140,6 +129,9 @@ impl Maglev {
 mod tests {
     use super::*;
 
+    /// The configuration's default size (prime, as the paper recommends: ≥ 100 × backends).
+    const DEFAULT_SIZE: usize = 65_537;
+
     fn names(n: usize) -> Vec<String> {
         (0..n).map(|i| format!("backend-{i}")).collect()
     }
@@ -149,7 +141,9 @@ mod tests {
         for &s in t.slots() {
             c[s as usize] += 1;
         }
-        c.iter().map(|&x| x as f64 / t.len() as f64).collect()
+        c.iter()
+            .map(|&x| x as f64 / t.slots().len() as f64)
+            .collect()
     }
 
     #[test]

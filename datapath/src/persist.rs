@@ -8,7 +8,7 @@
 //! the same backend even before the pin is replicated, and any node would pick the same.
 //! The pin only matters once the backend set changes, which is what replicating it is for.
 //!
-//! Times in a pin are on this node's monotonic clock ([`crate::shared::monotonic_ns`]),
+//! Times in a pin are on this node's monotonic clock ([`crate::clock::monotonic_ns`]),
 //! shifted by [`PIN_CLOCK_OFFSET`] so that a pin seen before this process started (mirrored
 //! from the log after a restart) keeps its true age; the control plane converts from the
 //! log's wall-clock times when it mirrors a pin.
@@ -26,7 +26,7 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 /// Seed of the client hash: part of the cross-node contract, like the flow hash's.
 const CLIENT_SEED: u64 = 0x6473_726c_625f_7063; // "dsrlb_pc"
 
-/// Added to [`crate::shared::monotonic_ns`] (which starts near zero with the process) in
+/// Added to [`crate::clock::monotonic_ns`] (which starts near zero with the process) in
 /// pin times, so times up to ~146 years before the start are representable.
 const PIN_CLOCK_OFFSET: u64 = 1 << 62;
 
@@ -127,7 +127,7 @@ impl FarmPins {
     /// Pins `client` to backend id `backend`, last seen `ago_ns` before now (possibly
     /// before this process started).
     pub fn set_seen_ago(&self, client: Ipv4Addr, backend: u32, ago_ns: u64) {
-        let now = crate::shared::monotonic_ns() + PIN_CLOCK_OFFSET;
+        let now = crate::clock::monotonic_ns() + PIN_CLOCK_OFFSET;
         self.insert(client, backend, now.saturating_sub(ago_ns));
     }
 
@@ -399,7 +399,7 @@ mod tests {
         assert_eq!(std::mem::size_of::<Pin>(), 16);
         assert_eq!(f.get(c, 150), Some((7, 50)));
         f.set_seen_ago(c, 8, 3_600_000_000_000);
-        let (b, age) = f.get(c, crate::shared::monotonic_ns()).unwrap();
+        let (b, age) = f.get(c, crate::clock::monotonic_ns()).unwrap();
         assert!(
             b == 8 && age >= 3_600_000_000_000,
             "an hour before the process started"

@@ -33,11 +33,11 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use crate::arp;
 use crate::bpf;
+use crate::error::IoError;
 use crate::iface::InterfaceInfo;
 use crate::packet::MacAddr;
 use crate::shared::Shared;
 use crate::sys::PacketSocket;
-use crate::worker::IoError;
 
 /// How often targets are asked by default.
 pub const DEFAULT_REFRESH: Duration = Duration::from_secs(2);
@@ -111,7 +111,7 @@ pub struct MacResolver {
 
 impl MacResolver {
     /// Starts on `iface` (looked up in the calling thread's namespace), asking from
-    /// `own_ip` (the node's address on that segment), refreshing every [`DEFAULT_REFRESH`].
+    /// `own_ip` (the node's address on that segment), refreshing every `DEFAULT_REFRESH` (2 s).
     pub fn start(iface: &InterfaceInfo, own_ip: Ipv4Addr) -> Result<MacResolver, IoError> {
         Self::start_with(iface, own_ip, DEFAULT_REFRESH)
     }

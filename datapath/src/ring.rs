@@ -25,9 +25,9 @@
 use std::mem::offset_of;
 
 use crate::counters::DropReason;
+use crate::error::IoError;
 use crate::iface::InterfaceInfo;
 use crate::sys::{MappedRing, PacketSocket};
-use crate::worker::{BATCH, IoError};
 
 /// `struct virtio_net_hdr`: flags, gso_type, hdr_len, gso_size, csum_start, csum_offset.
 pub(crate) const VNET_HDR_LEN: usize = 10;
@@ -270,11 +270,14 @@ impl RxRing {
 }
 
 /// A worker socket with everything but the fanout: vnet headers, ring, filter, bypass.
-/// Bound last, so no frame arrives before the filter is attached.
+/// Bound last, so no frame arrives before the filter is attached. `batch` is the most
+/// frames the worker hands to one send; the ring takes it rather than the worker's constant
+/// so that it does not depend on the worker, which depends on it.
 pub(crate) fn open_worker_socket(
     iface: &InterfaceInfo,
     geo: RingGeometry,
     filter: &[libc::sock_filter],
+    batch: usize,
 ) -> Result<(PacketSocket, RxRing), IoError> {
     let sock = PacketSocket::open().map_err(|source| IoError::Socket {
         purpose: "a datapath worker",
@@ -316,7 +319,7 @@ pub(crate) fn open_worker_socket(
     )?;
     // Room for a whole batch of 64 KiB frames in flight on devices that free skbs late;
     // SO_SNDBUFFORCE (root) ignores wmem_max, SO_SNDBUF is the unprivileged fallback.
-    let sndbuf = (2 * BATCH * MAX_FRAME) as libc::c_int;
+    let sndbuf = (2 * batch * MAX_FRAME) as libc::c_int;
     if sock
         .set_int(libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, sndbuf)
         .is_err()

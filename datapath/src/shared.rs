@@ -18,12 +18,12 @@
 use std::io;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
-use std::time::Instant;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use arc_swap::ArcSwap;
 
 use crate::bpf;
+use crate::clock::monotonic_ns;
 use crate::counters::{CounterRegistry, DropCounters};
 use crate::packet::MacAddr;
 use crate::persist::PinRegistry;
@@ -173,25 +173,6 @@ impl Shared {
     }
 }
 
-/// Nanoseconds on the process's monotonic clock (counting from first use). The clock keeps
-/// running while the process is stopped, which is what makes a stale lease visible.
-pub fn monotonic_ns() -> u64 {
-    static BASE: OnceLock<Instant> = OnceLock::new();
-    let base = *BASE.get_or_init(Instant::now);
-    u64::try_from(base.elapsed().as_nanos()).unwrap_or(u64::MAX)
-}
-
-/// The [`monotonic_ns`] value of an `Instant` (0 for instants before the clock's base).
-pub fn instant_ns(at: Instant) -> u64 {
-    let now = Instant::now();
-    let now_ns = monotonic_ns();
-    if at >= now {
-        now_ns.saturating_add(u64::try_from((at - now).as_nanos()).unwrap_or(u64::MAX))
-    } else {
-        now_ns.saturating_sub(u64::try_from((now - at).as_nanos()).unwrap_or(u64::MAX))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,8 +197,5 @@ mod tests {
         s.own_until(now + 1_000_000);
         assert!(s.is_owner_at(now));
         assert!(!s.is_owner_at(now + 1_000_000));
-        let later = std::time::Instant::now() + std::time::Duration::from_millis(5);
-        let ns = instant_ns(later);
-        assert!(ns >= now + 5_000_000, "{ns} vs {now}");
     }
 }

@@ -1,6 +1,6 @@
 //! The worker threads: one OS thread per worker (`dsrlb-w0`, …), each with its own packet
 //! socket in one `PACKET_FANOUT_HASH` group, a TPACKET_V2 receive ring and batched
-//! transmit, and the I/O layer's error type.
+//! transmit.
 //!
 //! A batch: wait (`poll`, 100 ms, so `stop` is noticed) until the ring has frames; load the
 //! table snapshot and the owner flag once; prepare and process up to [`BATCH`] frames in
@@ -30,11 +30,13 @@ use std::thread::JoinHandle;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use crate::bpf;
+use crate::clock::monotonic_ns;
 use crate::counters::DropReason;
+use crate::error::IoError;
 use crate::iface::InterfaceInfo;
 use crate::process::{Processor, ProcessorConfig, Verdict};
 use crate::ring::{self, MAX_RING_SLOTS, RingGeometry, RxRing, join_fanout, open_worker_socket};
-use crate::shared::{Shared, monotonic_ns, sorted_vips};
+use crate::shared::{Shared, sorted_vips};
 use crate::sys::{PacketSocket, TxBatch};
 
 /// Frames handled per batch (one `sendmmsg`, one table load).
@@ -50,49 +52,6 @@ const POLL_MS: u16 = 100;
 const TX_RETRY_BUDGET: u32 = 16;
 /// Kernel ring drops are collected once per this many batches (and on idle).
 const STATS_EVERY: u32 = 1024;
-
-/// Errors of the I/O layer. Each names the stage that failed; the `source` carries the
-/// errno. All are fatal for the operation that returns them: retrying only helps if the
-/// cause (missing interface, privileges, memory) was fixed meanwhile.
-#[derive(Debug, thiserror::Error)]
-pub enum IoError {
-    #[error("interface {name:?} not found")]
-    InterfaceNotFound { name: String },
-    #[error("cannot query interface {name:?}")]
-    InterfaceQuery { name: String, source: io::Error },
-    #[error("cannot open a packet socket for {purpose} (root or CAP_NET_RAW needed)")]
-    Socket {
-        purpose: &'static str,
-        source: io::Error,
-    },
-    #[error("setsockopt {option} failed")]
-    Setsockopt {
-        option: &'static str,
-        source: io::Error,
-    },
-    #[error("getsockopt {option} failed")]
-    Getsockopt {
-        option: &'static str,
-        source: io::Error,
-    },
-    #[error("cannot bind a packet socket to interface {interface:?}")]
-    Bind {
-        interface: String,
-        source: io::Error,
-    },
-    #[error("cannot map a {bytes}-byte packet ring")]
-    Mmap { bytes: usize, source: io::Error },
-    #[error("ring of {slots} slots per worker is outside 1..={max}")]
-    RingSize { slots: usize, max: usize },
-    #[error("{workers} workers is outside 1..={max}")]
-    WorkerCount { workers: usize, max: usize },
-    #[error(
-        "Shared has counters for {shared} workers but {started} would start; build it with resolve_workers()"
-    )]
-    WorkerCountMismatch { started: usize, shared: usize },
-    #[error("cannot spawn thread {thread}")]
-    Spawn { thread: String, source: io::Error },
-}
 
 /// How to run the datapath on one interface.
 #[derive(Clone, Debug)]
@@ -168,7 +127,7 @@ impl Datapath {
         let mut fanout_id = None;
         let mut sockets = Vec::with_capacity(workers);
         for _ in 0..workers {
-            let (sock, ring) = open_worker_socket(&iface, geo, &filter)?;
+            let (sock, ring) = open_worker_socket(&iface, geo, &filter, BATCH)?;
             fanout_id = Some(join_fanout(&sock, fanout_id)?);
             sockets.push((Arc::new(sock), ring));
         }

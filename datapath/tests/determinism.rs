@@ -6,9 +6,9 @@
 mod common;
 
 use common::*;
-use datapath::counters::CounterRegistry;
-use datapath::process::{Processor, ProcessorConfig, Verdict};
-use datapath::table::{BackendSpec, FarmSpec, Protocol};
+use datapath::{
+    BackendSpec, CounterRegistry, FarmSpec, Processor, ProcessorConfig, Protocol, Verdict,
+};
 
 fn specs() -> Vec<FarmSpec> {
     let web: Vec<BackendSpec> = (1..=9)

@@ -5,10 +5,10 @@
 mod common;
 
 use common::*;
-use datapath::counters::{CounterRegistry, DropReason};
-use datapath::packet::{MacAddr, Parsed, parse};
-use datapath::process::{Processor, ProcessorConfig, Verdict};
-use datapath::table::{BackendState, ForwardingTable, Protocol};
+use datapath::{
+    BackendState, CounterRegistry, DropReason, ForwardingTable, MacAddr, Parsed, Processor,
+    ProcessorConfig, Protocol, Verdict, parse,
+};
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 
 fn processor() -> Processor {
@@ -122,7 +122,7 @@ fn arp_for_a_vip_is_answered_by_the_owner_only() {
         p.process(&t, true, &mut other, 1),
         Verdict::Drop(DropReason::ArpNotForVip)
     );
-    let mut garp = datapath::arp::garp_request(CLIENT, VIP);
+    let mut garp = datapath::garp_request(CLIENT, VIP);
     assert_eq!(
         p.process(&t, true, &mut garp, 1),
         Verdict::Drop(DropReason::ArpNotRequest)

@@ -10,10 +10,7 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-use datapath::counters::DropReason;
-use datapath::iface::local_ipv4_addresses;
-use datapath::resolver::MacResolver;
-use datapath::table::ForwardingTable;
+use datapath::{DropReason, ForwardingTable, MacResolver, local_ipv4_addresses};
 use io_lab::*;
 use socket2::SockFilter;
 
@@ -221,13 +218,13 @@ fn vlan_tags_the_kernel_strips_are_put_back() {
             raw_socket(&dev, &tagged(VID.into(), 0x0806)),
         )
     });
-    let req = datapath::arp::arp_request(client.mac, CLIENT, VIP);
+    let req = datapath::arp_request(client.mac, CLIENT, VIP);
     let mut tagged_req = req[..12].to_vec();
     tagged_req.extend_from_slice(&[0x81, 0x00, 0, VID as u8]);
     tagged_req.extend_from_slice(&req[12..]);
     cl_tx.send(&tagged_req).expect("send tagged ARP");
     let reply = read_until(&cl_rx, |f| {
-        datapath::arp::parse_arp_reply(f)
+        datapath::parse_arp_reply(f)
             .filter(|(ip, _)| *ip == VIP)
             .map(|r| (r, f[0..6].to_vec()))
     });

@@ -149,9 +149,7 @@ fn vip_versus_direct() {
     println!(
         "ring drops {}, tx errors {}",
         node.dp.ring_drops(),
-        node.shared
-            .drops
-            .get(datapath::counters::DropReason::TxError)
+        node.shared.drops.get(datapath::DropReason::TxError)
     );
     assert_no_io_drops(&node.shared);
 }

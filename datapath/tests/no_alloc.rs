@@ -11,10 +11,7 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use common::*;
-use datapath::counters::CounterRegistry;
-use datapath::persist::PinRegistry;
-use datapath::process::{Processor, ProcessorConfig, Verdict};
-use datapath::table::PersistSpec;
+use datapath::{CounterRegistry, PersistSpec, PinRegistry, Processor, ProcessorConfig, Verdict};
 use std::time::Duration;
 
 struct Counting;

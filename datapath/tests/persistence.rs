@@ -6,11 +6,10 @@
 mod common;
 
 use common::*;
-use datapath::counters::CounterRegistry;
-use datapath::packet::MacAddr;
-use datapath::persist::{FarmPins, PinEvent, PinRegistry};
-use datapath::process::{Processor, ProcessorConfig, Verdict};
-use datapath::table::{BackendSpec, BackendState, ForwardingTable, PersistSpec, Protocol};
+use datapath::{
+    BackendSpec, BackendState, CounterRegistry, FarmPins, ForwardingTable, MacAddr, PersistSpec,
+    PinEvent, PinRegistry, Processor, ProcessorConfig, Protocol, Verdict,
+};
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -8,10 +8,10 @@ use std::net::Ipv4Addr;
 use std::sync::LazyLock;
 
 use common::*;
-use datapath::counters::{CounterRegistry, DropReason};
-use datapath::packet::{ARP_OP_REPLY, Parsed, parse};
-use datapath::process::{Processor, ProcessorConfig, Verdict};
-use datapath::table::{BackendState, FarmSpec, ForwardingTable, Protocol};
+use datapath::{
+    ARP_OP_REPLY, BackendState, CounterRegistry, DropReason, FarmSpec, ForwardingTable, Parsed,
+    Processor, ProcessorConfig, Protocol, Verdict, parse,
+};
 use proptest::prelude::*;
 
 /// Counted by the I/O layer, never produced by `process`.
@@ -37,7 +37,7 @@ fn specs() -> Vec<FarmSpec> {
 static TABLE: LazyLock<ForwardingTable> =
     LazyLock::new(|| build(&specs(), &CounterRegistry::new(1)));
 
-fn backend_macs() -> Vec<datapath::packet::MacAddr> {
+fn backend_macs() -> Vec<datapath::MacAddr> {
     specs()
         .iter()
         .flat_map(|f| f.backends.iter().filter_map(|b| b.mac))
@@ -166,7 +166,7 @@ fn each_reason_has_a_frame() {
     ));
     cases.push((
         DropReason::ArpNotRequest,
-        datapath::arp::garp_reply(CLIENT, VIP),
+        datapath::garp_reply(CLIENT, VIP),
         true,
     ));
     let mut bad_ver = base.clone();

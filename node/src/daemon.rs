@@ -20,12 +20,10 @@ use crate::preflight::{self, HostFacts};
 use crate::{convert, tables};
 use anyhow::Context;
 use cluster::{ClusterNode, ClusterSettings, ClusterState, Command, ServerState};
-use datapath::packet::MacAddr;
-use datapath::process::ProcessorConfig;
-use datapath::resolver::MacResolver;
-use datapath::shared::{Shared, instant_ns};
-use datapath::table::ForwardingTable;
-use datapath::worker::{Datapath, DatapathConfig};
+use datapath::{
+    Datapath, DatapathConfig, ForwardingTable, MacAddr, MacResolver, ProcessorConfig, Shared,
+    instant_ns,
+};
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -50,7 +48,7 @@ async fn run_inner(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
     let facts = HostFacts::gather(&config.datapath.interface)
         .context("reading interface and sysctl facts")?;
     let approved = preflight::check(&config, &facts)?;
-    let iface = datapath::iface::InterfaceInfo::lookup(&config.datapath.interface)?;
+    let iface = datapath::InterfaceInfo::lookup(&config.datapath.interface)?;
     info!(
         interface = %config.datapath.interface,
         mac = %approved.mac,
@@ -58,7 +56,7 @@ async fn run_inner(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
         "host checks passed"
     );
 
-    let workers = datapath::worker::resolve_workers(config.datapath.workers);
+    let workers = datapath::resolve_workers(config.datapath.workers);
     let shared = Shared::new(workers, approved.mac);
     let persist_metrics = Arc::new(PersistMetrics::default());
     let node_metrics = Arc::new(NodeMetrics::new(shared.clone(), persist_metrics.clone()));

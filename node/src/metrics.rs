@@ -3,9 +3,7 @@
 //! node's state, so nothing on the packet path knows about Prometheus.
 
 use crate::persist::PersistMetrics;
-use datapath::counters::{BackendStats, DropReason, FarmStats};
-use datapath::shared::Shared;
-use datapath::table::{BackendState, FarmSpec};
+use datapath::{BackendState, BackendStats, DropReason, FarmSpec, FarmStats, Shared};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -285,8 +283,7 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<NodeMetrics>) -> anyhow::Resul
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datapath::packet::MacAddr;
-    use datapath::table::{BackendSpec, ForwardingTable, Protocol};
+    use datapath::{BackendSpec, ForwardingTable, MacAddr, Protocol};
 
     #[test]
     fn the_exposition_carries_the_contract_names() {

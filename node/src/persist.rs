@@ -7,8 +7,7 @@
 //! stepped). The conversion happens here, both ways, against "now" on both clocks.
 
 use cluster::{ClusterNode, Command, FarmPinWrites, PinBatch, PinSink, PinTable, PinWrite};
-use datapath::persist::PinEvent;
-use datapath::shared::{Shared, monotonic_ns};
+use datapath::{PinEvent, Shared, monotonic_ns};
 use prometheus_client::metrics::histogram::Histogram;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;

@@ -8,7 +8,7 @@
 //! function ([`check`]), so every refusal is unit-tested without a network namespace.
 
 use crate::config::Config;
-use datapath::packet::MacAddr;
+use datapath::MacAddr;
 use std::net::Ipv4Addr;
 
 /// What the checks need to know about the host.
@@ -71,7 +71,7 @@ pub enum PreflightError {
 impl HostFacts {
     /// Reads the facts from this network namespace.
     pub fn gather(interface: &str) -> std::io::Result<HostFacts> {
-        use datapath::iface::InterfaceInfo;
+        use datapath::InterfaceInfo;
         let info = match InterfaceInfo::lookup(interface) {
             Ok(info) => Some(InterfaceFacts {
                 name: interface.to_string(),
@@ -81,7 +81,7 @@ impl HostFacts {
             }),
             Err(_) => None,
         };
-        let local_addrs = datapath::iface::local_ipv4_addresses().map_err(std::io::Error::other)?;
+        let local_addrs = datapath::local_ipv4_addresses().map_err(std::io::Error::other)?;
         let forward = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")?;
         Ok(HostFacts {
             interface: info,

@@ -9,9 +9,7 @@
 //! flows already pinned to them keep going until the tier above them is back.
 
 use cluster::ClusterState;
-use datapath::packet::MacAddr;
-use datapath::persist::PinRegistry;
-use datapath::table::{BackendSpec, BackendState, FarmSpec, PersistSpec, Protocol};
+use datapath::{BackendSpec, BackendState, FarmSpec, MacAddr, PersistSpec, PinRegistry, Protocol};
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 

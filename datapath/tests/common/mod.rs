@@ -3,9 +3,9 @@
 
 use std::net::Ipv4Addr;
 
-use datapath::counters::CounterRegistry;
-use datapath::packet::MacAddr;
-use datapath::table::{BackendSpec, BackendState, FarmSpec, ForwardingTable, Protocol};
+use datapath::{
+    BackendSpec, BackendState, CounterRegistry, FarmSpec, ForwardingTable, MacAddr, Protocol,
+};
 use etherparse::PacketBuilder;
 
 pub const OWN: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0xaa]);
@@ -100,7 +100,7 @@ pub fn set_frag(frame: &mut [u8], more: bool, offset_units: u16) {
 
 /// The client's ARP request for `target`, padded to 60 bytes like a real NIC frame.
 pub fn arp_request(target: Ipv4Addr) -> Vec<u8> {
-    datapath::arp::arp_request(CLIENT, CLIENT_IP, target)
+    datapath::arp_request(CLIENT, CLIENT_IP, target)
 }
 
 /// The i-th client address of a deterministic sequence inside 198.18.0.0/15.

@@ -14,12 +14,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use datapath::counters::DropReason;
-use datapath::iface::InterfaceInfo;
-use datapath::packet::MacAddr;
-use datapath::shared::Shared;
-use datapath::table::{BackendSpec, BackendState, FarmSpec, ForwardingTable, Protocol};
-use datapath::worker::{Datapath, DatapathConfig, resolve_workers};
+use datapath::{
+    BackendSpec, BackendState, Datapath, DatapathConfig, DropReason, FarmSpec, ForwardingTable,
+    InterfaceInfo, MacAddr, Protocol, Shared, resolve_workers,
+};
 use socket2::{Domain, SockFilter, Socket, Type};
 
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);

@@ -47,7 +47,7 @@ pub fn round_of(tag: Ipv4Addr) -> Option<usize> {
 /// The probe of round `round`: a broadcast ARP request for `vip` from `client_mac`, sender
 /// address the round's tag.
 pub fn probe_frame(client_mac: MacAddr, vip: Ipv4Addr, round: usize) -> Vec<u8> {
-    datapath::arp::arp_request(client_mac, round_tag(round), vip)
+    datapath::arp_request(client_mac, round_tag(round), vip)
 }
 
 /// One ARP frame that claims the VIP (any ARP frame whose sender IP is the VIP: a reply to

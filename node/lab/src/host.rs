@@ -13,7 +13,7 @@ use super::netns::{in_netns, ip, run_command};
 use super::{LabError, LabProcess};
 
 /// Lab hosts use the datapath's MAC type, so lab and node values compare directly.
-pub use datapath::packet::MacAddr;
+pub use datapath::MacAddr;
 
 /// What a host is for; decides its address range and name letter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

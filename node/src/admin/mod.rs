@@ -47,7 +47,7 @@ mod wire;
 pub use check::NetFacts;
 
 use cluster::{Applied, ClusterError, ClusterNode, ClusterState, Command};
-use datapath::shared::Shared;
+use datapath::Shared;
 use proto::admin::v1::admin_server::AdminServer;
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -115,7 +115,7 @@ pub fn raw_from_farm(f: &cluster::Farm) -> RawFarm {
             .map(|b| RawBackend {
                 name: b.name.clone(),
                 ip: b.ip.to_string(),
-                mac: b.mac.map(|m| datapath::packet::MacAddr(m).to_string()),
+                mac: b.mac.map(|m| datapath::MacAddr(m).to_string()),
                 weight: Some(b.weight),
                 state: Some(state_name(b.state).into()),
                 priority: Some(b.priority),
@@ -157,7 +157,7 @@ pub fn pb_backend(f: &cluster::Farm, b: &cluster::Backend, state: &ClusterState)
         ip: b.ip.to_string(),
         mac: b
             .mac
-            .map(|m| datapath::packet::MacAddr(m).to_string())
+            .map(|m| datapath::MacAddr(m).to_string())
             .unwrap_or_default(),
         weight: b.weight,
         state: state_name(b.state).into(),

@@ -102,7 +102,7 @@ pub struct FarmConfig {
 pub struct BackendConfig {
     pub name: String,
     pub ip: Ipv4Addr,
-    pub mac: Option<datapath::packet::MacAddr>,
+    pub mac: Option<datapath::MacAddr>,
     pub weight: u32,
     pub state: BackendState,
     pub priority: u32,
@@ -350,7 +350,7 @@ impl RawConfig {
         }
         let flow_idle = duration("datapath.flow_idle", &d.flow_idle)?;
         if !(251..=1_048_573).contains(&d.maglev_table_size)
-            || !datapath::maglev::is_prime(d.maglev_table_size)
+            || !datapath::is_prime(d.maglev_table_size)
         {
             return Err(ConfigError::invalid(
                 "datapath.maglev_table_size",
@@ -592,7 +592,7 @@ fn validate_backend(keys: Keys, farm: &str, index: usize, b: &RawBackend) -> Res
     let mac = match &b.mac {
         None => None,
         Some(m) => {
-            let mac: datapath::packet::MacAddr = m.parse().map_err(|_| {
+            let mac: datapath::MacAddr = m.parse().map_err(|_| {
                 ConfigError::invalid(k("mac"), format!("{m:?} is not a MAC address"))
             })?;
             if mac.0[0] & 1 == 1 || mac.0 == [0; 6] {

@@ -63,7 +63,7 @@ fn arp(src_mac: [u8; 6], sender: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
 }
 
 fn after_drops(m: &Metrics) -> Vec<(String, f64)> {
-    datapath::counters::DropReason::ALL
+    datapath::DropReason::ALL
         .iter()
         .map(|r| (r.as_str().to_string(), drops(m, r.as_str())))
         .filter(|(_, v)| *v > 0.0)

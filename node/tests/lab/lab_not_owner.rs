@@ -3,10 +3,10 @@
 //! inside the node's namespace, so the flag can be flipped directly.
 
 use crate::common::{can_run_lab, dsrlb};
-use datapath::counters::DropReason;
-use datapath::shared::Shared;
-use datapath::table::{BackendSpec, BackendState, FarmSpec, ForwardingTable, Protocol};
-use datapath::worker::{Datapath, DatapathConfig};
+use datapath::{
+    BackendSpec, BackendState, Datapath, DatapathConfig, DropReason, FarmSpec, ForwardingTable,
+    Protocol, Shared,
+};
 use lab::{Capture, Lab, LabSpec, inject};
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -448,7 +448,7 @@ impl Bench<'_> {
 
 /// Every `reason` label of `dsrlb_drops_total`, as the datapath names them.
 fn datapath_reasons() -> Vec<&'static str> {
-    datapath::counters::DropReason::ALL
+    datapath::DropReason::ALL
         .iter()
         .map(|r| r.as_str())
         .collect()
