@@ -3,11 +3,16 @@
 //! deterministic function of (state, command, log index): every node that applies the same
 //! log holds the same state, which is what lets every node build the same forwarding table
 //! (DESIGN invariant 3). Ordered maps only, so snapshots of equal states are equal bytes.
+//!
+//! The serialized shape of these types (field order, variant order) is the format of the log
+//! and snapshots on disk, so it only ever grows at the end.
 
 use crate::persist::PinBatch;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::Ipv4Addr;
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 /// Transport protocol of a farm.
@@ -17,6 +22,30 @@ pub enum Protocol {
     Tcp,
     /// UDP.
     Udp,
+}
+
+impl Protocol {
+    /// Every protocol, in the order their names are listed to users.
+    pub const ALL: [Protocol; 2] = [Protocol::Tcp, Protocol::Udp];
+
+    /// The name the config file, the admin API and dsrctl use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+
+    /// The protocol [`Protocol::as_str`] names `name`, if any.
+    pub fn from_name(name: &str) -> Option<Protocol> {
+        Protocol::ALL.into_iter().find(|p| p.as_str() == name)
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// How a farm picks a backend for a new flow.
@@ -63,6 +92,31 @@ pub enum BackendState {
     Drain,
     /// Out of service.
     Off,
+}
+
+impl BackendState {
+    /// Every state, in the order their names are listed to users.
+    pub const ALL: [BackendState; 3] = [BackendState::Up, BackendState::Drain, BackendState::Off];
+
+    /// The name the config file, the admin API and dsrctl use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendState::Up => "up",
+            BackendState::Drain => "drain",
+            BackendState::Off => "off",
+        }
+    }
+
+    /// The state [`BackendState::as_str`] names `name`, if any.
+    pub fn from_name(name: &str) -> Option<BackendState> {
+        BackendState::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+}
+
+impl fmt::Display for BackendState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// One real server behind a farm.
@@ -265,6 +319,11 @@ impl Farm {
 }
 
 impl Farm {
+    /// The ports the farm serves.
+    pub fn ports(&self) -> RangeInclusive<u16> {
+        self.port_first..=self.port_last
+    }
+
     /// Whether `self` and `other` claim a common port on the same VIP and protocol.
     pub fn overlaps(&self, other: &Farm) -> bool {
         self.vip == other.vip
@@ -571,6 +630,26 @@ mod tests {
         assert!(
             !s.apply(&same, 4),
             "replacing with the same set changes nothing"
+        );
+    }
+
+    #[test]
+    fn enum_names_round_trip_and_variant_order_is_the_disk_format() {
+        for p in Protocol::ALL {
+            assert_eq!(Protocol::from_name(p.as_str()), Some(p));
+        }
+        for s in BackendState::ALL {
+            assert_eq!(BackendState::from_name(s.as_str()), Some(s));
+        }
+        assert_eq!(Protocol::from_name("sctp"), None);
+        // A variant's index is its encoding in the log: new variants go last.
+        assert_eq!(
+            crate::codec::encode(&Protocol::ALL).expect("encodes"),
+            [0, 1]
+        );
+        assert_eq!(
+            crate::codec::encode(&BackendState::ALL).expect("encodes"),
+            [0, 1, 2]
         );
     }
 
