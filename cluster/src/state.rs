@@ -4,8 +4,9 @@
 //! log holds the same state, which is what lets every node build the same forwarding table
 //! (DESIGN invariant 3). Ordered maps only, so snapshots of equal states are equal bytes.
 //!
-//! The serialized shape of these types (field order, variant order) is the format of the log
-//! and snapshots on disk, so it only ever grows at the end.
+//! These farm types are the node's only farm model: its config validator produces them and
+//! its admin API reads them. Their serialized shape (field order, variant order) is the
+//! format of the log and snapshots on disk, so it only ever grows at the end.
 
 use crate::persist::PinBatch;
 use serde::{Deserialize, Serialize};

@@ -14,7 +14,6 @@
 
 pub mod admin;
 pub mod config;
-pub mod convert;
 pub mod ctl;
 pub mod daemon;
 pub mod demo;

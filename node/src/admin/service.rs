@@ -5,7 +5,7 @@
 
 use super::check::{NetFacts, farm_in_context};
 use super::diff::diff;
-use super::wire::{pb_backend, pb_from_farm, raw_backend_from_pb, raw_from_farm, raw_from_pb};
+use super::wire::{pb_backend, pb_from_farm, raw_backend_from_pb, raw_from_pb};
 use super::{AdminContext, cluster_status, invalid, ops, persist};
 use crate::config::{Keys, RawFarm, RawFarms, validate_farm, validate_farms};
 use cluster::{ClusterState, Command, Farm};
@@ -40,14 +40,14 @@ impl AdminContext {
 
     /// `raw` checked alone and against the cluster's other farms: the replicated farm.
     fn validated(&self, keys: Keys, raw: &RawFarm, state: &ClusterState) -> Result<Farm, Status> {
-        let cfg = validate_farm(keys, raw).map_err(invalid)?;
+        let farm = validate_farm(keys, raw).map_err(invalid)?;
         let others: Vec<&Farm> = state
             .farms
             .values()
-            .filter(|f| f.name != cfg.name)
+            .filter(|f| f.name != farm.name)
             .collect();
-        farm_in_context(keys, &cfg, &others, &self.net_now()).map_err(invalid)?;
-        Ok(crate::convert::farm(&cfg))
+        farm_in_context(keys, &farm, &others, &self.net_now()).map_err(invalid)?;
+        Ok(farm)
     }
 
     fn write_reply(&self, applied: cluster::Applied) -> Response<pb::WriteReply> {
@@ -145,7 +145,7 @@ impl Admin for AdminService {
                 let current = farm_of(state, &farm.name)?;
                 let mut raw = raw_from_pb(&farm);
                 if !req.replace_backends {
-                    raw.backend = raw_from_farm(current).backend;
+                    raw.backend = RawFarm::from(current).backend;
                 }
                 Ok(put_if(
                     Some(current),
@@ -202,7 +202,7 @@ impl Admin for AdminService {
                         req.farm, backend.name
                     )));
                 }
-                let mut raw = raw_from_farm(current);
+                let mut raw = RawFarm::from(current);
                 raw.backend.push(raw_backend_from_pb(&backend));
                 let index = raw.backend.len() - 1;
                 let farm = ctx
@@ -230,7 +230,7 @@ impl Admin for AdminService {
                             req.farm, req.name
                         ))
                     })?;
-                let mut raw = raw_from_farm(current);
+                let mut raw = RawFarm::from(current);
                 let b = &mut raw.backend[index];
                 if let Some(ip) = &req.ip {
                     b.ip = ip.clone();
@@ -282,15 +282,13 @@ impl Admin for AdminService {
         let ctx = &self.ctx;
         let raw: RawFarms = toml::from_str(&req.config)
             .map_err(|e| Status::invalid_argument(format!("config: {}", e.message().trim())))?;
-        let configs = validate_farms(&raw.farm).map_err(invalid)?;
-        let desired: BTreeMap<String, Farm> = configs
-            .iter()
-            .map(|f| (f.name.clone(), crate::convert::farm(f)))
-            .collect();
+        let farms = validate_farms(&raw.farm).map_err(invalid)?;
+        let desired: BTreeMap<String, Farm> =
+            farms.iter().map(|f| (f.name.clone(), f.clone())).collect();
         let net = ctx.net_now();
-        for (i, cfg) in configs.iter().enumerate() {
-            let others: Vec<&Farm> = desired.values().filter(|f| f.name != cfg.name).collect();
-            farm_in_context(Keys::File { index: i }, cfg, &others, &net).map_err(invalid)?;
+        for (i, farm) in farms.iter().enumerate() {
+            let others: Vec<&Farm> = desired.values().filter(|f| f.name != farm.name).collect();
+            farm_in_context(Keys::File { index: i }, farm, &others, &net).map_err(invalid)?;
         }
         let mut changes = Vec::new();
         let mut build = |state: &ClusterState| {
@@ -329,7 +327,7 @@ impl Admin for AdminService {
         self.ctx.sync().await?;
         let state = self.ctx.state();
         let file = RawFarms {
-            farm: state.farms.values().map(raw_from_farm).collect(),
+            farm: state.farms.values().map(RawFarm::from).collect(),
         };
         let body = toml::to_string(&file)
             .map_err(|e| Status::internal(format!("cannot write TOML: {e}")))?;
