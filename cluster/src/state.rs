@@ -4,21 +4,18 @@
 //! log holds the same state, which is what lets every node build the same forwarding table
 //! (docs/design.md#inv-same-backend). Ordered maps only, so snapshots of equal states are equal
 //! bytes.
+//!
+//! These farm types are the node's only farm model: its config validator produces them and
+//! its admin API reads them. Their serialized shape (field order, variant order) is the
+//! format of the log and snapshots on disk, so it only ever grows at the end.
 
 use crate::persist::PinBatch;
+pub use proto::names::{BackendState, Protocol};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+use std::ops::RangeInclusive;
 use std::time::Duration;
-
-/// Transport protocol of a farm.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Protocol {
-    /// TCP.
-    Tcp,
-    /// UDP.
-    Udp,
-}
 
 /// How a farm picks a backend for a new flow.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,18 +49,6 @@ pub struct TcpCheck {
     pub rise: u32,
     /// Consecutive failures that bring an up backend down.
     pub fall: u32,
-}
-
-/// Administrative state of a backend.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub enum BackendState {
-    /// Takes new flows.
-    #[default]
-    Up,
-    /// Keeps its flows, takes no new ones.
-    Drain,
-    /// Out of service.
-    Off,
 }
 
 /// One real server behind a farm.
@@ -266,6 +251,11 @@ impl Farm {
 }
 
 impl Farm {
+    /// The ports the farm serves.
+    pub fn ports(&self) -> RangeInclusive<u16> {
+        self.port_first..=self.port_last
+    }
+
     /// Whether `self` and `other` claim a common port on the same VIP and protocol.
     pub fn overlaps(&self, other: &Farm) -> bool {
         self.vip == other.vip
@@ -572,6 +562,26 @@ mod tests {
         assert!(
             !s.apply(&same, 4),
             "replacing with the same set changes nothing"
+        );
+    }
+
+    #[test]
+    fn enum_names_round_trip_and_variant_order_is_the_disk_format() {
+        for p in Protocol::ALL {
+            assert_eq!(Protocol::from_name(p.as_str()), Some(p));
+        }
+        for s in BackendState::ALL {
+            assert_eq!(BackendState::from_name(s.as_str()), Some(s));
+        }
+        assert_eq!(Protocol::from_name("sctp"), None);
+        // A variant's index is its encoding in the log: new variants go last.
+        assert_eq!(
+            crate::codec::encode(&Protocol::ALL).expect("encodes"),
+            [0, 1]
+        );
+        assert_eq!(
+            crate::codec::encode(&BackendState::ALL).expect("encodes"),
+            [0, 1, 2]
         );
     }
 

@@ -11,13 +11,13 @@
 //! out without any event. Shutdown drops ownership first (no more ARP answers, no more
 //! forwarding), then hands Raft leadership over, then stops the workers.
 
-use crate::config::{CheckConfig, Config};
+use crate::config::Config;
 use crate::health::{CheckTarget, HealthChecker, VerdictChange};
 use crate::metrics::{self, NodeMetrics};
 use crate::ownership::{self, Inputs, Ownership, Transition};
 use crate::persist::{self, DatapathSink, PersistMetrics};
 use crate::preflight::{self, HostFacts};
-use crate::{convert, tables};
+use crate::tables;
 use anyhow::Context;
 use cluster::{ClusterNode, ClusterSettings, ClusterState, Command, ServerState};
 use datapath::{
@@ -64,7 +64,7 @@ async fn run_inner(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
     let mut settings = cluster_settings(&config)?;
     settings.pin_sink = Arc::new(DatapathSink::new(shared.clone(), persist_metrics.clone()));
     let cluster = Arc::new(
-        ClusterNode::start(settings, config.farms.iter().map(convert::farm).collect())
+        ClusterNode::start(settings, config.farms.clone())
             .await
             .context("starting the cluster member")?,
     );
@@ -468,12 +468,7 @@ fn check_targets(state: &ClusterState) -> Vec<CheckTarget> {
             farm.backends.iter().map(move |b| CheckTarget {
                 key: (farm.name.clone(), b.name.clone()),
                 addr: SocketAddrV4::new(b.ip, farm.port_first),
-                check: CheckConfig {
-                    interval: check.interval,
-                    timeout: check.timeout,
-                    rise: check.rise,
-                    fall: check.fall,
-                },
+                check: check.clone(),
                 verdict: state
                     .health
                     .get(&farm.name)

@@ -10,7 +10,7 @@
 //! The hysteresis is a pure state machine ([`Hysteresis`]) so its edges are unit-tested; the
 //! async loop around it only does I/O.
 
-use crate::config::CheckConfig;
+use cluster::TcpCheck;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -60,7 +60,7 @@ pub type BackendKey = (String, String);
 pub struct CheckTarget {
     pub key: BackendKey,
     pub addr: SocketAddrV4,
-    pub check: CheckConfig,
+    pub check: TcpCheck,
     /// The replicated verdict, if there is one.
     pub verdict: Option<bool>,
 }
@@ -125,7 +125,7 @@ async fn check_loop(target: CheckTarget, changes: mpsc::UnboundedSender<VerdictC
     }
 }
 
-async fn probe(addr: SocketAddrV4, check: &CheckConfig) -> bool {
+async fn probe(addr: SocketAddrV4, check: &TcpCheck) -> bool {
     matches!(
         tokio::time::timeout(check.timeout, tokio::net::TcpStream::connect(addr)).await,
         Ok(Ok(_))
@@ -171,7 +171,7 @@ mod tests {
         let std::net::SocketAddr::V4(addr) = listener.local_addr().unwrap() else {
             unreachable!("bound to an IPv4 address")
         };
-        let check = CheckConfig {
+        let check = TcpCheck {
             interval: std::time::Duration::from_millis(100),
             timeout: std::time::Duration::from_millis(500),
             rise: 1,

@@ -16,7 +16,6 @@
 
 pub mod admin;
 pub mod config;
-pub mod convert;
 pub mod daemon;
 pub mod demo;
 pub mod health;

@@ -64,7 +64,7 @@ pub fn farm_specs(
                     cluster::Protocol::Tcp => Protocol::Tcp,
                     cluster::Protocol::Udp => Protocol::Udp,
                 },
-                ports: farm.port_first..=farm.port_last,
+                ports: farm.ports(),
                 backends,
                 persistence: match farm.persistence {
                     cluster::Persistence::None => None,

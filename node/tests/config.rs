@@ -1,6 +1,7 @@
 //! Every invalid key or value in a node config is rejected with an error naming the key.
 
-use node::config::{self, BackendState, ConfigError, Persistence, Protocol};
+use cluster::{BackendState, Persistence, Protocol};
+use node::config::{self, ConfigError};
 
 const BASE: &str = r#"
 [node]
@@ -56,7 +57,7 @@ fn the_base_config_is_valid_and_typed() {
     assert_eq!(c.cluster.members.len(), 2);
     let farm = &c.farms[0];
     assert_eq!(farm.protocol, Protocol::Tcp);
-    assert_eq!(farm.ports, 80..=80);
+    assert_eq!(farm.ports(), 80..=80);
     assert_eq!(
         farm.persistence,
         Persistence::SrcIp {

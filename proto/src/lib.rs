@@ -2,11 +2,13 @@
 //! (`proto/dsrlb/raft/v1/raft.proto`) and the `dsrlb.admin.v1` operator API
 //! (`proto/dsrlb/admin/v1/admin.proto`, whose header states its conventions), and what
 //! both ends of those services must agree on beyond the messages: the bearer-token header
-//! ([`auth`]), the admin API's limits, and how TLS files are read ([`pem`]).
+//! ([`auth`]), the admin API's limits, the names of protocols and backend states
+//! ([`names`]), and how TLS files are read ([`pem`]).
 //!
 //! Must not know: Raft, packets, the daemon's config file.
 
 pub mod auth;
+pub mod names;
 pub mod pem;
 
 /// `dsrlb.raft.v1`: vote, append-entries, install-snapshot, forwarded writes and handover.

@@ -5,8 +5,10 @@
 use super::parse::{
     parse_duration_text, parse_endpoint, parse_interval, parse_mac, parse_port_range,
 };
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use proto::admin::{PERSISTENCE_LIST_DEFAULT, PERSISTENCE_LIST_MAX};
+use proto::names::{BackendState, Protocol};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -248,7 +250,7 @@ pub struct FarmAddArgs {
     #[arg(long, value_parser = parse_port_range)]
     pub ports: Option<String>,
     /// Transport protocol.
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = protocol())]
     pub protocol: Protocol,
     #[command(flatten)]
     pub settings: FarmSettings,
@@ -271,7 +273,7 @@ pub struct FarmSetArgs {
     #[arg(long, value_parser = parse_port_range)]
     pub ports: Option<String>,
     /// New protocol.
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = protocol())]
     pub protocol: Option<Protocol>,
     #[command(flatten)]
     pub settings: FarmSettings,
@@ -307,12 +309,6 @@ pub struct FarmSettings {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Protocol {
-    Tcp,
-    Udp,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum PersistenceMode {
     None,
     Srcip,
@@ -324,15 +320,24 @@ pub enum CheckKind {
     None,
 }
 
-/// A backend's administrative state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum BackendState {
-    /// Serves.
-    Up,
-    /// No new flows or persistence entries; existing flows keep going.
-    Drain,
-    /// Out at once, existing flows included.
-    Off,
+/// `--protocol`: a protocol by the name the config file uses, offered as a `ValueEnum` is
+/// (listed in help, suggested after a typo).
+fn protocol() -> impl TypedValueParser<Value = Protocol> {
+    PossibleValuesParser::new(Protocol::ALL.map(Protocol::as_str))
+        .try_map(|name| Protocol::from_name(&name).ok_or("not a protocol"))
+}
+
+/// `--state`: a backend state by name, each listed with what it does to flows.
+fn backend_state() -> impl TypedValueParser<Value = BackendState> {
+    let listed = BackendState::ALL.map(|s| {
+        PossibleValue::new(s.as_str()).help(match s {
+            BackendState::Up => "Serves",
+            BackendState::Drain => "No new flows or persistence entries; existing flows keep going",
+            BackendState::Off => "Out at once, existing flows included",
+        })
+    });
+    PossibleValuesParser::new(listed)
+        .try_map(|name| BackendState::from_name(&name).ok_or("not a backend state"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -376,7 +381,7 @@ pub struct BackendAddArgs {
     #[arg(long, default_value_t = 1)]
     pub weight: u32,
     /// Administrative state.
-    #[arg(long, value_enum, default_value_t = BackendState::Up)]
+    #[arg(long, value_parser = backend_state(), default_value_t = BackendState::Up)]
     pub state: BackendState,
     /// Backup tier: the lowest priority with a live backend serves.
     #[arg(long, default_value_t = 1)]
@@ -401,7 +406,7 @@ pub struct BackendSetArgs {
     #[arg(long)]
     pub weight: Option<u32>,
     /// `drain` stops new flows, `off` cuts existing ones too, `up` serves again.
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = backend_state())]
     pub state: Option<BackendState>,
     /// New backup tier.
     #[arg(long)]
@@ -506,30 +511,11 @@ pub enum LeaderCmd {
     },
 }
 
-impl Protocol {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-        }
-    }
-}
-
 impl PersistenceMode {
     pub fn as_str(self) -> &'static str {
         match self {
             PersistenceMode::None => "none",
             PersistenceMode::Srcip => "srcip",
-        }
-    }
-}
-
-impl BackendState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BackendState::Up => "up",
-            BackendState::Drain => "drain",
-            BackendState::Off => "off",
         }
     }
 }

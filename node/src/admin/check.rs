@@ -4,8 +4,9 @@
 //! node's or a backend's address, backends off the data interface's subnet, ports that
 //! another farm already holds on the same VIP and protocol. Pure functions of their inputs.
 
-use crate::config::{ConfigError, FarmConfig, Keys};
+use crate::config::{ConfigError, Keys};
 use crate::preflight::in_subnet;
+use cluster::Farm;
 use std::net::Ipv4Addr;
 
 /// What a node knows about the network a farm must fit.
@@ -23,11 +24,10 @@ pub struct NetFacts {
 /// cluster's farms without the one `farm` replaces.
 pub fn farm_in_context(
     keys: Keys,
-    farm: &FarmConfig,
-    others: &[&cluster::Farm],
+    farm: &Farm,
+    others: &[&Farm],
     net: &NetFacts,
 ) -> Result<(), ConfigError> {
-    let replicated = crate::convert::farm(farm);
     let fk = |field: &str| keys.farm(&farm.name, field);
     if net.node_addrs.contains(&farm.vip) {
         return Err(ConfigError::invalid(
@@ -74,14 +74,12 @@ pub fn farm_in_context(
             ));
         }
     }
-    if let Some(o) = others.iter().find(|o| o.overlaps(&replicated)) {
+    if let Some(o) = others.iter().find(|o| o.overlaps(farm)) {
         return Err(ConfigError::invalid(
             fk("port"),
             format!(
                 "ports {}-{} overlap farm {:?} on the same VIP and protocol",
-                farm.ports.start(),
-                farm.ports.end(),
-                o.name
+                farm.port_first, farm.port_last, o.name
             ),
         ));
     }
@@ -93,15 +91,13 @@ mod tests {
     use super::*;
     use crate::config::{RawFarms, validate_farms};
 
-    fn farms(text: &str) -> Vec<FarmConfig> {
+    fn farms(text: &str) -> Vec<Farm> {
         let raw: RawFarms = toml::from_str(text).unwrap();
         validate_farms(&raw.farm).unwrap()
     }
 
-    fn key(f: &FarmConfig, others: &[&FarmConfig]) -> String {
-        let others: Vec<cluster::Farm> = others.iter().map(|o| crate::convert::farm(o)).collect();
-        let refs: Vec<&cluster::Farm> = others.iter().collect();
-        match farm_in_context(Keys::Api, f, &refs, &net()) {
+    fn key(f: &Farm, others: &[&Farm]) -> String {
+        match farm_in_context(Keys::Api, f, others, &net()) {
             Err(ConfigError::Invalid { key, .. }) => key,
             other => panic!("{other:?}"),
         }
@@ -137,8 +133,7 @@ mod tests {
     fn each_conflict_names_its_key() {
         let all = farms(TWO);
         let (web, dns) = (&all[0], &all[1]);
-        let dns_r = crate::convert::farm(dns);
-        assert!(farm_in_context(Keys::Api, web, &[&dns_r], &net()).is_ok());
+        assert!(farm_in_context(Keys::Api, web, &[dns], &net()).is_ok());
         let mut f = web.clone();
         f.vip = Ipv4Addr::new(198, 18, 0, 2);
         assert_eq!(key(&f, &[]), "farm.vip");
@@ -152,7 +147,7 @@ mod tests {
         let mut f = dns.clone();
         f.vip = web.vip;
         f.protocol = web.protocol;
-        f.ports = 70..=90;
+        (f.port_first, f.port_last) = (70, 90);
         assert_eq!(key(&f, &[web]), "farm.ports");
     }
 }

@@ -2,7 +2,6 @@
 //! `apply` shows before (or instead of, with `dry_run`) writing. Compared in the canonical
 //! raw spelling, so only real changes show and every line reads like the file.
 
-use super::wire::raw_from_farm;
 use crate::config::{RawBackend, RawFarm};
 use cluster::Farm;
 use std::collections::BTreeMap;
@@ -129,14 +128,14 @@ pub fn diff(current: &BTreeMap<String, Farm>, desired: &BTreeMap<String, Farm>) 
             Some(new) if new != old => out.push(FarmChange {
                 action: "update",
                 farm: name.clone(),
-                details: farm_details(&raw_from_farm(old), &raw_from_farm(new)),
+                details: farm_details(&RawFarm::from(old), &RawFarm::from(new)),
             }),
             Some(_) => {}
         }
     }
     for (name, new) in desired {
         if !current.contains_key(name) {
-            let raw = raw_from_farm(new);
+            let raw = RawFarm::from(new);
             let mut details: Vec<String> = farm_fields(&raw)
                 .into_iter()
                 .map(|(k, v)| format!("{k} {v}"))
@@ -162,8 +161,8 @@ mod tests {
         let raw: RawFarms = toml::from_str(text).unwrap();
         validate_farms(&raw.farm)
             .unwrap()
-            .iter()
-            .map(|f| (f.name.clone(), crate::convert::farm(f)))
+            .into_iter()
+            .map(|f| (f.name.clone(), f))
             .collect()
     }
 

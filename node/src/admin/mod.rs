@@ -3,7 +3,7 @@
 //! the context every call reads, the mapping of failures to gRPC codes and the write path.
 //!
 //! # Layout
-//! - `wire`: API messages ⇄ config-file farm schema ⇄ replicated farms.
+//! - `wire`: API farm messages ⇄ replicated farms (in through the config's farm validator).
 //! - `check`: the farm checks that need the cluster and the node (VIP vs node addresses,
 //!   backend subnet, port overlap); the farm alone goes through the config validator.
 //! - `diff`: farm-by-farm differences for `apply`.

@@ -143,7 +143,7 @@ fn local_stats(ctx: &AdminContext) -> pb::StatsReply {
                             packets: bc.map_or(0, |x| x.packets),
                             bytes: bc.map_or(0, |x| x.bytes),
                             healthy: state.is_healthy(&f.name, &b.name),
-                            state: super::wire::state_name(b.state).into(),
+                            state: b.state.as_str().into(),
                         }
                     })
                     .collect(),

@@ -1,13 +1,15 @@
 //! The `Admin` service: farms, backends, apply and export here; status, stats and membership
 //! are handed to `ops`, persistence to `persist`. Every farm change is validated on this node (the config validator
 //! for the farm alone, `check` for the farm among the others and the node's network) and
-//! then written conditionally (see the module doc of `admin`).
+//! then written conditionally (see the module doc of `admin`). A change to part of a farm
+//! (its settings, one backend) validates the new part with the config validator's own
+//! functions and keeps the replicated rest as it is.
 
 use super::check::{NetFacts, farm_in_context};
 use super::diff::diff;
-use super::wire::{pb_backend, pb_from_farm, raw_backend_from_pb, raw_from_farm, raw_from_pb};
+use super::wire::{pb_backend, pb_from_farm, raw_backend_from_pb, raw_from_pb};
 use super::{AdminContext, cluster_status, invalid, ops, persist};
-use crate::config::{Keys, RawFarm, RawFarms, validate_farm, validate_farms};
+use crate::config::{self, Keys, RawFarm, RawFarms, validate_farm, validate_farms};
 use cluster::{ClusterState, Command, Farm};
 use proto::admin::v1 as pb;
 use proto::admin::v1::admin_server::Admin;
@@ -38,16 +40,16 @@ impl AdminContext {
         net
     }
 
-    /// `raw` checked alone and against the cluster's other farms: the replicated farm.
-    fn validated(&self, keys: Keys, raw: &RawFarm, state: &ClusterState) -> Result<Farm, Status> {
-        let cfg = validate_farm(keys, raw).map_err(invalid)?;
+    /// `farm`, valid on its own, checked against the cluster's other farms and this node's
+    /// network.
+    fn in_context(&self, keys: Keys, farm: Farm, state: &ClusterState) -> Result<Farm, Status> {
         let others: Vec<&Farm> = state
             .farms
             .values()
-            .filter(|f| f.name != cfg.name)
+            .filter(|f| f.name != farm.name)
             .collect();
-        farm_in_context(keys, &cfg, &others, &self.net_now()).map_err(invalid)?;
-        Ok(crate::convert::farm(&cfg))
+        farm_in_context(keys, &farm, &others, &self.net_now()).map_err(invalid)?;
+        Ok(farm)
     }
 
     fn write_reply(&self, applied: cluster::Applied) -> Response<pb::WriteReply> {
@@ -75,6 +77,69 @@ fn as_backend_error(status: Status, index: usize) -> Status {
         }
         _ => status,
     }
+}
+
+/// The farm an `UpdateFarm` request asks for: `farm` as a whole with `replace_backends`,
+/// otherwise its settings with the backends `current` has (valid one by one already, so
+/// only their fit with the new settings is judged again).
+fn farm_update(
+    current: &Farm,
+    farm: &pb::Farm,
+    replace_backends: bool,
+) -> Result<Farm, config::ConfigError> {
+    let mut raw = raw_from_pb(farm);
+    if replace_backends {
+        return validate_farm(Keys::Api, &raw);
+    }
+    raw.backend.clear();
+    let mut farm = validate_farm(Keys::Api, &raw)?;
+    farm.backends = current.backends.clone();
+    config::check_backends(Keys::Api, &farm)?;
+    Ok(farm)
+}
+
+/// `current` with `backend` added last: judged alone by the config validator, then for its
+/// fit among the others.
+fn with_backend(current: &Farm, backend: &pb::Backend) -> Result<Farm, config::ConfigError> {
+    let mut farm = current.clone();
+    let index = farm.backends.len();
+    let b = config::validate_backend(Keys::Api, &farm.name, index, &raw_backend_from_pb(backend))?;
+    farm.backends.push(b);
+    config::check_backends(Keys::Api, &farm)?;
+    Ok(farm)
+}
+
+/// `current` with the fields `req` sets on its backend at `index`, each judged by the config
+/// validator's check of that field, then the backend's fit among the others.
+fn backend_update(
+    current: &Farm,
+    index: usize,
+    req: &pb::UpdateBackendRequest,
+) -> Result<Farm, config::ConfigError> {
+    let mut farm = current.clone();
+    let b = &mut farm.backends[index];
+    let k = |field: &str| Keys::Api.backend(&current.name, index, &b.name, field);
+    if let Some(ip) = &req.ip {
+        b.ip = config::unicast_ipv4(&k("ip"), ip)?;
+    }
+    if let Some(mac) = &req.mac {
+        // An empty MAC unpins it: learned by ARP again.
+        b.mac = match mac.as_str() {
+            "" => None,
+            m => Some(config::backend_mac(&k("mac"), m)?),
+        };
+    }
+    if let Some(w) = req.weight {
+        b.weight = config::backend_weight(&k("weight"), w)?;
+    }
+    if let Some(s) = &req.state {
+        b.state = config::backend_state(&k("state"), s)?;
+    }
+    if let Some(p) = req.priority {
+        b.priority = config::backend_priority(&k("priority"), p)?;
+    }
+    config::check_backends(Keys::Api, &farm)?;
+    Ok(farm)
 }
 
 /// A conditional put of `farm` over `current` (`None` when there is nothing to change).
@@ -128,7 +193,8 @@ impl Admin for AdminService {
                         raw.name
                     )));
                 }
-                Ok(put_if(None, ctx.validated(Keys::Api, &raw, state)?))
+                let farm = validate_farm(Keys::Api, &raw).map_err(invalid)?;
+                Ok(put_if(None, ctx.in_context(Keys::Api, farm, state)?))
             })
             .await?;
         Ok(ctx.write_reply(applied))
@@ -143,13 +209,10 @@ impl Admin for AdminService {
         let applied = ctx
             .write_checked(|state| {
                 let current = farm_of(state, &farm.name)?;
-                let mut raw = raw_from_pb(&farm);
-                if !req.replace_backends {
-                    raw.backend = raw_from_farm(current).backend;
-                }
+                let farm = farm_update(current, &farm, req.replace_backends).map_err(invalid)?;
                 Ok(put_if(
                     Some(current),
-                    ctx.validated(Keys::Api, &raw, state)?,
+                    ctx.in_context(Keys::Api, farm, state)?,
                 ))
             })
             .await?;
@@ -202,11 +265,10 @@ impl Admin for AdminService {
                         req.farm, backend.name
                     )));
                 }
-                let mut raw = raw_from_farm(current);
-                raw.backend.push(raw_backend_from_pb(&backend));
-                let index = raw.backend.len() - 1;
-                let farm = ctx
-                    .validated(Keys::Api, &raw, state)
+                let index = current.backends.len();
+                let farm = with_backend(current, &backend)
+                    .map_err(invalid)
+                    .and_then(|farm| ctx.in_context(Keys::Api, farm, state))
                     .map_err(|s| as_backend_error(s, index))?;
                 Ok(put_if(Some(current), farm))
             })
@@ -230,26 +292,9 @@ impl Admin for AdminService {
                             req.farm, req.name
                         ))
                     })?;
-                let mut raw = raw_from_farm(current);
-                let b = &mut raw.backend[index];
-                if let Some(ip) = &req.ip {
-                    b.ip = ip.clone();
-                }
-                if let Some(mac) = &req.mac {
-                    // An empty MAC unpins it: learned by ARP again.
-                    b.mac = (!mac.is_empty()).then(|| mac.clone());
-                }
-                if let Some(w) = req.weight {
-                    b.weight = Some(w);
-                }
-                if let Some(s) = &req.state {
-                    b.state = Some(s.clone());
-                }
-                if let Some(p) = req.priority {
-                    b.priority = Some(p);
-                }
-                let farm = ctx
-                    .validated(Keys::Api, &raw, state)
+                let farm = backend_update(current, index, &req)
+                    .map_err(invalid)
+                    .and_then(|farm| ctx.in_context(Keys::Api, farm, state))
                     .map_err(|s| as_backend_error(s, index))?;
                 Ok(put_if(Some(current), farm))
             })
@@ -282,15 +327,13 @@ impl Admin for AdminService {
         let ctx = &self.ctx;
         let raw: RawFarms = toml::from_str(&req.config)
             .map_err(|e| Status::invalid_argument(format!("config: {}", e.message().trim())))?;
-        let configs = validate_farms(&raw.farm).map_err(invalid)?;
-        let desired: BTreeMap<String, Farm> = configs
-            .iter()
-            .map(|f| (f.name.clone(), crate::convert::farm(f)))
-            .collect();
+        let farms = validate_farms(&raw.farm).map_err(invalid)?;
+        let desired: BTreeMap<String, Farm> =
+            farms.iter().map(|f| (f.name.clone(), f.clone())).collect();
         let net = ctx.net_now();
-        for (i, cfg) in configs.iter().enumerate() {
-            let others: Vec<&Farm> = desired.values().filter(|f| f.name != cfg.name).collect();
-            farm_in_context(Keys::File { index: i }, cfg, &others, &net).map_err(invalid)?;
+        for (i, farm) in farms.iter().enumerate() {
+            let others: Vec<&Farm> = desired.values().filter(|f| f.name != farm.name).collect();
+            farm_in_context(Keys::File { index: i }, farm, &others, &net).map_err(invalid)?;
         }
         let mut changes = Vec::new();
         let mut build = |state: &ClusterState| {
@@ -329,7 +372,7 @@ impl Admin for AdminService {
         self.ctx.sync().await?;
         let state = self.ctx.state();
         let file = RawFarms {
-            farm: state.farms.values().map(raw_from_farm).collect(),
+            farm: state.farms.values().map(RawFarm::from).collect(),
         };
         let body = toml::to_string(&file)
             .map_err(|e| Status::internal(format!("cannot write TOML: {e}")))?;
@@ -390,5 +433,98 @@ impl Admin for AdminService {
         ops::transfer_leader(&self.ctx, r.into_inner().to)
             .await
             .map(Response::new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ConfigError;
+
+    fn web() -> Farm {
+        let raw: RawFarms = toml::from_str(
+            r#"
+            [[farm]]
+            name = "web"
+            vip = "198.18.0.100"
+            port = 80
+            protocol = "tcp"
+            [[farm.backend]]
+            name = "b1"
+            ip = "198.18.0.21"
+            mac = "02:00:00:00:00:21"
+            [[farm.backend]]
+            name = "b2"
+            ip = "198.18.0.22"
+            "#,
+        )
+        .unwrap();
+        validate_farm(Keys::Api, &raw.farm[0]).unwrap()
+    }
+
+    fn key(r: Result<Farm, ConfigError>) -> String {
+        match r {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_partial_update_judges_the_new_part_and_its_fit() {
+        let current = web();
+        let update = |edit: &dyn Fn(&mut pb::UpdateBackendRequest)| {
+            let mut r = pb::UpdateBackendRequest::default();
+            edit(&mut r);
+            backend_update(&current, 0, &r)
+        };
+        let f = update(&|r| {
+            r.mac = Some(String::new());
+            r.state = Some("drain".into());
+        })
+        .unwrap();
+        assert_eq!(f.backends[0].mac, None, "an empty MAC unpins");
+        assert_eq!(f.backends[0].state, cluster::BackendState::Drain);
+        assert_eq!(f.backends[1], current.backends[1]);
+        assert_eq!(
+            key(update(&|r| r.state = Some(String::new()))),
+            "farm.backend[0].state"
+        );
+        assert_eq!(
+            key(update(&|r| r.priority = Some(0))),
+            "farm.backend[0].priority"
+        );
+        // The later backend is the one that repeats an address, as in a file.
+        assert_eq!(
+            key(update(&|r| r.ip = Some("198.18.0.22".into()))),
+            "farm.backend[1].ip"
+        );
+
+        let mut added = pb::Backend {
+            name: "b3".into(),
+            ip: "198.18.0.21".into(),
+            weight: 1,
+            ..Default::default()
+        };
+        assert_eq!(key(with_backend(&current, &added)), "farm.backend[2].ip");
+        added.ip = "198.18.0.23".into();
+        let f = with_backend(&current, &added).unwrap();
+        assert_eq!(f.backends[2].priority, 1, "priority 0 is the default tier");
+
+        let mut settings = pb_from_farm(&current, &ClusterState::default());
+        settings.backends.clear();
+        settings.vip = "198.18.0.22".into();
+        assert_eq!(
+            key(farm_update(&current, &settings, false)),
+            "farm.backend[1].ip"
+        );
+        settings.vip = "198.18.0.101".into();
+        let f = farm_update(&current, &settings, false).unwrap();
+        assert_eq!(f.backends, current.backends);
+        assert!(
+            farm_update(&current, &settings, true)
+                .unwrap()
+                .backends
+                .is_empty()
+        );
     }
 }

@@ -1,8 +1,8 @@
-//! Conversions between the admin API's messages, the config file's raw farm schema and the
-//! replicated farms. The API speaks the config file's vocabulary, so a request farm becomes a
-//! [`RawFarm`] and goes through the same validator as a `[[farm]]` table; reads and exports
-//! go the other way, through one canonical spelling (`port` for a single port, `"60s"`-style
-//! durations), which is what makes `apply` of an export a no-op.
+//! Conversions between the admin API's farm messages and the replicated farms, both ways.
+//! The API speaks the config file's vocabulary, so a request farm becomes a [`RawFarm`] and
+//! goes through the same validator as a `[[farm]]` table, which yields the replicated farm;
+//! reads go the other way through the config's canonical spelling (`RawFarm::from`), so the
+//! API shows a farm exactly as `export` writes it.
 //!
 //! proto3 cannot tell an unset scalar from zero, so in request farms an empty string means
 //! "the default" (scheduler, persistence, ttl, state, check durations), `priority = 0` means
@@ -10,9 +10,8 @@
 //! (0 is a real weight: no new flows).
 
 use crate::config::{RawBackend, RawCheck, RawFarm};
-use cluster::{BackendState, ClusterState, Persistence, Protocol};
+use cluster::ClusterState;
 use proto::admin::v1 as pb;
-use std::time::Duration;
 
 /// A request farm in the config file's schema, ready for the config validator.
 pub fn raw_from_pb(f: &pb::Farm) -> RawFarm {
@@ -62,71 +61,9 @@ pub fn raw_backend_from_pb(b: &pb::Backend) -> RawBackend {
     }
 }
 
-fn duration(d: Duration) -> String {
-    if d.subsec_nanos() == 0 {
-        format!("{}s", d.as_secs())
-    } else {
-        format!("{}ms", d.as_millis())
-    }
-}
-
-/// The name of a backend state as the config file spells it.
-pub fn state_name(s: BackendState) -> &'static str {
-    match s {
-        BackendState::Up => "up",
-        BackendState::Drain => "drain",
-        BackendState::Off => "off",
-    }
-}
-
-/// A replicated farm in the config file's canonical spelling (export, diff, reads).
-pub fn raw_from_farm(f: &cluster::Farm) -> RawFarm {
-    let (port, ports) = if f.port_first == f.port_last {
-        (Some(f.port_first), None)
-    } else {
-        (None, Some(format!("{}-{}", f.port_first, f.port_last)))
-    };
-    let (persistence, persistence_ttl) = match f.persistence {
-        Persistence::None => (None, None),
-        Persistence::SrcIp { ttl } => (Some("srcip".to_string()), Some(duration(ttl))),
-    };
-    RawFarm {
-        name: f.name.clone(),
-        vip: f.vip.to_string(),
-        port,
-        ports,
-        protocol: match f.protocol {
-            Protocol::Tcp => "tcp".into(),
-            Protocol::Udp => "udp".into(),
-        },
-        scheduler: None,
-        persistence,
-        persistence_ttl,
-        check: f.check.as_ref().map(|c| RawCheck {
-            kind: "tcp".into(),
-            interval: duration(c.interval),
-            timeout: duration(c.timeout),
-            rise: c.rise,
-            fall: c.fall,
-        }),
-        backend: f
-            .backends
-            .iter()
-            .map(|b| RawBackend {
-                name: b.name.clone(),
-                ip: b.ip.to_string(),
-                mac: b.mac.map(|m| datapath::MacAddr(m).to_string()),
-                weight: Some(b.weight),
-                state: Some(state_name(b.state).into()),
-                priority: Some(b.priority),
-            })
-            .collect(),
-    }
-}
-
 /// A replicated farm as the API shows it, with replicated health verdicts.
 pub fn pb_from_farm(f: &cluster::Farm, state: &ClusterState) -> pb::Farm {
-    let raw = raw_from_farm(f);
+    let raw = RawFarm::from(f);
     pb::Farm {
         name: raw.name,
         vip: raw.vip,
@@ -160,7 +97,7 @@ pub fn pb_backend(f: &cluster::Farm, b: &cluster::Backend, state: &ClusterState)
             .map(|m| datapath::MacAddr(m).to_string())
             .unwrap_or_default(),
         weight: b.weight,
-        state: state_name(b.state).into(),
+        state: b.state.as_str().into(),
         priority: b.priority,
         healthy: state.is_healthy(&f.name, &b.name),
     }
@@ -172,7 +109,7 @@ mod tests {
     use crate::config::{Keys, validate_farm};
 
     #[test]
-    fn a_farm_survives_raw_and_back() {
+    fn a_farm_survives_the_api_and_back() {
         let text = r#"
             [[farm]]
             name = "web"
@@ -193,12 +130,9 @@ mod tests {
             priority = 2
         "#;
         let raw: crate::config::RawFarms = toml::from_str(text).unwrap();
-        let farm = crate::convert::farm(&validate_farm(Keys::Api, &raw.farm[0]).unwrap());
-        let again = raw_from_farm(&farm);
-        let back = crate::convert::farm(&validate_farm(Keys::Api, &again).unwrap());
-        assert_eq!(back, farm);
+        let farm = validate_farm(Keys::Api, &raw.farm[0]).unwrap();
         let through_pb = raw_from_pb(&pb_from_farm(&farm, &ClusterState::default()));
-        let back = crate::convert::farm(&validate_farm(Keys::Api, &through_pb).unwrap());
+        let back = validate_farm(Keys::Api, &through_pb).unwrap();
         assert_eq!(back, farm);
     }
 }

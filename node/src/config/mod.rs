@@ -5,6 +5,8 @@
 //! with a documented default, unknown keys refused), then `validate` turns them into
 //! [`Config`] or a [`ConfigError`] that names the key at fault. Addresses and durations are
 //! kept as strings in the raw form so the error can name the key, not only a line number.
+//! Farms are validated straight into the replicated [`cluster::Farm`]; `dsrctl apply` files
+//! and admin API requests go through the same farm validator.
 
 mod raw;
 mod tls;
@@ -13,8 +15,9 @@ mod validate;
 pub use raw::{RawBackend, RawCheck, RawConfig, RawFarm, RawFarms};
 pub use tls::AdminTls;
 pub use validate::{
-    BackendConfig, BackendState, CheckConfig, ClusterConfig, Config, DatapathSettings, FarmConfig,
-    Keys, MAX_WEIGHT, Persistence, Protocol, Scheduler, overlaps, validate_farm, validate_farms,
+    ClusterConfig, Config, DatapathSettings, Keys, MAX_WEIGHT, backend_mac, backend_priority,
+    backend_state, backend_weight, check_backends, unicast_ipv4, validate_backend, validate_farm,
+    validate_farms,
 };
 
 use std::path::Path;

@@ -1,8 +1,14 @@
 //! Turns the raw TOML schema into typed, checked values. Every rejection names the key
 //! (`farm[web].backend[b1].ip`) and the reason, so an operator can fix the file in one go.
+//!
+//! A farm comes out in its replicated form, [`cluster::Farm`], with no intermediate shape
+//! (the admin API validates its farms here too), and the canonical spelling of a replicated
+//! farm as a [`RawFarm`] is here as well: both directions between the file and the cluster
+//! state live in this one place.
 
 use super::ConfigError;
 use super::raw::{RawBackend, RawCheck, RawConfig, RawFarm};
+use cluster::{Backend, BackendState, Farm, Persistence, Protocol, Scheduler, TcpCheck};
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::ops::RangeInclusive;
@@ -22,7 +28,8 @@ pub struct Config {
     pub datapath: DatapathSettings,
     /// `None` when metrics are disabled (`listen = ""`).
     pub metrics_listen: Option<SocketAddr>,
-    pub farms: Vec<FarmConfig>,
+    /// The bootstrap farms, already in their replicated form.
+    pub farms: Vec<Farm>,
 }
 
 #[derive(Debug, Clone)]
@@ -51,61 +58,6 @@ pub struct DatapathSettings {
     pub flow_capacity: usize,
     pub flow_idle: Duration,
     pub maglev_table_size: usize,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
-    Tcp,
-    Udp,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scheduler {
-    Maglev,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Persistence {
-    None,
-    SrcIp { ttl: Duration },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BackendState {
-    Up,
-    Drain,
-    Off,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CheckConfig {
-    pub interval: Duration,
-    pub timeout: Duration,
-    pub rise: u32,
-    pub fall: u32,
-}
-
-#[derive(Debug, Clone)]
-pub struct FarmConfig {
-    pub name: String,
-    pub vip: Ipv4Addr,
-    pub ports: RangeInclusive<u16>,
-    pub protocol: Protocol,
-    pub scheduler: Scheduler,
-    pub persistence: Persistence,
-    /// `None`: no health check, backends count as healthy.
-    pub check: Option<CheckConfig>,
-    pub backends: Vec<BackendConfig>,
-}
-
-#[derive(Debug, Clone)]
-pub struct BackendConfig {
-    pub name: String,
-    pub ip: Ipv4Addr,
-    pub mac: Option<datapath::MacAddr>,
-    pub weight: u32,
-    pub state: BackendState,
-    pub priority: u32,
 }
 
 /// Highest accepted backend weight; keeps Maglev's weighted fill well inside u32 arithmetic.
@@ -375,8 +327,8 @@ impl RawConfig {
 
 /// Checks a list of `[[farm]]` tables (a node config's or an `apply` file's): each farm,
 /// unique names, no two farms on a common port of one VIP and protocol.
-pub fn validate_farms(raw: &[RawFarm]) -> Result<Vec<FarmConfig>> {
-    let mut farms = Vec::with_capacity(raw.len());
+pub fn validate_farms(raw: &[RawFarm]) -> Result<Vec<Farm>> {
+    let mut farms: Vec<Farm> = Vec::with_capacity(raw.len());
     let mut names = HashSet::new();
     for (i, raw) in raw.iter().enumerate() {
         let farm = validate_farm(Keys::File { index: i }, raw)?;
@@ -386,14 +338,12 @@ pub fn validate_farms(raw: &[RawFarm]) -> Result<Vec<FarmConfig>> {
                 format!("{:?} is used by another farm", farm.name),
             ));
         }
-        if let Some(other) = farms.iter().find(|f: &&FarmConfig| overlaps(f, &farm)) {
+        if let Some(other) = farms.iter().find(|f| f.overlaps(&farm)) {
             return Err(ConfigError::invalid(
                 format!("farm[{}].port", farm.name),
                 format!(
                     "ports {}-{} overlap farm {:?} on the same VIP and protocol",
-                    farm.ports.start(),
-                    farm.ports.end(),
-                    other.name
+                    farm.port_first, farm.port_last, other.name
                 ),
             ));
         }
@@ -436,16 +386,9 @@ impl Keys {
     }
 }
 
-/// Whether two farms claim a common port on the same VIP and protocol.
-pub fn overlaps(a: &FarmConfig, b: &FarmConfig) -> bool {
-    a.vip == b.vip
-        && a.protocol == b.protocol
-        && a.ports.start() <= b.ports.end()
-        && b.ports.start() <= a.ports.end()
-}
-
-/// Checks one farm; `keys` decides how the error names the field at fault.
-pub fn validate_farm(keys: Keys, raw: &RawFarm) -> Result<FarmConfig> {
+/// Checks one farm and builds it in its replicated form; `keys` decides how the error names
+/// the field at fault.
+pub fn validate_farm(keys: Keys, raw: &RawFarm) -> Result<Farm> {
     check_name(&keys.farm(&raw.name, "name"), &raw.name)?;
     let k = |field: &str| keys.farm(&raw.name, field);
     let vip = unicast_ipv4(&k("vip"), &raw.vip)?;
@@ -461,16 +404,12 @@ pub fn validate_farm(keys: Keys, raw: &RawFarm) -> Result<FarmConfig> {
         (Some(p), None) => p..=p,
         (None, Some(range)) => parse_port_range(&k("ports"), range)?,
     };
-    let protocol = match raw.protocol.as_str() {
-        "tcp" => Protocol::Tcp,
-        "udp" => Protocol::Udp,
-        other => {
-            return Err(ConfigError::invalid(
-                k("protocol"),
-                format!("{other:?} is not tcp or udp"),
-            ));
-        }
-    };
+    let protocol = Protocol::from_name(&raw.protocol).ok_or_else(|| {
+        ConfigError::invalid(
+            k("protocol"),
+            format!("{:?} is not tcp or udp", raw.protocol),
+        )
+    })?;
     let scheduler = match raw.scheduler.as_deref().unwrap_or("maglev") {
         "maglev" => Scheduler::Maglev,
         other => {
@@ -498,40 +437,56 @@ pub fn validate_farm(keys: Keys, raw: &RawFarm) -> Result<FarmConfig> {
         None => None,
         Some(c) => validate_check(&k("check"), c)?,
     };
-    let mut backends: Vec<BackendConfig> = Vec::with_capacity(raw.backend.len());
-    for (i, b) in raw.backend.iter().enumerate() {
-        let backend = validate_backend(keys, &raw.name, i, b)?;
-        let bk = |field: &str| keys.backend(&raw.name, i, &backend.name, field);
-        if backends.iter().any(|o| o.name == backend.name) {
-            return Err(ConfigError::invalid(
-                bk("name"),
-                format!("{:?} is used by another backend of this farm", backend.name),
-            ));
-        }
-        if backends.iter().any(|o| o.ip == backend.ip) {
-            return Err(ConfigError::invalid(
-                bk("ip"),
-                format!("{} is used by another backend of this farm", backend.ip),
-            ));
-        }
-        if backend.ip == vip {
-            return Err(ConfigError::invalid(
-                bk("ip"),
-                "must not equal the farm's VIP",
-            ));
-        }
-        backends.push(backend);
-    }
-    Ok(FarmConfig {
+    let mut farm = Farm {
         name: raw.name.clone(),
         vip,
-        ports,
+        port_first: *ports.start(),
+        port_last: *ports.end(),
         protocol,
         scheduler,
         persistence,
         check,
-        backends,
-    })
+        backends: Vec::with_capacity(raw.backend.len()),
+    };
+    for (i, b) in raw.backend.iter().enumerate() {
+        farm.backends.push(validate_backend(keys, &raw.name, i, b)?);
+        backend_fits(keys, &farm, i)?;
+    }
+    Ok(farm)
+}
+
+/// Checks a farm's backends among each other and against its VIP, as [`validate_farm`]
+/// does, for backends that are valid one by one but were put together elsewhere: an API
+/// update that keeps a farm's replicated backends, adds one or changes one.
+pub fn check_backends(keys: Keys, farm: &Farm) -> Result<()> {
+    (0..farm.backends.len()).try_for_each(|i| backend_fits(keys, farm, i))
+}
+
+/// Whether backend `index` of `farm` differs from the backends before it (name and address)
+/// and from the farm's VIP.
+fn backend_fits(keys: Keys, farm: &Farm, index: usize) -> Result<()> {
+    let backend = &farm.backends[index];
+    let earlier = &farm.backends[..index];
+    let bk = |field: &str| keys.backend(&farm.name, index, &backend.name, field);
+    if earlier.iter().any(|o| o.name == backend.name) {
+        return Err(ConfigError::invalid(
+            bk("name"),
+            format!("{:?} is used by another backend of this farm", backend.name),
+        ));
+    }
+    if earlier.iter().any(|o| o.ip == backend.ip) {
+        return Err(ConfigError::invalid(
+            bk("ip"),
+            format!("{} is used by another backend of this farm", backend.ip),
+        ));
+    }
+    if backend.ip == farm.vip {
+        return Err(ConfigError::invalid(
+            bk("ip"),
+            "must not equal the farm's VIP",
+        ));
+    }
+    Ok(())
 }
 
 fn parse_port_range(key: &str, range: &str) -> Result<RangeInclusive<u16>> {
@@ -550,7 +505,7 @@ fn parse_port_range(key: &str, range: &str) -> Result<RangeInclusive<u16>> {
     Ok(a..=b)
 }
 
-fn validate_check(key: &str, c: &RawCheck) -> Result<Option<CheckConfig>> {
+fn validate_check(key: &str, c: &RawCheck) -> Result<Option<TcpCheck>> {
     match c.kind.as_str() {
         "none" => return Ok(None),
         "tcp" => {}
@@ -577,7 +532,7 @@ fn validate_check(key: &str, c: &RawCheck) -> Result<Option<CheckConfig>> {
             ));
         }
     }
-    Ok(Some(CheckConfig {
+    Ok(Some(TcpCheck {
         interval,
         timeout,
         rise: c.rise,
@@ -585,53 +540,193 @@ fn validate_check(key: &str, c: &RawCheck) -> Result<Option<CheckConfig>> {
     }))
 }
 
-fn validate_backend(keys: Keys, farm: &str, index: usize, b: &RawBackend) -> Result<BackendConfig> {
+/// Checks one backend on its own; its place among the farm's others is
+/// [`check_backends`]'s. The `backend_*` field checks are public so that an API update of one
+/// field is judged exactly as the file's value would be.
+pub fn validate_backend(keys: Keys, farm: &str, index: usize, b: &RawBackend) -> Result<Backend> {
     check_name(&keys.backend(farm, index, &b.name, "name"), &b.name)?;
     let k = |field: &str| keys.backend(farm, index, &b.name, field);
-    let ip = unicast_ipv4(&k("ip"), &b.ip)?;
-    let mac = match &b.mac {
-        None => None,
-        Some(m) => {
-            let mac: datapath::MacAddr = m.parse().map_err(|_| {
-                ConfigError::invalid(k("mac"), format!("{m:?} is not a MAC address"))
-            })?;
-            if mac.0[0] & 1 == 1 || mac.0 == [0; 6] {
-                return Err(ConfigError::invalid(
-                    k("mac"),
-                    format!("{m} is not a unicast MAC"),
-                ));
-            }
-            Some(mac)
-        }
-    };
-    let weight = b.weight.unwrap_or(1);
+    Ok(Backend {
+        name: b.name.clone(),
+        ip: unicast_ipv4(&k("ip"), &b.ip)?,
+        mac: b
+            .mac
+            .as_deref()
+            .map(|m| backend_mac(&k("mac"), m))
+            .transpose()?,
+        weight: backend_weight(&k("weight"), b.weight.unwrap_or(1))?,
+        state: backend_state(&k("state"), b.state.as_deref().unwrap_or("up"))?,
+        priority: backend_priority(&k("priority"), b.priority.unwrap_or(1))?,
+    })
+}
+
+/// A pinned backend MAC: a unicast address, not all zeros.
+pub fn backend_mac(key: &str, value: &str) -> Result<[u8; 6]> {
+    let mac: datapath::MacAddr = value
+        .parse()
+        .map_err(|_| ConfigError::invalid(key, format!("{value:?} is not a MAC address")))?;
+    if mac.0[0] & 1 == 1 || mac.0 == [0; 6] {
+        return Err(ConfigError::invalid(
+            key,
+            format!("{value} is not a unicast MAC"),
+        ));
+    }
+    Ok(mac.0)
+}
+
+/// A backend weight, 0 (no new flows) to [`MAX_WEIGHT`].
+pub fn backend_weight(key: &str, weight: u32) -> Result<u32> {
     if weight > MAX_WEIGHT {
         return Err(ConfigError::invalid(
-            k("weight"),
+            key,
             format!("{weight} is above {MAX_WEIGHT}"),
         ));
     }
-    let state = match b.state.as_deref().unwrap_or("up") {
-        "up" => BackendState::Up,
-        "drain" => BackendState::Drain,
-        "off" => BackendState::Off,
-        other => {
-            return Err(ConfigError::invalid(
-                k("state"),
-                format!("{other:?} is not up, drain or off"),
-            ));
-        }
-    };
-    let priority = b.priority.unwrap_or(1);
+    Ok(weight)
+}
+
+/// A backend state by its name.
+pub fn backend_state(key: &str, name: &str) -> Result<BackendState> {
+    BackendState::from_name(name)
+        .ok_or_else(|| ConfigError::invalid(key, format!("{name:?} is not up, drain or off")))
+}
+
+/// A backend's priority tier, 1-100.
+pub fn backend_priority(key: &str, priority: u32) -> Result<u32> {
     if !(1..=100).contains(&priority) {
-        return Err(ConfigError::invalid(k("priority"), "must be 1-100"));
+        return Err(ConfigError::invalid(key, "must be 1-100"));
     }
-    Ok(BackendConfig {
-        name: b.name.clone(),
-        ip,
-        mac,
-        weight,
-        state,
-        priority,
-    })
+    Ok(priority)
+}
+
+/// A replicated farm in the config file's canonical spelling: `port` for a single port,
+/// `"60s"`-style durations, every backend field written out. What export writes and reads
+/// and `apply`'s diff show; [`validate_farm`] takes it back to the same farm, which is what
+/// makes `apply` of an export a no-op.
+impl From<&Farm> for RawFarm {
+    fn from(f: &Farm) -> RawFarm {
+        let (port, ports) = if f.port_first == f.port_last {
+            (Some(f.port_first), None)
+        } else {
+            (None, Some(format!("{}-{}", f.port_first, f.port_last)))
+        };
+        let (persistence, persistence_ttl) = match f.persistence {
+            Persistence::None => (None, None),
+            Persistence::SrcIp { ttl } => (Some("srcip".to_string()), Some(duration_text(ttl))),
+        };
+        RawFarm {
+            name: f.name.clone(),
+            vip: f.vip.to_string(),
+            port,
+            ports,
+            protocol: f.protocol.as_str().into(),
+            scheduler: None,
+            persistence,
+            persistence_ttl,
+            check: f.check.as_ref().map(|c| RawCheck {
+                kind: "tcp".into(),
+                interval: duration_text(c.interval),
+                timeout: duration_text(c.timeout),
+                rise: c.rise,
+                fall: c.fall,
+            }),
+            backend: f
+                .backends
+                .iter()
+                .map(|b| RawBackend {
+                    name: b.name.clone(),
+                    ip: b.ip.to_string(),
+                    mac: b.mac.map(|m| datapath::MacAddr(m).to_string()),
+                    weight: Some(b.weight),
+                    state: Some(b.state.as_str().into()),
+                    priority: Some(b.priority),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A duration as the config file writes it: whole seconds or milliseconds.
+fn duration_text(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_config_farm_is_its_replicated_farm_field_by_field() {
+        let c = crate::config::parse(
+            r#"
+            [node]
+            id = 1
+            [admin]
+            token_file = "/etc/dsrlb/admin.token"
+            [[farm]]
+            name = "web"
+            vip = "198.18.0.100"
+            ports = "8000-8010"
+            protocol = "udp"
+            persistence = "srcip"
+            persistence_ttl = "90s"
+            [farm.check]
+            interval = "1s"
+            timeout = "300ms"
+            [[farm.backend]]
+            name = "b1"
+            ip = "198.18.0.21"
+            mac = "02:00:00:00:00:21"
+            weight = 5
+            state = "drain"
+            priority = 2
+            "#,
+        )
+        .unwrap();
+        let f = &c.farms[0];
+        assert_eq!((f.port_first, f.port_last), (8000, 8010));
+        assert_eq!(f.protocol, Protocol::Udp);
+        assert_eq!(
+            f.persistence,
+            Persistence::SrcIp {
+                ttl: Duration::from_secs(90)
+            }
+        );
+        assert_eq!(f.check.as_ref().unwrap().timeout.as_millis(), 300);
+        let b = &f.backends[0];
+        assert_eq!(b.mac, Some([2, 0, 0, 0, 0, 0x21]));
+        assert_eq!((b.weight, b.priority), (5, 2));
+        assert_eq!(b.state, BackendState::Drain);
+    }
+
+    #[test]
+    fn the_canonical_spelling_validates_back_to_the_same_farm() {
+        let text = r#"
+            [[farm]]
+            name = "web"
+            vip = "198.18.0.100"
+            ports = "8000-8010"
+            protocol = "udp"
+            persistence = "srcip"
+            persistence_ttl = "1500ms"
+            [farm.check]
+            interval = "1s"
+            timeout = "300ms"
+            [[farm.backend]]
+            name = "b1"
+            ip = "198.18.0.21"
+            mac = "02:00:00:00:00:21"
+            weight = 0
+            state = "drain"
+            priority = 2
+        "#;
+        let raw: super::super::RawFarms = toml::from_str(text).unwrap();
+        let farm = validate_farm(Keys::Api, &raw.farm[0]).unwrap();
+        let back = validate_farm(Keys::Api, &RawFarm::from(&farm)).unwrap();
+        assert_eq!(back, farm);
+    }
 }
