@@ -2,6 +2,9 @@
 //! network namespaces, client traffic through the VIP the whole time, nemeses striking the
 //! cluster, and invariants judged from what the clients and a capture of the bridge saw.
 //!
+//! Must not know: the daemon's internals; it judges from the wire, the clients and the
+//! admin API only.
+//!
 //! Layout:
 //! - [`scenario`]: [`Scenario`] — lab, traffic, capture and prober up; `finish` judges the
 //!   run and prints its summary row ([`summary`]).

@@ -2,6 +2,8 @@
 //! persistence as a state machine, durable log and snapshots on disk, the authenticated tonic
 //! peer transport, and [`ClusterNode`], the one handle the daemon holds.
 //!
+//! Must not know: packets, the datapath, the config file (the daemon hands it settings).
+//!
 //! # Layout
 //! - `state`: the replicated data and commands; applying is a pure function.
 //! - `persist`: the replicated source-IP persistence table, apart from the farm state.

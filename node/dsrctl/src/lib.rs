@@ -1,6 +1,9 @@
 //! `dsrctl`, the admin client: the command line, calls to `dsrlb.admin.v1` with endpoint
 //! failover, and output as aligned tables or JSON.
 //!
+//! Must not know: the daemon or Raft. It speaks only `proto` (messages, token header, PEM
+//! reading, the names of protocols and states).
+//!
 //! Layout:
 //! - [`cli`], [`parse`]: clap definitions and value parsers; malformed arguments are usage
 //!   errors (exit 2).

@@ -1,6 +1,9 @@
 //! The network-namespace lab: one way to build the hosts that `dsrlb demo`, the
 //! integration tests, the chaos tests and the benchmarks run on (docs/design.md#lab).
 //!
+//! Must not know: the daemon's internals. It imports nothing from `node`: it runs the
+//! `dsrlb` binary and talks to it as a user would (config file, admin port, metrics).
+//!
 //! Layout:
 //! - [`topology`]: [`Lab`] and [`LabSpec`] — a bridge in a "switch" namespace and one
 //!   namespace per host (nodes, backends, clients) on 198.18.0.0/24, all named with a

@@ -9,8 +9,6 @@
 //! for network namespaces and touches nothing outside them; the lab is removed on exit, on
 //! error and on Ctrl-C.
 
-#[path = "labbench/json.rs"]
-mod json;
 #[path = "failbench/probe.rs"]
 mod probe;
 #[path = "failbench/report.rs"]
@@ -106,31 +104,19 @@ const STEADY_REQUEST: Duration = Duration::from_secs(5);
 /// A settled request this slow waited for a retransmission (ARP or SYN: 1 s), not for work.
 const STEADY_SLOW: Duration = Duration::from_millis(200);
 
+const NAME: &str = "dsrlb-failbench";
+
 fn main() -> ExitCode {
     let args = Args::parse();
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("dsrlb-failbench: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    bench::main(NAME, || run(&args))
 }
 
 fn progress(what: &str) {
-    eprintln!("dsrlb-failbench: {what}");
+    bench::progress(NAME, what);
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {
-    if !nix::unistd::geteuid().is_root() {
-        bail!("the benchmark builds network namespaces and needs root: run it with sudo");
-    }
-    let dsrlb = bench::locate_dsrlb(args.dsrlb.clone())?;
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop))
-            .context("installing the Ctrl-C handler")?;
-    }
+    let bench::Start { dsrlb, stop } = bench::start(args.dsrlb.clone())?;
     let started = Instant::now();
     let spec = LabSpec {
         nodes: 3,
@@ -171,12 +157,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     // Nodes and lab go before anything is printed; both also go by Drop on any error.
     drop(bench);
     result?;
-    if args.json {
-        eprint!("{}", report.table());
-        println!("{}", report.json());
-    } else {
-        print!("{}", report.table());
-    }
+    bench::print_report(args.json, report.table(), report.json());
     Ok(())
 }
 

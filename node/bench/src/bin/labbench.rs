@@ -8,8 +8,6 @@
 //! for network namespaces and touches nothing outside them; the lab is removed on exit,
 //! on error and on Ctrl-C.
 
-#[path = "labbench/json.rs"]
-mod json;
 #[path = "labbench/report.rs"]
 mod report;
 #[path = "labbench/workload.rs"]
@@ -80,15 +78,11 @@ const QUIET: Duration = Duration::from_millis(300);
 /// How many error messages the report keeps.
 const MAX_NOTES: usize = 8;
 
+const NAME: &str = "dsrlb-labbench";
+
 fn main() -> ExitCode {
     let args = Args::parse();
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("dsrlb-labbench: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    bench::main(NAME, || run(&args))
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {
@@ -97,15 +91,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         "--seconds must be between 0.2 and 10 (got {})",
         args.seconds
     );
-    if !nix::unistd::geteuid().is_root() {
-        bail!("the benchmark builds network namespaces and needs root: run it with sudo");
-    }
-    let dsrlb = bench::locate_dsrlb(args.dsrlb.clone())?;
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop))
-            .context("installing the Ctrl-C handler")?;
-    }
+    let bench::Start { dsrlb, stop } = bench::start(args.dsrlb.clone())?;
     let started = Instant::now();
     let spec = LabSpec {
         nodes: 1,
@@ -147,12 +133,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     drop(node_proc);
     drop(lab);
     result?;
-    if args.json {
-        eprint!("{}", report.table());
-        println!("{}", report.json());
-    } else {
-        print!("{}", report.table());
-    }
+    bench::print_report(args.json, report.table(), report.json());
     Ok(())
 }
 
@@ -173,7 +154,7 @@ fn bench_rounds(mut bench: Bench<'_>, report: &mut Report) -> anyhow::Result<()>
 }
 
 fn progress(what: &str) {
-    eprintln!("dsrlb-labbench: {what}");
+    bench::progress(NAME, what);
 }
 
 fn header(args: &Args, lab: &Lab) -> Vec<String> {

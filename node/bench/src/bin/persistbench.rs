@@ -10,8 +10,6 @@
 //! root for network namespaces and touches nothing outside them; the lab is removed on exit,
 //! on error and on Ctrl-C.
 
-#[path = "labbench/json.rs"]
-mod json;
 #[path = "persistbench/memory.rs"]
 mod memory;
 #[path = "persistbench/observe.rs"]
@@ -115,19 +113,15 @@ const MIN_FILL_RATE: u64 = 50_000;
 /// Polling of the followers while pins settle.
 const POLL: Duration = Duration::from_millis(25);
 
+const NAME: &str = "dsrlb-persistbench";
+
 fn main() -> ExitCode {
     let args = Args::parse();
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("dsrlb-persistbench: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    bench::main(NAME, || run(&args))
 }
 
 fn progress(what: &str) {
-    eprintln!("dsrlb-persistbench: {what}");
+    bench::progress(NAME, what);
 }
 
 fn step_pairs(args: &Args) -> usize {
@@ -164,15 +158,7 @@ fn validate(args: &Args) -> anyhow::Result<()> {
 
 fn run(args: &Args) -> anyhow::Result<()> {
     validate(args)?;
-    if !nix::unistd::geteuid().is_root() {
-        bail!("the benchmark builds network namespaces and needs root: run it with sudo");
-    }
-    let dsrlb = bench::locate_dsrlb(args.dsrlb.clone())?;
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop))
-            .context("installing the Ctrl-C handler")?;
-    }
+    let bench::Start { dsrlb, stop } = bench::start(args.dsrlb.clone())?;
     let started = Instant::now();
     let load_before = loadavg();
     progress("building the lab (3 nodes, 3 backends, 1 client)");
@@ -254,12 +240,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     // Nodes and lab go before anything is printed; both also go by Drop on any error.
     drop(bench);
     result?;
-    if args.json {
-        eprint!("{}", report.table());
-        println!("{}", report.json());
-    } else {
-        print!("{}", report.table());
-    }
+    bench::print_report(args.json, report.table(), report.json());
     Ok(())
 }
 

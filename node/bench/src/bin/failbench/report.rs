@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::json::Json;
+use bench::json::Json;
 
 /// Issue #3's goal for kill -9 of the owner, on a LAN.
 pub const GOAL_P50: Duration = Duration::from_millis(250);

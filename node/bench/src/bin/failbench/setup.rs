@@ -87,16 +87,8 @@ pub fn read_timing(
 
 pub fn header(args: &Args, lab: &Lab) -> Vec<String> {
     let (cpus, kernel) = bench::machine();
-    let names = bench::host_list;
     vec![
-        format!(
-            "dsrlb-failbench: lab {} — nodes {}; backends {}; client {}; VIP {}:{BACKEND_HTTP_PORT}",
-            lab.prefix(),
-            names(lab.nodes()),
-            names(lab.backends()),
-            names(lab.clients()),
-            lab.vip()
-        ),
+        bench::lab_line("dsrlb-failbench", lab, &format!(":{BACKEND_HTTP_PORT}")),
         format!(
             "outage = signal to the owner -> first GET / answered by a backend through another \
              node (the client's ARP entry for the VIP names neither the old owner before nor \

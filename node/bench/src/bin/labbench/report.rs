@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::json::Json;
+use bench::json::Json;
 
 /// docs/design.md#targets: through the VIP ÷ straight to a backend, at least this much.
 pub const TARGET_HTTP: f64 = 0.90;

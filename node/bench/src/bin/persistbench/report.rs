@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::json::Json;
+use bench::json::Json;
 
 /// Issue #5's goals.
 pub const GOAL_RATE: f64 = 50_000.0;

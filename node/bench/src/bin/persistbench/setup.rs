@@ -102,17 +102,9 @@ pub fn loadavg() -> String {
 
 pub fn header(args: &Args, lab: &Lab, load: &str) -> Vec<String> {
     let (cpus, kernel) = bench::machine();
-    let names = bench::host_list;
     let last_port = FIRST_PORT + FARMS - 1;
     vec![
-        format!(
-            "dsrlb-persistbench: lab {} — nodes {}; backends {}; client {}; VIP {}",
-            lab.prefix(),
-            names(lab.nodes()),
-            names(lab.backends()),
-            names(lab.clients()),
-            lab.vip()
-        ),
+        bench::lab_line("dsrlb-persistbench", lab, ""),
         format!(
             "{FARMS} UDP farms with persistence = srcip, ttl {TTL}, on ports \
              {FIRST_PORT}-{last_port} over b1-b3; persistence_batch_ms {}; 2 datapath workers \
