@@ -18,6 +18,20 @@
 //! 4. Granting the vote turns the old leader into a follower at once; the call returns when
 //!    metrics show another leader. The whole handover costs about one round trip, far less
 //!    than the election timeout a crash would cost.
+//!
+//! Two additions make this hold beyond three voters and with a live VIP:
+//! - **Release first.** The node above stops owning the VIP while `handing_over` is set, but
+//!   its loop may lag; unless the caller says the VIP is already released (shutdown
+//!   releases before it hands over), the leader waits the VIP lease out after setting the
+//!   flag. Any deadline the loop gave its workers came from an acknowledgement older than
+//!   the flag, so it has passed: the old owner is silent before anyone can be elected.
+//! - **Four voters or more.** The candidate's vote and the leader's are no quorum there, and
+//!   every other follower refuses inside its lease, refreshed by each heartbeat. So the
+//!   leader stops its heartbeats and asks the candidate to start its election once its own
+//!   lease has run out (`after_lease`); the other followers' leases run out at the same time
+//!   (they heard the same last heartbeat), and they grant. Meanwhile the leader and the
+//!   candidate refuse pre-votes, so no other voter's elector (see `elector`) gets there
+//!   first.
 
 use crate::error::ClusterError;
 use crate::shared::{HandingOver, Shared};
@@ -38,7 +52,8 @@ pub(crate) async fn transfer(shared: &Shared, to: Option<NodeId>) -> Result<Node
         let m = shared.metrics();
         match m.current_leader {
             Some(l) if Some(l) == to => return Ok(l),
-            Some(l) if l == shared.id => return hand_over(shared, to).await,
+            // Called through the admin API: this node may still own the VIP.
+            Some(l) if l == shared.id => return hand_over(shared, to, false).await,
             Some(l) => match ask_leader(shared, l, to, deadline - Instant::now()).await {
                 Ok(new) => return Ok(new),
                 Err(e) => last = e,
@@ -71,9 +86,14 @@ async fn ask_leader(
     }
 }
 
-/// Runs the handover on this node, which must be the leader.
+/// Runs the handover on this node, which must be the leader. `vip_released`: the caller
+/// has already stopped this node's VIP ownership (otherwise the VIP lease is waited out).
 #[tracing::instrument(skip(shared), fields(node = shared.id, term = shared.metrics().current_term))]
-pub(crate) async fn hand_over(shared: &Shared, to: Option<NodeId>) -> Result<NodeId, ClusterError> {
+pub(crate) async fn hand_over(
+    shared: &Shared,
+    to: Option<NodeId>,
+    vip_released: bool,
+) -> Result<NodeId, ClusterError> {
     let err = |target, reason: String| ClusterError::Transfer { target, reason };
     let _one_at_a_time = shared.handover_lock.lock().await;
     let m = shared.metrics();
@@ -101,14 +121,21 @@ pub(crate) async fn hand_over(shared: &Shared, to: Option<NodeId>) -> Result<Nod
         return Err(err(None, "no other voter to hand over to".into()));
     }
     let _pause = HandingOver::begin(shared);
-    wait_own_lease(shared).await?;
+    if !vip_released {
+        sleep(shared.timing.vip_lease).await;
+    }
+    let voters = membership.voter_ids().count();
+    // Our vote and the candidate's: a quorum only for up to three voters.
+    let after_lease = voters / 2 + 1 > 2;
+    let _quiet = after_lease.then(|| HeartbeatsOff::begin(shared));
+    wait_own_lease(shared, shared.timing.heartbeat).await?;
     let mut last = String::new();
     for cand in candidates {
         if !caught_up(shared, cand).await {
             last = format!("node {cand} did not catch up");
             continue;
         }
-        match trigger(shared, cand).await {
+        match trigger(shared, cand, after_lease).await {
             Ok(()) => {}
             Err(e) => {
                 last = e;
@@ -134,8 +161,27 @@ pub(crate) async fn hand_over(shared: &Shared, to: Option<NodeId>) -> Result<Nod
     Err(err(to, last))
 }
 
-/// Sleeps until this leader would grant a vote request (see step 2 of the module doc).
-async fn wait_own_lease(shared: &Shared) -> Result<(), ClusterError> {
+/// Stops this leader's heartbeats for as long as it lives (a handover in a cluster of four
+/// or more voters); they resume however the handover ends.
+struct HeartbeatsOff<'a>(&'a Shared);
+
+impl<'a> HeartbeatsOff<'a> {
+    fn begin(shared: &'a Shared) -> Self {
+        shared.raft.runtime_config().heartbeat(false);
+        HeartbeatsOff(shared)
+    }
+}
+
+impl Drop for HeartbeatsOff<'_> {
+    fn drop(&mut self) {
+        self.0.raft.runtime_config().heartbeat(true);
+    }
+}
+
+/// Sleeps until this node would grant a vote request: openraft refuses one until
+/// `election_timeout_max` has passed since the vote last changed — for a leader its
+/// election, for a follower the leader's last heartbeat (see step 2 of the module doc).
+pub(crate) async fn wait_own_lease(shared: &Shared, margin: Duration) -> Result<(), ClusterError> {
     let lease = shared.timing.election_max;
     let since = shared
         .raft
@@ -148,8 +194,8 @@ async fn wait_own_lease(shared: &Shared) -> Result<(), ClusterError> {
     if let Some(since) = since
         && since < lease
     {
-        // One heartbeat of margin: the comparison in openraft is `now <= utime + lease`.
-        sleep(lease - since + shared.timing.heartbeat).await;
+        // Some margin: the comparison in openraft is `now <= utime + lease`.
+        sleep(lease - since + margin).await;
     }
     Ok(())
 }
@@ -167,12 +213,13 @@ async fn caught_up(shared: &Shared, cand: NodeId) -> bool {
     wait_for(&mut rx, shared.timing.election_max * 4, check).await
 }
 
-async fn trigger(shared: &Shared, cand: NodeId) -> Result<(), String> {
+async fn trigger(shared: &Shared, cand: NodeId, after_lease: bool) -> Result<(), String> {
     let m = shared.metrics();
     let mut client = shared.peer(cand).map_err(|e| e.to_string())?;
     let mut req = tonic::Request::new(TriggerElectionRequest {
         from: shared.id,
         term: m.current_term,
+        after_lease,
     });
     req.set_timeout(shared.timing.election_max * 2);
     let reply = client
@@ -232,7 +279,8 @@ pub(crate) async fn witness_guard(shared: std::sync::Arc<Shared>, mut stop: watc
             node = shared.id,
             "a witness was elected leader; handing over"
         );
-        if let Err(e) = hand_over(&shared, None).await {
+        // A witness never owns a VIP: nothing to release.
+        if let Err(e) = hand_over(&shared, None, true).await {
             tracing::warn!(node = shared.id, error = %e, "witness could not hand over yet; retrying");
             tokio::select! {
                 _ = stop.changed() => return,

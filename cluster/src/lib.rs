@@ -15,11 +15,14 @@
 //! - `node`: [`ClusterNode`]: start, bootstrap, the public calls.
 //! - `forward`: leader-only requests (writes, membership) carried out by whoever leads.
 //! - `shared`: what the handle, the service and the tasks of one node share.
+//! - `elector`: who campaigns when the leader falls silent (pre-vote, rank), in place of
+//!   openraft's election timer.
 //! - `handover`: leadership transfer and the witness rule.
 //! - `tls`: the optional mutual TLS of the peer service.
 //! - `settings`, `error`, `codec`: settings, the error enum, the one binary encoding.
 
 mod codec;
+mod elector;
 mod error;
 mod forward;
 mod handover;
@@ -41,7 +44,7 @@ pub use node::ClusterNode;
 pub use openraft::ServerState;
 pub use persist::{FarmPinWrites, PinBatch, PinRow, PinSink, PinStats, PinTable, PinWrite};
 pub use proto::auth::{AUTH_HEADER, ClientAuth, ServerAuth, constant_time_eq};
-pub use settings::ClusterSettings;
+pub use settings::{ClusterSettings, LEASE_MARGIN, lease_bounds, real_heartbeat};
 pub use state::{
     Backend, BackendState, ClusterState, Command, Farm, InvalidCommand, Persistence, Protocol,
     Scheduler, SharedSettings, TcpCheck,

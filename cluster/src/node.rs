@@ -12,6 +12,7 @@
 //! - The same node then commits `Bootstrap{farms}` (forwarded to whoever leads). It is
 //!   applied once; a restarted bootstrapper sends it again, harmlessly ignored.
 
+use crate::elector::elector;
 use crate::error::ClusterError;
 use crate::forward::{Forward, ForwardReply, MembershipView, forward};
 use crate::handover::{transfer, witness_guard};
@@ -109,6 +110,7 @@ impl ClusterNode {
         let auth =
             ClientAuth::new(&s.token).map_err(|e| ClusterError::Settings(format!("token: {e}")))?;
         let net = PeerNetwork::new(auth, s.election_timeout.0, s.tls.as_ref());
+        let log_handle = log.clone();
         let raft = Raft::new(s.node_id, config, net.clone(), log, sm)
             .await
             .map_err(|e| ClusterError::Raft {
@@ -118,13 +120,17 @@ impl ClusterNode {
         let shared = Arc::new(Shared {
             id: s.node_id,
             raft,
+            log: log_handle,
             net,
             witness: s.witness,
             timing: Timing {
                 heartbeat: s.heartbeat,
                 election_max: s.election_timeout.1,
+                vip_lease: s.vip_lease,
             },
+            started: std::time::Instant::now(),
             handing_over: AtomicBool::new(false),
+            taking_over: AtomicBool::new(false),
             handover_lock: tokio::sync::Mutex::new(()),
         });
 
@@ -173,6 +179,8 @@ impl ClusterNode {
             server: Some(server),
             tasks: Vec::new(),
         };
+        node.tasks
+            .push(tokio::spawn(elector(shared.clone(), stop_rx.clone())));
         if s.witness {
             node.tasks
                 .push(tokio::spawn(witness_guard(shared.clone(), stop_rx.clone())));
@@ -205,6 +213,11 @@ impl ClusterNode {
     /// This node's id.
     pub fn id(&self) -> NodeId {
         self.shared.id
+    }
+
+    /// Whether this leader is handing leadership over: it must not own the VIP meanwhile.
+    pub fn is_handing_over(&self) -> bool {
+        self.shared.is_handing_over()
     }
 
     /// Whether this node is a witness: it must never own a VIP.
@@ -318,7 +331,9 @@ impl ClusterNode {
     }
 
     /// Stops cleanly: a leader with another voter hands leadership over first (so peers do
-    /// not wait an election timeout), then the Raft core and the peer service stop.
+    /// not wait an election timeout), then the Raft core and the peer service stop. The
+    /// caller must have released the VIP already (the daemon does so first): the handover
+    /// does not wait the VIP lease out.
     pub async fn shutdown(mut self) -> Result<(), ClusterError> {
         let m = self.shared.metrics();
         let others = m
@@ -327,7 +342,7 @@ impl ClusterNode {
             .voter_ids()
             .any(|v| v != self.shared.id);
         if m.state == ServerState::Leader && others {
-            match crate::handover::hand_over(&self.shared, None).await {
+            match crate::handover::hand_over(&self.shared, None, true).await {
                 Ok(new) => tracing::info!(
                     node = self.shared.id,
                     new_leader = new,

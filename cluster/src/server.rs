@@ -3,9 +3,10 @@
 //! handover calls. Authentication happens before any of this, in `proto::auth::ServerAuth`.
 
 use crate::codec;
+use crate::elector::{self, PreVote};
 use crate::forward::{Forward, Refused, execute_local};
-use crate::handover::hand_over;
-use crate::shared::Shared;
+use crate::handover::{hand_over, wait_own_lease};
+use crate::shared::{Shared, TakingOver};
 use openraft::ServerState;
 use proto::raft::v1::raft_peer_server::RaftPeer;
 use proto::raft::v1::{
@@ -15,6 +16,7 @@ use proto::raft::v1::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
+use std::time::Duration;
 use tonic::{Request, Response, Status};
 
 /// The peer service of one node.
@@ -37,7 +39,27 @@ fn reply<T: Serialize>(value: &T) -> Result<Response<RaftPayload>, Status> {
 impl RaftPeer for PeerService {
     async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         let req = decode(request)?;
+        // openraft keeps no record of the last heartbeat across a restart and would grant
+        // at once, while every live follower waits out its lease: a node restarted right
+        // after a kill could otherwise help elect a second leader while the old one still
+        // owns the VIP. So a node answers no vote within one lease of its start.
+        let young = self
+            .shared
+            .timing
+            .election_max
+            .checked_sub(self.shared.started.elapsed());
+        if let Some(rest) = young {
+            tokio::time::sleep(rest).await;
+        }
         reply(&self.shared.raft.vote(req).await)
+    }
+
+    async fn pre_vote(
+        &self,
+        request: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let req: PreVote = decode(request)?;
+        reply(&elector::judge(&self.shared, &req).await)
     }
 
     async fn append_entries(
@@ -79,7 +101,8 @@ impl RaftPeer for PeerService {
         if self.shared.metrics().state != ServerState::Leader {
             return Err(Status::failed_precondition("not the leader"));
         }
-        match hand_over(&self.shared, to).await {
+        // The VIP may still be owned here: hand_over waits the VIP lease out.
+        match hand_over(&self.shared, to, false).await {
             Ok(leader) => Ok(Response::new(TransferLeaderReply { leader })),
             Err(e) => Err(Status::unavailable(e.to_string())),
         }
@@ -111,6 +134,31 @@ impl RaftPeer for PeerService {
         }
         if m.state == ServerState::Leader {
             return refuse("this node already leads");
+        }
+        if req.after_lease {
+            // The leader stopped its heartbeats; the other voters grant once their lease
+            // (counted from the last heartbeat, like ours) has run out. Until we campaign,
+            // we refuse pre-votes, so another voter's elector does not get there first;
+            // a small margin keeps us ahead of the earliest of them.
+            let _taking_over = TakingOver::begin(shared);
+            if let Err(e) = wait_own_lease(shared, Duration::from_millis(2)).await {
+                return refuse(&e.to_string());
+            }
+            return match shared.raft.trigger().elect().await {
+                Ok(()) => {
+                    tracing::info!(
+                        node = shared.id,
+                        from = req.from,
+                        term = req.term,
+                        "starting an election on request of the leader, its lease run out"
+                    );
+                    Ok(Response::new(TriggerElectionReply {
+                        accepted: true,
+                        reason: String::new(),
+                    }))
+                }
+                Err(e) => refuse(&format!("raft core stopped: {e}")),
+            };
         }
         tracing::info!(
             node = shared.id,

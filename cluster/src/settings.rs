@@ -16,6 +16,28 @@ use std::time::Duration;
 /// large append-entries batch.
 pub const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 
+/// How much earlier than the first possible vote an owner's lease must end: covers the
+/// workers noticing the deadline (once per batch) and clock rates drifting apart.
+pub const LEASE_MARGIN: Duration = Duration::from_millis(20);
+
+/// openraft sends heartbeats on its tick, every 1.5 heartbeat intervals.
+pub fn real_heartbeat(heartbeat: Duration) -> Duration {
+    heartbeat * 3 / 2
+}
+
+/// The VIP leases that are safe and stable with these timings, shortest to longest:
+/// - at least three real heartbeat intervals, or a single late heartbeat ends the lease
+///   and ownership flaps;
+/// - at most the earliest moment any voter grants a vote after the owner's last
+///   acknowledged heartbeat (`election_max`, openraft's leader lease), less
+///   [`LEASE_MARGIN`]: the old owner is silent before anyone can be elected.
+pub fn lease_bounds(heartbeat: Duration, election_max: Duration) -> (Duration, Duration) {
+    (
+        real_heartbeat(heartbeat) * 3,
+        election_max.saturating_sub(LEASE_MARGIN),
+    )
+}
+
 /// Settings of one cluster node.
 #[derive(Clone)]
 pub struct ClusterSettings {
@@ -33,8 +55,13 @@ pub struct ClusterSettings {
     pub token: String,
     /// Leader heartbeat interval.
     pub heartbeat: Duration,
-    /// Election timeout range (min, max); openraft's leader lease equals max.
+    /// Election timeout range (min, max); openraft's leader lease equals max: a voter that
+    /// heard from the leader less than max ago refuses every vote.
     pub election_timeout: (Duration, Duration),
+    /// The VIP lease of the daemon (`lease_ms`): how long an owner keeps forwarding after
+    /// its last quorum acknowledgement. A leader handing over waits it out before another
+    /// node can be elected, whatever its daemon loop is doing.
+    pub vip_lease: Duration,
     /// Votes and replicates, never leads for long and never owns a VIP.
     pub witness: bool,
     /// Entries since the last snapshot that trigger a new one.
@@ -63,6 +90,7 @@ impl fmt::Debug for ClusterSettings {
             .field("token", &"<redacted>")
             .field("heartbeat", &self.heartbeat)
             .field("election_timeout", &self.election_timeout)
+            .field("vip_lease", &self.vip_lease)
             .field("witness", &self.witness)
             .field("snapshot_every", &self.snapshot_every)
             .field("keep_logs", &self.keep_logs)
@@ -73,8 +101,9 @@ impl fmt::Debug for ClusterSettings {
 }
 
 impl ClusterSettings {
-    /// Settings with the contract's defaults (heartbeat 50 ms, elections 150–300 ms, a
-    /// snapshot every 5000 entries keeping 1000): a cluster of one at `listen`.
+    /// Settings with the contract's defaults (heartbeat 15 ms, elections 100–120 ms, VIP
+    /// lease 80 ms, a snapshot every 5000 entries keeping 1000): a cluster of one at
+    /// `listen`.
     pub fn new(node_id: NodeId, data_dir: PathBuf, listen: SocketAddr, token: String) -> Self {
         ClusterSettings {
             node_id,
@@ -83,8 +112,9 @@ impl ClusterSettings {
             advertise: listen,
             members: Vec::new(),
             token,
-            heartbeat: Duration::from_millis(50),
-            election_timeout: (Duration::from_millis(150), Duration::from_millis(300)),
+            heartbeat: Duration::from_millis(15),
+            election_timeout: (Duration::from_millis(100), Duration::from_millis(120)),
+            vip_lease: Duration::from_millis(80),
             witness: false,
             snapshot_every: 5000,
             keep_logs: 1000,
@@ -115,6 +145,14 @@ impl ClusterSettings {
                 "election timeout min {min:?} must be below max {max:?}"
             ));
         }
+        let (shortest, longest) = lease_bounds(self.heartbeat, max);
+        if self.vip_lease < shortest || self.vip_lease > longest {
+            return bad(format!(
+                "VIP lease {:?} must be between {shortest:?} (3 real heartbeats) and {longest:?} \
+                 (the election timeout max less {LEASE_MARGIN:?})",
+                self.vip_lease
+            ));
+        }
         if !self.members.is_empty() && !self.members.iter().any(|(id, _)| *id == self.node_id) {
             return bad(format!(
                 "members do not list this node (id {})",
@@ -135,17 +173,15 @@ impl ClusterSettings {
     /// The openraft configuration these settings imply.
     pub(crate) fn raft_config(&self) -> Result<openraft::Config, ClusterError> {
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        // A witness campaigns too, but only after the LB nodes had twice their time to: it
-        // wins only when no LB node can (e.g. the surviving LB node's log is behind the
-        // witness's, so the witness refuses its votes), and the witness guard then hands
-        // leadership to an LB node as soon as that node has caught up. Never campaigning
-        // would leave such a cluster without a leader for good.
-        let stretch = if self.witness { 2 } else { 1 };
         let config = openraft::Config {
             cluster_name: "dsrlb".into(),
             heartbeat_interval: ms(self.heartbeat),
-            election_timeout_min: ms(self.election_timeout.0) * stretch,
-            election_timeout_max: ms(self.election_timeout.1) * stretch,
+            election_timeout_min: ms(self.election_timeout.0),
+            election_timeout_max: ms(self.election_timeout.1),
+            // Elections are called by `elector` (pre-vote, rank); openraft's own timer would
+            // raise the term of a node cut off from the cluster and depose a healthy leader
+            // when it returns. `trigger().elect()` is not affected by this switch.
+            enable_elect: false,
             // A snapshot chunk must fit a message with room for its envelope.
             snapshot_max_chunk_size: (MAX_MESSAGE / 2) as u64,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every),

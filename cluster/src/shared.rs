@@ -10,7 +10,12 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Timing {
     pub heartbeat: Duration,
+    /// openraft's leader lease: a voter that heard from the leader this recently refuses
+    /// every vote.
     pub election_max: Duration,
+    /// The VIP lease of the node above (`lease_ms`): how long an owner keeps forwarding
+    /// after its last quorum acknowledgement.
+    pub vip_lease: Duration,
 }
 
 impl Timing {
@@ -19,18 +24,32 @@ impl Timing {
     pub fn leader_deadline(&self) -> Duration {
         (self.election_max * 10).max(Duration::from_secs(5))
     }
+
+    /// Between two campaigners' turns (see `elector`): long enough for a pre-vote and a
+    /// vote round trip on a LAN, short against the lease.
+    pub fn elector_step(&self) -> Duration {
+        (self.election_max / 4).max(Duration::from_millis(5))
+    }
 }
 
 /// The state of one node shared by its tasks.
 pub(crate) struct Shared {
     pub id: NodeId,
     pub raft: Raft,
+    /// A handle on the log store openraft writes, for reads openraft does not expose.
+    pub log: crate::storage::LogStore,
     pub net: PeerNetwork,
     pub witness: bool,
     pub timing: Timing,
+    /// When this process started its Raft core: openraft keeps no record of the last
+    /// heartbeat across a restart, so lease rules count from here at first.
+    pub started: std::time::Instant,
     /// Set while this leader hands over: local writes wait, so the log does not move ahead
     /// of the chosen follower (which would make this node refuse its vote request).
     pub handing_over: AtomicBool,
+    /// Set while this follower, asked to take over, waits for its lease to run out: it
+    /// refuses pre-votes meanwhile (see `handover`).
+    pub taking_over: AtomicBool,
     /// One handover at a time (the witness guard, a shutdown and an admin call may race).
     pub handover_lock: tokio::sync::Mutex<()>,
 }
@@ -42,6 +61,11 @@ impl Shared {
 
     pub fn is_handing_over(&self) -> bool {
         self.handing_over.load(Ordering::Acquire)
+    }
+
+    /// Whether a handover involves this node, as the old leader or as the chosen one.
+    pub fn in_handover(&self) -> bool {
+        self.is_handing_over() || self.taking_over.load(Ordering::Acquire)
     }
 
     /// A client of peer `id`, at the address the current membership gives it.
@@ -73,5 +97,21 @@ impl<'a> HandingOver<'a> {
 impl Drop for HandingOver<'_> {
     fn drop(&mut self) {
         self.0.handing_over.store(false, Ordering::Release);
+    }
+}
+
+/// Clears the taking-over flag however the wait ends.
+pub(crate) struct TakingOver<'a>(&'a Shared);
+
+impl<'a> TakingOver<'a> {
+    pub fn begin(shared: &'a Shared) -> Self {
+        shared.taking_over.store(true, Ordering::Release);
+        TakingOver(shared)
+    }
+}
+
+impl Drop for TakingOver<'_> {
+    fn drop(&mut self) {
+        self.0.taking_over.store(false, Ordering::Release);
     }
 }

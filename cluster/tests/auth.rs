@@ -57,7 +57,11 @@ async fn peer_calls_need_the_cluster_token() -> Result<()> {
             .await;
         ensure!(r.err().map(|s| s.code()) == Some(Code::Unauthenticated));
         let r = client
-            .trigger_election(TriggerElectionRequest { from: 9, term: 99 })
+            .trigger_election(TriggerElectionRequest {
+                from: 9,
+                term: 99,
+                after_lease: false,
+            })
             .await;
         ensure!(r.err().map(|s| s.code()) == Some(Code::Unauthenticated));
     }

@@ -132,6 +132,7 @@ async fn run_inner(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
             lease: config.cluster.lease,
             witness: config.cluster.witness,
             stopping: false,
+            handing_over: false,
             sole_voter: false,
         },
         checker: None,
@@ -186,6 +187,7 @@ fn cluster_settings(config: &Config) -> anyhow::Result<ClusterSettings> {
     s.members = c.members.clone();
     s.heartbeat = c.heartbeat;
     s.election_timeout = c.election_timeout;
+    s.vip_lease = c.lease;
     s.witness = c.witness;
     s.tls = c.tls.clone();
     s.shared = c.shared.clone();
@@ -333,6 +335,7 @@ impl Node<'_> {
     /// Applies the ownership decision: extends or ends the datapath's lease, and acts once
     /// on each transition.
     fn judge(&mut self, now: Instant) {
+        self.inputs.handing_over = self.cluster.is_handing_over();
         let own = ownership::should_own(&self.inputs, now);
         if own {
             match ownership::lease_deadline(&self.inputs) {

@@ -24,13 +24,16 @@ pub struct Inputs {
     pub witness: bool,
     /// The node is shutting down: release at once.
     pub stopping: bool,
+    /// This leader is handing leadership over: release at once, before any other node can
+    /// be elected (the handover waits the lease out for a loop that lags).
+    pub handing_over: bool,
     /// This node is the only voter: no other node can ever be elected.
     pub sole_voter: bool,
 }
 
 /// The decision: own the VIPs now?
 pub fn should_own(inputs: &Inputs, now: Instant) -> bool {
-    if inputs.witness || inputs.stopping || !inputs.is_leader {
+    if inputs.witness || inputs.stopping || inputs.handing_over || !inputs.is_leader {
         return false;
     }
     if inputs.sole_voter {
@@ -102,6 +105,7 @@ mod tests {
             lease: LEASE,
             witness: false,
             stopping: false,
+            handing_over: false,
             sole_voter: false,
         }
     }
@@ -116,7 +120,7 @@ mod tests {
     }
 
     #[test]
-    fn followers_witnesses_stopping_nodes_and_unacked_leaders_never_own() {
+    fn followers_witnesses_stopping_or_handing_over_nodes_and_unacked_leaders_never_own() {
         let now = Instant::now() + Duration::from_secs(10);
         let base = leader(0, now);
         for inputs in [
@@ -130,6 +134,10 @@ mod tests {
             },
             Inputs {
                 stopping: true,
+                ..base
+            },
+            Inputs {
+                handing_over: true,
                 ..base
             },
             Inputs {

@@ -12,8 +12,9 @@ data_dir = "/tmp/dsrlb-test"
 listen = "198.18.0.11:7100"
 members = ["1=198.18.0.11:7100", "2=198.18.0.12:7100"]
 token_file = "/etc/dsrlb/cluster.token"
-election_timeout_ms = [150, 300]
-lease_ms = 120
+heartbeat_ms = 15
+election_timeout_ms = [100, 120]
+lease_ms = 80
 
 [admin]
 listen = "198.18.0.11:7101"
@@ -139,10 +140,19 @@ const CASES: &[(&str, &str, &str)] = &[
         "listen = \"7101\"",
         "admin.listen",
     ),
-    ("lease_ms = 120", "lease_ms = 150", "cluster.lease_ms"),
-    ("lease_ms = 120", "lease_ms = 0", "cluster.lease_ms"),
-    ("[150, 300]", "[300, 150]", "cluster.election_timeout_ms"),
-    ("[150, 300]", "[40, 300]", "cluster.election_timeout_ms"),
+    // The lease must end LEASE_MARGIN (20 ms) before the earliest vote (election max 120).
+    ("lease_ms = 80", "lease_ms = 101", "cluster.lease_ms"),
+    // ...and last 3 real heartbeats (3 × 1.5 × 15 = 67.5 ms).
+    ("lease_ms = 80", "lease_ms = 67", "cluster.lease_ms"),
+    ("lease_ms = 80", "lease_ms = 0", "cluster.lease_ms"),
+    // A slower heartbeat under the same lease: one late heartbeat would drop ownership.
+    ("heartbeat_ms = 15", "heartbeat_ms = 50", "cluster.lease_ms"),
+    ("heartbeat_ms = 15", "heartbeat_ms = 0", "cluster.heartbeat_ms"),
+    ("heartbeat_ms = 15", "heartbeat_ms = 5000", "cluster.heartbeat_ms"),
+    ("[100, 120]", "[120, 100]", "cluster.election_timeout_ms"),
+    ("[100, 120]", "[120, 120]", "cluster.election_timeout_ms"),
+    ("[100, 120]", "[10, 120]", "cluster.election_timeout_ms"),
+    ("[100, 120]", "[100, 70000]", "cluster.election_timeout_ms"),
     (
         "interface = \"eth0\"",
         "interface = \"\"",

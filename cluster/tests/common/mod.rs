@@ -85,6 +85,7 @@ impl TestCluster {
             s.members = members.clone();
             s.heartbeat = Duration::from_millis(50);
             s.election_timeout = (Duration::from_millis(300), Duration::from_millis(600));
+            s.vip_lease = Duration::from_millis(300);
             tune(&mut s);
             dirs.push(dir);
             settings.push(s);

@@ -200,30 +200,51 @@ impl RawConfig {
                 "is required when cluster.members lists other nodes (every peer call is authenticated)",
             ));
         }
-        if c.heartbeat_ms == 0 {
+        if !(1..=1000).contains(&c.heartbeat_ms) {
             return Err(ConfigError::invalid(
                 "cluster.heartbeat_ms",
-                "must be at least 1",
+                format!("{} must be between 1 and 1000", c.heartbeat_ms),
             ));
         }
         let [min, max] = c.election_timeout_ms;
-        if min <= c.heartbeat_ms || max < min {
+        if min <= c.heartbeat_ms || max <= min || max > 60_000 {
             return Err(ConfigError::invalid(
                 "cluster.election_timeout_ms",
                 format!(
-                    "[{min}, {max}] must satisfy heartbeat_ms ({}) < min ≤ max",
+                    "[{min}, {max}] must satisfy heartbeat_ms ({}) < min < max ≤ 60000",
                     c.heartbeat_ms
                 ),
             ));
         }
-        // The lease must expire before any other node can win an election, or a partitioned
-        // leader and its successor could both answer ARP for the VIP.
-        if c.lease_ms == 0 || c.lease_ms >= min {
+        // docs/design.md#vip-ownership: the old owner's lease must end before any voter can
+        // grant a vote (openraft's leader lease, the election timeout max), and last several
+        // real heartbeats so that one late heartbeat does not drop ownership.
+        let (shortest, longest) = cluster::lease_bounds(
+            Duration::from_millis(c.heartbeat_ms),
+            Duration::from_millis(max),
+        );
+        let lease = Duration::from_millis(c.lease_ms);
+        if lease < shortest {
             return Err(ConfigError::invalid(
                 "cluster.lease_ms",
                 format!(
-                    "{} must be at least 1 and below the minimum election timeout ({min})",
-                    c.lease_ms
+                    "{} is below 3 real heartbeat intervals ({} ms: openraft sends one every \
+                     1.5 × heartbeat_ms = {} ms); one late heartbeat would drop ownership",
+                    c.lease_ms,
+                    shortest.as_millis(),
+                    cluster::real_heartbeat(Duration::from_millis(c.heartbeat_ms)).as_millis()
+                ),
+            ));
+        }
+        if lease > longest {
+            return Err(ConfigError::invalid(
+                "cluster.lease_ms",
+                format!(
+                    "{} must be at most election_timeout_ms max ({max}) less {} ms = {} ms: \
+                     a voter may grant a vote that soon after the owner's last heartbeat",
+                    c.lease_ms,
+                    cluster::LEASE_MARGIN.as_millis(),
+                    longest.as_millis()
                 ),
             ));
         }

@@ -78,7 +78,11 @@ async fn call_all(target: String, token: Option<&str>) -> Vec<(&'static str, Cod
                 client
                     .trigger_election(with_token(
                         token,
-                        TriggerElectionRequest { from: 9, term: 999 },
+                        TriggerElectionRequest {
+                            from: 9,
+                            term: 999,
+                            after_lease: false,
+                        },
                     ))
                     .await
                     .map(drop),

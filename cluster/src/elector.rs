@@ -1,0 +1,305 @@
+//! Our election trigger, in place of openraft's election timer (which is switched off).
+//!
+//! # Why not openraft's timer
+//! openraft 0.9 lets a follower campaign only `leader_lease + T` after it last heard from
+//! the leader, with `leader_lease = election_timeout_max` and `T` one random draw in
+//! `[min, max)` made once per process, and a candidate raises its term whether or not it
+//! can win. Two costs follow: a failover waits `max + T` (about twice the lease), and a node
+//! cut off from the cluster keeps raising its term, so when it comes back its higher term
+//! deposes a healthy leader (a second outage on every partition heal).
+//!
+//! # What runs instead
+//! Every voter checks, every few milliseconds, how long ago its vote last changed (openraft
+//! refreshes that instant on every heartbeat of the leader). Once that silence exceeds the
+//! lease, plus a margin, plus `rank × step`, it asks every other voter a [`PreVote`]: would
+//! you grant me a vote now? A voter says yes only if it too has not heard from a leader for
+//! a lease (exactly openraft's own rule for real votes), is not itself a leader with a fresh
+//! quorum, has not restarted within a lease, and the candidate's log is at least as long as
+//! its own. With a quorum of yeses the voter calls `trigger().elect()`; otherwise it asks
+//! again after `step`. Nothing is changed by a pre-vote, so an isolated node never raises
+//! its term.
+//!
+//! # Rank
+//! Voters other than the last leader, by id, a witness after every other voter, the last
+//! leader last: the first of them campaigns at once, the others only if it did not win. No
+//! random delay is needed to avoid split votes, so the failover costs the lease and little
+//! more.
+
+use crate::codec;
+use crate::shared::Shared;
+use crate::types::NodeId;
+use openraft::storage::RaftLogStorage;
+use openraft::{LogId, ServerState};
+use proto::raft::v1::RaftPayload;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::{Instant, sleep};
+
+/// Asked of every other voter before an election.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct PreVote {
+    pub candidate: NodeId,
+    pub last_log_id: Option<LogId<NodeId>>,
+}
+
+/// The answer: whether a real vote request would be granted now, and why not.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct PreVoteReply {
+    pub granted: bool,
+    pub reason: String,
+}
+
+/// What one node knows of its own vote, read from openraft's state.
+struct VoteView {
+    /// A leader was elected with this vote (openraft refuses votes inside its lease then).
+    committed: bool,
+    /// Time since the vote last changed: the last heartbeat from the leader, or the node's
+    /// own vote. `None`: openraft has no record (a node just started).
+    since: Option<Duration>,
+    /// The leader (or candidate) the vote is for.
+    voted_for: Option<NodeId>,
+}
+
+/// The id of this node's last log entry, from the log store (openraft does not expose its
+/// own copy); `Err`: the store could not be read.
+async fn last_log_id(shared: &Shared) -> Result<Option<LogId<NodeId>>, String> {
+    let mut log = shared.log.clone();
+    log.get_log_state()
+        .await
+        .map(|s| s.last_log_id)
+        .map_err(|e| e.to_string())
+}
+
+async fn vote_view(shared: &Shared) -> Option<VoteView> {
+    shared
+        .raft
+        .with_raft_state(|st| {
+            let vote = st.vote_ref();
+            VoteView {
+                committed: vote.is_committed(),
+                since: st.vote_last_modified().map(|t| t.elapsed()),
+                voted_for: vote.leader_id().voted_for(),
+            }
+        })
+        .await
+        .ok()
+}
+
+/// The receiver's side of a pre-vote: the same judgement openraft makes of a real vote
+/// request (`Engine::handle_vote_req`), plus the two cases openraft does not cover.
+pub(crate) async fn judge(shared: &Shared, req: &PreVote) -> PreVoteReply {
+    let refuse = |reason: String| PreVoteReply {
+        granted: false,
+        reason,
+    };
+    let lease = shared.timing.election_max;
+    let up = shared.started.elapsed();
+    if up < lease {
+        // openraft has no record of the last heartbeat after a restart and would grant at
+        // once; a live follower would not, so neither does a node that just started.
+        return refuse(format!("started {up:?} ago, less than one lease"));
+    }
+    if shared.in_handover() {
+        return refuse("a leadership handover is under way".into());
+    }
+    let m = shared.metrics();
+    if m.state == ServerState::Leader
+        && m.millis_since_quorum_ack
+            .is_some_and(|ms| Duration::from_millis(ms) < lease)
+    {
+        // A leader's own vote dates from its election, so openraft would grant; but a leader
+        // that a quorum still follows must not be replaced by a node that lost contact.
+        return refuse("this node leads with a fresh quorum".into());
+    }
+    let Some(v) = vote_view(shared).await else {
+        return refuse("raft core stopped".into());
+    };
+    if v.committed
+        && let Some(since) = v.since
+        && since <= lease
+    {
+        return refuse(format!("heard from leader {:?} {since:?} ago", v.voted_for));
+    }
+    let mine = match last_log_id(shared).await {
+        Ok(l) => l,
+        Err(e) => return refuse(format!("cannot read this node's log: {e}")),
+    };
+    if req.last_log_id < mine {
+        return refuse(format!(
+            "candidate's log ends at {:?}, this node's at {mine:?}",
+            req.last_log_id
+        ));
+    }
+    PreVoteReply {
+        granted: true,
+        reason: String::new(),
+    }
+}
+
+/// This voter's place in the campaign order (0 campaigns first); see the module doc.
+pub(crate) fn rank(
+    me: NodeId,
+    voters: &[NodeId],
+    last_leader: Option<NodeId>,
+    witness: bool,
+) -> u32 {
+    let mut order: Vec<NodeId> = voters
+        .iter()
+        .copied()
+        .filter(|v| Some(*v) != last_leader)
+        .collect();
+    order.sort_unstable();
+    let pos = order.iter().position(|v| *v == me).unwrap_or(order.len());
+    let n = u32::try_from(voters.len()).unwrap_or(u32::MAX);
+    let pos = u32::try_from(pos).unwrap_or(u32::MAX);
+    if witness { pos.saturating_add(n) } else { pos }
+}
+
+/// How long a voter waits after the leader fell silent before it asks for pre-votes: the
+/// lease, a margin (a follower's lease may have started a little after ours), and its rank.
+pub(crate) fn patience(lease: Duration, step: Duration, rank: u32) -> Duration {
+    lease + step / 4 + step * rank
+}
+
+/// Asks every other voter for a pre-vote; true once a quorum (this node included) granted.
+async fn pre_vote(
+    shared: &Arc<Shared>,
+    voters: &[NodeId],
+    last_log_id: Option<LogId<NodeId>>,
+) -> bool {
+    let quorum = voters.len() / 2 + 1;
+    let mut granted = 1;
+    if granted >= quorum {
+        return true;
+    }
+    let req = PreVote {
+        candidate: shared.id,
+        last_log_id,
+    };
+    let Ok(payload) = codec::encode(&req) else {
+        return false;
+    };
+    let ttl = shared.timing.election_max;
+    let mut calls = JoinSet::new();
+    for &v in voters.iter().filter(|v| **v != shared.id) {
+        let (shared, payload) = (shared.clone(), payload.clone());
+        calls.spawn(async move {
+            let mut client = shared.peer(v).ok()?;
+            let mut request = tonic::Request::new(RaftPayload { payload });
+            request.set_timeout(ttl);
+            let reply = client.pre_vote(request).await.ok()?.into_inner();
+            let reply: PreVoteReply = codec::decode(&reply.payload).ok()?;
+            if !reply.granted {
+                tracing::debug!(voter = v, reason = %reply.reason, "pre-vote refused");
+            }
+            Some(reply.granted)
+        });
+    }
+    while let Some(r) = calls.join_next().await {
+        if matches!(r, Ok(Some(true))) {
+            granted += 1;
+            if granted >= quorum {
+                // The slow or dead voters' calls are dropped with the set.
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// Runs the trigger until `stop` fires.
+pub(crate) async fn elector(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let lease = shared.timing.election_max;
+    let step = shared.timing.elector_step();
+    let tick = (shared.timing.heartbeat / 4).max(Duration::from_millis(2));
+    let mut not_before = Instant::now();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = sleep(tick) => {}
+        }
+        if Instant::now() < not_before {
+            continue;
+        }
+        let m = shared.metrics();
+        if m.state == ServerState::Leader || m.state == ServerState::Shutdown {
+            continue;
+        }
+        let mut voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
+        voters.sort_unstable();
+        if !voters.contains(&shared.id) {
+            continue;
+        }
+        let Some(v) = vote_view(&shared).await else {
+            return;
+        };
+        if voters.len() > 1 {
+            let wait = patience(
+                lease,
+                step,
+                rank(shared.id, &voters, v.voted_for, shared.witness),
+            );
+            // A node that just started has no record of the last heartbeat: it waits as if
+            // it had heard one at its start, like the others wait after the last one.
+            let silent = v
+                .since
+                .unwrap_or(Duration::MAX)
+                .min(shared.started.elapsed());
+            if silent < wait {
+                continue;
+            }
+            let last = match last_log_id(&shared).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(node = shared.id, error = %e, "cannot read the log; not campaigning");
+                    not_before = Instant::now() + step;
+                    continue;
+                }
+            };
+            if !pre_vote(&shared, &voters, last).await {
+                not_before = Instant::now() + step;
+                continue;
+            }
+        }
+        tracing::info!(
+            node = shared.id,
+            term = m.current_term,
+            last_leader = ?v.voted_for,
+            "no leader for a lease and a quorum would vote for this node: starting an election"
+        );
+        if let Err(e) = shared.raft.trigger().elect().await {
+            tracing::debug!(node = shared.id, error = %e, "raft core stopped; elector ends");
+            return;
+        }
+        // Give the election a lease to finish before judging again.
+        not_before = Instant::now() + lease;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_leader_and_witnesses_campaign_last() {
+        let voters = [1, 2, 3];
+        assert_eq!(rank(2, &voters, Some(1), false), 0);
+        assert_eq!(rank(3, &voters, Some(1), false), 1);
+        assert_eq!(rank(1, &voters, Some(1), false), 2);
+        // No leader yet: plain id order.
+        assert_eq!(rank(1, &voters, None, false), 0);
+        // A witness comes after every LB node, whatever its id.
+        assert_eq!(rank(2, &voters, Some(3), true), 4);
+        assert!(rank(2, &voters, Some(3), true) > rank(1, &voters, Some(3), false));
+    }
+
+    #[test]
+    fn patience_grows_with_rank_and_never_undercuts_the_lease() {
+        let (lease, step) = (Duration::from_millis(120), Duration::from_millis(30));
+        assert!(patience(lease, step, 0) > lease);
+        assert_eq!(patience(lease, step, 1) - patience(lease, step, 0), step);
+    }
+}
