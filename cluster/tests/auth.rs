@@ -57,6 +57,13 @@ async fn peer_calls_need_the_cluster_token() -> Result<()> {
             .await;
         ensure!(r.err().map(|s| s.code()) == Some(Code::Unauthenticated));
         let r = client
+            .pre_vote(with_token(
+                token,
+                tonic::Request::new(RaftPayload { payload: vec![] }),
+            ))
+            .await;
+        ensure!(r.err().map(|s| s.code()) == Some(Code::Unauthenticated));
+        let r = client
             .trigger_election(TriggerElectionRequest {
                 from: 9,
                 term: 99,

@@ -87,3 +87,80 @@ async fn follower_stopped_during_writes_catches_up() -> Result<()> {
     c.wait_state(fi, move |s| *s == *want).await?;
     Ok(())
 }
+
+/// Encodes like the peer service's codec (bincode 2, standard config).
+fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>> {
+    Ok(bincode::serde::encode_to_vec(
+        v,
+        bincode::config::standard(),
+    )?)
+}
+
+fn authed(payload: Vec<u8>) -> tonic::Request<proto::raft::v1::RaftPayload> {
+    let mut req = tonic::Request::new(proto::raft::v1::RaftPayload { payload });
+    let v = format!("Bearer {TOKEN}").parse().expect("ascii header");
+    req.metadata_mut().insert(cluster::AUTH_HEADER, v);
+    req
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_grants_no_vote_within_a_lease_of_its_start() -> Result<()> {
+    init_tracing();
+    // A long lease, so the node is surely still young when the requests arrive.
+    let lease = std::time::Duration::from_secs(3);
+    let mut c = TestCluster::new(3, |s| s.election_timeout.1 = lease)?;
+    c.start_all().await?;
+    let leader = c.wait_leader().await?;
+    c.wait_all(|s| s.bootstrapped).await?;
+    let term = c
+        .node(c.index_of(leader))
+        .raft_metrics()
+        .borrow()
+        .current_term;
+    let f = c.other_than(leader);
+    c.kill(f);
+    let before_start = std::time::Instant::now();
+    c.start(f).await?;
+    let addr = c.node(f).local_addr();
+    let mut client =
+        proto::raft::v1::raft_peer_client::RaftPeerClient::connect(format!("http://{addr}"))
+            .await?;
+
+    // A pre-vote (candidate 9, any log) is refused because the node is young: without that
+    // rule openraft, which has no record of the last heartbeat, would say yes at once.
+    let no_log: Option<openraft::LogId<u64>> = None;
+    let reply = client.pre_vote(authed(encode(&(9u64, no_log))?)).await?;
+    let (granted, reason): (bool, String) = bincode::serde::decode_from_slice(
+        &reply.into_inner().payload,
+        bincode::config::standard(),
+    )?
+    .0;
+    ensure!(!granted, "a node restarted just now granted a pre-vote");
+    ensure!(
+        reason.contains("started"),
+        "refused for another reason: {reason}"
+    );
+
+    // A real vote request is not answered before a lease has passed since the start.
+    ensure!(
+        before_start.elapsed() < lease,
+        "the restart took longer than the lease; nothing left to test"
+    );
+    let stale = openraft::raft::VoteRequest::<u64>::new(openraft::Vote::new(0, 9), None);
+    client.vote(authed(encode(&stale)?)).await?;
+    ensure!(
+        before_start.elapsed() >= lease,
+        "answered a vote {:?} after its start, inside the lease",
+        before_start.elapsed()
+    );
+
+    // None of this moved the cluster: same leader, same term.
+    ensure!(c.wait_leader().await? == leader);
+    let now = c
+        .node(c.index_of(leader))
+        .raft_metrics()
+        .borrow()
+        .current_term;
+    ensure!(now == term, "term moved from {term} to {now}");
+    Ok(())
+}

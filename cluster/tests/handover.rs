@@ -111,3 +111,40 @@ async fn a_witness_never_stays_leader() -> Result<()> {
     c.wait_all(|s| s.farms.contains_key("two-of-three")).await?;
     Ok(())
 }
+
+/// Transfers to every other voter in turn, `rounds` times: each must land on its target.
+async fn transfers_land(voters: usize, rounds: usize) -> Result<()> {
+    let mut c = TestCluster::new(voters, |_| {})?;
+    c.start_all().await?;
+    let mut leader = c.wait_leader().await?;
+    c.wait_all(|s| s.bootstrapped).await?;
+    for round in 0..rounds {
+        // The next voter after the leader, round-robin: every node is a target in turn.
+        let target = leader % voters as u64 + 1;
+        let new = c
+            .node(c.index_of(leader))
+            .transfer_leadership(Some(target))
+            .await?;
+        ensure!(
+            new == target,
+            "{voters} voters, round {round}: leader is {new}, asked for {target}"
+        );
+        ensure!(c.wait_leader().await? == target);
+        leader = target;
+    }
+    // And the cluster still commits.
+    c.node(0).write(put("after-transfers", 1)).await?;
+    c.wait_all(|s| s.farms.contains_key("after-transfers"))
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_lands_on_3_4_and_5_voters_every_time() -> Result<()> {
+    init_tracing();
+    // With four or more voters the candidate and the leader are no quorum: the leader stops
+    // its heartbeats and the candidate waits out the other followers' leases.
+    for voters in [3, 4, 5] {
+        transfers_land(voters, 5).await?;
+    }
+    Ok(())
+}

@@ -147,8 +147,16 @@ const CASES: &[(&str, &str, &str)] = &[
     ("lease_ms = 80", "lease_ms = 0", "cluster.lease_ms"),
     // A slower heartbeat under the same lease: one late heartbeat would drop ownership.
     ("heartbeat_ms = 15", "heartbeat_ms = 50", "cluster.lease_ms"),
-    ("heartbeat_ms = 15", "heartbeat_ms = 0", "cluster.heartbeat_ms"),
-    ("heartbeat_ms = 15", "heartbeat_ms = 5000", "cluster.heartbeat_ms"),
+    (
+        "heartbeat_ms = 15",
+        "heartbeat_ms = 0",
+        "cluster.heartbeat_ms",
+    ),
+    (
+        "heartbeat_ms = 15",
+        "heartbeat_ms = 5000",
+        "cluster.heartbeat_ms",
+    ),
     ("[100, 120]", "[120, 100]", "cluster.election_timeout_ms"),
     ("[100, 120]", "[120, 120]", "cluster.election_timeout_ms"),
     ("[100, 120]", "[10, 120]", "cluster.election_timeout_ms"),
