@@ -3,9 +3,10 @@
 //! without a cluster.
 //!
 //! A node owns the VIPs while it is the Raft leader **and** a quorum acknowledged it less
-//! than `lease` ago. The lease is shorter than the minimum election timeout, so a leader cut
-//! off from its peers stops answering ARP and forwarding before any other node can win an
-//! election: there is never an instant with two owners (docs/design.md#inv-single-owner). A witness
+//! than `lease` ago. The lease ends before any voter may grant a vote after the leader's last
+//! acknowledged heartbeat, so a leader cut off from its peers stops answering ARP and
+//! forwarding before any other node can win an election: there is never an instant with two
+//! owners (docs/design.md#vip-ownership, step by step). A witness
 //! never owns a VIP. The sole voter of a cluster (a cluster of one) has no one to overlap with, so
 //! it owns while it leads, without a lease: a busy single node does not drop its VIPs.
 
