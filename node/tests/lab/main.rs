@@ -24,6 +24,7 @@ mod cluster_kill_leader;
 mod cluster_partition;
 mod cluster_sigstop;
 mod cluster_single_owner;
+mod cluster_transfer;
 mod cluster_witness;
 mod demo;
 mod dsrctl_failover;
