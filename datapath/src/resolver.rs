@@ -55,11 +55,66 @@ pub struct ResolverStats {
     pub frames_received: u64,
 }
 
+/// Gratuitous ARP still to send, one job per VIP. Per VIP because announcements start at
+/// different times (a takeover's burst, then a VIP added while owning): a new burst for one
+/// VIP must replace that VIP's rounds and leave every other VIP's rounds alone.
+#[derive(Default)]
+struct GarpSchedule {
+    jobs: Vec<GarpJob>,
+}
+
 struct GarpJob {
-    vips: Vec<Ipv4Addr>,
+    vip: Ipv4Addr,
+    /// Rounds of the burst still to send.
     remaining: u32,
     interval: Duration,
     due: Instant,
+}
+
+impl GarpSchedule {
+    /// Starts a burst of `count` rounds `interval` apart for each of `vips`, the first at
+    /// `now`, replacing whatever was scheduled for those VIPs.
+    fn announce(&mut self, vips: &[Ipv4Addr], count: u32, interval: Duration, now: Instant) {
+        if count == 0 {
+            return;
+        }
+        for &vip in vips {
+            let job = GarpJob {
+                vip,
+                remaining: count,
+                interval,
+                due: now,
+            };
+            match self.jobs.iter_mut().find(|j| j.vip == vip) {
+                Some(j) => *j = job,
+                None => self.jobs.push(job),
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.jobs.clear();
+    }
+
+    /// Takes the rounds due at `now`, appending their VIPs to `out`; returns when the next
+    /// round falls due, if any is left. A late round is sent once, not caught up: the next
+    /// one is an interval after this call, so a thread that slept long does not burst.
+    fn take_due(&mut self, now: Instant, out: &mut Vec<Ipv4Addr>) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        self.jobs.retain_mut(|job| {
+            if job.due <= now {
+                out.push(job.vip);
+                job.remaining -= 1;
+                job.due = now + job.interval;
+            }
+            if job.remaining == 0 {
+                return false;
+            }
+            next = Some(next.map_or(job.due, |n| n.min(job.due)));
+            true
+        });
+        next
+    }
 }
 
 #[derive(Default)]
@@ -68,7 +123,7 @@ struct State {
     targets: Vec<Ipv4Addr>,
     ask_now: bool,
     learned: HashMap<Ipv4Addr, (MacAddr, Instant)>,
-    garp: Vec<GarpJob>,
+    garp: GarpSchedule,
     /// When set, announcements are sent only while this lease is held.
     lease: Option<Arc<Shared>>,
     stats: ResolverStats,
@@ -206,21 +261,16 @@ impl MacResolver {
 
     /// Announces `vips` with our MAC: `count` rounds `interval` apart, each round a
     /// gratuitous request and a gratuitous reply per VIP. Returns at once; the ARP thread
-    /// sends the rounds (the first immediately). Replaces any announcement in progress.
+    /// sends the rounds (the first immediately). Replaces the announcement in progress for
+    /// these VIPs only; other VIPs keep their remaining rounds.
     pub fn send_garp(&self, vips: &[Ipv4Addr], count: u32, interval: Duration) {
         if vips.is_empty() || count == 0 {
             return;
         }
-        {
-            let mut st = self.inner.lock();
-            st.garp.clear();
-            st.garp.push(GarpJob {
-                vips: vips.to_vec(),
-                remaining: count,
-                interval,
-                due: Instant::now(),
-            });
-        }
+        self.inner
+            .lock()
+            .garp
+            .announce(vips, count, interval, Instant::now());
         self.inner.wake();
     }
 
@@ -327,17 +377,9 @@ impl ArpThread {
         if st.lease.as_ref().is_some_and(|l| !l.is_owner()) {
             st.garp.clear();
         }
-        st.garp.retain_mut(|job| {
-            if job.due <= now {
-                to_announce.extend_from_slice(&job.vips);
-                job.remaining -= 1;
-                job.due = now + job.interval;
-            }
-            if job.remaining > 0 {
-                next = next.min(job.due);
-            }
-            job.remaining > 0
-        });
+        if let Some(due) = st.garp.take_due(now, to_announce) {
+            next = next.min(due);
+        }
         next.saturating_duration_since(now).min(MAX_SLEEP)
     }
 
@@ -431,5 +473,91 @@ impl ArpThread {
                 st.learned.insert(ip, (mac, Instant::now()));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+    const B: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 101);
+    const MS: Duration = Duration::from_millis(1);
+
+    /// Drives `schedule` from `t0` to `t0 + until` as the thread would (waking exactly when
+    /// the next round is due) and lists each round sent: (ms after `t0`, VIP).
+    fn drive(
+        schedule: &mut GarpSchedule,
+        t0: Instant,
+        from: Duration,
+        until: Duration,
+    ) -> Vec<(u128, Ipv4Addr)> {
+        let mut sent = Vec::new();
+        let mut out = Vec::new();
+        let mut now = t0 + from;
+        while now <= t0 + until {
+            out.clear();
+            let next = schedule.take_due(now, &mut out);
+            sent.extend(out.iter().map(|v| ((now - t0).as_millis(), *v)));
+            match next {
+                Some(n) => now = n.max(now + MS),
+                None => break,
+            }
+        }
+        sent
+    }
+
+    #[test]
+    fn a_burst_for_a_new_vip_leaves_the_other_vips_rounds_alone() {
+        let t0 = Instant::now();
+        let mut s = GarpSchedule::default();
+        s.announce(&[A], 3, 100 * MS, t0);
+        // Round 1 of A's burst, then B appears while A's rounds 2 and 3 are pending.
+        let mut sent = drive(&mut s, t0, Duration::ZERO, 50 * MS);
+        s.announce(&[B], 3, 100 * MS, t0 + 50 * MS);
+        sent.extend(drive(&mut s, t0, 50 * MS, Duration::from_secs(10)));
+        let rounds = |vip| -> Vec<u128> {
+            sent.iter()
+                .filter(|(_, v)| *v == vip)
+                .map(|(t, _)| *t)
+                .collect()
+        };
+        assert_eq!(rounds(A), vec![0, 100, 200]);
+        assert_eq!(rounds(B), vec![50, 150, 250]);
+    }
+
+    #[test]
+    fn a_new_burst_for_the_same_vip_replaces_its_rounds() {
+        let t0 = Instant::now();
+        let mut s = GarpSchedule::default();
+        s.announce(&[A, B], 3, 100 * MS, t0);
+        let mut sent = drive(&mut s, t0, Duration::ZERO, 50 * MS);
+        s.announce(&[A], 2, 100 * MS, t0 + 50 * MS);
+        sent.extend(drive(&mut s, t0, 50 * MS, Duration::from_secs(10)));
+        let a: Vec<u128> = sent
+            .iter()
+            .filter(|(_, v)| *v == A)
+            .map(|(t, _)| *t)
+            .collect();
+        let b: Vec<u128> = sent
+            .iter()
+            .filter(|(_, v)| *v == B)
+            .map(|(t, _)| *t)
+            .collect();
+        assert_eq!(a, vec![0, 50, 150]);
+        assert_eq!(b, vec![0, 100, 200]);
+    }
+
+    #[test]
+    fn cancel_drops_every_vips_rounds() {
+        let t0 = Instant::now();
+        let mut s = GarpSchedule::default();
+        s.announce(&[A], 3, 100 * MS, t0);
+        s.announce(&[B], 3, 100 * MS, t0);
+        assert_eq!(drive(&mut s, t0, Duration::ZERO, Duration::ZERO).len(), 2);
+        s.clear();
+        let mut out = Vec::new();
+        assert_eq!(s.take_due(t0 + Duration::from_secs(10), &mut out), None);
+        assert!(out.is_empty());
     }
 }
