@@ -18,6 +18,10 @@
 //! its own schedule: after a stop (SIGSTOP, starvation) it would otherwise send the rounds
 //! that fell due meanwhile, for a lease that ran out while it was frozen, before the
 //! control loop could cancel them.
+//!
+//! Announcements are one job per VIP: a burst of rounds (takeover, or a VIP added while
+//! owning), then, with [`MacResolver::set_garp_refresh`], one round every refresh period
+//! until the job is cancelled (release) or withdrawn (the VIP is gone).
 
 use std::collections::HashMap;
 use std::io;
@@ -61,11 +65,15 @@ pub struct ResolverStats {
 #[derive(Default)]
 struct GarpSchedule {
     jobs: Vec<GarpJob>,
+    /// After its burst a job stays and sends one round every `refresh`: a switch or client
+    /// that lost the entry (aged out, flushed, rebooted) learns it again without asking,
+    /// which a client that only ever sends to a cached MAC never would. `None`: off.
+    refresh: Option<Duration>,
 }
 
 struct GarpJob {
     vip: Ipv4Addr,
-    /// Rounds of the burst still to send.
+    /// Rounds of the burst still to send; 0 once it is over (the job then only refreshes).
     remaining: u32,
     interval: Duration,
     due: Instant,
@@ -96,19 +104,31 @@ impl GarpSchedule {
         self.jobs.clear();
     }
 
+    /// Drops the jobs of `vips`, burst or refresh.
+    fn withdraw(&mut self, vips: &[Ipv4Addr]) {
+        self.jobs.retain(|j| !vips.contains(&j.vip));
+    }
+
     /// Takes the rounds due at `now`, appending their VIPs to `out`; returns when the next
     /// round falls due, if any is left. A late round is sent once, not caught up: the next
-    /// one is an interval after this call, so a thread that slept long does not burst.
+    /// one is an interval (or refresh period) after this call, so a thread that slept long
+    /// does not burst.
     fn take_due(&mut self, now: Instant, out: &mut Vec<Ipv4Addr>) -> Option<Instant> {
+        let refresh = self.refresh;
         let mut next: Option<Instant> = None;
         self.jobs.retain_mut(|job| {
             if job.due <= now {
                 out.push(job.vip);
-                job.remaining -= 1;
-                job.due = now + job.interval;
-            }
-            if job.remaining == 0 {
-                return false;
+                job.remaining = job.remaining.saturating_sub(1);
+                let gap = if job.remaining > 0 {
+                    job.interval
+                } else {
+                    match refresh {
+                        Some(period) => period,
+                        None => return false,
+                    }
+                };
+                job.due = now + gap;
             }
             next = Some(next.map_or(job.due, |n| n.min(job.due)));
             true
@@ -275,15 +295,32 @@ impl MacResolver {
     }
 
     /// From now on, sends a gratuitous ARP round only while `shared`'s VIP lease covers the
-    /// moment of sending, and abandons an announcement whose lease lapsed.
+    /// moment of sending; a round that falls due while it does not is skipped, not made up.
     pub fn announce_only_while_owner(&self, shared: Arc<Shared>) {
         self.inner.lock().lease = Some(shared);
     }
 
-    /// Abandons announcements still to be sent: on step-down, a late gratuitous ARP would
-    /// claim a VIP this node no longer owns.
+    /// After an announcement's burst, repeats one round per VIP every `period` until
+    /// [`cancel_garp`](MacResolver::cancel_garp) or [`withdraw_garp`](MacResolver::withdraw_garp)
+    /// (keepalived's `vrrp_garp_master_refresh`). `None` (the default): the burst is all.
+    /// Applies to announcements in progress from their next round on.
+    pub fn set_garp_refresh(&self, period: Option<Duration>) {
+        self.inner.lock().garp.refresh = period.filter(|p| !p.is_zero());
+        self.inner.wake();
+    }
+
+    /// Abandons announcements still to be sent, refreshes included: on step-down, a late
+    /// gratuitous ARP would claim a VIP this node no longer owns.
     pub fn cancel_garp(&self) {
         self.inner.lock().garp.clear();
+    }
+
+    /// Abandons the announcements of `vips` only: a VIP no longer served must not be
+    /// claimed (its traffic would come here to be dropped), the others keep theirs.
+    pub fn withdraw_garp(&self, vips: &[Ipv4Addr]) {
+        if !vips.is_empty() {
+            self.inner.lock().garp.withdraw(vips);
+        }
     }
 
     pub fn stats(&self) -> ResolverStats {
@@ -374,11 +411,14 @@ impl ArpThread {
             st.learned.retain(|_, (_, heard)| inner.fresh(*heard, now));
         }
         let mut next = self.next_round;
-        if st.lease.as_ref().is_some_and(|l| !l.is_owner()) {
-            st.garp.clear();
-        }
         if let Some(due) = st.garp.take_due(now, to_announce) {
             next = next.min(due);
+        }
+        // Rounds due while the lease is not held are skipped, but the jobs stay: a lapse
+        // the control loop never saw as a release (it got a fresh quorum ack in time) must
+        // not end the refresh for the rest of this ownership. A release it did see cancels.
+        if st.lease.as_ref().is_some_and(|l| !l.is_owner()) {
+            to_announce.clear();
         }
         next.saturating_duration_since(now).min(MAX_SLEEP)
     }
@@ -484,8 +524,8 @@ mod tests {
     const B: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 101);
     const MS: Duration = Duration::from_millis(1);
 
-    /// Drives `schedule` from `t0` to `t0 + until` as the thread would (waking exactly when
-    /// the next round is due) and lists each round sent: (ms after `t0`, VIP).
+    /// Drives `schedule` from `t0 + from` to `t0 + until` as the thread would (waking
+    /// exactly when the next round is due) and lists each round sent: (ms after `t0`, VIP).
     fn drive(
         schedule: &mut GarpSchedule,
         t0: Instant,
@@ -507,6 +547,14 @@ mod tests {
         sent
     }
 
+    /// When `vip` was announced, in ms after `t0`.
+    fn rounds(sent: &[(u128, Ipv4Addr)], vip: Ipv4Addr) -> Vec<u128> {
+        sent.iter()
+            .filter(|(_, v)| *v == vip)
+            .map(|(t, _)| *t)
+            .collect()
+    }
+
     #[test]
     fn a_burst_for_a_new_vip_leaves_the_other_vips_rounds_alone() {
         let t0 = Instant::now();
@@ -516,14 +564,8 @@ mod tests {
         let mut sent = drive(&mut s, t0, Duration::ZERO, 50 * MS);
         s.announce(&[B], 3, 100 * MS, t0 + 50 * MS);
         sent.extend(drive(&mut s, t0, 50 * MS, Duration::from_secs(10)));
-        let rounds = |vip| -> Vec<u128> {
-            sent.iter()
-                .filter(|(_, v)| *v == vip)
-                .map(|(t, _)| *t)
-                .collect()
-        };
-        assert_eq!(rounds(A), vec![0, 100, 200]);
-        assert_eq!(rounds(B), vec![50, 150, 250]);
+        assert_eq!(rounds(&sent, A), vec![0, 100, 200]);
+        assert_eq!(rounds(&sent, B), vec![50, 150, 250]);
     }
 
     #[test]
@@ -534,18 +576,59 @@ mod tests {
         let mut sent = drive(&mut s, t0, Duration::ZERO, 50 * MS);
         s.announce(&[A], 2, 100 * MS, t0 + 50 * MS);
         sent.extend(drive(&mut s, t0, 50 * MS, Duration::from_secs(10)));
-        let a: Vec<u128> = sent
-            .iter()
-            .filter(|(_, v)| *v == A)
-            .map(|(t, _)| *t)
-            .collect();
-        let b: Vec<u128> = sent
-            .iter()
-            .filter(|(_, v)| *v == B)
-            .map(|(t, _)| *t)
-            .collect();
-        assert_eq!(a, vec![0, 50, 150]);
-        assert_eq!(b, vec![0, 100, 200]);
+        assert_eq!(rounds(&sent, A), vec![0, 50, 150]);
+        assert_eq!(rounds(&sent, B), vec![0, 100, 200]);
+    }
+
+    #[test]
+    fn with_a_refresh_every_vip_is_announced_again_every_period_after_its_burst() {
+        let t0 = Instant::now();
+        let mut s = GarpSchedule {
+            refresh: Some(Duration::from_secs(1)),
+            ..GarpSchedule::default()
+        };
+        s.announce(&[A], 3, 100 * MS, t0);
+        let mut sent = drive(&mut s, t0, Duration::ZERO, 1500 * MS);
+        // B appears mid-refresh: its own burst, then its own refresh phase; A's is kept.
+        s.announce(&[B], 2, 100 * MS, t0 + 1500 * MS);
+        sent.extend(drive(&mut s, t0, 1500 * MS, 3700 * MS));
+        assert_eq!(rounds(&sent, A), vec![0, 100, 200, 1200, 2200, 3200]);
+        assert_eq!(rounds(&sent, B), vec![1500, 1600, 2600, 3600]);
+        // Refresh goes on while nothing stops it; withdrawing A leaves B's.
+        s.withdraw(&[A]);
+        let later = drive(&mut s, t0, 3700 * MS, 5700 * MS);
+        assert_eq!(rounds(&later, A), Vec::<u128>::new());
+        assert_eq!(rounds(&later, B), vec![4600, 5600]);
+        // Release ends it all.
+        s.clear();
+        assert_eq!(drive(&mut s, t0, 5700 * MS, 60_000 * MS), vec![]);
+    }
+
+    #[test]
+    fn a_late_refresh_round_is_sent_once_not_caught_up() {
+        let t0 = Instant::now();
+        let mut s = GarpSchedule {
+            refresh: Some(Duration::from_secs(1)),
+            ..GarpSchedule::default()
+        };
+        s.announce(&[A], 1, 100 * MS, t0);
+        let mut out = Vec::new();
+        assert_eq!(s.take_due(t0, &mut out), Some(t0 + 1000 * MS));
+        // The thread was stopped for 10 s: one round now, the next a period later.
+        out.clear();
+        let late = t0 + 10_000 * MS;
+        assert_eq!(s.take_due(late, &mut out), Some(late + 1000 * MS));
+        assert_eq!(out, vec![A]);
+    }
+
+    #[test]
+    fn without_a_refresh_a_job_ends_with_its_burst() {
+        let t0 = Instant::now();
+        let mut s = GarpSchedule::default();
+        s.announce(&[A], 2, 100 * MS, t0);
+        let sent = drive(&mut s, t0, Duration::ZERO, 60_000 * MS);
+        assert_eq!(rounds(&sent, A), vec![0, 100]);
+        assert!(s.jobs.is_empty());
     }
 
     #[test]
