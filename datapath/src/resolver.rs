@@ -327,9 +327,33 @@ impl MacResolver {
         self.inner.lock().stats
     }
 
+    /// A handle that reads [`stats`](MacResolver::stats) where the resolver itself is not
+    /// reachable (the metrics endpoint). It does not keep the thread running.
+    pub fn stats_reader(&self) -> ResolverStatsReader {
+        ResolverStatsReader(self.inner.clone())
+    }
+
     /// Stops the thread and waits for it.
     pub fn stop(self) {
         drop(self);
+    }
+}
+
+/// Reads a resolver's counters; see [`MacResolver::stats_reader`].
+#[derive(Clone)]
+pub struct ResolverStatsReader(Arc<Inner>);
+
+impl ResolverStatsReader {
+    pub fn get(&self) -> ResolverStats {
+        self.0.lock().stats
+    }
+}
+
+impl std::fmt::Debug for ResolverStatsReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("ResolverStatsReader")
+            .field(&self.get())
+            .finish()
     }
 }
 

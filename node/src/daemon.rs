@@ -82,6 +82,7 @@ async fn run_inner(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
     // Jobs started by a takeover or a new VIP then keep announcing until release (which
     // cancels them) or the VIP's removal (which withdraws it).
     resolver.set_garp_refresh(config.datapath.garp_refresh);
+    node_metrics.set_resolver(resolver.stats_reader());
     let datapath = Datapath::start(
         DatapathConfig {
             interface: config.datapath.interface.clone(),
