@@ -18,6 +18,10 @@
 //! its own schedule: after a stop (SIGSTOP, starvation) it would otherwise send the rounds
 //! that fell due meanwhile, for a lease that ran out while it was frozen, before the
 //! control loop could cancel them.
+//!
+//! Announcements are one job per VIP: a burst of rounds (takeover, or a VIP added while
+//! owning), then, with [`MacResolver::set_garp_refresh`], one round every refresh period
+//! until the job is cancelled (release) or withdrawn (the VIP is gone).
 
 use std::collections::HashMap;
 use std::io;
@@ -55,11 +59,82 @@ pub struct ResolverStats {
     pub frames_received: u64,
 }
 
+/// Gratuitous ARP still to send, one job per VIP. Per VIP because announcements start at
+/// different times (a takeover's burst, then a VIP added while owning): a new burst for one
+/// VIP must replace that VIP's rounds and leave every other VIP's rounds alone.
+#[derive(Default)]
+struct GarpSchedule {
+    jobs: Vec<GarpJob>,
+    /// After its burst a job stays and sends one round every `refresh`: a switch or client
+    /// that lost the entry (aged out, flushed, rebooted) learns it again without asking,
+    /// which a client that only ever sends to a cached MAC never would. `None`: off.
+    refresh: Option<Duration>,
+}
+
 struct GarpJob {
-    vips: Vec<Ipv4Addr>,
+    vip: Ipv4Addr,
+    /// Rounds of the burst still to send; 0 once it is over (the job then only refreshes).
     remaining: u32,
     interval: Duration,
     due: Instant,
+}
+
+impl GarpSchedule {
+    /// Starts a burst of `count` rounds `interval` apart for each of `vips`, the first at
+    /// `now`, replacing whatever was scheduled for those VIPs.
+    fn announce(&mut self, vips: &[Ipv4Addr], count: u32, interval: Duration, now: Instant) {
+        if count == 0 {
+            return;
+        }
+        for &vip in vips {
+            let job = GarpJob {
+                vip,
+                remaining: count,
+                interval,
+                due: now,
+            };
+            match self.jobs.iter_mut().find(|j| j.vip == vip) {
+                Some(j) => *j = job,
+                None => self.jobs.push(job),
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.jobs.clear();
+    }
+
+    /// Drops the jobs of `vips`, burst or refresh.
+    fn withdraw(&mut self, vips: &[Ipv4Addr]) {
+        self.jobs.retain(|j| !vips.contains(&j.vip));
+    }
+
+    /// Takes the rounds due at `now`, appending their VIPs to `out`; returns when the next
+    /// round falls due, if any is left. A late round is sent once, not caught up: the next
+    /// one is an interval (or refresh period) after this call, so a thread that slept long
+    /// does not burst.
+    fn take_due(&mut self, now: Instant, out: &mut Vec<Ipv4Addr>) -> Option<Instant> {
+        let refresh = self.refresh;
+        let mut next: Option<Instant> = None;
+        self.jobs.retain_mut(|job| {
+            if job.due <= now {
+                out.push(job.vip);
+                job.remaining = job.remaining.saturating_sub(1);
+                let gap = if job.remaining > 0 {
+                    job.interval
+                } else {
+                    match refresh {
+                        Some(period) => period,
+                        None => return false,
+                    }
+                };
+                job.due = now + gap;
+            }
+            next = Some(next.map_or(job.due, |n| n.min(job.due)));
+            true
+        });
+        next
+    }
 }
 
 #[derive(Default)]
@@ -68,7 +143,7 @@ struct State {
     targets: Vec<Ipv4Addr>,
     ask_now: bool,
     learned: HashMap<Ipv4Addr, (MacAddr, Instant)>,
-    garp: Vec<GarpJob>,
+    garp: GarpSchedule,
     /// When set, announcements are sent only while this lease is held.
     lease: Option<Arc<Shared>>,
     stats: ResolverStats,
@@ -206,43 +281,79 @@ impl MacResolver {
 
     /// Announces `vips` with our MAC: `count` rounds `interval` apart, each round a
     /// gratuitous request and a gratuitous reply per VIP. Returns at once; the ARP thread
-    /// sends the rounds (the first immediately). Replaces any announcement in progress.
+    /// sends the rounds (the first immediately). Replaces the announcement in progress for
+    /// these VIPs only; other VIPs keep their remaining rounds.
     pub fn send_garp(&self, vips: &[Ipv4Addr], count: u32, interval: Duration) {
         if vips.is_empty() || count == 0 {
             return;
         }
-        {
-            let mut st = self.inner.lock();
-            st.garp.clear();
-            st.garp.push(GarpJob {
-                vips: vips.to_vec(),
-                remaining: count,
-                interval,
-                due: Instant::now(),
-            });
-        }
+        self.inner
+            .lock()
+            .garp
+            .announce(vips, count, interval, Instant::now());
         self.inner.wake();
     }
 
     /// From now on, sends a gratuitous ARP round only while `shared`'s VIP lease covers the
-    /// moment of sending, and abandons an announcement whose lease lapsed.
+    /// moment of sending; a round that falls due while it does not is skipped, not made up.
     pub fn announce_only_while_owner(&self, shared: Arc<Shared>) {
         self.inner.lock().lease = Some(shared);
     }
 
-    /// Abandons announcements still to be sent: on step-down, a late gratuitous ARP would
-    /// claim a VIP this node no longer owns.
+    /// After an announcement's burst, repeats one round per VIP every `period` until
+    /// [`cancel_garp`](MacResolver::cancel_garp) or [`withdraw_garp`](MacResolver::withdraw_garp)
+    /// (keepalived's `vrrp_garp_master_refresh`). `None` (the default): the burst is all.
+    /// Applies to announcements in progress from their next round on.
+    pub fn set_garp_refresh(&self, period: Option<Duration>) {
+        self.inner.lock().garp.refresh = period.filter(|p| !p.is_zero());
+        self.inner.wake();
+    }
+
+    /// Abandons announcements still to be sent, refreshes included: on step-down, a late
+    /// gratuitous ARP would claim a VIP this node no longer owns.
     pub fn cancel_garp(&self) {
         self.inner.lock().garp.clear();
+    }
+
+    /// Abandons the announcements of `vips` only: a VIP no longer served must not be
+    /// claimed (its traffic would come here to be dropped), the others keep theirs.
+    pub fn withdraw_garp(&self, vips: &[Ipv4Addr]) {
+        if !vips.is_empty() {
+            self.inner.lock().garp.withdraw(vips);
+        }
     }
 
     pub fn stats(&self) -> ResolverStats {
         self.inner.lock().stats
     }
 
+    /// A handle that reads [`stats`](MacResolver::stats) where the resolver itself is not
+    /// reachable (the metrics endpoint). It does not keep the thread running.
+    pub fn stats_reader(&self) -> ResolverStatsReader {
+        ResolverStatsReader(self.inner.clone())
+    }
+
     /// Stops the thread and waits for it.
     pub fn stop(self) {
         drop(self);
+    }
+}
+
+/// Reads a resolver's counters; see [`MacResolver::stats_reader`].
+#[derive(Clone)]
+pub struct ResolverStatsReader(Arc<Inner>);
+
+impl ResolverStatsReader {
+    pub fn get(&self) -> ResolverStats {
+        self.0.lock().stats
+    }
+}
+
+impl std::fmt::Debug for ResolverStatsReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("ResolverStatsReader")
+            .field(&self.get())
+            .finish()
     }
 }
 
@@ -324,20 +435,15 @@ impl ArpThread {
             st.learned.retain(|_, (_, heard)| inner.fresh(*heard, now));
         }
         let mut next = self.next_round;
-        if st.lease.as_ref().is_some_and(|l| !l.is_owner()) {
-            st.garp.clear();
+        if let Some(due) = st.garp.take_due(now, to_announce) {
+            next = next.min(due);
         }
-        st.garp.retain_mut(|job| {
-            if job.due <= now {
-                to_announce.extend_from_slice(&job.vips);
-                job.remaining -= 1;
-                job.due = now + job.interval;
-            }
-            if job.remaining > 0 {
-                next = next.min(job.due);
-            }
-            job.remaining > 0
-        });
+        // Rounds due while the lease is not held are skipped, but the jobs stay: a lapse
+        // the control loop never saw as a release (it got a fresh quorum ack in time) must
+        // not end the refresh for the rest of this ownership. A release it did see cancels.
+        if st.lease.as_ref().is_some_and(|l| !l.is_owner()) {
+            to_announce.clear();
+        }
         next.saturating_duration_since(now).min(MAX_SLEEP)
     }
 
@@ -431,5 +537,134 @@ impl ArpThread {
                 st.learned.insert(ip, (mac, Instant::now()));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+    const B: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 101);
+    const MS: Duration = Duration::from_millis(1);
+
+    /// Drives `schedule` from `t0 + from` to `t0 + until` as the thread would (waking
+    /// exactly when the next round is due) and lists each round sent: (ms after `t0`, VIP).
+    fn drive(
+        schedule: &mut GarpSchedule,
+        t0: Instant,
+        from: Duration,
+        until: Duration,
+    ) -> Vec<(u128, Ipv4Addr)> {
+        let mut sent = Vec::new();
+        let mut out = Vec::new();
+        let mut now = t0 + from;
+        while now <= t0 + until {
+            out.clear();
+            let next = schedule.take_due(now, &mut out);
+            sent.extend(out.iter().map(|v| ((now - t0).as_millis(), *v)));
+            match next {
+                Some(n) => now = n.max(now + MS),
+                None => break,
+            }
+        }
+        sent
+    }
+
+    /// When `vip` was announced, in ms after `t0`.
+    fn rounds(sent: &[(u128, Ipv4Addr)], vip: Ipv4Addr) -> Vec<u128> {
+        sent.iter()
+            .filter(|(_, v)| *v == vip)
+            .map(|(t, _)| *t)
+            .collect()
+    }
+
+    #[test]
+    fn a_burst_for_a_new_vip_leaves_the_other_vips_rounds_alone() {
+        let t0 = Instant::now();
+        let mut s = GarpSchedule::default();
+        s.announce(&[A], 3, 100 * MS, t0);
+        // Round 1 of A's burst, then B appears while A's rounds 2 and 3 are pending.
+        let mut sent = drive(&mut s, t0, Duration::ZERO, 50 * MS);
+        s.announce(&[B], 3, 100 * MS, t0 + 50 * MS);
+        sent.extend(drive(&mut s, t0, 50 * MS, Duration::from_secs(10)));
+        assert_eq!(rounds(&sent, A), vec![0, 100, 200]);
+        assert_eq!(rounds(&sent, B), vec![50, 150, 250]);
+    }
+
+    #[test]
+    fn a_new_burst_for_the_same_vip_replaces_its_rounds() {
+        let t0 = Instant::now();
+        let mut s = GarpSchedule::default();
+        s.announce(&[A, B], 3, 100 * MS, t0);
+        let mut sent = drive(&mut s, t0, Duration::ZERO, 50 * MS);
+        s.announce(&[A], 2, 100 * MS, t0 + 50 * MS);
+        sent.extend(drive(&mut s, t0, 50 * MS, Duration::from_secs(10)));
+        assert_eq!(rounds(&sent, A), vec![0, 50, 150]);
+        assert_eq!(rounds(&sent, B), vec![0, 100, 200]);
+    }
+
+    #[test]
+    fn with_a_refresh_every_vip_is_announced_again_every_period_after_its_burst() {
+        let t0 = Instant::now();
+        let mut s = GarpSchedule {
+            refresh: Some(Duration::from_secs(1)),
+            ..GarpSchedule::default()
+        };
+        s.announce(&[A], 3, 100 * MS, t0);
+        let mut sent = drive(&mut s, t0, Duration::ZERO, 1500 * MS);
+        // B appears mid-refresh: its own burst, then its own refresh phase; A's is kept.
+        s.announce(&[B], 2, 100 * MS, t0 + 1500 * MS);
+        sent.extend(drive(&mut s, t0, 1500 * MS, 3700 * MS));
+        assert_eq!(rounds(&sent, A), vec![0, 100, 200, 1200, 2200, 3200]);
+        assert_eq!(rounds(&sent, B), vec![1500, 1600, 2600, 3600]);
+        // Refresh goes on while nothing stops it; withdrawing A leaves B's.
+        s.withdraw(&[A]);
+        let later = drive(&mut s, t0, 3700 * MS, 5700 * MS);
+        assert_eq!(rounds(&later, A), Vec::<u128>::new());
+        assert_eq!(rounds(&later, B), vec![4600, 5600]);
+        // Release ends it all.
+        s.clear();
+        assert_eq!(drive(&mut s, t0, 5700 * MS, 60_000 * MS), vec![]);
+    }
+
+    #[test]
+    fn a_late_refresh_round_is_sent_once_not_caught_up() {
+        let t0 = Instant::now();
+        let mut s = GarpSchedule {
+            refresh: Some(Duration::from_secs(1)),
+            ..GarpSchedule::default()
+        };
+        s.announce(&[A], 1, 100 * MS, t0);
+        let mut out = Vec::new();
+        assert_eq!(s.take_due(t0, &mut out), Some(t0 + 1000 * MS));
+        // The thread was stopped for 10 s: one round now, the next a period later.
+        out.clear();
+        let late = t0 + 10_000 * MS;
+        assert_eq!(s.take_due(late, &mut out), Some(late + 1000 * MS));
+        assert_eq!(out, vec![A]);
+    }
+
+    #[test]
+    fn without_a_refresh_a_job_ends_with_its_burst() {
+        let t0 = Instant::now();
+        let mut s = GarpSchedule::default();
+        s.announce(&[A], 2, 100 * MS, t0);
+        let sent = drive(&mut s, t0, Duration::ZERO, 60_000 * MS);
+        assert_eq!(rounds(&sent, A), vec![0, 100]);
+        assert!(s.jobs.is_empty());
+    }
+
+    #[test]
+    fn cancel_drops_every_vips_rounds() {
+        let t0 = Instant::now();
+        let mut s = GarpSchedule::default();
+        s.announce(&[A], 3, 100 * MS, t0);
+        s.announce(&[B], 3, 100 * MS, t0);
+        assert_eq!(drive(&mut s, t0, Duration::ZERO, Duration::ZERO).len(), 2);
+        s.clear();
+        let mut out = Vec::new();
+        assert_eq!(s.take_due(t0 + Duration::from_secs(10), &mut out), None);
+        assert!(out.is_empty());
     }
 }

@@ -79,6 +79,10 @@ async fn run_inner(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
     // A gratuitous ARP round that falls due after the lease ran out (the node was frozen)
     // must not go out: it would claim the VIP for a node that no longer owns it.
     resolver.announce_only_while_owner(shared.clone());
+    // Jobs started by a takeover or a new VIP then keep announcing until release (which
+    // cancels them) or the VIP's removal (which withdraws it).
+    resolver.set_garp_refresh(config.datapath.garp_refresh);
+    node_metrics.set_resolver(resolver.stats_reader());
     let datapath = Datapath::start(
         DatapathConfig {
             interface: config.datapath.interface.clone(),
@@ -400,9 +404,18 @@ impl Node<'_> {
         )
         .context("building the forwarding table")?;
         let before: Vec<Ipv4Addr> = self.shared.table.load().vips().collect();
-        let added: Vec<Ipv4Addr> = table.vips().filter(|v| !before.contains(v)).collect();
+        let after: Vec<Ipv4Addr> = table.vips().collect();
+        let added: Vec<Ipv4Addr> = after
+            .iter()
+            .filter(|v| !before.contains(v))
+            .copied()
+            .collect();
+        let removed: Vec<Ipv4Addr> = before.into_iter().filter(|v| !after.contains(v)).collect();
         self.shared.publish(table);
         self.metrics.set_backends(&specs);
+        // A removed VIP's remaining rounds (and refresh) would draw its traffic here only to
+        // be dropped as `not_vip`.
+        self.resolver.withdraw_garp(&removed);
         // A VIP that appears while we own the VIPs is announced like a takeover's.
         if self.ownership.is_owner() && !added.is_empty() {
             info!(vips = ?added, "announcing new VIPs");

@@ -3,7 +3,9 @@
 //! node's state, so nothing on the packet path knows about Prometheus.
 
 use crate::persist::PersistMetrics;
-use datapath::{BackendState, BackendStats, DropReason, FarmSpec, FarmStats, Shared};
+use datapath::{
+    BackendState, BackendStats, DropReason, FarmSpec, FarmStats, ResolverStatsReader, Shared,
+};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -27,6 +29,8 @@ pub struct NodeMetrics {
     persist: Arc<PersistMetrics>,
     /// The replicated persistence table, once the cluster member runs.
     pins: OnceLock<cluster::Pins>,
+    /// The ARP thread's counters, once it runs.
+    resolver: OnceLock<ResolverStatsReader>,
 }
 
 impl NodeMetrics {
@@ -38,12 +42,20 @@ impl NodeMetrics {
             backends: Mutex::new(Vec::new()),
             persist,
             pins: OnceLock::new(),
+            resolver: OnceLock::new(),
         }
     }
 
     /// Where `dsrlb_persistence_entries` and the applied-pin counters are read from.
     pub fn set_pins(&self, pins: cluster::Pins) {
         let _ = self.pins.set(pins);
+    }
+
+    /// Where `dsrlb_gratuitous_arp_frames_total` is read from.
+    pub fn set_resolver(&self, reader: ResolverStatsReader) {
+        if self.resolver.set(reader).is_err() {
+            tracing::warn!("a second ARP resolver for the metrics; the first one is exported");
+        }
     }
 
     /// Records which backends the last published table can send new flows to.
@@ -146,6 +158,13 @@ impl Collector for NodeMetrics {
             "Times this node became the VIP owner",
             None,
             takeovers.metric_type(),
+        )?)?;
+        let garps = ConstCounter::new(self.resolver.get().map_or(0, |r| r.get().garps_sent));
+        garps.encode(encoder.encode_descriptor(
+            "dsrlb_gratuitous_arp_frames",
+            "Gratuitous ARP frames sent (takeover bursts and refreshes; two per VIP and round)",
+            None,
+            garps.metric_type(),
         )?)?;
         self.encode_persistence(&mut encoder)
     }
@@ -325,6 +344,7 @@ mod tests {
             "dsrlb_backend_up{farm=\"web\",backend=\"b1\"} 1",
             "dsrlb_raft_term 7",
             "dsrlb_takeovers_total 0",
+            "dsrlb_gratuitous_arp_frames_total 0",
             "# TYPE dsrlb_persistence_entries gauge",
             "dsrlb_persistence_requests_total{kind=\"new\"} 0",
             "dsrlb_persistence_request_drops_total{kind=\"refresh\"} 0",

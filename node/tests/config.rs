@@ -80,8 +80,41 @@ fn defaults_fill_what_is_left_out() {
     assert_eq!(c.cluster.listen.port(), 7100);
     assert_eq!(c.datapath.interface, "eth0");
     assert_eq!(c.datapath.garp_count, 3);
+    assert_eq!(c.datapath.garp_refresh, None);
     assert_eq!(c.datapath.maglev_table_size, 65537);
     assert!(c.farms.is_empty());
+}
+
+#[test]
+fn garp_refresh_is_off_at_zero_and_otherwise_from_1s_to_1h() {
+    use std::time::Duration;
+    for (value, want) in [
+        ("\"0s\"", None),
+        ("\"0\"", None),
+        ("\"1s\"", Some(Duration::from_secs(1))),
+        ("\"30s\"", Some(Duration::from_secs(30))),
+        ("\"1h\"", Some(Duration::from_secs(3600))),
+    ] {
+        let text = BASE.replacen(
+            "interface = \"eth0\"",
+            &format!("interface = \"eth0\"\ngarp_refresh = {value}"),
+            1,
+        );
+        let c = config::parse(&text).unwrap_or_else(|e| panic!("{value}: {e}"));
+        assert_eq!(c.datapath.garp_refresh, want, "{value}");
+    }
+    let text = BASE.replacen(
+        "interface = \"eth0\"",
+        "interface = \"eth0\"\ngarp_refresh = \"999ms\"",
+        1,
+    );
+    let message = config::parse(&text).unwrap_err().to_string();
+    assert!(
+        message.contains("datapath.garp_refresh")
+            && message.contains("1s")
+            && message.contains("1h"),
+        "{message}"
+    );
 }
 
 /// (what to replace in BASE, with what, the key the error must name)
@@ -185,6 +218,26 @@ const CASES: &[(&str, &str, &str)] = &[
         "interface = \"eth0\"",
         "interface = \"eth0\"\ngarp_interval_ms = 0",
         "datapath.garp_interval_ms",
+    ),
+    (
+        "interface = \"eth0\"",
+        "interface = \"eth0\"\ngarp_refresh = \"500ms\"",
+        "datapath.garp_refresh",
+    ),
+    (
+        "interface = \"eth0\"",
+        "interface = \"eth0\"\ngarp_refresh = \"61m\"",
+        "datapath.garp_refresh",
+    ),
+    (
+        "interface = \"eth0\"",
+        "interface = \"eth0\"\ngarp_refresh = \"often\"",
+        "datapath.garp_refresh",
+    ),
+    (
+        "interface = \"eth0\"",
+        "interface = \"eth0\"\ngarp_refresh = 30",
+        "garp_refresh",
     ),
     (
         "interface = \"eth0\"",

@@ -134,6 +134,8 @@ pub struct RawDatapath {
     pub garp_count: u32,
     /// Gap between those gratuitous ARPs.
     pub garp_interval_ms: u64,
+    /// While owning, every VIP is announced again this often (duration string); "0s": off.
+    pub garp_refresh: String,
     /// Receive ring slots per worker (each holds one frame of up to 64 KiB).
     pub ring_slots: usize,
     /// Flow table entries per worker.
@@ -151,6 +153,7 @@ impl Default for RawDatapath {
             workers: 0,
             garp_count: 3,
             garp_interval_ms: 100,
+            garp_refresh: "0s".into(),
             ring_slots: 256,
             flow_capacity: 65536,
             flow_idle: "300s".into(),

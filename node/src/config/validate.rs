@@ -54,6 +54,8 @@ pub struct DatapathSettings {
     pub workers: usize,
     pub garp_count: u32,
     pub garp_interval: Duration,
+    /// `None`: no announcements after the takeover burst.
+    pub garp_refresh: Option<Duration>,
     pub ring_slots: usize,
     pub flow_capacity: usize,
     pub flow_idle: Duration,
@@ -71,13 +73,18 @@ fn socket_addr(key: &str, value: &str) -> Result<SocketAddr> {
         .map_err(|_| ConfigError::invalid(key, format!("{value:?} is not an address:port")))
 }
 
-fn duration(key: &str, value: &str) -> Result<Duration> {
-    let d = humantime::parse_duration(value).map_err(|e| {
+/// A duration string, zero allowed (for keys where "0s" means off).
+fn duration_or_zero(key: &str, value: &str) -> Result<Duration> {
+    humantime::parse_duration(value).map_err(|e| {
         ConfigError::invalid(
             key,
             format!("{value:?} is not a duration with a unit such as \"500ms\" or \"60s\" ({e})"),
         )
-    })?;
+    })
+}
+
+fn duration(key: &str, value: &str) -> Result<Duration> {
+    let d = duration_or_zero(key, value)?;
     if d.is_zero() {
         return Err(ConfigError::invalid(key, "must be greater than zero"));
     }
@@ -309,6 +316,21 @@ impl RawConfig {
                 "must be 1-10000",
             ));
         }
+        let garp_refresh = duration_or_zero("datapath.garp_refresh", &d.garp_refresh)?;
+        // Below a second it only adds traffic (fast re-announcing is the burst's job);
+        // past an hour it outlasts the ARP caches and switch MAC tables it is meant to keep
+        // warm (they age in minutes), so it would keep nothing.
+        if !garp_refresh.is_zero()
+            && !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&garp_refresh)
+        {
+            return Err(ConfigError::invalid(
+                "datapath.garp_refresh",
+                format!(
+                    "{:?} must be \"0s\" (off) or from \"1s\" to \"1h\"",
+                    d.garp_refresh
+                ),
+            ));
+        }
         if !(8..=65536).contains(&d.ring_slots) || !d.ring_slots.is_power_of_two() {
             return Err(ConfigError::invalid(
                 "datapath.ring_slots",
@@ -338,6 +360,7 @@ impl RawConfig {
             workers: d.workers,
             garp_count: d.garp_count,
             garp_interval: Duration::from_millis(d.garp_interval_ms),
+            garp_refresh: (!garp_refresh.is_zero()).then_some(garp_refresh),
             ring_slots: d.ring_slots,
             flow_capacity: d.flow_capacity,
             flow_idle,
