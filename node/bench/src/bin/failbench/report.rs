@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use bench::json::Json;
 
-/// Issue #3's goal for kill -9 of the owner, on a LAN.
-pub const GOAL_P50: Duration = Duration::from_millis(250);
-pub const GOAL_MAX: Duration = Duration::from_millis(500);
+/// Issue #12's goal for kill -9 of the owner, on a LAN (faster than keepalived VRRP at
+/// advert_int 0.1 s, which the issue measured at about 306 ms).
+pub const GOAL_P50: Duration = Duration::from_millis(150);
+pub const GOAL_MAX: Duration = Duration::from_millis(250);
 /// The issue's liveness bound: no outage may reach it.
 pub const LIVENESS: Duration = Duration::from_secs(2);
 
@@ -270,8 +271,7 @@ impl Report {
             line(
                 &mut t,
                 format!(
-                    "\ngoal (kill -9): p50 <= {} ms and max <= {} ms: {} (p50 {} ms, max {} ms); \
-                 keepalived VRRP for reference: ~3300 ms at advert_int 1 s, ~330 ms at 0.1 s",
+                    "\ngoal (kill -9): p50 <= {} ms and max <= {} ms: {} (p50 {} ms, max {} ms)",
                     GOAL_P50.as_millis(),
                     GOAL_MAX.as_millis(),
                     if self.goal_met() { "MET" } else { "NOT MET" },
