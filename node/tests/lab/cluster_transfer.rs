@@ -1,5 +1,6 @@
-//! `dsrctl leader transfer` on clusters of four and five voters, where the candidate's vote
-//! and the leader's are no quorum and the other followers must first see their lease run out:
+//! `dsrctl leader transfer` on clusters of three, four and five voters (from four on, the
+//! candidate's vote and the leader's are no quorum and the other followers must first see
+//! their lease run out):
 //! every transfer lands on the named node, and the bridge never shows two MACs answering ARP
 //! for the VIP (the old leader releases the VIP before anyone can be elected).
 
@@ -86,6 +87,14 @@ fn transfers_land(voters: usize, rounds: usize) {
         );
         current = Some(cl.mac);
     }
+}
+
+#[test]
+fn transfers_on_three_voters_land_with_one_owner_on_the_wire() {
+    if !can_run_lab() {
+        return;
+    }
+    transfers_land(3, 5);
 }
 
 #[test]
