@@ -58,6 +58,7 @@ pub use packet::{
 pub use persist::{FarmPins, PinEvent, PinQueue, PinRegistry, QueueStats};
 pub use process::{Processor, ProcessorConfig, Verdict};
 pub use resolver::{MacResolver, ResolverStats, ResolverStatsReader};
+pub use ring::MAX_RING_SLOTS;
 pub use shared::Shared;
 pub use table::{
     BackendSpec, BackendState, FarmSpec, ForwardingTable, PersistSpec, Protocol, TableError,

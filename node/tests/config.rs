@@ -246,6 +246,12 @@ const CASES: &[(&str, &str, &str)] = &[
     ),
     (
         "interface = \"eth0\"",
+        // A power of two the datapath cannot map (its limit is 4096 slots).
+        "interface = \"eth0\"\nring_slots = 8192",
+        "datapath.ring_slots",
+    ),
+    (
+        "interface = \"eth0\"",
         "interface = \"eth0\"\nflow_capacity = 1",
         "datapath.flow_capacity",
     ),

@@ -331,10 +331,18 @@ impl RawConfig {
                 ),
             ));
         }
-        if !(8..=65536).contains(&d.ring_slots) || !d.ring_slots.is_power_of_two() {
+        // The datapath's own limit, so check-config refuses what `run` would refuse after
+        // becoming leader (a node never starts half-configured).
+        if !(8..=datapath::MAX_RING_SLOTS).contains(&d.ring_slots)
+            || !d.ring_slots.is_power_of_two()
+        {
             return Err(ConfigError::invalid(
                 "datapath.ring_slots",
-                "must be a power of two from 8 to 65536",
+                format!(
+                    "{} must be a power of two from 8 to {}",
+                    d.ring_slots,
+                    datapath::MAX_RING_SLOTS
+                ),
             ));
         }
         if !(1024..=16_777_216).contains(&d.flow_capacity) {
