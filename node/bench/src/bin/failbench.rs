@@ -3,12 +3,16 @@
 //! away — kill -9, then a planned SIGTERM handover — and measures the outage the client sees:
 //! from the signal to the first HTTP request answered by a backend through another node.
 //! After each sample the old node is restarted on its data dir and the cluster settles (one
-//! owner, every backend up on every node, one term) before the next.
+//! owner, every backend up on every node, one term) before the next. Each sample also
+//! records the ARP-level outage: from the signal to the first answer from another node to
+//! the client's ARP probes (`failbench/arp.rs`).
 //!
 //! `cargo build --release -p node -p bench && sudo ./target/release/dsrlb-failbench` — it needs root
 //! for network namespaces and touches nothing outside them; the lab is removed on exit, on
 //! error and on Ctrl-C.
 
+#[path = "failbench/arp.rs"]
+mod arp;
 #[path = "failbench/probe.rs"]
 mod probe;
 #[path = "failbench/report.rs"]
@@ -29,6 +33,7 @@ use clap::Parser;
 use lab::{BACKEND_HTTP_PORT, Lab, LabFarm, LabProcess, LabSpec, NodeOptions, scrape};
 use nix::sys::signal::Signal;
 
+use arp::ArpWatch;
 use probe::{Outcome, Trigger, WindowSpec};
 use report::{Kind, Report, Sample, Steady};
 use setup::{cluster_lines, header, read_timing, scan_node_logs};
@@ -322,6 +327,7 @@ impl Bench<'_> {
             request: Duration::from_millis(self.args.request_timeout_ms),
             limit: Duration::from_millis(self.args.max_outage_ms),
         };
+        let arp = ArpWatch::start(&self.lab, spec.limit).context("starting the ARP window")?;
         let trigger = Arc::new(Trigger::new());
         let guard = CancelOnDrop(Arc::clone(&trigger));
         let client = self.lab.clients()[0].clone();
@@ -364,6 +370,9 @@ impl Bench<'_> {
             Err(_) => bail!("a prober thread panicked"),
         };
         drop(guard);
+        let arp = arp
+            .finish(t0, old.mac, &self.stop)
+            .context("the ARP window")?;
 
         let first = window.first_recovery(old.mac);
         let mut failures: BTreeMap<&'static str, usize> = BTreeMap::new();
@@ -396,6 +405,7 @@ impl Bench<'_> {
                 _ => None,
             }),
             settle: Duration::ZERO,
+            arp,
         };
 
         self.check_stop()?;

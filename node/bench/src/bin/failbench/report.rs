@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use bench::json::Json;
 
+use crate::arp::ArpOutage;
+
 /// Issue #12's goal for kill -9 of the owner, on a LAN (faster than keepalived VRRP at
 /// advert_int 0.1 s, which the issue measured at about 306 ms).
 pub const GOAL_P50: Duration = Duration::from_millis(150);
@@ -52,6 +54,8 @@ pub struct Sample {
     pub backend: Option<String>,
     /// Restart of the old node to a settled cluster.
     pub settle: Duration,
+    /// The same takeover at the ARP level (`arp.rs`).
+    pub arp: ArpOutage,
 }
 
 /// Requests made while the cluster was settled (before each kill and after each restart).
@@ -121,9 +125,18 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
 }
 
 pub fn stats(samples: &[Sample]) -> Stats {
-    let mut ms: Vec<f64> = samples
-        .iter()
-        .map(|s| s.outage.map_or(f64::INFINITY, ms))
+    stats_of(samples.iter().map(|s| s.outage))
+}
+
+/// [`stats`] of the ARP-level outages.
+pub fn arp_stats<'a>(arps: impl IntoIterator<Item = &'a ArpOutage>) -> Stats {
+    stats_of(arps.into_iter().map(|a| a.outage))
+}
+
+fn stats_of(outages: impl IntoIterator<Item = Option<Duration>>) -> Stats {
+    let mut ms: Vec<f64> = outages
+        .into_iter()
+        .map(|o| o.map_or(f64::INFINITY, ms))
         .collect();
     ms.sort_by(f64::total_cmp);
     Stats {
@@ -221,11 +234,12 @@ impl Report {
             line(
                 &mut t,
                 format!(
-                    "  {:>3} {:>4} {:>4} {:>11} {:>9} {:>7} {:>8} {:>10} {:>10}  {:<8} exit",
+                    "  {:>3} {:>4} {:>4} {:>11} {:>8} {:>9} {:>7} {:>8} {:>10} {:>10}  {:<8} exit",
                     "#",
                     "old",
                     "new",
                     "outage ms",
+                    "arp ms",
                     "attempts",
                     "failed",
                     "via old",
@@ -239,11 +253,12 @@ impl Report {
                 line(
                     &mut t,
                     format!(
-                        "  {:>3} {:>4} {:>4} {:>11} {:>9} {:>7} {:>8} {:>10} {:>10.0}  {:<8} {}",
+                        "  {:>3} {:>4} {:>4} {:>11} {:>8} {:>9} {:>7} {:>8} {:>10} {:>10.0}  {:<8} {}",
                         i + 1,
                         s.old_owner,
                         s.new_owner.as_deref().unwrap_or("-"),
                         show_ms(s.outage.map_or(f64::INFINITY, ms), self.limit),
+                        show_ms(s.arp.outage.map_or(f64::INFINITY, ms), self.limit),
                         s.attempts,
                         failed,
                         s.via_old_owner,
@@ -265,6 +280,8 @@ impl Report {
                     show_ms(st.max, self.limit)
                 ),
             );
+            let arps: Vec<&ArpOutage> = samples.iter().map(|s| &s.arp).collect();
+            self.arp_summary(&mut t, &arps);
         }
         let st = stats(&self.kills);
         if !self.kills.is_empty() {
@@ -357,6 +374,7 @@ impl Report {
                     s.backend.clone().map_or(Json::Num(f64::NAN), Json::Str),
                 ),
                 ("settle_ms", Json::Num(ms(s.settle))),
+                ("arp", arp_json(&s.arp)),
             ])
         };
         let set = |samples: &[Sample]| {
@@ -366,6 +384,7 @@ impl Report {
                 ("p50_ms", Json::Num(st.p50)),
                 ("p90_ms", Json::Num(st.p90)),
                 ("max_ms", Json::Num(st.max)),
+                ("arp", stats_json(arp_stats(samples.iter().map(|s| &s.arp)))),
                 ("samples", Json::Arr(samples.iter().map(sample).collect())),
             ])
         };
@@ -423,10 +442,53 @@ impl Report {
     }
 }
 
+impl Report {
+    /// The ARP-level line under a table: percentiles, and what would make them meaningless
+    /// (an old owner not seen answering before the signal, two owners at once).
+    fn arp_summary(&self, t: &mut String, arps: &[&ArpOutage]) {
+        let st = arp_stats(arps.iter().copied());
+        line(
+            t,
+            format!(
+                "  ARP-level outage: p50 {} ms, p90 {} ms, max {} ms (old owner seen answering \
+                 before the signal: {} of {}; probe rounds with two owners: {})",
+                show_ms(st.p50, self.limit),
+                show_ms(st.p90, self.limit),
+                show_ms(st.max, self.limit),
+                arps.iter().filter(|a| a.old_answered).count(),
+                arps.len(),
+                arps.iter().map(|a| a.dual).sum::<usize>()
+            ),
+        );
+    }
+}
+
 /// Appends one line; writing into a `String` cannot fail, so no `Result` to drop.
 fn line(t: &mut String, s: String) {
     t.push_str(&s);
     t.push('\n');
+}
+
+fn stats_json(st: Stats) -> Json {
+    Json::obj([
+        ("p50_ms", Json::Num(st.p50)),
+        ("p90_ms", Json::Num(st.p90)),
+        ("max_ms", Json::Num(st.max)),
+    ])
+}
+
+fn arp_json(a: &ArpOutage) -> Json {
+    Json::obj([
+        ("outage_ms", Json::Num(a.outage.map_or(f64::NAN, ms))),
+        (
+            "new_mac",
+            a.new_mac
+                .map_or(Json::Num(f64::NAN), |m| Json::Str(m.to_string())),
+        ),
+        ("old_answered", Json::Bool(a.old_answered)),
+        ("dual_rounds", Json::Num(a.dual as f64)),
+        ("probes", Json::Num(a.probes as f64)),
+    ])
 }
 
 fn counts(m: &BTreeMap<&'static str, usize>) -> Json {
@@ -453,6 +515,10 @@ mod tests {
             via_old_owner: 0,
             backend: Some("b1".into()),
             settle: Duration::from_millis(900),
+            arp: ArpOutage {
+                outage: outage_ms.map(|m| Duration::from_millis(m / 2)),
+                ..ArpOutage::default()
+            },
         }
     }
 

@@ -103,6 +103,12 @@ pub fn header(args: &Args, lab: &Lab) -> Vec<String> {
             args.quiet_ms
         ),
         format!(
+            "ARP-level outage = signal -> first reply from another node's MAC to the client's \
+             ARP probes for the VIP (one every {} ms, each tagged with its round), as the \
+             bridge saw it; gratuitous ARP does not count",
+            crate::arp::PERIOD.as_millis()
+        ),
+        format!(
             "machine: {cpus} CPUs (kernel {kernel}) shared by the three nodes, backends and client"
         ),
     ]
