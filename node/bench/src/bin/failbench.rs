@@ -3,12 +3,23 @@
 //! away — kill -9, then a planned SIGTERM handover — and measures the outage the client sees:
 //! from the signal to the first HTTP request answered by a backend through another node.
 //! After each sample the old node is restarted on its data dir and the cluster settles (one
-//! owner, every backend up on every node, one term) before the next.
+//! owner, every backend up on every node, one term) before the next. Each sample also
+//! records the ARP-level outage: from the signal to the first answer from another node to
+//! the client's ARP probes (`failbench/arp.rs`).
+//!
+//! With `--keepalived N`, the same run then builds a fresh lab of the same shape and crashes
+//! the master of a keepalived VRRP group (advert_int 0.1 s) N times, measured with the same
+//! ARP window (`failbench/keepalived.rs`): the anchor issue #12's goal is stated against,
+//! so the report can give dsrlb / keepalived from one run on one machine.
 //!
 //! `cargo build --release -p node -p bench && sudo ./target/release/dsrlb-failbench` — it needs root
 //! for network namespaces and touches nothing outside them; the lab is removed on exit, on
 //! error and on Ctrl-C.
 
+#[path = "failbench/arp.rs"]
+mod arp;
+#[path = "failbench/keepalived.rs"]
+mod keepalived;
 #[path = "failbench/probe.rs"]
 mod probe;
 #[path = "failbench/report.rs"]
@@ -29,12 +40,14 @@ use clap::Parser;
 use lab::{BACKEND_HTTP_PORT, Lab, LabFarm, LabProcess, LabSpec, NodeOptions, scrape};
 use nix::sys::signal::Signal;
 
+use arp::ArpWatch;
 use probe::{Outcome, Trigger, WindowSpec};
 use report::{Kind, Report, Sample, Steady};
 use setup::{cluster_lines, header, read_timing, scan_node_logs};
 
 /// Takeover benchmark: outage from kill -9 (and SIGTERM handover) of the VIP owner to the
-/// first request answered through the new owner, in a 3-node lab. Needs root.
+/// first request answered through the new owner, in a 3-node lab, optionally against
+/// keepalived VRRP in the same run. Needs root.
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
@@ -78,6 +91,11 @@ struct Args {
     /// The dsrlb binary to run in the lab (default: the `dsrlb` next to this binary).
     #[arg(long)]
     dsrlb: Option<PathBuf>,
+    /// After the dsrlb samples, this many crashes of a keepalived VRRP master (advert_int
+    /// 0.1 s) on a fresh lab of the same shape: the anchor the ARP-level outage is compared
+    /// with (0: off). Needs Debian's keepalived (apt-get install keepalived).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=200))]
+    keepalived: u32,
 }
 
 fn parse_range(s: &str) -> Result<(u64, u64), String> {
@@ -117,6 +135,8 @@ fn progress(what: &str) {
 
 fn run(args: &Args) -> anyhow::Result<()> {
     let bench::Start { dsrlb, stop } = bench::start(args.dsrlb.clone())?;
+    // Before anything is built: a missing keepalived must not cost the dsrlb samples.
+    let ka_bins = (args.keepalived > 0).then(keepalived::locate).transpose()?;
     let started = Instant::now();
     let spec = LabSpec {
         nodes: 3,
@@ -147,16 +167,22 @@ fn run(args: &Args) -> anyhow::Result<()> {
         farms,
         opts,
         args,
-        stop,
+        stop: Arc::clone(&stop),
         steady: Steady::default(),
     };
     let result = bench.samples(&mut report);
     report.steady = std::mem::take(&mut bench.steady);
     report.logs = scan_node_logs(bench.lab.dir(), args.keep_logs.as_deref());
     report.wall_s = started.elapsed().as_secs_f64();
-    // Nodes and lab go before anything is printed; both also go by Drop on any error.
+    // Nodes and lab go before anything is printed (and before the keepalived lab is built,
+    // so the anchor has the machine to itself as dsrlb had); both also go by Drop on any
+    // error.
     drop(bench);
     result?;
+    if let Some((keepalived, setsid)) = &ka_bins {
+        report.keepalived = Some(keepalived::run(args, &stop, keepalived, setsid)?);
+        report.wall_s = started.elapsed().as_secs_f64();
+    }
     bench::print_report(args.json, report.table(), report.json());
     Ok(())
 }
@@ -322,6 +348,7 @@ impl Bench<'_> {
             request: Duration::from_millis(self.args.request_timeout_ms),
             limit: Duration::from_millis(self.args.max_outage_ms),
         };
+        let arp = ArpWatch::start(&self.lab, spec.limit).context("starting the ARP window")?;
         let trigger = Arc::new(Trigger::new());
         let guard = CancelOnDrop(Arc::clone(&trigger));
         let client = self.lab.clients()[0].clone();
@@ -364,6 +391,9 @@ impl Bench<'_> {
             Err(_) => bail!("a prober thread panicked"),
         };
         drop(guard);
+        let arp = arp
+            .finish(t0, old.mac, &self.stop)
+            .context("the ARP window")?;
 
         let first = window.first_recovery(old.mac);
         let mut failures: BTreeMap<&'static str, usize> = BTreeMap::new();
@@ -396,6 +426,7 @@ impl Bench<'_> {
                 _ => None,
             }),
             settle: Duration::ZERO,
+            arp,
         };
 
         self.check_stop()?;

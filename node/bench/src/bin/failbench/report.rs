@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use bench::json::Json;
 
+use crate::arp::ArpOutage;
+
 /// Issue #12's goal for kill -9 of the owner, on a LAN (faster than keepalived VRRP at
 /// advert_int 0.1 s, which the issue measured at about 306 ms).
 pub const GOAL_P50: Duration = Duration::from_millis(150);
@@ -52,6 +54,31 @@ pub struct Sample {
     pub backend: Option<String>,
     /// Restart of the old node to a settled cluster.
     pub settle: Duration,
+    /// The same takeover at the ARP level (`arp.rs`), as measured for keepalived.
+    pub arp: ArpOutage,
+}
+
+/// One crash of the keepalived anchor's VRRP master.
+#[derive(Clone, Debug)]
+pub struct KaSample {
+    pub old_master: String,
+    /// The node whose MAC first answered a probe after the crash.
+    pub new_master: Option<String>,
+    pub arp: ArpOutage,
+    /// Signal to the old master's link being down (kill -9 and `ip link set down`).
+    pub down_after: Duration,
+    /// The killed master still held the VIP (keepalived could not remove it).
+    pub stale_vip: bool,
+    /// Restart of the old node's keepalived to a settled group.
+    pub settle: Duration,
+}
+
+/// The keepalived anchor of a run (`--keepalived N`).
+#[derive(Clone, Debug, Default)]
+pub struct KaRun {
+    /// `keepalived --version`'s first line.
+    pub version: String,
+    pub samples: Vec<KaSample>,
 }
 
 /// Requests made while the cluster was settled (before each kill and after each restart).
@@ -101,6 +128,8 @@ pub struct Report {
     pub logs: LogCounts,
     pub limit: Duration,
     pub wall_s: f64,
+    /// `None` without `--keepalived`.
+    pub keepalived: Option<KaRun>,
 }
 
 /// p50, p90 and max of a set of outages; a missing outage counts as infinite.
@@ -121,9 +150,18 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
 }
 
 pub fn stats(samples: &[Sample]) -> Stats {
-    let mut ms: Vec<f64> = samples
-        .iter()
-        .map(|s| s.outage.map_or(f64::INFINITY, ms))
+    stats_of(samples.iter().map(|s| s.outage))
+}
+
+/// [`stats`] of the ARP-level outages.
+pub fn arp_stats<'a>(arps: impl IntoIterator<Item = &'a ArpOutage>) -> Stats {
+    stats_of(arps.into_iter().map(|a| a.outage))
+}
+
+fn stats_of(outages: impl IntoIterator<Item = Option<Duration>>) -> Stats {
+    let mut ms: Vec<f64> = outages
+        .into_iter()
+        .map(|o| o.map_or(f64::INFINITY, ms))
         .collect();
     ms.sort_by(f64::total_cmp);
     Stats {
@@ -221,11 +259,12 @@ impl Report {
             line(
                 &mut t,
                 format!(
-                    "  {:>3} {:>4} {:>4} {:>11} {:>9} {:>7} {:>8} {:>10} {:>10}  {:<8} exit",
+                    "  {:>3} {:>4} {:>4} {:>11} {:>8} {:>9} {:>7} {:>8} {:>10} {:>10}  {:<8} exit",
                     "#",
                     "old",
                     "new",
                     "outage ms",
+                    "arp ms",
                     "attempts",
                     "failed",
                     "via old",
@@ -239,11 +278,12 @@ impl Report {
                 line(
                     &mut t,
                     format!(
-                        "  {:>3} {:>4} {:>4} {:>11} {:>9} {:>7} {:>8} {:>10} {:>10.0}  {:<8} {}",
+                        "  {:>3} {:>4} {:>4} {:>11} {:>8} {:>9} {:>7} {:>8} {:>10} {:>10.0}  {:<8} {}",
                         i + 1,
                         s.old_owner,
                         s.new_owner.as_deref().unwrap_or("-"),
                         show_ms(s.outage.map_or(f64::INFINITY, ms), self.limit),
+                        show_ms(s.arp.outage.map_or(f64::INFINITY, ms), self.limit),
                         s.attempts,
                         failed,
                         s.via_old_owner,
@@ -265,6 +305,11 @@ impl Report {
                     show_ms(st.max, self.limit)
                 ),
             );
+            let arps: Vec<&ArpOutage> = samples.iter().map(|s| &s.arp).collect();
+            self.arp_summary(&mut t, &arps);
+        }
+        if let Some(ka) = &self.keepalived {
+            self.keepalived_table(&mut t, ka);
         }
         let st = stats(&self.kills);
         if !self.kills.is_empty() {
@@ -277,6 +322,22 @@ impl Report {
                     if self.goal_met() { "MET" } else { "NOT MET" },
                     show_ms(st.p50, self.limit),
                     show_ms(st.max, self.limit)
+                ),
+            );
+        }
+        if let Some(r) = self.ratio() {
+            line(
+                &mut t,
+                format!(
+                    "ARP-level outage, dsrlb / keepalived: p50 {} / {} ms (ratio {:.2}), max {} / {} \
+                     ms (ratio {:.2}); dsrlb faster at p50 and max: {}",
+                    show_ms(r.dsrlb.p50, self.limit),
+                    show_ms(r.keepalived.p50, self.limit),
+                    r.p50(),
+                    show_ms(r.dsrlb.max, self.limit),
+                    show_ms(r.keepalived.max, self.limit),
+                    r.max(),
+                    if r.faster() { "yes" } else { "no" }
                 ),
             );
         }
@@ -357,6 +418,7 @@ impl Report {
                     s.backend.clone().map_or(Json::Num(f64::NAN), Json::Str),
                 ),
                 ("settle_ms", Json::Num(ms(s.settle))),
+                ("arp", arp_json(&s.arp)),
             ])
         };
         let set = |samples: &[Sample]| {
@@ -366,9 +428,48 @@ impl Report {
                 ("p50_ms", Json::Num(st.p50)),
                 ("p90_ms", Json::Num(st.p90)),
                 ("max_ms", Json::Num(st.max)),
+                ("arp", stats_json(arp_stats(samples.iter().map(|s| &s.arp)))),
                 ("samples", Json::Arr(samples.iter().map(sample).collect())),
             ])
         };
+        let keepalived = self.keepalived.as_ref().map_or(Json::Num(f64::NAN), |ka| {
+            let sample = |s: &KaSample| {
+                Json::obj([
+                    ("old_master", Json::Str(s.old_master.clone())),
+                    (
+                        "new_master",
+                        s.new_master.clone().map_or(Json::Num(f64::NAN), Json::Str),
+                    ),
+                    ("down_ms", Json::Num(ms(s.down_after))),
+                    ("stale_vip", Json::Bool(s.stale_vip)),
+                    ("settle_ms", Json::Num(ms(s.settle))),
+                    ("arp", arp_json(&s.arp)),
+                ])
+            };
+            Json::obj([
+                ("version", Json::Str(ka.version.clone())),
+                ("count", Json::Num(ka.samples.len() as f64)),
+                (
+                    "arp",
+                    stats_json(arp_stats(ka.samples.iter().map(|s| &s.arp))),
+                ),
+                (
+                    "samples",
+                    Json::Arr(ka.samples.iter().map(sample).collect()),
+                ),
+            ])
+        });
+        let ratio = self.ratio().map_or(Json::Num(f64::NAN), |r| {
+            Json::obj([
+                ("dsrlb_p50_ms", Json::Num(r.dsrlb.p50)),
+                ("keepalived_p50_ms", Json::Num(r.keepalived.p50)),
+                ("p50_ratio", Json::Num(r.p50())),
+                ("dsrlb_max_ms", Json::Num(r.dsrlb.max)),
+                ("keepalived_max_ms", Json::Num(r.keepalived.max)),
+                ("max_ratio", Json::Num(r.max())),
+                ("dsrlb_faster", Json::Bool(r.faster())),
+            ])
+        });
         let tm = &self.timing;
         let sd = &self.steady;
         Json::obj([
@@ -397,6 +498,8 @@ impl Report {
                     ("met", Json::Bool(self.goal_met())),
                 ]),
             ),
+            ("keepalived", keepalived),
+            ("arp_dsrlb_vs_keepalived", ratio),
             ("outage_failures", counts(&self.failures())),
             ("outages_over_2s", Json::Num(self.over_liveness() as f64)),
             (
@@ -423,10 +526,129 @@ impl Report {
     }
 }
 
+/// dsrlb's kill -9 and keepalived's crash, ARP-level, from the same run.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Ratio {
+    pub dsrlb: Stats,
+    pub keepalived: Stats,
+}
+
+impl Ratio {
+    /// dsrlb / keepalived at p50 (below 1: dsrlb is faster); NaN without a finite baseline.
+    pub fn p50(&self) -> f64 {
+        ratio(self.dsrlb.p50, self.keepalived.p50)
+    }
+    pub fn max(&self) -> f64 {
+        ratio(self.dsrlb.max, self.keepalived.max)
+    }
+    /// Faster at p50 and at max.
+    pub fn faster(&self) -> bool {
+        self.p50() < 1.0 && self.max() < 1.0
+    }
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if a.is_finite() && b.is_finite() && b > 0.0 {
+        a / b
+    } else {
+        f64::NAN
+    }
+}
+
+impl Report {
+    /// The ARP-level comparison, when the run measured both kill -9 and keepalived.
+    pub fn ratio(&self) -> Option<Ratio> {
+        let ka = self.keepalived.as_ref()?;
+        if self.kills.is_empty() || ka.samples.is_empty() {
+            return None;
+        }
+        Some(Ratio {
+            dsrlb: arp_stats(self.kills.iter().map(|s| &s.arp)),
+            keepalived: arp_stats(ka.samples.iter().map(|s| &s.arp)),
+        })
+    }
+
+    /// The ARP-level line under a table: percentiles, and what would make them meaningless
+    /// (an old owner not seen answering before the signal, two owners at once).
+    fn arp_summary(&self, t: &mut String, arps: &[&ArpOutage]) {
+        let st = arp_stats(arps.iter().copied());
+        line(
+            t,
+            format!(
+                "  ARP-level outage: p50 {} ms, p90 {} ms, max {} ms (old owner seen answering \
+                 before the signal: {} of {}; probe rounds with two owners: {})",
+                show_ms(st.p50, self.limit),
+                show_ms(st.p90, self.limit),
+                show_ms(st.max, self.limit),
+                arps.iter().filter(|a| a.old_answered).count(),
+                arps.len(),
+                arps.iter().map(|a| a.dual).sum::<usize>()
+            ),
+        );
+    }
+
+    fn keepalived_table(&self, t: &mut String, ka: &KaRun) {
+        line(
+            t,
+            format!(
+                "\nkeepalived VRRP ({}), crash of the master (kill -9 + link down), {} times:",
+                ka.version,
+                ka.samples.len()
+            ),
+        );
+        line(
+            t,
+            format!(
+                "  {:>3} {:>4} {:>4} {:>8} {:>8} {:>9} {:>10}",
+                "#", "old", "new", "arp ms", "down ms", "stale VIP", "settle ms"
+            ),
+        );
+        for (i, s) in ka.samples.iter().enumerate() {
+            line(
+                t,
+                format!(
+                    "  {:>3} {:>4} {:>4} {:>8} {:>8.1} {:>9} {:>10.0}",
+                    i + 1,
+                    s.old_master,
+                    s.new_master.as_deref().unwrap_or("-"),
+                    show_ms(s.arp.outage.map_or(f64::INFINITY, ms), self.limit),
+                    ms(s.down_after),
+                    if s.stale_vip { "yes" } else { "no" },
+                    ms(s.settle),
+                ),
+            );
+        }
+        let arps: Vec<&ArpOutage> = ka.samples.iter().map(|s| &s.arp).collect();
+        self.arp_summary(t, &arps);
+    }
+}
+
 /// Appends one line; writing into a `String` cannot fail, so no `Result` to drop.
 fn line(t: &mut String, s: String) {
     t.push_str(&s);
     t.push('\n');
+}
+
+fn stats_json(st: Stats) -> Json {
+    Json::obj([
+        ("p50_ms", Json::Num(st.p50)),
+        ("p90_ms", Json::Num(st.p90)),
+        ("max_ms", Json::Num(st.max)),
+    ])
+}
+
+fn arp_json(a: &ArpOutage) -> Json {
+    Json::obj([
+        ("outage_ms", Json::Num(a.outage.map_or(f64::NAN, ms))),
+        (
+            "new_mac",
+            a.new_mac
+                .map_or(Json::Num(f64::NAN), |m| Json::Str(m.to_string())),
+        ),
+        ("old_answered", Json::Bool(a.old_answered)),
+        ("dual_rounds", Json::Num(a.dual as f64)),
+        ("probes", Json::Num(a.probes as f64)),
+    ])
 }
 
 fn counts(m: &BTreeMap<&'static str, usize>) -> Json {
@@ -453,6 +675,10 @@ mod tests {
             via_old_owner: 0,
             backend: Some("b1".into()),
             settle: Duration::from_millis(900),
+            arp: ArpOutage {
+                outage: outage_ms.map(|m| Duration::from_millis(m / 2)),
+                ..ArpOutage::default()
+            },
         }
     }
 
@@ -478,5 +704,49 @@ mod tests {
         assert_eq!(r.over_liveness(), 1);
         assert_eq!(r.failures().get("connect_timeout"), Some(&22));
         assert!(r.json().contains("\"max_ms\":null"));
+        assert!(r.json().contains("\"keepalived\":null"));
+    }
+
+    #[test]
+    fn the_keepalived_ratio_is_dsrlb_over_keepalived_arp_outage() {
+        let arp = |m: Option<u64>| ArpOutage {
+            outage: m.map(Duration::from_millis),
+            ..ArpOutage::default()
+        };
+        let ka = |m| KaSample {
+            old_master: "n1".into(),
+            new_master: Some("n2".into()),
+            arp: arp(m),
+            down_after: Duration::from_millis(2),
+            stale_vip: true,
+            settle: Duration::from_millis(500),
+        };
+        // dsrlb's ARP-level outages are half its request-level ones: 10..50 ms.
+        let mut r = Report {
+            kills: (1..=5).map(|i| sample(Some(i * 20))).collect(),
+            ..Report::default()
+        };
+        assert_eq!(r.ratio(), None, "no anchor, no ratio");
+        r.keepalived = Some(KaRun {
+            version: "Keepalived v2".into(),
+            samples: (1..=5).map(|i| ka(Some(i * 100))).collect(),
+        });
+        let ratio = r.ratio().expect("both measured");
+        assert_eq!((ratio.dsrlb.p50, ratio.keepalived.p50), (30.0, 300.0));
+        assert!((ratio.p50() - 0.1).abs() < 1e-9 && (ratio.max() - 0.1).abs() < 1e-9);
+        assert!(ratio.faster());
+        let table = r.table();
+        assert!(
+            table
+                .contains("ARP-level outage, dsrlb / keepalived: p50 30.0 / 300.0 ms (ratio 0.10)"),
+            "{table}"
+        );
+        assert!(r.json().contains("\"p50_ratio\":0.1"));
+        // An anchor sample that never recovered makes max meaningless, not better.
+        if let Some(k) = r.keepalived.as_mut() {
+            k.samples.push(ka(None));
+        }
+        let ratio = r.ratio().expect("both measured");
+        assert!(ratio.max().is_nan() && !ratio.faster());
     }
 }

@@ -87,7 +87,7 @@ pub fn read_timing(
 
 pub fn header(args: &Args, lab: &Lab) -> Vec<String> {
     let (cpus, kernel) = bench::machine();
-    vec![
+    let mut lines = vec![
         bench::lab_line("dsrlb-failbench", lab, &format!(":{BACKEND_HTTP_PORT}")),
         format!(
             "outage = signal to the owner -> first GET / answered by a backend through another \
@@ -103,7 +103,31 @@ pub fn header(args: &Args, lab: &Lab) -> Vec<String> {
             args.quiet_ms
         ),
         format!(
+            "ARP-level outage = signal -> first reply from another node's MAC to the client's \
+             ARP probes for the VIP (one every {} ms, each tagged with its round), as the \
+             bridge saw it; gratuitous ARP does not count; measured the same way for dsrlb and \
+             keepalived",
+            crate::arp::PERIOD.as_millis()
+        ),
+        format!(
             "machine: {cpus} CPUs (kernel {kernel}) shared by the three nodes, backends and client"
         ),
-    ]
+    ];
+    if args.keepalived > 0 {
+        lines.push(format!(
+            "keepalived anchor: after the dsrlb samples, a fresh lab of the same shape with \
+             keepalived --vrrp on every node (VRRPv3, advert_int {} s, priorities {:?} on \
+             n1..n3, all BACKUP with nopreempt, max_auto_priority, multicast adverts on eth0, \
+             VIP /32 on eth0); \
+             a sample = kill -9 of the master's keepalived process group and `ip link set eth0 \
+             down` on it at the same instant (a node crash: a killed keepalived leaves the VIP \
+             on the interface and its kernel would go on answering ARP), then the stale VIP is \
+             removed, the link brought up and keepalived restarted; next sample once one node \
+             holds the VIP, the restarted one is in a VRRP state and {} ms have passed",
+            crate::keepalived::ADVERT_INT,
+            crate::keepalived::PRIORITIES,
+            args.quiet_ms
+        ));
+    }
+    lines
 }
