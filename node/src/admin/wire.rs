@@ -110,26 +110,7 @@ mod tests {
 
     #[test]
     fn a_farm_survives_the_api_and_back() {
-        let text = r#"
-            [[farm]]
-            name = "web"
-            vip = "198.18.0.100"
-            ports = "8000-8010"
-            protocol = "udp"
-            persistence = "srcip"
-            persistence_ttl = "1500ms"
-            [farm.check]
-            interval = "1s"
-            timeout = "300ms"
-            [[farm.backend]]
-            name = "b1"
-            ip = "198.18.0.21"
-            mac = "02:00:00:00:00:21"
-            weight = 0
-            state = "drain"
-            priority = 2
-        "#;
-        let raw: crate::config::RawFarms = toml::from_str(text).unwrap();
+        let raw: crate::config::RawFarms = toml::from_str(crate::config::SAMPLE_FARM).unwrap();
         let farm = validate_farm(Keys::Api, &raw.farm[0]).unwrap();
         let through_pb = raw_from_pb(&pb_from_farm(&farm, &ClusterState::default()));
         let back = validate_farm(Keys::Api, &through_pb).unwrap();

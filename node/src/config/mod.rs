@@ -14,6 +14,8 @@ mod validate;
 
 pub use raw::{RawBackend, RawCheck, RawConfig, RawFarm, RawFarms};
 pub use tls::AdminTls;
+#[cfg(test)]
+pub(crate) use validate::SAMPLE_FARM;
 pub use validate::{
     ClusterConfig, Config, DatapathSettings, Keys, MAX_WEIGHT, backend_mac, backend_priority,
     backend_state, backend_weight, check_backends, unicast_ipv4, validate_backend, validate_farm,

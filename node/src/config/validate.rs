@@ -707,6 +707,29 @@ fn duration_text(d: Duration) -> String {
     }
 }
 
+/// A farm that uses every key, for the round-trip tests here and in the admin API's
+/// wire conversions.
+#[cfg(test)]
+pub(crate) const SAMPLE_FARM: &str = r#"
+            [[farm]]
+            name = "web"
+            vip = "198.18.0.100"
+            ports = "8000-8010"
+            protocol = "udp"
+            persistence = "srcip"
+            persistence_ttl = "1500ms"
+            [farm.check]
+            interval = "1s"
+            timeout = "300ms"
+            [[farm.backend]]
+            name = "b1"
+            ip = "198.18.0.21"
+            mac = "02:00:00:00:00:21"
+            weight = 0
+            state = "drain"
+            priority = 2
+"#;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -757,26 +780,7 @@ mod tests {
 
     #[test]
     fn the_canonical_spelling_validates_back_to_the_same_farm() {
-        let text = r#"
-            [[farm]]
-            name = "web"
-            vip = "198.18.0.100"
-            ports = "8000-8010"
-            protocol = "udp"
-            persistence = "srcip"
-            persistence_ttl = "1500ms"
-            [farm.check]
-            interval = "1s"
-            timeout = "300ms"
-            [[farm.backend]]
-            name = "b1"
-            ip = "198.18.0.21"
-            mac = "02:00:00:00:00:21"
-            weight = 0
-            state = "drain"
-            priority = 2
-        "#;
-        let raw: super::super::RawFarms = toml::from_str(text).unwrap();
+        let raw: super::super::RawFarms = toml::from_str(SAMPLE_FARM).unwrap();
         let farm = validate_farm(Keys::Api, &raw.farm[0]).unwrap();
         let back = validate_farm(Keys::Api, &RawFarm::from(&farm)).unwrap();
         assert_eq!(back, farm);
