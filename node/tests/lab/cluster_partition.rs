@@ -15,6 +15,36 @@ use std::time::{Duration, Instant};
 /// the cut, and the old owner must have stopped by then.
 const EARLIEST_ELECTION: Duration = Duration::from_millis(120);
 
+/// The /32 routes to every node but `i`: blackholed inside `i`'s namespace, they cut its
+/// control plane off while its datapath keeps the wire.
+fn peers_of(c: &ClusterLab, i: usize) -> Vec<String> {
+    (0..c.lab.nodes().len())
+        .filter(|&j| j != i)
+        .map(|j| format!("{}/32", c.lab.nodes()[j].ip))
+        .collect()
+}
+
+/// Adds (`add`) or removes the blackhole routes to `peers` in `host`.
+fn blackhole(host: &lab::Host, peers: &[String], add: bool) {
+    let verb = if add { "add" } else { "del" };
+    for p in peers {
+        host.ip(&["route", verb, "blackhole", p]).unwrap();
+    }
+}
+
+/// A capture of the bridge and an ARP prober for the VIP from the client, every 10 ms.
+fn watch(c: &ClusterLab) -> (Capture, ArpProber) {
+    let wire = Capture::start(c.lab.switch_ns(), c.lab.bridge()).unwrap();
+    let prober = ArpProber::start(
+        &c.lab.clients()[0],
+        c.lab.vip(),
+        Duration::from_millis(10),
+        Duration::from_secs(25),
+    )
+    .unwrap();
+    (wire, prober)
+}
+
 #[test]
 fn a_partitioned_owner_stops_before_anyone_else_takes_over() {
     if !can_run_lab() {
@@ -26,28 +56,16 @@ fn a_partitioned_owner_stops_before_anyone_else_takes_over() {
     let addr = SocketAddr::from((vip, lab::BACKEND_HTTP_PORT));
     let old = c.sole_owner();
     let old_host = c.lab.nodes()[old].clone();
-    let peers: Vec<String> = (0..3)
-        .filter(|&i| i != old)
-        .map(|i| format!("{}/32", c.lab.nodes()[i].ip))
-        .collect();
+    let peers = peers_of(&c, old);
     assert!(
         client.run(|| served(addr)).is_some(),
         "not served before the cut"
     );
 
-    let wire = Capture::start(c.lab.switch_ns(), c.lab.bridge()).unwrap();
-    let prober = ArpProber::start(
-        &client,
-        vip,
-        Duration::from_millis(10),
-        Duration::from_secs(25),
-    )
-    .unwrap();
+    let (wire, prober) = watch(&c);
     std::thread::sleep(Duration::from_millis(500));
 
-    for p in &peers {
-        old_host.ip(&["route", "add", "blackhole", p]).unwrap();
-    }
+    blackhole(&old_host, &peers, true);
     let cut_at = Instant::now();
     let new = wait_for(Duration::from_secs(10), || {
         let owners = c.lab.owners();
@@ -60,9 +78,7 @@ fn a_partitioned_owner_stops_before_anyone_else_takes_over() {
     let served_by_new = client.run(|| served(addr));
     std::thread::sleep(Duration::from_millis(300));
 
-    for p in &peers {
-        old_host.ip(&["route", "del", "blackhole", p]).unwrap();
-    }
+    blackhole(&old_host, &peers, false);
     let converged = c.wait_converged(Duration::from_secs(15));
     std::thread::sleep(Duration::from_millis(300));
     let log = prober.stop().unwrap();
@@ -131,35 +147,18 @@ fn an_isolated_follower_rejoins_without_disturbing_the_leader() {
         return;
     }
     let c = ClusterLab::start(3, 2, &web_and_echo(2), &[]);
-    let vip = c.lab.vip();
-    let client = c.lab.clients()[0].clone();
     let (owner, term) = c
         .wait_converged(Duration::from_secs(10))
         .unwrap_or_else(|| panic!("no convergence\n{}", c.logs()));
     let follower = (0..3).find(|&i| i != owner).expect("three nodes");
     let f_host = c.lab.nodes()[follower].clone();
-    let peers: Vec<String> = (0..3)
-        .filter(|&i| i != follower)
-        .map(|i| format!("{}/32", c.lab.nodes()[i].ip))
-        .collect();
-
-    let wire = Capture::start(c.lab.switch_ns(), c.lab.bridge()).unwrap();
-    let prober = ArpProber::start(
-        &client,
-        vip,
-        Duration::from_millis(10),
-        Duration::from_secs(25),
-    )
-    .unwrap();
-    for p in &peers {
-        f_host.ip(&["route", "add", "blackhole", p]).unwrap();
-    }
+    let peers = peers_of(&c, follower);
+    let (wire, prober) = watch(&c);
+    blackhole(&f_host, &peers, true);
     // Many leases: openraft's own timer would have campaigned (and raised the term) over
     // and over in this time; the elector's pre-votes reach no one and change nothing.
     std::thread::sleep(Duration::from_millis(1500));
-    for p in &peers {
-        f_host.ip(&["route", "del", "blackhole", p]).unwrap();
-    }
+    blackhole(&f_host, &peers, false);
     // Long enough for the follower's next heartbeat round, and for any term it raised to
     // reach the leader and depose it.
     std::thread::sleep(Duration::from_millis(1000));
