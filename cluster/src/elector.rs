@@ -225,7 +225,7 @@ pub(crate) async fn elector(shared: Arc<Shared>, mut stop: watch::Receiver<bool>
             continue;
         }
         let m = shared.metrics();
-        if m.state == ServerState::Leader || m.state == ServerState::Shutdown {
+        if m.state == ServerState::Leader || m.state == ServerState::Shutdown || shared.held() {
             continue;
         }
         let mut voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();

@@ -29,9 +29,11 @@
 //!   every other follower refuses inside its lease, refreshed by each heartbeat. So the
 //!   leader stops its heartbeats and asks the candidate to start its election once its own
 //!   lease has run out (`after_lease`); the other followers' leases run out at the same time
-//!   (they heard the same last heartbeat), and they grant. Meanwhile the leader and the
-//!   candidate refuse pre-votes, so no other voter's elector (see `elector`) gets there
-//!   first.
+//!   (they heard the same last heartbeat), and they grant. Before that the leader asks every
+//!   other voter to hold its elector for three leases (`hold_only`); held voters, the
+//!   candidate and the leader refuse pre-votes, so no other voter's elector (see `elector`)
+//!   gets there first. The candidate campaigns again if a voter that heard the last
+//!   heartbeat slightly later still refused.
 
 use crate::error::ClusterError;
 use crate::shared::{HandingOver, Shared};
@@ -124,16 +126,22 @@ pub(crate) async fn hand_over(
     if !vip_released {
         sleep(shared.timing.vip_lease).await;
     }
-    let voters = membership.voter_ids().count();
+    let voters: Vec<NodeId> = membership.voter_ids().collect();
     // Our vote and the candidate's: a quorum only for up to three voters.
-    let after_lease = voters / 2 + 1 > 2;
-    let _quiet = after_lease.then(|| HeartbeatsOff::begin(shared));
+    let after_lease = voters.len() / 2 + 1 > 2;
     wait_own_lease(shared, shared.timing.heartbeat).await?;
     let mut last = String::new();
+    let mut quiet = None;
     for cand in candidates {
         if !caught_up(shared, cand).await {
             last = format!("node {cand} did not catch up");
             continue;
+        }
+        if after_lease {
+            // Only now, with the candidate ready: the holds and the silence must outlast
+            // its lease wait and its election, not a catch-up of unknown length.
+            hold_others(shared, &voters, cand).await;
+            quiet.get_or_insert_with(|| HeartbeatsOff::begin(shared));
         }
         match trigger(shared, cand, after_lease).await {
             Ok(()) => {}
@@ -213,6 +221,32 @@ async fn caught_up(shared: &Shared, cand: NodeId) -> bool {
     wait_for(&mut rx, shared.timing.election_max * 4, check).await
 }
 
+/// Asks every voter but this one and `cand` to hold its elector (`hold_only`), so that only
+/// `cand` campaigns while heartbeats are off. Asked all at once; a voter that cannot be
+/// reached cannot campaign either, so it is only logged.
+async fn hold_others(shared: &Shared, voters: &[NodeId], cand: NodeId) {
+    let term = shared.metrics().current_term;
+    let mut calls = tokio::task::JoinSet::new();
+    for &v in voters.iter().filter(|v| **v != shared.id && **v != cand) {
+        let Ok(mut client) = shared.peer(v) else {
+            continue;
+        };
+        let mut req = tonic::Request::new(TriggerElectionRequest {
+            from: shared.id,
+            term,
+            after_lease: false,
+            hold_only: true,
+        });
+        req.set_timeout(shared.timing.election_max / 2);
+        calls.spawn(async move { (v, client.trigger_election(req).await) });
+    }
+    while let Some(done) = calls.join_next().await {
+        if let Ok((v, Err(s))) = done {
+            tracing::debug!(voter = v, error = %s.message(), "could not ask a voter to hold");
+        }
+    }
+}
+
 async fn trigger(shared: &Shared, cand: NodeId, after_lease: bool) -> Result<(), String> {
     let m = shared.metrics();
     let mut client = shared.peer(cand).map_err(|e| e.to_string())?;
@@ -220,6 +254,7 @@ async fn trigger(shared: &Shared, cand: NodeId, after_lease: bool) -> Result<(),
         from: shared.id,
         term: m.current_term,
         after_lease,
+        hold_only: false,
     });
     req.set_timeout(shared.timing.election_max * 2);
     let reply = client

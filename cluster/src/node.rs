@@ -130,7 +130,7 @@ impl ClusterNode {
             },
             started: std::time::Instant::now(),
             handing_over: AtomicBool::new(false),
-            taking_over: AtomicBool::new(false),
+            hold_until: std::sync::Mutex::new(None),
             handover_lock: tokio::sync::Mutex::new(()),
         });
 

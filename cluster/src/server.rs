@@ -6,7 +6,7 @@ use crate::codec;
 use crate::elector::{self, PreVote};
 use crate::forward::{Forward, Refused, execute_local};
 use crate::handover::{hand_over, wait_own_lease};
-use crate::shared::{Shared, TakingOver};
+use crate::shared::Shared;
 use openraft::ServerState;
 use proto::raft::v1::raft_peer_server::RaftPeer;
 use proto::raft::v1::{
@@ -120,6 +120,15 @@ impl RaftPeer for PeerService {
             }))
         };
         let shared = &self.shared;
+        if req.hold_only {
+            // The chosen node waits out a lease, then campaigns, perhaps twice more half a
+            // lease apart: three leases cover it.
+            shared.hold(shared.timing.election_max * 3);
+            return Ok(Response::new(TriggerElectionReply {
+                accepted: true,
+                reason: String::new(),
+            }));
+        }
         if shared.witness {
             return refuse("this node is a witness and never leads");
         }
@@ -137,28 +146,30 @@ impl RaftPeer for PeerService {
         }
         if req.after_lease {
             // The leader stopped its heartbeats; the other voters grant once their lease
-            // (counted from the last heartbeat, like ours) has run out. Until we campaign,
-            // we refuse pre-votes, so another voter's elector does not get there first;
-            // a small margin keeps us ahead of the earliest of them.
-            let _taking_over = TakingOver::begin(shared);
-            if let Err(e) = wait_own_lease(shared, Duration::from_millis(2)).await {
+            // (counted from the last heartbeat, like ours) has run out. The hold makes this
+            // node refuse pre-votes meanwhile (the other voters hold too).
+            shared.hold(shared.timing.election_max * 3);
+            if let Err(e) = wait_own_lease(shared, Duration::from_millis(5)).await {
+                shared.release_hold();
                 return refuse(&e.to_string());
             }
-            return match shared.raft.trigger().elect().await {
-                Ok(()) => {
-                    tracing::info!(
-                        node = shared.id,
-                        from = req.from,
-                        term = req.term,
-                        "starting an election on request of the leader, its lease run out"
-                    );
-                    Ok(Response::new(TriggerElectionReply {
-                        accepted: true,
-                        reason: String::new(),
-                    }))
-                }
-                Err(e) => refuse(&format!("raft core stopped: {e}")),
-            };
+            if let Err(e) = shared.raft.trigger().elect().await {
+                shared.release_hold();
+                return refuse(&format!("raft core stopped: {e}"));
+            }
+            tracing::info!(
+                node = shared.id,
+                from = req.from,
+                term = req.term,
+                "starting an election on request of the leader, its lease run out"
+            );
+            // A voter that heard the last heartbeat a little later than we did may still
+            // have refused; try again while the hold keeps the others quiet.
+            tokio::spawn(retry_takeover(shared.clone()));
+            return Ok(Response::new(TriggerElectionReply {
+                accepted: true,
+                reason: String::new(),
+            }));
         }
         tracing::info!(
             node = shared.id,
@@ -174,4 +185,23 @@ impl RaftPeer for PeerService {
             Err(e) => refuse(&format!("raft core stopped: {e}")),
         }
     }
+}
+
+/// The chosen node of a handover campaigns again (at most twice, half a lease apart) while
+/// no leader has emerged and the hold lasts; the hold ends once it leads.
+async fn retry_takeover(shared: Arc<Shared>) {
+    for _ in 0..2 {
+        tokio::time::sleep(shared.timing.election_max / 2).await;
+        let m = shared.metrics();
+        if m.state == ServerState::Leader {
+            break;
+        }
+        if m.current_leader.is_some() || !shared.held() {
+            return;
+        }
+        if shared.raft.trigger().elect().await.is_err() {
+            return;
+        }
+    }
+    shared.release_hold();
 }

@@ -47,9 +47,9 @@ pub(crate) struct Shared {
     /// Set while this leader hands over: local writes wait, so the log does not move ahead
     /// of the chosen follower (which would make this node refuse its vote request).
     pub handing_over: AtomicBool,
-    /// Set while this follower, asked to take over, waits for its lease to run out: it
-    /// refuses pre-votes meanwhile (see `handover`).
-    pub taking_over: AtomicBool,
+    /// Until when a handover under way holds this node's elector and makes it refuse
+    /// pre-votes (see `handover`): set on the chosen node and on every other voter.
+    pub hold_until: std::sync::Mutex<Option<std::time::Instant>>,
     /// One handover at a time (the witness guard, a shutdown and an admin call may race).
     pub handover_lock: tokio::sync::Mutex<()>,
 }
@@ -63,9 +63,30 @@ impl Shared {
         self.handing_over.load(Ordering::Acquire)
     }
 
-    /// Whether a handover involves this node, as the old leader or as the chosen one.
+    /// Holds this node's elector and its pre-vote grants for `span` (a handover is under
+    /// way: only the chosen node may campaign).
+    pub fn hold(&self, span: Duration) {
+        let until = std::time::Instant::now() + span;
+        let mut h = self.hold_until.lock().unwrap_or_else(|p| p.into_inner());
+        *h = Some(h.map_or(until, |t| t.max(until)));
+    }
+
+    /// Ends a hold early (the chosen node has campaigned and leads, or gave up).
+    pub fn release_hold(&self) {
+        *self.hold_until.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// Whether a handover holds this node's elector now.
+    pub fn held(&self) -> bool {
+        self.hold_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|t| std::time::Instant::now() < t)
+    }
+
+    /// Whether a handover involves this node: as the old leader, or held by one.
     pub fn in_handover(&self) -> bool {
-        self.is_handing_over() || self.taking_over.load(Ordering::Acquire)
+        self.is_handing_over() || self.held()
     }
 
     /// A client of peer `id`, at the address the current membership gives it.
@@ -97,21 +118,5 @@ impl<'a> HandingOver<'a> {
 impl Drop for HandingOver<'_> {
     fn drop(&mut self) {
         self.0.handing_over.store(false, Ordering::Release);
-    }
-}
-
-/// Clears the taking-over flag however the wait ends.
-pub(crate) struct TakingOver<'a>(&'a Shared);
-
-impl<'a> TakingOver<'a> {
-    pub fn begin(shared: &'a Shared) -> Self {
-        shared.taking_over.store(true, Ordering::Release);
-        TakingOver(shared)
-    }
-}
-
-impl Drop for TakingOver<'_> {
-    fn drop(&mut self) {
-        self.0.taking_over.store(false, Ordering::Release);
     }
 }

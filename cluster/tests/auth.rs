@@ -68,6 +68,7 @@ async fn peer_calls_need_the_cluster_token() -> Result<()> {
                 from: 9,
                 term: 99,
                 after_lease: false,
+                hold_only: false,
             })
             .await;
         ensure!(r.err().map(|s| s.code()) == Some(Code::Unauthenticated));

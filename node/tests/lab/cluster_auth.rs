@@ -82,6 +82,7 @@ async fn call_all(target: String, token: Option<&str>) -> Vec<(&'static str, Cod
                             from: 9,
                             term: 999,
                             after_lease: false,
+                            hold_only: false,
                         },
                     ))
                     .await

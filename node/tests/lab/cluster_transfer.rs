@@ -47,11 +47,20 @@ fn transfers_land(voters: usize, rounds: usize) {
             "{voters} voters, round {round}: transfer to node {id} failed: {r:#?}\n{}",
             c.logs()
         );
-        let status: StatusView = ctl(&["-o", "json", "status"]).ok().json();
-        assert_eq!(
-            status.leader,
-            Some(target as u64 + 1),
-            "{voters} voters, round {round}: {status:?}"
+        // Status answers from the replica of whichever node it reaches, which may learn
+        // of the new leader a moment after the old one did: wait (bounded) for it.
+        let want = Some(target as u64 + 1);
+        let mut last = None;
+        let leads = wait_for(Duration::from_secs(3), || {
+            let status: StatusView = ctl(&["-o", "json", "status"]).ok().json();
+            let ok = status.leader == want;
+            last = Some(status);
+            ok.then_some(())
+        });
+        assert!(
+            leads.is_some(),
+            "{voters} voters, round {round}: node {id} does not lead: {last:?}\n{}",
+            c.logs()
         );
         owner = wait_for(Duration::from_secs(5), || {
             (c.lab.owners().as_slice() == [target]).then_some(target)
