@@ -189,6 +189,9 @@ fn tour_steps(t: &mut Tour, keep: bool) -> anyhow::Result<()> {
     if let Some(mut p) = nodes[owner].take() {
         p.kill()?;
     }
+    // One look inside the outage, at once: no node can be elected sooner than the election
+    // timeout max (120 ms) after the dead owner's last heartbeat, so the VIP has no owner.
+    t.say(&live(t, &stream, &traffic));
     // The live view until another node owns the VIP and a request got through, then once more.
     let mut settled = 0;
     while settled < 2 && killed_at.elapsed() < Duration::from_secs(10) {
