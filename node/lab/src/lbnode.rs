@@ -129,6 +129,8 @@ pub struct NodeOptions {
     pub witness: bool,
     /// Lines appended to the `[cluster]` table (e.g. timing), verbatim.
     pub cluster_extra: String,
+    /// Lines appended to the `[datapath]` table (e.g. `ring_slots`), verbatim.
+    pub datapath_extra: String,
 }
 
 impl Lab {
@@ -168,13 +170,14 @@ impl Lab {
         // Writing into a String cannot fail.
         let _ = write!(
             c,
-            "[node]\nid = {}\ndata_dir = {:?}\n\n[datapath]\ninterface = {:?}\nworkers = 2\n\n\
+            "[node]\nid = {}\ndata_dir = {:?}\n\n[datapath]\ninterface = {:?}\nworkers = 2\n{}\n\
              [metrics]\nlisten = \"127.0.0.1:{METRICS_PORT}\"\n\n\
              [admin]\nlisten = \"{}:{ADMIN_PORT}\"\ntoken_file = {:?}\n\n\
              [cluster]\nlisten = \"{}:{PEER_PORT}\"\nwitness = {}\n{}\n",
             i + 1,
             data_dir.display().to_string(),
             node.ifname,
+            opts.datapath_extra,
             node.ip,
             self.admin_token_file()?.display().to_string(),
             node.ip,

@@ -19,10 +19,11 @@ fn the_owner_announces_its_vip_again_every_garp_refresh() {
     .expect("lab builds");
     lab.start_backends(dsrlb()).expect("backends start");
     let farms = [LabFarm::new("web", "tcp", lab::BACKEND_HTTP_PORT, &[0])];
-    let config = lab
-        .node_config_with(0, &farms, &NodeOptions::default())
-        .unwrap()
-        .replacen("workers = 2\n", "workers = 2\ngarp_refresh = \"1s\"\n", 1);
+    let opts = NodeOptions {
+        datapath_extra: "garp_refresh = \"1s\"".into(),
+        ..NodeOptions::default()
+    };
+    let config = lab.node_config_with(0, &farms, &opts).unwrap();
     assert!(config.contains("garp_refresh"), "{config}");
     let mut procs = vec![lab.spawn_node_config(0, dsrlb(), &config).unwrap()];
     lab.wait_ready(&mut procs, &[0], &farms, Duration::from_secs(15))

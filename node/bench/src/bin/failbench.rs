@@ -148,8 +148,8 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let mut lab = Lab::build(&spec).context("building the lab")?;
     let farms = vec![LabFarm::new("web", "tcp", BACKEND_HTTP_PORT, &[0, 1])];
     let opts = NodeOptions {
-        witness: false,
         cluster_extra: cluster_lines(args).join("\n"),
+        ..NodeOptions::default()
     };
     let timing = read_timing(&lab, &farms, &opts, args)?;
     lab.start_backends(&dsrlb)

@@ -188,11 +188,14 @@ fn run(args: &Args) -> anyhow::Result<()> {
         cluster_extra: args
             .batch_ms
             .map_or(String::new(), |ms| format!("persistence_batch_ms = {ms}")),
+        datapath_extra: args
+            .ring_slots
+            .map_or(String::new(), |n| format!("ring_slots = {n}")),
     };
     progress("starting 3 dsrlb nodes as one cluster");
     let mut procs = Vec::new();
     for i in 0..lab.nodes().len() {
-        let config = node_config(&lab, i, &farms, &opts, args.ring_slots)?;
+        let config = node_config(&lab, i, &farms, &opts)?;
         procs.push(
             lab.spawn_node_config(i, &dsrlb, &config)
                 .with_context(|| format!("starting dsrlb on {}", lab.nodes()[i].name))?,

@@ -4,36 +4,23 @@
 
 use std::path::Path;
 
-use anyhow::{Context, ensure};
+use anyhow::Context;
 use lab::{Lab, LabFarm, MacAddr, NodeOptions};
 
 use crate::{Args, FARMS, FIRST_PORT, TTL};
 
-/// Node `i`'s lab config, with `ring_slots` in its `[datapath]` table when given.
+/// Node `i`'s lab config with the benchmark's options, checked by the node's own parser
+/// (it has the last word on what the flags produced).
 pub fn node_config(
     lab: &Lab,
     i: usize,
     farms: &[LabFarm],
     opts: &NodeOptions,
-    ring_slots: Option<u64>,
 ) -> anyhow::Result<String> {
     let text = lab
         .node_config_with(i, farms, opts)
         .context("writing a node config")?;
-    let Some(slots) = ring_slots else {
-        return Ok(text);
-    };
-    ensure!(
-        text.contains("\n[datapath]\n"),
-        "the lab's node config has no [datapath] table:\n{text}"
-    );
-    let text = text.replacen(
-        "\n[datapath]\n",
-        &format!("\n[datapath]\nring_slots = {slots}\n"),
-        1,
-    );
-    // The node's own parser has the last word on the result.
-    node::config::parse(&text).context("the lab's node config with --ring-slots")?;
+    node::config::parse(&text).context("the lab's node config with the benchmark's flags")?;
     Ok(text)
 }
 
