@@ -96,11 +96,11 @@ pub(crate) async fn judge(shared: &Shared, req: &PreVote) -> PreVoteReply {
         reason,
     };
     let lease = shared.timing.election_max;
-    let up = shared.started.elapsed();
-    if up < lease {
-        // openraft has no record of the last heartbeat after a restart and would grant at
-        // once; a live follower would not, so neither does a node that just started.
-        return refuse(format!("started {up:?} ago, less than one lease"));
+    if shared.young_for().is_some() {
+        return refuse(format!(
+            "started {:?} ago, less than one lease",
+            shared.started.elapsed()
+        ));
     }
     if shared.in_handover() {
         return refuse("a leadership handover is under way".into());

@@ -39,16 +39,9 @@ fn reply<T: Serialize>(value: &T) -> Result<Response<RaftPayload>, Status> {
 impl RaftPeer for PeerService {
     async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         let req = decode(request)?;
-        // openraft keeps no record of the last heartbeat across a restart and would grant
-        // at once, while every live follower waits out its lease: a node restarted right
-        // after a kill could otherwise help elect a second leader while the old one still
-        // owns the VIP. So a node answers no vote within one lease of its start.
-        let young = self
-            .shared
-            .timing
-            .election_max
-            .checked_sub(self.shared.started.elapsed());
-        if let Some(rest) = young {
+        // A node restarted right after a kill could otherwise help elect a second leader
+        // while the old one still owns the VIP (see `Shared::young_for`).
+        if let Some(rest) = self.shared.young_for() {
             tokio::time::sleep(rest).await;
         }
         reply(&self.shared.raft.vote(req).await)

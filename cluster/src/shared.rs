@@ -76,6 +76,16 @@ impl Shared {
         *self.hold_until.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
+    /// How much longer this node is younger than one lease (`None` once it is older).
+    /// openraft keeps no record of the last heartbeat across a restart and would grant a
+    /// vote at once; a live follower would not, so a young node grants none, real or pre.
+    pub fn young_for(&self) -> Option<Duration> {
+        self.timing
+            .election_max
+            .checked_sub(self.started.elapsed())
+            .filter(|d| !d.is_zero())
+    }
+
     /// Whether a handover holds this node's elector now.
     pub fn held(&self) -> bool {
         self.hold_until
