@@ -19,9 +19,11 @@
 //!   openraft's election timer.
 //! - `handover`: leadership transfer and the witness rule.
 //! - `tls`: the optional mutual TLS of the peer service.
+//! - `contact`: the hook that tells the daemon of every peer call (the pair's segment arbiter).
 //! - `settings`, `error`, `codec`: settings, the error enum, the one binary encoding.
 
 mod codec;
+mod contact;
 mod elector;
 mod error;
 mod forward;
@@ -38,6 +40,7 @@ mod storage_sm;
 mod tls;
 mod types;
 
+pub use contact::{NoContact, PeerContact};
 pub use error::ClusterError;
 pub use forward::MembershipView;
 pub use node::ClusterNode;

@@ -132,6 +132,7 @@ impl ClusterNode {
             handing_over: AtomicBool::new(false),
             hold_until: std::sync::Mutex::new(None),
             handover_lock: tokio::sync::Mutex::new(()),
+            peer_contact: s.peer_contact.clone(),
         });
 
         let listener = tokio::net::TcpListener::bind(s.listen)

@@ -38,6 +38,7 @@ fn reply<T: Serialize>(value: &T) -> Result<Response<RaftPayload>, Status> {
 #[tonic::async_trait]
 impl RaftPeer for PeerService {
     async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        self.shared.peer_contact.peer_call();
         let req = decode(request)?;
         // A node restarted right after a kill could otherwise help elect a second leader
         // while the old one still owns the VIP (see `Shared::young_for`).
@@ -51,6 +52,7 @@ impl RaftPeer for PeerService {
         &self,
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
+        self.shared.peer_contact.peer_call();
         let req: PreVote = decode(request)?;
         reply(&elector::judge(&self.shared, &req).await)
     }
@@ -59,6 +61,7 @@ impl RaftPeer for PeerService {
         &self,
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
+        self.shared.peer_contact.peer_call();
         let req = decode(request)?;
         reply(&self.shared.raft.append_entries(req).await)
     }
@@ -67,6 +70,7 @@ impl RaftPeer for PeerService {
         &self,
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
+        self.shared.peer_contact.peer_call();
         let req = decode(request)?;
         reply(&self.shared.raft.install_snapshot(req).await)
     }
@@ -75,6 +79,7 @@ impl RaftPeer for PeerService {
         &self,
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
+        self.shared.peer_contact.peer_call();
         let req: Forward = decode(request)?;
         // No second hop: a node that is not the leader says so and the sender, which keeps
         // its own view of the leader, tries again. That rules out forwarding loops.
@@ -90,6 +95,7 @@ impl RaftPeer for PeerService {
         &self,
         request: Request<TransferLeaderRequest>,
     ) -> Result<Response<TransferLeaderReply>, Status> {
+        self.shared.peer_contact.peer_call();
         let to = request.into_inner().to;
         if self.shared.metrics().state != ServerState::Leader {
             return Err(Status::failed_precondition("not the leader"));
@@ -105,6 +111,7 @@ impl RaftPeer for PeerService {
         &self,
         request: Request<TriggerElectionRequest>,
     ) -> Result<Response<TriggerElectionReply>, Status> {
+        self.shared.peer_contact.peer_call();
         let req = request.into_inner();
         let refuse = |reason: &str| {
             Ok(Response::new(TriggerElectionReply {

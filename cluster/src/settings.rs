@@ -1,6 +1,7 @@
 //! [`ClusterSettings`]: what the node's `[node]`/`[cluster]` config gives the cluster layer,
 //! its validation, and the openraft `Config` derived from it.
 
+use crate::contact::{NoContact, PeerContact};
 use crate::error::ClusterError;
 use crate::persist::{NoSink, PinSink};
 use crate::state::SharedSettings;
@@ -76,6 +77,9 @@ pub struct ClusterSettings {
     pub shared: SharedSettings,
     /// Told of every change to the persistence table as it is applied (the datapath).
     pub pin_sink: Arc<dyn PinSink>,
+    /// Told of every authenticated peer call before it is handled (the pair's segment
+    /// arbiter, docs/design.md#pair-segment).
+    pub peer_contact: Arc<dyn PeerContact>,
 }
 
 impl fmt::Debug for ClusterSettings {
@@ -121,6 +125,7 @@ impl ClusterSettings {
             tls: None,
             shared: SharedSettings::default(),
             pin_sink: Arc::new(NoSink),
+            peer_contact: Arc::new(NoContact),
         }
     }
 

@@ -52,6 +52,8 @@ pub(crate) struct Shared {
     pub hold_until: std::sync::Mutex<Option<std::time::Instant>>,
     /// One handover at a time (the witness guard, a shutdown and an admin call may race).
     pub handover_lock: tokio::sync::Mutex<()>,
+    /// Told of every peer call before it is handled (see `contact`).
+    pub peer_contact: std::sync::Arc<dyn crate::contact::PeerContact>,
 }
 
 impl Shared {

@@ -37,6 +37,7 @@ mod persist;
 mod process;
 mod resolver;
 mod ring;
+mod segment_probe;
 mod shared;
 mod sys;
 mod table;
@@ -59,6 +60,7 @@ pub use persist::{FarmPins, PinEvent, PinQueue, PinRegistry, QueueStats};
 pub use process::{Processor, ProcessorConfig, Verdict};
 pub use resolver::{MacResolver, ResolverStats, ResolverStatsReader};
 pub use ring::MAX_RING_SLOTS;
+pub use segment_probe::SegmentEvidence;
 pub use shared::Shared;
 pub use table::{
     BackendSpec, BackendState, FarmSpec, ForwardingTable, PersistSpec, Protocol, TableError,

@@ -40,6 +40,7 @@ use crate::bpf;
 use crate::error::IoError;
 use crate::iface::InterfaceInfo;
 use crate::packet::MacAddr;
+use crate::segment_probe::{SegmentEvidence, SegmentProbe};
 use crate::shared::Shared;
 use crate::sys::PacketSocket;
 
@@ -147,6 +148,8 @@ struct State {
     /// When set, announcements are sent only while this lease is held.
     lease: Option<Arc<Shared>>,
     stats: ResolverStats,
+    /// The pair's segment probes (docs/design.md#pair-segment).
+    segment: SegmentProbe,
 }
 
 struct Inner {
@@ -323,6 +326,27 @@ impl MacResolver {
         }
     }
 
+    /// Records ARP claims for `vips` from any other MAC from now on (see
+    /// [`segment_evidence`](MacResolver::segment_evidence)); replaces the watched set.
+    pub fn watch_vips(&self, vips: Vec<Ipv4Addr>) {
+        self.inner.lock().segment.watch(vips);
+    }
+
+    /// Sends an ARP request for every watched VIP every `interval` (`None`: stops). Asking
+    /// again with the same interval keeps the schedule.
+    pub fn probe_vips(&self, interval: Option<Duration>) {
+        self.inner
+            .lock()
+            .segment
+            .set_interval(interval, Instant::now());
+        self.inner.wake();
+    }
+
+    /// What probing and watching have seen so far.
+    pub fn segment_evidence(&self) -> SegmentEvidence {
+        self.inner.lock().segment.evidence()
+    }
+
     pub fn stats(&self) -> ResolverStats {
         self.inner.lock().stats
     }
@@ -346,6 +370,11 @@ pub struct ResolverStatsReader(Arc<Inner>);
 impl ResolverStatsReader {
     pub fn get(&self) -> ResolverStats {
         self.0.lock().stats
+    }
+
+    /// See [`MacResolver::segment_evidence`].
+    pub fn segment_evidence(&self) -> SegmentEvidence {
+        self.0.lock().segment.evidence()
     }
 }
 
@@ -382,6 +411,7 @@ impl std::fmt::Debug for MacResolver {
 struct Sent {
     requests: u64,
     garps: u64,
+    probes: u64,
     errors: u64,
 }
 
@@ -399,16 +429,20 @@ impl ArpThread {
         let mut buf = vec![0u8; 2048];
         let mut to_ask: Vec<Ipv4Addr> = Vec::new();
         let mut to_announce: Vec<Ipv4Addr> = Vec::new();
+        let mut to_probe: Vec<Ipv4Addr> = Vec::new();
         while !self.inner.stop.load(Ordering::Relaxed) {
             let now = Instant::now();
-            let sleep = self.plan(now, &mut to_ask, &mut to_announce);
-            if !to_ask.is_empty() || !to_announce.is_empty() {
+            let sleep = self.plan(now, &mut to_ask, &mut to_announce, &mut to_probe);
+            if !to_ask.is_empty() || !to_announce.is_empty() || !to_probe.is_empty() {
                 let lease = self.inner.lock().lease.clone();
-                let sent = self.send_all(&to_ask, &to_announce, lease.as_deref());
+                let sent = self.send_all(&to_ask, &to_announce, &to_probe, lease.as_deref());
                 let mut st = self.inner.lock();
                 st.stats.requests_sent += sent.requests;
                 st.stats.garps_sent += sent.garps;
                 st.stats.send_errors += sent.errors;
+                if !to_probe.is_empty() {
+                    st.segment.sent(sent.probes);
+                }
             }
             if !self.wait(sleep) {
                 return;
@@ -423,9 +457,11 @@ impl ArpThread {
         now: Instant,
         to_ask: &mut Vec<Ipv4Addr>,
         to_announce: &mut Vec<Ipv4Addr>,
+        to_probe: &mut Vec<Ipv4Addr>,
     ) -> Duration {
         to_ask.clear();
         to_announce.clear();
+        to_probe.clear();
         let mut st = self.inner.lock();
         if st.ask_now || now >= self.next_round {
             st.ask_now = false;
@@ -436,6 +472,9 @@ impl ArpThread {
         }
         let mut next = self.next_round;
         if let Some(due) = st.garp.take_due(now, to_announce) {
+            next = next.min(due);
+        }
+        if let Some(due) = st.segment.take_due(now, to_probe) {
             next = next.min(due);
         }
         // Rounds due while the lease is not held are skipped, but the jobs stay: a lapse
@@ -451,6 +490,7 @@ impl ArpThread {
         &self,
         to_ask: &[Ipv4Addr],
         to_announce: &[Ipv4Addr],
+        to_probe: &[Ipv4Addr],
         lease: Option<&Shared>,
     ) -> Sent {
         let mut sent = Sent::default();
@@ -467,6 +507,14 @@ impl ArpThread {
             send(
                 arp::arp_request(self.own_mac, self.own_ip, *ip),
                 &mut sent.requests,
+                &mut sent.errors,
+            );
+        }
+        for vip in to_probe {
+            // From our own address, like a backend query: whoever owns the VIP answers it.
+            send(
+                arp::arp_request(self.own_mac, self.own_ip, *vip),
+                &mut sent.probes,
                 &mut sent.errors,
             );
         }
@@ -533,6 +581,7 @@ impl ArpThread {
             };
             let mut st = self.inner.lock();
             st.stats.frames_received += 1;
+            st.segment.heard(ip, mac, self.own_mac, Instant::now());
             if st.targets.binary_search(&ip).is_ok() {
                 st.learned.insert(ip, (mac, Instant::now()));
             }

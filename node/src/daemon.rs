@@ -14,9 +14,10 @@
 use crate::config::Config;
 use crate::health::{CheckTarget, HealthChecker, VerdictChange};
 use crate::metrics::{self, NodeMetrics};
-use crate::ownership::{self, Inputs, Ownership, Transition};
+use crate::ownership::{self, Arbiter, Grant, Inputs, Ownership, SegmentInputs, Transition};
 use crate::persist::{self, DatapathSink, PersistMetrics};
 use crate::preflight::{self, HostFacts};
+use crate::segment::{SegmentGate, SegmentWatch, claimed_since};
 use crate::tables;
 use anyhow::Context;
 use cluster::{ClusterNode, ClusterSettings, ClusterState, Command, ServerState};
@@ -24,11 +25,11 @@ use datapath::{
     Datapath, DatapathConfig, ForwardingTable, MacAddr, MacResolver, ProcessorConfig, Shared,
     instant_ns,
 };
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -62,7 +63,17 @@ async fn run_inner(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
     let node_metrics = Arc::new(NodeMetrics::new(shared.clone(), persist_metrics.clone()));
 
     let mut settings = cluster_settings(&config)?;
-    settings.pin_sink = Arc::new(DatapathSink::new(shared.clone(), persist_metrics.clone()));
+    let sink = Arc::new(DatapathSink::new(shared.clone(), persist_metrics.clone()));
+    settings.pin_sink = sink.clone();
+    // docs/design.md#pair-segment: every peer call goes through the gate first.
+    let gate = config
+        .cluster
+        .segment
+        .map(|_| Arc::new(SegmentGate::new(shared.clone())));
+    if let Some(gate) = &gate {
+        settings.peer_contact = gate.clone();
+        let _ = node_metrics.segment().released_by_peer.set(gate.clone());
+    }
     let cluster = Arc::new(
         ClusterNode::start(settings, config.farms.clone())
             .await
@@ -112,10 +123,49 @@ async fn run_inner(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
             token: read_token("admin.token_file", &config.admin_token_file)?,
             admin_port: config.admin_listen.port(),
             tls: config.admin_tls.clone(),
+            arbiter: node_metrics.arbiter.clone(),
         },
     )
     .await?;
-    let batcher = persist::spawn_batcher(cluster.clone(), shared.clone(), persist_metrics);
+    let local_pins = Arc::new(AtomicBool::new(false));
+    let batcher = persist::spawn_batcher(
+        cluster.clone(),
+        shared.clone(),
+        persist_metrics,
+        local_pins.clone(),
+        sink.clone(),
+    );
+    let pair = match (&gate, config.cluster.segment) {
+        (Some(gate), Some(cfg)) => {
+            let peer = config
+                .cluster
+                .members
+                .iter()
+                .map(|(id, _)| *id)
+                .find(|id| *id != config.node_id)
+                .context("cluster.pair_arbiter: no peer in cluster.members")?;
+            info!(
+                peer,
+                probe_interval = ?cfg.probe_interval,
+                probe_count = cfg.probe_count,
+                "pair arbitrated by the datapath segment"
+            );
+            Some(Pair {
+                gate: gate.clone(),
+                probe_interval: cfg.probe_interval,
+                peer,
+                watch: SegmentWatch::new(cfg.probe_count),
+                started: Instant::now(),
+                silence: config
+                    .cluster
+                    .lease
+                    .saturating_sub(TICK * 2)
+                    .max(config.cluster.lease / 2),
+                silent: false,
+            })
+        }
+        _ => None,
+    };
     let metrics_server = match config.metrics_listen {
         Some(addr) => Some(metrics::serve(addr, node_metrics.clone()).await?),
         None => None,
@@ -138,10 +188,19 @@ async fn run_inner(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
             stopping: false,
             handing_over: false,
             sole_voter: false,
+            segment: None,
         },
         checker: None,
         check_targets: Vec::new(),
         writes: JoinSet::new(),
+        verdicts: None,
+        pair,
+        grant: None,
+        owned_since: None,
+        last_judge: Instant::now(),
+        local_health: BTreeMap::new(),
+        local_pins,
+        sink,
     };
     let result = node.run(shutdown).await;
 
@@ -227,6 +286,23 @@ enum Wake {
     Tick,
 }
 
+/// A pair arbitrated by the segment: what the control loop keeps between judgements.
+struct Pair {
+    gate: Arc<SegmentGate>,
+    probe_interval: Duration,
+    /// The other member's id: of two segment owners, the higher id yields.
+    peer: u64,
+    watch: SegmentWatch,
+    /// Counts as the last contact until the peer is first heard (as the elector does).
+    started: Instant,
+    /// How long without a peer call or a quorum ack makes the peer silent: the lease, less
+    /// two loop turns, so that an owner whose quorum ends with its peer is judged under the
+    /// segment before its quorum deadline passes (no gap in its ARP answers).
+    silence: Duration,
+    /// The peer was silent at the last judgement (logged on change).
+    silent: bool,
+}
+
 /// The running node's control loop and what it acts on.
 struct Node<'a> {
     config: &'a Config,
@@ -242,6 +318,22 @@ struct Node<'a> {
     check_targets: Vec<CheckTarget>,
     /// Verdict commits in flight; aborted on shutdown so the cluster handle is ours again.
     writes: JoinSet<()>,
+    /// Where health checkers send verdict changes (set when the loop starts).
+    verdicts: Option<mpsc::UnboundedSender<VerdictChange>>,
+    /// `Some`: `pair_arbiter = "segment"`.
+    pair: Option<Pair>,
+    /// The arbiter of the current ownership.
+    grant: Option<Arbiter>,
+    /// When this node last became the owner.
+    owned_since: Option<Instant>,
+    /// When ownership was last judged: a loop that stalled for a lease is no incumbent.
+    last_judge: Instant,
+    /// Health verdicts of a segment owner that could not be committed: applied on top of
+    /// the replicated ones until the log rules again.
+    local_health: BTreeMap<(String, String), bool>,
+    /// Tells the persistence batcher to apply pins locally (segment ownership).
+    local_pins: Arc<AtomicBool>,
+    sink: Arc<DatapathSink>,
 }
 
 impl Node<'_> {
@@ -249,6 +341,7 @@ impl Node<'_> {
         let mut state_rx = self.cluster.state();
         let mut metrics_rx = self.cluster.raft_metrics();
         let (verdict_tx, mut verdict_rx) = mpsc::unbounded_channel::<VerdictChange>();
+        self.verdicts = Some(verdict_tx.clone());
         self.state = state_rx.borrow_and_update().clone();
         self.on_state(&verdict_tx)?;
         let mut tick = tokio::time::interval(TICK);
@@ -340,18 +433,22 @@ impl Node<'_> {
     /// on each transition.
     fn judge(&mut self, now: Instant) {
         self.inputs.handing_over = self.cluster.is_handing_over();
-        let own = ownership::should_own(&self.inputs, now);
-        if own {
-            match ownership::lease_deadline(&self.inputs) {
-                Some(deadline) => self.shared.own_until(instant_ns(deadline)),
-                None => self.shared.set_owner(true),
+        let grant = match self.pair.is_some() {
+            false => {
+                let g = ownership::decide(&self.inputs, now);
+                self.extend(g);
+                g
             }
-        }
-        match self.ownership.update(own) {
+            true => self.judge_pair(now),
+        };
+        self.last_judge = now;
+        let by = grant.map(|g| g.by);
+        match self.ownership.update(grant.is_some()) {
             Some(Transition::Acquired) => {
                 let vips: Vec<Ipv4Addr> = self.shared.table.load().vips().collect();
                 self.metrics.takeovers.fetch_add(1, Ordering::Relaxed);
-                info!(term = self.metrics.term.load(Ordering::Relaxed), vips = ?vips, "VIP owner: announcing and forwarding");
+                self.owned_since = Some(now);
+                info!(term = self.metrics.term.load(Ordering::Relaxed), arbiter = by.map_or("", Arbiter::as_str), vips = ?vips, "VIP owner: announcing and forwarding");
                 self.resolver.send_garp(
                     &vips,
                     self.config.datapath.garp_count,
@@ -361,12 +458,138 @@ impl Node<'_> {
             Some(Transition::Released) => {
                 self.shared.set_owner(false);
                 self.resolver.cancel_garp();
+                self.owned_since = None;
                 info!(
                     leader = self.inputs.is_leader,
                     "VIP ownership released: no more ARP answers or forwarding"
                 );
             }
-            None => {}
+            None => {
+                if let (Some(old), Some(new)) = (self.grant, by)
+                    && old != new
+                {
+                    info!(
+                        from = old.as_str(),
+                        to = new.as_str(),
+                        "VIP ownership now granted by another arbiter"
+                    );
+                }
+            }
+        }
+        if by != self.grant {
+            let (was, is) = (self.grant, by);
+            self.grant = by;
+            self.metrics.arbiter.set(by);
+            self.on_arbiter_change(was, is);
+        }
+    }
+
+    /// Sets the datapath's deadline from a grant (a release is the transition's to make).
+    fn extend(&self, grant: Option<Grant>) {
+        if let Some(g) = grant {
+            match g.until {
+                Some(deadline) => self.shared.own_until(instant_ns(deadline)),
+                None => self.shared.set_owner(true),
+            }
+        }
+    }
+
+    /// The decision of a pair arbitrated by the segment, made and applied under the gate's
+    /// lock, so a peer call is either seen here or ends what is granted here.
+    fn judge_pair(&mut self, now: Instant) -> Option<Grant> {
+        let was_owner = self.ownership.is_owner();
+        let stalled = now.saturating_duration_since(self.last_judge) >= self.inputs.lease;
+        let ev = self.resolver.segment_evidence();
+        let pair = self.pair.as_mut()?;
+        let gate_arc = pair.gate.clone();
+        let mut gate = gate_arc.lock();
+        let contact = [
+            gate.last_contact,
+            self.inputs.last_quorum_ack,
+            Some(pair.started),
+        ]
+        .into_iter()
+        .flatten()
+        .max();
+        let silent = contact.is_none_or(|c| now.saturating_duration_since(c) >= pair.silence);
+        pair.watch.observe(&ev, silent && !was_owner, now);
+        let yields = was_owner
+            && self.config.node_id > pair.peer
+            && self.owned_since.is_some_and(|t| claimed_since(&ev, t));
+        self.inputs.segment = Some(SegmentInputs {
+            peer_silent: silent,
+            incumbent: was_owner && !stalled,
+            clear: pair.watch.clear(&ev),
+            yields,
+        });
+        let grant = ownership::decide(&self.inputs, now);
+        // Also when a quorum grant is extended by the segment: the part beyond the quorum
+        // lease is the segment's, and a peer call must end it.
+        let segment_owner =
+            grant.is_some() && self.inputs.segment.is_some_and(|s| s.grants());
+        gate.segment_owner = segment_owner;
+        if let Some(g) = grant {
+            match g.until {
+                Some(deadline) => self.shared.own_until(instant_ns(deadline)),
+                None => self.shared.set_owner(true),
+            }
+        }
+        drop(gate);
+        let probe = silent || segment_owner;
+        self.resolver
+            .probe_vips(probe.then_some(pair.probe_interval));
+        if silent != pair.silent {
+            pair.silent = silent;
+            if silent {
+                warn!(
+                    peer = pair.peer,
+                    "peer silent on the control plane: probing the segment for the VIPs"
+                );
+            } else {
+                info!(peer = pair.peer, "peer heard again on the control plane");
+            }
+        }
+        if let Some(m) = self.metrics.segment_opt() {
+            m.peer_silent.store(silent, Ordering::Relaxed);
+            if yields && self.grant == Some(Arbiter::Segment) && grant.is_none() {
+                m.yields.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if yields && self.grant == Some(Arbiter::Segment) && grant.is_none() {
+            warn!(
+                peer = pair.peer,
+                claimed_by = ?ev.last_claim.map(|(_, mac)| mac.to_string()),
+                "another owner of the VIPs on the segment has the higher priority: yielding"
+            );
+        }
+        grant
+    }
+
+    /// Entering or leaving ownership without a quorum: local overlays on, or dropped so
+    /// the log rules again (docs/design.md#pair-segment).
+    fn on_arbiter_change(&mut self, was: Option<Arbiter>, is: Option<Arbiter>) {
+        let segment = is == Some(Arbiter::Segment);
+        if segment == (was == Some(Arbiter::Segment)) {
+            return;
+        }
+        self.local_pins.store(segment, Ordering::Relaxed);
+        if segment {
+            warn!(
+                "no quorum: the peer is down; owning by the segment: health verdicts and \
+                 persistence pins apply on this node only, admin writes are refused"
+            );
+        } else {
+            info!("segment ownership over: local verdicts and pins dropped, the log rules again");
+            self.sink.resync(&self.cluster.pins());
+            if !self.local_health.is_empty() {
+                self.local_health.clear();
+                if let Err(e) = self.publish() {
+                    error!(error = %e, "could not rebuild the forwarding table");
+                }
+            }
+        }
+        if let Some(tx) = self.verdicts.clone() {
+            self.restart_checks(&tx, false);
         }
     }
 
@@ -395,7 +618,21 @@ impl Node<'_> {
 
     /// Rebuilds the forwarding table from the current state and swaps it in.
     fn publish(&self) -> anyhow::Result<()> {
-        let specs = tables::farm_specs(&self.state, &self.learned, &self.shared.pins);
+        let overlaid;
+        let state: &ClusterState = if self.local_health.is_empty() {
+            &self.state
+        } else {
+            let mut s = (*self.state).clone();
+            for ((farm, backend), up) in &self.local_health {
+                s.health
+                    .entry(farm.clone())
+                    .or_default()
+                    .insert(backend.clone(), *up);
+            }
+            overlaid = s;
+            &overlaid
+        };
+        let specs = tables::farm_specs(state, &self.learned, &self.shared.pins);
         let table = ForwardingTable::build(
             self.shared.table.load().own_mac(),
             &specs,
@@ -413,6 +650,9 @@ impl Node<'_> {
         let removed: Vec<Ipv4Addr> = before.into_iter().filter(|v| !after.contains(v)).collect();
         self.shared.publish(table);
         self.metrics.set_backends(&specs);
+        if self.pair.is_some() {
+            self.resolver.watch_vips(after.clone());
+        }
         // A removed VIP's remaining rounds (and refresh) would draw its traffic here only to
         // be dropped as `not_vip`.
         self.resolver.withdraw_garp(&removed);
@@ -430,7 +670,8 @@ impl Node<'_> {
 
     /// Health checks run on the leader only; their targets follow the replicated farms.
     fn restart_checks(&mut self, verdicts: &mpsc::UnboundedSender<VerdictChange>, force: bool) {
-        let targets = if self.inputs.is_leader && !self.inputs.witness {
+        let checking = self.inputs.is_leader || self.grant == Some(Arbiter::Segment);
+        let targets = if checking && !self.inputs.witness {
             check_targets(&self.state)
         } else {
             Vec::new()
@@ -457,8 +698,18 @@ impl Node<'_> {
         self.check_targets = targets;
     }
 
-    /// Commits a verdict change through the log, without blocking the loop.
+    /// Commits a verdict change through the log, without blocking the loop; a segment
+    /// owner, which cannot commit, applies it on this node only.
     fn commit_verdict(&mut self, change: VerdictChange) {
+        if self.grant == Some(Arbiter::Segment) {
+            let (farm, backend) = &change.key;
+            warn!(%farm, %backend, up = change.up, "no quorum: health verdict applied on this node only");
+            self.local_health.insert(change.key, change.up);
+            if let Err(e) = self.publish() {
+                error!(error = %e, "could not rebuild the forwarding table");
+            }
+            return;
+        }
         let cluster = self.cluster.clone();
         let (farm, backend) = change.key;
         self.writes.spawn(async move {

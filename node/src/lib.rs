@@ -5,6 +5,7 @@
 //! - [`config`]: the node config file (TOML), its defaults and validation.
 //! - [`preflight`]: host checks that refuse a setup that would break DSR.
 //! - [`daemon`]: `dsrlb run` — starts everything and keeps the tables current.
+//! - [`segment`]: what a pair arbitrated by the L2 segment knows of its peer and segment.
 //! - [`tables`]: replicated/config state + health + learned MACs → datapath farm specs.
 //! - [`health`]: TCP health checks with rise/fall.
 //! - [`persist`]: source-IP persistence glue — the pin mirror sink and the leader's batcher.
@@ -24,5 +25,6 @@ pub mod metrics;
 pub mod ownership;
 pub mod persist;
 pub mod preflight;
+pub mod segment;
 pub mod signals;
 pub mod tables;

@@ -2,6 +2,7 @@
 //! docs/design.md#metrics. Values are read at scrape time from the datapath's counters and the
 //! node's state, so nothing on the packet path knows about Prometheus.
 
+use crate::ownership::{Arbiter, ArbiterCell};
 use crate::persist::PersistMetrics;
 use datapath::{
     BackendState, BackendStats, DropReason, FarmSpec, FarmStats, ResolverStatsReader, Shared,
@@ -31,6 +32,21 @@ pub struct NodeMetrics {
     pins: OnceLock<cluster::Pins>,
     /// The ARP thread's counters, once it runs.
     resolver: OnceLock<ResolverStatsReader>,
+    /// Which arbiter grants this node's ownership now.
+    pub arbiter: Arc<ArbiterCell>,
+    /// A pair arbitrated by the segment: what it counts.
+    segment: OnceLock<SegmentMetrics>,
+}
+
+/// The segment arbiter's own numbers (docs/design.md#metrics).
+#[derive(Debug, Default)]
+pub struct SegmentMetrics {
+    /// 1 while the peer is silent on the control plane.
+    pub peer_silent: std::sync::atomic::AtomicBool,
+    /// Segment grants given up because a higher-priority owner claimed the VIPs.
+    pub yields: AtomicU64,
+    /// Segment grants ended by a call from the peer (read from the gate).
+    pub released_by_peer: OnceLock<Arc<crate::segment::SegmentGate>>,
 }
 
 impl NodeMetrics {
@@ -43,7 +59,19 @@ impl NodeMetrics {
             persist,
             pins: OnceLock::new(),
             resolver: OnceLock::new(),
+            arbiter: Arc::new(ArbiterCell::default()),
+            segment: OnceLock::new(),
         }
+    }
+
+    /// The segment arbiter's metrics, if turned on.
+    pub fn segment_opt(&self) -> Option<&SegmentMetrics> {
+        self.segment.get()
+    }
+
+    /// Turns on the segment arbiter's metrics; returns where the daemon records them.
+    pub fn segment(&self) -> &SegmentMetrics {
+        self.segment.get_or_init(SegmentMetrics::default)
     }
 
     /// Where `dsrlb_persistence_entries` and the applied-pin counters are read from.
@@ -166,11 +194,74 @@ impl Collector for NodeMetrics {
             None,
             garps.metric_type(),
         )?)?;
+        self.encode_arbiter(&mut encoder)?;
         self.encode_persistence(&mut encoder)
     }
 }
 
 impl NodeMetrics {
+    fn encode_arbiter(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let now = self.arbiter.get();
+        let mut by = encoder.encode_descriptor(
+            "dsrlb_vip_owner_arbiter",
+            "1 for the arbiter that grants this node's VIP ownership now, 0 for the others",
+            None,
+            ConstGauge::new(0i64).metric_type(),
+        )?;
+        for a in [Arbiter::Quorum, Arbiter::Sole, Arbiter::Segment] {
+            ConstGauge::new(i64::from(now == Some(a)))
+                .encode(by.encode_family(&[("arbiter", a.as_str())])?)?;
+        }
+        let Some(seg) = self.segment.get() else {
+            return Ok(());
+        };
+        let ev = self
+            .resolver
+            .get()
+            .map(|r| r.segment_evidence())
+            .unwrap_or_default();
+        let silent = ConstGauge::new(i64::from(seg.peer_silent.load(Ordering::Relaxed)));
+        silent.encode(encoder.encode_descriptor(
+            "dsrlb_segment_peer_silent",
+            "1 while the pair's peer has been silent on the control plane for a lease",
+            None,
+            silent.metric_type(),
+        )?)?;
+        for (name, help, v) in [
+            (
+                "dsrlb_segment_probes",
+                "ARP requests for the VIPs sent to probe the datapath segment",
+                ev.probes_sent,
+            ),
+            (
+                "dsrlb_segment_probe_rounds",
+                "Probe rounds of which at least one request was sent",
+                ev.rounds,
+            ),
+            (
+                "dsrlb_segment_claims",
+                "ARP frames from another MAC claiming one of the VIPs",
+                ev.claims,
+            ),
+            (
+                "dsrlb_segment_yields",
+                "Segment ownership given up to a higher-priority owner met on the segment",
+                seg.yields.load(Ordering::Relaxed),
+            ),
+            (
+                "dsrlb_segment_peer_releases",
+                "Segment ownership ended by a call from the returning peer",
+                seg.released_by_peer
+                    .get()
+                    .map_or(0, |g| g.released_by_peer.load(Ordering::Relaxed)),
+            ),
+        ] {
+            let c = ConstCounter::new(v);
+            c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)?;
+        }
+        Ok(())
+    }
+
     fn encode_persistence(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let (counts, applied) = match self.pins.get() {
             Some(p) => {
@@ -238,6 +329,11 @@ impl NodeMetrics {
                 "dsrlb_persistence_batch_failures",
                 "Persistence batches this node could not commit",
                 &self.persist.failed,
+            ),
+            (
+                "dsrlb_persistence_local_writes",
+                "Pin writes applied to this node's mirror only (segment ownership, no quorum)",
+                &self.persist.local,
             ),
         ] {
             let c = ConstCounter::new(v.load(Ordering::Relaxed));

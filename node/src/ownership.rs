@@ -9,6 +9,12 @@
 //! owners (docs/design.md#vip-ownership, step by step). A witness
 //! never owns a VIP. The sole voter of a cluster (a cluster of one) has no one to overlap with, so
 //! it owns while it leads, without a lease: a busy single node does not drop its VIPs.
+//!
+//! A pair with `pair_arbiter = "segment"` has a second arbiter (docs/design.md#pair-segment):
+//! while the peer is silent on the control plane, the datapath segment may grant ownership
+//! without a quorum — to the node that owns already (it keeps serving when its peer dies),
+//! or to a node whose ARP probes for the VIPs went unanswered N times. Of two segment owners
+//! that meet, the one with the higher id yields. Quorum configurations never reach that arm.
 
 use std::time::{Duration, Instant};
 
@@ -30,6 +36,122 @@ pub struct Inputs {
     pub handing_over: bool,
     /// This node is the only voter: no other node can ever be elected.
     pub sole_voter: bool,
+    /// `Some`: a pair arbitrated by the L2 segment.
+    pub segment: Option<SegmentInputs>,
+}
+
+/// What the segment arbiter of a pair knows (see `segment`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentInputs {
+    /// No call from the peer and no quorum acknowledgement for (about) a lease.
+    pub peer_silent: bool,
+    /// This node owned at its previous judgement, made less than a lease ago (its loop did
+    /// not stall): it keeps the VIPs without probing.
+    pub incumbent: bool,
+    /// N probe rounds for the VIPs went unanswered.
+    pub clear: bool,
+    /// Another MAC claimed a VIP while this node owned, and this node has the lower
+    /// priority (the higher id): it yields.
+    pub yields: bool,
+}
+
+impl SegmentInputs {
+    /// The segment would grant ownership (whatever the quorum says).
+    pub fn grants(&self) -> bool {
+        self.peer_silent && !self.yields && (self.incumbent || self.clear)
+    }
+}
+
+/// Which arbiter granted ownership.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arbiter {
+    /// The Raft leader under a fresh quorum lease.
+    Quorum,
+    /// The sole voter of a cluster of one.
+    Sole,
+    /// A pair's L2 segment, without a quorum.
+    Segment,
+}
+
+impl Arbiter {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Arbiter::Quorum => "quorum",
+            Arbiter::Sole => "sole",
+            Arbiter::Segment => "segment",
+        }
+    }
+}
+
+/// The arbiter of this node's current ownership, for readers outside the control loop (the
+/// admin API, metrics): `None` while the node does not own.
+#[derive(Debug, Default)]
+pub struct ArbiterCell(std::sync::atomic::AtomicU8);
+
+impl ArbiterCell {
+    pub fn set(&self, by: Option<Arbiter>) {
+        let v = match by {
+            None => 0,
+            Some(Arbiter::Quorum) => 1,
+            Some(Arbiter::Sole) => 2,
+            Some(Arbiter::Segment) => 3,
+        };
+        self.0.store(v, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> Option<Arbiter> {
+        match self.0.load(std::sync::atomic::Ordering::Relaxed) {
+            1 => Some(Arbiter::Quorum),
+            2 => Some(Arbiter::Sole),
+            3 => Some(Arbiter::Segment),
+            _ => None,
+        }
+    }
+}
+
+/// A grant of ownership: by whom, and until when if nothing renews it (`None`: no deadline).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grant {
+    pub by: Arbiter,
+    pub until: Option<Instant>,
+}
+
+/// The decision with its arbiter. A segment grant lasts a lease from `now`, so a node
+/// whose control loop stalls goes silent as under a quorum lease. A quorum grant on a node
+/// that the segment would also keep lasts until the later of the two ends, so the hand-off
+/// from quorum to segment when the peer dies leaves no gap.
+pub fn decide(inputs: &Inputs, now: Instant) -> Option<Grant> {
+    if inputs.witness || inputs.stopping || inputs.handing_over {
+        return None;
+    }
+    let quorum = if should_own(inputs, now) {
+        Some(Grant {
+            by: if inputs.sole_voter {
+                Arbiter::Sole
+            } else {
+                Arbiter::Quorum
+            },
+            until: lease_deadline(inputs),
+        })
+    } else {
+        None
+    };
+    let segment = inputs
+        .segment
+        .filter(SegmentInputs::grants)
+        .map(|_| now + inputs.lease);
+    match (quorum, segment) {
+        (Some(q), Some(s)) => Some(Grant {
+            by: q.by,
+            until: q.until.map(|u| u.max(s)),
+        }),
+        (Some(q), None) => Some(q),
+        (None, Some(s)) => Some(Grant {
+            by: Arbiter::Segment,
+            until: Some(s),
+        }),
+        (None, None) => None,
+    }
 }
 
 /// The decision: own the VIPs now?
@@ -108,7 +230,90 @@ mod tests {
             stopping: false,
             handing_over: false,
             sole_voter: false,
+            segment: None,
         }
+    }
+
+    fn seg(peer_silent: bool, incumbent: bool, clear: bool, yields: bool) -> SegmentInputs {
+        SegmentInputs {
+            peer_silent,
+            incumbent,
+            clear,
+            yields,
+        }
+    }
+
+    #[test]
+    fn without_a_segment_arbiter_decide_is_should_own() {
+        let now = Instant::now() + Duration::from_secs(10);
+        for age in [0, 119, 120, 5000] {
+            let i = leader(age, now);
+            assert_eq!(decide(&i, now).is_some(), should_own(&i, now), "{age}");
+            let f = Inputs {
+                is_leader: false,
+                ..i
+            };
+            assert_eq!(decide(&f, now), None);
+        }
+        let g = decide(&leader(20, now), now).unwrap();
+        assert_eq!(g.by, Arbiter::Quorum);
+        assert_eq!(g.until, lease_deadline(&leader(20, now)));
+    }
+
+    #[test]
+    fn the_segment_grants_a_silent_peers_survivor_only_when_clear_or_incumbent() {
+        let now = Instant::now() + Duration::from_secs(10);
+        let follower = Inputs {
+            is_leader: false,
+            last_quorum_ack: None,
+            ..leader(0, now)
+        };
+        let with = |s: SegmentInputs| Inputs {
+            segment: Some(s),
+            ..follower
+        };
+        let granted = Some(Grant {
+            by: Arbiter::Segment,
+            until: Some(now + LEASE),
+        });
+        assert_eq!(decide(&with(seg(true, false, true, false)), now), granted);
+        assert_eq!(decide(&with(seg(true, true, false, false)), now), granted);
+        // The peer is heard, the segment is not clear, or this node yields: no grant.
+        assert_eq!(decide(&with(seg(false, true, true, false)), now), None);
+        assert_eq!(decide(&with(seg(true, false, false, false)), now), None);
+        assert_eq!(decide(&with(seg(true, true, true, true)), now), None);
+        // Witness, stopping and handing over win over the segment as over the quorum.
+        for i in [
+            Inputs {
+                witness: true,
+                ..with(seg(true, true, true, false))
+            },
+            Inputs {
+                stopping: true,
+                ..with(seg(true, true, true, false))
+            },
+            Inputs {
+                handing_over: true,
+                ..with(seg(true, true, true, false))
+            },
+        ] {
+            assert_eq!(decide(&i, now), None, "{i:?}");
+        }
+    }
+
+    #[test]
+    fn an_owner_whose_quorum_ends_as_its_peer_dies_keeps_the_vips_without_a_gap() {
+        let now = Instant::now() + Duration::from_secs(10);
+        let i = Inputs {
+            segment: Some(seg(true, true, false, false)),
+            ..leader(100, now)
+        };
+        let g = decide(&i, now).unwrap();
+        assert_eq!(g.by, Arbiter::Quorum);
+        assert_eq!(g.until, Some(now + LEASE), "the later of the two ends");
+        let later = now + Duration::from_millis(30);
+        let g = decide(&i, later).unwrap();
+        assert_eq!(g.by, Arbiter::Segment);
     }
 
     #[test]

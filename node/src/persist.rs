@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, info_span, warn};
@@ -47,6 +47,8 @@ pub struct PersistMetrics {
     pub writes: AtomicU64,
     /// Batches whose write failed (their pins are asked for again by the workers).
     pub failed: AtomicU64,
+    /// Pin writes applied to this node's mirror only (segment ownership without a quorum).
+    pub local: AtomicU64,
     /// First packet on the owner → pin applied here, for pins created by the log.
     pub lag: Histogram,
 }
@@ -57,6 +59,7 @@ impl Default for PersistMetrics {
             batches: AtomicU64::new(0),
             writes: AtomicU64::new(0),
             failed: AtomicU64::new(0),
+            local: AtomicU64::new(0),
             // Fine between 10 and 300 ms, where a batch interval (default 50 ms) plus a
             // replicated write lands, so p50 and p99 can be told apart from the buckets.
             lag: Histogram::new([
@@ -88,6 +91,24 @@ impl DatapathSink {
             .pins
             .farm(farm)
             .set_seen_ago(client, h.id, ago_ns);
+    }
+}
+
+impl DatapathSink {
+    /// Writes a batch into the mirror only, without the log: a pair owning by the segment
+    /// cannot commit (docs/design.md#pair-segment). Expiry stays the log's: these pins live
+    /// until [`resync`](DatapathSink::resync) when the peer returns.
+    pub fn apply_locally(&self, batch: &PinBatch) {
+        for f in &batch.farms {
+            for w in &f.writes {
+                self.put(&f.farm, w.client, &w.backend, w.seen_ms, batch.now_ms);
+            }
+        }
+    }
+
+    /// Makes the mirror the replicated table again, dropping pins applied locally.
+    pub fn resync(&self, pins: &cluster::Pins) {
+        self.reset(&pins.lock());
     }
 }
 
@@ -124,16 +145,29 @@ impl PinSink for DatapathSink {
 /// Starts the batcher: every `persistence_batch` (a replicated setting) it empties the
 /// workers' pin queues into one `Pin` log entry; when there is nothing to write but a pin
 /// may have expired, the leader proposes an empty batch so expiry happens in the log.
+///
+/// While `local` is set (this node owns by the segment, without a quorum) batches go into
+/// the datapath's mirror through `sink` instead of the log.
 pub fn spawn_batcher(
     cluster: Arc<ClusterNode>,
     shared: Arc<Shared>,
     metrics: Arc<PersistMetrics>,
+    local: Arc<AtomicBool>,
+    sink: Arc<DatapathSink>,
 ) -> JoinHandle<()> {
     let span = info_span!("persistence-batcher");
-    tokio::spawn(async move { batcher(cluster, shared, metrics).await }.instrument(span))
+    tokio::spawn(
+        async move { batcher(cluster, shared, metrics, local, sink).await }.instrument(span),
+    )
 }
 
-async fn batcher(cluster: Arc<ClusterNode>, shared: Arc<Shared>, metrics: Arc<PersistMetrics>) {
+async fn batcher(
+    cluster: Arc<ClusterNode>,
+    shared: Arc<Shared>,
+    metrics: Arc<PersistMetrics>,
+    local: Arc<AtomicBool>,
+    sink: Arc<DatapathSink>,
+) {
     let state = cluster.state();
     let pins = cluster.pins();
     let raft = cluster.raft_metrics();
@@ -163,6 +197,17 @@ async fn batcher(cluster: Arc<ClusterNode>, shared: Arc<Shared>, metrics: Arc<Pe
             }
         };
         let n: usize = batch.farms.iter().map(|f| f.writes.len()).sum();
+        if local.load(Ordering::Relaxed) {
+            if n > 0 {
+                sink.apply_locally(&batch);
+                metrics.local.fetch_add(n as u64, Ordering::Relaxed);
+                if warned_at.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
+                    warn!(writes = n, "no quorum: persistence pins applied locally only");
+                    warned_at = Some(Instant::now());
+                }
+            }
+            continue;
+        }
         // Sequential on purpose: while a write is in flight the workers' queues fill, and
         // the next batch carries all of it in one entry.
         match cluster.write(Command::Pin(batch)).await {

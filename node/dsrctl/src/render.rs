@@ -34,13 +34,27 @@ fn list(ids: &[u64]) -> String {
         .join(", ")
 }
 
+/// How the answering node holds the VIPs, if it does.
+fn owned_by(s: &StatusView) -> Option<String> {
+    Some(match s.owner_arbiter.as_str() {
+        "" => return None,
+        "quorum" => format!("node {} under a quorum lease", s.answered_by),
+        "sole" => format!("node {}, the cluster's only voter", s.answered_by),
+        "segment" => format!(
+            "node {} by the segment arbiter: no quorum, the peer is down (writes refused)",
+            s.answered_by
+        ),
+        other => format!("node {} ({other})", s.answered_by),
+    })
+}
+
 pub fn status(s: &StatusView) -> String {
     let lease = if s.leader == Some(s.answered_by) {
         format!("{} ms", s.lease_age_ms)
     } else {
         "- (known to the leader only)".into()
     };
-    let mut out = fields(&[
+    let mut rows = vec![
         ("answered by", format!("node {}", s.answered_by)),
         ("leader", node(s.leader)),
         ("vip owner", node(s.vip_owner)),
@@ -50,7 +64,11 @@ pub fn status(s: &StatusView) -> String {
             "log index",
             format!("{} (applied {})", s.last_log_index, s.applied_index),
         ),
-    ]);
+    ];
+    if let Some(by) = owned_by(s) {
+        rows.insert(3, ("owned by", by));
+    }
+    let mut out = fields(&rows);
     out.push('\n');
     let mut t = Table::new(&["id", "address", "role", "reachable", "last log", "lag"]);
     for m in &s.members {
@@ -259,6 +277,7 @@ mod tests {
             lease_age_ms: 12,
             last_log_index: 40,
             applied_index: 40,
+            owner_arbiter: String::new(),
             members: vec![
                 MemberView {
                     id: 1,

@@ -26,6 +26,10 @@ pub struct StatusView {
     pub lease_age_ms: u64,
     pub last_log_index: u64,
     pub applied_index: u64,
+    /// What grants the answering node its VIP ownership ("quorum", "sole", "segment");
+    /// empty when it does not own.
+    #[serde(default)]
+    pub owner_arbiter: String,
     pub members: Vec<MemberView>,
     pub vips: Vec<VipView>,
 }
@@ -57,6 +61,7 @@ impl From<pb::StatusReply> for StatusView {
             lease_age_ms: r.lease_age_ms,
             last_log_index: r.last_log_index,
             applied_index: r.applied_index,
+            owner_arbiter: r.owner_arbiter,
             members: r
                 .members
                 .into_iter()

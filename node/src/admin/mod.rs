@@ -78,6 +78,9 @@ pub struct AdminContext {
     /// The admin listener's TLS; also how this node calls other nodes' admin services
     /// (https, trusting `tls_ca`, presenting its admin certificate). `None`: plaintext.
     pub tls: Option<crate::config::AdminTls>,
+    /// Which arbiter grants this node's VIP ownership now (`Status`, and the refusal of
+    /// writes while owning by the segment without a quorum).
+    pub arbiter: Arc<crate::ownership::ArbiterCell>,
 }
 
 /// A running admin server.
@@ -216,6 +219,15 @@ impl AdminContext {
         }
     }
 
+    /// Refuses a write while this node owns by the segment: it has no quorum to commit it
+    /// (docs/design.md#pair-segment).
+    fn writable(&self) -> Result<(), Status> {
+        if self.arbiter.get() == Some(crate::ownership::Arbiter::Segment) {
+            return Err(Status::failed_precondition("no quorum: the peer is down"));
+        }
+        Ok(())
+    }
+
     /// Waits until this replica has applied the leader's read index.
     async fn sync(&self) -> Result<(), Status> {
         let read_index = self.cluster.read_index().await.map_err(cluster_status)?;
@@ -233,6 +245,7 @@ impl AdminContext {
         // Judge on a replica that has every write acknowledged before this request (a
         // follower may lag the write a client just made through another node): without it,
         // a follower could answer NOT_FOUND for a farm created a moment ago elsewhere.
+        self.writable()?;
         self.sync().await?;
         for _ in 0..CAS_ATTEMPTS {
             let state = self.state();

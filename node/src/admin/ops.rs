@@ -110,6 +110,10 @@ pub(super) async fn status(ctx: &AdminContext) -> pb::StatusReply {
         },
         last_log_index: last,
         applied_index: m.last_applied.map_or(0, |l| l.index),
+        owner_arbiter: ctx
+            .arbiter
+            .get()
+            .map_or(String::new(), |a| a.as_str().to_string()),
         members,
         vips: vips
             .into_iter()
@@ -244,6 +248,7 @@ pub(super) async fn add_member(
     id: u64,
     address: &str,
 ) -> Result<pb::MembershipReply, Status> {
+    ctx.writable()?;
     if id == 0 {
         return Err(Status::invalid_argument("id: must be at least 1"));
     }
@@ -279,6 +284,7 @@ pub(super) async fn remove_member(
     ctx: &AdminContext,
     id: u64,
 ) -> Result<pb::MembershipReply, Status> {
+    ctx.writable()?;
     let view = ctx.cluster.membership();
     if !view.nodes.contains_key(&id) {
         return Err(Status::not_found(format!("node {id} is not a member")));
@@ -301,6 +307,7 @@ pub(super) async fn transfer_leader(
     ctx: &AdminContext,
     to: u64,
 ) -> Result<pb::TransferLeaderReply, Status> {
+    ctx.writable()?;
     let to = (to != 0).then_some(to);
     if let Some(t) = to {
         let view = ctx.cluster.membership();

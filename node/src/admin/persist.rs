@@ -130,6 +130,7 @@ pub(super) async fn flush(
     ctx: &AdminContext,
     req: pb::FlushPersistenceRequest,
 ) -> Result<pb::WriteReply, Status> {
+    ctx.writable()?;
     flush_args(&req)?;
     // Judged on a caught-up replica, like every write: a farm made persistent a moment ago
     // through another node is not refused.

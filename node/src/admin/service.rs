@@ -221,6 +221,7 @@ impl Admin for AdminService {
 
     async fn delete_farm(&self, r: Request<pb::DeleteFarmRequest>) -> Reply<pb::WriteReply> {
         let name = r.into_inner().name;
+        self.ctx.writable()?;
         self.ctx.sync().await?;
         farm_of(&self.ctx.state(), &name)?;
         let applied = self

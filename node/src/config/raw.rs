@@ -58,6 +58,14 @@ pub struct RawCluster {
     pub lease_ms: u64,
     /// A witness votes but never owns a VIP.
     pub witness: bool,
+    /// Who may grant VIP ownership besides a Raft quorum: `"none"` (only the quorum) or
+    /// `"segment"` (a two-node cluster whose survivor takes over when the peer is silent on
+    /// the control plane and no one answers ARP for the VIPs on the datapath segment).
+    pub pair_arbiter: String,
+    /// `pair_arbiter = "segment"`: time between two ARP probe rounds for the VIPs.
+    pub segment_probe_interval_ms: u64,
+    /// `pair_arbiter = "segment"`: unanswered probe rounds before the survivor takes over.
+    pub segment_probe_count: u32,
     /// PEM certificate (chain) of this node for the peer service; with `tls_key` and
     /// `tls_ca` it turns on mutual TLS between peers. Needs an IP SAN of `advertise`.
     pub tls_cert: Option<String>,
@@ -83,6 +91,9 @@ impl Default for RawCluster {
             election_timeout_ms: [100, 120],
             lease_ms: 80,
             witness: false,
+            pair_arbiter: "none".into(),
+            segment_probe_interval_ms: 50,
+            segment_probe_count: 3,
             tls_cert: None,
             tls_key: None,
             tls_ca: None,

@@ -42,10 +42,21 @@ pub struct ClusterConfig {
     pub election_timeout: (Duration, Duration),
     pub lease: Duration,
     pub witness: bool,
+    /// `Some`: `pair_arbiter = "segment"` (docs/design.md#pair-segment).
+    pub segment: Option<SegmentArbiter>,
     /// `None`: the peer service is plaintext (the token is required either way).
     pub tls: Option<cluster::PeerTls>,
     /// Written into the log by the bootstrap (the log's value rules afterwards).
     pub shared: cluster::SharedSettings,
+}
+
+/// How the segment arbiter of a pair probes the datapath segment for the VIPs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentArbiter {
+    /// Between two probe rounds (every VIP asked once per round).
+    pub probe_interval: Duration,
+    /// Unanswered rounds before a survivor takes over.
+    pub probe_count: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -273,6 +284,7 @@ impl RawConfig {
                 ),
             ));
         }
+        let segment = pair_arbiter(c, &members)?;
         Ok(ClusterConfig {
             listen,
             advertise,
@@ -282,6 +294,7 @@ impl RawConfig {
             election_timeout: (Duration::from_millis(min), Duration::from_millis(max)),
             lease: Duration::from_millis(c.lease_ms),
             witness: c.witness,
+            segment,
             tls: super::tls::peer_tls(c)?,
             shared: cluster::SharedSettings {
                 persistence_batch: Duration::from_millis(c.persistence_batch_ms),
@@ -709,6 +722,55 @@ fn duration_text(d: Duration) -> String {
 
 /// A farm that uses every key, for the round-trip tests here and in the admin API's
 /// wire conversions.
+/// `[cluster] pair_arbiter` and its probe keys (docs/design.md#pair-segment).
+fn pair_arbiter(
+    c: &super::raw::RawCluster,
+    members: &[(u64, SocketAddr)],
+) -> Result<Option<SegmentArbiter>> {
+    match c.pair_arbiter.as_str() {
+        "none" => return Ok(None),
+        "segment" => {}
+        other => {
+            return Err(ConfigError::invalid(
+                "cluster.pair_arbiter",
+                format!("{other:?} is not \"none\" or \"segment\""),
+            ));
+        }
+    }
+    if members.len() != 2 {
+        return Err(ConfigError::invalid(
+            "cluster.pair_arbiter",
+            format!(
+                "\"segment\" arbitrates a pair: cluster.members must list exactly two nodes \
+                 (it lists {}); a cluster of three or more has a quorum after any one loss",
+                members.len()
+            ),
+        ));
+    }
+    if c.witness {
+        return Err(ConfigError::invalid(
+            "cluster.pair_arbiter",
+            "\"segment\" is for two load balancers; a witness never owns a VIP (set witness = false)",
+        ));
+    }
+    if !(10..=1000).contains(&c.segment_probe_interval_ms) {
+        return Err(ConfigError::invalid(
+            "cluster.segment_probe_interval_ms",
+            format!("{} must be between 10 and 1000", c.segment_probe_interval_ms),
+        ));
+    }
+    if !(1..=20).contains(&c.segment_probe_count) {
+        return Err(ConfigError::invalid(
+            "cluster.segment_probe_count",
+            format!("{} must be between 1 and 20", c.segment_probe_count),
+        ));
+    }
+    Ok(Some(SegmentArbiter {
+        probe_interval: Duration::from_millis(c.segment_probe_interval_ms),
+        probe_count: c.segment_probe_count,
+    }))
+}
+
 #[cfg(test)]
 pub(crate) const SAMPLE_FARM: &str = r#"
             [[farm]]
