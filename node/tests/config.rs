@@ -444,3 +444,60 @@ fn the_shipped_example_configs_are_valid() {
     }
     assert!(seen > 0, "no example configs found in {}", dir.display());
 }
+
+#[test]
+fn pair_arbiter_segment_needs_a_pair_of_load_balancers_and_bounded_probes() {
+    let lease = "lease_ms = 80";
+    let with = |extra: &str| BASE.replacen(lease, &format!("{lease}\n{extra}"), 1);
+    let c = config::parse(&with("pair_arbiter = \"segment\"")).expect("a pair with segment");
+    let seg = c.cluster.segment.expect("the segment arbiter is on");
+    assert_eq!(seg.probe_interval, std::time::Duration::from_millis(50));
+    assert_eq!(seg.probe_count, 3);
+    let c = config::parse(&with(
+        "pair_arbiter = \"segment\"\nsegment_probe_interval_ms = 20\nsegment_probe_count = 5",
+    ))
+    .unwrap();
+    let seg = c.cluster.segment.unwrap();
+    assert_eq!(
+        (seg.probe_interval.as_millis(), seg.probe_count),
+        (20, 5)
+    );
+    assert!(config::parse(BASE).unwrap().cluster.segment.is_none());
+    let three = "members = [\"1=198.18.0.11:7100\", \"2=198.18.0.12:7100\", \"3=198.18.0.13:7100\"]";
+    for (text, key) in [
+        (with("pair_arbiter = \"vrrp\""), "cluster.pair_arbiter"),
+        (
+            with("pair_arbiter = \"segment\"")
+                .replacen("members = [\"1=198.18.0.11:7100\", \"2=198.18.0.12:7100\"]", three, 1),
+            "cluster.pair_arbiter",
+        ),
+        (
+            with("pair_arbiter = \"segment\"\nwitness = true"),
+            "cluster.pair_arbiter",
+        ),
+        (
+            with("pair_arbiter = \"segment\"\nsegment_probe_interval_ms = 5"),
+            "cluster.segment_probe_interval_ms",
+        ),
+        (
+            with("pair_arbiter = \"segment\"\nsegment_probe_interval_ms = 1001"),
+            "cluster.segment_probe_interval_ms",
+        ),
+        (
+            with("pair_arbiter = \"segment\"\nsegment_probe_count = 0"),
+            "cluster.segment_probe_count",
+        ),
+        (
+            with("pair_arbiter = \"segment\"\nsegment_probe_count = 21"),
+            "cluster.segment_probe_count",
+        ),
+    ] {
+        match config::parse(&text) {
+            Ok(_) => panic!("accepted: {text}"),
+            Err(ConfigError::Invalid { key: named, reason }) => {
+                assert_eq!(named, key, "{reason}")
+            }
+            Err(e) => panic!("not a key error: {e}"),
+        }
+    }
+}

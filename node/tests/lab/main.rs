@@ -6,7 +6,7 @@
 //!
 //! Areas, by module prefix: `lab_*` one node and its datapath, `cluster_*` Raft and VIP
 //! ownership across real processes, `admin_*` the admin API, `dsrctl_*` the client against
-//! a cluster, `tls_*` peer and admin TLS, `persistence` source-IP pins, `demo` `dsrlb demo`.
+//! a cluster, `tls_*` peer and admin TLS, `pair_*` a two-node pair, `persistence` source-IP pins, `demo` `dsrlb demo`.
 
 mod common;
 
@@ -42,6 +42,7 @@ mod lab_preflight;
 mod lab_selftest;
 mod lab_sigterm;
 mod lab_udp_sink;
+mod pair_segment;
 mod persistence;
 mod tls_cluster;
 mod tls_peer_foreign;
