@@ -96,6 +96,11 @@ struct Args {
     /// with (0: off). Needs Debian's keepalived (apt-get install keepalived).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=200))]
     keepalived: u32,
+    /// After the 3-node samples, this many kill -9 samples of the owner of a two-node pair
+    /// with `pair_arbiter = "segment"` (docs/design.md#pair-segment) on a fresh lab, reported
+    /// against the 3-node kills of the same run (0: off).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=200))]
+    segment_pair: u32,
 }
 
 fn parse_range(s: &str) -> Result<(u64, u64), String> {
@@ -135,6 +140,7 @@ fn progress(what: &str) {
 
 fn run(args: &Args) -> anyhow::Result<()> {
     let bench::Start { dsrlb, stop } = bench::start(args.dsrlb.clone())?;
+    let dsrlb_path = dsrlb.clone();
     // Before anything is built: a missing keepalived must not cost the dsrlb samples.
     let ka_bins = (args.keepalived > 0).then(keepalived::locate).transpose()?;
     let started = Instant::now();
@@ -170,7 +176,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         stop: Arc::clone(&stop),
         steady: Steady::default(),
     };
-    let result = bench.samples(&mut report);
+    let result = bench.samples(&mut report, args.kills, args.handovers);
     report.steady = std::mem::take(&mut bench.steady);
     report.logs = scan_node_logs(bench.lab.dir(), args.keep_logs.as_deref());
     report.wall_s = started.elapsed().as_secs_f64();
@@ -179,12 +185,95 @@ fn run(args: &Args) -> anyhow::Result<()> {
     // error.
     drop(bench);
     result?;
+    let segment = if args.segment_pair > 0 {
+        Some(segment_pair(args, &dsrlb_path, &stop)?)
+    } else {
+        None
+    };
     if let Some((keepalived, setsid)) = &ka_bins {
         report.keepalived = Some(keepalived::run(args, &stop, keepalived, setsid)?);
         report.wall_s = started.elapsed().as_secs_f64();
     }
+    let segment_text = segment.map(|s| segment_section(&report.kills, &s));
     bench::print_report(args.json, report.table(), report.json());
+    if let Some(text) = segment_text {
+        if args.json {
+            eprintln!("{text}");
+        } else {
+            println!("{text}");
+        }
+    }
     Ok(())
+}
+
+/// kill -9 samples of a segment-arbitrated pair's owner, on a fresh two-node lab.
+fn segment_pair(
+    args: &Args,
+    dsrlb: &std::path::Path,
+    stop: &Arc<AtomicBool>,
+) -> anyhow::Result<Vec<Sample>> {
+    progress("building a pair lab (2 nodes, pair_arbiter = \"segment\", 2 backends, 1 client)");
+    let mut lab = Lab::build(&LabSpec {
+        nodes: 2,
+        backends: 2,
+        clients: 1,
+        ..LabSpec::default()
+    })
+    .context("building the pair lab")?;
+    lab.start_backends(dsrlb)
+        .context("starting the backends (dsrlb lab-backend)")?;
+    let mut lines = cluster_lines(args);
+    lines.push("pair_arbiter = \"segment\"".into());
+    let mut bench = Bench {
+        procs: Vec::new(),
+        lab,
+        dsrlb: dsrlb.to_path_buf(),
+        farms: vec![LabFarm::new("web", "tcp", BACKEND_HTTP_PORT, &[0, 1])],
+        opts: NodeOptions {
+            cluster_extra: lines.join("\n"),
+            ..NodeOptions::default()
+        },
+        args,
+        stop: Arc::clone(stop),
+        steady: Steady::default(),
+    };
+    let mut report = Report::default();
+    bench.samples(&mut report, args.segment_pair, 0)?;
+    Ok(report.kills)
+}
+
+/// The pair's kill -9 outages against the 3-node ones of the same run.
+fn segment_section(three: &[Sample], pair: &[Sample]) -> String {
+    let (t, p) = (report::stats(three), report::stats(pair));
+    let arps = |s: &[Sample]| report::arp_stats(s.iter().map(|x| &x.arp));
+    let (ta, pa) = (arps(three), arps(pair));
+    let dual: usize = pair.iter().map(|s| s.arp.dual).sum();
+    format!(
+        "\npair, pair_arbiter = \"segment\" (kill -9 of the owner, {} samples; 3 nodes: {}):\n\
+         \x20 request outage: p50 {:.1} ms, p90 {:.1} ms, max {:.1} ms\n\
+         \x20 ARP-level outage: p50 {:.1} ms, max {:.1} ms; rounds with two owners: {dual}\n\
+         request outage, pair segment / 3 nodes: p50 {:.1} / {:.1} ms (ratio {:.2}), max {:.1} / {:.1} ms (ratio {:.2})\n\
+         ARP-level outage, pair segment / 3 nodes: p50 {:.1} / {:.1} ms (ratio {:.2}), max {:.1} / {:.1} ms (ratio {:.2})",
+        pair.len(),
+        three.len(),
+        p.p50,
+        p.p90,
+        p.max,
+        pa.p50,
+        pa.max,
+        p.p50,
+        t.p50,
+        p.p50 / t.p50,
+        p.max,
+        t.max,
+        p.max / t.max,
+        pa.p50,
+        ta.p50,
+        pa.p50 / ta.p50,
+        pa.max,
+        ta.max,
+        pa.max / ta.max,
+    )
 }
 
 struct Bench<'a> {
@@ -220,17 +309,17 @@ impl Bench<'_> {
         (0..self.lab.nodes().len()).collect()
     }
 
-    fn samples(&mut self, report: &mut Report) -> anyhow::Result<()> {
-        progress("starting 3 dsrlb nodes as one cluster");
+    fn samples(&mut self, report: &mut Report, kills: u32, handovers: u32) -> anyhow::Result<()> {
+        progress(&format!(
+            "starting {} dsrlb nodes as one cluster",
+            self.lab.nodes().len()
+        ));
         for i in self.all_nodes() {
             let p = self.spawn(i)?;
             self.procs.push(p);
         }
         self.settle()?;
-        for (kind, count) in [
-            (Kind::Kill, self.args.kills),
-            (Kind::Handover, self.args.handovers),
-        ] {
+        for (kind, count) in [(Kind::Kill, kills), (Kind::Handover, handovers)] {
             for n in 0..count {
                 self.check_stop()?;
                 let sample = self
