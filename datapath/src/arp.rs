@@ -76,6 +76,22 @@ pub fn parse_arp_reply(frame: &[u8]) -> Option<(Ipv4Addr, MacAddr)> {
     }
 }
 
+/// The (target, sender MAC) of an ARP probe (RFC 5227: a request from sender address
+/// 0.0.0.0, asking whether anyone holds the target).
+pub fn parse_arp_probe(frame: &[u8]) -> Option<(Ipv4Addr, MacAddr)> {
+    match parse(frame) {
+        Ok(Parsed::Arp(a))
+            if a.oper == ARP_OP_REQUEST
+                && a.sender_ip.is_unspecified()
+                && !a.target_ip.is_unspecified()
+                && a.sender_mac.is_unicast_host() =>
+        {
+            Some((a.target_ip, a.sender_mac))
+        }
+        _ => None,
+    }
+}
+
 /// Turns the ARP request at `l3` into our reply for `vip`, in place, and returns the
 /// length of the frame to send. VLAN tags stay; trailing padding is zeroed and kept up to
 /// [`MIN_FRAME`]. The caller has parsed the request (the body fits in `frame`).
@@ -146,6 +162,11 @@ mod tests {
         assert_eq!(parse_arp_reply(&garp_reply(OWN, VIP)), Some((VIP, OWN)));
         assert_eq!(parse_arp_reply(&garp_request(MacAddr::ZERO, VIP)), None);
         assert_eq!(parse_arp_reply(&[0u8; 3]), None);
+        let probe = arp_request(OWN, Ipv4Addr::UNSPECIFIED, VIP);
+        assert_eq!(parse_arp_probe(&probe), Some((VIP, OWN)));
+        assert_eq!(parse_arp_reply(&probe), None, "a probe claims nothing");
+        assert_eq!(parse_arp_probe(&garp_request(OWN, VIP)), None);
+        assert_eq!(parse_arp_probe(&arp_request(OWN, own_ip, VIP)), None);
     }
 
     #[test]

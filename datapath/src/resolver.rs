@@ -511,9 +511,9 @@ impl ArpThread {
             );
         }
         for vip in to_probe {
-            // From our own address, like a backend query: whoever owns the VIP answers it.
+            // RFC 5227 probe: whoever owns the VIP answers it; the peer recognises it.
             send(
-                arp::arp_request(self.own_mac, self.own_ip, *vip),
+                arp::arp_request(self.own_mac, Ipv4Addr::UNSPECIFIED, *vip),
                 &mut sent.probes,
                 &mut sent.errors,
             );
@@ -576,7 +576,15 @@ impl ArpThread {
                     return;
                 }
             };
-            let Some((ip, mac)) = arp::parse_arp_reply(&buf[..n.min(buf.len())]) else {
+            let frame = &buf[..n.min(buf.len())];
+            if let Some((target, mac)) = arp::parse_arp_probe(frame) {
+                self.inner
+                    .lock()
+                    .segment
+                    .heard_probe(target, mac, self.own_mac, Instant::now());
+                continue;
+            }
+            let Some((ip, mac)) = arp::parse_arp_reply(frame) else {
                 continue;
             };
             let mut st = self.inner.lock();

@@ -1,7 +1,9 @@
 //! Probing the datapath segment for the VIPs (a pair arbitrated by the segment,
-//! docs/design.md#pair-segment): while asked to, the ARP thread sends one ARP request per VIP
-//! every probe interval, and it records every ARP frame from another MAC that claims a
-//! watched VIP (a reply to anyone's request, or a gratuitous announcement). Whether the
+//! docs/design.md#pair-segment): while asked to, the ARP thread sends one ARP probe per VIP
+//! every probe interval (RFC 5227: a request from sender address 0.0.0.0, so no cache learns
+//! anything from it and the peer can tell it from a client's question), and it records every
+//! ARP frame from another MAC that claims a watched VIP (a reply to anyone's request, or a
+//! gratuitous announcement) and every probe of the peer. Whether the
 //! segment is free, and who yields, is the daemon's pure decision; this module only keeps the
 //! schedule and the evidence.
 
@@ -22,6 +24,11 @@ pub struct SegmentEvidence {
     pub claims: u64,
     /// When the last of them was received, and from which MAC.
     pub last_claim: Option<(Instant, MacAddr)>,
+    /// ARP probes for a watched VIP (sender address 0.0.0.0, RFC 5227) from another MAC:
+    /// the peer is alive on the segment and probing too.
+    pub peer_probes: u64,
+    /// When the last of them was received.
+    pub last_peer_probe: Option<Instant>,
 }
 
 /// The probe schedule and the evidence, kept under the resolver's lock.
@@ -82,6 +89,14 @@ impl SegmentProbe {
         }
     }
 
+    /// An ARP probe (request with sender address 0.0.0.0) for `target` from `mac`.
+    pub fn heard_probe(&mut self, target: Ipv4Addr, mac: MacAddr, own_mac: MacAddr, at: Instant) {
+        if mac != own_mac && self.watched.binary_search(&target).is_ok() {
+            self.evidence.peer_probes += 1;
+            self.evidence.last_peer_probe = Some(at);
+        }
+    }
+
     pub fn evidence(&self) -> SegmentEvidence {
         self.evidence
     }
@@ -132,5 +147,13 @@ mod tests {
         p.heard(VIP, PEER, OWN, t0);
         assert_eq!(p.evidence().claims, 1);
         assert_eq!(p.evidence().last_claim, Some((t0, PEER)));
+        p.heard_probe(VIP, OWN, OWN, t0);
+        p.heard_probe(Ipv4Addr::new(198, 18, 0, 1), PEER, OWN, t0);
+        assert_eq!(p.evidence().peer_probes, 0);
+        p.heard_probe(VIP, PEER, OWN, t0);
+        assert_eq!(
+            (p.evidence().peer_probes, p.evidence().last_peer_probe),
+            (1, Some(t0))
+        );
     }
 }

@@ -162,6 +162,7 @@ async fn run_inner(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
                     .saturating_sub(TICK * 2)
                     .max(config.cluster.lease / 2),
                 silent: false,
+                probing: false,
             })
         }
         _ => None,
@@ -301,6 +302,8 @@ struct Pair {
     silence: Duration,
     /// The peer was silent at the last judgement (logged on change).
     silent: bool,
+    /// The ARP thread is probing the segment.
+    probing: bool,
 }
 
 /// The running node's control loop and what it acts on.
@@ -512,7 +515,12 @@ impl Node<'_> {
         .flatten()
         .max();
         let silent = contact.is_none_or(|c| now.saturating_duration_since(c) >= pair.silence);
-        pair.watch.observe(&ev, silent && !was_owner, now);
+        pair.watch.observe(
+            &ev,
+            silent && !was_owner,
+            self.config.node_id > pair.peer,
+            now,
+        );
         let yields = was_owner
             && self.config.node_id > pair.peer
             && self.owned_since.is_some_and(|t| claimed_since(&ev, t));
@@ -525,8 +533,7 @@ impl Node<'_> {
         let grant = ownership::decide(&self.inputs, now);
         // Also when a quorum grant is extended by the segment: the part beyond the quorum
         // lease is the segment's, and a peer call must end it.
-        let segment_owner =
-            grant.is_some() && self.inputs.segment.is_some_and(|s| s.grants());
+        let segment_owner = grant.is_some() && self.inputs.segment.is_some_and(|s| s.grants());
         gate.segment_owner = segment_owner;
         if let Some(g) = grant {
             match g.until {
@@ -536,8 +543,11 @@ impl Node<'_> {
         }
         drop(gate);
         let probe = silent || segment_owner;
-        self.resolver
-            .probe_vips(probe.then_some(pair.probe_interval));
+        if probe != pair.probing {
+            pair.probing = probe;
+            self.resolver
+                .probe_vips(probe.then_some(pair.probe_interval));
+        }
         if silent != pair.silent {
             pair.silent = silent;
             if silent {

@@ -202,7 +202,10 @@ async fn batcher(
                 sink.apply_locally(&batch);
                 metrics.local.fetch_add(n as u64, Ordering::Relaxed);
                 if warned_at.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
-                    warn!(writes = n, "no quorum: persistence pins applied locally only");
+                    warn!(
+                        writes = n,
+                        "no quorum: persistence pins applied locally only"
+                    );
                     warned_at = Some(Instant::now());
                 }
             }

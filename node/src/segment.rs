@@ -33,8 +33,10 @@ impl SegmentWatch {
     }
 
     /// Feeds the latest evidence. While `counting`, a claim newer than the count's start
-    /// restarts it; when not counting, the count is forgotten.
-    pub fn observe(&mut self, ev: &SegmentEvidence, counting: bool, now: Instant) {
+    /// restarts it, and so does a probe of the peer when this node `defers` (it has the
+    /// higher id: of two nodes probing an empty segment at once, the lower id takes the
+    /// VIPs, so they never both do); when not counting, the count is forgotten.
+    pub fn observe(&mut self, ev: &SegmentEvidence, counting: bool, defers: bool, now: Instant) {
         if !counting {
             self.base = None;
             return;
@@ -42,7 +44,9 @@ impl SegmentWatch {
         match self.base {
             None => self.base = Some((ev.rounds, now)),
             Some((_, since)) => {
-                if ev.last_claim.is_some_and(|(at, _)| at > since) {
+                let claimed = ev.last_claim.is_some_and(|(at, _)| at > since);
+                let peer_probing = defers && ev.last_peer_probe.is_some_and(|at| at > since);
+                if claimed || peer_probing {
                     self.base = Some((ev.rounds, now));
                 }
             }
@@ -52,9 +56,8 @@ impl SegmentWatch {
     /// N rounds went out after counting started and each had a full probe interval to be
     /// answered (the round after the N-th went out too), with no claim heard since.
     pub fn clear(&self, ev: &SegmentEvidence) -> bool {
-        self.base.is_some_and(|(rounds, _)| {
-            ev.rounds.saturating_sub(rounds) > u64::from(self.count)
-        })
+        self.base
+            .is_some_and(|(rounds, _)| ev.rounds.saturating_sub(rounds) > u64::from(self.count))
     }
 }
 
@@ -124,7 +127,26 @@ mod tests {
             probes_sent: rounds,
             claims: u64::from(claim.is_some()),
             last_claim: claim.map(|at| (at, PEER)),
+            ..SegmentEvidence::default()
         }
+    }
+
+    #[test]
+    fn the_higher_id_defers_to_a_probing_peer_the_lower_id_does_not() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis(1);
+        let probing = |rounds, at| SegmentEvidence {
+            last_peer_probe: Some(at),
+            peer_probes: 1,
+            ..ev(rounds, None)
+        };
+        let (mut high, mut low) = (SegmentWatch::new(2), SegmentWatch::new(2));
+        high.observe(&ev(0, None), true, true, t0);
+        low.observe(&ev(0, None), true, false, t0);
+        high.observe(&probing(3, t0 + 120 * ms), true, true, t0 + 130 * ms);
+        low.observe(&probing(3, t0 + 120 * ms), true, false, t0 + 130 * ms);
+        assert!(low.clear(&probing(3, t0 + 120 * ms)));
+        assert!(!high.clear(&probing(3, t0 + 120 * ms)));
     }
 
     #[test]
@@ -133,7 +155,7 @@ mod tests {
         let ms = Duration::from_millis(1);
         let mut w = SegmentWatch::new(3);
         let old_claim = Some(t0 - 500 * ms);
-        w.observe(&ev(10, old_claim), true, t0);
+        w.observe(&ev(10, old_claim), true, false, t0);
         for rounds in 10..=13 {
             assert!(!w.clear(&ev(rounds, old_claim)), "{rounds}");
         }
@@ -145,11 +167,11 @@ mod tests {
         let t0 = Instant::now();
         let ms = Duration::from_millis(1);
         let mut w = SegmentWatch::new(2);
-        w.observe(&ev(0, None), true, t0);
-        w.observe(&ev(2, Some(t0 + 90 * ms)), true, t0 + 100 * ms);
+        w.observe(&ev(0, None), true, false, t0);
+        w.observe(&ev(2, Some(t0 + 90 * ms)), true, false, t0 + 100 * ms);
         assert!(!w.clear(&ev(3, Some(t0 + 90 * ms))));
         assert!(w.clear(&ev(5, Some(t0 + 90 * ms))));
-        w.observe(&ev(5, None), false, t0 + 200 * ms);
+        w.observe(&ev(5, None), false, false, t0 + 200 * ms);
         assert!(!w.clear(&ev(50, None)), "not counting");
         assert!(claimed_since(&ev(5, Some(t0 + 90 * ms)), t0));
         assert!(!claimed_since(&ev(5, Some(t0 + 90 * ms)), t0 + 90 * ms));

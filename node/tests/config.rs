@@ -458,17 +458,18 @@ fn pair_arbiter_segment_needs_a_pair_of_load_balancers_and_bounded_probes() {
     ))
     .unwrap();
     let seg = c.cluster.segment.unwrap();
-    assert_eq!(
-        (seg.probe_interval.as_millis(), seg.probe_count),
-        (20, 5)
-    );
+    assert_eq!((seg.probe_interval.as_millis(), seg.probe_count), (20, 5));
     assert!(config::parse(BASE).unwrap().cluster.segment.is_none());
-    let three = "members = [\"1=198.18.0.11:7100\", \"2=198.18.0.12:7100\", \"3=198.18.0.13:7100\"]";
+    let three =
+        "members = [\"1=198.18.0.11:7100\", \"2=198.18.0.12:7100\", \"3=198.18.0.13:7100\"]";
     for (text, key) in [
         (with("pair_arbiter = \"vrrp\""), "cluster.pair_arbiter"),
         (
-            with("pair_arbiter = \"segment\"")
-                .replacen("members = [\"1=198.18.0.11:7100\", \"2=198.18.0.12:7100\"]", three, 1),
+            with("pair_arbiter = \"segment\"").replacen(
+                "members = [\"1=198.18.0.11:7100\", \"2=198.18.0.12:7100\"]",
+                three,
+                1,
+            ),
             "cluster.pair_arbiter",
         ),
         (

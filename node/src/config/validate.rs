@@ -756,7 +756,10 @@ fn pair_arbiter(
     if !(10..=1000).contains(&c.segment_probe_interval_ms) {
         return Err(ConfigError::invalid(
             "cluster.segment_probe_interval_ms",
-            format!("{} must be between 10 and 1000", c.segment_probe_interval_ms),
+            format!(
+                "{} must be between 10 and 1000",
+                c.segment_probe_interval_ms
+            ),
         ));
     }
     if !(1..=20).contains(&c.segment_probe_count) {
