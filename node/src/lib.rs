@@ -5,6 +5,7 @@
 //! - [`config`]: the node config file (TOML), its defaults and validation.
 //! - [`preflight`]: host checks that refuse a setup that would break DSR.
 //! - [`daemon`]: `dsrlb run` — starts everything and keeps the tables current.
+//! - [`witness`]: `dsrlb witness` — a voter with no datapath, the tie-breaker of a pair.
 //! - [`tables`]: replicated/config state + health + learned MACs → datapath farm specs.
 //! - [`health`]: TCP health checks with rise/fall.
 //! - [`persist`]: source-IP persistence glue — the pin mirror sink and the leader's batcher.
@@ -26,3 +27,4 @@ pub mod persist;
 pub mod preflight;
 pub mod signals;
 pub mod tables;
+pub mod witness;

@@ -50,6 +50,7 @@ pub fn status(s: &StatusView) -> String {
             "log index",
             format!("{} (applied {})", s.last_log_index, s.applied_index),
         ),
+        ("failover", s.failover.clone()),
     ]);
     out.push('\n');
     let mut t = Table::new(&["id", "address", "role", "reachable", "last log", "lag"]);
@@ -259,6 +260,7 @@ mod tests {
             lease_age_ms: 12,
             last_log_index: 40,
             applied_index: 40,
+            failover: "no failover: 2 voters, no witness".into(),
             members: vec![
                 MemberView {
                     id: 1,
@@ -290,6 +292,7 @@ mod tests {
              term         4\n\
              lease age    12 ms\n\
              log index    40 (applied 40)\n\
+             failover     no failover: 2 voters, no witness\n\
              \n\
              ID  ADDRESS          ROLE    REACHABLE  LAST LOG  LAG\n\
              1   198.18.0.2:7100  leader  yes        40        0\n\

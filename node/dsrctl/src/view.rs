@@ -26,6 +26,8 @@ pub struct StatusView {
     pub lease_age_ms: u64,
     pub last_log_index: u64,
     pub applied_index: u64,
+    /// "survives N failure(s)" or "no failover: …" (docs/design.md#pairs).
+    pub failover: String,
     pub members: Vec<MemberView>,
     pub vips: Vec<VipView>,
 }
@@ -57,6 +59,7 @@ impl From<pb::StatusReply> for StatusView {
             lease_age_ms: r.lease_age_ms,
             last_log_index: r.last_log_index,
             applied_index: r.applied_index,
+            failover: r.failover,
             members: r
                 .members
                 .into_iter()

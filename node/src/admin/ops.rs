@@ -110,6 +110,7 @@ pub(super) async fn status(ctx: &AdminContext) -> pb::StatusReply {
         },
         last_log_index: last,
         applied_index: m.last_applied.map_or(0, |l| l.index),
+        failover: crate::config::failover(view.voters.len()).unwrap_or_else(|why| why),
         members,
         vips: vips
             .into_iter()

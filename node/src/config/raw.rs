@@ -56,8 +56,11 @@ pub struct RawCluster {
     pub election_timeout_ms: [u64; 2],
     /// How long after the last quorum ack the leader may still own VIPs.
     pub lease_ms: u64,
-    /// A witness votes but never owns a VIP.
+    /// A witness votes but never owns a VIP (`dsrlb witness` runs one without a datapath).
     pub witness: bool,
+    /// Accept a cluster in which one failure leaves no majority (two voters, no witness):
+    /// it then never fails over. For a maintenance window, not for production.
+    pub allow_no_failover: bool,
     /// PEM certificate (chain) of this node for the peer service; with `tls_key` and
     /// `tls_ca` it turns on mutual TLS between peers. Needs an IP SAN of `advertise`.
     pub tls_cert: Option<String>,
@@ -83,6 +86,7 @@ impl Default for RawCluster {
             election_timeout_ms: [100, 120],
             lease_ms: 80,
             witness: false,
+            allow_no_failover: false,
             tls_cert: None,
             tls_key: None,
             tls_ca: None,
