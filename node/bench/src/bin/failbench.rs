@@ -96,6 +96,37 @@ struct Args {
     /// with (0: off). Needs Debian's keepalived (apt-get install keepalived).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=200))]
     keepalived: u32,
+    /// The clusters measured, one after another in this run (comma-separated): three full
+    /// nodes, or a pair of LB nodes with `dsrlb witness` (as `nobody`) in the second
+    /// backend's namespace as the third voter. With several, the report ends with each
+    /// one's kill -9 outage as a ratio to the first's.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "three")]
+    shape: Vec<Shape>,
+}
+
+/// The clusters `--shape` can build (docs/design.md#pairs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Shape {
+    /// Three dsrlb nodes.
+    Three,
+    /// Two dsrlb nodes and a witness on a backend.
+    PairWitness,
+}
+
+impl Shape {
+    fn lb_nodes(self) -> usize {
+        match self {
+            Shape::Three => 3,
+            Shape::PairWitness => 2,
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Shape::Three => "three dsrlb nodes",
+            Shape::PairWitness => "two dsrlb nodes + dsrlb witness (as nobody) on backend b2",
+        }
+    }
 }
 
 fn parse_range(s: &str) -> Result<(u64, u64), String> {
@@ -138,36 +169,105 @@ fn run(args: &Args) -> anyhow::Result<()> {
     // Before anything is built: a missing keepalived must not cost the dsrlb samples.
     let ka_bins = (args.keepalived > 0).then(keepalived::locate).transpose()?;
     let started = Instant::now();
+    let mut reports = Vec::new();
+    for &shape in &args.shape {
+        reports.push((shape, measure(args, shape, &dsrlb, &stop, started)?));
+    }
+    if let Some((keepalived, setsid)) = &ka_bins
+        && let Some((_, report)) = reports.last_mut()
+    {
+        report.keepalived = Some(keepalived::run(args, &stop, keepalived, setsid)?);
+        report.wall_s = started.elapsed().as_secs_f64();
+    }
+    for (_, report) in &reports {
+        bench::print_report(args.json, report.table(), report.json());
+    }
+    if let [(first, base), rest @ ..] = reports.as_slice()
+        && !rest.is_empty()
+    {
+        let b = report::stats(&base.kills);
+        let mut lines = vec![format!(
+            "kill -9 outage by cluster shape, as a ratio to {} (p50 {:.1} ms, max {:.1} ms), same run:",
+            first.describe(),
+            b.p50,
+            b.max
+        )];
+        for (shape, r) in rest {
+            let s = report::stats(&r.kills);
+            lines.push(format!(
+                "  {}: p50 {:.1} ms ({:.2}), max {:.1} ms ({:.2})",
+                shape.describe(),
+                s.p50,
+                s.p50 / b.p50,
+                s.max,
+                s.max / b.max
+            ));
+        }
+        let text = lines.join("\n");
+        if args.json {
+            eprintln!("{text}");
+        } else {
+            println!("{text}");
+        }
+    }
+    Ok(())
+}
+
+/// One shape's dsrlb samples, on a lab of its own (removed before this returns).
+fn measure(
+    args: &Args,
+    shape: Shape,
+    dsrlb: &std::path::Path,
+    stop: &Arc<AtomicBool>,
+    started: Instant,
+) -> anyhow::Result<Report> {
+    let dsrlb = dsrlb.to_path_buf();
     let spec = LabSpec {
-        nodes: 3,
+        nodes: shape.lb_nodes(),
         backends: 2,
         clients: 1,
         ..LabSpec::default()
     };
-    progress("building the lab (3 nodes, 2 backends, 1 client)");
+    progress(&format!(
+        "building the lab ({}, 2 backends, 1 client)",
+        shape.describe()
+    ));
     let mut lab = Lab::build(&spec).context("building the lab")?;
     let farms = vec![LabFarm::new("web", "tcp", BACKEND_HTTP_PORT, &[0, 1])];
-    let opts = NodeOptions {
+    let witness_id = spec.nodes as u64 + 1;
+    let mut opts = NodeOptions {
         cluster_extra: cluster_lines(args).join("\n"),
         ..NodeOptions::default()
     };
+    if shape == Shape::PairWitness {
+        opts.extra_members = vec![(witness_id, lab.backends()[1].ip)];
+    }
     let timing = read_timing(&lab, &farms, &opts, args)?;
     lab.start_backends(&dsrlb)
         .context("starting the backends (dsrlb lab-backend)")?;
+    let witness = match shape {
+        Shape::PairWitness => Some(
+            lab.spawn_witness(&lab.backends()[1].clone(), witness_id, &dsrlb)
+                .context("starting dsrlb witness on b2")?,
+        ),
+        Shape::Three => None,
+    };
     let mut report = Report {
-        header: header(args, &lab),
+        header: header(args, shape, &lab),
         timing,
         limit: Duration::from_millis(args.max_outage_ms),
         ..Report::default()
     };
     let mut bench = Bench {
         procs: Vec::new(),
+        _witness: witness,
         lab,
         dsrlb,
         farms,
         opts,
         args,
-        stop: Arc::clone(&stop),
+        shape,
+        stop: Arc::clone(stop),
         steady: Steady::default(),
     };
     let result = bench.samples(&mut report);
@@ -179,22 +279,21 @@ fn run(args: &Args) -> anyhow::Result<()> {
     // error.
     drop(bench);
     result?;
-    if let Some((keepalived, setsid)) = &ka_bins {
-        report.keepalived = Some(keepalived::run(args, &stop, keepalived, setsid)?);
-        report.wall_s = started.elapsed().as_secs_f64();
-    }
-    bench::print_report(args.json, report.table(), report.json());
-    Ok(())
+    Ok(report)
 }
 
 struct Bench<'a> {
     // Before `lab`: the node processes are killed before their namespaces go.
     procs: Vec<LabProcess>,
+    /// `dsrlb witness` of `--shape pair-witness`: held so it runs (and goes) with the bench;
+    /// no sample touches it.
+    _witness: Option<LabProcess>,
     lab: Lab,
     dsrlb: PathBuf,
     farms: Vec<LabFarm>,
     opts: NodeOptions,
     args: &'a Args,
+    shape: Shape,
     stop: Arc<AtomicBool>,
     steady: Steady,
 }
@@ -221,7 +320,7 @@ impl Bench<'_> {
     }
 
     fn samples(&mut self, report: &mut Report) -> anyhow::Result<()> {
-        progress("starting 3 dsrlb nodes as one cluster");
+        progress(&format!("starting {} as one cluster", self.shape.describe()));
         for i in self.all_nodes() {
             let p = self.spawn(i)?;
             self.procs.push(p);
