@@ -175,14 +175,18 @@ struct HeartbeatsOff<'a>(&'a Shared);
 
 impl<'a> HeartbeatsOff<'a> {
     fn begin(shared: &'a Shared) -> Self {
-        shared.raft.runtime_config().heartbeat(false);
+        shared
+            .heartbeats
+            .store(false, std::sync::atomic::Ordering::Release);
         HeartbeatsOff(shared)
     }
 }
 
 impl Drop for HeartbeatsOff<'_> {
     fn drop(&mut self) {
-        self.0.raft.runtime_config().heartbeat(true);
+        self.0
+            .heartbeats
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 }
 

@@ -11,7 +11,7 @@
 //! out without any event. Shutdown drops ownership first (no more ARP answers, no more
 //! forwarding), then hands Raft leadership over, then stops the workers.
 
-use crate::config::Config;
+use crate::config::{ClusterConfig, Config};
 use crate::health::{CheckTarget, HealthChecker, VerdictChange};
 use crate::metrics::{self, NodeMetrics};
 use crate::ownership::{self, Arbiter, Grant, Inputs, Ownership, SegmentInputs, Transition};
@@ -62,7 +62,7 @@ async fn run_inner(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
     let persist_metrics = Arc::new(PersistMetrics::default());
     let node_metrics = Arc::new(NodeMetrics::new(shared.clone(), persist_metrics.clone()));
 
-    let mut settings = cluster_settings(&config)?;
+    let mut settings = cluster_settings(config.node_id, &config.data_dir, &config.cluster)?;
     let sink = Arc::new(DatapathSink::new(shared.clone(), persist_metrics.clone()));
     settings.pin_sink = sink.clone();
     // docs/design.md#pair-segment: every peer call goes through the gate first.
@@ -124,6 +124,7 @@ async fn run_inner(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
             admin_port: config.admin_listen.port(),
             tls: config.admin_tls.clone(),
             arbiter: node_metrics.arbiter.clone(),
+            pair_segment: config.cluster.segment.is_some(),
         },
     )
     .await?;
@@ -168,7 +169,10 @@ async fn run_inner(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
         _ => None,
     };
     let metrics_server = match config.metrics_listen {
-        Some(addr) => Some(metrics::serve(addr, node_metrics.clone()).await?),
+        Some(addr) => {
+            let m = node_metrics.clone();
+            Some(metrics::serve(addr, Arc::new(move || m.render())).await?)
+        }
         None => None,
     };
 
@@ -234,19 +238,17 @@ async fn run_inner(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
 }
 
 /// The cluster member's settings from the config file.
-fn cluster_settings(config: &Config) -> anyhow::Result<ClusterSettings> {
-    let c = &config.cluster;
+pub(crate) fn cluster_settings(
+    node_id: u64,
+    data_dir: &str,
+    c: &ClusterConfig,
+) -> anyhow::Result<ClusterSettings> {
     let token = match &c.token_file {
         Some(path) => read_token("cluster.token_file", path)?,
         // A cluster of one talks to no peer; a random token keeps its listener closed.
         None => random_token().context("generating a token for a cluster of one")?,
     };
-    let mut s = ClusterSettings::new(
-        config.node_id,
-        config.data_dir.clone().into(),
-        c.listen,
-        token,
-    );
+    let mut s = ClusterSettings::new(node_id, data_dir.into(), c.listen, token);
     s.advertise = c.advertise;
     s.members = c.members.clone();
     s.heartbeat = c.heartbeat;
@@ -258,7 +260,6 @@ fn cluster_settings(config: &Config) -> anyhow::Result<ClusterSettings> {
     Ok(s)
 }
 
-/// The token in the file `path` (config key `key`), trimmed; never logged.
 fn read_token(key: &str, path: &str) -> anyhow::Result<String> {
     let token =
         std::fs::read_to_string(path).with_context(|| format!("{key} {path}: cannot read"))?;

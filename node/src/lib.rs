@@ -6,6 +6,7 @@
 //! - [`preflight`]: host checks that refuse a setup that would break DSR.
 //! - [`daemon`]: `dsrlb run` — starts everything and keeps the tables current.
 //! - [`segment`]: what a pair arbitrated by the L2 segment knows of its peer and segment.
+//! - [`witness`]: `dsrlb witness` — a voter with no datapath, the tie-breaker of a pair.
 //! - [`tables`]: replicated/config state + health + learned MACs → datapath farm specs.
 //! - [`health`]: TCP health checks with rise/fall.
 //! - [`persist`]: source-IP persistence glue — the pin mirror sink and the leader's batcher.
@@ -28,3 +29,4 @@ pub mod preflight;
 pub mod segment;
 pub mod signals;
 pub mod tables;
+pub mod witness;

@@ -102,13 +102,7 @@ impl NodeMetrics {
 
     /// The text exposition, as served on `/metrics`.
     pub fn render(self: &Arc<Self>) -> String {
-        let mut registry = Registry::default();
-        registry.register_collector(Box::new(self.clone()));
-        let mut out = String::new();
-        match prometheus_client::encoding::text::encode(&mut out, &registry) {
-            Ok(()) => out,
-            Err(e) => format!("# encoding failed: {e}\n"),
-        }
+        render(Box::new(self.clone()))
     }
 }
 
@@ -270,16 +264,7 @@ impl NodeMetrics {
             }
             None => (Vec::new(), cluster::PinStats::default()),
         };
-        let mut entries = encoder.encode_descriptor(
-            "dsrlb_persistence_entries",
-            "Source-IP persistence entries in the replicated table, per farm",
-            None,
-            ConstGauge::new(0i64).metric_type(),
-        )?;
-        for (farm, n) in &counts {
-            let labels = [("farm", farm.as_str())];
-            ConstGauge::new(*n as i64).encode(entries.encode_family(&labels)?)?;
-        }
+        encode_pin_counts(encoder, &counts)?;
         let mut outcomes = encoder.encode_descriptor(
             "dsrlb_persistence_applied",
             "Persistence writes applied from the log on this node, by outcome",
@@ -349,6 +334,35 @@ impl NodeMetrics {
     }
 }
 
+/// `dsrlb_persistence_entries`, per farm; a witness exports it too (it holds the table).
+pub(crate) fn encode_pin_counts(
+    encoder: &mut DescriptorEncoder,
+    counts: &[(String, usize)],
+) -> Result<(), std::fmt::Error> {
+    let mut entries = encoder.encode_descriptor(
+        "dsrlb_persistence_entries",
+        "Source-IP persistence entries in the replicated table, per farm",
+        None,
+        ConstGauge::new(0i64).metric_type(),
+    )?;
+    for (farm, n) in counts {
+        let labels = [("farm", farm.as_str())];
+        ConstGauge::new(*n as i64).encode(entries.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// The text exposition of one collector, as served on `/metrics`.
+pub(crate) fn render(collector: Box<dyn Collector>) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(collector);
+    let mut out = String::new();
+    match prometheus_client::encoding::text::encode(&mut out, &registry) {
+        Ok(()) => out,
+        Err(e) => format!("# encoding failed: {e}\n"),
+    }
+}
+
 /// One counter family with a sample per (farm, backend).
 fn per_backend(
     encoder: &mut DescriptorEncoder,
@@ -368,22 +382,26 @@ fn per_backend(
     Ok(())
 }
 
-/// Serves `/metrics` until the returned task is aborted.
-pub async fn serve(addr: SocketAddr, metrics: Arc<NodeMetrics>) -> anyhow::Result<JoinHandle<()>> {
+/// Serves `/metrics` (the text `render` makes at each scrape) until the returned task is
+/// aborted.
+pub async fn serve(
+    addr: SocketAddr,
+    render: Arc<dyn Fn() -> String + Send + Sync>,
+) -> anyhow::Result<JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("metrics.listen {addr}: {e}"))?;
     let app = axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
-            let metrics = metrics.clone();
+            let render = render.clone();
             async move {
                 (
                     [(
                         axum::http::header::CONTENT_TYPE,
                         "application/openmetrics-text; version=1.0.0; charset=utf-8",
                     )],
-                    metrics.render(),
+                    render(),
                 )
             }
         }),

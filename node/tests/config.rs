@@ -10,7 +10,7 @@ data_dir = "/tmp/dsrlb-test"
 
 [cluster]
 listen = "198.18.0.11:7100"
-members = ["1=198.18.0.11:7100", "2=198.18.0.12:7100"]
+members = ["1=198.18.0.11:7100", "2=198.18.0.12:7100", "3=198.18.0.13:7100"]
 token_file = "/etc/dsrlb/cluster.token"
 heartbeat_ms = 15
 election_timeout_ms = [100, 120]
@@ -55,7 +55,7 @@ priority = 2
 fn the_base_config_is_valid_and_typed() {
     let c = config::parse(BASE).expect("valid");
     assert_eq!(c.node_id, 1);
-    assert_eq!(c.cluster.members.len(), 2);
+    assert_eq!(c.cluster.members.len(), 3);
     let farm = &c.farms[0];
     assert_eq!(farm.protocol, Protocol::Tcp);
     assert_eq!(farm.ports(), 80..=80);
@@ -150,7 +150,7 @@ const CASES: &[(&str, &str, &str)] = &[
     ),
     (
         "\"1=198.18.0.11:7100\", ",
-        "\"3=198.18.0.13:7100\", ",
+        "\"4=198.18.0.14:7100\", ",
         "cluster.members",
     ),
     (
@@ -176,7 +176,7 @@ const CASES: &[(&str, &str, &str)] = &[
     // The lease must end LEASE_MARGIN (20 ms) before the earliest vote (election max 120).
     ("lease_ms = 80", "lease_ms = 101", "cluster.lease_ms"),
     // ...and last 3 real heartbeats (3 × 1.5 × 15 = 67.5 ms).
-    ("lease_ms = 80", "lease_ms = 67", "cluster.lease_ms"),
+    ("lease_ms = 80", "lease_ms = 44", "cluster.lease_ms"),
     ("lease_ms = 80", "lease_ms = 0", "cluster.lease_ms"),
     // A slower heartbeat under the same lease: one late heartbeat would drop ownership.
     ("heartbeat_ms = 15", "heartbeat_ms = 50", "cluster.lease_ms"),
@@ -448,7 +448,8 @@ fn the_shipped_example_configs_are_valid() {
 #[test]
 fn pair_arbiter_segment_needs_a_pair_of_load_balancers_and_bounded_probes() {
     let lease = "lease_ms = 80";
-    let with = |extra: &str| BASE.replacen(lease, &format!("{lease}\n{extra}"), 1);
+    let pair = BASE.replace(", \"3=198.18.0.13:7100\"", "");
+    let with = |extra: &str| pair.replacen(lease, &format!("{lease}\n{extra}"), 1);
     let c = config::parse(&with("pair_arbiter = \"segment\"")).expect("a pair with segment");
     let seg = c.cluster.segment.expect("the segment arbiter is on");
     assert_eq!(seg.probe_interval, std::time::Duration::from_millis(50));
@@ -460,18 +461,10 @@ fn pair_arbiter_segment_needs_a_pair_of_load_balancers_and_bounded_probes() {
     let seg = c.cluster.segment.unwrap();
     assert_eq!((seg.probe_interval.as_millis(), seg.probe_count), (20, 5));
     assert!(config::parse(BASE).unwrap().cluster.segment.is_none());
-    let three =
-        "members = [\"1=198.18.0.11:7100\", \"2=198.18.0.12:7100\", \"3=198.18.0.13:7100\"]";
+    let three = BASE.replacen(lease, &format!("{lease}\npair_arbiter = \"segment\""), 1);
     for (text, key) in [
         (with("pair_arbiter = \"vrrp\""), "cluster.pair_arbiter"),
-        (
-            with("pair_arbiter = \"segment\"").replacen(
-                "members = [\"1=198.18.0.11:7100\", \"2=198.18.0.12:7100\"]",
-                three,
-                1,
-            ),
-            "cluster.pair_arbiter",
-        ),
+        (three, "cluster.pair_arbiter"),
         (
             with("pair_arbiter = \"segment\"\nwitness = true"),
             "cluster.pair_arbiter",
@@ -501,4 +494,39 @@ fn pair_arbiter_segment_needs_a_pair_of_load_balancers_and_bounded_probes() {
             Err(e) => panic!("not a key error: {e}"),
         }
     }
+}
+
+/// docs/design.md#pairs: a pair without a witness never fails over, so it is refused unless
+/// the operator says so; the error names the key and what to add.
+#[test]
+fn a_pair_without_a_witness_is_refused_unless_allowed() {
+    let pair = BASE.replace(", \"3=198.18.0.13:7100\"", "");
+    match config::parse(&pair) {
+        Err(ConfigError::Invalid { key, reason }) => {
+            assert_eq!(key, "cluster.members");
+            assert!(reason.contains("dsrlb witness"), "{reason}");
+            assert!(reason.contains("allow_no_failover"), "{reason}");
+        }
+        other => panic!("a two-voter cluster was not refused: {other:?}"),
+    }
+    let allowed = pair.replace("lease_ms = 80", "lease_ms = 80\nallow_no_failover = true");
+    let c = config::parse(&allowed).expect("allowed on purpose");
+    assert!(c.cluster.allow_no_failover);
+    assert_eq!(c.cluster.members.len(), 2);
+}
+
+/// The lowest id creates the cluster with its farms; a witness has none to give.
+#[test]
+fn a_witness_with_the_lowest_id_is_refused() {
+    let witness = BASE.replace("lease_ms = 80", "lease_ms = 80\nwitness = true");
+    match config::parse(&witness) {
+        Err(ConfigError::Invalid { key, reason }) => {
+            assert_eq!(key, "node.id");
+            assert!(reason.contains("higher id"), "{reason}");
+        }
+        other => panic!("a witness with the lowest id was accepted: {other:?}"),
+    }
+    let highest = witness.replace("id = 1\n", "id = 3\n");
+    let c = config::parse(&highest).expect("a witness with the highest id");
+    assert!(c.cluster.witness);
 }

@@ -64,6 +64,7 @@ pub fn status(s: &StatusView) -> String {
             "log index",
             format!("{} (applied {})", s.last_log_index, s.applied_index),
         ),
+        ("failover", s.failover.clone()),
     ];
     if let Some(by) = owned_by(s) {
         rows.insert(3, ("owned by", by));
@@ -278,6 +279,7 @@ mod tests {
             last_log_index: 40,
             applied_index: 40,
             owner_arbiter: String::new(),
+            failover: "no failover: 2 voters, no witness".into(),
             members: vec![
                 MemberView {
                     id: 1,
@@ -309,6 +311,7 @@ mod tests {
              term         4\n\
              lease age    12 ms\n\
              log index    40 (applied 40)\n\
+             failover     no failover: 2 voters, no witness\n\
              \n\
              ID  ADDRESS          ROLE    REACHABLE  LAST LOG  LAG\n\
              1   198.18.0.2:7100  leader  yes        40        0\n\

@@ -30,6 +30,8 @@ pub struct StatusView {
     /// empty when it does not own.
     #[serde(default)]
     pub owner_arbiter: String,
+    /// "survives N failure(s)" or "no failover: …" (docs/design.md#pairs).
+    pub failover: String,
     pub members: Vec<MemberView>,
     pub vips: Vec<VipView>,
 }
@@ -62,6 +64,7 @@ impl From<pb::StatusReply> for StatusView {
             last_log_index: r.last_log_index,
             applied_index: r.applied_index,
             owner_arbiter: r.owner_arbiter,
+            failover: r.failover,
             members: r
                 .members
                 .into_iter()

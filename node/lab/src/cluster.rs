@@ -13,6 +13,9 @@ pub struct ClusterLab {
     /// `procs[i]` runs node `i`; `None` while it is down. Declared first so the nodes are
     /// killed and reaped before the lab removes their namespaces.
     pub procs: Vec<Option<LabProcess>>,
+    /// A `dsrlb witness` in a backend's namespace, the third member of a pair
+    /// ([`ClusterLab::start_pair_with_witness`]); before `lab` for the same reason.
+    pub external_witness: Option<ExternalWitness>,
     pub lab: Lab,
     /// The farms of every node's config.
     pub farms: Vec<LabFarm>,
@@ -21,7 +24,99 @@ pub struct ClusterLab {
     dsrlb: PathBuf,
 }
 
+/// A witness that is not one of the lab's nodes: `dsrlb witness` as user `nobody` in another
+/// host, listed in every node's members.
+#[derive(Debug)]
+pub struct ExternalWitness {
+    /// Where it runs (a backend).
+    pub host: super::Host,
+    /// Its node id (one more than the lab's nodes).
+    pub id: u64,
+    /// `None` while it is down.
+    pub proc: Option<LabProcess>,
+}
+
 impl ClusterLab {
+    /// Builds the lab of `spec` (two nodes, for a pair), starts its backends, a
+    /// `dsrlb witness` in backend `backend`'s namespace and the nodes, with the witness as
+    /// their third member; waits until one node owns the VIP with every backend up.
+    pub fn start_pair_with_witness(
+        spec: &LabSpec,
+        dsrlb: &Path,
+        farms: &[LabFarm],
+        backend: usize,
+    ) -> Result<ClusterLab, LabError> {
+        let mut lab = Lab::build(spec)?;
+        lab.start_backends(dsrlb)?;
+        let host = lab
+            .backends()
+            .get(backend)
+            .ok_or_else(|| LabError::Spec(format!("no backend {backend}")))?
+            .clone();
+        let id = lab.nodes().len() as u64 + 1;
+        let witness = lab.spawn_witness(&host, id, dsrlb)?;
+        let mut c = ClusterLab {
+            procs: Vec::new(),
+            external_witness: Some(ExternalWitness {
+                host,
+                id,
+                proc: Some(witness),
+            }),
+            lab,
+            farms: farms.to_vec(),
+            witnesses: Vec::new(),
+            dsrlb: dsrlb.to_path_buf(),
+        };
+        let mut procs = Vec::new();
+        for i in 0..c.lab.nodes().len() {
+            procs.push(c.lab.spawn_node(i, dsrlb, farms, &c.node_options(i))?);
+        }
+        let all: Vec<usize> = (0..c.lab.nodes().len()).collect();
+        c.lab
+            .wait_ready(&mut procs, &all, farms, Duration::from_secs(20))?;
+        c.procs = procs.into_iter().map(Some).collect();
+        Ok(c)
+    }
+
+    /// How node `i` is configured: a witness if started as one, the external witness among
+    /// its members if there is one.
+    fn node_options(&self, i: usize) -> NodeOptions {
+        NodeOptions {
+            witness: self.witnesses.contains(&i),
+            extra_members: self
+                .external_witness
+                .iter()
+                .map(|w| (w.id, w.host.ip))
+                .collect(),
+            ..NodeOptions::default()
+        }
+    }
+
+    /// kill -9 the external witness and reap it.
+    pub fn kill_witness(&mut self) -> Result<Instant, LabError> {
+        let mut p = self
+            .external_witness
+            .as_mut()
+            .and_then(|w| w.proc.take())
+            .ok_or_else(|| LabError::Spec("no external witness running".into()))?;
+        let at = Instant::now();
+        p.kill()?;
+        Ok(at)
+    }
+
+    /// Starts the external witness again from its data dir.
+    pub fn restart_witness(&mut self) -> Result<(), LabError> {
+        let w = self
+            .external_witness
+            .as_mut()
+            .ok_or_else(|| LabError::Spec("no external witness".into()))?;
+        if w.proc.is_some() {
+            return Err(LabError::Spec("the witness still runs".into()));
+        }
+        w.proc = Some(self.lab.spawn_witness(&w.host, w.id, &self.dsrlb)?);
+        Ok(())
+    }
+
     /// Builds the lab of `spec`, starts its backends with `dsrlb lab-backend` and its nodes
     /// as one cluster, and waits until exactly one node owns the VIP with every backend up
     /// everywhere.
@@ -36,6 +131,7 @@ impl ClusterLab {
         let procs = lab.start_cluster(dsrlb, farms, witnesses)?;
         Ok(ClusterLab {
             procs: procs.into_iter().map(Some).collect(),
+            external_witness: None,
             lab,
             farms: farms.to_vec(),
             witnesses: witnesses.to_vec(),
@@ -97,11 +193,9 @@ impl ClusterLab {
             Some(Some(_)) => return Err(LabError::Spec(format!("node {i} still runs"))),
             Some(None) => {}
         }
-        let opts = NodeOptions {
-            witness: self.witnesses.contains(&i),
-            ..NodeOptions::default()
-        };
-        let p = self.lab.spawn_node(i, &self.dsrlb, farms, &opts)?;
+        let p = self
+            .lab
+            .spawn_node(i, &self.dsrlb, farms, &self.node_options(i))?;
         self.procs[i] = Some(p);
         Ok(())
     }
@@ -133,6 +227,10 @@ impl ClusterLab {
                 Some(p) => format!("--- node {i} ---\n{}", p.log_tail(15)),
                 None => format!("--- node {i}: down ---"),
             })
+            .chain(self.external_witness.iter().map(|w| match &w.proc {
+                Some(p) => format!("--- witness {} ---\n{}", w.id, p.log_tail(15)),
+                None => format!("--- witness {}: down ---", w.id),
+            }))
             .collect::<Vec<_>>()
             .join("\n")
     }

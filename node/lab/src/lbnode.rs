@@ -131,6 +131,9 @@ pub struct NodeOptions {
     pub cluster_extra: String,
     /// Lines appended to the `[datapath]` table (e.g. `ring_slots`), verbatim.
     pub datapath_extra: String,
+    /// Members that are not lab nodes, as `(id, address)`: a `dsrlb witness` in another
+    /// host ([`Lab::spawn_witness`]).
+    pub extra_members: Vec<(u64, std::net::Ipv4Addr)>,
 }
 
 impl Lab {
@@ -184,13 +187,15 @@ impl Lab {
             opts.witness,
             opts.cluster_extra,
         );
-        if self.nodes().len() > 1 {
+        if self.nodes().len() > 1 || !opts.extra_members.is_empty() {
             let members: Vec<String> = self
                 .nodes()
                 .iter()
                 .enumerate()
                 .filter(|(k, _)| members.contains(k))
-                .map(|(k, n)| format!("\"{}={}:{PEER_PORT}\"", k + 1, n.ip))
+                .map(|(k, n)| (k as u64 + 1, n.ip))
+                .chain(opts.extra_members.iter().copied())
+                .map(|(id, ip)| format!("\"{id}={ip}:{PEER_PORT}\""))
                 .collect();
             let _ = write!(
                 c,
@@ -356,7 +361,13 @@ impl Lab {
             procs.push(self.spawn_node(i, dsrlb, farms, &opts)?);
         }
         let all: Vec<usize> = (0..self.nodes().len()).collect();
-        self.wait_ready(&mut procs, &all, farms, Duration::from_secs(20))?;
+        self.wait_ready_with_witnesses(
+            &mut procs,
+            &all,
+            witnesses,
+            farms,
+            Duration::from_secs(20),
+        )?;
         Ok(procs)
     }
 
@@ -379,6 +390,19 @@ impl Lab {
         farms: &[LabFarm],
         limit: Duration,
     ) -> Result<(), LabError> {
+        self.wait_ready_with_witnesses(procs, nodes, &[], farms, limit)
+    }
+
+    /// [`Lab::wait_ready`] where the nodes in `witnesses` only have to answer (a witness has
+    /// no datapath, so no backend is ever up there).
+    pub fn wait_ready_with_witnesses(
+        &self,
+        procs: &mut [LabProcess],
+        nodes: &[usize],
+        witnesses: &[usize],
+        farms: &[LabFarm],
+        limit: Duration,
+    ) -> Result<(), LabError> {
         let expected: usize = farms.iter().map(|f| f.backends.len()).sum();
         let deadline = Instant::now() + limit;
         loop {
@@ -388,7 +412,8 @@ impl Lab {
                 match scrape(&self.nodes()[i]) {
                     Ok(m) => {
                         owners += usize::from(m.get("dsrlb_vip_owner", &[]) == 1.0);
-                        all_up &= m.sum("dsrlb_backend_up") as usize == expected;
+                        all_up &= witnesses.contains(&i)
+                            || m.sum("dsrlb_backend_up") as usize == expected;
                     }
                     Err(_) => all_up = false,
                 }

@@ -52,6 +52,7 @@ mod process;
 mod procs;
 pub mod stream;
 pub mod topology;
+pub mod witness;
 
 pub use arp_probe::{ArpAnalysis, ArpClaim, ArpProber, DualOwner, ProbeLog, analyze};
 pub use backend::{BackendArgs, BackendServer, run_backend};

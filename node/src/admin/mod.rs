@@ -81,6 +81,8 @@ pub struct AdminContext {
     /// Which arbiter grants this node's VIP ownership now (`Status`, and the refusal of
     /// writes while owning by the segment without a quorum).
     pub arbiter: Arc<crate::ownership::ArbiterCell>,
+    /// `pair_arbiter = "segment"` (docs/design.md#pair-segment).
+    pub pair_segment: bool,
 }
 
 /// A running admin server.

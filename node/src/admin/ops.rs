@@ -114,6 +114,11 @@ pub(super) async fn status(ctx: &AdminContext) -> pb::StatusReply {
             .arbiter
             .get()
             .map_or(String::new(), |a| a.as_str().to_string()),
+        failover: if ctx.pair_segment && view.voters.len() == 2 {
+            "survives 1 failure: the datapath segment arbitrates the pair".into()
+        } else {
+            crate::config::failover(view.voters.len()).unwrap_or_else(|why| why)
+        },
         members,
         vips: vips
             .into_iter()

@@ -1,6 +1,7 @@
 //! `dsrlb`: the load-balancer daemon and its lab tools. Thin: everything lives in `node`.
 
 use clap::{Parser, Subcommand};
+use node::config::Loaded;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -17,6 +18,13 @@ enum Command {
     /// Run a node with the given config file.
     Run {
         /// The node config (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run a witness: a Raft voter with no datapath that never owns a VIP, the third member
+    /// that lets a pair of load balancers fail over. Needs no root and no farms.
+    Witness {
+        /// The witness config (TOML): `[node]`, `[cluster]`, optionally `[metrics]`.
         #[arg(long, short)]
         config: PathBuf,
     },
@@ -98,41 +106,57 @@ fn lab_stream(args: &LabStreamArgs) -> ExitCode {
     }
 }
 
+/// `dsrlb run` and `dsrlb witness`: load the config (as a witness's when `witness` is set or
+/// the file says so), then run until SIGTERM/SIGINT.
+fn run(path: &std::path::Path, witness: bool) -> ExitCode {
+    node::logging::init();
+    let loaded = match node::config::load_role(path, witness) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("dsrlb: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("dsrlb-ctl")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("dsrlb: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match loaded {
+        Loaded::Node(config) => {
+            runtime.block_on(node::daemon::run(config, node::signals::terminated()))
+        }
+        Loaded::Witness { config, ignored } => {
+            if !ignored.is_empty() {
+                tracing::info!(?ignored, "tables a witness does not use are ignored");
+            }
+            runtime.block_on(node::witness::run(config, node::signals::terminated()))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("dsrlb: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { config } => {
-            node::logging::init();
-            let config = match node::config::load(&config) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("dsrlb: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .thread_name("dsrlb-ctl")
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("dsrlb: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(node::daemon::run(config, node::signals::terminated())) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!("{e:#}");
-                    eprintln!("dsrlb: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        Command::CheckConfig { config } => match node::config::load(&config) {
-            Ok(c) => {
+        Command::Run { config } => run(&config, false),
+        Command::Witness { config } => run(&config, true),
+        Command::CheckConfig { config } => match node::config::load_role(&config, false) {
+            Ok(Loaded::Node(c)) => {
                 println!(
                     "{}: valid (node {}, {} farm(s), {} backend(s))",
                     config.display(),
@@ -140,6 +164,21 @@ fn main() -> ExitCode {
                     c.farms.len(),
                     c.farms.iter().map(|f| f.backends.len()).sum::<usize>()
                 );
+                if let Some(why) = c.cluster.no_failover() {
+                    println!("warning: {why}");
+                }
+                ExitCode::SUCCESS
+            }
+            Ok(Loaded::Witness { config: c, ignored }) => {
+                println!(
+                    "{}: valid (witness, node {}, {} member(s))",
+                    config.display(),
+                    c.node_id,
+                    c.cluster.members.len()
+                );
+                for table in ignored {
+                    println!("note: [{table}] is not used by a witness");
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {

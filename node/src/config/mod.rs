@@ -17,9 +17,9 @@ pub use tls::AdminTls;
 #[cfg(test)]
 pub(crate) use validate::SAMPLE_FARM;
 pub use validate::{
-    ClusterConfig, Config, DatapathSettings, Keys, MAX_WEIGHT, backend_mac, backend_priority,
-    backend_state, backend_weight, check_backends, unicast_ipv4, validate_backend, validate_farm,
-    validate_farms,
+    ClusterConfig, Config, DatapathSettings, Keys, MAX_WEIGHT, WitnessConfig, backend_mac,
+    backend_priority, backend_state, backend_weight, check_backends, failover, unicast_ipv4,
+    validate_backend, validate_farm, validate_farms,
 };
 
 use std::path::Path;
@@ -64,6 +64,46 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
             message,
         },
         other => other,
+    })
+}
+
+/// What a config file makes this process: a full node, or a witness.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // Built once at start; boxing buys nothing.
+pub enum Loaded {
+    Node(Config),
+    /// `dsrlb witness`, or `[cluster] witness = true`: `[node]`, `[cluster]` and
+    /// `[metrics]` only. `ignored` names the tables present that a witness does not use.
+    Witness {
+        config: WitnessConfig,
+        ignored: Vec<String>,
+    },
+}
+
+/// Reads and validates a config file as a witness's (when `witness` is set, or the file says
+/// `[cluster] witness = true`) or as a full node's.
+pub fn load_role(path: &Path, witness: bool) -> Result<Loaded, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let syntax = |message: String| ConfigError::Syntax {
+        path: path.display().to_string(),
+        message,
+    };
+    let raw: RawConfig = toml::from_str(&text).map_err(|e| syntax(e.to_string()))?;
+    if !(witness || raw.cluster.witness) {
+        return raw.validate().map(Loaded::Node);
+    }
+    let table: toml::Table = toml::from_str(&text).map_err(|e| syntax(e.to_string()))?;
+    let ignored = ["datapath", "admin", "farm"]
+        .into_iter()
+        .filter(|k| table.contains_key(*k))
+        .map(String::from)
+        .collect();
+    Ok(Loaded::Witness {
+        config: raw.validate_witness()?,
+        ignored,
     })
 }
 

@@ -56,7 +56,7 @@ pub struct RawCluster {
     pub election_timeout_ms: [u64; 2],
     /// How long after the last quorum ack the leader may still own VIPs.
     pub lease_ms: u64,
-    /// A witness votes but never owns a VIP.
+    /// A witness votes but never owns a VIP (`dsrlb witness` runs one without a datapath).
     pub witness: bool,
     /// Who may grant VIP ownership besides a Raft quorum: `"none"` (only the quorum) or
     /// `"segment"` (a two-node cluster whose survivor takes over when the peer is silent on
@@ -66,6 +66,9 @@ pub struct RawCluster {
     pub segment_probe_interval_ms: u64,
     /// `pair_arbiter = "segment"`: unanswered probe rounds before the survivor takes over.
     pub segment_probe_count: u32,
+    /// Accept a cluster in which one failure leaves no majority (two voters, no witness):
+    /// it then never fails over. For a maintenance window, not for production.
+    pub allow_no_failover: bool,
     /// PEM certificate (chain) of this node for the peer service; with `tls_key` and
     /// `tls_ca` it turns on mutual TLS between peers. Needs an IP SAN of `advertise`.
     pub tls_cert: Option<String>,
@@ -94,6 +97,7 @@ impl Default for RawCluster {
             pair_arbiter: "none".into(),
             segment_probe_interval_ms: 50,
             segment_probe_count: 3,
+            allow_no_failover: false,
             tls_cert: None,
             tls_key: None,
             tls_ca: None,

@@ -32,6 +32,42 @@ pub struct Config {
     pub farms: Vec<Farm>,
 }
 
+/// What `dsrlb witness` runs on: no datapath, no admin listener, no farms.
+#[derive(Debug, Clone)]
+pub struct WitnessConfig {
+    pub node_id: u64,
+    pub data_dir: String,
+    pub cluster: ClusterConfig,
+    /// `None` when metrics are disabled (`listen = ""`).
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+impl ClusterConfig {
+    /// Why this cluster cannot fail over, if it cannot (see [`failover`]).
+    pub fn no_failover(&self) -> Option<String> {
+        if self.segment.is_some() {
+            // The segment arbitrates the pair (docs/design.md#pair-segment).
+            return None;
+        }
+        failover(self.members.len().max(1)).err()
+    }
+}
+
+/// What the loss of members does to a cluster of `voters` voters (docs/design.md#pairs): a
+/// majority must remain for anyone to be elected. `Ok("survives N failure(s)")`, or
+/// `Err` saying why it never fails over.
+pub fn failover(voters: usize) -> std::result::Result<String, String> {
+    match voters {
+        0 | 1 => Err("no failover: a cluster of one".into()),
+        2 => Err("no failover: 2 voters, no witness".into()),
+        n => {
+            let tolerated = n - (n / 2 + 1);
+            let s = if tolerated == 1 { "" } else { "s" };
+            Ok(format!("survives {tolerated} failure{s}"))
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
     pub listen: SocketAddr,
@@ -44,6 +80,8 @@ pub struct ClusterConfig {
     pub witness: bool,
     /// `Some`: `pair_arbiter = "segment"` (docs/design.md#pair-segment).
     pub segment: Option<SegmentArbiter>,
+    /// `[cluster] allow_no_failover`: a pair without a witness was accepted on purpose.
+    pub allow_no_failover: bool,
     /// `None`: the peer service is plaintext (the token is required either way).
     pub tls: Option<cluster::PeerTls>,
     /// Written into the log by the bootstrap (the log's value rules afterwards).
@@ -134,14 +172,7 @@ pub fn check_name(key: &str, name: &str) -> Result<()> {
 impl RawConfig {
     /// Checks every key and builds the typed config.
     pub fn validate(self) -> Result<Config> {
-        let node_id = match self.node.id {
-            None => return Err(ConfigError::invalid("node.id", "is required")),
-            Some(0) => return Err(ConfigError::invalid("node.id", "must be at least 1")),
-            Some(id) => id,
-        };
-        if self.node.data_dir.is_empty() {
-            return Err(ConfigError::invalid("node.data_dir", "must not be empty"));
-        }
+        let node_id = self.validate_node()?;
         let cluster = self.validate_cluster(node_id)?;
         let admin_listen = socket_addr("admin.listen", &self.admin.listen)?;
         // docs/design.md#inv-authenticated: no admin RPC goes unauthenticated, so there is no
@@ -161,11 +192,7 @@ impl RawConfig {
                 ));
             }
         };
-        let metrics_listen = if self.metrics.listen.is_empty() {
-            None
-        } else {
-            Some(socket_addr("metrics.listen", &self.metrics.listen)?)
-        };
+        let metrics_listen = self.validate_metrics()?;
         let admin_tls = super::tls::admin_tls(&self.admin)?;
         let datapath = self.validate_datapath()?;
         let farms = validate_farms(&self.farm)?;
@@ -180,6 +207,41 @@ impl RawConfig {
             metrics_listen,
             farms,
         })
+    }
+
+    /// The keys `dsrlb witness` reads: `[node]`, `[cluster]` (with `witness` forced on)
+    /// and `[metrics]`; everything else is for nodes with a datapath.
+    pub fn validate_witness(mut self) -> Result<WitnessConfig> {
+        self.cluster.witness = true;
+        let node_id = self.validate_node()?;
+        let cluster = self.validate_cluster(node_id)?;
+        let metrics_listen = self.validate_metrics()?;
+        Ok(WitnessConfig {
+            node_id,
+            data_dir: self.node.data_dir,
+            cluster,
+            metrics_listen,
+        })
+    }
+
+    fn validate_node(&self) -> Result<u64> {
+        let node_id = match self.node.id {
+            None => return Err(ConfigError::invalid("node.id", "is required")),
+            Some(0) => return Err(ConfigError::invalid("node.id", "must be at least 1")),
+            Some(id) => id,
+        };
+        if self.node.data_dir.is_empty() {
+            return Err(ConfigError::invalid("node.data_dir", "must not be empty"));
+        }
+        Ok(node_id)
+    }
+
+    fn validate_metrics(&self) -> Result<Option<SocketAddr>> {
+        if self.metrics.listen.is_empty() {
+            Ok(None)
+        } else {
+            socket_addr("metrics.listen", &self.metrics.listen).map(Some)
+        }
     }
 
     fn validate_cluster(&self, node_id: u64) -> Result<ClusterConfig> {
@@ -211,6 +273,37 @@ impl RawConfig {
                 "cluster.members",
                 format!("does not list this node (node.id = {node_id})"),
             ));
+        }
+        // docs/design.md#pairs: two voters have no majority once either is down, so the
+        // survivor can never be elected and the VIP stays dead. Refused unless asked for.
+        // A pair arbitrated by the segment fails over without a quorum
+        // (docs/design.md#pair-segment).
+        let segment = pair_arbiter(c, &members)?;
+        if members.len() == 2 && !c.allow_no_failover && segment.is_none() {
+            return Err(ConfigError::invalid(
+                "cluster.members",
+                "lists two voters and no witness: after either node fails the other has no \
+                 majority and never takes the VIP over. Add a witness as a third member (run \
+                 `dsrlb witness` on any other host; it needs no datapath and no root), or let \
+                 the datapath segment arbitrate (cluster.pair_arbiter = \"segment\": the \
+                 survivor takes over when no one answers ARP for the VIPs; split brain while \
+                 the segment itself is split), or set cluster.allow_no_failover = true to run \
+                 without failover",
+            ));
+        }
+        if c.witness {
+            // Only the lowest id commits the `[[farm]]` tables when the cluster is created
+            // (docs/design.md#bootstrap); a witness has none to commit.
+            if members.iter().map(|(id, _)| *id).min() == Some(node_id) && members.len() > 1 {
+                return Err(ConfigError::invalid(
+                    "node.id",
+                    format!(
+                        "{node_id} is the lowest id in cluster.members, and the lowest id \
+                         creates the cluster with its farms; a witness has none: give the \
+                         witness a higher id than every load-balancer node"
+                    ),
+                ));
+            }
         }
         if members.iter().any(|(id, _)| *id != node_id) && c.token_file.is_none() {
             return Err(ConfigError::invalid(
@@ -246,8 +339,8 @@ impl RawConfig {
             return Err(ConfigError::invalid(
                 "cluster.lease_ms",
                 format!(
-                    "{} is below 3 real heartbeat intervals ({} ms: openraft sends one every \
-                     1.5 × heartbeat_ms = {} ms); one late heartbeat would drop ownership",
+                    "{} is below 3 heartbeat intervals ({} ms: the leader sends one every \
+                     heartbeat_ms = {} ms); one late heartbeat would drop ownership",
                     c.lease_ms,
                     shortest.as_millis(),
                     cluster::real_heartbeat(Duration::from_millis(c.heartbeat_ms)).as_millis()
@@ -284,7 +377,6 @@ impl RawConfig {
                 ),
             ));
         }
-        let segment = pair_arbiter(c, &members)?;
         Ok(ClusterConfig {
             listen,
             advertise,
@@ -295,6 +387,7 @@ impl RawConfig {
             lease: Duration::from_millis(c.lease_ms),
             witness: c.witness,
             segment,
+            allow_no_failover: c.allow_no_failover,
             tls: super::tls::peer_tls(c)?,
             shared: cluster::SharedSettings {
                 persistence_batch: Duration::from_millis(c.persistence_batch_ms),

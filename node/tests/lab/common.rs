@@ -93,6 +93,21 @@ impl ClusterLab {
         )
     }
 
+    /// Two LB nodes and `dsrlb witness` (as `nobody`) in the namespace of the last of
+    /// `backends` backends, the pair's third member.
+    pub fn pair_with_witness(backends: usize, farms: &[LabFarm]) -> Self {
+        let spec = LabSpec {
+            nodes: 2,
+            backends,
+            clients: 1,
+            ..LabSpec::default()
+        };
+        ClusterLab(
+            lab::ClusterLab::start_pair_with_witness(&spec, dsrlb(), farms, backends - 1)
+                .expect("the pair and its witness start with one owner"),
+        )
+    }
+
     /// The one node that owns the VIP (waits up to 5 s for exactly one; panics otherwise).
     pub fn sole_owner(&self) -> usize {
         self.0

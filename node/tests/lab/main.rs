@@ -21,6 +21,7 @@ mod admin_validation;
 mod cluster_auth;
 mod cluster_durability;
 mod cluster_kill_leader;
+mod cluster_pair;
 mod cluster_partition;
 mod cluster_sigstop;
 mod cluster_single_owner;

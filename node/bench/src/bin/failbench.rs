@@ -96,11 +96,41 @@ struct Args {
     /// with (0: off). Needs Debian's keepalived (apt-get install keepalived).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=200))]
     keepalived: u32,
-    /// After the 3-node samples, this many kill -9 samples of the owner of a two-node pair
-    /// with `pair_arbiter = "segment"` (docs/design.md#pair-segment) on a fresh lab, reported
-    /// against the 3-node kills of the same run (0: off).
-    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=200))]
-    segment_pair: u32,
+    /// The clusters measured, one after another in this run (comma-separated): three full
+    /// nodes, a pair of LB nodes with `dsrlb witness` (as `nobody`) in the second
+    /// backend's namespace as the third voter, or a pair with `pair_arbiter = "segment"`
+    /// and no third voter. With several, the report ends with each
+    /// one's kill -9 outage as a ratio to the first's.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "three")]
+    shape: Vec<Shape>,
+}
+
+/// The clusters `--shape` can build (docs/design.md#pairs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Shape {
+    /// Three dsrlb nodes.
+    Three,
+    /// Two dsrlb nodes and a witness on a backend.
+    PairWitness,
+    /// Two dsrlb nodes arbitrated by the datapath segment (docs/design.md#pair-segment).
+    PairSegment,
+}
+
+impl Shape {
+    fn lb_nodes(self) -> usize {
+        match self {
+            Shape::Three => 3,
+            Shape::PairWitness | Shape::PairSegment => 2,
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Shape::Three => "three dsrlb nodes",
+            Shape::PairWitness => "two dsrlb nodes + dsrlb witness (as nobody) on backend b2",
+            Shape::PairSegment => "two dsrlb nodes, pair_arbiter = \"segment\", no witness",
+        }
+    }
 }
 
 fn parse_range(s: &str) -> Result<(u64, u64), String> {
@@ -140,63 +170,51 @@ fn progress(what: &str) {
 
 fn run(args: &Args) -> anyhow::Result<()> {
     let bench::Start { dsrlb, stop } = bench::start(args.dsrlb.clone())?;
-    let dsrlb_path = dsrlb.clone();
     // Before anything is built: a missing keepalived must not cost the dsrlb samples.
     let ka_bins = (args.keepalived > 0).then(keepalived::locate).transpose()?;
     let started = Instant::now();
-    let spec = LabSpec {
-        nodes: 3,
-        backends: 2,
-        clients: 1,
-        ..LabSpec::default()
-    };
-    progress("building the lab (3 nodes, 2 backends, 1 client)");
-    let mut lab = Lab::build(&spec).context("building the lab")?;
-    let farms = vec![LabFarm::new("web", "tcp", BACKEND_HTTP_PORT, &[0, 1])];
-    let opts = NodeOptions {
-        cluster_extra: cluster_lines(args).join("\n"),
-        ..NodeOptions::default()
-    };
-    let timing = read_timing(&lab, &farms, &opts, args)?;
-    lab.start_backends(&dsrlb)
-        .context("starting the backends (dsrlb lab-backend)")?;
-    let mut report = Report {
-        header: header(args, &lab),
-        timing,
-        limit: Duration::from_millis(args.max_outage_ms),
-        ..Report::default()
-    };
-    let mut bench = Bench {
-        procs: Vec::new(),
-        lab,
-        dsrlb,
-        farms,
-        opts,
-        args,
-        stop: Arc::clone(&stop),
-        steady: Steady::default(),
-    };
-    let result = bench.samples(&mut report, args.kills, args.handovers);
-    report.steady = std::mem::take(&mut bench.steady);
-    report.logs = scan_node_logs(bench.lab.dir(), args.keep_logs.as_deref());
-    report.wall_s = started.elapsed().as_secs_f64();
-    // Nodes and lab go before anything is printed (and before the keepalived lab is built,
-    // so the anchor has the machine to itself as dsrlb had); both also go by Drop on any
-    // error.
-    drop(bench);
-    result?;
-    let segment = if args.segment_pair > 0 {
-        Some(segment_pair(args, &dsrlb_path, &stop)?)
-    } else {
-        None
-    };
-    if let Some((keepalived, setsid)) = &ka_bins {
+    let mut reports = Vec::new();
+    for &shape in &args.shape {
+        reports.push((shape, measure(args, shape, &dsrlb, &stop, started)?));
+    }
+    if let Some((keepalived, setsid)) = &ka_bins
+        && let Some((_, report)) = reports.last_mut()
+    {
         report.keepalived = Some(keepalived::run(args, &stop, keepalived, setsid)?);
         report.wall_s = started.elapsed().as_secs_f64();
     }
-    let segment_text = segment.map(|s| segment_section(&report.kills, &s));
-    bench::print_report(args.json, report.table(), report.json());
-    if let Some(text) = segment_text {
+    for (_, report) in &reports {
+        bench::print_report(args.json, report.table(), report.json());
+    }
+    if let [(first, base), rest @ ..] = reports.as_slice()
+        && !rest.is_empty()
+    {
+        let b = report::stats(&base.kills);
+        let arp = |r: &Report| report::arp_stats(r.kills.iter().map(|s| &s.arp));
+        let ba = arp(base);
+        let mut lines = vec![format!(
+            "kill -9 outage by cluster shape, as a ratio to {} (p50 {:.1} ms, max {:.1} ms), same run:",
+            first.describe(),
+            b.p50,
+            b.max
+        )];
+        for (shape, r) in rest {
+            let s = report::stats(&r.kills);
+            let a = arp(r);
+            lines.push(format!(
+                "  {}: p50 {:.1} ms ({:.2}), max {:.1} ms ({:.2}); ARP-level p50 {:.1} ms ({:.2}), max {:.1} ms ({:.2})",
+                shape.describe(),
+                s.p50,
+                s.p50 / b.p50,
+                s.max,
+                s.max / b.max,
+                a.p50,
+                a.p50 / ba.p50,
+                a.max,
+                a.max / ba.max
+            ));
+        }
+        let text = lines.join("\n");
         if args.json {
             eprintln!("{text}");
         } else {
@@ -206,84 +224,94 @@ fn run(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// kill -9 samples of a segment-arbitrated pair's owner, on a fresh two-node lab.
-fn segment_pair(
+/// One shape's dsrlb samples, on a lab of its own (removed before this returns).
+fn measure(
     args: &Args,
+    shape: Shape,
     dsrlb: &std::path::Path,
     stop: &Arc<AtomicBool>,
-) -> anyhow::Result<Vec<Sample>> {
-    progress("building a pair lab (2 nodes, pair_arbiter = \"segment\", 2 backends, 1 client)");
-    let mut lab = Lab::build(&LabSpec {
-        nodes: 2,
+    started: Instant,
+) -> anyhow::Result<Report> {
+    let dsrlb = dsrlb.to_path_buf();
+    let spec = LabSpec {
+        nodes: shape.lb_nodes(),
         backends: 2,
         clients: 1,
         ..LabSpec::default()
-    })
-    .context("building the pair lab")?;
-    lab.start_backends(dsrlb)
+    };
+    progress(&format!(
+        "building the lab ({}, 2 backends, 1 client)",
+        shape.describe()
+    ));
+    let mut lab = Lab::build(&spec).context("building the lab")?;
+    let farms = vec![LabFarm::new("web", "tcp", BACKEND_HTTP_PORT, &[0, 1])];
+    let witness_id = spec.nodes as u64 + 1;
+    let mut opts = NodeOptions {
+        cluster_extra: cluster_lines(args).join("\n"),
+        ..NodeOptions::default()
+    };
+    match shape {
+        Shape::PairWitness => opts.extra_members = vec![(witness_id, lab.backends()[1].ip)],
+        Shape::PairSegment => {
+            if !opts.cluster_extra.is_empty() {
+                opts.cluster_extra.push('\n');
+            }
+            opts.cluster_extra.push_str("pair_arbiter = \"segment\"");
+        }
+        Shape::Three => {}
+    }
+    let timing = read_timing(&lab, &farms, &opts, args)?;
+    lab.start_backends(&dsrlb)
         .context("starting the backends (dsrlb lab-backend)")?;
-    let mut lines = cluster_lines(args);
-    lines.push("pair_arbiter = \"segment\"".into());
+    let witness = match shape {
+        Shape::PairWitness => Some(
+            lab.spawn_witness(&lab.backends()[1].clone(), witness_id, &dsrlb)
+                .context("starting dsrlb witness on b2")?,
+        ),
+        Shape::Three | Shape::PairSegment => None,
+    };
+    let mut report = Report {
+        header: header(args, shape, &lab),
+        timing,
+        limit: Duration::from_millis(args.max_outage_ms),
+        ..Report::default()
+    };
     let mut bench = Bench {
         procs: Vec::new(),
+        _witness: witness,
         lab,
-        dsrlb: dsrlb.to_path_buf(),
-        farms: vec![LabFarm::new("web", "tcp", BACKEND_HTTP_PORT, &[0, 1])],
-        opts: NodeOptions {
-            cluster_extra: lines.join("\n"),
-            ..NodeOptions::default()
-        },
+        dsrlb,
+        farms,
+        opts,
         args,
+        shape,
         stop: Arc::clone(stop),
         steady: Steady::default(),
     };
-    let mut report = Report::default();
-    bench.samples(&mut report, args.segment_pair, 0)?;
-    Ok(report.kills)
-}
-
-/// The pair's kill -9 outages against the 3-node ones of the same run.
-fn segment_section(three: &[Sample], pair: &[Sample]) -> String {
-    let (t, p) = (report::stats(three), report::stats(pair));
-    let arps = |s: &[Sample]| report::arp_stats(s.iter().map(|x| &x.arp));
-    let (ta, pa) = (arps(three), arps(pair));
-    let dual: usize = pair.iter().map(|s| s.arp.dual).sum();
-    format!(
-        "\npair, pair_arbiter = \"segment\" (kill -9 of the owner, {} samples; 3 nodes: {}):\n\
-         \x20 request outage: p50 {:.1} ms, p90 {:.1} ms, max {:.1} ms\n\
-         \x20 ARP-level outage: p50 {:.1} ms, max {:.1} ms; rounds with two owners: {dual}\n\
-         request outage, pair segment / 3 nodes: p50 {:.1} / {:.1} ms (ratio {:.2}), max {:.1} / {:.1} ms (ratio {:.2})\n\
-         ARP-level outage, pair segment / 3 nodes: p50 {:.1} / {:.1} ms (ratio {:.2}), max {:.1} / {:.1} ms (ratio {:.2})",
-        pair.len(),
-        three.len(),
-        p.p50,
-        p.p90,
-        p.max,
-        pa.p50,
-        pa.max,
-        p.p50,
-        t.p50,
-        p.p50 / t.p50,
-        p.max,
-        t.max,
-        p.max / t.max,
-        pa.p50,
-        ta.p50,
-        pa.p50 / ta.p50,
-        pa.max,
-        ta.max,
-        pa.max / ta.max,
-    )
+    let result = bench.samples(&mut report);
+    report.steady = std::mem::take(&mut bench.steady);
+    report.logs = scan_node_logs(bench.lab.dir(), args.keep_logs.as_deref());
+    report.wall_s = started.elapsed().as_secs_f64();
+    // Nodes and lab go before anything is printed (and before the keepalived lab is built,
+    // so the anchor has the machine to itself as dsrlb had); both also go by Drop on any
+    // error.
+    drop(bench);
+    result?;
+    Ok(report)
 }
 
 struct Bench<'a> {
     // Before `lab`: the node processes are killed before their namespaces go.
     procs: Vec<LabProcess>,
+    /// `dsrlb witness` of `--shape pair-witness`: held so it runs (and goes) with the bench;
+    /// no sample touches it.
+    _witness: Option<LabProcess>,
     lab: Lab,
     dsrlb: PathBuf,
     farms: Vec<LabFarm>,
     opts: NodeOptions,
     args: &'a Args,
+    shape: Shape,
     stop: Arc<AtomicBool>,
     steady: Steady,
 }
@@ -309,17 +337,20 @@ impl Bench<'_> {
         (0..self.lab.nodes().len()).collect()
     }
 
-    fn samples(&mut self, report: &mut Report, kills: u32, handovers: u32) -> anyhow::Result<()> {
+    fn samples(&mut self, report: &mut Report) -> anyhow::Result<()> {
         progress(&format!(
-            "starting {} dsrlb nodes as one cluster",
-            self.lab.nodes().len()
+            "starting {} as one cluster",
+            self.shape.describe()
         ));
         for i in self.all_nodes() {
             let p = self.spawn(i)?;
             self.procs.push(p);
         }
         self.settle()?;
-        for (kind, count) in [(Kind::Kill, kills), (Kind::Handover, handovers)] {
+        for (kind, count) in [
+            (Kind::Kill, self.args.kills),
+            (Kind::Handover, self.args.handovers),
+        ] {
             for n in 0..count {
                 self.check_stop()?;
                 let sample = self

@@ -85,7 +85,7 @@ pub fn read_timing(
     })
 }
 
-pub fn header(args: &Args, lab: &Lab) -> Vec<String> {
+pub fn header(args: &Args, shape: crate::Shape, lab: &Lab) -> Vec<String> {
     let (cpus, kernel) = bench::machine();
     let mut lines = vec![
         bench::lab_line("dsrlb-failbench", lab, &format!(":{BACKEND_HTTP_PORT}")),
@@ -109,9 +109,8 @@ pub fn header(args: &Args, lab: &Lab) -> Vec<String> {
              keepalived",
             crate::arp::PERIOD.as_millis()
         ),
-        format!(
-            "machine: {cpus} CPUs (kernel {kernel}) shared by the three nodes, backends and client"
-        ),
+        format!("cluster: {}", shape.describe()),
+        format!("machine: {cpus} CPUs (kernel {kernel}) shared by the nodes, backends and client"),
     ];
     if args.keepalived > 0 {
         lines.push(format!(
