@@ -320,7 +320,10 @@ impl Bench<'_> {
     }
 
     fn samples(&mut self, report: &mut Report) -> anyhow::Result<()> {
-        progress(&format!("starting {} as one cluster", self.shape.describe()));
+        progress(&format!(
+            "starting {} as one cluster",
+            self.shape.describe()
+        ));
         for i in self.all_nodes() {
             let p = self.spawn(i)?;
             self.procs.push(p);
