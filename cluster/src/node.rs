@@ -132,7 +132,6 @@ impl ClusterNode {
             handing_over: AtomicBool::new(false),
             hold_until: std::sync::Mutex::new(None),
             handover_lock: tokio::sync::Mutex::new(()),
-            heartbeats: AtomicBool::new(true),
         });
 
         let listener = tokio::net::TcpListener::bind(s.listen)
@@ -182,10 +181,6 @@ impl ClusterNode {
         };
         node.tasks
             .push(tokio::spawn(elector(shared.clone(), stop_rx.clone())));
-        node.tasks.push(tokio::spawn(crate::pacer::pacer(
-            shared.clone(),
-            stop_rx.clone(),
-        )));
         if s.witness {
             node.tasks
                 .push(tokio::spawn(witness_guard(shared.clone(), stop_rx.clone())));

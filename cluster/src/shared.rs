@@ -52,8 +52,6 @@ pub(crate) struct Shared {
     pub hold_until: std::sync::Mutex<Option<std::time::Instant>>,
     /// One handover at a time (the witness guard, a shutdown and an admin call may race).
     pub handover_lock: tokio::sync::Mutex<()>,
-    /// Whether `pacer` sends this leader's heartbeats (off during a handover).
-    pub heartbeats: AtomicBool,
 }
 
 impl Shared {

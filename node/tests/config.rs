@@ -176,7 +176,7 @@ const CASES: &[(&str, &str, &str)] = &[
     // The lease must end LEASE_MARGIN (20 ms) before the earliest vote (election max 120).
     ("lease_ms = 80", "lease_ms = 101", "cluster.lease_ms"),
     // ...and last 3 real heartbeats (3 × 1.5 × 15 = 67.5 ms).
-    ("lease_ms = 80", "lease_ms = 44", "cluster.lease_ms"),
+    ("lease_ms = 80", "lease_ms = 67", "cluster.lease_ms"),
     ("lease_ms = 80", "lease_ms = 0", "cluster.lease_ms"),
     // A slower heartbeat under the same lease: one late heartbeat would drop ownership.
     ("heartbeat_ms = 15", "heartbeat_ms = 50", "cluster.lease_ms"),

@@ -318,8 +318,8 @@ impl RawConfig {
             return Err(ConfigError::invalid(
                 "cluster.lease_ms",
                 format!(
-                    "{} is below 3 heartbeat intervals ({} ms: the leader sends one every \
-                     heartbeat_ms = {} ms); one late heartbeat would drop ownership",
+                    "{} is below 3 real heartbeat intervals ({} ms: openraft sends one every \
+                     1.5 × heartbeat_ms = {} ms); one late heartbeat would drop ownership",
                     c.lease_ms,
                     shortest.as_millis(),
                     cluster::real_heartbeat(Duration::from_millis(c.heartbeat_ms)).as_millis()
