@@ -274,11 +274,7 @@ pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     let path = format!("/proc/{pid}/stat");
     let text = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
     let ticks = parse_stat_ticks(&text).with_context(|| format!("parse {path}"))?;
-    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .context("sysconf(_SC_CLK_TCK)")?
-        .filter(|&hz| hz > 0)
-        .context("sysconf(_SC_CLK_TCK) has no value")?;
-    Ok(ticks as f64 / hz as f64)
+    Ok(ticks as f64 / clock_ticks()?)
 }
 
 /// Voluntary context switches of every thread of process `pid`: for a datapath worker,
@@ -302,6 +298,55 @@ pub fn voluntary_switches(pid: u32) -> anyhow::Result<u64> {
             .with_context(|| format!("no voluntary_ctxt_switches in {}", path.display()))?;
     }
     Ok(total)
+}
+
+/// Machine-wide CPU time from `/proc/stat`, in seconds summed over every CPU.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MachineCpu {
+    /// user + nice + system + irq + softirq + steal.
+    pub busy: f64,
+    /// softirq alone: where an in-kernel forwarder (nftlb) and the veth hand-offs run.
+    pub softirq: f64,
+}
+
+impl std::ops::Sub for MachineCpu {
+    type Output = MachineCpu;
+    fn sub(self, o: MachineCpu) -> MachineCpu {
+        MachineCpu {
+            busy: self.busy - o.busy,
+            softirq: self.softirq - o.softirq,
+        }
+    }
+}
+
+/// Reads the machine's CPU times (all namespaces share them).
+pub fn machine_cpu() -> anyhow::Result<MachineCpu> {
+    let text = std::fs::read_to_string("/proc/stat").context("read /proc/stat")?;
+    let hz = clock_ticks()?;
+    parse_proc_stat(&text, hz).context("parse /proc/stat")
+}
+
+fn parse_proc_stat(text: &str, hz: f64) -> Option<MachineCpu> {
+    let line = text.lines().find_map(|l| l.strip_prefix("cpu "))?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    // user nice system idle iowait irq softirq steal
+    let busy = f.first()? + f.get(1)? + f.get(2)? + f.get(5)? + f.get(6)? + f.get(7)?;
+    Some(MachineCpu {
+        busy: busy as f64 / hz,
+        softirq: *f.get(6)? as f64 / hz,
+    })
+}
+
+fn clock_ticks() -> anyhow::Result<f64> {
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .context("sysconf(_SC_CLK_TCK)")?
+        .filter(|&hz| hz > 0)
+        .context("sysconf(_SC_CLK_TCK) has no value")?;
+    Ok(hz as f64)
 }
 
 /// utime + stime (fields 14 and 15) of a `/proc/<pid>/stat` line. The command name may
@@ -347,6 +392,18 @@ mod tests {
         let c = parse_net_dev(text, "eth0").expect("eth0 found");
         assert_eq!((c.rx_packets, c.rx_dropped, c.tx_packets), (10, 3, 20));
         assert!(parse_net_dev(text, "eth1").is_none());
+    }
+
+    #[test]
+    fn proc_stat_busy_and_softirq() {
+        let text = "cpu  100 5 50 1000 7 3 40 2 0 0\ncpu0 1 1 1 1 1 1 1 1 0 0\n";
+        let c = parse_proc_stat(text, 100.0).expect("parses");
+        assert!(
+            (c.busy - 2.0).abs() < 1e-9,
+            "100+5+50+3+40+2 ticks at 100 Hz"
+        );
+        assert!((c.softirq - 0.4).abs() < 1e-9);
+        assert!(parse_proc_stat("intr 1 2\n", 100.0).is_none());
     }
 
     #[test]
