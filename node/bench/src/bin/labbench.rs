@@ -88,6 +88,16 @@ struct Args {
     /// skipped with a message when no `nftlb` binary is installed.
     #[arg(long)]
     nftlb: bool,
+    /// Measure only these workloads (comma-separated: http, newconn, upload, udp, udp64),
+    /// e.g. `--only udp64` while profiling the forwarding path; all by default.
+    #[arg(long, value_delimiter = ',', value_parser = ["http", "newconn", "upload", "udp", "udp64"])]
+    only: Vec<String>,
+}
+
+impl Args {
+    fn wants(&self, workload: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|w| w == workload)
+    }
 }
 
 /// Payload of the throughput datagrams: 1428-byte IP packets, under the 1500 MTU.
@@ -182,16 +192,13 @@ fn run(args: &Args) -> anyhow::Result<()> {
         for (k, n) in lab.nodes().iter().enumerate() {
             lab.set_cable(n, k == i)?;
         }
-        let opts = NodeOptions {
-            datapath_extra: extra.iter().map(|l| format!("{l}\n")).collect(),
-            ..NodeOptions::default()
-        };
         progress(&format!(
             "starting {name} ({}) on {}",
             bin.display(),
             lab.nodes()[i].name
         ));
-        let config = lab.node_config_members(i, &farms, &opts, &[i])?;
+        let config = lab.node_config_members(i, &farms, &NodeOptions::default(), &[i])?;
+        let config = with_datapath(&config, extra)?;
         header.push(format!(
             "{name}: {} on {}, [datapath] {}",
             bin.display(),
@@ -262,6 +269,43 @@ fn run(args: &Args) -> anyhow::Result<()> {
     result?;
     bench::print_report(args.json, report.table(), report.json());
     Ok(())
+}
+
+/// `config` with each `key = value` of `extra` set in its `[datapath]` table, replacing a
+/// line the lab wrote for the same key (e.g. its `workers = 2`).
+fn with_datapath(config: &str, extra: &[String]) -> anyhow::Result<String> {
+    let key = |l: &str| l.split('=').next().map(|k| k.trim().to_owned());
+    let mut keys = Vec::new();
+    for l in extra {
+        ensure!(
+            l.contains('='),
+            "--datapath {l:?}: expected `key = value` (a [datapath] line)"
+        );
+        keys.extend(key(l));
+    }
+    let mut out = String::new();
+    let mut in_datapath = false;
+    for l in config.lines() {
+        let t = l.trim();
+        if t.starts_with('[') {
+            in_datapath = t == "[datapath]";
+            out.push_str(l);
+            out.push('\n');
+            if in_datapath {
+                for e in extra {
+                    out.push_str(e);
+                    out.push('\n');
+                }
+            }
+            continue;
+        }
+        if in_datapath && key(t).is_some_and(|k| keys.contains(&k)) {
+            continue;
+        }
+        out.push_str(l);
+        out.push('\n');
+    }
+    Ok(out)
 }
 
 /// The `[datapath]` table of a node config, on one line.
@@ -488,7 +532,10 @@ impl Bench<'_> {
         let mut sides = vec![Side::default(); paths];
         // Workload by workload, every path back to back, so slow drift (other load on
         // the machine) affects both sides of a ratio alike.
-        for step in 0..4 {
+        for (step, name) in ["http", "newconn", "upload", "udp"].into_iter().enumerate() {
+            if !self.args.wants(name) {
+                continue;
+            }
             for &p in &order {
                 self.check_stop()?;
                 self.path(p)?;
@@ -508,7 +555,7 @@ impl Bench<'_> {
             }
         }
         let mut blasts = vec![Blast::default(); paths];
-        for &p in &order {
+        for &p in order.iter().filter(|_| self.args.wants("udp64")) {
             self.check_stop()?;
             self.path(p)?;
             blasts[p] = self.blast(p)?;
