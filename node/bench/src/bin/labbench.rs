@@ -88,6 +88,11 @@ struct Args {
     /// skipped with a message when no `nftlb` binary is installed.
     #[arg(long)]
     nftlb: bool,
+    /// Pace the 64-byte flood to this many datagrams per second in all (e.g. the capacity
+    /// an earlier run reported, to show the rings do not drop at it); as fast as the
+    /// senders can by default.
+    #[arg(long)]
+    flood_pps: Option<f64>,
     /// Measure only these workloads (comma-separated: http, newconn, upload, udp, udp64),
     /// e.g. `--only udp64` while profiling the forwarding path; all by default.
     #[arg(long, value_delimiter = ',', value_parser = ["http", "newconn", "upload", "udp", "udp64"])]
@@ -379,10 +384,14 @@ fn header_lines(args: &Args, lab: &Lab, lbs: &[Lb]) -> Vec<String> {
             args.http_concurrency, args.udp_threads
         ),
         format!(
-            "udp 64B: {} sender thread(s), {SMALL_PAYLOAD} B payloads (64 B frames with FCS) \
-             for {} s; dsrlb CPU = utime+stime of the dsrlb process, which on veth includes \
+            "udp 64B: {} sender thread(s), {}, {SMALL_PAYLOAD} B payloads (64 B frames with \
+             FCS) for {} s; dsrlb CPU = utime+stime of the dsrlb process, which on veth includes \
              the backend's receive work its sends start; machine CPU from /proc/stat",
             args.flood_threads,
+            args.flood_pps
+                .map_or("as fast as they can".into(), |r| format!(
+                    "paced to {r:.0} pps"
+                )),
             args.seconds * 2.0
         ),
     ]
@@ -601,7 +610,8 @@ impl Bench<'_> {
     fn udp(&mut self, vip: bool, side: &mut Side) -> anyhow::Result<()> {
         let dst = self.addr(vip, UDP_SINK_PORT);
         let threads = self.args.udp_threads as usize;
-        let (sent, delivered) = self.send_to_sink(dst, UDP_PAYLOAD, threads, self.run_time())?;
+        let (sent, delivered) =
+            self.send_to_sink(dst, UDP_PAYLOAD, threads, self.run_time(), None)?;
         side.udp_gbps = gbits(delivered.1, sent.elapsed);
         side.udp_sent_gbps = gbits(sent.bytes, sent.elapsed);
         side.errors += sent.errors;
@@ -617,12 +627,13 @@ impl Bench<'_> {
         payload: usize,
         threads: usize,
         t: Duration,
+        rate: Option<f64>,
     ) -> anyhow::Result<(SendRun, (u64, u64))> {
         let backend = self.backend;
         let before = self.client.run(|| sink_counts(backend))?;
         let sent = self
             .client
-            .run(|| workload::udp_send(dst, payload, threads, FLOWS_PER_THREAD, t));
+            .run(|| workload::udp_send(dst, payload, threads, FLOWS_PER_THREAD, t, rate));
         let after = self.settled_sink()?;
         Ok((
             sent,
@@ -672,7 +683,8 @@ impl Bench<'_> {
         let rx0 = ifc(&lb)?;
         let (cpu0, mc0, wake0) = (node_cpu(pid)?, machine_cpu()?, node_wakeups(pid)?);
         let (threads, t) = (self.args.flood_threads as usize, self.run_time() * 2);
-        let (sent, (delivered, _)) = self.send_to_sink(dst, SMALL_PAYLOAD, threads, t)?;
+        let (sent, (delivered, _)) =
+            self.send_to_sink(dst, SMALL_PAYLOAD, threads, t, self.args.flood_pps)?;
         let (cpu1, mc1, wake1) = (node_cpu(pid)?, machine_cpu()?, node_wakeups(pid)?);
         std::thread::sleep(QUIET);
         let rx1 = ifc(&lb)?;

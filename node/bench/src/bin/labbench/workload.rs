@@ -106,20 +106,25 @@ pub struct SendRun {
 }
 
 /// Sends `payload`-byte datagrams to `dst` from `threads` threads for `dur`, each thread
-/// cycling over `flows` connected sockets (distinct source ports, so distinct flows).
+/// cycling over `flows` connected sockets (distinct source ports, so distinct flows); as
+/// fast as they can, or paced to `rate` datagrams per second in all.
 pub fn udp_send(
     dst: SocketAddr,
     payload: usize,
     threads: usize,
     flows: usize,
     dur: Duration,
+    rate: Option<f64>,
 ) -> SendRun {
     let start = Instant::now();
     let deadline = start + dur;
     let mut total = SendRun::default();
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads.max(1))
-            .map(|_| scope.spawn(move || sender(dst, payload, flows.max(1), deadline)))
+            .map(|_| {
+                let per_thread = rate.map(|r| r / threads.max(1) as f64);
+                scope.spawn(move || sender(dst, payload, flows.max(1), deadline, per_thread))
+            })
             .collect();
         for h in handles {
             let part = h.join().unwrap_or_else(|_| SendRun {
@@ -139,7 +144,14 @@ pub fn udp_send(
     total
 }
 
-fn sender(dst: SocketAddr, payload: usize, flows: usize, deadline: Instant) -> SendRun {
+fn sender(
+    dst: SocketAddr,
+    payload: usize,
+    flows: usize,
+    deadline: Instant,
+    rate: Option<f64>,
+) -> SendRun {
+    let start = Instant::now();
     let mut run = SendRun::default();
     let socks: Result<Vec<UdpSocket>, std::io::Error> = (0..flows)
         .map(|_| {
@@ -177,6 +189,19 @@ fn sender(dst: SocketAddr, payload: usize, flows: usize, deadline: Instant) -> S
     'run: while Instant::now() < deadline && calls < MAX_SEND_CALLS {
         for s in &socks {
             calls += 1;
+            // Paced: sleep until the datagrams sent so far are due (batches of 64 at a
+            // steady average rate; the sleeps are what keeps the offered load below
+            // capacity).
+            if let Some(r) = rate.filter(|r| *r > 0.0) {
+                let due = start + Duration::from_secs_f64(run.datagrams as f64 / r);
+                let now = Instant::now();
+                if due >= deadline {
+                    break 'run;
+                }
+                if due > now {
+                    std::thread::sleep(due - now);
+                }
+            }
             // SAFETY: `msgs` holds SEND_BATCH headers with no address (the socket is
             // connected) whose iovec points at `data`; `msgs`, `iov` and `data` outlive
             // the call and nothing else touches them during it.
