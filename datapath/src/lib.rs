@@ -63,4 +63,4 @@ pub use shared::Shared;
 pub use table::{
     BackendSpec, BackendState, FarmSpec, ForwardingTable, PersistSpec, Protocol, TableError,
 };
-pub use worker::{Datapath, DatapathConfig, Fanout, resolve_workers};
+pub use worker::{Datapath, DatapathConfig, resolve_workers};

@@ -278,7 +278,6 @@ pub(crate) fn open_worker_socket(
     geo: RingGeometry,
     filter: &[libc::sock_filter],
     batch: usize,
-    qdisc_bypass: bool,
 ) -> Result<(PacketSocket, RxRing), IoError> {
     let sock = PacketSocket::open().map_err(|source| IoError::Socket {
         purpose: "a datapath worker",
@@ -310,7 +309,7 @@ pub(crate) fn open_worker_socket(
         "PACKET_QDISC_BYPASS",
         libc::SOL_PACKET,
         libc::PACKET_QDISC_BYPASS,
-        libc::c_int::from(qdisc_bypass),
+        1,
     )?;
     set(
         "PACKET_IGNORE_OUTGOING",
@@ -338,16 +337,8 @@ pub(crate) fn open_worker_socket(
 /// Joins `sock` to the interface's fanout group: the first socket asks the kernel for an
 /// id no other group in the namespace uses (so two daemons never merge groups), the others
 /// join that id. Returns the id.
-pub(crate) fn join_fanout(
-    sock: &PacketSocket,
-    id: Option<u16>,
-    mode: crate::worker::Fanout,
-) -> Result<u16, IoError> {
-    let kind = match mode {
-        crate::worker::Fanout::Hash => libc::PACKET_FANOUT_HASH,
-        crate::worker::Fanout::Cpu => libc::PACKET_FANOUT_CPU,
-    };
-    let flags = kind | libc::PACKET_FANOUT_FLAG_IGNORE_OUTGOING;
+pub(crate) fn join_fanout(sock: &PacketSocket, id: Option<u16>) -> Result<u16, IoError> {
+    let flags = libc::PACKET_FANOUT_HASH | libc::PACKET_FANOUT_FLAG_IGNORE_OUTGOING;
     let (id_field, type_flags) = match id {
         Some(id) => (u32::from(id), flags),
         None => (0, flags | libc::PACKET_FANOUT_FLAG_UNIQUEID),

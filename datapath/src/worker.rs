@@ -72,25 +72,7 @@ pub struct DatapathConfig {
     pub workers: usize,
     /// Receive ring slots per worker, each holding one frame of up to 64 KiB.
     pub ring_slots: usize,
-    /// Transmit with `PACKET_QDISC_BYPASS` (straight to the driver, no qdisc, no taps).
-    pub qdisc_bypass: bool,
-    /// How the kernel spreads frames over the workers.
-    pub fanout: Fanout,
-    /// A worker that finds its rings empty checks them again for this long before it
-    /// sleeps in `poll`: fewer wake-ups and less latency for a CPU kept busy. 0 = off.
-    pub busy_poll_us: u32,
     pub processor: ProcessorConfig,
-}
-
-/// The fanout mode of the workers' group.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Fanout {
-    /// By flow hash: a flow stays on one worker, so per-worker flow tables agree.
-    #[default]
-    Hash,
-    /// By the CPU the frame arrived on: the worker shares the CPU's caches with the
-    /// softirq that queued the frame, but a flow moves with its sender's CPU.
-    Cpu,
 }
 
 impl DatapathConfig {
@@ -100,9 +82,6 @@ impl DatapathConfig {
             interface: interface.into(),
             workers: 0,
             ring_slots: DEFAULT_RING_SLOTS,
-            qdisc_bypass: true,
-            fanout: Fanout::Hash,
-            busy_poll_us: 0,
             processor: ProcessorConfig::default(),
         }
     }
@@ -158,8 +137,8 @@ impl Datapath {
         let mut fanout_id = None;
         let mut sockets = Vec::with_capacity(workers);
         for _ in 0..workers {
-            let (sock, ring) = open_worker_socket(&iface, geo, &filter, BATCH, cfg.qdisc_bypass)?;
-            fanout_id = Some(join_fanout(&sock, fanout_id, cfg.fanout)?);
+            let (sock, ring) = open_worker_socket(&iface, geo, &filter, BATCH)?;
+            fanout_id = Some(join_fanout(&sock, fanout_id)?);
             sockets.push(Port {
                 sock: Arc::new(sock),
                 ring,
@@ -169,13 +148,8 @@ impl Datapath {
             slots: ARP_RING_SLOTS,
             max: MAX_RING_SLOTS,
         })?;
-        let (arp_sock, arp_ring) = open_worker_socket(
-            &iface,
-            arp_geo,
-            &bpf::filter_for(Admit::Arp, &vips),
-            BATCH,
-            cfg.qdisc_bypass,
-        )?;
+        let (arp_sock, arp_ring) =
+            open_worker_socket(&iface, arp_geo, &bpf::filter_for(Admit::Arp, &vips), BATCH)?;
         let mut arp = Some(Port {
             sock: Arc::new(arp_sock),
             ring: arp_ring,
@@ -214,7 +188,6 @@ impl Datapath {
                 stop: stop.clone(),
                 ring_drops: ring_drops.clone(),
                 mtu: iface.mtu as usize,
-                spin_ns: u64::from(cfg.busy_poll_us) * 1000,
             };
             let name = format!("dsrlb-w{index}");
             let handle = std::thread::Builder::new()
@@ -303,8 +276,6 @@ struct Worker {
     stop: Arc<AtomicBool>,
     ring_drops: Arc<AtomicU64>,
     mtu: usize,
-    /// `busy_poll_us` in nanoseconds.
-    spin_ns: u64,
 }
 
 impl Worker {
@@ -336,29 +307,8 @@ impl Worker {
         }
     }
 
-    /// Whether any of the worker's rings holds a frame.
-    fn any_ready(&self) -> bool {
-        self.data.ring.ready() || self.arp.as_ref().is_some_and(|p| p.ring.ready())
-    }
-
-    /// Waits up to one poll interval for frames on any of the worker's sockets; with
-    /// `busy_poll_us`, first watches the rings for that long without sleeping.
+    /// Waits up to one poll interval for frames on any of the worker's sockets.
     fn wait(&mut self) -> Wait {
-        if self.spin_ns > 0 {
-            let until = monotonic_ns() + self.spin_ns;
-            loop {
-                // A few checks per clock read: reading the clock costs more than a check.
-                for _ in 0..16 {
-                    if self.any_ready() {
-                        return Wait::Ready;
-                    }
-                    std::hint::spin_loop();
-                }
-                if monotonic_ns() >= until {
-                    break;
-                }
-            }
-        }
         let socks: [Option<&Arc<PacketSocket>>; 2] =
             [Some(&self.data.sock), self.arp.as_ref().map(|p| &p.sock)];
         let mut fds: [PollFd<'_>; 2] = [

@@ -88,9 +88,6 @@ async fn run_inner(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
             interface: config.datapath.interface.clone(),
             workers,
             ring_slots: config.datapath.ring_slots,
-            qdisc_bypass: config.datapath.qdisc_bypass,
-            fanout: config.datapath.fanout,
-            busy_poll_us: config.datapath.busy_poll_us,
             processor: ProcessorConfig {
                 flow_capacity: config.datapath.flow_capacity,
                 flow_idle_ns: config.datapath.flow_idle.as_nanos() as u64,

@@ -144,12 +144,6 @@ pub struct RawDatapath {
     pub flow_idle: String,
     /// Maglev lookup table size per farm; must be prime.
     pub maglev_table_size: usize,
-    /// Transmit with PACKET_QDISC_BYPASS.
-    pub qdisc_bypass: bool,
-    /// Fanout mode of the workers: "hash" or "cpu".
-    pub fanout: String,
-    /// Microseconds a worker keeps checking its empty rings before it sleeps; 0: off.
-    pub busy_poll_us: u32,
 }
 
 impl Default for RawDatapath {
@@ -164,9 +158,6 @@ impl Default for RawDatapath {
             flow_capacity: 65536,
             flow_idle: "300s".into(),
             maglev_table_size: 65537,
-            qdisc_bypass: true,
-            fanout: "hash".into(),
-            busy_poll_us: 0,
         }
     }
 }

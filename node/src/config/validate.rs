@@ -60,14 +60,7 @@ pub struct DatapathSettings {
     pub flow_capacity: usize,
     pub flow_idle: Duration,
     pub maglev_table_size: usize,
-    pub qdisc_bypass: bool,
-    pub fanout: datapath::Fanout,
-    pub busy_poll_us: u32,
 }
-
-/// Longest `datapath.busy_poll_us`: beyond a millisecond a worker spins through whole
-/// scheduler ticks and only burns CPU.
-pub const MAX_BUSY_POLL_US: u32 = 1000;
 
 /// Highest accepted backend weight; keeps Maglev's weighted fill well inside u32 arithmetic.
 pub const MAX_WEIGHT: u32 = 65535;
@@ -370,22 +363,6 @@ impl RawConfig {
                 ),
             ));
         }
-        let fanout = match d.fanout.as_str() {
-            "hash" => datapath::Fanout::Hash,
-            "cpu" => datapath::Fanout::Cpu,
-            other => {
-                return Err(ConfigError::invalid(
-                    "datapath.fanout",
-                    format!("{other:?} must be \"hash\" or \"cpu\""),
-                ));
-            }
-        };
-        if d.busy_poll_us > MAX_BUSY_POLL_US {
-            return Err(ConfigError::invalid(
-                "datapath.busy_poll_us",
-                format!("{} must be 0 (off) to {MAX_BUSY_POLL_US}", d.busy_poll_us),
-            ));
-        }
         Ok(DatapathSettings {
             interface: d.interface.clone(),
             workers: d.workers,
@@ -396,9 +373,6 @@ impl RawConfig {
             flow_capacity: d.flow_capacity,
             flow_idle,
             maglev_table_size: d.maglev_table_size,
-            qdisc_bypass: d.qdisc_bypass,
-            fanout,
-            busy_poll_us: d.busy_poll_us,
         })
     }
 }
