@@ -258,6 +258,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         client: lab.clients()[0].clone(),
         lbs: &lbs,
         plugged: None,
+        backends_expected: farms.iter().map(|f| f.backends.len()).sum::<usize>() as f64,
         backend: lab.backends()[0].addr(BACKEND_HTTP_PORT),
         direct_ip: lab.backends()[0].ip,
         vip: lab.vip(),
@@ -410,6 +411,8 @@ struct Bench<'a> {
     lbs: &'a [Lb],
     /// The load balancer (index into `lbs`) on the segment now.
     plugged: Option<usize>,
+    /// `dsrlb_backend_up` summed over the farms once a dsrlb node has every backend.
+    backends_expected: f64,
     /// The backend's own HTTP address (where the sink counts are read).
     backend: SocketAddr,
     direct_ip: Ipv4Addr,
@@ -470,11 +473,21 @@ impl Bench<'_> {
             match self.client.run(|| http_get(addr, "/")) {
                 Ok(r) if r.backend() == Some("b1") => {
                     let seen = vip_mac(&client, vip)?;
-                    if seen == Some(mac) {
+                    // A dsrlb back on the segment may not have re-learned the backend's MAC
+                    // for every farm yet (it lost it while unplugged): wait until it has,
+                    // or its first frames would count as `no_backend`.
+                    let up = match target.dsrlb {
+                        Some(_) => scrape(&target.host).map_or(0.0, |m| m.sum("dsrlb_backend_up")),
+                        None => f64::INFINITY,
+                    };
+                    if seen == Some(mac) && up >= self.backends_expected {
                         self.plugged = Some(i);
                         return Ok(());
                     }
-                    last = format!("the VIP resolved to {seen:?}, not {mac}");
+                    last = format!(
+                        "the VIP resolved to {seen:?} (want {mac}), backends up {up} of {}",
+                        self.backends_expected
+                    );
                 }
                 Ok(r) => last = format!("answered {:?}", r.body),
                 Err(e) => last = e.to_string(),
