@@ -208,7 +208,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
             "{name}: {} on {}, [datapath] {}",
             bin.display(),
             lab.nodes()[i].name,
-            datapath_settings(&config)
+            datapath_settings(&config)?
         ));
         let mut procs = vec![lab.spawn_node_config(i, &bin, &config)?];
         lab.wait_ready(&mut procs, &[i], &farms, Duration::from_secs(20))
@@ -314,17 +314,26 @@ fn with_datapath(config: &str, extra: &[String]) -> anyhow::Result<String> {
     Ok(out)
 }
 
-/// The `[datapath]` table of a node config, on one line.
-fn datapath_settings(config: &str) -> String {
-    config
-        .lines()
-        .skip_while(|l| l.trim() != "[datapath]")
-        .skip(1)
-        .take_while(|l| !l.trim_start().starts_with('['))
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join("; ")
+/// The datapath settings a node config gives, defaults included, on one line (checked by
+/// the daemon's own config parser, so a bad `--datapath` line fails here, before the run).
+fn datapath_settings(config: &str) -> anyhow::Result<String> {
+    let c = node::config::parse(config).context("the node config for the run")?;
+    let d = &c.datapath;
+    Ok(format!(
+        "interface {}, workers {} ({}), ring_slots {} per worker, flow_capacity {}, \
+         flow_idle {:?}, maglev_table_size {}",
+        d.interface,
+        d.workers,
+        if d.workers == 0 {
+            format!("one per CPU: {}", datapath::resolve_workers(0))
+        } else {
+            "as set".to_owned()
+        },
+        d.ring_slots,
+        d.flow_capacity,
+        d.flow_idle,
+        d.maglev_table_size
+    ))
 }
 
 fn bench_rounds(mut bench: Bench<'_>, report: &mut Report) -> anyhow::Result<()> {

@@ -312,7 +312,7 @@ impl Report {
             &mut t,
             "dsrlb CPU s per 1M packets",
             Blast::cpu_per_mpkt,
-            f3,
+            f3_or_dash,
             false,
         );
         blast_row(
@@ -573,6 +573,10 @@ fn f2(x: f64) -> String {
 }
 fn f3(x: f64) -> String {
     format!("{x:.3}")
+}
+/// A cost that is 0 only where nothing was measured (no dsrlb process on that path).
+fn f3_or_dash(x: f64) -> String {
+    if x > 0.0 { f3(x) } else { "-".into() }
 }
 
 #[cfg(test)]
