@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use arc_swap::ArcSwap;
 
-use crate::bpf;
+use crate::bpf::{self, Admit};
 use crate::clock::monotonic_ns;
 use crate::counters::{CounterRegistry, DropCounters};
 use crate::packet::MacAddr;
@@ -51,8 +51,9 @@ pub struct Shared {
 struct VipFilters {
     /// The VIP set the registered sockets' filters admit.
     vips: Vec<Ipv4Addr>,
-    /// Weak: the workers own their sockets; a stopped datapath's sockets close.
-    sockets: Vec<Weak<PacketSocket>>,
+    /// Weak: the workers own their sockets; a stopped datapath's sockets close. Each with
+    /// the kind of frames it admits.
+    sockets: Vec<(Weak<PacketSocket>, Admit)>,
     /// A VIP set whose filter the kernel refused, so the failure is logged once.
     failed: Option<Vec<Ipv4Addr>>,
 }
@@ -61,15 +62,26 @@ impl VipFilters {
     /// Re-attaches every live socket's filter if the VIP set changed. On failure the old
     /// set is kept, so the next publish tries again.
     fn sync(&mut self, vips: Vec<Ipv4Addr>) {
-        self.sockets.retain(|s| s.strong_count() > 0);
+        self.sockets.retain(|(s, _)| s.strong_count() > 0);
         if vips == self.vips {
             return;
         }
-        let prog = bpf::vip_filter(&vips);
         let mut refused = None;
-        for sock in self.sockets.iter().filter_map(Weak::upgrade) {
-            if let Err(e) = sock.attach_filter(&prog) {
-                refused = Some(e);
+        for admit in [Admit::All, Admit::Ipv4, Admit::Arp] {
+            let mut socks = self
+                .sockets
+                .iter()
+                .filter(|(_, a)| *a == admit)
+                .filter_map(|(s, _)| s.upgrade())
+                .peekable();
+            if socks.peek().is_none() {
+                continue;
+            }
+            let prog = bpf::filter_for(admit, &vips);
+            for sock in socks {
+                if let Err(e) = sock.attach_filter(&prog) {
+                    refused = Some(e);
+                }
             }
         }
         match refused {
@@ -121,24 +133,26 @@ impl Shared {
         self.table.store(Arc::new(t));
     }
 
-    /// Puts `sockets`, opened with the filter for `opened_with`, under [`Shared::publish`]'s
-    /// care; if a table with other VIPs was published since, they get its filter first.
-    /// Under the same lock as `publish`, so no change slips between.
+    /// Puts `sockets`, each opened with the filter of its kind ([`bpf::filter_for`]) for
+    /// `opened_with`, under [`Shared::publish`]'s care; if a table with other VIPs was
+    /// published since, they get its filter first. Under the same lock as `publish`, so no
+    /// change slips between.
     pub(crate) fn register_sockets(
         &self,
-        sockets: &[Arc<PacketSocket>],
+        sockets: &[(Arc<PacketSocket>, Admit)],
         opened_with: &[Ipv4Addr],
     ) -> io::Result<()> {
         let mut filters = self.filters();
         let vips = sorted_vips(&self.table.load());
         if vips != opened_with {
-            let prog = bpf::vip_filter(&vips);
-            for sock in sockets {
-                sock.attach_filter(&prog)?;
+            for (sock, admit) in sockets {
+                sock.attach_filter(&bpf::filter_for(*admit, &vips))?;
             }
         }
         filters.sync(vips);
-        filters.sockets.extend(sockets.iter().map(Arc::downgrade));
+        filters
+            .sockets
+            .extend(sockets.iter().map(|(s, a)| (Arc::downgrade(s), *a)));
         Ok(())
     }
 
