@@ -59,6 +59,11 @@ struct Args {
     /// The dsrlb binary to run in the lab (default: the `dsrlb` next to this binary).
     #[arg(long)]
     dsrlb: Option<PathBuf>,
+    /// The node's `[datapath] io`; several (comma-separated, e.g. `af_packet,af_xdp`) run
+    /// the whole benchmark once per backend in this invocation, each on a fresh lab with
+    /// its own interleaved direct baseline, reports one after the other.
+    #[arg(long, value_delimiter = ',', default_value = "af_packet")]
+    io: Vec<String>,
 }
 
 /// Payload of the throughput datagrams: 1428-byte IP packets, under the 1500 MTU.
@@ -91,7 +96,21 @@ fn run(args: &Args) -> anyhow::Result<()> {
         "--seconds must be between 0.2 and 10 (got {})",
         args.seconds
     );
-    let bench::Start { dsrlb, stop } = bench::start(args.dsrlb.clone())?;
+    for io in &args.io {
+        ensure!(
+            ["auto", "af_packet", "af_xdp"].contains(&io.as_str()),
+            "--io {io:?}: must be auto, af_packet or af_xdp"
+        );
+    }
+    let start = bench::start(args.dsrlb.clone())?;
+    for io in &args.io {
+        run_one(args, &start, io)?;
+    }
+    Ok(())
+}
+
+fn run_one(args: &Args, start: &bench::Start, io: &str) -> anyhow::Result<()> {
+    let (dsrlb, stop) = (start.dsrlb.clone(), start.stop.clone());
     let started = Instant::now();
     let spec = LabSpec {
         nodes: 1,
@@ -108,9 +127,24 @@ fn run(args: &Args) -> anyhow::Result<()> {
         LabFarm::new("sink", "udp", UDP_SINK_PORT, &[0]),
         LabFarm::new("echo", "udp", BACKEND_UDP_PORT, &[0]),
     ];
+    let opts = lab::NodeOptions {
+        io: io.to_owned(),
+        ..lab::NodeOptions::default()
+    };
+    progress(&format!("starting the node with io = {io}"));
     let node_proc = lab
-        .start_node(0, &dsrlb, &farms)
+        .start_node_with(0, &dsrlb, &farms, &opts)
         .context("starting dsrlb run on the node")?;
+    let io_line = match scrape(&lab.nodes()[0]) {
+        Ok(m) => {
+            let running = ["af_packet", "af_xdp"]
+                .into_iter()
+                .find(|b| m.get("dsrlb_datapath_info", &[("io", b)]) == 1.0)
+                .unwrap_or("unknown");
+            format!("node datapath: io = {io} configured, {running} running (dsrlb_datapath_info)")
+        }
+        Err(e) => format!("node datapath: io = {io} configured (metrics unreadable: {e})"),
+    };
     let bench = Bench {
         client: lab.clients()[0].clone(),
         node: lab.nodes()[0].clone(),
@@ -122,8 +156,10 @@ fn run(args: &Args) -> anyhow::Result<()> {
         stop,
         notes: Vec::new(),
     };
+    let mut header = header(args, &lab);
+    header.push(io_line);
     let mut report = Report {
-        header: header(args, &lab),
+        header,
         ..Report::default()
     };
     let result = bench_rounds(bench, &mut report);

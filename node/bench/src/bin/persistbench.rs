@@ -191,6 +191,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         datapath_extra: args
             .ring_slots
             .map_or(String::new(), |n| format!("ring_slots = {n}")),
+        ..NodeOptions::default()
     };
     progress("starting 3 dsrlb nodes as one cluster");
     let mut procs = Vec::new();
