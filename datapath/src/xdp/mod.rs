@@ -23,6 +23,7 @@
 //! answers ARP, and it is checked per batch and again before sending.
 
 mod bpf;
+mod btf;
 mod csum;
 mod netlink;
 mod prog;
@@ -131,6 +132,28 @@ fn attach(iface: &InterfaceInfo, prog: &OwnedFd) -> Result<Hook, IoError> {
     })
 }
 
+/// Loads the steering program; with the VLAN kfunc where the kernel has it (bound to the
+/// device), else without (out-of-band VLAN tags are then lost, docs/design.md#af-xdp).
+fn load_program(
+    iface: &InterfaceInfo,
+    vips: &VipMap,
+    xsks: &prog::XskMap,
+) -> Result<OwnedFd, IoError> {
+    if let Some(id) = btf::kernel_func_id("bpf_xdp_metadata_rx_vlan_tag") {
+        let insns = prog::steering_program(vips.raw_fd(), xsks.raw_fd(), Some(id));
+        match bpf::prog_load_xdp(&insns, prog::PROG_NAME, Some(iface.index)) {
+            Ok(fd) => return Ok(fd),
+            Err(e) => tracing::info!(interface = %iface.name, error = %e,
+                "XDP program with the VLAN metadata kfunc refused; loading it without (tags the device strips are not restored)"),
+        }
+    }
+    let insns = prog::steering_program(vips.raw_fd(), xsks.raw_fd(), None);
+    bpf::prog_load_xdp(&insns, prog::PROG_NAME, None).map_err(|e| IoError::XdpLoad {
+        source: e.source,
+        log: e.log,
+    })
+}
+
 /// What [`start`] hands the datapath: the worker threads and the attachment to keep.
 pub(crate) struct Started {
     pub(crate) threads: Vec<JoinHandle<()>>,
@@ -152,11 +175,7 @@ pub(crate) fn start(
     let queues = xsk::rx_queues(&iface.name).unwrap_or(1);
     let vips = Arc::new(VipMap::create().map_err(xdp_err("create VIP map"))?);
     let xsks = prog::XskMap::create(queues).map_err(xdp_err("create XSKMAP"))?;
-    let insns = prog::steering_program(vips.raw_fd(), xsks.raw_fd());
-    let prog = bpf::prog_load_xdp(&insns, prog::PROG_NAME).map_err(|e| IoError::XdpLoad {
-        source: e.source,
-        log: e.log,
-    })?;
+    let prog = load_program(iface, &vips, &xsks)?;
 
     let mut per_worker: Vec<Vec<xsk::Xsk>> = (0..workers).map(|_| Vec::new()).collect();
     let mut zerocopy = true;

@@ -30,6 +30,10 @@ pub(crate) const MAX_VIPS: u32 = 4096;
 const LDXW: u8 = 0x61;
 const LDXH: u8 = 0x69;
 const STXW: u8 = 0x63;
+const STXH: u8 = 0x6b;
+const STW_IMM: u8 = 0x62;
+const TO_BE: u8 = 0xdc;
+const JNE_K: u8 = 0x55;
 const MOV64_X: u8 = 0xbf;
 const MOV64_K: u8 = 0xb7;
 const ADD64_K: u8 = 0x07;
@@ -40,9 +44,11 @@ const CALL: u8 = 0x85;
 const EXIT: u8 = 0x95;
 const LD_IMM64: u8 = 0x18;
 const PSEUDO_MAP_FD: u8 = 1;
+const PSEUDO_KFUNC_CALL: u8 = 2;
 
 const FN_MAP_LOOKUP_ELEM: i32 = 1;
 const FN_REDIRECT_MAP: i32 = 51;
+const FN_XDP_ADJUST_HEAD: i32 = 44;
 const XDP_PASS: i32 = 2;
 
 // EtherTypes as a 16-bit load from the frame reads them on a little-endian host…
@@ -73,10 +79,11 @@ enum Label {
     Arp,
     Ipv4,
     Lookup,
+    Redirect,
 }
 
 impl Label {
-    const COUNT: usize = 7;
+    const COUNT: usize = 8;
 }
 
 fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
@@ -127,8 +134,14 @@ impl Asm {
     }
 }
 
-/// The steering program for the given VIP map and XSKMAP descriptors.
-pub(crate) fn steering_program(vips: i32, xsks: i32) -> Vec<u64> {
+/// The steering program for the given VIP map and XSKMAP descriptors. With `vlan_kfunc`
+/// (the BTF id of `bpf_xdp_metadata_rx_vlan_tag`; the program must then be loaded bound to
+/// the device), a frame about to be redirected whose VLAN tag the device holds out of band
+/// gets the tag written back into the frame, so the worker forwards it on its VLAN (as the
+/// AF_PACKET worker re-inserts the tag the kernel stripped). Only frames that are
+/// redirected are changed: a passed frame keeps its out-of-band tag and the kernel sees it
+/// as before.
+pub(crate) fn steering_program(vips: i32, xsks: i32, vlan_kfunc: Option<u32>) -> Vec<u64> {
     let mut a = Asm::new();
     // r6 = ctx; r2 = data; r3 = data_end (struct xdp_md: data, data_end, …, rx_queue_index).
     a.op(MOV64_X, 6, 1, 0, 0);
@@ -174,7 +187,38 @@ pub(crate) fn steering_program(vips: i32, xsks: i32) -> Vec<u64> {
     a.ld_map_fd(1, vips);
     a.op(CALL, 0, 0, 0, FN_MAP_LOOKUP_ELEM);
     a.jump(JEQ_K, 0, 0, 0, Label::Pass);
+    if let Some(id) = vlan_kfunc {
+        // Out-of-band tag? (proto at fp-8, TCI at fp-12; zeroed first.)
+        a.op(STW_IMM, 10, 0, -8, 0);
+        a.op(STW_IMM, 10, 0, -12, 0);
+        a.op(MOV64_X, 1, 6, 0, 0);
+        a.op(MOV64_X, 2, 10, 0, 0);
+        a.op(ADD64_K, 2, 0, 0, -8);
+        a.op(MOV64_X, 3, 10, 0, 0);
+        a.op(ADD64_K, 3, 0, 0, -12);
+        a.op(CALL, 0, PSEUDO_KFUNC_CALL, 0, id as i32);
+        a.jump(JNE_K, 0, 0, 0, Label::Redirect);
+        // Tagged: 4 bytes of headroom, the MACs moved to the front, the tag after them.
+        // Without the headroom the frame is passed, never forwarded off its VLAN.
+        a.op(MOV64_X, 1, 6, 0, 0);
+        a.op(MOV64_K, 2, 0, 0, -4);
+        a.op(CALL, 0, 0, 0, FN_XDP_ADJUST_HEAD);
+        a.jump(JNE_K, 0, 0, 0, Label::Pass);
+        a.op(LDXW, 2, 6, 0, 0);
+        a.op(LDXW, 3, 6, 4, 0);
+        a.need(18);
+        for off in [0i16, 4, 8] {
+            a.op(LDXW, 5, 2, off + 4, 0);
+            a.op(STXW, 2, 5, off, 0);
+        }
+        a.op(LDXH, 5, 10, -8, 0);
+        a.op(STXH, 2, 5, 12, 0);
+        a.op(LDXH, 5, 10, -12, 0);
+        a.op(TO_BE, 5, 0, 0, 16);
+        a.op(STXH, 2, 5, 14, 0);
+    }
     // To this queue's socket, or on to the stack if the queue has none.
+    a.label(Label::Redirect);
     a.op(LDXW, 2, 6, 16, 0);
     a.ld_map_fd(1, xsks);
     a.op(MOV64_K, 3, 0, 0, XDP_PASS);
@@ -250,7 +294,7 @@ mod tests {
 
     #[test]
     fn jumps_land_on_their_labels() {
-        let p = steering_program(7, 8);
+        let p = steering_program(7, 8, None);
         // The last two instructions are `r0 = XDP_PASS; exit`, the target of every bounds
         // check.
         let pass = p.len() - 2;
@@ -272,5 +316,22 @@ mod tests {
             .map(|w| (*w >> 32) as i32)
             .collect();
         assert_eq!(maps, vec![7, 8]);
+    }
+
+    #[test]
+    fn with_the_vlan_kfunc_every_bounds_check_still_lands_on_pass() {
+        let p = steering_program(7, 8, Some(1234));
+        let pass = p.len() - 2;
+        let checks = p
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| (**w & 0xff) as u8 == JGT_X)
+            .inspect(|(i, w)| {
+                let off = ((**w >> 16) & 0xffff) as u16 as i16;
+                assert_eq!(*i as i64 + 1 + i64::from(off), pass as i64, "insn {i}");
+            })
+            .count();
+        assert_eq!(checks, 6, "one more after the tag is written back");
+        assert!(p.contains(&insn(CALL, 0, PSEUDO_KFUNC_CALL, 0, 1234)));
     }
 }

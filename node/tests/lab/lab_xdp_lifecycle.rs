@@ -85,8 +85,7 @@ fn the_xdp_program_goes_with_the_node_even_after_kill_9() {
     // The next start (bpf_link) finds the stale program and removes it.
     let mut p = start(&lab, &farms, "link");
     assert!(
-        p.read_log()
-            .contains("removed a stale dsrlb XDP program"),
+        p.read_log().contains("removed a stale dsrlb XDP program"),
         "{}",
         p.log_tail(20)
     );
@@ -98,7 +97,11 @@ fn the_xdp_program_goes_with_the_node_even_after_kill_9() {
     p.wait_timeout(Duration::from_secs(5))
         .expect("wait")
         .expect("killed");
-    assert_eq!(xdp_of(&node), None, "a bpf_link attachment outlived kill -9");
+    assert_eq!(
+        xdp_of(&node),
+        None,
+        "a bpf_link attachment outlived kill -9"
+    );
 
     // SIGTERM detaches as well, for both ways of attaching.
     for attach in ["link", "netlink"] {
