@@ -146,6 +146,7 @@ impl Datapath {
             io = backend.as_str(),
             mode = backend.mode(),
             queues = started.attachment.queues,
+            partial_checksums = if started.attachment.tx_meta { "kernel" } else { "user space" },
             workers = started.threads.len(),
             "datapath started"
         );

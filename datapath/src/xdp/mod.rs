@@ -64,6 +64,8 @@ pub(crate) struct Attachment {
     _vips: Arc<VipMap>,
     /// Whether the sockets run zero-copy (else copy mode).
     pub(crate) zerocopy: bool,
+    /// Whether the kernel completes partial checksums (TX metadata), else user space does.
+    pub(crate) tx_meta: bool,
     pub(crate) queues: u32,
     pub(crate) interface: String,
 }
@@ -179,6 +181,7 @@ pub(crate) fn start(
 
     let mut per_worker: Vec<Vec<xsk::Xsk>> = (0..workers).map(|_| Vec::new()).collect();
     let mut zerocopy = true;
+    let mut tx_meta = true;
     for q in 0..queues {
         let s = xsk::Xsk::open(iface.index, q, FRAMES).map_err(|e| IoError::Xdp {
             stage: e.stage,
@@ -191,6 +194,7 @@ pub(crate) fn start(
                 "kernel takes no AF_XDP TX metadata; partial checksums are completed in user space");
         }
         zerocopy &= s.zerocopy;
+        tx_meta &= s.tx_meta;
         per_worker[q as usize % workers].push(s);
     }
     shared
@@ -203,6 +207,7 @@ pub(crate) fn start(
         _xsks: xsks,
         _vips: vips,
         zerocopy,
+        tx_meta,
         queues,
         interface: iface.name.clone(),
     };

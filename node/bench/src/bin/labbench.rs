@@ -137,10 +137,16 @@ fn run_one(args: &Args, start: &bench::Start, io: &str) -> anyhow::Result<()> {
         .context("starting dsrlb run on the node")?;
     let io_line = match scrape(&lab.nodes()[0]) {
         Ok(m) => {
-            let running = ["af_packet", "af_xdp"]
-                .into_iter()
-                .find(|b| m.get("dsrlb_datapath_info", &[("io", b)]) == 1.0)
-                .unwrap_or("unknown");
+            let running = [
+                ("af_packet", "ring"),
+                ("af_xdp", "copy"),
+                ("af_xdp", "zerocopy"),
+            ]
+            .into_iter()
+            .find(|(b, mode)| m.get("dsrlb_datapath_info", &[("io", b), ("mode", mode)]) == 1.0)
+            .map_or("unknown".to_owned(), |(b, mode)| {
+                format!("{b} ({mode} mode)")
+            });
             format!("node datapath: io = {io} configured, {running} running (dsrlb_datapath_info)")
         }
         Err(e) => format!("node datapath: io = {io} configured (metrics unreadable: {e})"),
