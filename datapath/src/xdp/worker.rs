@@ -141,12 +141,11 @@ impl XdpWorker {
             let o = match self.processor.process(&table, owner, frame, now) {
                 Verdict::Forward => {
                     let csum = match parse(frame) {
-                        Ok(Parsed::Ipv4(ip)) => csum::partial_at(frame, &ip).map(|at| {
+                        Ok(Parsed::Ipv4(ip)) => csum::partial_at(frame, &ip).inspect(|at| {
                             if !tx_meta {
                                 let end = ip.l3_offset + ip.total_len;
                                 csum::complete(frame, at.0, at.1, end, ip.protocol == UDP);
                             }
-                            at
                         }),
                         _ => None,
                     };
