@@ -7,6 +7,11 @@
 //! copy) and the others back on the fill ring; re-check the lease; publish both rings and
 //! kick the kernel with one `sendto` (copy mode processes a bounded number of frames per
 //! call, so a large batch may take a few). No allocation, lock or log line per packet.
+//!
+//! Unlike `sendmmsg`, a descriptor on the TX ring cannot be taken back: if the kick budget
+//! runs out (a device refusing for 16 kicks in a row; copy mode on veth always makes
+//! progress), the rest of the batch leaves at the next kick, possibly after the lease was
+//! re-checked. The lease is still checked before the frames are queued.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
