@@ -4,7 +4,8 @@
 
 use crate::persist::PersistMetrics;
 use datapath::{
-    BackendState, BackendStats, DropReason, FarmSpec, FarmStats, ResolverStatsReader, Shared,
+    BackendState, BackendStats, DropReason, FarmSpec, FarmStats, IoBackend, ResolverStatsReader,
+    Shared,
 };
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -31,6 +32,8 @@ pub struct NodeMetrics {
     pins: OnceLock<cluster::Pins>,
     /// The ARP thread's counters, once it runs.
     resolver: OnceLock<ResolverStatsReader>,
+    /// The I/O backend the datapath runs, once started.
+    io: OnceLock<IoBackend>,
 }
 
 impl NodeMetrics {
@@ -43,6 +46,14 @@ impl NodeMetrics {
             persist,
             pins: OnceLock::new(),
             resolver: OnceLock::new(),
+            io: OnceLock::new(),
+        }
+    }
+
+    /// Where `dsrlb_datapath_info` is read from.
+    pub fn set_io(&self, io: IoBackend) {
+        if self.io.set(io).is_err() {
+            tracing::warn!("a second datapath for the metrics; the first one is exported");
         }
     }
 
@@ -116,6 +127,16 @@ impl Collector for NodeMetrics {
             let labels = [("reason", reason.as_str())];
             ConstCounter::new(self.shared.drops.get(*reason))
                 .encode(drops.encode_family(&labels)?)?;
+        }
+        if let Some(io) = self.io.get() {
+            let mut info = encoder.encode_descriptor(
+                "dsrlb_datapath_info",
+                "1, labelled with the I/O backend the datapath runs and how frames cross into user space",
+                None,
+                ConstGauge::new(0i64).metric_type(),
+            )?;
+            let labels = [("io", io.as_str()), ("mode", io.mode())];
+            ConstGauge::new(1i64).encode(info.encode_family(&labels)?)?;
         }
         let owner = ConstGauge::new(i64::from(self.shared.is_owner()));
         owner.encode(encoder.encode_descriptor(

@@ -82,7 +82,25 @@ fn defaults_fill_what_is_left_out() {
     assert_eq!(c.datapath.garp_count, 3);
     assert_eq!(c.datapath.garp_refresh, None);
     assert_eq!(c.datapath.maglev_table_size, 65537);
+    assert_eq!(c.datapath.io, datapath::IoMode::Auto);
     assert!(c.farms.is_empty());
+}
+
+#[test]
+fn io_names_one_of_three_backends() {
+    for (value, want) in [
+        ("auto", datapath::IoMode::Auto),
+        ("af_packet", datapath::IoMode::AfPacket),
+        ("af_xdp", datapath::IoMode::AfXdp),
+    ] {
+        let text = BASE.replacen(
+            "interface = \"eth0\"",
+            &format!("interface = \"eth0\"\nio = \"{value}\""),
+            1,
+        );
+        let c = config::parse(&text).unwrap_or_else(|e| panic!("{value}: {e}"));
+        assert_eq!(c.datapath.io, want, "{value}");
+    }
 }
 
 #[test]
@@ -208,6 +226,16 @@ const CASES: &[(&str, &str, &str)] = &[
         "interface = \"eth0\"",
         "interface = \"eth0\"\nworkers = 1000",
         "datapath.workers",
+    ),
+    (
+        "interface = \"eth0\"",
+        "interface = \"eth0\"\nio = \"dpdk\"",
+        "datapath.io",
+    ),
+    (
+        "interface = \"eth0\"",
+        "interface = \"eth0\"\nio = \"AF_XDP\"",
+        "datapath.io",
     ),
     (
         "interface = \"eth0\"",

@@ -86,6 +86,7 @@ pub struct ClusterConfig {
 pub struct DatapathSettings {
     pub interface: String,
     pub workers: usize,
+    pub io: datapath::IoMode,
     pub garp_count: u32,
     pub garp_interval: Duration,
     /// `None`: no announcements after the takeover burst.
@@ -391,6 +392,12 @@ impl RawConfig {
                 "must be at most 256",
             ));
         }
+        let io = datapath::IoMode::parse(&d.io).ok_or_else(|| {
+            ConfigError::invalid(
+                "datapath.io",
+                format!("{:?} must be \"auto\", \"af_packet\" or \"af_xdp\"", d.io),
+            )
+        })?;
         if d.garp_count == 0 || d.garp_count > 100 {
             return Err(ConfigError::invalid("datapath.garp_count", "must be 1-100"));
         }
@@ -450,6 +457,7 @@ impl RawConfig {
         Ok(DatapathSettings {
             interface: d.interface.clone(),
             workers: d.workers,
+            io,
             garp_count: d.garp_count,
             garp_interval: Duration::from_millis(d.garp_interval_ms),
             garp_refresh: (!garp_refresh.is_zero()).then_some(garp_refresh),

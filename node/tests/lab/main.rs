@@ -44,6 +44,7 @@ mod lab_preflight;
 mod lab_selftest;
 mod lab_sigterm;
 mod lab_udp_sink;
+mod lab_xdp_lifecycle;
 mod persistence;
 mod tls_cluster;
 mod tls_peer_foreign;
