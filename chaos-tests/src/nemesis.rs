@@ -103,7 +103,8 @@ impl Scenario {
         }
     }
 
-    /// Cuts node `i` off from its peers only: blackhole routes to them inside its namespace.
+    /// Cuts node `i` off from its peers only (the external witness too): blackhole routes to
+    /// them inside its namespace.
     /// Its datapath still hears every ARP request and client frame on its interface.
     pub fn partition_peers(&mut self, i: usize) -> Option<Instant> {
         self.peer_routes(i, "add")
@@ -122,6 +123,12 @@ impl Scenario {
         let peers: Vec<String> = (0..self.c.lab.nodes().len())
             .filter(|&k| k != i)
             .map(|k| format!("{}/32", self.c.lab.nodes()[k].ip))
+            .chain(
+                self.c
+                    .external_witness
+                    .iter()
+                    .map(|w| format!("{}/32", w.host.ip)),
+            )
             .collect();
         for p in peers {
             if let Err(e) = host.ip(&["route", verb, "blackhole", &p]) {

@@ -60,6 +60,20 @@ pub struct Setup {
     pub extra_farms: Vec<LabFarm>,
     /// Source-IP persistence of the web farm (`persistence_ttl`, e.g. `"300s"`).
     pub web_persistence: Option<String>,
+    /// A pair: `nodes` must be 2, and `dsrlb witness` runs in the last backend's namespace
+    /// as the third voter (docs/design.md#pairs). Nemeses strike the LB nodes only.
+    pub pair_witness: bool,
+}
+
+impl Setup {
+    /// Two LB nodes and a witness on the last backend, otherwise the defaults.
+    pub fn pair_witness() -> Setup {
+        Setup {
+            nodes: 2,
+            pair_witness: true,
+            ..Setup::default()
+        }
+    }
 }
 
 impl Default for Setup {
@@ -74,6 +88,7 @@ impl Default for Setup {
             client_extra_ips: 0,
             extra_farms: Vec::new(),
             web_persistence: None,
+            pair_witness: false,
         }
     }
 }
@@ -161,8 +176,12 @@ impl Scenario {
             client_extra_ips: setup.client_extra_ips,
             ..LabSpec::default()
         };
-        let c = ClusterLab::start(&spec, &dsrlb(), &setup.farms(), &[])
-            .unwrap_or_else(|e| fail("the cluster does not start", &e));
+        let c = if setup.pair_witness {
+            ClusterLab::start_pair_with_witness(&spec, &dsrlb(), &setup.farms(), setup.backends - 1)
+        } else {
+            ClusterLab::start(&spec, &dsrlb(), &setup.farms(), &[])
+        }
+        .unwrap_or_else(|e| fail("the cluster does not start", &e));
         let vip = c.lab.vip();
         let wire =
             Capture::start_filtered(c.lab.switch_ns(), c.lab.bridge(), MAX_FRAMES, move |f| {

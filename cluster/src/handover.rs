@@ -175,18 +175,14 @@ struct HeartbeatsOff<'a>(&'a Shared);
 
 impl<'a> HeartbeatsOff<'a> {
     fn begin(shared: &'a Shared) -> Self {
-        shared
-            .heartbeats
-            .store(false, std::sync::atomic::Ordering::Release);
+        shared.raft.runtime_config().heartbeat(false);
         HeartbeatsOff(shared)
     }
 }
 
 impl Drop for HeartbeatsOff<'_> {
     fn drop(&mut self) {
-        self.0
-            .heartbeats
-            .store(true, std::sync::atomic::Ordering::Release);
+        self.0.raft.runtime_config().heartbeat(true);
     }
 }
 

@@ -17,8 +17,6 @@
 //! - `shared`: what the handle, the service and the tasks of one node share.
 //! - `elector`: who campaigns when the leader falls silent (pre-vote, rank), in place of
 //!   openraft's election timer.
-//! - `pacer`: the leader's heartbeats, every `heartbeat` (openraft's tick is too coarse and
-//!   its interval doubles as the AppendEntries timeout).
 //! - `handover`: leadership transfer and the witness rule.
 //! - `tls`: the optional mutual TLS of the peer service.
 //! - `contact`: the hook that tells the daemon of every peer call (the pair's segment arbiter).
@@ -32,7 +30,6 @@ mod forward;
 mod handover;
 mod network;
 mod node;
-mod pacer;
 pub mod persist;
 mod server;
 mod settings;

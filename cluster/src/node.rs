@@ -133,7 +133,6 @@ impl ClusterNode {
             hold_until: std::sync::Mutex::new(None),
             handover_lock: tokio::sync::Mutex::new(()),
             peer_contact: s.peer_contact.clone(),
-            heartbeats: AtomicBool::new(true),
         });
 
         let listener = tokio::net::TcpListener::bind(s.listen)
@@ -183,10 +182,6 @@ impl ClusterNode {
         };
         node.tasks
             .push(tokio::spawn(elector(shared.clone(), stop_rx.clone())));
-        node.tasks.push(tokio::spawn(crate::pacer::pacer(
-            shared.clone(),
-            stop_rx.clone(),
-        )));
         if s.witness {
             node.tasks
                 .push(tokio::spawn(witness_guard(shared.clone(), stop_rx.clone())));

@@ -21,10 +21,9 @@ pub const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 /// workers noticing the deadline (once per batch) and clock rates drifting apart.
 pub const LEASE_MARGIN: Duration = Duration::from_millis(20);
 
-/// How often the leader really sends a heartbeat: every `heartbeat`, paced by our own task
-/// (openraft's tick would send one every 1.5 intervals; see `pacer`).
+/// openraft sends heartbeats on its tick, every 1.5 heartbeat intervals.
 pub fn real_heartbeat(heartbeat: Duration) -> Duration {
-    heartbeat
+    heartbeat * 3 / 2
 }
 
 /// The VIP leases that are safe and stable with these timings, shortest to longest:
@@ -176,27 +175,12 @@ impl ClusterSettings {
         Ok(())
     }
 
-    /// How long the leader waits for an AppendEntries reply: the VIP lease (a later ack
-    /// cannot renew it anyway), below the election timeout minimum.
-    pub(crate) fn rpc_timeout(&self) -> Duration {
-        let below_min = self
-            .election_timeout
-            .0
-            .saturating_sub(Duration::from_millis(1));
-        self.vip_lease.min(below_min).max(self.heartbeat)
-    }
-
     /// The openraft configuration these settings imply.
     pub(crate) fn raft_config(&self) -> Result<openraft::Config, ClusterError> {
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let config = openraft::Config {
             cluster_name: "dsrlb".into(),
-            // openraft 0.9 times AppendEntries out after `heartbeat_interval`; our `pacer`
-            // sends the heartbeats, so this is only that timeout: a reply is worth waiting for
-            // as long as it can still renew the lease, and the interval must stay below the
-            // election minimum (openraft checks).
-            heartbeat_interval: ms(self.rpc_timeout()),
-            enable_heartbeat: false,
+            heartbeat_interval: ms(self.heartbeat),
             election_timeout_min: ms(self.election_timeout.0),
             election_timeout_max: ms(self.election_timeout.1),
             // Elections are called by `elector` (pre-vote, rank); openraft's own timer would

@@ -54,8 +54,6 @@ pub(crate) struct Shared {
     pub handover_lock: tokio::sync::Mutex<()>,
     /// Told of every peer call before it is handled (see `contact`).
     pub peer_contact: std::sync::Arc<dyn crate::contact::PeerContact>,
-    /// Whether `pacer` sends this leader's heartbeats (off during a handover).
-    pub heartbeats: AtomicBool,
 }
 
 impl Shared {

@@ -1,6 +1,8 @@
-//! Classic BPF programs for the packet sockets: the workers' filter, generated from the VIP
-//! set, that lets only ARP for a VIP and IPv4 to a VIP reach user space, and the
-//! resolver's filter that lets the ARP of our own (untagged) segment through.
+//! Classic BPF programs for the packet sockets: the workers' filters, generated from the
+//! VIP set — IPv4 to a VIP for the fanout sockets, ARP for a VIP for the ARP socket (so a
+//! flood that fills the data rings never crowds ARP out), both for a socket that does
+//! both — and the resolver's filter that lets the ARP of our own (untagged) segment
+//! through.
 //!
 //! The kernel strips the outer 802.1Q/802.1ad tag into the frame's metadata before packet
 //! sockets see it, so the filter reads the untagged layout (the worker re-inserts the tag,
@@ -45,10 +47,11 @@ const ETH_P_ARP: u32 = 0x0806;
 const ETH_P_8021Q: u32 = 0x8100;
 const ETH_P_8021AD: u32 = 0x88a8;
 
-/// Instructions of [`vip_filter`] besides the two per VIP.
-const FIXED_INSNS: usize = 18;
+/// Instructions of [`filter_for`] besides the two per VIP.
+/// (18, and the two jumps a narrowed [`filter_for`] adds.)
+const FIXED_INSNS: usize = 20;
 
-/// The most VIPs [`vip_filter`] matches one by one; beyond that the filter passes every
+/// The most VIPs [`filter_for`] matches one by one; beyond that the filter passes every
 /// ARP and IPv4 frame and the processor sorts them out (counted as `not_vip` or
 /// `arp_not_for_vip`), which is slower but still correct.
 pub const MAX_FILTERED_VIPS: usize = (MAX_INSNS - FIXED_INSNS) / 2;
@@ -118,10 +121,22 @@ fn assemble(src: &[Ins]) -> Option<Vec<sock_filter>> {
     Some(out)
 }
 
-/// The workers' filter: accepts ARP whose target is a VIP and IPv4 whose destination is a
-/// VIP, untagged or behind one inline VLAN tag, and rejects everything else (an empty VIP
-/// set receives nothing). `vips` may be in any order and hold duplicates.
-pub fn vip_filter(vips: &[Ipv4Addr]) -> Vec<sock_filter> {
+/// Which frames for a VIP a worker socket admits.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Admit {
+    /// ARP for a VIP and IPv4 to a VIP.
+    All,
+    /// IPv4 to a VIP only: the fanout group's sockets.
+    Ipv4,
+    /// ARP for a VIP only: the ARP socket.
+    Arp,
+}
+
+/// The workers' filter: accepts what `admit` names among ARP whose target is a VIP and
+/// IPv4 whose destination is a VIP, untagged or behind one inline VLAN tag, and rejects
+/// everything else (an empty VIP set receives nothing). `vips` may be in any order and
+/// hold duplicates.
+pub fn filter_for(admit: Admit, vips: &[Ipv4Addr]) -> Vec<sock_filter> {
     use Ins::*;
     use Label::*;
     let mut vips: Vec<u32> = vips.iter().map(|v| u32::from(*v)).collect();
@@ -156,6 +171,22 @@ pub fn vip_filter(vips: &[Ipv4Addr]) -> Vec<sock_filter> {
         Ret(REJECT),
         At(Chain),
     ];
+    // A kind this socket does not take jumps to the reject; the layout (and so every jump
+    // offset) stays the same for all three kinds.
+    let (arp, ip) = match admit {
+        Admit::All => (true, true),
+        Admit::Ipv4 => (false, true),
+        Admit::Arp => (true, false),
+    };
+    for (at, keep) in [(Arp0, arp), (Ip0, ip), (Arp1, arp), (Ip1, ip)] {
+        if !keep {
+            let pos = src
+                .iter()
+                .position(|i| matches!(i, At(l) if *l == at))
+                .unwrap_or_default();
+            src.insert(pos + 1, Ja(Reject));
+        }
+    }
     if vips.len() > MAX_FILTERED_VIPS {
         src.push(Ret(ACCEPT));
     } else {
@@ -267,7 +298,7 @@ mod tests {
 
     #[test]
     fn vip_filter_passes_only_arp_and_ipv4_for_vips() {
-        let p = vip_filter(&[OTHER, VIP, VIP]);
+        let p = filter_for(Admit::All, &[OTHER, VIP, VIP]);
         assert!(p.len() <= MAX_INSNS);
         for tag in [None, Some(0x8100), Some(0x88a8)] {
             assert_eq!(
@@ -295,8 +326,41 @@ mod tests {
     }
 
     #[test]
+    fn narrowed_filters_split_arp_from_ipv4() {
+        let data = filter_for(Admit::Ipv4, &[VIP]);
+        let arp = filter_for(Admit::Arp, &[VIP]);
+        for p in [&data, &arp] {
+            assert!(p.len() <= MAX_INSNS);
+        }
+        for tag in [None, Some(0x8100)] {
+            let ip = eth(0x0800, tag, &ipv4_to(VIP));
+            let req = eth(0x0806, tag, &arp_for(VIP));
+            assert_eq!(run(&data, &ip, false), ACCEPT, "{tag:?}");
+            assert_eq!(run(&data, &req, false), REJECT, "{tag:?}");
+            assert_eq!(run(&arp, &req, false), ACCEPT, "{tag:?}");
+            assert_eq!(run(&arp, &ip, false), REJECT, "{tag:?}");
+            let stranger = Ipv4Addr::new(198, 18, 0, 9);
+            assert_eq!(
+                run(&arp, &eth(0x0806, tag, &arp_for(stranger)), false),
+                REJECT
+            );
+            assert_eq!(
+                run(&data, &eth(0x0800, tag, &ipv4_to(stranger)), false),
+                REJECT
+            );
+        }
+        // Past the VIP limit the chain accepts all, but the kinds stay apart.
+        let many: Vec<Ipv4Addr> = (0..=MAX_FILTERED_VIPS as u32)
+            .map(|i| Ipv4Addr::from(0x0a00_0000 + i))
+            .collect();
+        let data = filter_for(Admit::Ipv4, &many);
+        assert_eq!(run(&data, &eth(0x0806, None, &arp_for(VIP)), false), REJECT);
+        assert_eq!(run(&data, &eth(0x0800, None, &ipv4_to(VIP)), false), ACCEPT);
+    }
+
+    #[test]
     fn empty_vip_set_receives_nothing() {
-        let p = vip_filter(&[]);
+        let p = filter_for(Admit::All, &[]);
         assert_eq!(run(&p, &eth(0x0800, None, &ipv4_to(VIP)), false), REJECT);
         assert_eq!(run(&p, &eth(0x0806, None, &arp_for(VIP)), false), REJECT);
     }
@@ -306,7 +370,7 @@ mod tests {
         let many: Vec<Ipv4Addr> = (0..MAX_FILTERED_VIPS as u32)
             .map(|i| Ipv4Addr::from(0x0a00_0000 + i))
             .collect();
-        let p = vip_filter(&many);
+        let p = filter_for(Admit::All, &many);
         assert!(p.len() <= MAX_INSNS, "{} instructions", p.len());
         let last = *many.last().unwrap();
         assert_eq!(
@@ -318,7 +382,7 @@ mod tests {
         let mut more = many.clone();
         more.push(VIP);
         more.push(OTHER);
-        let p = vip_filter(&more);
+        let p = filter_for(Admit::All, &more);
         assert!(p.len() <= MAX_INSNS);
         // Past the limit the filter lets all IPv4 through; the processor decides.
         let stranger = Ipv4Addr::new(198, 18, 0, 9);

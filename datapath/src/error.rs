@@ -46,4 +46,15 @@ pub enum IoError {
     WorkerCountMismatch { started: usize, shared: usize },
     #[error("cannot spawn thread {thread}")]
     Spawn { thread: String, source: io::Error },
+    #[error("AF_XDP setup failed at {stage}")]
+    Xdp {
+        stage: &'static str,
+        source: io::Error,
+    },
+    #[error("the kernel refused the XDP program: {source}{}", if log.is_empty() { String::new() } else { format!(" (verifier: {log})") })]
+    XdpLoad { source: io::Error, log: String },
+    #[error(
+        "interface {interface:?} already has XDP program {program:?}; dsrlb leaves another program alone"
+    )]
+    XdpBusy { interface: String, program: String },
 }

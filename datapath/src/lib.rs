@@ -1,5 +1,6 @@
 //! The per-packet half of dsrlb: frame parsing, farm lookup, Maglev, flow tables, the
-//! Ethernet rewrite, ARP, AF_PACKET rings and the worker threads that tie them together.
+//! Ethernet rewrite, ARP, the AF_PACKET and AF_XDP I/O and the worker threads that tie
+//! them together.
 //!
 //! Knows nothing of Raft, gRPC or tokio: the control plane hands it immutable
 //! [`ForwardingTable`] snapshots and an ownership lease through [`Shared`], and reads its
@@ -7,7 +8,11 @@
 //!
 //! # Layout
 //! Dependencies point down this list (a module uses only those below it):
-//! - `worker`: [`Datapath`], the worker threads: socket per worker, fanout, batches.
+//! - `worker`: [`Datapath`], the worker threads: socket per worker, fanout, batches; it
+//!   starts the AF_PACKET workers or the AF_XDP backend (`xdp`) as [`IoMode`] says.
+//! - `xdp`: the AF_XDP backend: the XDP steering program, its maps, AF_XDP sockets and
+//!   their workers (with its own `unsafe` wrappers for `bpf()`, XSK rings and rtnetlink).
+//! - `backend`: [`IoMode`] (configured) and [`IoBackend`] (chosen).
 //! - `resolver`: [`MacResolver`], backend MAC learning and gratuitous ARP on its own thread.
 //! - `ring`: a worker's socket setup and TPACKET_V2 receive ring, frames ready to process.
 //! - `iface`: interface facts (index, MAC, MTU, addresses) in the calling namespace.
@@ -18,13 +23,14 @@
 //! - `persist`: source-IP persistence as the workers see it: the pin mirrors and queues.
 //! - `flow`, `maglev`, `arp`, `packet`, `counters`, `bpf`: the per-worker flow table,
 //!   Maglev, ARP frames, frame parsing, counters and drop reasons, the socket filters.
-//! - `sys`: every `unsafe` of the crate, thin wrappers over the AF_PACKET system calls.
+//! - `sys`: the AF_PACKET side's `unsafe`, thin wrappers over its system calls.
 //! - `clock`, `error`: the monotonic clock everything is timed on, and [`IoError`].
 //!
 //! Modules are private. What other crates use is re-exported below, with the types those
 //! items hand out (handles, stats, errors), so every public signature can be named.
 
 mod arp;
+mod backend;
 mod bpf;
 mod clock;
 mod counters;
@@ -42,8 +48,10 @@ mod shared;
 mod sys;
 mod table;
 mod worker;
+mod xdp;
 
 pub use arp::{arp_request, garp_reply, garp_request, parse_arp_reply};
+pub use backend::{IoBackend, IoMode};
 pub use clock::{instant_ns, monotonic_ns};
 pub use counters::{
     BackendCounters, BackendHandle, BackendStats, CounterRegistry, DropCounters, DropReason,

@@ -4,8 +4,8 @@
 //! Workers load the table and check the lease once per batch and never block; the control
 //! plane publishes a fresh table (RCU style) and extends or ends the lease.
 //!
-//! Publishing also keeps the worker sockets' kernel filters in step with the table's VIP
-//! set, before `publish` returns: a frame for a new VIP that arrives after that reaches a
+//! Publishing also keeps the worker sockets' kernel filters (AF_PACKET) or the XDP
+//! program's VIP map (AF_XDP) in step with the table's VIP set, before `publish` returns: a frame for a new VIP that arrives after that reaches a
 //! worker. (When each worker re-attached its own filter on noticing a new table, a worker
 //! idle in `poll` noticed only at its next wake-up, up to 100 ms later, and the kernel
 //! dropped the new VIP's frames uncounted meanwhile — a node could report itself ready
@@ -22,13 +22,14 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use arc_swap::ArcSwap;
 
-use crate::bpf;
+use crate::bpf::{self, Admit};
 use crate::clock::monotonic_ns;
 use crate::counters::{CounterRegistry, DropCounters};
 use crate::packet::MacAddr;
 use crate::persist::PinRegistry;
 use crate::sys::PacketSocket;
 use crate::table::ForwardingTable;
+use crate::xdp::VipMap;
 
 /// State shared by the control plane and every worker of one interface.
 #[derive(Debug)]
@@ -51,25 +52,57 @@ pub struct Shared {
 struct VipFilters {
     /// The VIP set the registered sockets' filters admit.
     vips: Vec<Ipv4Addr>,
-    /// Weak: the workers own their sockets; a stopped datapath's sockets close.
-    sockets: Vec<Weak<PacketSocket>>,
+    /// Weak: the workers own their sockets; a stopped datapath's sockets close. Each with
+    /// the kind of frames it admits.
+    sockets: Vec<(Weak<PacketSocket>, Admit)>,
     /// A VIP set whose filter the kernel refused, so the failure is logged once.
     failed: Option<Vec<Ipv4Addr>>,
+    /// The AF_XDP backend's VIP maps (the XDP program steers what they hold), with the
+    /// set each holds. Weak: a stopped datapath's maps close.
+    maps: Vec<(Weak<VipMap>, Vec<Ipv4Addr>)>,
 }
 
 impl VipFilters {
     /// Re-attaches every live socket's filter if the VIP set changed. On failure the old
     /// set is kept, so the next publish tries again.
     fn sync(&mut self, vips: Vec<Ipv4Addr>) {
-        self.sockets.retain(|s| s.strong_count() > 0);
+        self.sockets.retain(|(s, _)| s.strong_count() > 0);
+        self.maps.retain(|(m, _)| m.strong_count() > 0);
+        for (map, held) in &mut self.maps {
+            if *held == vips {
+                continue;
+            }
+            let Some(map) = map.upgrade() else { continue };
+            match map.sync(held, &vips) {
+                Ok(()) => *held = vips.clone(),
+                Err(e) => {
+                    // What the map holds now is unknown: start from nothing next time
+                    // (deletes of absent keys are no errors).
+                    held.clear();
+                    tracing::error!(vips = vips.len(), error = %e,
+                        "cannot update the XDP VIP map; frames for new VIPs are not received");
+                }
+            }
+        }
         if vips == self.vips {
             return;
         }
-        let prog = bpf::vip_filter(&vips);
         let mut refused = None;
-        for sock in self.sockets.iter().filter_map(Weak::upgrade) {
-            if let Err(e) = sock.attach_filter(&prog) {
-                refused = Some(e);
+        for admit in [Admit::All, Admit::Ipv4, Admit::Arp] {
+            let mut socks = self
+                .sockets
+                .iter()
+                .filter(|(_, a)| *a == admit)
+                .filter_map(|(s, _)| s.upgrade())
+                .peekable();
+            if socks.peek().is_none() {
+                continue;
+            }
+            let prog = bpf::filter_for(admit, &vips);
+            for sock in socks {
+                if let Err(e) = sock.attach_filter(&prog) {
+                    refused = Some(e);
+                }
             }
         }
         match refused {
@@ -121,24 +154,36 @@ impl Shared {
         self.table.store(Arc::new(t));
     }
 
-    /// Puts `sockets`, opened with the filter for `opened_with`, under [`Shared::publish`]'s
-    /// care; if a table with other VIPs was published since, they get its filter first.
-    /// Under the same lock as `publish`, so no change slips between.
+    /// Puts `sockets`, each opened with the filter of its kind ([`bpf::filter_for`]) for
+    /// `opened_with`, under [`Shared::publish`]'s care; if a table with other VIPs was
+    /// published since, they get its filter first. Under the same lock as `publish`, so no
+    /// change slips between.
     pub(crate) fn register_sockets(
         &self,
-        sockets: &[Arc<PacketSocket>],
+        sockets: &[(Arc<PacketSocket>, Admit)],
         opened_with: &[Ipv4Addr],
     ) -> io::Result<()> {
         let mut filters = self.filters();
         let vips = sorted_vips(&self.table.load());
         if vips != opened_with {
-            let prog = bpf::vip_filter(&vips);
-            for sock in sockets {
-                sock.attach_filter(&prog)?;
+            for (sock, admit) in sockets {
+                sock.attach_filter(&bpf::filter_for(*admit, &vips))?;
             }
         }
         filters.sync(vips);
-        filters.sockets.extend(sockets.iter().map(Arc::downgrade));
+        filters
+            .sockets
+            .extend(sockets.iter().map(|(s, a)| (Arc::downgrade(s), *a)));
+        Ok(())
+    }
+
+    /// Puts an AF_XDP VIP map under [`Shared::publish`]'s care, filled with the current
+    /// table's VIPs first. Under the same lock as `publish`, so no change slips between.
+    pub(crate) fn register_vip_map(&self, map: &Arc<VipMap>) -> io::Result<()> {
+        let mut filters = self.filters();
+        let vips = sorted_vips(&self.table.load());
+        map.sync(&[], &vips)?;
+        filters.maps.push((Arc::downgrade(map), vips));
         Ok(())
     }
 

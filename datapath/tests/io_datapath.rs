@@ -189,12 +189,21 @@ fn tcp_stream_with_default_offloads_arrives_intact() {
 
     let (packets, bytes) = backend_counts(&node.shared, "tcp");
     assert!(packets > 0);
-    // The sender's kernel handed over GSO frames larger than the MTU; they were forwarded
-    // whole and segmented (and checksummed) by the kernel on the way out.
-    assert!(
-        bytes / packets > 1514,
-        "{bytes} bytes in {packets} frames: no GSO frame forwarded"
-    );
+    if cfg_io_is_xdp() {
+        // XDP on a veth takes GSO away from its peer: the frames arrive segmented (with
+        // partial checksums, which reached the backend completed: every byte arrived).
+        assert!(
+            bytes / packets <= 1514,
+            "{bytes} bytes in {packets} frames: a GSO frame through XDP?"
+        );
+    } else {
+        // The sender's kernel handed over GSO frames larger than the MTU; they were
+        // forwarded whole and segmented (and checksummed) by the kernel on the way out.
+        assert!(
+            bytes / packets > 1514,
+            "{bytes} bytes in {packets} frames: no GSO frame forwarded"
+        );
+    }
     assert_no_io_drops(&node.shared);
 }
 

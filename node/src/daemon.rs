@@ -103,10 +103,18 @@ async fn run_inner(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
                 flow_capacity: config.datapath.flow_capacity,
                 flow_idle_ns: config.datapath.flow_idle.as_nanos() as u64,
             },
+            io: config.datapath.io,
         },
         shared.clone(),
     )?;
-    info!(workers, "datapath started");
+    node_metrics.set_io(datapath.backend());
+    info!(
+        workers,
+        io = datapath.backend().as_str(),
+        io_mode = datapath.backend().mode(),
+        configured = config.datapath.io.as_str(),
+        "datapath started"
+    );
     let admin_server = crate::admin::serve(
         config.admin_listen,
         crate::admin::AdminContext {

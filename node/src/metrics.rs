@@ -5,7 +5,8 @@
 use crate::ownership::{Arbiter, ArbiterCell};
 use crate::persist::PersistMetrics;
 use datapath::{
-    BackendState, BackendStats, DropReason, FarmSpec, FarmStats, ResolverStatsReader, Shared,
+    BackendState, BackendStats, DropReason, FarmSpec, FarmStats, IoBackend, ResolverStatsReader,
+    Shared,
 };
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -32,6 +33,8 @@ pub struct NodeMetrics {
     pins: OnceLock<cluster::Pins>,
     /// The ARP thread's counters, once it runs.
     resolver: OnceLock<ResolverStatsReader>,
+    /// The I/O backend the datapath runs, once started.
+    io: OnceLock<IoBackend>,
     /// Which arbiter grants this node's ownership now.
     pub arbiter: Arc<ArbiterCell>,
     /// A pair arbitrated by the segment: what it counts.
@@ -61,6 +64,14 @@ impl NodeMetrics {
             resolver: OnceLock::new(),
             arbiter: Arc::new(ArbiterCell::default()),
             segment: OnceLock::new(),
+            io: OnceLock::new(),
+        }
+    }
+
+    /// Where `dsrlb_datapath_info` is read from.
+    pub fn set_io(&self, io: IoBackend) {
+        if self.io.set(io).is_err() {
+            tracing::warn!("a second datapath for the metrics; the first one is exported");
         }
     }
 
@@ -144,6 +155,16 @@ impl Collector for NodeMetrics {
             let labels = [("reason", reason.as_str())];
             ConstCounter::new(self.shared.drops.get(*reason))
                 .encode(drops.encode_family(&labels)?)?;
+        }
+        if let Some(io) = self.io.get() {
+            let mut info = encoder.encode_descriptor(
+                "dsrlb_datapath_info",
+                "1, labelled with the I/O backend the datapath runs and how frames cross into user space",
+                None,
+                ConstGauge::new(0i64).metric_type(),
+            )?;
+            let labels = [("io", io.as_str()), ("mode", io.mode())];
+            ConstGauge::new(1i64).encode(info.encode_family(&labels)?)?;
         }
         let owner = ConstGauge::new(i64::from(self.shared.is_owner()));
         owner.encode(encoder.encode_descriptor(

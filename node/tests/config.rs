@@ -82,7 +82,25 @@ fn defaults_fill_what_is_left_out() {
     assert_eq!(c.datapath.garp_count, 3);
     assert_eq!(c.datapath.garp_refresh, None);
     assert_eq!(c.datapath.maglev_table_size, 65537);
+    assert_eq!(c.datapath.io, datapath::IoMode::Auto);
     assert!(c.farms.is_empty());
+}
+
+#[test]
+fn io_names_one_of_three_backends() {
+    for (value, want) in [
+        ("auto", datapath::IoMode::Auto),
+        ("af_packet", datapath::IoMode::AfPacket),
+        ("af_xdp", datapath::IoMode::AfXdp),
+    ] {
+        let text = BASE.replacen(
+            "interface = \"eth0\"",
+            &format!("interface = \"eth0\"\nio = \"{value}\""),
+            1,
+        );
+        let c = config::parse(&text).unwrap_or_else(|e| panic!("{value}: {e}"));
+        assert_eq!(c.datapath.io, want, "{value}");
+    }
 }
 
 #[test]
@@ -176,7 +194,7 @@ const CASES: &[(&str, &str, &str)] = &[
     // The lease must end LEASE_MARGIN (20 ms) before the earliest vote (election max 120).
     ("lease_ms = 80", "lease_ms = 101", "cluster.lease_ms"),
     // ...and last 3 real heartbeats (3 × 1.5 × 15 = 67.5 ms).
-    ("lease_ms = 80", "lease_ms = 44", "cluster.lease_ms"),
+    ("lease_ms = 80", "lease_ms = 67", "cluster.lease_ms"),
     ("lease_ms = 80", "lease_ms = 0", "cluster.lease_ms"),
     // A slower heartbeat under the same lease: one late heartbeat would drop ownership.
     ("heartbeat_ms = 15", "heartbeat_ms = 50", "cluster.lease_ms"),
@@ -208,6 +226,16 @@ const CASES: &[(&str, &str, &str)] = &[
         "interface = \"eth0\"",
         "interface = \"eth0\"\nworkers = 1000",
         "datapath.workers",
+    ),
+    (
+        "interface = \"eth0\"",
+        "interface = \"eth0\"\nio = \"dpdk\"",
+        "datapath.io",
+    ),
+    (
+        "interface = \"eth0\"",
+        "interface = \"eth0\"\nio = \"AF_XDP\"",
+        "datapath.io",
     ),
     (
         "interface = \"eth0\"",

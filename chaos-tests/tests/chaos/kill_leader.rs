@@ -17,7 +17,17 @@ const ROUND: Duration = Duration::from_secs(3);
 
 #[test]
 fn kill_leader() {
-    let Some(mut s) = Scenario::start("kill_leader", Setup::default()) else {
+    run("kill_leader", Setup::default());
+}
+
+/// The same on a pair of LB nodes and `dsrlb witness` (docs/design.md#pairs).
+#[test]
+fn kill_leader_pair_witness() {
+    run("kill_leader_pair_witness", Setup::pair_witness());
+}
+
+fn run(name: &str, setup: Setup) {
+    let Some(mut s) = Scenario::start(name, setup) else {
         return;
     };
     let mut kills = 0;
@@ -38,7 +48,7 @@ fn kill_leader() {
     let (p50, max) = p50_max(&outages);
     let failed: Vec<u64> = v.takeovers.iter().map(|t| t.failed).collect();
     say(&format!(
-        "CHAOS kill_leader measurement: {} kills, outage after kill -9 p50 {} ms, max {} ms; \
+        "CHAOS {name} measurement: {} kills, outage after kill -9 p50 {} ms, max {} ms; \
          streams broken {}; requests failed per takeover {:?} (mean {:.1})",
         outages.len(),
         p50.as_millis(),

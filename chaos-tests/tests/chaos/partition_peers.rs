@@ -11,7 +11,17 @@ const ROUNDS: usize = 3;
 
 #[test]
 fn partition_peers() {
-    let Some(mut s) = Scenario::start("partition_peers", Setup::default()) else {
+    run("partition_peers", Setup::default());
+}
+
+/// The same on a pair of LB nodes and `dsrlb witness` (docs/design.md#pairs).
+#[test]
+fn partition_peers_pair_witness() {
+    run("partition_peers_pair_witness", Setup::pair_witness());
+}
+
+fn run(name: &str, setup: Setup) {
+    let Some(mut s) = Scenario::start(name, setup) else {
         return;
     };
     for _ in 0..ROUNDS {

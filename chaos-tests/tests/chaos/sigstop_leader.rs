@@ -11,7 +11,17 @@ const ROUNDS: usize = 3;
 
 #[test]
 fn sigstop_leader() {
-    let Some(mut s) = Scenario::start("sigstop_leader", Setup::default()) else {
+    run("sigstop_leader", Setup::default());
+}
+
+/// The same on a pair of LB nodes and `dsrlb witness` (docs/design.md#pairs).
+#[test]
+fn sigstop_leader_pair_witness() {
+    run("sigstop_leader_pair_witness", Setup::pair_witness());
+}
+
+fn run(name: &str, setup: Setup) {
+    let Some(mut s) = Scenario::start(name, setup) else {
         return;
     };
     for _ in 0..ROUNDS {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use datapath::{
     BackendSpec, BackendState, Datapath, DatapathConfig, DropReason, FarmSpec, ForwardingTable,
-    InterfaceInfo, MacAddr, Protocol, Shared, resolve_workers,
+    InterfaceInfo, IoMode, MacAddr, Protocol, Shared, resolve_workers,
 };
 use socket2::{Domain, SockFilter, Socket, Type};
 
@@ -221,6 +221,17 @@ pub fn lab_table(shared: &Shared, own_mac: MacAddr, backend_mac: MacAddr) -> For
     ForwardingTable::build(own_mac, &farms, &shared.counters, 1021).expect("table")
 }
 
+/// The I/O backend the lab's node runs: `DSRLB_LAB_IO` (`af_packet`, `af_xdp`, `auto`;
+/// AF_PACKET when unset), so CI runs these tests once per backend.
+pub fn lab_io() -> IoMode {
+    match std::env::var("DSRLB_LAB_IO") {
+        Ok(v) => {
+            IoMode::parse(&v).unwrap_or_else(|| panic!("DSRLB_LAB_IO={v:?} is not an I/O mode"))
+        }
+        Err(_) => IoMode::AfPacket,
+    }
+}
+
 pub fn start_node(lab: &Lab, backend_mac: MacAddr) -> Node {
     let iface = lab.iface("lb");
     let workers = resolve_workers(2);
@@ -228,14 +239,23 @@ pub fn start_node(lab: &Lab, backend_mac: MacAddr) -> Node {
     shared.publish(lab_table(&shared, iface.mac, backend_mac));
     let mut cfg = DatapathConfig::new(lab.dev());
     cfg.workers = workers;
+    cfg.io = lab_io();
     let s = shared.clone();
     let dp = in_ns(&lab.ns("lb"), move || Datapath::start(cfg, s)).expect("datapath starts");
-    assert_eq!(dp.workers_alive(), workers);
+    if cfg_io_is_xdp() {
+        assert_eq!(dp.backend().as_str(), "af_xdp");
+    }
+    assert_eq!(dp.workers_alive(), dp.workers_started());
     Node {
         shared,
         dp,
         mac: iface.mac,
     }
+}
+
+/// Whether the lab runs AF_XDP (some tests assert what differs, e.g. GSO).
+pub fn cfg_io_is_xdp() -> bool {
+    lab_io() == IoMode::AfXdp
 }
 
 pub fn backend_counts(shared: &Shared, farm: &str) -> (u64, u64) {

@@ -24,6 +24,9 @@ pub enum Role {
     Backend,
     /// A client (`c1`, 198.18.0.31, ...).
     Client,
+    /// Another load balancer to compare against (`x1`, 198.18.0.1, ...): holds no dsrlb,
+    /// see [`crate::nftlb`].
+    OtherLb,
 }
 
 /// Numbers the log files of one lab so a restarted program never overwrites its old log.

@@ -123,7 +123,7 @@ pub const PEER_PORT: u16 = 7100;
 pub const ADMIN_PORT: u16 = 7101;
 
 /// How a lab node is configured beyond its farms.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct NodeOptions {
     /// Votes but never owns a VIP.
     pub witness: bool,
@@ -134,6 +134,27 @@ pub struct NodeOptions {
     /// Members that are not lab nodes, as `(id, address)`: a `dsrlb witness` in another
     /// host ([`Lab::spawn_witness`]).
     pub extra_members: Vec<(u64, std::net::Ipv4Addr)>,
+    /// `[datapath] io`: by default [`lab_io`], so one environment variable runs every lab
+    /// test on the other I/O backend.
+    pub io: String,
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        NodeOptions {
+            witness: false,
+            cluster_extra: String::new(),
+            datapath_extra: String::new(),
+            extra_members: Vec::new(),
+            io: lab_io(),
+        }
+    }
+}
+
+/// The I/O backend lab nodes run: `DSRLB_LAB_IO` (`af_packet`, `af_xdp` or `auto`), else
+/// `af_packet`. CI runs the lab and chaos tests once per backend with it.
+pub fn lab_io() -> String {
+    std::env::var("DSRLB_LAB_IO").unwrap_or_else(|_| "af_packet".to_owned())
 }
 
 impl Lab {
@@ -173,13 +194,14 @@ impl Lab {
         // Writing into a String cannot fail.
         let _ = write!(
             c,
-            "[node]\nid = {}\ndata_dir = {:?}\n\n[datapath]\ninterface = {:?}\nworkers = 2\n{}\n\
+            "[node]\nid = {}\ndata_dir = {:?}\n\n[datapath]\ninterface = {:?}\nworkers = 2\nio = {:?}\n{}\n\
              [metrics]\nlisten = \"127.0.0.1:{METRICS_PORT}\"\n\n\
              [admin]\nlisten = \"{}:{ADMIN_PORT}\"\ntoken_file = {:?}\n\n\
              [cluster]\nlisten = \"{}:{PEER_PORT}\"\nwitness = {}\n{}\n",
             i + 1,
             data_dir.display().to_string(),
             node.ifname,
+            opts.io,
             opts.datapath_extra,
             node.ip,
             self.admin_token_file()?.display().to_string(),
@@ -339,7 +361,18 @@ impl Lab {
         dsrlb: &Path,
         farms: &[LabFarm],
     ) -> Result<LabProcess, LabError> {
-        let mut procs = vec![self.spawn_node(i, dsrlb, farms, &NodeOptions::default())?];
+        self.start_node_with(i, dsrlb, farms, &NodeOptions::default())
+    }
+
+    /// [`Lab::start_node`] with options.
+    pub fn start_node_with(
+        &self,
+        i: usize,
+        dsrlb: &Path,
+        farms: &[LabFarm],
+        opts: &NodeOptions,
+    ) -> Result<LabProcess, LabError> {
+        let mut procs = vec![self.spawn_node(i, dsrlb, farms, opts)?];
         self.wait_ready(&mut procs, &[i], farms, Duration::from_secs(15))?;
         Ok(procs.pop().expect("one process"))
     }

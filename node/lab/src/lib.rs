@@ -18,6 +18,7 @@
 //! - [`pattern`]: the `i % 251` byte pattern every transfer is checked against.
 //! - [`ctl`]: runs this build's `dsrctl` binary here or in a host, capturing its output.
 //! - [`env`]: whether a lab can run here (`DSRLB_REQUIRE_LAB`), where the binaries are.
+//! - [`nftlb`]: nftlb as a DSR director in an [`Role::OtherLb`] host, the benchmark's anchor.
 //! - [`lbnode`] and [`cluster`]: dsrlb nodes in the lab; [`ClusterLab`] runs them as one
 //!   cluster and kills, restarts and watches them (cluster tests and the chaos suite).
 //!
@@ -46,6 +47,7 @@ pub mod host;
 pub mod lbnode;
 pub mod load;
 mod netns;
+pub mod nftlb;
 mod packet_socket;
 pub mod pattern;
 mod process;
@@ -62,7 +64,7 @@ pub use cluster::{ClusterLab, wait_for};
 pub use env::{binary, can_run};
 pub use error::LabError;
 pub use host::{Host, MacAddr, Role};
-pub use lbnode::{LabFarm, METRICS_PORT, Metrics, NodeOptions, PEER_PORT, scrape};
+pub use lbnode::{LabFarm, METRICS_PORT, Metrics, NodeOptions, PEER_PORT, lab_io, scrape};
 pub use load::{LoadReport, LoadSpec, load, load_with};
 pub use process::LabProcess;
 pub use procs::{BACKEND_HTTP_PORT, BACKEND_READY_TIMEOUT, BACKEND_UDP_PORT};

@@ -35,6 +35,10 @@ pub struct LabSpec {
     pub clients: usize,
     /// Extra source addresses on client 0 (198.18.0.41..), for persistence tests.
     pub client_extra_ips: usize,
+    /// Hosts for another load balancer (`x1`.., 198.18.0.1..), e.g. nftlb in the benchmark.
+    /// They start with their cable pulled ([`Lab::set_cable`]), so they never share the
+    /// segment with a dsrlb node unless the caller plugs them in.
+    pub other_lbs: usize,
     /// The virtual IP; assigned to no node, held on `lo` by the backends.
     pub vip: Ipv4Addr,
 }
@@ -46,6 +50,7 @@ impl Default for LabSpec {
             backends: 2,
             clients: 1,
             client_extra_ips: 0,
+            other_lbs: 0,
             vip: DEFAULT_VIP,
         }
     }
@@ -58,6 +63,7 @@ impl LabSpec {
             ("nodes", self.nodes),
             ("backends", self.backends),
             ("clients", self.clients),
+            ("other_lbs", self.other_lbs),
         ] {
             if n > MAX_PER_ROLE {
                 return Err(LabError::Spec(format!(
@@ -99,6 +105,7 @@ pub struct Lab {
     nodes: Vec<Host>,
     pub(super) backends: Vec<Host>,
     clients: Vec<Host>,
+    other_lbs: Vec<Host>,
     extra_ips: Vec<Ipv4Addr>,
     /// Every namespace we created, switch first, so teardown can undo a half-built lab.
     created: Vec<String>,
@@ -148,6 +155,7 @@ impl Lab {
             nodes: Vec::new(),
             backends: Vec::new(),
             clients: Vec::new(),
+            other_lbs: Vec::new(),
             extra_ips: Vec::new(),
             created: Vec::new(),
             dir_created: false,
@@ -198,6 +206,7 @@ impl Lab {
             (Role::Node, spec.nodes, 'n', 11u8),
             (Role::Backend, spec.backends, 'b', 21),
             (Role::Client, spec.clients, 'c', 31),
+            (Role::OtherLb, spec.other_lbs, 'x', 1),
         ] {
             for i in 0..count {
                 let octet = first + i as u8;
@@ -214,6 +223,10 @@ impl Lab {
                     Role::Node => self.nodes.push(host),
                     Role::Backend => self.backends.push(host),
                     Role::Client => self.clients.push(host),
+                    Role::OtherLb => {
+                        self.set_cable(&host, false)?;
+                        self.other_lbs.push(host);
+                    }
                 }
             }
         }
@@ -322,9 +335,17 @@ impl Lab {
     pub fn clients(&self) -> &[Host] {
         &self.clients
     }
-    /// Every host, nodes then backends then clients.
+    /// Hosts for another load balancer, `x1` first (see [`LabSpec::other_lbs`]).
+    pub fn other_lbs(&self) -> &[Host] {
+        &self.other_lbs
+    }
+    /// Every host, nodes then backends then clients, then other load balancers.
     pub fn hosts(&self) -> impl Iterator<Item = &Host> {
-        self.nodes.iter().chain(&self.backends).chain(&self.clients)
+        self.nodes
+            .iter()
+            .chain(&self.backends)
+            .chain(&self.clients)
+            .chain(&self.other_lbs)
     }
     /// Extra source addresses held by client 0.
     pub fn client_extra_ips(&self) -> &[Ipv4Addr] {

@@ -36,7 +36,8 @@ impl Lab {
         Ok(c)
     }
 
-    fn witness_data_dir(&self, host: &Host) -> PathBuf {
+    /// Where the witness on `host` keeps its Raft log.
+    pub fn witness_data_dir(&self, host: &Host) -> PathBuf {
         self.dir().join(format!("{}-witness-data", host.name))
     }
 

@@ -145,6 +145,9 @@ pub struct RawDatapath {
     pub interface: String,
     /// Packet worker threads; 0 = one per CPU.
     pub workers: usize,
+    /// The I/O backend: "auto" (AF_XDP where the interface takes native XDP, else
+    /// AF_PACKET), "af_packet" or "af_xdp".
+    pub io: String,
     /// Gratuitous ARPs sent per VIP when this node becomes the owner.
     pub garp_count: u32,
     /// Gap between those gratuitous ARPs.
@@ -166,6 +169,7 @@ impl Default for RawDatapath {
         RawDatapath {
             interface: "eth0".into(),
             workers: 0,
+            io: "auto".into(),
             garp_count: 3,
             garp_interval_ms: 100,
             garp_refresh: "0s".into(),

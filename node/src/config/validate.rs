@@ -101,6 +101,7 @@ pub struct SegmentArbiter {
 pub struct DatapathSettings {
     pub interface: String,
     pub workers: usize,
+    pub io: datapath::IoMode,
     pub garp_count: u32,
     pub garp_interval: Duration,
     /// `None`: no announcements after the takeover burst.
@@ -339,8 +340,8 @@ impl RawConfig {
             return Err(ConfigError::invalid(
                 "cluster.lease_ms",
                 format!(
-                    "{} is below 3 heartbeat intervals ({} ms: the leader sends one every \
-                     heartbeat_ms = {} ms); one late heartbeat would drop ownership",
+                    "{} is below 3 real heartbeat intervals ({} ms: openraft sends one every \
+                     1.5 × heartbeat_ms = {} ms); one late heartbeat would drop ownership",
                     c.lease_ms,
                     shortest.as_millis(),
                     cluster::real_heartbeat(Duration::from_millis(c.heartbeat_ms)).as_millis()
@@ -413,6 +414,12 @@ impl RawConfig {
                 "must be at most 256",
             ));
         }
+        let io = datapath::IoMode::parse(&d.io).ok_or_else(|| {
+            ConfigError::invalid(
+                "datapath.io",
+                format!("{:?} must be \"auto\", \"af_packet\" or \"af_xdp\"", d.io),
+            )
+        })?;
         if d.garp_count == 0 || d.garp_count > 100 {
             return Err(ConfigError::invalid("datapath.garp_count", "must be 1-100"));
         }
@@ -472,6 +479,7 @@ impl RawConfig {
         Ok(DatapathSettings {
             interface: d.interface.clone(),
             workers: d.workers,
+            io,
             garp_count: d.garp_count,
             garp_interval: Duration::from_millis(d.garp_interval_ms),
             garp_refresh: (!garp_refresh.is_zero()).then_some(garp_refresh),

@@ -207,6 +207,28 @@ fn a_pair_with_a_witness_on_a_backend_fails_over_and_outlives_the_witness() {
         c.logs()
     );
     assert!(scrape(&witness).is_ok(), "the witness serves no metrics");
+    // What a witness costs (docs/design.md#witness quotes it): resident memory and disk.
+    let pid = c
+        .external_witness
+        .as_ref()
+        .and_then(|w| w.proc.as_ref())
+        .map(|p| p.pid());
+    let rss = pid
+        .and_then(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .map(str::to_owned)
+        });
+    let disk: u64 = std::fs::read_dir(c.lab.witness_data_dir(&witness))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0);
+    eprintln!("pair+witness: witness {rss:?}, data dir {disk} bytes");
     // ...and its vote counts again: the owner can die once more.
     c.kill(other);
     let owner = c.wait_owner(&[first], Duration::from_secs(10));

@@ -62,12 +62,23 @@ fn replies_bypass_the_node_and_bulk_transfers_are_intact() {
         .filter(|f| f.ipv4.is_some_and(|ip| ip.src == vip))
         .count();
     assert_eq!(vip_to_client_at_node, 0, "the node saw reply traffic");
-    assert!(
-        node_frames
-            .iter()
-            .any(|f| f.ipv4.is_some_and(|ip| ip.dst == vip)),
-        "the capture at the node saw no client→VIP traffic at all"
-    );
+    if lab::lab_io() == "af_xdp" {
+        // XDP steers client→VIP frames to the AF_XDP socket before any tap, and the socket's
+        // transmits skip the taps too; a reply frame at the node would not be steered (it is
+        // not to a VIP), so the capture still sees it — it saw the node's other traffic.
+        assert!(
+            !node_frames.is_empty(),
+            "the capture at the node saw nothing at all"
+        );
+        assert!(forwarded > 0.0, "the node forwarded nothing");
+    } else {
+        assert!(
+            node_frames
+                .iter()
+                .any(|f| f.ipv4.is_some_and(|ip| ip.dst == vip)),
+            "the capture at the node saw no client→VIP traffic at all"
+        );
+    }
 
     let replies: Vec<_> = client_frames
         .iter()

@@ -53,6 +53,7 @@ fn a_non_owner_answers_no_arp_and_forwards_nothing() {
         let shared = shared.clone();
         let mut cfg = DatapathConfig::new(node.ifname.clone());
         cfg.workers = 1;
+        cfg.io = datapath::IoMode::parse(&lab::lab_io()).expect("DSRLB_LAB_IO names an I/O mode");
         // Worker threads inherit the namespace of the thread that starts them.
         node.run(move || Datapath::start(cfg, shared))
             .expect("datapath starts")

@@ -106,20 +106,25 @@ pub struct SendRun {
 }
 
 /// Sends `payload`-byte datagrams to `dst` from `threads` threads for `dur`, each thread
-/// cycling over `flows` connected sockets (distinct source ports, so distinct flows).
+/// cycling over `flows` connected sockets (distinct source ports, so distinct flows); as
+/// fast as they can, or paced to `rate` datagrams per second in all.
 pub fn udp_send(
     dst: SocketAddr,
     payload: usize,
     threads: usize,
     flows: usize,
     dur: Duration,
+    rate: Option<f64>,
 ) -> SendRun {
     let start = Instant::now();
     let deadline = start + dur;
     let mut total = SendRun::default();
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads.max(1))
-            .map(|_| scope.spawn(move || sender(dst, payload, flows.max(1), deadline)))
+            .map(|_| {
+                let per_thread = rate.map(|r| r / threads.max(1) as f64);
+                scope.spawn(move || sender(dst, payload, flows.max(1), deadline, per_thread))
+            })
             .collect();
         for h in handles {
             let part = h.join().unwrap_or_else(|_| SendRun {
@@ -139,7 +144,14 @@ pub fn udp_send(
     total
 }
 
-fn sender(dst: SocketAddr, payload: usize, flows: usize, deadline: Instant) -> SendRun {
+fn sender(
+    dst: SocketAddr,
+    payload: usize,
+    flows: usize,
+    deadline: Instant,
+    rate: Option<f64>,
+) -> SendRun {
+    let start = Instant::now();
     let mut run = SendRun::default();
     let socks: Result<Vec<UdpSocket>, std::io::Error> = (0..flows)
         .map(|_| {
@@ -177,6 +189,19 @@ fn sender(dst: SocketAddr, payload: usize, flows: usize, deadline: Instant) -> S
     'run: while Instant::now() < deadline && calls < MAX_SEND_CALLS {
         for s in &socks {
             calls += 1;
+            // Paced: sleep until the datagrams sent so far are due (batches of 64 at a
+            // steady average rate; the sleeps are what keeps the offered load below
+            // capacity).
+            if let Some(r) = rate.filter(|r| *r > 0.0) {
+                let due = start + Duration::from_secs_f64(run.datagrams as f64 / r);
+                let now = Instant::now();
+                if due >= deadline {
+                    break 'run;
+                }
+                if due > now {
+                    std::thread::sleep(due - now);
+                }
+            }
             // SAFETY: `msgs` holds SEND_BATCH headers with no address (the socket is
             // connected) whose iovec points at `data`; `msgs`, `iov` and `data` outlive
             // the call and nothing else touches them during it.
@@ -274,11 +299,7 @@ pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     let path = format!("/proc/{pid}/stat");
     let text = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
     let ticks = parse_stat_ticks(&text).with_context(|| format!("parse {path}"))?;
-    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .context("sysconf(_SC_CLK_TCK)")?
-        .filter(|&hz| hz > 0)
-        .context("sysconf(_SC_CLK_TCK) has no value")?;
-    Ok(ticks as f64 / hz as f64)
+    Ok(ticks as f64 / clock_ticks()?)
 }
 
 /// Voluntary context switches of every thread of process `pid`: for a datapath worker,
@@ -302,6 +323,55 @@ pub fn voluntary_switches(pid: u32) -> anyhow::Result<u64> {
             .with_context(|| format!("no voluntary_ctxt_switches in {}", path.display()))?;
     }
     Ok(total)
+}
+
+/// Machine-wide CPU time from `/proc/stat`, in seconds summed over every CPU.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MachineCpu {
+    /// user + nice + system + irq + softirq + steal.
+    pub busy: f64,
+    /// softirq alone: where an in-kernel forwarder (nftlb) and the veth hand-offs run.
+    pub softirq: f64,
+}
+
+impl std::ops::Sub for MachineCpu {
+    type Output = MachineCpu;
+    fn sub(self, o: MachineCpu) -> MachineCpu {
+        MachineCpu {
+            busy: self.busy - o.busy,
+            softirq: self.softirq - o.softirq,
+        }
+    }
+}
+
+/// Reads the machine's CPU times (all namespaces share them).
+pub fn machine_cpu() -> anyhow::Result<MachineCpu> {
+    let text = std::fs::read_to_string("/proc/stat").context("read /proc/stat")?;
+    let hz = clock_ticks()?;
+    parse_proc_stat(&text, hz).context("parse /proc/stat")
+}
+
+fn parse_proc_stat(text: &str, hz: f64) -> Option<MachineCpu> {
+    let line = text.lines().find_map(|l| l.strip_prefix("cpu "))?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    // user nice system idle iowait irq softirq steal
+    let busy = f.first()? + f.get(1)? + f.get(2)? + f.get(5)? + f.get(6)? + f.get(7)?;
+    Some(MachineCpu {
+        busy: busy as f64 / hz,
+        softirq: *f.get(6)? as f64 / hz,
+    })
+}
+
+fn clock_ticks() -> anyhow::Result<f64> {
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .context("sysconf(_SC_CLK_TCK)")?
+        .filter(|&hz| hz > 0)
+        .context("sysconf(_SC_CLK_TCK) has no value")?;
+    Ok(hz as f64)
 }
 
 /// utime + stime (fields 14 and 15) of a `/proc/<pid>/stat` line. The command name may
@@ -347,6 +417,18 @@ mod tests {
         let c = parse_net_dev(text, "eth0").expect("eth0 found");
         assert_eq!((c.rx_packets, c.rx_dropped, c.tx_packets), (10, 3, 20));
         assert!(parse_net_dev(text, "eth1").is_none());
+    }
+
+    #[test]
+    fn proc_stat_busy_and_softirq() {
+        let text = "cpu  100 5 50 1000 7 3 40 2 0 0\ncpu0 1 1 1 1 1 1 1 1 0 0\n";
+        let c = parse_proc_stat(text, 100.0).expect("parses");
+        assert!(
+            (c.busy - 2.0).abs() < 1e-9,
+            "100+5+50+3+40+2 ticks at 100 Hz"
+        );
+        assert!((c.softirq - 0.4).abs() < 1e-9);
+        assert!(parse_proc_stat("intr 1 2\n", 100.0).is_none());
     }
 
     #[test]
