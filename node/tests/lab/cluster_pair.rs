@@ -41,14 +41,16 @@ fn a_pair_without_a_witness_is_refused_unless_allowed_and_then_warned_about() {
     let farms = web_and_echo(2);
 
     // Refused by check-config and by run, naming the key and the way out.
-    let text = lab.node_config(0, &farms).expect("config");
     let path = lab.dir().join("pair-n1.toml");
-    std::fs::write(&path, &text).expect("write config");
-    let out = std::process::Command::new(dsrlb())
-        .args(["check-config", "--config"])
-        .arg(&path)
-        .output()
-        .expect("check-config runs");
+    let check = |text: &str| {
+        std::fs::write(&path, text).expect("write config");
+        std::process::Command::new(dsrlb())
+            .args(["check-config", "--config"])
+            .arg(&path)
+            .output()
+            .expect("check-config runs")
+    };
+    let out = check(&lab.node_config(0, &farms).expect("config"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
         out.status.code(),
@@ -76,13 +78,7 @@ fn a_pair_without_a_witness_is_refused_unless_allowed_and_then_warned_about() {
         cluster_extra: "allow_no_failover = true".into(),
         ..NodeOptions::default()
     };
-    let text = lab.node_config_with(0, &farms, &allowed).expect("config");
-    std::fs::write(&path, &text).expect("write config");
-    let out = std::process::Command::new(dsrlb())
-        .args(["check-config", "--config"])
-        .arg(&path)
-        .output()
-        .expect("check-config runs");
+    let out = check(&lab.node_config_with(0, &farms, &allowed).expect("config"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     assert!(

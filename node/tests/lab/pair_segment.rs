@@ -39,6 +39,10 @@ fn options() -> NodeOptions {
 
 impl Pair {
     fn start() -> Pair {
+        Pair::start_with(web_and_echo(2))
+    }
+
+    fn start_with(farms: Vec<LabFarm>) -> Pair {
         let mut lab = Lab::build(&LabSpec {
             nodes: 2,
             backends: 2,
@@ -47,7 +51,6 @@ impl Pair {
         })
         .expect("lab builds");
         lab.start_backends(dsrlb()).expect("backends start");
-        let farms = web_and_echo(2);
         let mut procs = Vec::new();
         for i in 0..2 {
             procs.push(
@@ -374,5 +377,80 @@ fn a_pulled_owner_cable_moves_the_vip_and_plugging_it_back_leaves_one_owner() {
     assert!(
         late.iter().all(|m| *m == final_mac),
         "another MAC still claims the VIP"
+    );
+}
+
+/// While it owns by the segment the survivor cannot commit, yet it must keep judging
+/// backends and pinning clients: its own health verdicts and new pins apply to its own
+/// tables only (docs/design.md#pair-segment), and the peer's return drops them for the log.
+#[test]
+fn without_a_quorum_the_survivor_applies_its_own_verdicts_and_pins() {
+    if !can_run_lab() {
+        return;
+    }
+    let mut web = LabFarm::new("web", "tcp", lab::BACKEND_HTTP_PORT, &[0, 1]);
+    web.check = Some((200, 1, 2));
+    let web = web.with_persistence("60s");
+    let mut p = Pair::start_with(vec![web]);
+    let old = p.owner();
+    let survivor = 1 - old;
+    let client = p.lab.clients()[0].clone();
+    let addr = p.web();
+    p.kill(old);
+    let owns = wait_for(Duration::from_secs(5), || {
+        (p.arbiter(survivor) == Some("segment")).then_some(())
+    });
+    assert!(
+        owns.is_some(),
+        "the survivor did not take over\n{}",
+        p.logs()
+    );
+    let metrics = |p: &Pair| lab::scrape(&p.lab.nodes()[survivor]).expect("scrape");
+    let before = metrics(&p);
+    let local_before = before.sum("dsrlb_persistence_local_writes_total");
+
+    // A new client is pinned, locally: into this node's mirror, not the replicated table
+    // (`dsrlb_persistence_entries`), which no commit can reach now.
+    let entries = before.get("dsrlb_persistence_entries", &[("farm", "web")]);
+    assert!(
+        client.run(|| served(addr)).is_some(),
+        "not served by the survivor"
+    );
+    let pinned = wait_for(Duration::from_secs(3), || {
+        let m = metrics(&p);
+        (m.sum("dsrlb_persistence_local_writes_total") > local_before
+            && m.get("dsrlb_persistence_entries", &[("farm", "web")]) == entries)
+            .then_some(())
+    });
+    assert!(
+        pinned.is_some(),
+        "no local pin while owning by the segment\n{}",
+        p.logs()
+    );
+
+    // A backend dies: the survivor's own check takes it out of its table and the client,
+    // whose pin named it or not, is served by the other one.
+    p.lab.stop_backend(0).expect("stop b1");
+    let judged = wait_for(Duration::from_secs(5), || {
+        let m = metrics(&p);
+        (m.get("dsrlb_backend_up", &[("farm", "web"), ("backend", "b1")]) == 0.0
+            && m.get("dsrlb_backend_up", &[("farm", "web"), ("backend", "b2")]) == 1.0)
+            .then_some(())
+    });
+    assert!(
+        judged.is_some(),
+        "the survivor's health verdict did not apply locally\n{}",
+        p.logs()
+    );
+    let answer = client.run(|| served(addr));
+    assert_eq!(
+        answer.as_deref(),
+        Some("b2"),
+        "not served by the healthy backend"
+    );
+    assert_eq!(
+        p.arbiter(survivor),
+        Some("segment"),
+        "ownership moved meanwhile"
     );
 }
