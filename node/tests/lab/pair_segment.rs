@@ -325,14 +325,18 @@ fn a_pulled_owner_cable_moves_the_vip_and_plugging_it_back_leaves_one_owner() {
         took_over - cut_at
     );
     assert_eq!(other_arbiter, Some("segment"));
-    let one = one.unwrap_or_else(|| panic!("never one owner after plugging\n{}", p.logs()));
-    assert_eq!(final_owners, vec![one], "owners changed after settling");
+    one.unwrap_or_else(|| panic!("never one owner after plugging\n{}", p.logs()));
+    // One owner at the end; not necessarily the first quorum owner: the election that
+    // follows the peer's return may hand the VIP over (one MAC after the other).
+    let [last] = final_owners.as_slice() else {
+        panic!("not one owner at the end: {final_owners:?}\n{}", p.logs());
+    };
 
     // On the wire: after the plug, the last client probe round answered by two MACs went
     // out within one probe interval and one loop tick (plus scheduling slack) of the plug.
     // (The owner that stays may hand over to the other later, under the election that
     // follows the peer's return: that is one MAC after the other, not two at once.)
-    let final_mac = p.lab.nodes()[one].mac;
+    let final_mac = p.lab.nodes()[*last].mac;
     let claims = log.claims(&frames);
     let timeline: Vec<String> = claims
         .iter()
@@ -364,10 +368,12 @@ fn a_pulled_owner_cable_moves_the_vip_and_plugging_it_back_leaves_one_owner() {
         dual <= PROBE_INTERVAL + TICK + SLACK,
         "two owners met for {dual:?} after the segment healed (bound: one probe interval)"
     );
-    // And one MAC answers the client at the end.
+    // And one MAC, the last owner's, answers the client at the end (the last 300 ms of
+    // probing).
+    let end = log.rounds.last().copied().unwrap_or(plugged_at);
     let late: Vec<_> = claims
         .iter()
-        .filter(|c| c.at > plugged_at + Duration::from_millis(1000))
+        .filter(|c| c.at + Duration::from_millis(300) > end && c.at > plugged_at)
         .map(|c| c.mac)
         .collect();
     assert!(
