@@ -188,13 +188,7 @@ impl Collector for NodeMetrics {
             let labels = [("farm", farm.as_str()), ("backend", backend.as_str())];
             ConstGauge::new(i64::from(*is_up)).encode(up.encode_family(&labels)?)?;
         }
-        let term = ConstGauge::new(self.term.load(Ordering::Relaxed) as i64);
-        term.encode(encoder.encode_descriptor(
-            "dsrlb_raft_term",
-            "Current Raft term",
-            None,
-            term.metric_type(),
-        )?)?;
+        encode_term(&mut encoder, self.term.load(Ordering::Relaxed))?;
         let takeovers = ConstCounter::new(self.takeovers.load(Ordering::Relaxed));
         takeovers.encode(encoder.encode_descriptor(
             "dsrlb_takeovers",
@@ -353,6 +347,20 @@ impl NodeMetrics {
         )?)?;
         Ok(())
     }
+}
+
+/// `dsrlb_raft_term`; a witness exports it too.
+pub(crate) fn encode_term(
+    encoder: &mut DescriptorEncoder,
+    term: u64,
+) -> Result<(), std::fmt::Error> {
+    let term = ConstGauge::new(term as i64);
+    term.encode(encoder.encode_descriptor(
+        "dsrlb_raft_term",
+        "Current Raft term",
+        None,
+        term.metric_type(),
+    )?)
 }
 
 /// `dsrlb_persistence_entries`, per farm; a witness exports it too (it holds the table).

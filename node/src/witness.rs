@@ -97,13 +97,8 @@ impl Collector for WitnessMetrics {
             None,
             owner.metric_type(),
         )?)?;
-        let term = ConstGauge::new(self.cluster.raft_metrics().borrow().current_term as i64);
-        term.encode(encoder.encode_descriptor(
-            "dsrlb_raft_term",
-            "Current Raft term",
-            None,
-            term.metric_type(),
-        )?)?;
+        let term = self.cluster.raft_metrics().borrow().current_term;
+        metrics::encode_term(&mut encoder, term)?;
         let counts = self.cluster.pins().lock().counts();
         metrics::encode_pin_counts(&mut encoder, &counts)
     }

@@ -54,17 +54,24 @@ impl ConfigError {
 
 /// Reads, parses and validates a config file; a node never starts on a partial config.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let (text, syntax) = read(path)?;
+    parse(&text).map_err(|e| match e {
+        ConfigError::Syntax { message, .. } => syntax(message),
+        other => other,
+    })
+}
+
+/// The file's text, and how a syntax error in it is reported (naming the file).
+fn read(path: &Path) -> Result<(String, impl Fn(String) -> ConfigError), ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.display().to_string(),
         source,
     })?;
-    parse(&text).map_err(|e| match e {
-        ConfigError::Syntax { message, .. } => ConfigError::Syntax {
-            path: path.display().to_string(),
-            message,
-        },
-        other => other,
-    })
+    let shown = path.display().to_string();
+    Ok((text, move |message| ConfigError::Syntax {
+        path: shown.clone(),
+        message,
+    }))
 }
 
 /// What a config file makes this process: a full node, or a witness.
@@ -83,14 +90,7 @@ pub enum Loaded {
 /// Reads and validates a config file as a witness's (when `witness` is set, or the file says
 /// `[cluster] witness = true`) or as a full node's.
 pub fn load_role(path: &Path, witness: bool) -> Result<Loaded, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
-    let syntax = |message: String| ConfigError::Syntax {
-        path: path.display().to_string(),
-        message,
-    };
+    let (text, syntax) = read(path)?;
     let raw: RawConfig = toml::from_str(&text).map_err(|e| syntax(e.to_string()))?;
     if !(witness || raw.cluster.witness) {
         return raw.validate().map(Loaded::Node);
