@@ -164,6 +164,12 @@ pub(crate) fn patience(lease: Duration, step: Duration, rank: u32) -> Duration {
     lease + step / 4 + step * rank
 }
 
+/// Whether the vote changed (a heartbeat, or a vote for someone) within the last `round`,
+/// given how long ago it last changed; `None` (no record) has not moved.
+fn moved_during(since: Option<Duration>, round: Duration) -> bool {
+    since.is_some_and(|s| s < round)
+}
+
 /// Asks every other voter for a pre-vote; true once a quorum (this node included) granted.
 async fn pre_vote(
     shared: &Arc<Shared>,
@@ -259,8 +265,23 @@ pub(crate) async fn elector(shared: Arc<Shared>, mut stop: watch::Receiver<bool>
                     continue;
                 }
             };
+            let round = Instant::now();
             if !pre_vote(&shared, &voters, last).await {
                 not_before = Instant::now() + step;
+                continue;
+            }
+            // The round can take up to a lease on a starved machine. If this node voted for
+            // another candidate or heard a leader meanwhile, the yeses are stale: electing now
+            // would raise the term over a leader this node just helped elect and depose it.
+            let Some(after) = vote_view(&shared).await else {
+                return;
+            };
+            if moved_during(after.since, round.elapsed()) {
+                tracing::info!(
+                    node = shared.id,
+                    voted_for = ?after.voted_for,
+                    "the vote moved during the pre-vote round; not campaigning"
+                );
                 continue;
             }
         }
@@ -294,6 +315,16 @@ mod tests {
         // A witness comes after every LB node, whatever its id.
         assert_eq!(rank(2, &voters, Some(3), true), 4);
         assert!(rank(2, &voters, Some(3), true) > rank(1, &voters, Some(3), false));
+    }
+
+    #[test]
+    fn a_vote_changed_inside_the_pre_vote_round_cancels_the_election() {
+        let round = Duration::from_millis(40);
+        // Voted for another candidate 5 ms ago, while our round ran for 40 ms.
+        assert!(moved_during(Some(Duration::from_millis(5)), round));
+        // Last change long before the round started: the silence still holds.
+        assert!(!moved_during(Some(Duration::from_millis(400)), round));
+        assert!(!moved_during(None, round));
     }
 
     #[test]
