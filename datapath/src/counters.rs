@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::flow::FlowCounts;
+
 /// Why a frame was not forwarded. The discriminant indexes the per-worker counter block.
 #[repr(usize)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -174,6 +176,53 @@ impl DropCounters {
     /// Every reason with its total, in [`DropReason::ALL`] order.
     pub fn snapshot(&self) -> Vec<(DropReason, u64)> {
         DropReason::ALL.iter().map(|&r| (r, self.get(r))).collect()
+    }
+}
+
+/// The flow tables' numbers ([`crate::flow::FlowCounts`]), one padded slot per worker. A
+/// worker stores its own table's totals once per batch (its table is private, so plain
+/// stores suffice); readers sum the slots.
+#[derive(Debug)]
+pub struct FlowCounters {
+    workers: Box<[Padded<[AtomicU64; 4]>]>,
+}
+
+impl FlowCounters {
+    /// Counters for `workers` workers (at least one slot).
+    pub fn new(workers: usize) -> Self {
+        FlowCounters {
+            workers: slots(workers),
+        }
+    }
+
+    /// Publishes `worker`'s current totals.
+    #[inline]
+    pub fn store(&self, worker: usize, c: &FlowCounts) {
+        let s = slot(&self.workers, worker);
+        for (cell, v) in s.iter().zip([
+            c.entries,
+            c.evicted_half_open,
+            c.evicted_established,
+            c.full,
+        ]) {
+            cell.store(v, Ordering::Relaxed);
+        }
+    }
+
+    /// The sum over all workers.
+    pub fn total(&self) -> FlowCounts {
+        let sum = |i: usize| -> u64 {
+            self.workers
+                .iter()
+                .map(|w| w.0[i].load(Ordering::Relaxed))
+                .sum()
+        };
+        FlowCounts {
+            entries: sum(0),
+            evicted_half_open: sum(1),
+            evicted_established: sum(2),
+            full: sum(3),
+        }
     }
 }
 

@@ -1,10 +1,20 @@
 //! Flow keys, their deterministic hash, and the per-worker flow table.
 //!
 //! The table is a set-associative cache: `capacity / WAYS` buckets of [`WAYS`] entries,
-//! allocated once. A lookup touches one bucket (two cache lines); an insert replaces the
-//! same key, else a free or idle entry, else the entry seen longest ago in that bucket —
-//! an approximate LRU with O(1) work and no allocation. Entries older than the idle
-//! timeout count as misses.
+//! allocated once. A lookup touches one bucket; entries older than the idle timeout count
+//! as misses. An insert replaces the same key, else a free or idle entry, else evicts by
+//! class, a two-segment LRU (the SLRU idea) inside the bucket:
+//! - a **half-open** entry (made by a TCP SYN, or a flow's first UDP datagram) is evicted
+//!   first, the one seen longest ago;
+//! - an **established** entry (the flow sent more than that: the client can receive) is
+//!   evicted only to make room for another established flow, never for a half-open one.
+//!   A half-open flow that finds its bucket full of established flows is forwarded without
+//!   an entry (counted as `full`); its next packet, established, gets one.
+//!
+//! So a spoofed-source SYN flood churns only half-open entries: it can never push out an
+//! idle established connection, whose backend might no longer be Maglev's pick (drained).
+//! All of it is O(WAYS) work with no allocation; idle entries are freed by a sweep the
+//! worker runs a few buckets at a time, which keeps [`FlowCounts::entries`] honest.
 
 use std::net::Ipv4Addr;
 
@@ -16,6 +26,11 @@ const FLOW_SEED: u64 = 0x6473_726c_625f_666c; // "dsrlb_fl"
 
 /// Entries per bucket.
 pub const WAYS: usize = 8;
+
+/// Buckets a worker sweeps after each batch, and per idle poll interval (~100 ms): the
+/// default table (8192 buckets per worker) is swept in 3.2 s when idle, and faster under load.
+pub(crate) const SWEEP_PER_BATCH: usize = 2;
+pub(crate) const SWEEP_IDLE: usize = 256;
 
 /// What identifies a flow: the 5-tuple, or the 3-tuple for fragmented datagrams.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
@@ -80,9 +95,10 @@ const FREE: u32 = u32::MAX;
 struct Entry {
     key: FlowKey,
     backend: u32,
-    /// The caller's own mark (the processor: when the flow's pin was last looked at). Sits
-    /// in what would be padding, so an entry stays 32 bytes.
-    mark: u32,
+    /// The caller's own mark (the processor: when the flow's pin was last looked at). With
+    /// `established` it sits in what would be padding, so an entry stays 32 bytes.
+    mark: u16,
+    established: bool,
     last_seen: u64,
 }
 
@@ -97,8 +113,40 @@ const EMPTY: Entry = Entry {
     },
     backend: FREE,
     mark: 0,
+    established: false,
     last_seen: 0,
 };
+
+/// What a worker's flow table did, for the metrics (plain numbers: the table is private to
+/// its worker, which publishes them once per batch).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowCounts {
+    /// Entries in use: flows seen within the idle timeout, give or take one sweep.
+    pub entries: u64,
+    /// Half-open entries pushed out by another new flow.
+    pub evicted_half_open: u64,
+    /// Established entries pushed out by another established flow.
+    pub evicted_established: u64,
+    /// Half-open flows forwarded without an entry: their bucket held only established flows.
+    pub full: u64,
+}
+
+/// A live entry found by [`FlowTable::lookup`].
+#[derive(Debug)]
+pub struct Hit<'a> {
+    pub backend: u32,
+    /// The caller's mark, to read and update.
+    pub mark: &'a mut u16,
+    established: &'a mut bool,
+}
+
+impl Hit<'_> {
+    /// Marks the flow established; true if it was half-open until now.
+    #[inline]
+    pub fn establish(&mut self) -> bool {
+        !std::mem::replace(self.established, true)
+    }
+}
 
 /// A bounded flow → backend-id cache for one worker.
 #[derive(Debug)]
@@ -106,6 +154,9 @@ pub struct FlowTable {
     entries: Box<[Entry]>,
     bucket_mask: usize,
     idle_ns: u64,
+    counts: FlowCounts,
+    /// The next bucket the sweep looks at.
+    sweep_at: usize,
 }
 
 impl FlowTable {
@@ -117,7 +168,14 @@ impl FlowTable {
             entries: vec![EMPTY; buckets * WAYS].into_boxed_slice(),
             bucket_mask: buckets - 1,
             idle_ns,
+            counts: FlowCounts::default(),
+            sweep_at: 0,
         }
+    }
+
+    /// What the table did so far.
+    pub fn counts(&self) -> FlowCounts {
+        self.counts
     }
 
     /// Total entries.
@@ -145,61 +203,106 @@ impl FlowTable {
         e.backend != FREE && now_ns.saturating_sub(e.last_seen) <= idle_ns
     }
 
-    /// [`FlowTable::get_marked`] without the mark.
+    /// [`FlowTable::lookup`] without the mark.
     #[cfg(test)]
     pub fn get(&mut self, key: &FlowKey, hash: u64, now_ns: u64) -> Option<u32> {
-        self.get_marked(key, hash, now_ns).map(|(b, _)| b)
+        self.lookup(key, hash, now_ns).map(|h| h.backend)
     }
 
-    /// The backend id of a live entry for `key`, refreshing its last-seen time, with the
-    /// entry's mark to read and update.
+    /// The live entry for `key`, its last-seen time refreshed.
     #[inline]
-    pub fn get_marked(&mut self, key: &FlowKey, hash: u64, now_ns: u64) -> Option<(u32, &mut u32)> {
+    pub fn lookup(&mut self, key: &FlowKey, hash: u64, now_ns: u64) -> Option<Hit<'_>> {
         let idle = self.idle_ns;
         let e = self
             .bucket(hash)
             .iter_mut()
             .find(|e| e.key == *key && Self::fresh(e, now_ns, idle))?;
         e.last_seen = now_ns;
-        Some((e.backend, &mut e.mark))
+        Some(Hit {
+            backend: e.backend,
+            mark: &mut e.mark,
+            established: &mut e.established,
+        })
     }
 
-    /// [`FlowTable::insert_marked`] with mark 0.
+    /// [`FlowTable::insert_marked`] with mark 0, established.
     #[cfg(test)]
     pub fn insert(&mut self, key: FlowKey, hash: u64, backend: u32, now_ns: u64) {
-        self.insert_marked(key, hash, backend, 0, now_ns);
+        self.insert_marked(key, hash, backend, 0, true, now_ns);
     }
 
-    /// Records `key → backend` with `mark`, replacing the same key, else a free or idle
-    /// entry, else the stale-most entry of the bucket.
+    /// Records `key → backend` with `mark`: in place of the same key, else a free or idle
+    /// entry, else by the eviction order of the module doc. False: not recorded (a half-open
+    /// flow in a bucket of established ones).
     #[inline]
-    pub fn insert_marked(&mut self, key: FlowKey, hash: u64, backend: u32, mark: u32, now_ns: u64) {
+    pub fn insert_marked(
+        &mut self,
+        key: FlowKey,
+        hash: u64,
+        backend: u32,
+        mark: u16,
+        established: bool,
+        now_ns: u64,
+    ) -> bool {
         let idle = self.idle_ns;
         let bucket = self.bucket(hash);
-        let mut victim = 0usize;
-        let mut oldest = u64::MAX;
+        // Rank: the same key, then free or idle, then the oldest half-open, then (for an
+        // established newcomer only) the oldest established.
+        let mut victim = None;
+        let mut best = (u8::MAX, u64::MAX);
         for (i, e) in bucket.iter().enumerate() {
-            if e.backend != FREE && e.key == key {
-                victim = i;
-                break;
-            }
-            // Free and idle entries rank as older than any live one.
-            let age = if Self::fresh(e, now_ns, idle) {
-                e.last_seen
+            let rank = if e.backend != FREE && e.key == key {
+                (0, 0)
+            } else if !Self::fresh(e, now_ns, idle) {
+                (1, 0)
+            } else if !e.established {
+                (2, e.last_seen)
+            } else if established {
+                (3, e.last_seen)
             } else {
-                0
+                continue;
             };
-            if age < oldest {
-                oldest = age;
-                victim = i;
+            if rank < best {
+                best = rank;
+                victim = Some(i);
             }
         }
-        bucket[victim] = Entry {
+        let Some(i) = victim else {
+            self.counts.full += 1;
+            return false;
+        };
+        let was_free = bucket[i].backend == FREE;
+        bucket[i] = Entry {
             key,
             backend,
             mark,
+            established,
             last_seen: now_ns,
         };
+        match best.0 {
+            1 if was_free => self.counts.entries += 1,
+            2 => self.counts.evicted_half_open += 1,
+            3 => self.counts.evicted_established += 1,
+            _ => {}
+        }
+        true
+    }
+
+    /// Frees the idle entries of the next `buckets` buckets (wrapping round the table), so
+    /// the entry count does not include flows that ended long ago.
+    pub fn sweep(&mut self, now_ns: u64, buckets: usize) {
+        let idle = self.idle_ns;
+        let total = self.bucket_mask + 1;
+        for _ in 0..buckets.min(total) {
+            let start = self.sweep_at * WAYS;
+            self.sweep_at = (self.sweep_at + 1) & self.bucket_mask;
+            for e in self.entries[start..start + WAYS].iter_mut() {
+                if e.backend != FREE && !Self::fresh(e, now_ns, idle) {
+                    *e = EMPTY;
+                    self.counts.entries = self.counts.entries.saturating_sub(1);
+                }
+            }
+        }
     }
 }
 
@@ -288,5 +391,74 @@ mod tests {
         t.insert(key(2), key(2).hash(), 42, 104);
         assert_eq!(t.get(&key(2), key(2).hash(), 105), Some(42));
         assert_eq!(t.get(&key(3), key(3).hash(), 105), Some(3));
+    }
+
+    fn half_open(t: &mut FlowTable, k: FlowKey, backend: u32, now: u64) -> bool {
+        t.insert_marked(k, k.hash(), backend, 0, false, now)
+    }
+
+    #[test]
+    fn a_syn_flood_never_evicts_an_established_flow() {
+        let mut t = FlowTable::new(WAYS, 1_000_000);
+        // One established flow, idle since t=1, then a flood of half-open ones.
+        t.insert(key(0), key(0).hash(), 0, 1);
+        for i in 1..10_000u32 {
+            half_open(&mut t, key(i), i, 100 + u64::from(i));
+        }
+        assert_eq!(t.get(&key(0), key(0).hash(), 20_000), Some(0));
+        let c = t.counts();
+        assert_eq!(c.entries, WAYS as u64);
+        assert_eq!(c.evicted_established, 0);
+        assert_eq!(c.evicted_half_open, 10_000 - WAYS as u64);
+        assert_eq!(c.full, 0);
+    }
+
+    #[test]
+    fn half_open_goes_first_and_a_bucket_of_established_refuses_half_open() {
+        let mut t = FlowTable::new(WAYS, 1_000_000);
+        for i in 0..WAYS as u32 {
+            t.insert(key(i), key(i).hash(), i, u64::from(i) + 1);
+        }
+        // Full of established flows: a new half-open one is not recorded.
+        assert!(!half_open(&mut t, key(50), 50, 20));
+        assert_eq!(t.get(&key(50), key(50).hash(), 21), None);
+        assert_eq!(t.counts().full, 1);
+        // An established newcomer evicts the stale-most established flow (key 0, t=1).
+        t.insert(key(51), key(51).hash(), 51, 22);
+        assert_eq!(t.get(&key(0), key(0).hash(), 23), None);
+        assert_eq!(t.counts().evicted_established, 1);
+        // A half-open entry, once its flow sends more, is promoted and stays.
+        let mut t = FlowTable::new(WAYS, 1_000_000);
+        assert!(half_open(&mut t, key(1), 1, 1));
+        assert!(t.lookup(&key(1), key(1).hash(), 2).unwrap().establish());
+        assert!(!t.lookup(&key(1), key(1).hash(), 3).unwrap().establish());
+        for i in 2..100u32 {
+            half_open(&mut t, key(i), i, 10 + u64::from(i));
+        }
+        assert_eq!(t.get(&key(1), key(1).hash(), 200), Some(1));
+    }
+
+    #[test]
+    fn the_sweep_frees_idle_entries_and_the_count_follows() {
+        let mut t = FlowTable::new(256, 100);
+        for i in 0..20u32 {
+            t.insert(key(i), key(i).hash(), i, 10);
+        }
+        assert_eq!(t.counts().entries, 20);
+        // Still fresh: nothing freed.
+        t.sweep(50, 32);
+        assert_eq!(t.counts().entries, 20);
+        t.get(&key(3), key(3).hash(), 100);
+        t.sweep(150, 32);
+        assert_eq!(
+            t.counts().entries,
+            1,
+            "only the flow seen at 100 is live at 150"
+        );
+        // Freed slots are reused without double counting.
+        for i in 100..110u32 {
+            t.insert(key(i), key(i).hash(), i, 160);
+        }
+        assert_eq!(t.counts().entries, 11);
     }
 }

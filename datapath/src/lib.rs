@@ -55,9 +55,10 @@ pub use backend::{IoBackend, IoMode};
 pub use clock::{instant_ns, monotonic_ns};
 pub use counters::{
     BackendCounters, BackendHandle, BackendStats, CounterRegistry, DropCounters, DropReason,
-    FarmCounters, FarmStats,
+    FarmCounters, FarmStats, FlowCounters,
 };
 pub use error::IoError;
+pub use flow::FlowCounts;
 pub use iface::{InterfaceInfo, Ipv4Net, local_ipv4_addresses};
 pub use maglev::is_prime;
 pub use packet::{

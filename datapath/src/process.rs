@@ -7,10 +7,18 @@
 //!
 //! Choosing a backend (docs/design.md#choosing-a-backend): a packet of a known flow keeps its
 //! backend (a pure TCP SYN excepted: it opens a new connection); a new flow of a persistent farm
-//! follows its client's pin, or gets Maglev's pick for the client's address and asks for a pin; any
-//! other new flow gets Maglev's pick for its 5-tuple. The packets of a pinned client ask for a
-//! refresh of its pin once a quarter of the TTL has passed (looked at about once a second per flow,
-//! so a long stream costs one map lookup per second, not one per packet).
+//! follows its client's pin, or gets Maglev's pick for the client's address; any other new flow
+//! gets Maglev's pick for its 5-tuple. The packets of a pinned client ask for a refresh of its
+//! pin once a quarter of the TTL has passed (looked at about once a second per flow, so a long
+//! stream costs one map lookup per second, not one per packet).
+//!
+//! Only a client that can receive packets writes a pin (docs/design.md#inv-pins-from-real-clients):
+//! a TCP flow asks for its client's pin with its first packet after the SYN (the handshake's
+//! ACK: the client got the backend's SYN-ACK), a UDP client with its second datagram (of the
+//! same flow or another). A spoofed SYN or a one-off datagram forwards but leaves no pin and no
+//! Raft write. The flow table keeps
+//! the same distinction ([`crate::flow`]): flows that got this far are *established* and never
+//! evicted by new SYNs.
 //!
 //! Fragments: every fragment of a datagram (the first included) is keyed and hashed on the
 //! 3-tuple (src, dst, protocol), so all of them reach one backend. A non-first fragment has
@@ -24,6 +32,7 @@ use std::sync::Arc;
 
 use crate::arp::reply_in_place;
 use crate::counters::DropReason;
+use crate::counters::FlowCounters;
 use crate::flow::{FlowKey, FlowTable};
 use crate::packet::{ARP_OP_REQUEST, ArpView, Fragment, Ipv4View, Parsed, parse};
 use crate::persist::{PinEvent, PinQueue, QUEUE_CAPACITY, client_hash};
@@ -34,11 +43,14 @@ use crate::table::{Backend, Farm, FarmPersist, ForwardingTable, FragFarm, Protoc
 const PIN_RETRY_NS: u64 = 1_000_000_000;
 /// Slots of the per-worker memory of recently requested new pins (a power of two).
 const RECENT_SLOTS: usize = 4096;
+/// Slots of the per-worker memory of UDP clients seen once (a power of two).
+const SEEN_SLOTS: usize = 4096;
 
-/// The flow-entry mark of the pin check: the monotonic time in units of 2^30 ns (~1.07 s).
+/// The flow-entry mark of the pin check: the monotonic time in units of 2^30 ns (~1.07 s),
+/// wrapping every ~19 h (a wrap at worst skips one pin check for a second).
 #[inline]
-fn pin_epoch(now_ns: u64) -> u32 {
-    (now_ns >> 30) as u32
+fn pin_epoch(now_ns: u64) -> u16 {
+    (now_ns >> 30) as u16
 }
 
 /// Sizes of a worker's private state.
@@ -89,6 +101,9 @@ pub struct Processor {
     /// Direct-mapped memory of new pins asked for, so the packets that follow a client's
     /// first one before its pin is mirrored do not each ask again.
     recent: Box<[Asked]>,
+    /// Direct-mapped memory of (farm key << 32 | client) of persistent UDP farms' clients
+    /// seen once: their next datagram, of any flow, asks for the pin.
+    seen: Box<[u64]>,
 }
 
 impl Processor {
@@ -99,6 +114,7 @@ impl Processor {
             flows: FlowTable::new(cfg.flow_capacity, cfg.flow_idle_ns),
             pins_out: Arc::new(PinQueue::new(QUEUE_CAPACITY)),
             recent: vec![Asked::default(); RECENT_SLOTS].into_boxed_slice(),
+            seen: vec![u64::MAX; SEEN_SLOTS].into_boxed_slice(),
         }
     }
 
@@ -110,6 +126,14 @@ impl Processor {
     /// The queue this processor puts its pin requests in (for the control plane's batcher).
     pub fn pin_queue(&self) -> &Arc<PinQueue> {
         &self.pins_out
+    }
+
+    /// Between batches: frees idle flow entries in the next `buckets` buckets (so the entry
+    /// count stays honest without a pass over the whole table) and publishes the flow table's
+    /// numbers to this worker's slot of `out`.
+    pub fn housekeep(&mut self, now_ns: u64, buckets: usize, out: &FlowCounters) {
+        self.flows.sweep(now_ns, buckets);
+        out.store(self.worker, &self.flows.counts());
     }
 
     /// Decides the fate of one frame, rewriting it in place when it is to be sent.
@@ -180,16 +204,21 @@ impl Processor {
         let kept = if ip.tcp_syn {
             None
         } else {
-            match self.flows.get_marked(&key, hash, now_ns) {
-                Some((id, mark)) => {
+            match self.flows.lookup(&key, hash, now_ns) {
+                Some(mut hit) => {
+                    let promoted = hit.establish();
+                    let epoch = pin_epoch(now_ns);
+                    let pin_check = *hit.mark != epoch;
+                    *hit.mark = epoch;
                     let b = table
-                        .backend_by_id(id)
+                        .backend_by_id(hit.backend)
                         .filter(|b| b.farm == farm_idx && b.existing_ok);
-                    if let (Some(b), Some(p)) = (b, &farm.persist)
-                        && *mark != pin_epoch(now_ns)
-                    {
-                        *mark = pin_epoch(now_ns);
-                        refresh_pin(&self.pins_out, p, ip.src, b, now_ns);
+                    if let (Some(b), Some(p)) = (b, &farm.persist) {
+                        if promoted {
+                            self.pin_established(table, farm_idx, p, ip.src, b, now_ns);
+                        } else if pin_check {
+                            refresh_pin(&self.pins_out, p, ip.src, b, now_ns);
+                        }
                     }
                     b
                 }
@@ -199,15 +228,22 @@ impl Processor {
         let backend = match kept {
             Some(b) => b,
             None => {
+                // A TCP packet other than a SYN with no entry (evicted, or the flow began on
+                // another owner) belongs to a connection already under way.
+                let established = protocol == Protocol::Tcp && !ip.tcp_syn;
                 let picked = match &farm.persist {
                     None => table.maglev_pick(farm, hash),
-                    Some(p) => self.pinned_or_pick(table, farm, farm_idx, p, ip.src, now_ns),
+                    Some(p) => {
+                        let proves = established
+                            || (protocol == Protocol::Udp && self.seen_before(p, ip.src));
+                        self.pinned_or_pick(table, farm, farm_idx, p, ip.src, proves, now_ns)
+                    }
                 };
                 let Some(b) = picked else {
                     return Verdict::Drop(DropReason::NoBackend);
                 };
                 self.flows
-                    .insert_marked(key, hash, b.id, pin_epoch(now_ns), now_ns);
+                    .insert_marked(key, hash, b.id, pin_epoch(now_ns), established, now_ns);
                 farm.counters.flow_new(self.worker);
                 b
             }
@@ -224,8 +260,40 @@ impl Processor {
 }
 
 impl Processor {
-    /// A new flow of a persistent farm: its client's pin if it is alive and its backend may
-    /// keep flows, else Maglev's pick for the client's address (and a request for a pin).
+    /// The client's pin if it is alive and its backend may keep flows. When the packet
+    /// `proves` its client can receive (see the module doc), asks for the pin's refresh once
+    /// a quarter of the TTL has passed, unless the backend is drained (its pins run out).
+    #[inline]
+    fn follow_pin<'t>(
+        &mut self,
+        table: &'t ForwardingTable,
+        farm_idx: u32,
+        p: &FarmPersist,
+        src: Ipv4Addr,
+        proves: bool,
+        now_ns: u64,
+    ) -> Option<&'t Backend> {
+        let guard = p.pins.guard();
+        let pin = p.pins.lookup(src.to_bits(), &guard)?;
+        let age = pin.age_ns(now_ns);
+        let b = table
+            .backend_by_id(pin.backend)
+            .filter(|b| b.farm == farm_idx && b.existing_ok && age < p.ttl_ns)?;
+        if proves && b.new_ok && age >= p.refresh_ns && pin.claim_refresh(now_ns, PIN_RETRY_NS) {
+            self.pins_out.push(PinEvent {
+                farm: p.pins.key(),
+                client: src,
+                backend: b.id,
+                seen_ns: now_ns,
+                new: false,
+            });
+        }
+        Some(b)
+    }
+
+    /// A new flow of a persistent farm: its client's pin if it is alive, else Maglev's pick
+    /// for the client's address (and, if the packet `proves`, a request for that pin).
+    #[allow(clippy::too_many_arguments)]
     #[inline]
     fn pinned_or_pick<'t>(
         &mut self,
@@ -234,36 +302,63 @@ impl Processor {
         farm_idx: u32,
         p: &FarmPersist,
         src: Ipv4Addr,
+        proves: bool,
         now_ns: u64,
     ) -> Option<&'t Backend> {
-        {
-            let guard = p.pins.guard();
-            if let Some(pin) = p.pins.lookup(src.to_bits(), &guard) {
-                let age = pin.age_ns(now_ns);
-                let b = table
-                    .backend_by_id(pin.backend)
-                    .filter(|b| b.farm == farm_idx && b.existing_ok);
-                if let Some(b) = b
-                    && age < p.ttl_ns
-                {
-                    if b.new_ok && age >= p.refresh_ns && pin.claim_refresh(now_ns, PIN_RETRY_NS) {
-                        self.pins_out.push(PinEvent {
-                            farm: p.pins.key(),
-                            client: src,
-                            backend: b.id,
-                            seen_ns: now_ns,
-                            new: false,
-                        });
-                    }
-                    return Some(b);
-                }
-            }
+        if let Some(b) = self.follow_pin(table, farm_idx, p, src, proves, now_ns) {
+            return Some(b);
         }
-        let ch = client_hash(src);
-        let b = table.maglev_pick(farm, ch)?;
+        let b = table.maglev_pick(farm, client_hash(src))?;
+        if proves {
+            self.ask_new_pin(p, src, b, now_ns);
+        }
+        Some(b)
+    }
+
+    /// A flow of a persistent farm just became established on `b`: its client has shown it
+    /// can receive, so it does what its first packet could not: refresh a live pin if due,
+    /// or ask for one to `b`.
+    #[inline]
+    fn pin_established(
+        &mut self,
+        table: &ForwardingTable,
+        farm_idx: u32,
+        p: &FarmPersist,
+        src: Ipv4Addr,
+        b: &Backend,
+        now_ns: u64,
+    ) {
+        if self
+            .follow_pin(table, farm_idx, p, src, true, now_ns)
+            .is_none()
+            && b.new_ok
+        {
+            self.ask_new_pin(p, src, b, now_ns);
+        }
+    }
+
+    /// Whether this worker saw a datagram of `src` for this farm before (its memory holds
+    /// one client per slot); remembers it otherwise. A UDP client's second datagram, in the
+    /// same flow or a new one (a resolver's fresh port per query), asks for its pin; a
+    /// spoofed source seen once does not.
+    #[inline]
+    fn seen_before(&mut self, p: &FarmPersist, src: Ipv4Addr) -> bool {
+        let key = (u64::from(p.pins.key()) << 32) | u64::from(src.to_bits());
+        let slot = &mut self.seen[client_hash(src) as usize & (SEEN_SLOTS - 1)];
+        if *slot == key {
+            return true;
+        }
+        *slot = key;
+        false
+    }
+
+    /// Asks for a new pin `src → b`, unless this worker asked for the same lately (the
+    /// packets that follow before the pin is mirrored do not each ask again).
+    #[inline]
+    fn ask_new_pin(&mut self, p: &FarmPersist, src: Ipv4Addr, b: &Backend, now_ns: u64) {
         let key = (u64::from(p.pins.key()) << 32) | u64::from(src.to_bits());
         // Low bits: Maglev used the high ones of the same hash.
-        let slot = &mut self.recent[ch as usize & (RECENT_SLOTS - 1)];
+        let slot = &mut self.recent[client_hash(src) as usize & (RECENT_SLOTS - 1)];
         if slot.key != key
             || slot.backend != b.id
             || now_ns.saturating_sub(slot.at_ns) >= PIN_RETRY_NS
@@ -281,7 +376,6 @@ impl Processor {
                 new: true,
             });
         }
-        Some(b)
     }
 }
 

@@ -24,7 +24,7 @@ use arc_swap::ArcSwap;
 
 use crate::bpf::{self, Admit};
 use crate::clock::monotonic_ns;
-use crate::counters::{CounterRegistry, DropCounters};
+use crate::counters::{CounterRegistry, DropCounters, FlowCounters};
 use crate::packet::MacAddr;
 use crate::persist::PinRegistry;
 use crate::sys::PacketSocket;
@@ -39,6 +39,8 @@ pub struct Shared {
     /// Until when (on [`monotonic_ns`]) this node owns the VIPs: answers ARP, forwards.
     owner_until: AtomicU64,
     pub drops: DropCounters,
+    /// The workers' flow tables: entries and evictions.
+    pub flows: FlowCounters,
     pub counters: CounterRegistry,
     /// Persistent farms' pin mirrors and the workers' pin request queues.
     pub pins: PinRegistry,
@@ -135,6 +137,7 @@ impl Shared {
             table: ArcSwap::from_pointee(ForwardingTable::empty(own_mac)),
             owner_until: AtomicU64::new(0),
             drops: DropCounters::new(workers),
+            flows: FlowCounters::new(workers),
             counters: CounterRegistry::new(workers),
             pins: PinRegistry::default(),
             workers,

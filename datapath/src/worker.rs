@@ -41,6 +41,7 @@ use crate::bpf::{self, Admit};
 use crate::clock::monotonic_ns;
 use crate::counters::DropReason;
 use crate::error::IoError;
+use crate::flow::{SWEEP_IDLE, SWEEP_PER_BATCH};
 use crate::iface::InterfaceInfo;
 use crate::process::{Processor, ProcessorConfig, Verdict};
 use crate::ring::{self, MAX_RING_SLOTS, RingGeometry, RxRing, join_fanout, open_worker_socket};
@@ -391,12 +392,18 @@ impl Worker {
                 match self.wait() {
                     Wait::Ready => {}
                     // Idle: a good moment for the statistics syscall.
-                    Wait::Idle => self.collect_ring_drops(),
+                    Wait::Idle => {
+                        self.collect_ring_drops();
+                        self.processor
+                            .housekeep(monotonic_ns(), SWEEP_IDLE, &self.shared.flows);
+                    }
                     Wait::Fatal => return,
                 }
                 continue;
             }
             self.batch(Which::Data, &mut tx);
+            self.processor
+                .housekeep(monotonic_ns(), SWEEP_PER_BATCH, &self.shared.flows);
             batches = batches.wrapping_add(1);
             if batches.is_multiple_of(STATS_EVERY) {
                 self.collect_ring_drops();

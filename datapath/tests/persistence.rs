@@ -1,7 +1,9 @@
 //! Source-IP persistence in the processor: a new client goes where Maglev sends its address
 //! and asks for a pin once; a pinned client follows its pin (even after the backend set
 //! changed); dead, expired or foreign pins are ignored; refreshes are asked once a quarter
-//! TTL has passed, never for a drained backend, at most once per retry interval.
+//! TTL has passed, never for a drained backend, at most once per retry interval. Only a
+//! client that can receive asks for a pin: a TCP flow from its handshake's ACK on, a UDP
+//! client from its second datagram; SYNs alone (a spoofed flood) ask for nothing.
 
 mod common;
 
@@ -10,6 +12,7 @@ use datapath::{
     BackendSpec, BackendState, CounterRegistry, FarmPins, ForwardingTable, MacAddr, PersistSpec,
     PinEvent, PinRegistry, Processor, ProcessorConfig, Protocol, Verdict,
 };
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,6 +60,18 @@ fn send(p: &mut Processor, t: &ForwardingTable, mut frame: Vec<u8>, now: u64) ->
     dst_mac(&frame)
 }
 
+/// A TCP handshake as the balancer sees it: the SYN, then the client's ACK (the first packet
+/// that shows the client received the SYN-ACK, and so the one that asks for a pin).
+fn connect(p: &mut Processor, t: &ForwardingTable, src: Ipv4Addr, sport: u16, now: u64) -> MacAddr {
+    let at = send(p, t, tcp_syn(src, sport, 80), now);
+    assert_eq!(
+        send(p, t, tcp(src, sport, 80, b""), now),
+        at,
+        "the ACK follows the SYN"
+    );
+    at
+}
+
 fn events(p: &Processor) -> Vec<PinEvent> {
     std::iter::from_fn(|| p.pin_queue().pop()).collect()
 }
@@ -68,9 +83,9 @@ fn a_new_client_keeps_its_backend_before_its_pin_is_replicated() {
     let mut p = Processor::new(0, &ProcessorConfig::default());
     for c in 1..=50u32 {
         let src = client(c);
-        let first = send(&mut p, &t, tcp_syn(src, 10_000, 80), S);
+        let first = connect(&mut p, &t, src, 10_000, S);
         for port in 10_001..10_010 {
-            assert_eq!(send(&mut p, &t, tcp_syn(src, port, 80), S + 1), first);
+            assert_eq!(connect(&mut p, &t, src, port, S + 1), first);
         }
         let ev = events(&p);
         assert_eq!(ev.len(), 1, "one pin request per client: {ev:?}");
@@ -81,14 +96,14 @@ fn a_new_client_keeps_its_backend_before_its_pin_is_replicated() {
     let mut q = Processor::new(0, &ProcessorConfig::default());
     let mut spread = std::collections::HashSet::new();
     for c in 1..=50u32 {
-        let a = send(&mut p, &t, tcp_syn(client(c), 20_000, 80), S);
-        assert_eq!(send(&mut q, &t, tcp_syn(client(c), 30_000, 80), S), a);
+        let a = connect(&mut p, &t, client(c), 20_000, S);
+        assert_eq!(connect(&mut q, &t, client(c), 30_000, S), a);
         spread.insert(a);
     }
     assert_eq!(spread.len(), 3, "clients spread over every backend");
     // After a second the request is repeated (its batch may have been lost).
     events(&p);
-    send(&mut p, &t, tcp_syn(client(1), 40_000, 80), 3 * S);
+    connect(&mut p, &t, client(1), 40_000, 3 * S);
     assert_eq!(events(&p).len(), 1);
 }
 
@@ -106,7 +121,7 @@ fn a_pinned_client_follows_its_pin_across_a_backend_change() {
     // Pin the client to the backend Maglev would not choose for it.
     let t = w.table(three());
     let mut p = Processor::new(0, &ProcessorConfig::default());
-    let natural = send(&mut p, &t, tcp_syn(src, 1, 80), S);
+    let natural = connect(&mut p, &t, src, 1, S);
     let other = ["b1", "b2", "b3"]
         .into_iter()
         .find(|n| w.mac_of(n) != natural)
@@ -118,10 +133,7 @@ fn a_pinned_client_follows_its_pin_across_a_backend_change() {
     four.push(backend("b4", 4));
     let t = w.table(four);
     for port in 100..110 {
-        assert_eq!(
-            send(&mut p, &t, tcp_syn(src, port, 80), 2 * S),
-            w.mac_of(other)
-        );
+        assert_eq!(connect(&mut p, &t, src, port, 2 * S), w.mac_of(other));
     }
     assert!(events(&p).is_empty(), "a fresh pin asks for nothing");
     // Drained: the pinned client still goes there, but its pin is not refreshed.
@@ -132,10 +144,7 @@ fn a_pinned_client_follows_its_pin_across_a_backend_change() {
         }
     }
     let t = w.table(drained.clone());
-    assert_eq!(
-        send(&mut p, &t, tcp_syn(src, 200, 80), S + 30 * S),
-        w.mac_of(other)
-    );
+    assert_eq!(connect(&mut p, &t, src, 200, S + 30 * S), w.mac_of(other));
     assert!(events(&p).is_empty(), "no refresh for a drained backend");
     // Off: the pin is ignored; Maglev picks again and a new pin is asked for.
     for b in &mut drained {
@@ -144,7 +153,7 @@ fn a_pinned_client_follows_its_pin_across_a_backend_change() {
         }
     }
     let t = w.table(drained);
-    let now = send(&mut p, &t, tcp_syn(src, 300, 80), 2 * S);
+    let now = connect(&mut p, &t, src, 300, 2 * S);
     assert_ne!(now, w.mac_of(other));
     let ev = events(&p);
     assert!(ev.len() == 1 && ev[0].new, "{ev:?}");
@@ -156,7 +165,7 @@ fn expired_and_foreign_pins_are_ignored() {
     let t = w.table(three());
     let mut p = Processor::new(0, &ProcessorConfig::default());
     let src = client(9);
-    let natural = send(&mut p, &t, tcp_syn(src, 1, 80), S);
+    let natural = connect(&mut p, &t, src, 1, S);
     events(&p);
     let other = ["b1", "b2", "b3"]
         .into_iter()
@@ -165,11 +174,11 @@ fn expired_and_foreign_pins_are_ignored() {
     // Seen more than a TTL ago: expired here even before the log drops it.
     w.pins.set(src, w.id(other), S);
     let late = S + TTL.as_nanos() as u64 + 1;
-    assert_eq!(send(&mut p, &t, tcp_syn(src, 2, 80), late), natural);
+    assert_eq!(connect(&mut p, &t, src, 2, late), natural);
     assert!(events(&p)[0].new);
     // An id that is not a backend of this farm.
     w.pins.set(src, 999_999, late);
-    assert_eq!(send(&mut p, &t, tcp_syn(src, 3, 80), late + 2 * S), natural);
+    assert_eq!(connect(&mut p, &t, src, 3, late + 2 * S), natural);
 }
 
 #[test]
@@ -178,7 +187,7 @@ fn refreshes_are_asked_once_a_quarter_ttl_has_passed() {
     let t = w.table(three());
     let mut p = Processor::new(0, &ProcessorConfig::default());
     let src = client(11);
-    let at = send(&mut p, &t, tcp_syn(src, 1, 80), S);
+    let at = connect(&mut p, &t, src, 1, S);
     let id = events(&p)[0].backend;
     w.pins.set(src, id, S);
     // A long flow: packets every 100 ms for a third of the TTL; the control plane mirrors
@@ -202,14 +211,68 @@ fn refreshes_are_asked_once_a_quarter_ttl_has_passed() {
         "{r:?}"
     );
     // Mirrored: nothing more is asked until the next quarter, by new connections either.
-    assert_eq!(send(&mut p, &t, tcp_syn(src, 2, 80), r.seen_ns + S), at);
+    assert_eq!(connect(&mut p, &t, src, 2, r.seen_ns + S), at);
     assert!(events(&p).is_empty());
     // Not mirrored (the batch was lost): asked again once the retry interval has passed,
     // not on every packet.
     let due = r.seen_ns + quarter;
-    send(&mut p, &t, tcp_syn(src, 3, 80), due);
-    send(&mut p, &t, tcp_syn(src, 4, 80), due + S / 2);
+    connect(&mut p, &t, src, 3, due);
+    connect(&mut p, &t, src, 4, due + S / 2);
     assert_eq!(events(&p).len(), 1);
-    send(&mut p, &t, tcp_syn(src, 5, 80), due + S + 1);
+    connect(&mut p, &t, src, 5, due + S + 1);
     assert_eq!(events(&p).len(), 1);
+}
+
+#[test]
+fn spoofed_syns_and_one_off_datagrams_ask_for_no_pin() {
+    let w = World::new();
+    let t = w.table(three());
+    let mut p = Processor::new(0, &ProcessorConfig::default());
+    // A SYN flood from 5,000 addresses: forwarded, no pin asked.
+    for c in 1..=5_000u32 {
+        send(&mut p, &t, tcp_syn(client(c), 1_000, 80), S);
+    }
+    assert!(events(&p).is_empty(), "a SYN asks for no pin");
+    // One of them completes its handshake: now it asks, for the backend its SYN went to.
+    let at = connect(&mut p, &t, client(77), 2_000, S);
+    let ev = events(&p);
+    assert!(
+        ev.len() == 1 && ev[0].new && ev[0].client == client(77),
+        "{ev:?}"
+    );
+    assert_eq!(w.mac_of(&name_of(&w, ev[0].backend)), at);
+
+    // UDP: a client's first datagram asks nothing, its second (here of the same flow) asks
+    // for the pin; so does the second of a client that changes ports every time.
+    let mut f = farm("dns", Protocol::Udp, 53, three());
+    let pins = PinRegistry::default().farm("dns");
+    f.persistence = Some(PersistSpec {
+        ttl: TTL,
+        pins: pins.clone(),
+    });
+    let t = build(&[f], &w.reg);
+    let mut p = Processor::new(0, &ProcessorConfig::default());
+    for c in 1..=1_000u32 {
+        send(&mut p, &t, udp(client(c), 5_000, 53, b"q"), S);
+    }
+    assert!(events(&p).is_empty(), "a first datagram asks for no pin");
+    let first = send(&mut p, &t, udp(client(5), 5_000, 53, b"q2"), S + 1);
+    let ev = events(&p);
+    assert!(
+        ev.len() == 1 && ev[0].new && ev[0].farm == pins.key(),
+        "{ev:?}"
+    );
+    let name = ["b1", "b2", "b3"]
+        .into_iter()
+        .find(|n| w.mac_of(n) == first)
+        .expect("a backend's MAC");
+    assert_eq!(
+        w.reg.backend("dns", name).map(|b| b.id),
+        Some(ev[0].backend)
+    );
+    assert_eq!(
+        send(&mut p, &t, udp(client(5), 5_000, 53, b"q3"), S + 2),
+        first
+    );
+    assert!(events(&p).is_empty(), "asked once");
 }

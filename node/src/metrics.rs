@@ -156,6 +156,33 @@ impl Collector for NodeMetrics {
             ConstCounter::new(self.shared.drops.get(*reason))
                 .encode(drops.encode_family(&labels)?)?;
         }
+        let ft = self.shared.flows.total();
+        let entries = ConstGauge::new(i64::try_from(ft.entries).unwrap_or(i64::MAX));
+        entries.encode(encoder.encode_descriptor(
+            "dsrlb_flow_table_entries",
+            "Flows the workers' flow tables hold (seen within flow_idle, swept lazily)",
+            None,
+            entries.metric_type(),
+        )?)?;
+        let mut evictions = encoder.encode_descriptor(
+            "dsrlb_flow_table_evictions",
+            "Flow entries pushed out of a full bucket: half_open by any new flow, established only by another established flow",
+            None,
+            ConstCounter::new(0u64).metric_type(),
+        )?;
+        for (kind, n) in [
+            ("half_open", ft.evicted_half_open),
+            ("established", ft.evicted_established),
+        ] {
+            ConstCounter::new(n).encode(evictions.encode_family(&[("kind", kind)])?)?;
+        }
+        let full = ConstCounter::new(ft.full);
+        full.encode(encoder.encode_descriptor(
+            "dsrlb_flow_table_full",
+            "New half-open flows forwarded without an entry: their bucket held only established flows",
+            None,
+            full.metric_type(),
+        )?)?;
         if let Some(io) = self.io.get() {
             let mut info = encoder.encode_descriptor(
                 "dsrlb_datapath_info",

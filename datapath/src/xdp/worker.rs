@@ -20,6 +20,7 @@ use super::csum;
 use super::xsk::{Xsk, poll_in};
 use crate::clock::monotonic_ns;
 use crate::counters::DropReason;
+use crate::flow::{SWEEP_IDLE, SWEEP_PER_BATCH};
 use crate::packet::{Parsed, parse};
 use crate::process::{Processor, Verdict};
 use crate::shared::Shared;
@@ -71,6 +72,8 @@ impl XdpWorker {
                 pending |= self.socks[i].tx_outstanding() > 0;
             }
             if busy {
+                self.processor
+                    .housekeep(monotonic_ns(), SWEEP_PER_BATCH, &self.shared.flows);
                 batches = batches.wrapping_add(1);
                 if batches.is_multiple_of(STATS_EVERY) {
                     self.collect_drops(&mut lost_seen);
@@ -85,7 +88,11 @@ impl XdpWorker {
                 }
             }
             match poll_in(&mut pollfds, timeout) {
-                Ok(0) => self.collect_drops(&mut lost_seen),
+                Ok(0) => {
+                    self.collect_drops(&mut lost_seen);
+                    self.processor
+                        .housekeep(monotonic_ns(), SWEEP_IDLE, &self.shared.flows);
+                }
                 Ok(_) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
                 Err(e) => {

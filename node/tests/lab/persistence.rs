@@ -7,7 +7,6 @@
 
 use crate::admin_support::{Client, endpoint, in_client};
 use crate::common::{ClusterLab, can_run_lab, wait_for};
-use lab::client::{backend_of, udp_request_from};
 use lab::{HttpConn, LabFarm, LabProcess, scrape};
 use proto::admin::v1 as pb;
 use std::collections::BTreeMap;
@@ -136,17 +135,23 @@ fn http_backend(c: &Cluster, src: Ipv4Addr, limit: Duration) -> String {
     })
 }
 
-/// The backend that answers one UDP request from `src` through the VIP.
-fn udp_backend(c: &Cluster, src: Ipv4Addr) -> String {
+/// `n` request/answer exchanges of one UDP flow from `src` (one socket, one port).
+fn udp_flow(c: &Cluster, src: Ipv4Addr, n: usize) {
     let addr = SocketAddr::from((c.lab.vip(), lab::BACKEND_UDP_PORT));
     c.lab.clients()[0].run(|| {
-        wait_for(Duration::from_secs(3), || {
-            let reply =
-                udp_request_from(Some(src), addr, b"ping", Duration::from_millis(300)).ok()?;
-            backend_of(&reply).map(str::to_owned)
-        })
-        .unwrap_or_else(|| panic!("no UDP answer for {src}"))
-    })
+        let sock = std::net::UdpSocket::bind((src, 0)).expect("bind");
+        sock.connect(addr).expect("connect");
+        sock.set_read_timeout(Some(Duration::from_millis(300)))
+            .expect("timeout");
+        let mut buf = [0u8; 2048];
+        for i in 0..n {
+            wait_for(Duration::from_secs(3), || {
+                sock.send(b"ping").ok()?;
+                sock.recv(&mut buf).ok()
+            })
+            .unwrap_or_else(|| panic!("no UDP answer {i} for {src}"));
+        }
+    });
 }
 
 /// Each source's backend over `conns` connections, asserting it never changes.
@@ -286,14 +291,15 @@ fn pins_expire_everywhere_drained_backends_keep_theirs_off_ones_lose_them() {
     let c = Cluster::start(3, 11, vec![web, echo]);
     let sources = c.sources();
 
-    // Expiry, decided in the log: gone on every node, never before the TTL has passed.
+    // Expiry, decided in the log: gone on every node, never before the TTL has passed. A
+    // UDP client is pinned from its second datagram (docs/design.md#inv-pins-from-real-clients).
     for &s in &sources[..5] {
-        udp_backend(&c, s);
+        udp_flow(&c, s, 2);
     }
     // No pin can be seen before this instant; the last one expires 3 s after it at the
     // earliest (a few ms are lost converting between clocks).
     let last_packet = Instant::now();
-    udp_backend(&c, sources[5]);
+    udp_flow(&c, sources[5], 2);
     c.await_entries("echo", 6, Duration::from_secs(3));
     c.await_entries("echo", 0, Duration::from_secs(10));
     assert!(
