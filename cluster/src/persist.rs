@@ -86,6 +86,38 @@ impl FarmPins {
             .push(client);
     }
 
+    /// Removes and returns the pin seen longest ago: the smallest (seen_ms, client), so
+    /// every node evicts the same one whatever order its wheel was filled in (a wheel
+    /// rebuilt from a snapshot is ordered by address). Costs one scan of the oldest bucket.
+    fn evict_oldest(&mut self) -> Option<u32> {
+        let FarmPins { pins, wheel, .. } = self;
+        loop {
+            let mut entry = wheel.first_entry()?;
+            let bucket = *entry.key();
+            let refs = entry.get_mut();
+            // Drop stale references (refreshed since, or gone) while looking.
+            refs.retain(|c| {
+                pins.get(c)
+                    .is_some_and(|p| p.seen_ms() / BUCKET_MS == bucket)
+            });
+            let oldest = refs
+                .iter()
+                .enumerate()
+                .filter_map(|(i, c)| pins.get(c).map(|p| ((p.seen_ms(), *c), i)))
+                .min();
+            let Some(((_, client), i)) = oldest else {
+                entry.remove();
+                continue;
+            };
+            refs.swap_remove(i);
+            if refs.is_empty() {
+                entry.remove();
+            }
+            pins.remove(&client);
+            return Some(client);
+        }
+    }
+
     fn rebuild_wheel(&mut self) {
         self.wheel.clear();
         let seen: Vec<(u32, u64)> = self.pins.iter().map(|(c, p)| (*c, p.seen_ms())).collect();
@@ -149,8 +181,9 @@ pub struct PinStats {
     pub refreshed: u64,
     /// Pins removed because their TTL passed.
     pub expired: u64,
-    /// New pins refused because their farm's table was at its size bound.
-    pub rejected_full: u64,
+    /// Pins removed, the least recently seen first, to make room for a new client in a
+    /// farm's table at its size bound.
+    pub evicted_full: u64,
     /// Writes that no longer applied (farm gone or not persistent, backend gone, off,
     /// drained or down, refresh of a pin that no longer exists).
     pub stale: u64,
@@ -308,11 +341,19 @@ impl PinTable {
                         continue;
                     }
                     Some(_) => (w.seen_ms, true),
-                    None if f.pins.len() >= max => {
-                        self.stats.rejected_full += 1;
-                        continue;
+                    None => {
+                        // Full: the client seen longest ago makes room. Refusing instead
+                        // would keep idle clients pinned until their TTL while active new
+                        // ones got none; an evicted client still gets Maglev's pick for
+                        // its address, and loses only its stickiness across a backend change.
+                        if f.pins.len() >= max
+                            && let Some(old) = f.evict_oldest()
+                        {
+                            self.stats.evicted_full += 1;
+                            sink.remove(&group.farm, Ipv4Addr::from_bits(old));
+                        }
+                        (w.seen_ms, true)
                     }
-                    None => (w.seen_ms, true),
                 };
                 f.pins.insert(client, Pin::new(backend, seen_ms));
                 f.remember(client, seen_ms);
@@ -651,27 +692,45 @@ mod tests {
     }
 
     #[test]
-    fn the_size_bound_refuses_new_pins_only() {
+    fn a_full_table_evicts_the_least_recently_seen_pin() {
         let mut s = state(60);
-        s.settings.persistence_max_entries = 2;
+        s.settings.persistence_max_entries = 3;
         let sink = Mirror::default();
         let mut t = PinTable::default();
         t.apply_batch(
             &s,
             &batch(
-                1_000,
+                2_000,
                 &[
-                    (1, "a", 1_000, true),
+                    (1, "a", 1_900, true),
                     (2, "a", 1_000, true),
-                    (3, "a", 1_000, true),
+                    (3, "a", 1_010, true),
                 ],
             ),
             &sink,
         );
-        assert_eq!(t.counts(), vec![("web".to_string(), 2)]);
-        assert_eq!(t.stats().rejected_full, 1);
-        assert!(t.apply_batch(&s, &batch(1_500, &[(1, "b", 1_500, true)]), &sink));
+        // Client 2, seen longest ago, makes room for client 4.
+        t.apply_batch(&s, &batch(2_100, &[(4, "b", 2_100, true)]), &sink);
+        let clients: Vec<_> = backends(&t).into_iter().map(|(c, _)| c).collect();
+        assert_eq!(clients, vec![client(1), client(3), client(4)]);
+        assert_eq!(t.stats().evicted_full, 1);
         assert!(sink.same_as(&t));
+        // A refresh moves a client out of the oldest place: client 3 is refreshed, so 1
+        // (1,900) is now the oldest and goes next.
+        t.apply_batch(&s, &batch(2_200, &[(3, "a", 2_200, false)]), &sink);
+        t.apply_batch(&s, &batch(2_300, &[(5, "a", 2_300, true)]), &sink);
+        let clients: Vec<_> = backends(&t).into_iter().map(|(c, _)| c).collect();
+        assert_eq!(clients, vec![client(3), client(4), client(5)]);
+        assert!(sink.same_as(&t));
+        // A node that rebuilt its wheel from a snapshot evicts the same client.
+        let mut restored: PinTable =
+            crate::codec::decode(&crate::codec::encode(&t).unwrap()).unwrap();
+        restored.restore();
+        let other = Mirror::default();
+        for tbl in [&mut t, &mut restored] {
+            tbl.apply_batch(&s, &batch(2_400, &[(6, "a", 2_400, true)]), &other);
+        }
+        assert_eq!(backends(&t), backends(&restored));
     }
 
     #[test]

@@ -317,7 +317,7 @@ impl NodeMetrics {
             ("created", applied.created),
             ("refreshed", applied.refreshed),
             ("expired", applied.expired),
-            ("rejected_full", applied.rejected_full),
+            ("evicted_full", applied.evicted_full),
             ("stale", applied.stale),
         ] {
             ConstCounter::new(v).encode(outcomes.encode_family(&[("outcome", outcome)])?)?;

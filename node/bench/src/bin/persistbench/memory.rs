@@ -92,11 +92,11 @@ impl Bench<'_> {
         let nodes = (0..self.lab.nodes().len())
             .map(|i| -> anyhow::Result<NodeMemory> {
                 let r = self.scrape(i)?;
-                if r.rejected_full > 0.0 {
+                if r.evicted_full > 0.0 {
                     bail!(
-                        "{} refused {} pins for a full table: raise persistence_max_entries",
+                        "{} evicted {} pins from a full table: raise persistence_max_entries",
                         self.lab.nodes()[i].name,
-                        r.rejected_full
+                        r.evicted_full
                     );
                 }
                 let name = &self.lab.nodes()[i].name;

@@ -20,7 +20,7 @@ pub struct Reading {
     pub batches: f64,
     pub batch_writes: f64,
     pub batch_failures: f64,
-    pub rejected_full: f64,
+    pub evicted_full: f64,
     /// `dsrlb_drops_total{reason="ring_full"}`.
     pub ring_full: f64,
     /// `dsrlb_drops_total` by reason (ring_full included).
@@ -55,9 +55,9 @@ impl Reading {
             batches: m.get("dsrlb_persistence_batches_total", &[]),
             batch_writes: m.get("dsrlb_persistence_batch_writes_total", &[]),
             batch_failures: m.get("dsrlb_persistence_batch_failures_total", &[]),
-            rejected_full: m.get(
+            evicted_full: m.get(
                 "dsrlb_persistence_applied_total",
-                &[("outcome", "rejected_full")],
+                &[("outcome", "evicted_full")],
             ),
             ring_full: m.get("dsrlb_drops_total", &[("reason", "ring_full")]),
             drops: m.by_label("dsrlb_drops_total", "reason"),

@@ -1,5 +1,6 @@
-//! The load of `dsrlb-persistbench`: one UDP datagram per new (farm, client) pair, each from
-//! a spoofed source address, written as raw Ethernet frames from the client's namespace
+//! The load of `dsrlb-persistbench`: two UDP datagrams of one flow per new (farm, client)
+//! pair (a UDP client is pinned from its second datagram: docs/design.md#inv-pins-from-real-clients),
+//! each pair from a spoofed source address, written as raw Ethernet frames from the client's namespace
 //! through one AF_PACKET socket with `sendmmsg`, paced per millisecond to a target rate.
 //!
 //! The kernel's own UDP stack cannot send from addresses the client does not hold, and a
@@ -65,6 +66,7 @@ pub struct Run {
 /// What a run sent.
 #[derive(Clone, Debug, Default)]
 pub struct Sent {
+    /// Pairs sent, both datagrams.
     pub frames: u64,
     pub elapsed: Duration,
     /// Frames the kernel refused (counted once per refused frame).
@@ -77,7 +79,7 @@ pub struct Sent {
 }
 
 impl Sent {
-    /// The rate actually offered, frames per second.
+    /// The rate actually offered, pairs per second.
     pub fn rate(&self) -> f64 {
         self.frames as f64 / self.elapsed.as_secs_f64().max(1e-6)
     }
@@ -147,13 +149,16 @@ impl RawSender {
         for f in self.frames.iter_mut() {
             template(f, t);
         }
-        let schedule = Duration::from_secs_f64(run.count as f64 / run.rate as f64);
+        // Datagrams, two per pair, back to back.
+        let (count, rate) = (run.count * 2, run.rate * 2);
+        let schedule = Duration::from_secs_f64(count as f64 / rate as f64);
         let start = Instant::now();
         let deadline = start + schedule + grace;
         let mut sent = Sent::default();
         let mut next = 0usize;
+        let mut datagrams = 0u64;
         let mut errors_in_a_row = 0u32;
-        while next < run.count {
+        while next < count {
             if stop() {
                 sent.stopped = true;
                 break;
@@ -163,23 +168,23 @@ impl RawSender {
                 break;
             }
             let el = now - start;
-            let due = ((el.as_secs_f64() * run.rate as f64) as usize).min(run.count);
+            let due = ((el.as_secs_f64() * rate as f64) as usize).min(count);
             if due > next {
                 // How far behind: the time the oldest owed frame was due.
-                let owed_since = Duration::from_secs_f64(next as f64 / run.rate as f64);
+                let owed_since = Duration::from_secs_f64(next as f64 / rate as f64);
                 sent.max_behind = sent.max_behind.max(el.saturating_sub(owed_since));
             }
             while next < due {
                 let n = (due - next).min(BATCH);
                 for (j, f) in self.frames[..n].iter_mut().enumerate() {
-                    let k = run.first + next + j;
+                    let k = run.first + (next + j) / 2;
                     let port = t.ports[k % t.ports.len()];
                     fill(f, pool_addr(k / t.ports.len()), run.sport, port);
                 }
                 match self.sendmmsg(n) {
                     Ok(done) => {
                         next += done;
-                        sent.frames += done as u64;
+                        datagrams += done as u64;
                         errors_in_a_row = 0;
                         if done < n {
                             // The rest waits for the next tick.
@@ -200,10 +205,11 @@ impl RawSender {
             }
             let tick_end = start + TICK * ((el.as_micros() / TICK.as_micros()) as u32 + 1);
             let now = Instant::now();
-            if next < run.count && tick_end > now {
+            if next < count && tick_end > now {
                 std::thread::sleep(tick_end - now);
             }
         }
+        sent.frames = datagrams / 2;
         sent.elapsed = start.elapsed();
         Ok(sent)
     }
