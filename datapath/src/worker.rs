@@ -202,22 +202,13 @@ impl Datapath {
                 ring,
             });
         }
-        let arp_geo = RingGeometry::for_slots(ARP_RING_SLOTS).ok_or(IoError::RingSize {
-            slots: ARP_RING_SLOTS,
-            max: MAX_RING_SLOTS,
-        })?;
-        let (arp_sock, arp_ring) =
-            open_worker_socket(&iface, arp_geo, &bpf::filter_for(Admit::Arp, &vips), BATCH)?;
-        let mut arp = Some(Port {
-            sock: Arc::new(arp_sock),
-            ring: arp_ring,
-        });
+        let mut arp = Some(ArpPort::open(&iface, &vips)?);
         // From here on `publish` keeps the filters in step with the table (a table published
         // since the one above is applied now).
         let socks: Vec<(Arc<PacketSocket>, Admit)> = sockets
             .iter()
             .map(|p| (p.sock.clone(), Admit::Ipv4))
-            .chain(arp.iter().map(|p| (p.sock.clone(), Admit::Arp)))
+            .chain(arp.iter().map(|p| (p.0.sock.clone(), Admit::Arp)))
             .collect();
         shared
             .register_sockets(&socks, &vips)
@@ -349,6 +340,56 @@ enum Wait {
     Fatal,
 }
 
+/// The ARP socket: outside the fanout group, with a small ring of its own and a filter
+/// that admits only ARP for a VIP, so ARP is served even while a flood fills the data
+/// rings. Both I/O backends use it (AF_XDP passes ARP to the kernel, where this socket
+/// sees it), served by worker 0 before each of its batches.
+pub(crate) struct ArpPort(Port);
+
+impl ArpPort {
+    pub(crate) fn open(
+        iface: &InterfaceInfo,
+        vips: &[std::net::Ipv4Addr],
+    ) -> Result<ArpPort, IoError> {
+        let geo = RingGeometry::for_slots(ARP_RING_SLOTS).ok_or(IoError::RingSize {
+            slots: ARP_RING_SLOTS,
+            max: MAX_RING_SLOTS,
+        })?;
+        let (sock, ring) =
+            open_worker_socket(iface, geo, &bpf::filter_for(Admit::Arp, vips), BATCH)?;
+        Ok(ArpPort(Port {
+            sock: Arc::new(sock),
+            ring,
+        }))
+    }
+
+    /// The socket, for the VIP filter updates and for `poll`.
+    pub(crate) fn sock(&self) -> &Arc<PacketSocket> {
+        &self.0.sock
+    }
+
+    pub(crate) fn ready(&self) -> bool {
+        self.0.ring.ready()
+    }
+
+    /// Answers the ARP requests waiting in the ring (one batch).
+    pub(crate) fn serve(
+        &mut self,
+        processor: &mut Processor,
+        shared: &Shared,
+        index: usize,
+        mtu: usize,
+        tx: &mut TxBatch,
+    ) {
+        serve_batch(&mut self.0, processor, shared, index, mtu, tx);
+    }
+
+    /// Frames the kernel dropped on this ring since the last call.
+    pub(crate) fn ring_drops(&self) -> u64 {
+        self.0.sock.packet_stats().map_or(0, |(_, d)| u64::from(d))
+    }
+}
+
 /// A socket and its receive ring.
 struct Port {
     /// Shared with [`Shared`], which re-attaches its filter when the VIP set changes.
@@ -356,19 +397,12 @@ struct Port {
     ring: RxRing,
 }
 
-/// Which of a worker's ports a batch reads.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Which {
-    Data,
-    Arp,
-}
-
 struct Worker {
     index: usize,
     /// The worker's socket in the fanout group (IPv4 to a VIP).
     data: Port,
     /// The ARP socket, on worker 0 only.
-    arp: Option<Port>,
+    arp: Option<ArpPort>,
     shared: Arc<Shared>,
     processor: Processor,
     stop: Arc<AtomicBool>,
@@ -382,11 +416,17 @@ impl Worker {
         let mut batches: u32 = 0;
         while !self.stop.load(Ordering::Relaxed) {
             // ARP first, every time round: it must not wait behind a flood.
-            if self.arp.as_ref().is_some_and(|p| p.ring.ready()) {
-                self.batch(Which::Arp, &mut tx);
+            if let Some(arp) = self.arp.as_mut().filter(|p| p.ready()) {
+                arp.serve(
+                    &mut self.processor,
+                    &self.shared,
+                    self.index,
+                    self.mtu,
+                    &mut tx,
+                );
             }
             if !self.data.ring.ready() {
-                if self.arp.as_ref().is_some_and(|p| p.ring.ready()) {
+                if self.arp.as_ref().is_some_and(ArpPort::ready) {
                     continue;
                 }
                 match self.wait() {
@@ -401,7 +441,14 @@ impl Worker {
                 }
                 continue;
             }
-            self.batch(Which::Data, &mut tx);
+            serve_batch(
+                &mut self.data,
+                &mut self.processor,
+                &self.shared,
+                self.index,
+                self.mtu,
+                &mut tx,
+            );
             self.processor
                 .housekeep(monotonic_ns(), SWEEP_PER_BATCH, &self.shared.flows);
             batches = batches.wrapping_add(1);
@@ -414,11 +461,14 @@ impl Worker {
     /// Waits up to one poll interval for frames on any of the worker's sockets.
     fn wait(&mut self) -> Wait {
         let socks: [Option<&Arc<PacketSocket>>; 2] =
-            [Some(&self.data.sock), self.arp.as_ref().map(|p| &p.sock)];
+            [Some(&self.data.sock), self.arp.as_ref().map(ArpPort::sock)];
         let mut fds: [PollFd<'_>; 2] = [
             PollFd::new(self.data.sock.as_fd(), PollFlags::POLLIN),
             PollFd::new(
-                self.arp.as_ref().unwrap_or(&self.data).sock.as_fd(),
+                self.arp
+                    .as_ref()
+                    .map_or(&self.data.sock, ArpPort::sock)
+                    .as_fd(),
                 PollFlags::POLLIN,
             ),
         ];
@@ -458,78 +508,83 @@ impl Worker {
     }
 
     fn collect_ring_drops(&mut self) {
-        for port in std::iter::once(&self.data).chain(self.arp.as_ref()) {
-            if let Ok((_, drops)) = port.sock.packet_stats()
-                && drops > 0
-            {
-                self.ring_drops
-                    .fetch_add(u64::from(drops), Ordering::Relaxed);
-                self.shared
-                    .drops
-                    .add(self.index, DropReason::RingFull, u64::from(drops));
-            }
-        }
-    }
-
-    fn batch(&mut self, which: Which, tx: &mut TxBatch) {
-        let port = match (which, self.arp.as_mut()) {
-            (Which::Arp, Some(p)) => p,
-            _ => &mut self.data,
-        };
-        let table = self.shared.table.load();
-        let now = monotonic_ns();
-        let owner = self.shared.is_owner_at(now);
-        let mut slots = [0usize; BATCH];
-        let mut out = [(0usize, 0usize); BATCH];
-        let (mut n, mut n_out) = (0, 0);
-        while n < BATCH {
-            let Some(slot) = port.ring.next_ready() else {
-                break;
-            };
-            slots[n] = slot;
-            n += 1;
-            let base = port.ring.offset(slot);
-            let Some(bytes) = port.ring.slot_mut(slot) else {
-                // `next_ready` just saw the slot user-owned; only a kernel bug lands here.
-                self.shared.drops.count(self.index, DropReason::Truncated);
-                continue;
-            };
-            let f = match ring::prepare(bytes, self.mtu) {
-                Ok(f) => f,
-                Err(r) => {
-                    self.shared.drops.count(self.index, r);
-                    continue;
-                }
-            };
-            let frame = &mut bytes[f.start..f.start + f.len];
-            let (off, len) = match self.processor.process(&table, owner, frame, now) {
-                Verdict::Forward => f.tx_span(f.len),
-                Verdict::Reply { len } => {
-                    // An ARP reply carries no offload metadata.
-                    bytes[f.vnet..f.start].fill(0);
-                    f.tx_span(len)
-                }
-                Verdict::Drop(r) => {
-                    self.shared.drops.count(self.index, r);
-                    continue;
-                }
-            };
-            out[n_out] = (base + off, len);
-            n_out += 1;
-        }
-        drop(table);
-        // A stop (SIGSTOP, starvation) while collecting the batch may have outlived the
-        // lease; frames that arrived meanwhile must not leave under the old verdict.
-        if owner && n_out > 0 && !self.shared.is_owner_at(monotonic_ns()) {
+        let data = self
+            .data
+            .sock
+            .packet_stats()
+            .map_or(0, |(_, d)| u64::from(d));
+        let drops = data + self.arp.as_ref().map_or(0, ArpPort::ring_drops);
+        if drops > 0 {
+            self.ring_drops.fetch_add(drops, Ordering::Relaxed);
             self.shared
                 .drops
-                .add(self.index, DropReason::NotOwner, n_out as u64);
-            n_out = 0;
+                .add(self.index, DropReason::RingFull, drops);
         }
-        transmit(port, &self.shared, self.index, tx, &out[..n_out]);
-        for &slot in &slots[..n] {
-            port.ring.release(slot);
-        }
+    }
+}
+
+/// One batch from `port`'s ring: process each frame in place with `processor`, send what is
+/// to be sent with as few `sendmmsg` calls as possible, hand the slots back. `index` is the
+/// worker's counter slot.
+fn serve_batch(
+    port: &mut Port,
+    processor: &mut Processor,
+    shared: &Shared,
+    index: usize,
+    mtu: usize,
+    tx: &mut TxBatch,
+) {
+    let table = shared.table.load();
+    let now = monotonic_ns();
+    let owner = shared.is_owner_at(now);
+    let mut slots = [0usize; BATCH];
+    let mut out = [(0usize, 0usize); BATCH];
+    let (mut n, mut n_out) = (0, 0);
+    while n < BATCH {
+        let Some(slot) = port.ring.next_ready() else {
+            break;
+        };
+        slots[n] = slot;
+        n += 1;
+        let base = port.ring.offset(slot);
+        let Some(bytes) = port.ring.slot_mut(slot) else {
+            // `next_ready` just saw the slot user-owned; only a kernel bug lands here.
+            shared.drops.count(index, DropReason::Truncated);
+            continue;
+        };
+        let f = match ring::prepare(bytes, mtu) {
+            Ok(f) => f,
+            Err(r) => {
+                shared.drops.count(index, r);
+                continue;
+            }
+        };
+        let frame = &mut bytes[f.start..f.start + f.len];
+        let (off, len) = match processor.process(&table, owner, frame, now) {
+            Verdict::Forward => f.tx_span(f.len),
+            Verdict::Reply { len } => {
+                // An ARP reply carries no offload metadata.
+                bytes[f.vnet..f.start].fill(0);
+                f.tx_span(len)
+            }
+            Verdict::Drop(r) => {
+                shared.drops.count(index, r);
+                continue;
+            }
+        };
+        out[n_out] = (base + off, len);
+        n_out += 1;
+    }
+    drop(table);
+    // A stop (SIGSTOP, starvation) while collecting the batch may have outlived the
+    // lease; frames that arrived meanwhile must not leave under the old verdict.
+    if owner && n_out > 0 && !shared.is_owner_at(monotonic_ns()) {
+        shared.drops.add(index, DropReason::NotOwner, n_out as u64);
+        n_out = 0;
+    }
+    transmit(port, &shared, index, tx, &out[..n_out]);
+    for &slot in &slots[..n] {
+        port.ring.release(slot);
     }
 }
 

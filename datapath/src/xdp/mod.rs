@@ -36,10 +36,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::thread::JoinHandle;
 
+use crate::bpf::Admit;
 use crate::error::IoError;
 use crate::iface::InterfaceInfo;
 use crate::process::{Processor, ProcessorConfig};
-use crate::shared::Shared;
+use crate::shared::{Shared, sorted_vips};
+use crate::worker::ArpPort;
 
 pub(crate) use prog::VipMap;
 pub(crate) use xsk::driver;
@@ -201,6 +203,17 @@ pub(crate) fn start(
     shared
         .register_vip_map(&vips)
         .map_err(xdp_err("fill VIP map"))?;
+    // ARP is passed by the program and answered from the ARP socket, on worker 0.
+    let table_vips = sorted_vips(&shared.table.load_full());
+    let mut arp = Some(ArpPort::open(iface, &table_vips)?);
+    if let Some(a) = &arp {
+        shared
+            .register_sockets(&[(a.sock().clone(), Admit::Arp)], &table_vips)
+            .map_err(|source| IoError::Setsockopt {
+                option: "SO_ATTACH_FILTER",
+                source,
+            })?;
+    }
     let hook = attach(iface, &prog)?;
     let attachment = Attachment {
         hook,
@@ -223,6 +236,7 @@ pub(crate) fn start(
         let w = worker::XdpWorker {
             index,
             socks,
+            arp: arp.take(),
             shared: shared.clone(),
             processor,
             stop: stop.clone(),

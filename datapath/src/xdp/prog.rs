@@ -1,10 +1,12 @@
 //! The XDP steering program, assembled here in Rust, and its two maps.
 //!
 //! It looks at every frame the interface receives and redirects to the receive queue's
-//! AF_XDP socket only ARP whose target address is a VIP and IPv4 whose destination is a
-//! VIP (behind up to two VLAN tags); everything else gets `XDP_PASS`, so the node's own
-//! traffic (Raft, admin, health checks, the resolver's ARP) never notices it. A queue with
-//! no socket in the XSKMAP also passes (`bpf_redirect_map`'s fallback action).
+//! AF_XDP socket only IPv4 whose destination is a VIP (behind up to two VLAN tags);
+//! everything else gets `XDP_PASS`, so the node's own traffic (Raft, admin, health checks,
+//! the resolver's ARP) never notices it. ARP is passed too: the datapath's ARP socket
+//! (AF_PACKET, a ring of its own, the same one the AF_PACKET backend uses) answers it, so a
+//! flood that fills the XSK rings never delays an ARP answer. A queue with no socket in the
+//! XSKMAP also passes (`bpf_redirect_map`'s fallback action).
 //!
 //! Why hand-assembled eBPF and not a loader crate with a compiled object: the program is
 //! about forty instructions; a C or Rust-BPF build would add a toolchain (clang or
@@ -76,14 +78,11 @@ enum Label {
     Tag1,
     Tag2,
     L3,
-    Arp,
-    Ipv4,
-    Lookup,
     Redirect,
 }
 
 impl Label {
-    const COUNT: usize = 8;
+    const COUNT: usize = 5;
 }
 
 fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
@@ -166,21 +165,13 @@ pub(crate) fn steering_program(vips: i32, xsks: i32, vlan_kfunc: Option<u32>) ->
     a.need(14);
     a.op(LDXH, 5, 2, 12, 0);
     a.label(Label::L3);
-    a.jump(JEQ_K, 5, 0, wire16(0x0806), Label::Arp);
-    a.jump(JEQ_K, 5, 0, wire16(0x0800), Label::Ipv4);
-    // IPv6 (0x86DD) joins here with its own map once the datapath forwards it.
-    a.jump(JA, 0, 0, 0, Label::Pass);
-    // ARP: the target protocol address, 24 bytes into the ARP header.
-    a.label(Label::Arp);
-    a.need(14 + 28);
-    a.op(LDXW, 4, 2, 14 + 24, 0);
-    a.jump(JA, 0, 0, 0, Label::Lookup);
+    // ARP and everything else but IPv4 to the stack. IPv6 (0x86DD) joins here with its own
+    // map once the datapath forwards it.
+    a.jump(JNE_K, 5, 0, wire16(0x0800), Label::Pass);
     // IPv4: the destination address, 16 bytes into the header.
-    a.label(Label::Ipv4);
     a.need(14 + 20);
     a.op(LDXW, 4, 2, 14 + 16, 0);
     // Is it a VIP? The key is the address in wire order, as loaded.
-    a.label(Label::Lookup);
     a.op(STXW, 10, 4, -4, 0);
     a.op(MOV64_X, 2, 10, 0, 0);
     a.op(ADD64_K, 2, 0, 0, -4);
@@ -308,7 +299,7 @@ mod tests {
                 checks += 1;
             }
         }
-        assert_eq!(checks, 5, "five bounds checks: three Ethernet, ARP, IPv4");
+        assert_eq!(checks, 4, "four bounds checks: three Ethernet, IPv4");
         // Both map loads carry the descriptors given.
         let maps: Vec<i32> = p
             .iter()
@@ -331,7 +322,7 @@ mod tests {
                 assert_eq!(*i as i64 + 1 + i64::from(off), pass as i64, "insn {i}");
             })
             .count();
-        assert_eq!(checks, 6, "one more after the tag is written back");
+        assert_eq!(checks, 5, "one more after the tag is written back");
         assert!(p.contains(&insn(CALL, 0, PSEUDO_KFUNC_CALL, 0, 1234)));
     }
 }

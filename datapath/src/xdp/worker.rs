@@ -24,7 +24,8 @@ use crate::flow::{SWEEP_IDLE, SWEEP_PER_BATCH};
 use crate::packet::{Parsed, parse};
 use crate::process::{Processor, Verdict};
 use crate::shared::Shared;
-use crate::worker::BATCH;
+use crate::sys::TxBatch;
+use crate::worker::{ArpPort, BATCH};
 
 const POLL_MS: i32 = 100;
 /// Kicks per batch before the rest of a batch waits for the next round (copy mode sends
@@ -36,6 +37,8 @@ const UDP: u8 = 17;
 pub(crate) struct XdpWorker {
     pub(crate) index: usize,
     pub(crate) socks: Vec<Xsk>,
+    /// The ARP socket (the program passes ARP to the kernel), on one worker only.
+    pub(crate) arp: Option<ArpPort>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) processor: Processor,
     pub(crate) stop: Arc<AtomicBool>,
@@ -62,9 +65,27 @@ impl XdpWorker {
                 revents: 0,
             })
             .collect();
+        if let Some(a) = &self.arp {
+            pollfds.push(libc::pollfd {
+                fd: std::os::fd::AsRawFd::as_raw_fd(&std::os::fd::AsFd::as_fd(&**a.sock())),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
         let mut lost_seen = vec![0u64; self.socks.len()];
         let mut batches: u32 = 0;
+        let mut arp_tx = TxBatch::new(BATCH);
         while !self.stop.load(Ordering::Relaxed) {
+            // ARP first, every time round: it must not wait behind a flood.
+            if let Some(arp) = self.arp.as_mut().filter(|a| a.ready()) {
+                arp.serve(
+                    &mut self.processor,
+                    &self.shared,
+                    self.index,
+                    self.mtu,
+                    &mut arp_tx,
+                );
+            }
             let mut busy = false;
             let mut pending = false;
             for i in 0..self.socks.len() {
@@ -104,6 +125,11 @@ impl XdpWorker {
     }
 
     fn collect_drops(&mut self, seen: &mut [u64]) {
+        let arp = self.arp.as_ref().map_or(0, ArpPort::ring_drops);
+        if arp > 0 {
+            self.ring_drops.fetch_add(arp, Ordering::Relaxed);
+            self.shared.drops.add(self.index, DropReason::RingFull, arp);
+        }
         for (s, seen) in self.socks.iter().zip(seen.iter_mut()) {
             if let Ok(st) = s.stats()
                 && st.rx_lost > *seen

@@ -24,17 +24,6 @@ fn a_flood_beyond_capacity_drops_at_the_ring_and_arp_keeps_answering() {
     if !can_run_lab() {
         return;
     }
-    // Known gap of the AF_XDP backend (docs/design.md#af-xdp): ARP shares the queue's
-    // socket with the flood there, and 77 % of the probes were answered in the one run
-    // made. AF_PACKET gives ARP a socket and ring of its own; until AF_XDP does, this
-    // property is claimed for AF_PACKET only, and the test says so instead of passing.
-    if lab::lbnode::lab_io() == "af_xdp" {
-        eprintln!(
-            "NOT RUN under DSRLB_LAB_IO=af_xdp: ARP is not isolated from a flood on AF_XDP yet \
-             (docs/design.md#af-xdp)"
-        );
-        return;
-    }
     // c1 floods, c2 probes ARP: c2's port on the bridge sees the probes and their replies,
     // not the flood (unicast to the node), so its capture judges ARP alone.
     let mut lab = Lab::build(&LabSpec {
