@@ -582,7 +582,7 @@ fn serve_batch(
         shared.drops.add(index, DropReason::NotOwner, n_out as u64);
         n_out = 0;
     }
-    transmit(port, &shared, index, tx, &out[..n_out]);
+    transmit(port, shared, index, tx, &out[..n_out]);
     for &slot in &slots[..n] {
         port.ring.release(slot);
     }
