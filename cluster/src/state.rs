@@ -20,9 +20,29 @@ use std::time::Duration;
 /// How a farm picks a backend for a new flow.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Scheduler {
-    /// Weighted Maglev over the live backends.
+    /// Weighted Maglev over the live backends, keyed by the 5-tuple.
     #[default]
     Maglev,
+    /// Weighted Maglev keyed by the client address alone: all of a client's connections go
+    /// to one backend, without pins (appended last: the log's encoding of `Maglev` stays).
+    SrcHash,
+}
+
+impl Scheduler {
+    /// Every scheduler, for error messages and help.
+    pub const ALL: [Scheduler; 2] = [Scheduler::Maglev, Scheduler::SrcHash];
+
+    /// The name in config files and the admin API.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scheduler::Maglev => "maglev",
+            Scheduler::SrcHash => "srchash",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Scheduler> {
+        Scheduler::ALL.into_iter().find(|s| s.name() == name)
+    }
 }
 
 /// Whether a client keeps its backend across flows.

@@ -38,6 +38,7 @@ fn table(reg: &CounterRegistry, pins: Option<Arc<FarmPins>>) -> ForwardingTable 
             ttl: Duration::from_secs(3600),
             pins,
         }),
+        hash: datapath::FlowHash::default(),
     };
     ForwardingTable::build(OWN, &[farm], reg, 65_537).expect("valid farm")
 }

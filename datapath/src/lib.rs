@@ -72,6 +72,7 @@ pub use ring::MAX_RING_SLOTS;
 pub use segment_probe::SegmentEvidence;
 pub use shared::Shared;
 pub use table::{
-    BackendSpec, BackendState, FarmSpec, ForwardingTable, PersistSpec, Protocol, TableError,
+    BackendSpec, BackendState, FarmSpec, FlowHash, ForwardingTable, PersistSpec, Protocol,
+    TableError,
 };
 pub use worker::{Datapath, DatapathConfig, resolve_workers};

@@ -36,7 +36,7 @@ use crate::counters::FlowCounters;
 use crate::flow::{FlowKey, FlowTable};
 use crate::packet::{ARP_OP_REQUEST, ArpView, Fragment, Ipv4View, Parsed, parse};
 use crate::persist::{PinEvent, PinQueue, QUEUE_CAPACITY, client_hash};
-use crate::table::{Backend, Farm, FarmPersist, ForwardingTable, FragFarm, Protocol};
+use crate::table::{Backend, Farm, FarmPersist, FlowHash, ForwardingTable, FragFarm, Protocol};
 
 /// A pin request (new or refresh) that has not shown up in the mirror is asked again after
 /// this long: the batch that carried it may have been lost with a leader.
@@ -232,6 +232,9 @@ impl Processor {
                 // another owner) belongs to a connection already under way.
                 let established = protocol == Protocol::Tcp && !ip.tcp_syn;
                 let picked = match &farm.persist {
+                    None if farm.hash == FlowHash::Source => {
+                        table.maglev_pick(farm, client_hash(ip.src))
+                    }
                     None => table.maglev_pick(farm, hash),
                     Some(p) => {
                         let proves = established

@@ -85,6 +85,19 @@ pub struct FarmSpec {
     pub backends: Vec<BackendSpec>,
     /// Source-IP persistence; `None`: every flow is scheduled on its own.
     pub persistence: Option<PersistSpec>,
+    /// What Maglev is keyed by for a new flow.
+    pub hash: FlowHash,
+}
+
+/// What a farm's Maglev lookup is keyed by (the `scheduler`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum FlowHash {
+    /// The 5-tuple (`maglev`): each connection on its own.
+    #[default]
+    FiveTuple,
+    /// The client address alone (`srchash`): all of a client's connections to one backend,
+    /// on every node, without pins; it moves only when the farm's backend set changes.
+    Source,
 }
 
 /// Source-IP persistence of a farm: the TTL and the farm's pin mirror.
@@ -179,6 +192,7 @@ pub(crate) struct Farm {
     pub(crate) maglev: Option<Maglev>,
     pub(crate) counters: Arc<FarmCounters>,
     pub(crate) persist: Option<FarmPersist>,
+    pub(crate) hash: FlowHash,
 }
 
 /// A persistent farm's pins and timing, on the monotonic clock.
@@ -289,6 +303,7 @@ impl ForwardingTable {
                         refresh_ns: ttl_ns / REFRESH_DIVISOR,
                     }
                 }),
+                hash: spec.hash,
             });
             let entry = t
                 .vips
@@ -482,6 +497,7 @@ mod tests {
             ports,
             backends: vec![backend("a", 1), backend("b", 2)],
             persistence: None,
+            hash: FlowHash::default(),
         }
     }
 

@@ -491,6 +491,7 @@ mod tests {
                 healthy: true,
             }],
             persistence: None,
+            hash: datapath::FlowHash::default(),
         };
         let table = ForwardingTable::build(
             MacAddr([2, 0, 0, 0, 0, 1]),

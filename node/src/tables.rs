@@ -9,7 +9,9 @@
 //! flows already pinned to them keep going until the tier above them is back.
 
 use cluster::ClusterState;
-use datapath::{BackendSpec, BackendState, FarmSpec, MacAddr, PersistSpec, PinRegistry, Protocol};
+use datapath::{
+    BackendSpec, BackendState, FarmSpec, FlowHash, MacAddr, PersistSpec, PinRegistry, Protocol,
+};
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
@@ -72,6 +74,10 @@ pub fn farm_specs(
                         ttl,
                         pins: pins.farm(&farm.name),
                     }),
+                },
+                hash: match farm.scheduler {
+                    cluster::Scheduler::Maglev => FlowHash::FiveTuple,
+                    cluster::Scheduler::SrcHash => FlowHash::Source,
                 },
             }
         })

@@ -37,6 +37,7 @@ pub fn farm(name: &str, protocol: Protocol, port: u16, backends: Vec<BackendSpec
         ports: port..=port,
         backends,
         persistence: None,
+        hash: datapath::FlowHash::default(),
     }
 }
 

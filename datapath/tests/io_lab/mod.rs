@@ -213,6 +213,7 @@ pub fn lab_table(shared: &Shared, own_mac: MacAddr, backend_mac: MacAddr) -> For
         ports: port..=port,
         backends: vec![backend.clone()],
         persistence: None,
+        hash: datapath::FlowHash::default(),
     };
     let farms = [
         farm("udp", Protocol::Udp, UDP_PORT),

@@ -282,7 +282,8 @@ pub struct FarmSetArgs {
 /// Farm settings shared by `farm add` and `farm set`.
 #[derive(Debug, Args)]
 pub struct FarmSettings {
-    /// Scheduler (`maglev`).
+    /// Scheduler: `maglev` (each connection on its own) or `srchash` (a client's connections
+    /// to one backend).
     #[arg(long)]
     pub scheduler: Option<String>,
     /// Source-IP persistence.

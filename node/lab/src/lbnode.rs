@@ -25,6 +25,8 @@ pub struct LabFarm {
     pub check: Option<(u64, u32, u32)>,
     /// `persistence_ttl` of source-IP persistence (e.g. `"60s"`); `None`: no persistence.
     pub persistence_ttl: Option<String>,
+    /// `scheduler`; `None`: the default.
+    pub scheduler: Option<&'static str>,
 }
 
 impl LabFarm {
@@ -37,6 +39,7 @@ impl LabFarm {
             backends: backends.iter().map(|b| (*b, 1)).collect(),
             check: None,
             persistence_ttl: None,
+            scheduler: None,
         }
     }
 
@@ -237,6 +240,9 @@ impl Lab {
             );
             if let Some(ttl) = &farm.persistence_ttl {
                 let _ = write!(c, "persistence = \"srcip\"\npersistence_ttl = {ttl:?}\n");
+            }
+            if let Some(s) = farm.scheduler {
+                let _ = writeln!(c, "scheduler = {s:?}");
             }
             if let Some((interval, rise, fall)) = farm.check {
                 let _ = write!(

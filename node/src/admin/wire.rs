@@ -73,7 +73,7 @@ pub fn pb_from_farm(f: &cluster::Farm, state: &ClusterState) -> pb::Farm {
             (None, None) => String::new(),
         },
         protocol: raw.protocol,
-        scheduler: "maglev".into(),
+        scheduler: raw.scheduler.unwrap_or_else(|| "maglev".into()),
         persistence: raw.persistence.unwrap_or_else(|| "none".into()),
         persistence_ttl: raw.persistence_ttl.unwrap_or_default(),
         check: raw.check.map(|c| pb::Check {

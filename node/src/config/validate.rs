@@ -576,14 +576,14 @@ pub fn validate_farm(keys: Keys, raw: &RawFarm) -> Result<Farm> {
             format!("{:?} is not tcp or udp", raw.protocol),
         )
     })?;
-    let scheduler = match raw.scheduler.as_deref().unwrap_or("maglev") {
-        "maglev" => Scheduler::Maglev,
-        other => {
-            return Err(ConfigError::invalid(
+    let scheduler = match raw.scheduler.as_deref() {
+        None => Scheduler::Maglev,
+        Some(name) => Scheduler::from_name(name).ok_or_else(|| {
+            ConfigError::invalid(
                 k("scheduler"),
-                format!("{other:?} is not a known scheduler (maglev)"),
-            ));
-        }
+                format!("{name:?} is not a known scheduler (maglev, srchash)"),
+            )
+        })?,
     };
     let ttl = match &raw.persistence_ttl {
         Some(t) => duration(&k("persistence_ttl"), t)?,
@@ -786,7 +786,9 @@ impl From<&Farm> for RawFarm {
             port,
             ports,
             protocol: f.protocol.as_str().into(),
-            scheduler: None,
+            // The default stays implicit, so an export of a farm that never chose one
+            // round-trips to the same text.
+            scheduler: (f.scheduler != Scheduler::Maglev).then(|| f.scheduler.name().to_string()),
             persistence,
             persistence_ttl,
             check: f.check.as_ref().map(|c| RawCheck {
@@ -948,6 +950,14 @@ mod tests {
     fn the_canonical_spelling_validates_back_to_the_same_farm() {
         let raw: super::super::RawFarms = toml::from_str(SAMPLE_FARM).unwrap();
         let farm = validate_farm(Keys::Api, &raw.farm[0]).unwrap();
+        let back = validate_farm(Keys::Api, &RawFarm::from(&farm)).unwrap();
+        assert_eq!(back, farm);
+        // A chosen scheduler survives the round trip; the default stays unwritten.
+        assert_eq!(RawFarm::from(&farm).scheduler, None);
+        let mut raw = raw.farm[0].clone();
+        raw.scheduler = Some("srchash".into());
+        let farm = validate_farm(Keys::Api, &raw).unwrap();
+        assert_eq!(farm.scheduler, Scheduler::SrcHash);
         let back = validate_farm(Keys::Api, &RawFarm::from(&farm)).unwrap();
         assert_eq!(back, farm);
     }

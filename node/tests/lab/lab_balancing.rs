@@ -64,3 +64,47 @@ fn tcp_requests_spread_by_weight_and_udp_is_answered() {
         );
     }
 }
+
+/// `scheduler = "srchash"` (docs/design.md#schedulers): every connection of one client
+/// address reaches one backend, without persistence, and the clients spread over backends.
+#[test]
+fn srchash_keeps_each_client_on_one_backend() {
+    if !can_run_lab() {
+        return;
+    }
+    let web = LabFarm {
+        scheduler: Some("srchash"),
+        ..LabFarm::new("web", "tcp", lab::BACKEND_HTTP_PORT, &[0, 1, 2])
+    };
+    let s = SingleNode::start(3, 8, &[web]);
+    let addr = SocketAddr::from((s.lab.vip(), lab::BACKEND_HTTP_PORT));
+    let mut sources = vec![s.lab.clients()[0].ip];
+    sources.extend_from_slice(s.lab.client_extra_ips());
+    let per_source: BTreeMap<_, Vec<String>> = s.lab.clients()[0].run(|| {
+        sources
+            .iter()
+            .map(|&src| {
+                let got = (0..6)
+                    .map(|i| {
+                        crate::common::wait_for(Duration::from_secs(3), || {
+                            let mut c = lab::HttpConn::connect_from(
+                                Some(src),
+                                addr,
+                                Duration::from_secs(1),
+                            )
+                            .ok()?;
+                            c.get("/", false).ok()?.backend().map(str::to_owned)
+                        })
+                        .unwrap_or_else(|| panic!("{src}: request {i} unanswered"))
+                    })
+                    .collect();
+                (src, got)
+            })
+            .collect()
+    });
+    for (src, got) in &per_source {
+        assert!(got.iter().all(|b| *b == got[0]), "{src} went to {got:?}");
+    }
+    let used: std::collections::BTreeSet<_> = per_source.values().map(|g| &g[0]).collect();
+    assert!(used.len() >= 2, "9 clients all on {used:?}");
+}

@@ -47,6 +47,7 @@ fn a_non_owner_answers_no_arp_and_forwards_nothing() {
             healthy: true,
         }],
         persistence: None,
+        hash: datapath::FlowHash::default(),
     };
     shared.publish(ForwardingTable::build(node_mac, &[farm], &shared.counters, 65537).unwrap());
     let dp = {
