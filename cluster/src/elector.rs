@@ -139,6 +139,45 @@ pub(crate) async fn judge(shared: &Shared, req: &PreVote) -> PreVoteReply {
     }
 }
 
+/// The leader's side of a real vote request: `Some(refusal)` while this node leads with a
+/// fresh quorum and no handover is under way.
+///
+/// openraft refuses a vote inside the leader lease only on followers (their vote is
+/// refreshed by every heartbeat); a leader's own vote dates from its election, so it grants
+/// a higher term at once and steps down, while its workers may still hold a lease from the
+/// last acknowledgement. A candidate whose pre-vote passed at a moment the leader's quorum
+/// looked stale (starvation) could then be elected while the old leader still owned:
+/// seen in CI as two owners for ~120 ms after a SIGCONT. So the leader applies the pre-vote's
+/// rule to the real vote too; a handover's target is let through (the old leader released
+/// first and waited a lease, docs/design.md#vip-ownership step 6).
+pub(crate) async fn leader_refusal(
+    shared: &Shared,
+    req: &openraft::raft::VoteRequest<NodeId>,
+) -> Option<openraft::raft::VoteResponse<NodeId>> {
+    if shared.in_handover() {
+        return None;
+    }
+    let m = shared.metrics();
+    let fresh = m.state == ServerState::Leader
+        && m.millis_since_quorum_ack
+            .is_some_and(|ms| Duration::from_millis(ms) < shared.timing.election_max);
+    if !fresh {
+        return None;
+    }
+    let vote = shared
+        .raft
+        .with_raft_state(|st| *st.vote_ref())
+        .await
+        .ok()?;
+    let last = last_log_id(shared).await.ok()?;
+    tracing::info!(
+        node = shared.id,
+        candidate = ?req.vote,
+        "vote refused: this node leads with a fresh quorum"
+    );
+    Some(openraft::raft::VoteResponse::new(vote, last, false))
+}
+
 /// This voter's place in the campaign order (0 campaigns first); see the module doc.
 pub(crate) fn rank(
     me: NodeId,

@@ -45,6 +45,10 @@ impl RaftPeer for PeerService {
         if let Some(rest) = self.shared.young_for() {
             tokio::time::sleep(rest).await;
         }
+        if let Some(refusal) = elector::leader_refusal(&self.shared, &req).await {
+            let ok: Result<_, openraft::error::RaftError<crate::types::NodeId>> = Ok(refusal);
+            return reply(&ok);
+        }
         reply(&self.shared.raft.vote(req).await)
     }
 

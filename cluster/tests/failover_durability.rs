@@ -164,3 +164,45 @@ async fn a_restarted_node_grants_no_vote_within_a_lease_of_its_start() -> Result
     ensure!(now == term, "term moved from {term} to {now}");
     Ok(())
 }
+
+/// docs/design.md#vip-ownership step 2: a leader whose quorum is fresh refuses a real vote
+/// for a higher term (openraft alone would grant it and step down while the leader's
+/// workers may still hold a lease), and stays leader in its term.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_with_a_fresh_quorum_refuses_a_higher_vote() -> Result<()> {
+    init_tracing();
+    let mut c = TestCluster::new(3, |_| {})?;
+    c.start_all().await?;
+    let leader = c.wait_leader().await?;
+    c.wait_all(|s| s.bootstrapped).await?;
+    let li = c.index_of(leader);
+    // Past openraft's own lease on the leader's vote (600 ms here), which dates from its election: from
+    // here on openraft alone would grant.
+    tokio::time::sleep(std::time::Duration::from_millis(900)).await;
+    let term = c.node(li).raft_metrics().borrow().current_term;
+    let addr = c.node(li).local_addr();
+    let mut client =
+        proto::raft::v1::raft_peer_client::RaftPeerClient::connect(format!("http://{addr}"))
+            .await?;
+    // A candidate (a voter other than the leader) two terms ahead, with the longest log.
+    let candidate = c.node(c.other_than(leader)).id();
+    let long_log = Some(openraft::LogId::new(
+        openraft::CommittedLeaderId::new(term + 1, candidate),
+        u64::MAX / 2,
+    ));
+    let req =
+        openraft::raft::VoteRequest::<u64>::new(openraft::Vote::new(term + 2, candidate), long_log);
+    let reply = client.vote(authed(encode(&req)?)).await?;
+    let resp: Result<openraft::raft::VoteResponse<u64>, openraft::error::RaftError<u64>> =
+        bincode::serde::decode_from_slice(
+            &reply.into_inner().payload,
+            bincode::config::standard(),
+        )?
+        .0;
+    let resp = resp.map_err(|e| anyhow::anyhow!("vote failed: {e}"))?;
+    ensure!(!resp.vote_granted, "the leader granted {resp:?}");
+    ensure!(c.wait_leader().await? == leader, "leadership moved");
+    let now = c.node(li).raft_metrics().borrow().current_term;
+    ensure!(now == term, "term moved from {term} to {now}");
+    Ok(())
+}
