@@ -261,6 +261,11 @@ pub(crate) async fn elector(shared: Arc<Shared>, mut stop: watch::Receiver<bool>
     let step = shared.timing.elector_step();
     let tick = (shared.timing.heartbeat / 4).max(Duration::from_millis(2));
     let mut not_before = Instant::now();
+    // The last leader this node knew to be elected (a committed vote). After a split vote
+    // every candidate's vote is for itself, uncommitted: ranking by it would put each
+    // candidate last in its own order, give both the same patience and make them collide
+    // again, round after round.
+    let mut last_leader: Option<NodeId> = None;
     loop {
         tokio::select! {
             _ = stop.changed() => return,
@@ -281,11 +286,14 @@ pub(crate) async fn elector(shared: Arc<Shared>, mut stop: watch::Receiver<bool>
         let Some(v) = vote_view(&shared).await else {
             return;
         };
+        if v.committed {
+            last_leader = v.voted_for;
+        }
         if voters.len() > 1 {
             let wait = patience(
                 lease,
                 step,
-                rank(shared.id, &voters, v.voted_for, shared.witness),
+                rank(shared.id, &voters, last_leader, shared.witness),
             );
             // A node that just started has no record of the last heartbeat: it waits as if
             // it had heard one at its start, like the others wait after the last one.
@@ -327,7 +335,7 @@ pub(crate) async fn elector(shared: Arc<Shared>, mut stop: watch::Receiver<bool>
         tracing::info!(
             node = shared.id,
             term = m.current_term,
-            last_leader = ?v.voted_for,
+            last_leader = ?last_leader,
             "no leader for a lease and a quorum would vote for this node: starting an election"
         );
         if let Err(e) = shared.raft.trigger().elect().await {
