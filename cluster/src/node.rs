@@ -39,10 +39,6 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tracing::Instrument;
 
-/// How long `start` retries opening a database another instance in this process is still
-/// closing (a node restarted right after being dropped).
-const OPEN_RETRY: Duration = Duration::from_secs(3);
-
 /// A running cluster member.
 pub struct ClusterNode {
     shared: Arc<Shared>,
@@ -52,26 +48,6 @@ pub struct ClusterNode {
     stop: watch::Sender<bool>,
     server: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
     tasks: Vec<JoinHandle<()>>,
-}
-
-async fn open_db(path: &std::path::Path) -> Result<Arc<redb::Database>, ClusterError> {
-    let deadline = tokio::time::Instant::now() + OPEN_RETRY;
-    loop {
-        match redb::Database::create(path) {
-            Ok(db) => return Ok(Arc::new(db)),
-            Err(redb::DatabaseError::DatabaseAlreadyOpen)
-                if tokio::time::Instant::now() < deadline =>
-            {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => {
-                return Err(ClusterError::Storage {
-                    path: path.display().to_string(),
-                    reason: e.to_string(),
-                });
-            }
-        }
-    }
 }
 
 impl ClusterNode {
@@ -92,12 +68,8 @@ impl ClusterNode {
         s: ClusterSettings,
         bootstrap_farms: Vec<Farm>,
     ) -> Result<ClusterNode, ClusterError> {
-        std::fs::create_dir_all(&s.data_dir).map_err(|e| ClusterError::Storage {
-            path: s.data_dir.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        let db_path = s.data_dir.join("raft.redb");
-        let db = open_db(&db_path).await?;
+        let db_path = s.data_dir.join(crate::store::STORE_FILE);
+        let db = crate::store::open(&s.data_dir).await?;
         let storage_err = |reason: String| ClusterError::Storage {
             path: db_path.display().to_string(),
             reason,

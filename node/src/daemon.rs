@@ -269,13 +269,7 @@ pub(crate) fn cluster_settings(
 }
 
 fn read_token(key: &str, path: &str) -> anyhow::Result<String> {
-    let token =
-        std::fs::read_to_string(path).with_context(|| format!("{key} {path}: cannot read"))?;
-    let token = token.trim().to_string();
-    if token.is_empty() {
-        anyhow::bail!("{key} {path}: the file is empty");
-    }
-    Ok(token)
+    Ok(crate::config::read_token(key, path)?)
 }
 
 fn random_token() -> std::io::Result<String> {
