@@ -46,6 +46,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 }
 
 async fn run_inner(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    for why in config.warnings() {
+        warn!("config: {why}");
+    }
     let facts = HostFacts::gather(&config.datapath.interface)
         .context("reading interface and sysctl facts")?;
     let approved = preflight::check(&config, &facts)?;
@@ -101,7 +104,9 @@ async fn run_inner(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
             ring_slots: config.datapath.ring_slots,
             processor: ProcessorConfig {
                 flow_capacity: config.datapath.flow_capacity,
-                flow_idle_ns: config.datapath.flow_idle.as_nanos() as u64,
+                // Bounded to a day by the config; saturate rather than wrap all the same.
+                flow_idle_ns: u64::try_from(config.datapath.flow_idle.as_nanos())
+                    .unwrap_or(u64::MAX),
             },
             io: config.datapath.io,
         },

@@ -164,7 +164,7 @@ fn main() -> ExitCode {
                     c.farms.len(),
                     c.farms.iter().map(|f| f.backends.len()).sum::<usize>()
                 );
-                if let Some(why) = c.cluster.no_failover() {
+                for why in c.warnings() {
                     println!("warning: {why}");
                 }
                 ExitCode::SUCCESS

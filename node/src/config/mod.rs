@@ -18,6 +18,7 @@ pub use secret::{MIN_TOKEN_BYTES, read_token};
 pub use tls::AdminTls;
 #[cfg(test)]
 pub(crate) use validate::SAMPLE_FARM;
+pub(crate) use validate::shown;
 pub use validate::{
     ClusterConfig, Config, DatapathSettings, Keys, MAX_WEIGHT, WitnessConfig, backend_mac,
     backend_priority, backend_state, backend_weight, check_backends, failover, unicast_ipv4,
