@@ -57,9 +57,30 @@ impl ClusterNode {
         s: ClusterSettings,
         bootstrap_farms: Vec<Farm>,
     ) -> Result<ClusterNode, ClusterError> {
+        Self::start_on(s, bootstrap_farms, None).await
+    }
+
+    /// Binds the peer listener `listen` names, without starting anything: a daemon binds
+    /// every listener before Raft starts, so a port in use stops it with nothing started.
+    pub async fn bind(listen: SocketAddr) -> Result<tokio::net::TcpListener, ClusterError> {
+        tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|source| ClusterError::Listen {
+                addr: listen,
+                source,
+            })
+    }
+
+    /// [`ClusterNode::start`] serving peers on `listener` (from [`ClusterNode::bind`]) when
+    /// given; otherwise it binds `listen` itself, still before the store and Raft.
+    pub async fn start_on(
+        s: ClusterSettings,
+        bootstrap_farms: Vec<Farm>,
+        listener: Option<tokio::net::TcpListener>,
+    ) -> Result<ClusterNode, ClusterError> {
         s.validate()?;
         let span = tracing::info_span!("cluster", node = s.node_id);
-        Self::start_in_span(s, bootstrap_farms)
+        Self::start_in_span(s, bootstrap_farms, listener)
             .instrument(span)
             .await
     }
@@ -67,7 +88,12 @@ impl ClusterNode {
     async fn start_in_span(
         s: ClusterSettings,
         bootstrap_farms: Vec<Farm>,
+        listener: Option<tokio::net::TcpListener>,
     ) -> Result<ClusterNode, ClusterError> {
+        let listener = match listener {
+            Some(l) => l,
+            None => Self::bind(s.listen).await?,
+        };
         let db_path = s.data_dir.join(crate::store::STORE_FILE);
         let db = crate::store::open(&s.data_dir).await?;
         let storage_err = |reason: String| ClusterError::Storage {
@@ -107,12 +133,6 @@ impl ClusterNode {
             peer_contact: s.peer_contact.clone(),
         });
 
-        let listener = tokio::net::TcpListener::bind(s.listen)
-            .await
-            .map_err(|source| ClusterError::Listen {
-                addr: s.listen,
-                source,
-            })?;
         let local_addr = listener
             .local_addr()
             .map_err(|source| ClusterError::Listen {

@@ -27,7 +27,7 @@ use datapath::{
 };
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -65,7 +65,19 @@ async fn run_inner(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
     let persist_metrics = Arc::new(PersistMetrics::default());
     let node_metrics = Arc::new(NodeMetrics::new(shared.clone(), persist_metrics.clone()));
 
+    // docs/design.md#binaries: every file is read and every listener bound before Raft and
+    // the datapath start, so a missing token or a port in use stops the node with nothing
+    // started — no election won, no gratuitous ARP sent.
+    let admin_token = read_token("admin.token_file", &config.admin_token_file)?;
     let mut settings = cluster_settings(config.node_id, &config.data_dir, &config.cluster)?;
+    let admin_listener = bind("admin.listen", config.admin_listen).await?;
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(bind("metrics.listen", addr).await?),
+        None => None,
+    };
+    let peer_listener = ClusterNode::bind(config.cluster.listen)
+        .await
+        .context("cluster.listen")?;
     let sink = Arc::new(DatapathSink::new(shared.clone(), persist_metrics.clone()));
     settings.pin_sink = sink.clone();
     // docs/design.md#pair-segment: every peer call goes through the gate first.
@@ -78,7 +90,7 @@ async fn run_inner(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
         let _ = node_metrics.segment().released_by_peer.set(gate.clone());
     }
     let cluster = Arc::new(
-        ClusterNode::start(settings, config.farms.clone())
+        ClusterNode::start_on(settings, config.farms.clone(), Some(peer_listener))
             .await
             .context("starting the cluster member")?,
     );
@@ -121,7 +133,7 @@ async fn run_inner(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
         "datapath started"
     );
     let admin_server = crate::admin::serve(
-        config.admin_listen,
+        admin_listener,
         crate::admin::AdminContext {
             cluster: cluster.clone(),
             datapath: shared.clone(),
@@ -133,7 +145,7 @@ async fn run_inner(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
                     .map(|i| i.ipv4.clone())
                     .unwrap_or_default(),
             },
-            token: read_token("admin.token_file", &config.admin_token_file)?,
+            token: admin_token,
             admin_port: config.admin_listen.port(),
             tls: config.admin_tls.clone(),
             arbiter: node_metrics.arbiter.clone(),
@@ -181,10 +193,10 @@ async fn run_inner(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
         }
         _ => None,
     };
-    let metrics_server = match config.metrics_listen {
-        Some(addr) => {
+    let metrics_server = match metrics_listener {
+        Some(listener) => {
             let m = node_metrics.clone();
-            Some(metrics::serve(addr, Arc::new(move || m.render())).await?)
+            Some(metrics::serve(listener, Arc::new(move || m.render())).await?)
         }
         None => None,
     };
@@ -271,6 +283,13 @@ pub(crate) fn cluster_settings(
     s.tls = c.tls.clone();
     s.shared = c.shared.clone();
     Ok(s)
+}
+
+/// Binds a listener of the config's `key`, naming the key and address when it cannot.
+pub(crate) async fn bind(key: &str, addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("{key} {addr}: cannot listen"))
 }
 
 fn read_token(key: &str, path: &str) -> anyhow::Result<String> {
