@@ -72,7 +72,7 @@ impl ClusterNode {
     }
 
     /// [`ClusterNode::start`] serving peers on `listener` (from [`ClusterNode::bind`]) when
-    /// given; otherwise it binds `listen` itself, still before the store and Raft.
+    /// given; otherwise it binds `listen` itself, after opening the store and before Raft.
     pub async fn start_on(
         s: ClusterSettings,
         bootstrap_farms: Vec<Farm>,
@@ -90,10 +90,6 @@ impl ClusterNode {
         bootstrap_farms: Vec<Farm>,
         listener: Option<tokio::net::TcpListener>,
     ) -> Result<ClusterNode, ClusterError> {
-        let listener = match listener {
-            Some(l) => l,
-            None => Self::bind(s.listen).await?,
-        };
         let db_path = s.data_dir.join(crate::store::STORE_FILE);
         let db = crate::store::open(&s.data_dir).await?;
         let storage_err = |reason: String| ClusterError::Storage {
@@ -104,6 +100,12 @@ impl ClusterNode {
         let (sm, state, pins) = StateMachineStore::open(db, s.pin_sink.clone())
             .map_err(|e| storage_err(e.to_string()))?;
 
+        // Bound before Raft starts, after the store opened: opening waits for a previous
+        // instance in this process to close the file, and with it that instance's listener.
+        let listener = match listener {
+            Some(l) => l,
+            None => Self::bind(s.listen).await?,
+        };
         let config = Arc::new(s.raft_config()?);
         let auth =
             ClientAuth::new(&s.token).map_err(|e| ClusterError::Settings(format!("token: {e}")))?;
