@@ -39,6 +39,30 @@ use tracing::{Instrument, error, info, info_span, warn};
 /// a lease (120 ms by default) must be noticed to expire well within its length.
 const TICK: Duration = Duration::from_millis(10);
 
+/// Raises this process's open-file soft limit to its hard limit (systemd's default soft
+/// limit is 1024, its hard limit far higher), so idle connections to the listeners run out
+/// the hard limit, not the soft one, before health checks and the datapath run short.
+/// Returns the (soft, hard) limits now in force.
+pub fn raise_fd_limit() -> std::io::Result<(u64, u64)> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable rlimit for the call's duration.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        lim.rlim_cur = lim.rlim_max;
+        // SAFETY: `lim` is a valid rlimit; raising the soft limit up to the hard one needs
+        // no privilege.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok((lim.rlim_cur, lim.rlim_max))
+}
+
 /// Runs a node until `shutdown` completes.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let span = info_span!("node", id = config.node_id);

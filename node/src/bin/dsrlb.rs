@@ -117,6 +117,10 @@ fn run(path: &std::path::Path, witness: bool) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    match node::daemon::raise_fd_limit() {
+        Ok((soft, hard)) => tracing::info!(soft, hard, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
