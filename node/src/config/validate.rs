@@ -260,7 +260,7 @@ impl RawConfig {
         let admin_tls = super::tls::admin_tls(&self.admin)?;
         let datapath = self.validate_datapath()?;
         let farms = validate_farms(&self.farm)?;
-        nodes_are_not_farm_addresses(&cluster, &farms)?;
+        nodes_are_not_farm_addresses(node_id, &cluster, &farms)?;
         Ok(Config {
             node_id,
             data_dir: self.node.data_dir,
@@ -577,38 +577,47 @@ impl RawConfig {
     }
 }
 
-/// A VIP or a backend on a node's own address would have the node forward to itself or
-/// answer ARP for its own address: both break DSR (docs/design.md#packet-walk).
-fn nodes_are_not_farm_addresses(cluster: &ClusterConfig, farms: &[Farm]) -> Result<()> {
-    let mut nodes: Vec<(String, Ipv4Addr)> = cluster
+/// A VIP on any member's address would be claimed by two hosts; a backend on this node's
+/// own address would have it forward to itself (docs/design.md#packet-walk). A backend may
+/// share another member's address: a witness may run on a backend's host.
+fn nodes_are_not_farm_addresses(
+    node_id: u64,
+    cluster: &ClusterConfig,
+    farms: &[Farm],
+) -> Result<()> {
+    let v4 = |a: SocketAddr| match a.ip() {
+        std::net::IpAddr::V4(ip) if !ip.is_unspecified() => Some(ip),
+        _ => None,
+    };
+    let mut nodes: Vec<(String, Ipv4Addr, bool)> = cluster
         .members
         .iter()
-        .filter_map(|(id, a)| match a.ip() {
-            std::net::IpAddr::V4(ip) => Some((format!("node {id}"), ip)),
-            std::net::IpAddr::V6(_) => None,
-        })
+        .filter_map(|(id, a)| v4(*a).map(|ip| (format!("node {id}"), ip, *id == node_id)))
         .collect();
     for (what, a) in [
         ("cluster.listen", cluster.listen),
         ("cluster.advertise", cluster.advertise),
     ] {
-        if let std::net::IpAddr::V4(ip) = a.ip()
-            && !ip.is_unspecified()
-        {
-            nodes.push((what.to_string(), ip));
+        if let Some(ip) = v4(a) {
+            nodes.push((what.to_string(), ip, true));
         }
     }
-    let node_of = |ip: Ipv4Addr| nodes.iter().find(|(_, n)| *n == ip).map(|(w, _)| w.clone());
+    let node_of = |ip: Ipv4Addr, own_only: bool| {
+        nodes
+            .iter()
+            .find(|(_, n, own)| *n == ip && (*own || !own_only))
+            .map(|(w, _, _)| w.clone())
+    };
     for (i, farm) in farms.iter().enumerate() {
         let keys = Keys::File { index: i };
-        if let Some(who) = node_of(farm.vip) {
+        if let Some(who) = node_of(farm.vip, false) {
             return Err(ConfigError::invalid(
                 keys.farm(&farm.name, "vip"),
                 format!("{} is the address of {who}", farm.vip),
             ));
         }
         for (j, b) in farm.backends.iter().enumerate() {
-            if let Some(who) = node_of(b.ip) {
+            if let Some(who) = node_of(b.ip, true) {
                 return Err(ConfigError::invalid(
                     keys.backend(&farm.name, j, &b.name, "ip"),
                     format!("{} is the address of {who}", b.ip),
