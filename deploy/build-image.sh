@@ -68,12 +68,13 @@ mkdir -p "$secrets"
 chmod 700 "$secrets"
 for name in cluster admin; do
     f=$secrets/$name.token
-    [ -s "$f" ] && continue
+    # The node refuses a token file that group or others can read (docs/design.md#config).
+    # The containers run as uid 0 without CAP_DAC_OVERRIDE, so the files must belong to
+    # uid 0: run this script as root (or `chown 0:0` them afterwards).
+    [ -s "$f" ] && { chmod 600 "$f" || die "cannot chmod $f"; continue; }
     token=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
     [ ${#token} -eq 32 ] || die "cannot read random bytes for $f"
-    # Readable inside the containers, whose root has no CAP_DAC_OVERRIDE; the directory
-    # (0700) is what keeps other users of this machine out.
-    (umask 022 && printf '%s\n' "$token" >"$f") || die "cannot write $f"
+    (umask 077 && printf '%s\n' "$token" >"$f") || die "cannot write $f"
     echo "$PROG: created $f"
 done
 

@@ -18,6 +18,20 @@ pub enum ClusterError {
         /// What went wrong.
         reason: String,
     },
+    /// The store is damaged: a record fails its checksum or does not decode, or the file
+    /// cannot be read as a store at all. Not retryable: the node must not start on it.
+    #[error(
+        "storage corrupt at {path}: {reason}. This node cannot start on it. Move the data \
+         dir aside and rejoin this node empty (docs/design.md#bootstrap: `dsrctl member \
+         remove ID` on the cluster, start the node with an empty data dir, then `dsrctl \
+         member add ID HOST:PORT`), or restore the file from a backup"
+    )]
+    Corrupt {
+        /// The database file.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The peer listener could not be bound. Retryable once the address is free.
     #[error("peer listener on {addr}: {source}")]
     Listen {
@@ -85,6 +99,7 @@ impl ClusterError {
             ClusterError::Membership { retryable, .. } => *retryable,
             ClusterError::Settings(_)
             | ClusterError::Storage { .. }
+            | ClusterError::Corrupt { .. }
             | ClusterError::Raft { .. }
             | ClusterError::Invalid(_) => false,
         }

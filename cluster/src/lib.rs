@@ -9,7 +9,8 @@
 //! - `persist`: the replicated source-IP persistence table, apart from the farm state.
 //! - `types`: the openraft type configuration.
 //! - `storage` / `storage_sm`: log + vote, and state machine + snapshot, in one redb file;
-//!   their `//!` say what is fsynced when.
+//!   their `//!` say what is fsynced when. `store`: opening that file (modes, damage,
+//!   checksums verified).
 //! - the cluster-token check (server) and injection (client) are `proto::auth`'s, re-exported.
 //! - `network` / `server`: the two ends of `dsrlb.raft.v1`.
 //! - `node`: [`ClusterNode`]: start, bootstrap, the public calls.
@@ -37,6 +38,7 @@ mod shared;
 pub mod state;
 mod storage;
 mod storage_sm;
+mod store;
 mod tls;
 mod types;
 
@@ -53,5 +55,6 @@ pub use state::{
     Scheduler, SharedSettings, TcpCheck,
 };
 pub use storage_sm::Pins;
+pub use store::STORE_FILE;
 pub use tls::PeerTls;
 pub use types::{Applied, Node, NodeId, RaftMetrics, TypeConfig};

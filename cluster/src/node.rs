@@ -39,10 +39,6 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tracing::Instrument;
 
-/// How long `start` retries opening a database another instance in this process is still
-/// closing (a node restarted right after being dropped).
-const OPEN_RETRY: Duration = Duration::from_secs(3);
-
 /// A running cluster member.
 pub struct ClusterNode {
     shared: Arc<Shared>,
@@ -54,26 +50,6 @@ pub struct ClusterNode {
     tasks: Vec<JoinHandle<()>>,
 }
 
-async fn open_db(path: &std::path::Path) -> Result<Arc<redb::Database>, ClusterError> {
-    let deadline = tokio::time::Instant::now() + OPEN_RETRY;
-    loop {
-        match redb::Database::create(path) {
-            Ok(db) => return Ok(Arc::new(db)),
-            Err(redb::DatabaseError::DatabaseAlreadyOpen)
-                if tokio::time::Instant::now() < deadline =>
-            {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => {
-                return Err(ClusterError::Storage {
-                    path: path.display().to_string(),
-                    reason: e.to_string(),
-                });
-            }
-        }
-    }
-}
-
 impl ClusterNode {
     /// Starts this node; see the module doc for bootstrap. `bootstrap_farms` are used only if
     /// this node bootstraps the cluster.
@@ -81,9 +57,30 @@ impl ClusterNode {
         s: ClusterSettings,
         bootstrap_farms: Vec<Farm>,
     ) -> Result<ClusterNode, ClusterError> {
+        Self::start_on(s, bootstrap_farms, None).await
+    }
+
+    /// Binds the peer listener `listen` names, without starting anything: a daemon binds
+    /// every listener before Raft starts, so a port in use stops it with nothing started.
+    pub async fn bind(listen: SocketAddr) -> Result<tokio::net::TcpListener, ClusterError> {
+        tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|source| ClusterError::Listen {
+                addr: listen,
+                source,
+            })
+    }
+
+    /// [`ClusterNode::start`] serving peers on `listener` (from [`ClusterNode::bind`]) when
+    /// given; otherwise it binds `listen` itself, after opening the store and before Raft.
+    pub async fn start_on(
+        s: ClusterSettings,
+        bootstrap_farms: Vec<Farm>,
+        listener: Option<tokio::net::TcpListener>,
+    ) -> Result<ClusterNode, ClusterError> {
         s.validate()?;
         let span = tracing::info_span!("cluster", node = s.node_id);
-        Self::start_in_span(s, bootstrap_farms)
+        Self::start_in_span(s, bootstrap_farms, listener)
             .instrument(span)
             .await
     }
@@ -91,13 +88,10 @@ impl ClusterNode {
     async fn start_in_span(
         s: ClusterSettings,
         bootstrap_farms: Vec<Farm>,
+        listener: Option<tokio::net::TcpListener>,
     ) -> Result<ClusterNode, ClusterError> {
-        std::fs::create_dir_all(&s.data_dir).map_err(|e| ClusterError::Storage {
-            path: s.data_dir.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        let db_path = s.data_dir.join("raft.redb");
-        let db = open_db(&db_path).await?;
+        let db_path = s.data_dir.join(crate::store::STORE_FILE);
+        let db = crate::store::open(&s.data_dir).await?;
         let storage_err = |reason: String| ClusterError::Storage {
             path: db_path.display().to_string(),
             reason,
@@ -106,6 +100,12 @@ impl ClusterNode {
         let (sm, state, pins) = StateMachineStore::open(db, s.pin_sink.clone())
             .map_err(|e| storage_err(e.to_string()))?;
 
+        // Bound before Raft starts, after the store opened: opening waits for a previous
+        // instance in this process to close the file, and with it that instance's listener.
+        let listener = match listener {
+            Some(l) => l,
+            None => Self::bind(s.listen).await?,
+        };
         let config = Arc::new(s.raft_config()?);
         let auth =
             ClientAuth::new(&s.token).map_err(|e| ClusterError::Settings(format!("token: {e}")))?;
@@ -135,12 +135,6 @@ impl ClusterNode {
             peer_contact: s.peer_contact.clone(),
         });
 
-        let listener = tokio::net::TcpListener::bind(s.listen)
-            .await
-            .map_err(|source| ClusterError::Listen {
-                addr: s.listen,
-                source,
-            })?;
         let local_addr = listener
             .local_addr()
             .map_err(|source| ClusterError::Listen {

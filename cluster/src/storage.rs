@@ -88,7 +88,7 @@ impl LogStore {
         let txn = db.begin_read().map_err(any)?;
         let table = txn.open_table(META).map_err(any)?;
         match table.get(key).map_err(any)? {
-            Some(v) => Ok(Some(codec::decode(v.value()).map_err(any)?)),
+            Some(v) => Ok(Some(codec::unseal(v.value()).map_err(any)?)),
             None => Ok(None),
         }
     }
@@ -99,7 +99,7 @@ impl LogStore {
         value: &T,
         durability: Durability,
     ) -> Result<(), AnyError> {
-        let bytes = codec::encode(value).map_err(any)?;
+        let bytes = codec::seal(value).map_err(any)?;
         let mut txn = db.begin_write().map_err(any)?;
         txn.set_durability(durability).map_err(any)?;
         {
@@ -118,9 +118,54 @@ impl LogStore {
         let mut out = Vec::new();
         for row in table.range::<u64>(range).map_err(any)? {
             let (_, v) = row.map_err(any)?;
-            out.push(codec::decode(v.value()).map_err(any)?);
+            out.push(codec::unseal(v.value()).map_err(any)?);
         }
         Ok(out)
+    }
+}
+
+/// Reads every record of the log and meta tables, checking each checksum and decoding it,
+/// so a damaged store is refused at start with the record named, not met mid-operation.
+pub(crate) fn verify(db: &Database) -> Result<(), String> {
+    let txn = db.begin_read().map_err(|e| e.to_string())?;
+    // A store created but never written (a crash right after creating it) has no tables.
+    if let Some(meta) = optional(txn.open_table(META))? {
+        for key in [VOTE, COMMITTED, LAST_PURGED] {
+            let Some(v) = meta.get(key).map_err(|e| e.to_string())? else {
+                continue;
+            };
+            let bytes = v.value();
+            let checked = match key {
+                VOTE => codec::unseal::<Vote<NodeId>>(bytes).map(drop),
+                COMMITTED => codec::unseal::<Option<LogId<NodeId>>>(bytes).map(drop),
+                _ => codec::unseal::<LogId<NodeId>>(bytes).map(drop),
+            };
+            checked.map_err(|e| format!("record `{key}`: {e}"))?;
+        }
+    }
+    if let Some(logs) = optional(txn.open_table(LOGS))? {
+        for row in logs.iter().map_err(|e| e.to_string())? {
+            let (k, v) = row.map_err(|e| e.to_string())?;
+            let e: Entry<TypeConfig> =
+                codec::unseal(v.value()).map_err(|e| format!("log entry {}: {e}", k.value()))?;
+            if e.log_id.index != k.value() {
+                return Err(format!(
+                    "log entry {} holds the entry of index {}",
+                    k.value(),
+                    e.log_id.index
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A table that may not exist yet: `None` then, an error for any other failure.
+pub(crate) fn optional<T>(r: Result<T, redb::TableError>) -> Result<Option<T>, String> {
+    match r {
+        Ok(t) => Ok(Some(t)),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -159,7 +204,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let table = txn.open_table(LOGS).map_err(r_logs)?;
             let last = match table.last().map_err(r_logs)? {
                 Some((_, v)) => {
-                    let e: Entry<TypeConfig> = codec::decode(v.value()).map_err(r_logs)?;
+                    let e: Entry<TypeConfig> = codec::unseal(v.value()).map_err(r_logs)?;
                     Some(e.log_id)
                 }
                 None => last_purged,
@@ -222,7 +267,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             {
                 let mut table = txn.open_table(LOGS).map_err(w_logs)?;
                 for e in &entries {
-                    let bytes = codec::encode(e).map_err(w_logs)?;
+                    let bytes = codec::seal(e).map_err(w_logs)?;
                     table
                         .insert(e.log_id.index, bytes.as_slice())
                         .map_err(w_logs)?;
@@ -257,7 +302,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, log_id: LogId<NodeId>) -> StResult<()> {
         let db = self.db.clone();
         blocking(move || {
-            let bytes = codec::encode(&log_id).map_err(w_logs)?;
+            let bytes = codec::seal(&log_id).map_err(w_logs)?;
             let txn = db.begin_write().map_err(w_logs)?;
             {
                 let mut meta = txn.open_table(META).map_err(w_logs)?;

@@ -135,15 +135,30 @@ fn read_stored(db: &Database) -> Result<Option<StoredSnapshot>, StorageIOError<N
         return Ok(None);
     };
     let stored =
-        codec::decode(v.value()).map_err(|e| StorageIOError::read_snapshot(None, any(e)))?;
+        codec::unseal(v.value()).map_err(|e| StorageIOError::read_snapshot(None, any(e)))?;
     Ok(Some(stored))
+}
+
+/// Reads the stored snapshot, if any, checking its checksum and decoding its payload (see
+/// `storage::verify`).
+pub(crate) fn verify(db: &Database) -> Result<(), String> {
+    let txn = db.begin_read().map_err(|e| e.to_string())?;
+    let Some(table) = crate::storage::optional(txn.open_table(SNAPSHOT))? else {
+        return Ok(());
+    };
+    let Some(v) = table.get(CURRENT).map_err(|e| e.to_string())? else {
+        return Ok(());
+    };
+    let s: StoredSnapshot = codec::unseal(v.value()).map_err(|e| format!("snapshot: {e}"))?;
+    decode_payload(&s.data).map_err(|e| format!("snapshot payload: {e}"))?;
+    Ok(())
 }
 
 fn write_stored(db: &Database, stored: &StoredSnapshot) -> Result<(), StorageIOError<NodeId>> {
     let sig = Some(stored.meta.signature());
     let w = |e: redb::Error| StorageIOError::write_snapshot(sig.clone(), any(e));
     let bytes =
-        codec::encode(stored).map_err(|e| StorageIOError::write_snapshot(sig.clone(), any(e)))?;
+        codec::seal(stored).map_err(|e| StorageIOError::write_snapshot(sig.clone(), any(e)))?;
     // Default durability is Immediate: the snapshot is on disk before openraft may purge.
     let txn = db.begin_write().map_err(|e| w(e.into()))?;
     {

@@ -27,7 +27,7 @@ use datapath::{
 };
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -39,6 +39,30 @@ use tracing::{Instrument, error, info, info_span, warn};
 /// a lease (120 ms by default) must be noticed to expire well within its length.
 const TICK: Duration = Duration::from_millis(10);
 
+/// Raises this process's open-file soft limit to its hard limit (systemd's default soft
+/// limit is 1024, its hard limit far higher), so idle connections to the listeners run out
+/// the hard limit, not the soft one, before health checks and the datapath run short.
+/// Returns the (soft, hard) limits now in force.
+pub fn raise_fd_limit() -> std::io::Result<(u64, u64)> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable rlimit for the call's duration.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        lim.rlim_cur = lim.rlim_max;
+        // SAFETY: `lim` is a valid rlimit; raising the soft limit up to the hard one needs
+        // no privilege.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok((lim.rlim_cur, lim.rlim_max))
+}
+
 /// Runs a node until `shutdown` completes.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let span = info_span!("node", id = config.node_id);
@@ -46,6 +70,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 }
 
 async fn run_inner(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    for why in config.warnings() {
+        warn!("config: {why}");
+    }
     let facts = HostFacts::gather(&config.datapath.interface)
         .context("reading interface and sysctl facts")?;
     let approved = preflight::check(&config, &facts)?;
@@ -62,7 +89,19 @@ async fn run_inner(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
     let persist_metrics = Arc::new(PersistMetrics::default());
     let node_metrics = Arc::new(NodeMetrics::new(shared.clone(), persist_metrics.clone()));
 
+    // docs/design.md#binaries: every file is read and every listener bound before Raft and
+    // the datapath start, so a missing token or a port in use stops the node with nothing
+    // started — no election won, no gratuitous ARP sent.
+    let admin_token = read_token("admin.token_file", &config.admin_token_file)?;
     let mut settings = cluster_settings(config.node_id, &config.data_dir, &config.cluster)?;
+    let admin_listener = bind("admin.listen", config.admin_listen).await?;
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(bind("metrics.listen", addr).await?),
+        None => None,
+    };
+    let peer_listener = ClusterNode::bind(config.cluster.listen)
+        .await
+        .context("cluster.listen")?;
     let sink = Arc::new(DatapathSink::new(shared.clone(), persist_metrics.clone()));
     settings.pin_sink = sink.clone();
     // docs/design.md#pair-segment: every peer call goes through the gate first.
@@ -75,7 +114,7 @@ async fn run_inner(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
         let _ = node_metrics.segment().released_by_peer.set(gate.clone());
     }
     let cluster = Arc::new(
-        ClusterNode::start(settings, config.farms.clone())
+        ClusterNode::start_on(settings, config.farms.clone(), Some(peer_listener))
             .await
             .context("starting the cluster member")?,
     );
@@ -101,7 +140,9 @@ async fn run_inner(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
             ring_slots: config.datapath.ring_slots,
             processor: ProcessorConfig {
                 flow_capacity: config.datapath.flow_capacity,
-                flow_idle_ns: config.datapath.flow_idle.as_nanos() as u64,
+                // Bounded to a day by the config; saturate rather than wrap all the same.
+                flow_idle_ns: u64::try_from(config.datapath.flow_idle.as_nanos())
+                    .unwrap_or(u64::MAX),
             },
             io: config.datapath.io,
         },
@@ -116,7 +157,7 @@ async fn run_inner(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
         "datapath started"
     );
     let admin_server = crate::admin::serve(
-        config.admin_listen,
+        admin_listener,
         crate::admin::AdminContext {
             cluster: cluster.clone(),
             datapath: shared.clone(),
@@ -128,7 +169,7 @@ async fn run_inner(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
                     .map(|i| i.ipv4.clone())
                     .unwrap_or_default(),
             },
-            token: read_token("admin.token_file", &config.admin_token_file)?,
+            token: admin_token,
             admin_port: config.admin_listen.port(),
             tls: config.admin_tls.clone(),
             arbiter: node_metrics.arbiter.clone(),
@@ -176,10 +217,10 @@ async fn run_inner(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
         }
         _ => None,
     };
-    let metrics_server = match config.metrics_listen {
-        Some(addr) => {
+    let metrics_server = match metrics_listener {
+        Some(listener) => {
             let m = node_metrics.clone();
-            Some(metrics::serve(addr, Arc::new(move || m.render())).await?)
+            Some(metrics::serve(listener, Arc::new(move || m.render())).await?)
         }
         None => None,
     };
@@ -268,14 +309,15 @@ pub(crate) fn cluster_settings(
     Ok(s)
 }
 
+/// Binds a listener of the config's `key`, naming the key and address when it cannot.
+pub(crate) async fn bind(key: &str, addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("{key} {addr}: cannot listen"))
+}
+
 fn read_token(key: &str, path: &str) -> anyhow::Result<String> {
-    let token =
-        std::fs::read_to_string(path).with_context(|| format!("{key} {path}: cannot read"))?;
-    let token = token.trim().to_string();
-    if token.is_empty() {
-        anyhow::bail!("{key} {path}: the file is empty");
-    }
-    Ok(token)
+    Ok(crate::config::read_token(key, path)?)
 }
 
 fn random_token() -> std::io::Result<String> {

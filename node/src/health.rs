@@ -14,7 +14,7 @@ use cluster::TcpCheck;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
-use tracing::{Instrument, info, info_span};
+use tracing::{Instrument, info, info_span, warn};
 
 /// Rise/fall counting for one backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,11 +96,27 @@ impl HealthChecker {
 
 async fn check_loop(target: CheckTarget, changes: mpsc::UnboundedSender<VerdictChange>) {
     let mut state = target.verdict.map(Hysteresis::new);
+    let mut own_fault_logged = false;
     let mut tick = tokio::time::interval(target.check.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let ok = probe(target.addr, &target.check).await;
+        let ok = match probe(target.addr, &target.check).await {
+            Probe::Answered(ok) => {
+                own_fault_logged = false;
+                ok
+            }
+            // The node could not even try (out of descriptors, ports, memory): the backend
+            // is not at fault, so no verdict is taken from it — a node under a descriptor
+            // flood must not mark every backend down (issue #17).
+            Probe::NodeFault(e) => {
+                if !own_fault_logged {
+                    warn!(addr = %target.addr, error = %e, "health check not run: this node's own resources");
+                    own_fault_logged = true;
+                }
+                continue;
+            }
+        };
         let change = match &mut state {
             Some(h) => h.observe(ok, target.check.rise, target.check.fall),
             None => {
@@ -125,10 +141,28 @@ async fn check_loop(target: CheckTarget, changes: mpsc::UnboundedSender<VerdictC
     }
 }
 
-async fn probe(addr: SocketAddrV4, check: &TcpCheck) -> bool {
+/// The outcome of one probe.
+enum Probe {
+    /// The backend answered (`true`) or did not (`false`: refused, unreachable, timed out).
+    Answered(bool),
+    /// The connect failed on this node before reaching the backend.
+    NodeFault(std::io::Error),
+}
+
+async fn probe(addr: SocketAddrV4, check: &TcpCheck) -> Probe {
+    match tokio::time::timeout(check.timeout, tokio::net::TcpStream::connect(addr)).await {
+        Ok(Ok(_)) => Probe::Answered(true),
+        Ok(Err(e)) if node_fault(&e) => Probe::NodeFault(e),
+        Ok(Err(_)) | Err(_) => Probe::Answered(false),
+    }
+}
+
+/// Whether a connect error is this node's own shortage rather than anything the backend
+/// did: no descriptor (per process or system), no buffer or memory, no local port.
+fn node_fault(e: &std::io::Error) -> bool {
     matches!(
-        tokio::time::timeout(check.timeout, tokio::net::TcpStream::connect(addr)).await,
-        Ok(Ok(_))
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EADDRNOTAVAIL)
     )
 }
 
@@ -141,6 +175,32 @@ pub fn check_addr(ip: Ipv4Addr, first_port: u16) -> SocketAddrV4 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn running_out_of_descriptors_is_the_nodes_fault_not_the_backends() {
+        for errno in [
+            libc::EMFILE,
+            libc::ENFILE,
+            libc::ENOBUFS,
+            libc::EADDRNOTAVAIL,
+        ] {
+            assert!(
+                node_fault(&std::io::Error::from_raw_os_error(errno)),
+                "{errno}"
+            );
+        }
+        for errno in [
+            libc::ECONNREFUSED,
+            libc::EHOSTUNREACH,
+            libc::ENETUNREACH,
+            libc::ETIMEDOUT,
+        ] {
+            assert!(
+                !node_fault(&std::io::Error::from_raw_os_error(errno)),
+                "{errno}"
+            );
+        }
+    }
 
     #[test]
     fn goes_down_after_fall_failures_and_up_after_rise_successes() {
@@ -177,8 +237,8 @@ mod tests {
             rise: 1,
             fall: 1,
         };
-        assert!(probe(addr, &check).await);
+        assert!(matches!(probe(addr, &check).await, Probe::Answered(true)));
         drop(listener);
-        assert!(!probe(addr, &check).await);
+        assert!(matches!(probe(addr, &check).await, Probe::Answered(false)));
     }
 }

@@ -13,7 +13,6 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use tokio::task::JoinHandle;
@@ -441,12 +440,9 @@ fn per_backend(
 /// Serves `/metrics` (the text `render` makes at each scrape) until the returned task is
 /// aborted.
 pub async fn serve(
-    addr: SocketAddr,
+    listener: tokio::net::TcpListener,
     render: Arc<dyn Fn() -> String + Send + Sync>,
 ) -> anyhow::Result<JoinHandle<()>> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("metrics.listen {addr}: {e}"))?;
     let app = axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {

@@ -27,10 +27,18 @@ async fn run_inner(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let settings = settings(&config)?;
+    // Every listener is bound before Raft starts (docs/design.md#binaries).
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(crate::daemon::bind("metrics.listen", addr).await?),
+        None => None,
+    };
+    let peer_listener = ClusterNode::bind(config.cluster.listen)
+        .await
+        .context("cluster.listen")?;
     // A witness never bootstraps (its config is refused with the lowest id), so it has no
     // farms to give.
     let cluster = Arc::new(
-        ClusterNode::start(settings, Vec::new())
+        ClusterNode::start_on(settings, Vec::new(), Some(peer_listener))
             .await
             .context("starting the cluster member")?,
     );
@@ -39,13 +47,13 @@ async fn run_inner(
         listen = %cluster.local_addr(),
         "witness started: votes, never owns a VIP (no datapath)"
     );
-    let metrics_server = match config.metrics_listen {
-        Some(addr) => {
+    let metrics_server = match metrics_listener {
+        Some(listener) => {
             let collector = WitnessMetrics {
                 cluster: cluster.clone(),
             };
             let render = move || metrics::render(Box::new(collector.clone()));
-            Some(metrics::serve(addr, Arc::new(render)).await?)
+            Some(metrics::serve(listener, Arc::new(render)).await?)
         }
         None => None,
     };

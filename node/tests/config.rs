@@ -419,6 +419,103 @@ const CASES: &[(&str, &str, &str)] = &[
         "[[farm.backend]]\nname = \"b1\"\nport = 8080",
         "port",
     ),
+    // Issue #17: every duration and count has a range, and nonsense names its key.
+    (
+        "interval = \"1s\"",
+        "interval = \"1ns\"",
+        "farm[web].check.interval",
+    ),
+    (
+        "interval = \"1s\"",
+        "interval = \"99ms\"",
+        "farm[web].check.interval",
+    ),
+    (
+        "interval = \"1s\"",
+        "interval = \"2h\"",
+        "farm[web].check.interval",
+    ),
+    (
+        "timeout = \"500ms\"",
+        "timeout = \"1ms\"",
+        "farm[web].check.timeout",
+    ),
+    (
+        "persistence_ttl = \"30s\"",
+        "persistence_ttl = \"600000000y\"",
+        "farm[web].persistence_ttl",
+    ),
+    (
+        "persistence_ttl = \"30s\"",
+        "persistence_ttl = \"366days\"",
+        "farm[web].persistence_ttl",
+    ),
+    (
+        "persistence_ttl = \"30s\"",
+        "persistence_ttl = \"100ms\"",
+        "farm[web].persistence_ttl",
+    ),
+    (
+        "interface = \"eth0\"",
+        "interface = \"eth0\"\nflow_idle = \"600y\"",
+        "datapath.flow_idle",
+    ),
+    (
+        "interface = \"eth0\"",
+        "interface = \"eth0\"\nflow_idle = \"25h\"",
+        "datapath.flow_idle",
+    ),
+    (
+        "interface = \"eth0\"",
+        "interface = \"eth0\"\nflow_idle = \"10ms\"",
+        "datapath.flow_idle",
+    ),
+    ("lease_ms = 80", "lease_ms = 10", "cluster.lease_ms"),
+    (
+        "heartbeat_ms = 15",
+        "heartbeat_ms = 100",
+        "cluster.election_timeout_ms",
+    ),
+    (
+        "heartbeat_ms = 15",
+        "heartbeat_ms = 0",
+        "cluster.heartbeat_ms",
+    ),
+    (
+        "election_timeout_ms = [100, 120]",
+        "election_timeout_ms = [120, 120]",
+        "cluster.election_timeout_ms",
+    ),
+    (
+        "election_timeout_ms = [100, 120]",
+        "election_timeout_ms = [100, 120, 140]",
+        "cluster.election_timeout_ms",
+    ),
+    (
+        "election_timeout_ms = [100, 120]",
+        "election_timeout_ms = [100, 70000]",
+        "cluster.election_timeout_ms",
+    ),
+    (
+        "\"3=198.18.0.13:7100\"",
+        "\"3=198.18.0.12:7100\"",
+        "cluster.members[2]",
+    ),
+    (
+        "ip = \"198.18.0.21\"",
+        "ip = \"198.18.0.11\"",
+        "farm[web].backend[b1].ip",
+    ),
+    (
+        "vip = \"198.18.0.100\"",
+        "vip = \"198.18.0.13\"",
+        "farm[web].vip",
+    ),
+    (
+        "name = \"b1\"",
+        "name = \"b1234567890123456789012345678901234567890123456789012345678901234\"",
+        "farm[web].backend[0].name",
+    ),
 ];
 
 #[test]
@@ -439,6 +536,42 @@ fn every_invalid_key_or_value_is_rejected_naming_the_key() {
             assert_eq!(named, key, "{from:?} -> {to:?}: wrong key in {message}");
         }
     }
+}
+
+#[test]
+fn errors_never_echo_unbounded_input() {
+    let huge = "x".repeat(3 << 20);
+    for (from, to) in [
+        ("name = \"web\"", format!("name = \"{huge}\"")),
+        ("vip = \"198.18.0.100\"", format!("vip = \"{huge}\"")),
+        ("interval = \"1s\"", format!("interval = \"{huge}\"")),
+        (
+            "listen = \"198.18.0.11:7101\"",
+            format!("listen = \"{huge}\""),
+        ),
+    ] {
+        let err = config::parse(&BASE.replacen(from, &to, 1))
+            .expect_err(from)
+            .to_string();
+        assert!(err.len() < 1024, "{from}: a {} byte error", err.len());
+    }
+}
+
+#[test]
+fn a_farm_of_zero_weights_is_a_warning() {
+    let c = config::parse(
+        &BASE
+            .replace("weight = 2", "weight = 0")
+            .replace("priority = 2", "priority = 2\nweight = 0"),
+    )
+    .expect("valid");
+    let w = c.warnings();
+    assert!(
+        w.iter()
+            .any(|w| w.contains("farm[web]") && w.contains("weight 0")),
+        "{w:?}"
+    );
+    assert!(config::parse(BASE).unwrap().warnings().is_empty());
 }
 
 #[test]

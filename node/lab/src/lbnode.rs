@@ -271,8 +271,12 @@ impl Lab {
     pub fn cluster_token_file(&self) -> Result<std::path::PathBuf, LabError> {
         let path = self.dir().join("cluster.token");
         if !path.exists() {
-            let token = format!("lab-{}-{:x}", self.prefix(), std::process::id());
-            std::fs::write(&path, token).map_err(|source| LabError::File {
+            let token = format!(
+                "lab-cluster-token-{}-{:x}",
+                self.prefix(),
+                std::process::id()
+            );
+            write_private(&path, token.as_bytes()).map_err(|source| LabError::File {
                 what: "write cluster token",
                 path: path.clone(),
                 source,
@@ -285,8 +289,8 @@ impl Lab {
     pub fn admin_token_file(&self) -> Result<std::path::PathBuf, LabError> {
         let path = self.dir().join("admin.token");
         if !path.exists() {
-            let token = format!("lab-admin-{}-{:x}", self.prefix(), std::process::id());
-            std::fs::write(&path, token).map_err(|source| LabError::File {
+            let token = format!("lab-admin-token-{}-{:x}", self.prefix(), std::process::id());
+            write_private(&path, token.as_bytes()).map_err(|source| LabError::File {
                 what: "write admin token",
                 path: path.clone(),
                 source,
@@ -494,6 +498,19 @@ pub fn scrape(node: &Host) -> Result<Metrics, LabError> {
         )
     })??;
     Ok(Metrics::parse(&reply.body))
+}
+
+/// Writes a token file readable by its owner only: the node refuses any other
+/// (docs/design.md#config).
+pub(crate) fn write_private(path: &std::path::Path, token: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(token)
 }
 
 #[cfg(test)]

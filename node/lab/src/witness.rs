@@ -31,9 +31,28 @@ impl Lab {
             data_dir.display().to_string(),
             host.ip,
             members.join(", "),
-            self.cluster_token_file()?.display().to_string(),
+            self.witness_token_file(host)?.display().to_string(),
         );
         Ok(c)
+    }
+
+    /// The witness's copy of the cluster token, owned by `nobody` and private to it: the
+    /// node refuses a token file others can read, and the lab's own is root's.
+    pub fn witness_token_file(&self, host: &Host) -> Result<PathBuf, LabError> {
+        let path = self.dir().join(format!("{}-witness.token", host.name));
+        if !path.exists() {
+            let source = self.cluster_token_file()?;
+            let file = |what: &'static str, path: &Path| {
+                let path = path.to_path_buf();
+                move |source| LabError::File { what, path, source }
+            };
+            let token = std::fs::read(&source).map_err(file("read cluster token", &source))?;
+            super::lbnode::write_private(&path, &token)
+                .map_err(file("write witness token", &path))?;
+            std::os::unix::fs::chown(&path, Some(NOBODY), Some(NOBODY))
+                .map_err(file("chown witness token", &path))?;
+        }
+        Ok(path)
     }
 
     /// Where the witness on `host` keeps its Raft log.

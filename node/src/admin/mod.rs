@@ -110,11 +110,12 @@ impl AdminHandle {
     }
 }
 
-/// Binds `listen` and serves the admin API with `ctx` until stopped.
-pub async fn serve(listen: SocketAddr, ctx: AdminContext) -> anyhow::Result<AdminHandle> {
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("admin.listen {listen}: {e}"))?;
+/// Serves the admin API on `listener` (bound before Raft starts: docs/design.md#binaries) with
+/// `ctx` until stopped.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    ctx: AdminContext,
+) -> anyhow::Result<AdminHandle> {
     let local_addr = listener.local_addr()?;
     let auth = cluster::ServerAuth::for_service(&ctx.token, "an admin", "admin");
     let tls = ctx.tls.clone();

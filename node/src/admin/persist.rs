@@ -72,10 +72,12 @@ fn flush_args(req: &pb::FlushPersistenceRequest) -> Result<(), Status> {
 
 /// `farm` and its TTL, or why it has no persistence table to look at.
 fn persistent<'a>(state: &'a ClusterState, farm: &str) -> Result<(&'a Farm, Duration), Status> {
-    let f = state
-        .farms
-        .get(farm)
-        .ok_or_else(|| Status::not_found(format!("farm {farm:?} does not exist")))?;
+    let f = state.farms.get(farm).ok_or_else(|| {
+        Status::not_found(format!(
+            "farm {:?} does not exist",
+            crate::config::shown(farm)
+        ))
+    })?;
     match f.persistence {
         Persistence::SrcIp { ttl } => Ok((f, ttl)),
         Persistence::None => Err(Status::failed_precondition(format!(
@@ -141,8 +143,9 @@ pub(super) async fn flush(
         && !farm.backends.iter().any(|x| &x.name == b)
     {
         return Err(Status::not_found(format!(
-            "farm {:?} has no backend {b:?}",
-            req.farm
+            "farm {:?} has no backend {:?}",
+            crate::config::shown(&req.farm),
+            crate::config::shown(b)
         )));
     }
     tracing::info!(farm = %req.farm, backend = ?req.backend, "flushing persistence entries");

@@ -9,7 +9,7 @@ use super::check::{NetFacts, farm_in_context};
 use super::diff::diff;
 use super::wire::{pb_backend, pb_from_farm, raw_backend_from_pb, raw_from_pb};
 use super::{AdminContext, cluster_status, invalid, ops, persist};
-use crate::config::{self, Keys, RawFarm, RawFarms, validate_farm, validate_farms};
+use crate::config::{self, Keys, RawFarm, RawFarms, shown, validate_farm, validate_farms};
 use cluster::{ClusterState, Command, Farm};
 use proto::admin::v1 as pb;
 use proto::admin::v1::admin_server::Admin;
@@ -61,10 +61,27 @@ impl AdminContext {
 }
 
 fn not_found(farm: &str) -> Status {
-    Status::not_found(format!("farm {farm:?} does not exist"))
+    Status::not_found(format!("farm {:?} does not exist", shown(farm)))
 }
 
-fn farm_of<'a>(state: &'a ClusterState, name: &str) -> Result<&'a Farm, Status> {
+/// The longest name a farm or backend can have (docs/design.md#farm-schema).
+pub(crate) const MAX_NAME: usize = 63;
+
+/// A name no farm or backend can have, refused before any lookup, and without echoing it
+/// (a 3 MiB name must not come back as a 3 MiB error header).
+pub(crate) fn name_in_bounds(field: &str, name: &str) -> Result<(), Status> {
+    if name.len() > MAX_NAME {
+        return Err(Status::invalid_argument(format!(
+            "{field}: {} bytes, names are at most {MAX_NAME}",
+            name.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The farm `name` (the request's `field`), or `NOT_FOUND`.
+fn farm_of<'a>(state: &'a ClusterState, field: &str, name: &str) -> Result<&'a Farm, Status> {
+    name_in_bounds(field, name)?;
     state.farms.get(name).ok_or_else(|| not_found(name))
 }
 
@@ -172,7 +189,7 @@ impl Admin for AdminService {
     async fn get_farm(&self, r: Request<pb::GetFarmRequest>) -> Reply<pb::FarmReply> {
         self.ctx.sync().await?;
         let state = self.ctx.state();
-        let farm = farm_of(&state, &r.get_ref().name)?;
+        let farm = farm_of(&state, "name", &r.get_ref().name)?;
         Ok(Response::new(pb::FarmReply {
             answered_by: self.ctx.id(),
             farm: Some(pb_from_farm(farm, &state)),
@@ -208,7 +225,7 @@ impl Admin for AdminService {
         let ctx = &self.ctx;
         let applied = ctx
             .write_checked(|state| {
-                let current = farm_of(state, &farm.name)?;
+                let current = farm_of(state, "farm.name", &farm.name)?;
                 let farm = farm_update(current, &farm, req.replace_backends).map_err(invalid)?;
                 Ok(put_if(
                     Some(current),
@@ -223,7 +240,7 @@ impl Admin for AdminService {
         let name = r.into_inner().name;
         self.ctx.writable()?;
         self.ctx.sync().await?;
-        farm_of(&self.ctx.state(), &name)?;
+        farm_of(&self.ctx.state(), "name", &name)?;
         let applied = self
             .ctx
             .cluster
@@ -240,7 +257,7 @@ impl Admin for AdminService {
     ) -> Reply<pb::ListBackendsReply> {
         self.ctx.sync().await?;
         let state = self.ctx.state();
-        let farm = farm_of(&state, &r.get_ref().farm)?;
+        let farm = farm_of(&state, "farm", &r.get_ref().farm)?;
         Ok(Response::new(pb::ListBackendsReply {
             answered_by: self.ctx.id(),
             backends: farm
@@ -259,7 +276,7 @@ impl Admin for AdminService {
         let ctx = &self.ctx;
         let applied = ctx
             .write_checked(|state| {
-                let current = farm_of(state, &req.farm)?;
+                let current = farm_of(state, "farm", &req.farm)?;
                 if current.backends.iter().any(|b| b.name == backend.name) {
                     return Err(Status::already_exists(format!(
                         "farm {:?} already has a backend {:?}",
@@ -282,7 +299,7 @@ impl Admin for AdminService {
         let ctx = &self.ctx;
         let applied = ctx
             .write_checked(|state| {
-                let current = farm_of(state, &req.farm)?;
+                let current = farm_of(state, "farm", &req.farm)?;
                 let index = current
                     .backends
                     .iter()
@@ -290,7 +307,8 @@ impl Admin for AdminService {
                     .ok_or_else(|| {
                         Status::not_found(format!(
                             "farm {:?} has no backend {:?}",
-                            req.farm, req.name
+                            req.farm,
+                            shown(&req.name)
                         ))
                     })?;
                 let farm = backend_update(current, index, &req)
@@ -308,11 +326,12 @@ impl Admin for AdminService {
         let ctx = &self.ctx;
         let applied = ctx
             .write_checked(|state| {
-                let current = farm_of(state, &req.farm)?;
+                let current = farm_of(state, "farm", &req.farm)?;
                 if !current.backends.iter().any(|b| b.name == req.name) {
                     return Err(Status::not_found(format!(
                         "farm {:?} has no backend {:?}",
-                        req.farm, req.name
+                        req.farm,
+                        shown(&req.name)
                     )));
                 }
                 let mut farm = current.clone();

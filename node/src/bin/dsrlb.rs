@@ -117,6 +117,10 @@ fn run(path: &std::path::Path, witness: bool) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    match node::daemon::raise_fd_limit() {
+        Ok((soft, hard)) => tracing::info!(soft, hard, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -164,7 +168,7 @@ fn main() -> ExitCode {
                     c.farms.len(),
                     c.farms.iter().map(|f| f.backends.len()).sum::<usize>()
                 );
-                if let Some(why) = c.cluster.no_failover() {
+                for why in c.warnings() {
                     println!("warning: {why}");
                 }
                 ExitCode::SUCCESS

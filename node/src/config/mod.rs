@@ -9,13 +9,16 @@
 //! and admin API requests go through the same farm validator.
 
 mod raw;
+mod secret;
 mod tls;
 mod validate;
 
 pub use raw::{RawBackend, RawCheck, RawConfig, RawFarm, RawFarms};
+pub use secret::{MIN_TOKEN_BYTES, read_token};
 pub use tls::AdminTls;
 #[cfg(test)]
 pub(crate) use validate::SAMPLE_FARM;
+pub(crate) use validate::shown;
 pub use validate::{
     ClusterConfig, Config, DatapathSettings, Keys, MAX_WEIGHT, WitnessConfig, backend_mac,
     backend_priority, backend_state, backend_weight, check_backends, failover, unicast_ipv4,
@@ -93,7 +96,14 @@ pub fn load_role(path: &Path, witness: bool) -> Result<Loaded, ConfigError> {
     let (text, syntax) = read(path)?;
     let raw: RawConfig = toml::from_str(&text).map_err(|e| syntax(e.to_string()))?;
     if !(witness || raw.cluster.witness) {
-        return raw.validate().map(Loaded::Node);
+        let config = raw.validate()?;
+        // The files a node reads at start are read now (docs/design.md#config), so
+        // `check-config` refuses what `run` would, and `run` refuses before anything starts.
+        if let Some(f) = &config.cluster.token_file {
+            read_token("cluster.token_file", f)?;
+        }
+        read_token("admin.token_file", &config.admin_token_file)?;
+        return Ok(Loaded::Node(config));
     }
     let table: toml::Table = toml::from_str(&text).map_err(|e| syntax(e.to_string()))?;
     let ignored = ["datapath", "admin", "farm"]
@@ -101,10 +111,11 @@ pub fn load_role(path: &Path, witness: bool) -> Result<Loaded, ConfigError> {
         .filter(|k| table.contains_key(*k))
         .map(String::from)
         .collect();
-    Ok(Loaded::Witness {
-        config: raw.validate_witness()?,
-        ignored,
-    })
+    let config = raw.validate_witness()?;
+    if let Some(f) = &config.cluster.token_file {
+        read_token("cluster.token_file", f)?;
+    }
+    Ok(Loaded::Witness { config, ignored })
 }
 
 /// Parses and validates config text (the file's contents).

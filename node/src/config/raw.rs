@@ -53,7 +53,7 @@ pub struct RawCluster {
     /// Leader heartbeat period.
     pub heartbeat_ms: u64,
     /// Election timeout range `[min, max]`.
-    pub election_timeout_ms: [u64; 2],
+    pub election_timeout_ms: Vec<u64>,
     /// How long after the last quorum ack the leader may still own VIPs.
     pub lease_ms: u64,
     /// A witness votes but never owns a VIP (`dsrlb witness` runs one without a datapath).
@@ -91,7 +91,7 @@ impl Default for RawCluster {
             members: Vec::new(),
             token_file: None,
             heartbeat_ms: 15,
-            election_timeout_ms: [100, 120],
+            election_timeout_ms: vec![100, 120],
             lease_ms: 80,
             witness: false,
             pair_arbiter: "none".into(),

@@ -42,6 +42,28 @@ pub struct WitnessConfig {
     pub metrics_listen: Option<SocketAddr>,
 }
 
+impl Config {
+    /// What is valid but most likely a mistake, one line each: `check-config` prints them as
+    /// `warning: …` and `run` logs them. A farm whose backends all have weight 0 takes no new
+    /// flows: a warning, not an error, since draining every backend is a legitimate state
+    /// (the admin API may set it, and the file must accept what the API exports).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(why) = self.cluster.no_failover() {
+            out.push(why);
+        }
+        for f in &self.farms {
+            if !f.backends.is_empty() && f.backends.iter().all(|b| b.weight == 0) {
+                out.push(format!(
+                    "farm[{}]: every backend has weight 0: the farm takes no new flows",
+                    f.name
+                ));
+            }
+        }
+        out
+    }
+}
+
 impl ClusterConfig {
     /// Why this cluster cannot fail over, if it cannot (see [`failover`]).
     pub fn no_failover(&self) -> Option<String> {
@@ -118,9 +140,9 @@ pub const MAX_WEIGHT: u32 = 65535;
 type Result<T> = std::result::Result<T, ConfigError>;
 
 fn socket_addr(key: &str, value: &str) -> Result<SocketAddr> {
-    value
-        .parse()
-        .map_err(|_| ConfigError::invalid(key, format!("{value:?} is not an address:port")))
+    value.parse().map_err(|_| {
+        ConfigError::invalid(key, format!("{:?} is not an address:port", shown(value)))
+    })
 }
 
 /// A duration string, zero allowed (for keys where "0s" means off).
@@ -128,25 +150,63 @@ fn duration_or_zero(key: &str, value: &str) -> Result<Duration> {
     humantime::parse_duration(value).map_err(|e| {
         ConfigError::invalid(
             key,
-            format!("{value:?} is not a duration with a unit such as \"500ms\" or \"60s\" ({e})"),
+            format!(
+                "{:?} is not a duration with a unit such as \"500ms\" or \"60s\" ({e})",
+                shown(value)
+            ),
         )
     })
 }
 
-fn duration(key: &str, value: &str) -> Result<Duration> {
+/// A duration from `min` to `max` (both shown in the error as `range`, e.g. "100ms-1h").
+fn duration_in(
+    key: &str,
+    value: &str,
+    min: Duration,
+    max: Duration,
+    range: &str,
+) -> Result<Duration> {
     let d = duration_or_zero(key, value)?;
-    if d.is_zero() {
-        return Err(ConfigError::invalid(key, "must be greater than zero"));
+    if d < min || d > max {
+        return Err(ConfigError::invalid(
+            key,
+            format!("{:?} is out of range: must be {range}", shown(value)),
+        ));
     }
     Ok(d)
+}
+
+/// A value as an error may show it: at most 64 characters, so an error never echoes
+/// unbounded input.
+pub(crate) fn shown(value: &str) -> String {
+    match value.char_indices().nth(64) {
+        Some((cut, _)) => format!("{}…", &value[..cut]),
+        None => value.to_string(),
+    }
+}
+
+/// Bounds of the durations in the config (docs/design.md#config, #farm-schema).
+pub mod bounds {
+    use std::time::Duration;
+    /// A check interval: below it, checks become a connection flood on the backends.
+    pub const CHECK_INTERVAL: (Duration, Duration) =
+        (Duration::from_millis(100), Duration::from_secs(3600));
+    /// A check timeout (and at most the interval).
+    pub const CHECK_TIMEOUT_MIN: Duration = Duration::from_millis(10);
+    /// A pin's time to live: a year at most keeps every expiry sum far from overflow.
+    pub const PERSISTENCE_TTL: (Duration, Duration) =
+        (Duration::from_secs(1), Duration::from_secs(365 * 86_400));
+    /// How long an unseen flow is remembered.
+    pub const FLOW_IDLE: (Duration, Duration) =
+        (Duration::from_secs(1), Duration::from_secs(86_400));
 }
 
 /// A unicast IPv4 address a host can really hold: not unspecified, broadcast, multicast or
 /// loopback.
 pub fn unicast_ipv4(key: &str, value: &str) -> Result<Ipv4Addr> {
-    let ip: Ipv4Addr = value
-        .parse()
-        .map_err(|_| ConfigError::invalid(key, format!("{value:?} is not an IPv4 address")))?;
+    let ip: Ipv4Addr = value.parse().map_err(|_| {
+        ConfigError::invalid(key, format!("{:?} is not an IPv4 address", shown(value)))
+    })?;
     if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() || ip.is_loopback() {
         return Err(ConfigError::invalid(
             key,
@@ -164,7 +224,10 @@ pub fn check_name(key: &str, name: &str) -> Result<()> {
     if name.is_empty() || name.len() > 63 || !ok_chars {
         return Err(ConfigError::invalid(
             key,
-            format!("{name:?} must be 1-63 characters of letters, digits, '-', '_' or '.'"),
+            format!(
+                "{:?} must be 1-63 characters of letters, digits, '-', '_' or '.'",
+                shown(name)
+            ),
         ));
     }
     Ok(())
@@ -197,6 +260,7 @@ impl RawConfig {
         let admin_tls = super::tls::admin_tls(&self.admin)?;
         let datapath = self.validate_datapath()?;
         let farms = validate_farms(&self.farm)?;
+        nodes_are_not_farm_addresses(node_id, &cluster, &farms)?;
         Ok(Config {
             node_id,
             data_dir: self.node.data_dir,
@@ -267,7 +331,14 @@ impl RawConfig {
                     format!("node id {id} is listed twice"),
                 ));
             }
-            members.push((id, socket_addr(&key, addr.trim())?));
+            let addr = socket_addr(&key, addr.trim())?;
+            if let Some((other, _)) = members.iter().find(|(_, a)| *a == addr) {
+                return Err(ConfigError::invalid(
+                    &key,
+                    format!("{addr} is also node {other}'s address"),
+                ));
+            }
+            members.push((id, addr));
         }
         if !members.is_empty() && !members.iter().any(|(id, _)| *id == node_id) {
             return Err(ConfigError::invalid(
@@ -318,7 +389,16 @@ impl RawConfig {
                 format!("{} must be between 1 and 1000", c.heartbeat_ms),
             ));
         }
-        let [min, max] = c.election_timeout_ms;
+        // A list in TOML; a fixed-size array would let serde drop a third value silently.
+        let &[min, max] = c.election_timeout_ms.as_slice() else {
+            return Err(ConfigError::invalid(
+                "cluster.election_timeout_ms",
+                format!(
+                    "must be exactly two values [min, max], not {}",
+                    c.election_timeout_ms.len()
+                ),
+            ));
+        };
         if min <= c.heartbeat_ms || max <= min || max > 60_000 {
             return Err(ConfigError::invalid(
                 "cluster.election_timeout_ms",
@@ -464,7 +544,13 @@ impl RawConfig {
                 "must be 1024-16777216",
             ));
         }
-        let flow_idle = duration("datapath.flow_idle", &d.flow_idle)?;
+        let flow_idle = duration_in(
+            "datapath.flow_idle",
+            &d.flow_idle,
+            bounds::FLOW_IDLE.0,
+            bounds::FLOW_IDLE.1,
+            "from \"1s\" to \"1day\"",
+        )?;
         if !(251..=1_048_573).contains(&d.maglev_table_size)
             || !datapath::is_prime(d.maglev_table_size)
         {
@@ -489,6 +575,57 @@ impl RawConfig {
             maglev_table_size: d.maglev_table_size,
         })
     }
+}
+
+/// A VIP on any member's address would be claimed by two hosts; a backend on this node's
+/// own address would have it forward to itself (docs/design.md#packet-walk). A backend may
+/// share another member's address: a witness may run on a backend's host.
+fn nodes_are_not_farm_addresses(
+    node_id: u64,
+    cluster: &ClusterConfig,
+    farms: &[Farm],
+) -> Result<()> {
+    let v4 = |a: SocketAddr| match a.ip() {
+        std::net::IpAddr::V4(ip) if !ip.is_unspecified() => Some(ip),
+        _ => None,
+    };
+    let mut nodes: Vec<(String, Ipv4Addr, bool)> = cluster
+        .members
+        .iter()
+        .filter_map(|(id, a)| v4(*a).map(|ip| (format!("node {id}"), ip, *id == node_id)))
+        .collect();
+    for (what, a) in [
+        ("cluster.listen", cluster.listen),
+        ("cluster.advertise", cluster.advertise),
+    ] {
+        if let Some(ip) = v4(a) {
+            nodes.push((what.to_string(), ip, true));
+        }
+    }
+    let node_of = |ip: Ipv4Addr, own_only: bool| {
+        nodes
+            .iter()
+            .find(|(_, n, own)| *n == ip && (*own || !own_only))
+            .map(|(w, _, _)| w.clone())
+    };
+    for (i, farm) in farms.iter().enumerate() {
+        let keys = Keys::File { index: i };
+        if let Some(who) = node_of(farm.vip, false) {
+            return Err(ConfigError::invalid(
+                keys.farm(&farm.name, "vip"),
+                format!("{} is the address of {who}", farm.vip),
+            ));
+        }
+        for (j, b) in farm.backends.iter().enumerate() {
+            if let Some(who) = node_of(b.ip, true) {
+                return Err(ConfigError::invalid(
+                    keys.backend(&farm.name, j, &b.name, "ip"),
+                    format!("{} is the address of {who}", b.ip),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Checks a list of `[[farm]]` tables (a node config's or an `apply` file's): each farm,
@@ -586,7 +723,13 @@ pub fn validate_farm(keys: Keys, raw: &RawFarm) -> Result<Farm> {
         })?,
     };
     let ttl = match &raw.persistence_ttl {
-        Some(t) => duration(&k("persistence_ttl"), t)?,
+        Some(t) => duration_in(
+            &k("persistence_ttl"),
+            t,
+            bounds::PERSISTENCE_TTL.0,
+            bounds::PERSISTENCE_TTL.1,
+            "from \"1s\" to \"365d\"",
+        )?,
         None => Duration::from_secs(60),
     };
     let persistence = match raw.persistence.as_deref().unwrap_or("none") {
@@ -682,8 +825,20 @@ fn validate_check(key: &str, c: &RawCheck) -> Result<Option<TcpCheck>> {
             ));
         }
     }
-    let interval = duration(&format!("{key}.interval"), &c.interval)?;
-    let timeout = duration(&format!("{key}.timeout"), &c.timeout)?;
+    let interval = duration_in(
+        &format!("{key}.interval"),
+        &c.interval,
+        bounds::CHECK_INTERVAL.0,
+        bounds::CHECK_INTERVAL.1,
+        "from \"100ms\" to \"1h\"",
+    )?;
+    let timeout = duration_in(
+        &format!("{key}.timeout"),
+        &c.timeout,
+        bounds::CHECK_TIMEOUT_MIN,
+        bounds::CHECK_INTERVAL.1,
+        "from \"10ms\" to the interval",
+    )?;
     if timeout > interval {
         return Err(ConfigError::invalid(
             format!("{key}.timeout"),

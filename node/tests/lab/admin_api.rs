@@ -226,6 +226,21 @@ fn every_call_through_leader_and_followers() {
             assert_eq!(web.backends.len(), 2);
             assert!(web.backends.iter().all(|b| b.healthy && b.state == "up"));
 
+            // Issue #17: a 3 MiB name is refused naming the field, never echoed back.
+            let huge = cl[f2]
+                .get_farm(pb::GetFarmRequest {
+                    name: "x".repeat(3 << 20),
+                })
+                .await
+                .expect_err("a 3 MiB name");
+            assert_eq!(huge.code(), tonic::Code::InvalidArgument, "{huge:?}");
+            assert!(huge.message().starts_with("name: "), "{}", huge.message());
+            assert!(
+                huge.message().len() < 200,
+                "a {} byte message",
+                huge.message().len()
+            );
+
             // A farm created through a follower lands on every node.
             let api = pb::Farm {
                 name: "api".into(),

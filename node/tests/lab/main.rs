@@ -43,6 +43,7 @@ mod lab_not_owner;
 mod lab_preflight;
 mod lab_selftest;
 mod lab_sigterm;
+mod lab_start_order;
 mod lab_syn_flood;
 mod lab_udp_sink;
 mod lab_xdp_lifecycle;
