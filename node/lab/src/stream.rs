@@ -16,6 +16,8 @@ use super::{Host, LabError};
 
 /// How long one read may block before the stream counts as broken.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The stream's socket receive buffer (the kernel doubles it for bookkeeping).
+const RECV_BUFFER: usize = 64 << 10;
 
 /// A running verified download.
 pub struct Stream {
@@ -118,11 +120,23 @@ fn run(
     backend: &OnceLock<String>,
 ) -> Result<u64, LabError> {
     let io = |what: &str, e| LabError::io(format!("stream from {addr}: {what}"), e);
-    let mut tcp =
-        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| io("connect", e))?;
+    // A small receive buffer, set before the handshake fixes the window scale, keeps the
+    // backend's sending tied to our reading pace. Without it the kernels buffered megabytes
+    // ahead of a paced reader, so a stream whose backend was killed went on delivering the
+    // dead server's queued bytes past the end of a chaos scenario instead of breaking.
+    let sock = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )
+    .map_err(|e| io("socket", e))?;
+    sock.set_recv_buffer_size(RECV_BUFFER)
+        .map_err(|e| io("receive buffer", e))?;
+    sock.connect_timeout(&addr.into(), Duration::from_secs(2))
+        .map_err(|e| io("connect", e))?;
+    let mut tcp: TcpStream = sock.into();
     tcp.set_read_timeout(Some(READ_TIMEOUT))
         .map_err(|e| io("timeout", e))?;
-    // A small receive buffer keeps the backend's sending tied to our reading pace.
     let request =
         format!("GET /bytes/{total} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     tcp.write_all(request.as_bytes())
