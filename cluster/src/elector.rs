@@ -105,11 +105,7 @@ pub(crate) async fn judge(shared: &Shared, req: &PreVote) -> PreVoteReply {
     if shared.in_handover() {
         return refuse("a leadership handover is under way".into());
     }
-    let m = shared.metrics();
-    if m.state == ServerState::Leader
-        && m.millis_since_quorum_ack
-            .is_some_and(|ms| Duration::from_millis(ms) < lease)
-    {
+    if leads_with_fresh_quorum(shared) {
         // A leader's own vote dates from its election, so openraft would grant; but a leader
         // that a quorum still follows must not be replaced by a node that lost contact.
         return refuse("this node leads with a fresh quorum".into());
@@ -139,6 +135,15 @@ pub(crate) async fn judge(shared: &Shared, req: &PreVote) -> PreVoteReply {
     }
 }
 
+/// Whether this node is the leader and a quorum acknowledged it less than a lease
+/// (`election_max`) ago: the one rule both pre-votes and real votes are refused by.
+fn leads_with_fresh_quorum(shared: &Shared) -> bool {
+    let m = shared.metrics();
+    m.state == ServerState::Leader
+        && m.millis_since_quorum_ack
+            .is_some_and(|ms| Duration::from_millis(ms) < shared.timing.election_max)
+}
+
 /// The leader's side of a real vote request: `Some(refusal)` while this node leads with a
 /// fresh quorum and no handover is under way.
 ///
@@ -157,11 +162,7 @@ pub(crate) async fn leader_refusal(
     if shared.in_handover() {
         return None;
     }
-    let m = shared.metrics();
-    let fresh = m.state == ServerState::Leader
-        && m.millis_since_quorum_ack
-            .is_some_and(|ms| Duration::from_millis(ms) < shared.timing.election_max);
-    if !fresh {
+    if !leads_with_fresh_quorum(shared) {
         return None;
     }
     let vote = shared

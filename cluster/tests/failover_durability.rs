@@ -176,8 +176,8 @@ async fn a_leader_with_a_fresh_quorum_refuses_a_higher_vote() -> Result<()> {
     let leader = c.wait_leader().await?;
     c.wait_all(|s| s.bootstrapped).await?;
     let li = c.index_of(leader);
-    // Past openraft's own lease on the leader's vote (600 ms here), which dates from its election: from
-    // here on openraft alone would grant.
+    // Past openraft's own lease on the leader's vote (600 ms here), which dates from its
+    // election: from here on openraft alone would grant.
     tokio::time::sleep(std::time::Duration::from_millis(900)).await;
     let term = c.node(li).raft_metrics().borrow().current_term;
     let addr = c.node(li).local_addr();
