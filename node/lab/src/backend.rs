@@ -49,6 +49,9 @@ pub struct BackendArgs {
 
 /// How often the UDP thread looks at its stop flag.
 const UDP_POLL: Duration = Duration::from_millis(100);
+/// The HTTP sockets' send buffer: the kernel doubles it, so a killed backend's orphaned
+/// sockets deliver at most ~256 KiB more, a quarter second of a chaos stream.
+const SEND_BUFFER: usize = 128 << 10;
 /// Big enough for any UDP payload.
 const UDP_MAX: usize = 65_536;
 
@@ -150,7 +153,11 @@ impl BackendServer {
             .map_err(|e| LabError::io("tcp socket", e))?;
         let tcp_addr = SocketAddr::V4(SocketAddrV4::new(any, args.tcp_port));
         // SO_REUSEADDR: a restarted backend must not wait for its old TIME_WAITs.
+        // A bounded send buffer (accepted sockets inherit it): when the process is killed,
+        // the kernel still delivers what its orphaned sockets had queued, and an autotuned
+        // queue of megabytes let a chaos stream to a killed backend run on as if it lived.
         tcp.set_reuse_address(true)
+            .and_then(|()| tcp.set_send_buffer_size(SEND_BUFFER))
             .and_then(|()| tcp.bind(&tcp_addr.into()))
             .and_then(|()| tcp.listen(1024))
             .and_then(|()| tcp.set_nonblocking(true))
