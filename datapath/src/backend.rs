@@ -35,6 +35,39 @@ impl IoMode {
     }
 }
 
+/// Whether the kernel fast path runs in front of the AF_PACKET workers (`[datapath]
+/// fast_path`; docs/design.md#fast-path).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FastPathMode {
+    /// Where the kernel takes the program (tcx, Linux 6.6+) and the I/O is AF_PACKET.
+    #[default]
+    Auto,
+    /// Required: the datapath does not start without it.
+    On,
+    Off,
+}
+
+impl FastPathMode {
+    /// The config file's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FastPathMode::Auto => "auto",
+            FastPathMode::On => "on",
+            FastPathMode::Off => "off",
+        }
+    }
+
+    /// Parses the config file's spelling.
+    pub fn parse(s: &str) -> Option<FastPathMode> {
+        match s {
+            "auto" => Some(FastPathMode::Auto),
+            "on" => Some(FastPathMode::On),
+            "off" => Some(FastPathMode::Off),
+            _ => None,
+        }
+    }
+}
+
 /// The backend a running datapath uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IoBackend {

@@ -260,17 +260,26 @@ struct PacketsBytes {
     bytes: AtomicU64,
 }
 
-/// Forwarded packets and bytes of one backend, per worker.
+/// Forwarded packets and bytes of one backend, per worker, plus what the kernel fast path
+/// forwarded (its per-CPU totals as last read by the control plane).
 #[derive(Debug)]
 pub struct BackendCounters {
     slots: Box<[Padded<PacketsBytes>]>,
+    kernel: PacketsBytes,
 }
 
 impl BackendCounters {
     fn new(workers: usize) -> Self {
         BackendCounters {
             slots: slots(workers),
+            kernel: PacketsBytes::default(),
         }
+    }
+
+    /// Records the fast path's totals for this backend (they replace the last ones).
+    pub(crate) fn set_kernel(&self, packets: u64, bytes: u64) {
+        self.kernel.packets.store(packets, Ordering::Relaxed);
+        self.kernel.bytes.store(bytes, Ordering::Relaxed);
     }
 
     /// Counts one forwarded frame of `bytes` bytes.
@@ -281,20 +290,28 @@ impl BackendCounters {
         s.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
-    /// Total packets over all workers.
+    /// Total packets over all workers and the fast path.
     pub fn packets(&self) -> u64 {
         self.slots
             .iter()
             .map(|s| s.0.packets.load(Ordering::Relaxed))
-            .sum()
+            .sum::<u64>()
+            + self.kernel.packets.load(Ordering::Relaxed)
     }
 
-    /// Total bytes (whole frames, Ethernet header included) over all workers.
+    /// Total bytes (whole frames, Ethernet header included) over all workers and the fast
+    /// path.
     pub fn bytes(&self) -> u64 {
         self.slots
             .iter()
             .map(|s| s.0.bytes.load(Ordering::Relaxed))
-            .sum()
+            .sum::<u64>()
+            + self.kernel.bytes.load(Ordering::Relaxed)
+    }
+
+    /// What the fast path forwarded, as last read.
+    pub fn kernel_packets(&self) -> u64 {
+        self.kernel.packets.load(Ordering::Relaxed)
     }
 }
 

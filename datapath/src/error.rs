@@ -57,4 +57,11 @@ pub enum IoError {
         "interface {interface:?} already has XDP program {program:?}; dsrlb leaves another program alone"
     )]
     XdpBusy { interface: String, program: String },
+    #[error("kernel fast path setup failed at {stage}")]
+    FastPath {
+        stage: &'static str,
+        source: io::Error,
+    },
+    #[error("the kernel refused the fast path program: {source}{}", if log.is_empty() { String::new() } else { format!(" (verifier: {log})") })]
+    FastPathLoad { source: io::Error, log: String },
 }

@@ -22,7 +22,7 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 /// Seed of the flow hash: part of the cross-node contract (every node must pick the same
 /// Maglev slot for a flow), so it never changes.
-const FLOW_SEED: u64 = 0x6473_726c_625f_666c; // "dsrlb_fl"
+pub(crate) const FLOW_SEED: u64 = 0x6473_726c_625f_666c; // "dsrlb_fl"
 
 /// Entries per bucket.
 pub const WAYS: usize = 8;

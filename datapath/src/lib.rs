@@ -10,6 +10,8 @@
 //! Dependencies point down this list (a module uses only those below it):
 //! - `worker`: [`Datapath`], the worker threads: socket per worker, fanout, batches; it
 //!   starts the AF_PACKET workers or the AF_XDP backend (`xdp`) as [`IoMode`] says.
+//! - `tc`: the kernel fast path: a tc ingress program that forwards plain Maglev farms in
+//!   the kernel, in front of the AF_PACKET workers.
 //! - `xdp`: the AF_XDP backend: the XDP steering program, its maps, AF_XDP sockets and
 //!   their workers (with its own `unsafe` wrappers for `bpf()`, XSK rings and rtnetlink).
 //! - `backend`: [`IoMode`] (configured) and [`IoBackend`] (chosen).
@@ -24,6 +26,7 @@
 //! - `flow`, `maglev`, `arp`, `packet`, `counters`, `bpf`: the per-worker flow table,
 //!   Maglev, ARP frames, frame parsing, counters and drop reasons, the socket filters.
 //! - `sys`: the AF_PACKET side's `unsafe`, thin wrappers over its system calls.
+//! - `ebpf`: the `bpf()` wrappers and the eBPF assembler both programs (`tc`, `xdp`) use.
 //! - `clock`, `error`: the monotonic clock everything is timed on, and [`IoError`].
 //!
 //! Modules are private. What other crates use is re-exported below, with the types those
@@ -34,6 +37,7 @@ mod backend;
 mod bpf;
 mod clock;
 mod counters;
+mod ebpf;
 mod error;
 mod flow;
 mod iface;
@@ -47,11 +51,12 @@ mod segment_probe;
 mod shared;
 mod sys;
 mod table;
+mod tc;
 mod worker;
 mod xdp;
 
 pub use arp::{arp_request, garp_reply, garp_request, parse_arp_reply};
-pub use backend::{IoBackend, IoMode};
+pub use backend::{FastPathMode, IoBackend, IoMode};
 pub use clock::{instant_ns, monotonic_ns};
 pub use counters::{
     BackendCounters, BackendHandle, BackendStats, CounterRegistry, DropCounters, DropReason,

@@ -272,12 +272,15 @@ impl RxRing {
 /// A worker socket with everything but the fanout: vnet headers, ring, filter, bypass.
 /// Bound last, so no frame arrives before the filter is attached. `batch` is the most
 /// frames the worker hands to one send; the ring takes it rather than the worker's constant
-/// so that it does not depend on the worker, which depends on it.
+/// so that it does not depend on the worker, which depends on it. `protocol` is what the
+/// socket binds: `ETH_P_ALL` taps frames before tc ingress, `ETH_P_IP` after it (what the
+/// workers behind the kernel fast path need).
 pub(crate) fn open_worker_socket(
     iface: &InterfaceInfo,
     geo: RingGeometry,
     filter: &[libc::sock_filter],
     batch: usize,
+    protocol: u16,
 ) -> Result<(PacketSocket, RxRing), IoError> {
     let sock = PacketSocket::open().map_err(|source| IoError::Socket {
         purpose: "a datapath worker",
@@ -326,7 +329,7 @@ pub(crate) fn open_worker_socket(
     {
         set("SO_SNDBUF", libc::SOL_SOCKET, libc::SO_SNDBUF, sndbuf)?;
     }
-    sock.bind(iface.index, libc::ETH_P_ALL as u16)
+    sock.bind(iface.index, protocol)
         .map_err(|source| IoError::Bind {
             interface: iface.name.clone(),
             source,

@@ -11,6 +11,10 @@
 //! dropped the new VIP's frames uncounted meanwhile — a node could report itself ready
 //! while its filters still refused the VIP.) Only the control plane takes that lock.
 //!
+//! With the kernel fast path (`tc`), publishing writes the table into its maps too, and every
+//! lease change is written to its deadline, under one lock so the kernel's deadline is the
+//! last one set.
+//!
 //! Ownership is a deadline on the monotonic clock, not a flag: a node whose control plane
 //! stalls (SIGSTOP, a long GC-like pause, starvation) stops answering ARP and forwarding on
 //! its own when the lease it was last given runs out, before any other node can be elected.
@@ -24,11 +28,12 @@ use arc_swap::ArcSwap;
 
 use crate::bpf::{self, Admit};
 use crate::clock::monotonic_ns;
-use crate::counters::{CounterRegistry, DropCounters, FlowCounters};
+use crate::counters::{CounterRegistry, DropCounters, FarmStats, FlowCounters};
 use crate::packet::MacAddr;
 use crate::persist::PinRegistry;
 use crate::sys::PacketSocket;
 use crate::table::ForwardingTable;
+use crate::tc::FastPath;
 use crate::xdp::VipMap;
 
 /// State shared by the control plane and every worker of one interface.
@@ -47,6 +52,9 @@ pub struct Shared {
     /// Number of workers the counters have slots for.
     pub workers: usize,
     filters: Mutex<VipFilters>,
+    /// The kernel fast path, if one runs (Weak: a stopped datapath detaches it). Its lock
+    /// orders lease changes and publishes as the kernel sees them; workers never take it.
+    fast: Mutex<Option<Weak<FastPath>>>,
 }
 
 /// The worker sockets whose kernel filters follow the published VIP set.
@@ -142,6 +150,7 @@ impl Shared {
             pins: PinRegistry::default(),
             workers,
             filters: Mutex::new(VipFilters::default()),
+            fast: Mutex::new(None),
         })
     }
 
@@ -154,7 +163,44 @@ impl Shared {
         // Filter first: a frame for a new VIP that meets the old table is counted (`not_vip`)
         // rather than filtered out unseen.
         filters.sync(vips);
+        if let Some(fast) = self.fast_path().as_ref().and_then(Weak::upgrade) {
+            fast.sync(&t);
+        }
         self.table.store(Arc::new(t));
+    }
+
+    fn fast_path(&self) -> MutexGuard<'_, Option<Weak<FastPath>>> {
+        // An `Option<Weak>` is consistent whatever a panicking holder did.
+        self.fast.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Puts the fast path under `publish` and the lease's care: it gets the current table
+    /// and lease now, and every later one.
+    pub(crate) fn register_fast_path(&self, fast: &Arc<FastPath>) {
+        let mut slot = self.fast_path();
+        fast.sync(&self.table.load());
+        fast.set_deadline(self.owner_until.load(Ordering::Acquire));
+        *slot = Some(Arc::downgrade(fast));
+    }
+
+    /// Farm and backend counters (user space and fast path together), the fast path's
+    /// per-CPU totals read first.
+    pub fn stats(&self) -> Vec<FarmStats> {
+        if let Some(fast) = self.fast_path().as_ref().and_then(Weak::upgrade) {
+            let t = self.table.load();
+            for b in &t.backends {
+                let c = fast.count(b.id);
+                b.counters.set_kernel(c.packets, c.bytes);
+            }
+        }
+        self.counters.snapshot()
+    }
+
+    /// Whether a kernel fast path runs for this datapath.
+    pub fn has_fast_path(&self) -> bool {
+        self.fast_path()
+            .as_ref()
+            .is_some_and(|w| w.strong_count() > 0)
     }
 
     /// Puts `sockets`, each opened with the filter of its kind ([`bpf::filter_for`]) for
@@ -200,13 +246,16 @@ impl Shared {
     ///
     /// Release/Acquire: a worker that sees ownership also sees the table published before.
     pub fn set_owner(&self, on: bool) {
-        self.owner_until
-            .store(if on { u64::MAX } else { 0 }, Ordering::Release);
+        self.own_until(if on { u64::MAX } else { 0 });
     }
 
     /// Owns until `deadline` (a [`monotonic_ns`] value), unless changed again before.
     pub fn own_until(&self, deadline: u64) {
+        let fast = self.fast_path();
         self.owner_until.store(deadline, Ordering::Release);
+        if let Some(f) = fast.as_ref().and_then(Weak::upgrade) {
+            f.set_deadline(deadline);
+        }
     }
 
     /// Whether the lease covers `now` (a [`monotonic_ns`] value).

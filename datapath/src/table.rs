@@ -368,6 +368,10 @@ impl ForwardingTable {
     }
 
     #[inline]
+    pub(crate) fn vip_entries(&self) -> impl Iterator<Item = (Ipv4Addr, &VipEntry)> + '_ {
+        self.vips.iter().map(|(a, e)| (Ipv4Addr::from_bits(*a), e))
+    }
+
     pub(crate) fn vip(&self, ip: Ipv4Addr) -> Option<&VipEntry> {
         self.vips.get(&ip.to_bits())
     }

@@ -36,7 +36,7 @@ use std::thread::JoinHandle;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
-use crate::backend::{IoBackend, IoMode};
+use crate::backend::{FastPathMode, IoBackend, IoMode};
 use crate::bpf::{self, Admit};
 use crate::clock::monotonic_ns;
 use crate::counters::DropReason;
@@ -47,6 +47,7 @@ use crate::process::{Processor, ProcessorConfig, Verdict};
 use crate::ring::{self, MAX_RING_SLOTS, RingGeometry, RxRing, join_fanout, open_worker_socket};
 use crate::shared::{Shared, sorted_vips};
 use crate::sys::{PacketSocket, TxBatch};
+use crate::tc::FastPath;
 use crate::xdp;
 
 /// Frames handled per batch (one `sendmmsg`, one table load).
@@ -78,6 +79,8 @@ pub struct DatapathConfig {
     pub processor: ProcessorConfig,
     /// The I/O backend to run (AF_PACKET, AF_XDP, or AF_XDP where it can).
     pub io: IoMode,
+    /// The kernel fast path in front of the AF_PACKET workers.
+    pub fast_path: FastPathMode,
 }
 
 impl DatapathConfig {
@@ -89,8 +92,14 @@ impl DatapathConfig {
             ring_slots: DEFAULT_RING_SLOTS,
             processor: ProcessorConfig::default(),
             io: IoMode::default(),
+            fast_path: FastPathMode::default(),
         }
     }
+}
+
+/// Entries of the fast path's flow map: as many flows as the workers' tables hold together.
+fn fast_flow_entries(cfg: &DatapathConfig, workers: usize) -> u32 {
+    u32::try_from(cfg.processor.flow_capacity.saturating_mul(workers)).unwrap_or(u32::MAX)
 }
 
 /// The number of workers [`Datapath::start`] runs for a configured `n`: `n` itself, or one
@@ -114,6 +123,8 @@ pub struct Datapath {
     backend: IoBackend,
     /// The AF_XDP program and maps; dropped after the workers stopped (detaches).
     xdp: Option<xdp::Attachment>,
+    /// The kernel fast path (AF_PACKET only); detached when dropped.
+    fast: Option<Arc<FastPath>>,
 }
 
 impl Datapath {
@@ -149,6 +160,11 @@ impl Datapath {
         self.backend
     }
 
+    /// Whether the kernel fast path runs in front of the workers.
+    pub fn fast_path(&self) -> bool {
+        self.fast.is_some()
+    }
+
     /// AF_XDP: the steering program, one socket per receive queue, queue `q` served by
     /// worker `q % workers`.
     fn start_af_xdp(cfg: DatapathConfig, shared: Arc<Shared>) -> Result<Datapath, IoError> {
@@ -175,6 +191,7 @@ impl Datapath {
             ring_drops,
             backend,
             xdp: Some(started.attachment),
+            fast: None,
         })
     }
 
@@ -192,10 +209,31 @@ impl Datapath {
         let vips = sorted_vips(&table);
         let filter = bpf::filter_for(Admit::Ipv4, &vips);
 
+        let fast = match cfg.fast_path {
+            FastPathMode::Off => None,
+            mode => match FastPath::attach(&iface, fast_flow_entries(&cfg, workers)) {
+                Ok(f) => Some(Arc::new(f)),
+                Err(e) if mode == FastPathMode::Auto => {
+                    tracing::info!(interface = %iface.name, reason = %error_chain(&e),
+                        "fast_path = auto: the kernel fast path is not available here; \
+                         every frame goes through the workers");
+                    None
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        // Behind the fast path the workers bind ETH_P_IP: delivered after tc ingress, so
+        // they see only what the program passed (docs/design.md#fast-path).
+        let protocol = if fast.is_some() {
+            libc::ETH_P_IP
+        } else {
+            libc::ETH_P_ALL
+        } as u16;
+
         let mut fanout_id = None;
         let mut sockets = Vec::with_capacity(workers);
         for _ in 0..workers {
-            let (sock, ring) = open_worker_socket(&iface, geo, &filter, BATCH)?;
+            let (sock, ring) = open_worker_socket(&iface, geo, &filter, BATCH, protocol)?;
             fanout_id = Some(join_fanout(&sock, fanout_id)?);
             sockets.push(Port {
                 sock: Arc::new(sock),
@@ -226,7 +264,11 @@ impl Datapath {
             ring_drops: ring_drops.clone(),
             backend: IoBackend::AfPacket,
             xdp: None,
+            fast: fast.clone(),
         };
+        if let Some(f) = &fast {
+            shared.register_fast_path(f);
+        }
         for (index, data) in sockets.into_iter().enumerate() {
             let processor = Processor::new(index, &cfg.processor);
             shared.pins.register_queue(processor.pin_queue().clone());
@@ -254,6 +296,7 @@ impl Datapath {
         tracing::info!(
             interface = %iface.name,
             io = dp.backend.as_str(),
+            fast_path = dp.fast.is_some(),
             workers,
             ring_slots = geo.frame_nr,
             vips = vips.len(),
@@ -355,8 +398,13 @@ impl ArpPort {
             slots: ARP_RING_SLOTS,
             max: MAX_RING_SLOTS,
         })?;
-        let (sock, ring) =
-            open_worker_socket(iface, geo, &bpf::filter_for(Admit::Arp, vips), BATCH)?;
+        let (sock, ring) = open_worker_socket(
+            iface,
+            geo,
+            &bpf::filter_for(Admit::Arp, vips),
+            BATCH,
+            libc::ETH_P_ALL as u16,
+        )?;
         Ok(ArpPort(Port {
             sock: Arc::new(sock),
             ring,

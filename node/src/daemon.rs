@@ -145,14 +145,16 @@ async fn run_inner(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
                     .unwrap_or(u64::MAX),
             },
             io: config.datapath.io,
+            fast_path: config.datapath.fast_path,
         },
         shared.clone(),
     )?;
-    node_metrics.set_io(datapath.backend());
+    node_metrics.set_io(datapath.backend(), datapath.fast_path());
     info!(
         workers,
         io = datapath.backend().as_str(),
         io_mode = datapath.backend().mode(),
+        fast_path = datapath.fast_path(),
         configured = config.datapath.io.as_str(),
         "datapath started"
     );

@@ -33,7 +33,7 @@ pub struct NodeMetrics {
     /// The ARP thread's counters, once it runs.
     resolver: OnceLock<ResolverStatsReader>,
     /// The I/O backend the datapath runs, once started.
-    io: OnceLock<IoBackend>,
+    io: OnceLock<(IoBackend, bool)>,
     /// Which arbiter grants this node's ownership now.
     pub arbiter: Arc<ArbiterCell>,
     /// A pair arbitrated by the segment: what it counts.
@@ -68,8 +68,8 @@ impl NodeMetrics {
     }
 
     /// Where `dsrlb_datapath_info` is read from.
-    pub fn set_io(&self, io: IoBackend) {
-        if self.io.set(io).is_err() {
+    pub fn set_io(&self, io: IoBackend, fast_path: bool) {
+        if self.io.set((io, fast_path)).is_err() {
             tracing::warn!("a second datapath for the metrics; the first one is exported");
         }
     }
@@ -118,7 +118,7 @@ impl NodeMetrics {
 
 impl Collector for NodeMetrics {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let stats = self.shared.counters.snapshot();
+        let stats = self.shared.stats();
         // Counter names get their `_total` suffix from the encoder.
         per_backend(
             &mut encoder,
@@ -182,14 +182,19 @@ impl Collector for NodeMetrics {
             None,
             full.metric_type(),
         )?)?;
-        if let Some(io) = self.io.get() {
+        if let Some((io, fast)) = self.io.get() {
             let mut info = encoder.encode_descriptor(
                 "dsrlb_datapath_info",
-                "1, labelled with the I/O backend the datapath runs and how frames cross into user space",
+                "1, labelled with the I/O backend the datapath runs, how frames cross into user space, and whether the kernel fast path (tc) forwards plain farms",
                 None,
                 ConstGauge::new(0i64).metric_type(),
             )?;
-            let labels = [("io", io.as_str()), ("mode", io.mode())];
+            let fast_path = if *fast { "tc" } else { "off" };
+            let labels = [
+                ("io", io.as_str()),
+                ("mode", io.mode()),
+                ("fast_path", fast_path),
+            ];
             ConstGauge::new(1i64).encode(info.encode_family(&labels)?)?;
         }
         let owner = ConstGauge::new(i64::from(self.shared.is_owner()));

@@ -6,7 +6,7 @@
 //! - `xsk`: one AF_XDP socket, its UMEM and rings.
 //! - `worker`: the batch loop.
 //! - `csum`: partial checksums recognised and completed without a vnet header.
-//! - `bpf`, `netlink`: the `bpf()` and rtnetlink calls behind them.
+//! - `netlink`: the rtnetlink calls behind them (`bpf()` is `crate::ebpf::sys`).
 //!
 //! Lifecycle: the program is attached with a bpf_link, whose attachment ends when its
 //! descriptor closes — on a normal stop, on SIGTERM, and when the process is killed — so a
@@ -22,7 +22,6 @@
 //! forwarding on route VIP traffic; the lease, not the map, decides who forwards and
 //! answers ARP, and it is checked per batch and again before sending.
 
-mod bpf;
 mod btf;
 mod csum;
 mod netlink;
@@ -37,6 +36,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::thread::JoinHandle;
 
 use crate::bpf::Admit;
+use crate::ebpf::sys as bpf;
 use crate::error::IoError;
 use crate::iface::InterfaceInfo;
 use crate::process::{Processor, ProcessorConfig};

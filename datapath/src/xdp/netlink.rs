@@ -191,7 +191,7 @@ pub(crate) fn attached(ifindex: u32) -> io::Result<Option<Attached>> {
         let mode_flag = if mode == XDP_ATTACHED_SKB {
             XDP_FLAGS_SKB_MODE
         } else {
-            super::bpf::XDP_FLAGS_DRV_MODE
+            crate::ebpf::sys::XDP_FLAGS_DRV_MODE
         };
         return Ok(Some(Attached {
             prog_id: id,

@@ -133,7 +133,7 @@ pub(super) async fn status(ctx: &AdminContext) -> pb::StatusReply {
 /// This node's own counters for every replicated farm.
 fn local_stats(ctx: &AdminContext) -> pb::StatsReply {
     let state = ctx.state();
-    let counters = ctx.datapath.counters.snapshot();
+    let counters = ctx.datapath.stats();
     let farms = state
         .farms
         .values()

@@ -148,6 +148,9 @@ pub struct RawDatapath {
     /// The I/O backend: "auto" (AF_XDP where the interface takes native XDP, else
     /// AF_PACKET), "af_packet" or "af_xdp".
     pub io: String,
+    /// The kernel fast path in front of the AF_PACKET workers: "auto" (where the kernel
+    /// takes it), "on" (required) or "off".
+    pub fast_path: String,
     /// Gratuitous ARPs sent per VIP when this node becomes the owner.
     pub garp_count: u32,
     /// Gap between those gratuitous ARPs.
@@ -170,6 +173,7 @@ impl Default for RawDatapath {
             interface: "eth0".into(),
             workers: 0,
             io: "auto".into(),
+            fast_path: "auto".into(),
             garp_count: 3,
             garp_interval_ms: 100,
             garp_refresh: "0s".into(),

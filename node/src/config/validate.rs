@@ -124,6 +124,7 @@ pub struct DatapathSettings {
     pub interface: String,
     pub workers: usize,
     pub io: datapath::IoMode,
+    pub fast_path: datapath::FastPathMode,
     pub garp_count: u32,
     pub garp_interval: Duration,
     /// `None`: no announcements after the takeover burst.
@@ -500,6 +501,19 @@ impl RawConfig {
                 format!("{:?} must be \"auto\", \"af_packet\" or \"af_xdp\"", d.io),
             )
         })?;
+        let fast_path = datapath::FastPathMode::parse(&d.fast_path).ok_or_else(|| {
+            ConfigError::invalid(
+                "datapath.fast_path",
+                format!("{:?} must be \"auto\", \"on\" or \"off\"", d.fast_path),
+            )
+        })?;
+        // The fast path sits at tc ingress, behind XDP: with AF_XDP it would see nothing.
+        if fast_path == datapath::FastPathMode::On && io == datapath::IoMode::AfXdp {
+            return Err(ConfigError::invalid(
+                "datapath.fast_path",
+                "\"on\" needs io = \"af_packet\" or \"auto\" (AF_XDP takes the frames before tc)",
+            ));
+        }
         if d.garp_count == 0 || d.garp_count > 100 {
             return Err(ConfigError::invalid("datapath.garp_count", "must be 1-100"));
         }
@@ -566,6 +580,7 @@ impl RawConfig {
             interface: d.interface.clone(),
             workers: d.workers,
             io,
+            fast_path,
             garp_count: d.garp_count,
             garp_interval: Duration::from_millis(d.garp_interval_ms),
             garp_refresh: (!garp_refresh.is_zero()).then_some(garp_refresh),

@@ -6,7 +6,9 @@
 //! pinned, so the flood writes nothing to the Raft log.
 //!
 //! The node runs the smallest flow table (`flow_capacity = 1024` per worker) so that the
-//! flood replaces every half-open entry many times over on any machine.
+//! flood replaces every half-open entry many times over on any machine. The idle-connection
+//! test runs twice: on the workers (`fast_path = "off"`, their flow table's SLRU) and on
+//! the kernel fast path, where a SYN writes no flow entry at all.
 
 use crate::admin_support::{client_with, endpoint, in_client};
 use crate::common::{can_run_lab, dsrlb};
@@ -74,7 +76,7 @@ fn start_flood(lab: &Lab, c: usize, port: u16) -> std::thread::JoinHandle<usize>
     })
 }
 
-fn lab_with(farms: &[LabFarm]) -> (Lab, lab::LabProcess) {
+fn lab_with(farms: &[LabFarm], fast_path: &str) -> (Lab, lab::LabProcess) {
     let mut lab = Lab::build(&LabSpec {
         nodes: 1,
         backends: 2,
@@ -85,7 +87,7 @@ fn lab_with(farms: &[LabFarm]) -> (Lab, lab::LabProcess) {
     .expect("lab builds");
     lab.start_backends(dsrlb()).expect("backends start");
     let opts = NodeOptions {
-        datapath_extra: "flow_capacity = 1024\n".into(),
+        datapath_extra: format!("flow_capacity = 1024\nfast_path = {fast_path:?}\n"),
         ..NodeOptions::default()
     };
     let mut procs = vec![lab.spawn_node(0, dsrlb(), farms, &opts).unwrap()];
@@ -114,10 +116,24 @@ fn legit_connections(lab: &Lab, n: usize) -> usize {
 
 #[test]
 fn an_idle_connection_outlives_a_syn_flood_and_a_drain_of_its_backend() {
+    idle_connection_outlives_a_flood(false);
+}
+
+#[test]
+fn on_the_kernel_fast_path_an_idle_connection_outlives_a_syn_flood_and_a_drain() {
+    if lab::lab_io() == "af_xdp" {
+        eprintln!("SKIPPED: the fast path runs with AF_PACKET only (DSRLB_LAB_IO=af_xdp)");
+        return;
+    }
+    idle_connection_outlives_a_flood(true);
+}
+
+fn idle_connection_outlives_a_flood(fast: bool) {
     if !can_run_lab() {
         return;
     }
-    let (lab, _node) = lab_with(&[LabFarm::new("web", "tcp", lab::BACKEND_HTTP_PORT, &[0, 1])]);
+    let farms = [LabFarm::new("web", "tcp", lab::BACKEND_HTTP_PORT, &[0, 1])];
+    let (lab, _node) = lab_with(&farms, if fast { "on" } else { "off" });
     let addr = SocketAddr::from((lab.vip(), lab::BACKEND_HTTP_PORT));
     let client = lab.clients()[0].clone();
     // The idle connection: one request, then silence until the flood is over.
@@ -171,6 +187,25 @@ fn an_idle_connection_outlives_a_syn_flood_and_a_drain_of_its_backend() {
         answered * 100 >= LEGIT * 99,
         "only {answered} of {LEGIT} new connections succeeded during the flood"
     );
+    if fast {
+        // The kernel forwarded the flood; the workers never saw it, and no SYN wrote a flow.
+        let kernel = m.get(
+            "dsrlb_datapath_info",
+            &[("io", "af_packet"), ("mode", "ring"), ("fast_path", "tc")],
+        );
+        assert_eq!(kernel, 1.0, "the fast path runs");
+        let forwarded = m.sum("dsrlb_packets_total");
+        assert!(
+            forwarded >= FLOOD as f64,
+            "{forwarded} frames forwarded, fewer than the flood"
+        );
+        assert_eq!(
+            half_open + established,
+            0.0,
+            "no SYN reached the workers' table"
+        );
+        return;
+    }
     // The flood churned the table many times over, and only through half-open entries.
     assert!(
         half_open > (FLOOD / 2) as f64,
@@ -189,7 +224,7 @@ fn a_syn_flood_at_a_srcip_farm_pins_no_spoofed_source() {
         return;
     }
     let web = LabFarm::new("web", "tcp", lab::BACKEND_HTTP_PORT, &[0, 1]).with_persistence("300s");
-    let (lab, _node) = lab_with(&[web]);
+    let (lab, _node) = lab_with(&[web], "auto");
     let node = lab.nodes()[0].clone();
     let batches_before = scrape(&node)
         .unwrap()
