@@ -80,4 +80,5 @@ pub use table::{
     BackendSpec, BackendState, FarmSpec, FlowHash, ForwardingTable, PersistSpec, Protocol,
     TableError,
 };
+pub use tc::tc_ingress_programs;
 pub use worker::{Datapath, DatapathConfig, resolve_workers};

@@ -55,6 +55,8 @@ pub struct Shared {
     /// The kernel fast path, if one runs (Weak: a stopped datapath detaches it). Its lock
     /// orders lease changes and publishes as the kernel sees them; workers never take it.
     fast: Mutex<Option<Weak<FastPath>>>,
+    /// Frames the fast path forwarded, as of the last [`Shared::stats`].
+    fast_packets: AtomicU64,
 }
 
 /// The worker sockets whose kernel filters follow the published VIP set.
@@ -151,6 +153,7 @@ impl Shared {
             workers,
             filters: Mutex::new(VipFilters::default()),
             fast: Mutex::new(None),
+            fast_packets: AtomicU64::new(0),
         })
     }
 
@@ -188,12 +191,21 @@ impl Shared {
     pub fn stats(&self) -> Vec<FarmStats> {
         if let Some(fast) = self.fast_path().as_ref().and_then(Weak::upgrade) {
             let t = self.table.load();
+            let mut total = 0;
             for b in &t.backends {
                 let c = fast.count(b.id);
                 b.counters.set_kernel(c.packets, c.bytes);
+                total += b.counters.kernel_packets();
             }
+            self.fast_packets.store(total, Ordering::Relaxed);
         }
         self.counters.snapshot()
+    }
+
+    /// Frames the fast path forwarded to the current table's backends, as of the last
+    /// [`Shared::stats`].
+    pub fn fast_path_packets(&self) -> u64 {
+        self.fast_packets.load(Ordering::Relaxed)
     }
 
     /// Whether a kernel fast path runs for this datapath.

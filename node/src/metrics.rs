@@ -197,6 +197,15 @@ impl Collector for NodeMetrics {
             ];
             ConstGauge::new(1i64).encode(info.encode_family(&labels)?)?;
         }
+        if self.shared.has_fast_path() {
+            let fast = ConstCounter::new(self.shared.fast_path_packets());
+            fast.encode(encoder.encode_descriptor(
+                "dsrlb_fast_path_packets",
+                "Frames the kernel fast path forwarded (included in dsrlb_packets_total)",
+                None,
+                fast.metric_type(),
+            )?)?;
+        }
         let owner = ConstGauge::new(i64::from(self.shared.is_owner()));
         owner.encode(encoder.encode_descriptor(
             "dsrlb_vip_owner",

@@ -14,6 +14,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 const BPF_MAP_CREATE: libc::c_int = 0;
 const BPF_MAP_LOOKUP_ELEM: libc::c_int = 1;
+const BPF_PROG_QUERY: libc::c_int = 16;
 const BPF_MAP_UPDATE_ELEM: libc::c_int = 2;
 const BPF_MAP_DELETE_ELEM: libc::c_int = 3;
 const BPF_PROG_LOAD: libc::c_int = 5;
@@ -298,6 +299,33 @@ pub(crate) fn link_create(
         ..LinkCreateAttr::default()
     };
     fd_result(sys_bpf(BPF_LINK_CREATE, &mut attr)?)
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct QueryAttr {
+    target_ifindex: u32,
+    attach_type: u32,
+    query_flags: u32,
+    attach_flags: u32,
+    prog_ids: u64,
+    prog_cnt: u32,
+    _pad: u32,
+    prog_attach_flags: u64,
+    link_ids: u64,
+    link_attach_flags: u64,
+    revision: u64,
+}
+
+/// `BPF_PROG_QUERY`: how many programs are attached to `ifindex` at `attach_type`.
+pub(crate) fn prog_count(ifindex: u32, attach_type: u32) -> io::Result<u32> {
+    let mut attr = QueryAttr {
+        target_ifindex: ifindex,
+        attach_type,
+        ..QueryAttr::default()
+    };
+    sys_bpf(BPF_PROG_QUERY, &mut attr)?;
+    Ok(attr.prog_cnt)
 }
 
 #[cfg(test)]

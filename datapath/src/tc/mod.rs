@@ -131,6 +131,14 @@ impl FastPath {
     }
 }
 
+/// How many programs are attached at tcx ingress of `interface` (in the calling thread's
+/// network namespace): what an operator or a test checks to see that a stopped or killed
+/// node left nothing behind.
+pub fn tc_ingress_programs(interface: &str) -> Result<u32, IoError> {
+    let iface = InterfaceInfo::lookup(interface)?;
+    bpf::prog_count(iface.index, bpf::BPF_TCX_INGRESS).map_err(tc_err("query tcx ingress"))
+}
+
 /// `bpf_ktime_get_ns`'s clock: CLOCK_MONOTONIC.
 fn kernel_now_ns() -> u64 {
     match nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC) {

@@ -35,6 +35,7 @@ mod dsrctl_traffic;
 mod dsrctl_verbs;
 mod lab_balancing;
 mod lab_dsr;
+mod lab_fast_path;
 mod lab_flood;
 mod lab_garp_refresh;
 mod lab_health;
