@@ -27,6 +27,13 @@ const BPF_K: u16 = 0x00;
 
 /// Ancillary load "a VLAN tag is in the metadata" (linux/filter.h: SKF_AD_OFF + 48).
 const VLAN_TAG_PRESENT: u32 = (-0x1000i32 + 48) as u32;
+/// Ancillary loads of the metadata tag's TCI (SKF_AD_OFF + 44) and the packet type
+/// (SKF_AD_OFF + 4).
+const VLAN_TAG: u32 = (-0x1000i32 + 44) as u32;
+const PKTTYPE: u32 = (-0x1000i32 + 4) as u32;
+/// `PACKET_OTHERHOST`: the kernel's mark on a frame of a VLAN it has no device for.
+const PACKET_OTHERHOST: u32 = 3;
+const BPF_ALU_AND_K: u16 = 0x54;
 
 /// Kernel limit on a classic program's length (`BPF_MAXINSNS`).
 pub const MAX_INSNS: usize = 4096;
@@ -48,8 +55,9 @@ const ETH_P_8021Q: u32 = 0x8100;
 const ETH_P_8021AD: u32 = 0x88a8;
 
 /// Instructions of [`filter_for`] besides the two per VIP.
-/// (18, and the two jumps a narrowed [`filter_for`] adds.)
-const FIXED_INSNS: usize = 20;
+/// (18, the two jumps a narrowed [`filter_for`] adds, and the three of the
+/// [`Admit::Ipv4Host`] prefix.)
+const FIXED_INSNS: usize = 23;
 
 /// The most VIPs [`filter_for`] matches one by one; beyond that the filter passes every
 /// ARP and IPv4 frame and the processor sorts them out (counted as `not_vip` or
@@ -130,6 +138,26 @@ pub enum Admit {
     Ipv4,
     /// ARP for a VIP only: the ARP socket.
     Arp,
+    /// Behind the kernel fast path, the fanout sockets (`ETH_P_IP`, delivered after the
+    /// kernel cleared an out-of-band VLAN tag): IPv4 to a VIP, but not a frame the kernel
+    /// marked as another host's — one that carried a VLAN id, which only
+    /// [`Admit::ArpOrTagged`] can forward on its VLAN.
+    Ipv4Host,
+    /// Behind the kernel fast path, the ARP socket (`ETH_P_ALL`, before tc): ARP for a VIP,
+    /// and IPv4 to a VIP that carries a VLAN id in its metadata (the fast path passes those,
+    /// and only a tap sees the tag).
+    ArpOrTagged,
+}
+
+impl Admit {
+    /// Every kind, for whoever re-attaches filters by kind.
+    pub const KINDS: [Admit; 5] = [
+        Admit::All,
+        Admit::Ipv4,
+        Admit::Arp,
+        Admit::Ipv4Host,
+        Admit::ArpOrTagged,
+    ];
 }
 
 /// The workers' filter: accepts what `admit` names among ARP whose target is a VIP and
@@ -137,6 +165,43 @@ pub enum Admit {
 /// everything else (an empty VIP set receives nothing). `vips` may be in any order and
 /// hold duplicates.
 pub fn filter_for(admit: Admit, vips: &[Ipv4Addr]) -> Vec<sock_filter> {
+    let op = |code: u16, jt: u8, jf: u8, k: u32| sock_filter { code, jt, jf, k };
+    match admit {
+        Admit::Ipv4Host => {
+            // pkttype == OTHERHOST → reject; else the IPv4 filter.
+            let mut p = vec![
+                op(BPF_LD | BPF_W | BPF_ABS, 0, 0, PKTTYPE),
+                op(BPF_JMP | BPF_JEQ | BPF_K, 0, 1, PACKET_OTHERHOST),
+                op(BPF_RET | BPF_K, 0, 0, REJECT),
+            ];
+            p.extend(base_filter(Admit::Ipv4, vips, MAX_FILTERED_VIPS));
+            p
+        }
+        Admit::ArpOrTagged => {
+            // No tag, or VLAN id 0 (the kernel clears it and the fanout sockets take the
+            // frame): the ARP filter. A VLAN id: the filter for both.
+            // Two chains share the kernel's limit: each matches half as many VIPs one by one
+            // before it lets its kind through and the processor sorts them out.
+            let half = MAX_FILTERED_VIPS / 2 - 4;
+            let arp = base_filter(Admit::Arp, vips, half);
+            let all = base_filter(Admit::All, vips, half);
+            let mut p = vec![
+                op(BPF_LD | BPF_W | BPF_ABS, 0, 0, VLAN_TAG_PRESENT),
+                op(BPF_JMP | BPF_JEQ | BPF_K, 4, 0, 0),
+                op(BPF_LD | BPF_W | BPF_ABS, 0, 0, VLAN_TAG),
+                op(BPF_ALU_AND_K, 0, 0, 0x0fff),
+                op(BPF_JMP | BPF_JEQ | BPF_K, 1, 0, 0),
+                op(BPF_JMP | BPF_JA, 0, 0, arp.len() as u32),
+            ];
+            p.extend(arp);
+            p.extend(all);
+            p
+        }
+        _ => base_filter(admit, vips, MAX_FILTERED_VIPS),
+    }
+}
+
+fn base_filter(admit: Admit, vips: &[Ipv4Addr], max_vips: usize) -> Vec<sock_filter> {
     use Ins::*;
     use Label::*;
     let mut vips: Vec<u32> = vips.iter().map(|v| u32::from(*v)).collect();
@@ -174,8 +239,8 @@ pub fn filter_for(admit: Admit, vips: &[Ipv4Addr]) -> Vec<sock_filter> {
     // A kind this socket does not take jumps to the reject; the layout (and so every jump
     // offset) stays the same for all three kinds.
     let (arp, ip) = match admit {
-        Admit::All => (true, true),
-        Admit::Ipv4 => (false, true),
+        Admit::All | Admit::ArpOrTagged => (true, true),
+        Admit::Ipv4 | Admit::Ipv4Host => (false, true),
         Admit::Arp => (true, false),
     };
     for (at, keep) in [(Arp0, arp), (Ip0, ip), (Arp1, arp), (Ip1, ip)] {
@@ -187,7 +252,7 @@ pub fn filter_for(admit: Admit, vips: &[Ipv4Addr]) -> Vec<sock_filter> {
             src.insert(pos + 1, Ja(Reject));
         }
     }
-    if vips.len() > MAX_FILTERED_VIPS {
+    if vips.len() > max_vips {
         src.push(Ret(ACCEPT));
     } else {
         // The `ja`s above carry 32-bit offsets, so the chain may be as long as the kernel
@@ -234,15 +299,29 @@ mod tests {
     /// A classic BPF interpreter for the subset the programs above use. `vlan` is the
     /// ancillary "tag in metadata" bit. Out-of-bounds loads reject, as in the kernel.
     fn run(prog: &[sock_filter], frame: &[u8], vlan: bool) -> u32 {
+        run_meta(prog, frame, vlan.then_some(5), 0)
+    }
+
+    /// [`run`] with the metadata tag's TCI (`None`: no tag) and the packet type.
+    fn run_meta(prog: &[sock_filter], frame: &[u8], tci: Option<u16>, pkttype: u32) -> u32 {
         let mut a: u32 = 0;
         let mut pc = 0usize;
         for _ in 0..=prog.len() {
             let Some(i) = prog.get(pc) else { return REJECT };
             pc += 1;
             match i.code {
+                BPF_ALU_AND_K => a &= i.k,
                 c if c & 0x07 == BPF_LD => {
                     if i.k == VLAN_TAG_PRESENT {
-                        a = u32::from(vlan);
+                        a = u32::from(tci.is_some());
+                        continue;
+                    }
+                    if i.k == VLAN_TAG {
+                        a = u32::from(tci.unwrap_or(0));
+                        continue;
+                    }
+                    if i.k == PKTTYPE {
+                        a = pkttype;
                         continue;
                     }
                     let k = i.k as usize;
@@ -294,6 +373,32 @@ mod tests {
         b.extend_from_slice(&[0; 6]);
         b.extend_from_slice(&target.octets());
         b
+    }
+
+    #[test]
+    fn behind_the_fast_path_tagged_ipv4_goes_to_the_tap_and_the_rest_to_the_fanout() {
+        const HOST: u32 = 0;
+        let data = filter_for(Admit::Ipv4Host, &[VIP]);
+        let tap = filter_for(Admit::ArpOrTagged, &[VIP]);
+        let ip = eth(0x0800, None, &ipv4_to(VIP));
+        let arp = eth(0x0806, None, &arp_for(VIP));
+        // Untagged (or VLAN id 0, which the kernel clears): IPv4 to the fanout, ARP to the tap.
+        for tci in [None, Some(0x2000)] {
+            assert_eq!(run_meta(&data, &ip, None, HOST), ACCEPT);
+            assert_eq!(run_meta(&tap, &ip, tci, HOST), REJECT, "{tci:?}");
+            assert_eq!(run_meta(&tap, &arp, tci, HOST), ACCEPT, "{tci:?}");
+        }
+        assert_eq!(run_meta(&data, &arp, None, HOST), REJECT);
+        // A VLAN id: the tap takes the IPv4 (and sees the tag); the fanout socket gets the
+        // frame with the tag cleared and marked another host's, and refuses it.
+        assert_eq!(run_meta(&tap, &ip, Some(0x2005), HOST), ACCEPT);
+        assert_eq!(run_meta(&data, &ip, None, PACKET_OTHERHOST), REJECT);
+        assert_eq!(
+            run_meta(&tap, &eth(0x0800, None, &ipv4_to(OTHER)), Some(5), HOST),
+            REJECT,
+            "not a VIP"
+        );
+        assert_eq!(run_meta(&tap, &arp, Some(5), HOST), ACCEPT);
     }
 
     #[test]
@@ -370,8 +475,11 @@ mod tests {
         let many: Vec<Ipv4Addr> = (0..MAX_FILTERED_VIPS as u32)
             .map(|i| Ipv4Addr::from(0x0a00_0000 + i))
             .collect();
+        for kind in Admit::KINDS {
+            let p = filter_for(kind, &many);
+            assert!(p.len() <= MAX_INSNS, "{kind:?}: {} instructions", p.len());
+        }
         let p = filter_for(Admit::All, &many);
-        assert!(p.len() <= MAX_INSNS, "{} instructions", p.len());
         let last = *many.last().unwrap();
         assert_eq!(
             run(&p, &eth(0x0800, Some(0x8100), &ipv4_to(last)), false),

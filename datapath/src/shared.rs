@@ -100,7 +100,7 @@ impl VipFilters {
             return;
         }
         let mut refused = None;
-        for admit in [Admit::All, Admit::Ipv4, Admit::Arp] {
+        for admit in Admit::KINDS {
             let mut socks = self
                 .sockets
                 .iter()

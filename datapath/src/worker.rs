@@ -207,7 +207,6 @@ impl Datapath {
         let iface = InterfaceInfo::lookup(&cfg.interface)?;
         let table = shared.table.load_full();
         let vips = sorted_vips(&table);
-        let filter = bpf::filter_for(Admit::Ipv4, &vips);
 
         let fast = match cfg.fast_path {
             FastPathMode::Off => None,
@@ -230,6 +229,13 @@ impl Datapath {
             libc::ETH_P_ALL
         } as u16;
 
+        let (data_admit, arp_admit) = if fast.is_some() {
+            (Admit::Ipv4Host, Admit::ArpOrTagged)
+        } else {
+            (Admit::Ipv4, Admit::Arp)
+        };
+        let filter = bpf::filter_for(data_admit, &vips);
+
         let mut fanout_id = None;
         let mut sockets = Vec::with_capacity(workers);
         for _ in 0..workers {
@@ -240,13 +246,13 @@ impl Datapath {
                 ring,
             });
         }
-        let mut arp = Some(ArpPort::open(&iface, &vips)?);
+        let mut arp = Some(ArpPort::open(&iface, &vips, arp_admit)?);
         // From here on `publish` keeps the filters in step with the table (a table published
         // since the one above is applied now).
         let socks: Vec<(Arc<PacketSocket>, Admit)> = sockets
             .iter()
-            .map(|p| (p.sock.clone(), Admit::Ipv4))
-            .chain(arp.iter().map(|p| (p.0.sock.clone(), Admit::Arp)))
+            .map(|p| (p.sock.clone(), data_admit))
+            .chain(arp.iter().map(|p| (p.0.sock.clone(), arp_admit)))
             .collect();
         shared
             .register_sockets(&socks, &vips)
@@ -390,9 +396,12 @@ enum Wait {
 pub(crate) struct ArpPort(Port);
 
 impl ArpPort {
+    /// `admit` is [`Admit::Arp`], or [`Admit::ArpOrTagged`] behind the kernel fast path
+    /// (then it also carries the VLAN-tagged IPv4 only a tap sees with its tag).
     pub(crate) fn open(
         iface: &InterfaceInfo,
         vips: &[std::net::Ipv4Addr],
+        admit: Admit,
     ) -> Result<ArpPort, IoError> {
         let geo = RingGeometry::for_slots(ARP_RING_SLOTS).ok_or(IoError::RingSize {
             slots: ARP_RING_SLOTS,
@@ -401,7 +410,7 @@ impl ArpPort {
         let (sock, ring) = open_worker_socket(
             iface,
             geo,
-            &bpf::filter_for(Admit::Arp, vips),
+            &bpf::filter_for(admit, vips),
             BATCH,
             libc::ETH_P_ALL as u16,
         )?;

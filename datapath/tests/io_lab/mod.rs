@@ -260,7 +260,7 @@ pub fn cfg_io_is_xdp() -> bool {
 }
 
 pub fn backend_counts(shared: &Shared, farm: &str) -> (u64, u64) {
-    let snap = shared.counters.snapshot();
+    let snap = shared.stats();
     let f = snap.iter().find(|f| f.farm == farm).expect("farm counters");
     f.backends
         .iter()
