@@ -39,6 +39,7 @@ fn table(reg: &CounterRegistry, pins: Option<Arc<FarmPins>>) -> ForwardingTable 
             pins,
         }),
         hash: datapath::FlowHash::default(),
+        limits: datapath::FarmLimits::default(),
     };
     ForwardingTable::build(OWN, &[farm], reg, 65_537).expect("valid farm")
 }

@@ -488,6 +488,7 @@ mod tests {
             }],
             persistence: None,
             hash: datapath::FlowHash::default(),
+            limits: datapath::FarmLimits::default(),
         };
         let table = ForwardingTable::build(
             MacAddr([2, 0, 0, 0, 0, 1]),
