@@ -288,9 +288,7 @@ impl Processor {
                 }
                 let picked = match (&farm.persist, farm.hash) {
                     (None, FlowHash::Source) => table.maglev_pick(farm, client_hash(ip.src)),
-                    (None, FlowHash::RoundRobin | FlowHash::WeightedRoundRobin)
-                        if !established =>
-                    {
+                    (None, FlowHash::RoundRobin | FlowHash::WeightedRoundRobin) if !established => {
                         table.rotation_pick(farm, self.worker)
                     }
                     (None, _) => table.maglev_pick(farm, hash),
@@ -311,9 +309,14 @@ impl Processor {
                         None => return Verdict::Drop(DropReason::BackendFull),
                     }
                 }
-                let ins = self
-                    .flows
-                    .insert_marked(key, hash, b.id, pin_epoch(now_ns), established, now_ns);
+                let ins = self.flows.insert_marked(
+                    key,
+                    hash,
+                    b.id,
+                    pin_epoch(now_ns),
+                    established,
+                    now_ns,
+                );
                 if let Some(g) = ins.gone.and_then(|id| table.backend_by_id(id)) {
                     g.counters.flow_entry(self.worker, false);
                 }

@@ -440,8 +440,12 @@ impl Worker {
                     // Idle: a good moment for the statistics syscall.
                     Wait::Idle => {
                         self.collect_ring_drops();
-                        self.processor
-                            .housekeep(&self.shared.table.load(), monotonic_ns(), SWEEP_IDLE, &self.shared.flows);
+                        self.processor.housekeep(
+                            &self.shared.table.load(),
+                            monotonic_ns(),
+                            SWEEP_IDLE,
+                            &self.shared.flows,
+                        );
                     }
                     Wait::Fatal => return,
                 }
@@ -455,8 +459,12 @@ impl Worker {
                 self.mtu,
                 &mut tx,
             );
-            self.processor
-                .housekeep(&self.shared.table.load(), monotonic_ns(), SWEEP_PER_BATCH, &self.shared.flows);
+            self.processor.housekeep(
+                &self.shared.table.load(),
+                monotonic_ns(),
+                SWEEP_PER_BATCH,
+                &self.shared.flows,
+            );
             batches = batches.wrapping_add(1);
             if batches.is_multiple_of(STATS_EVERY) {
                 self.collect_ring_drops();

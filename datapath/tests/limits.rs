@@ -61,7 +61,12 @@ fn a_source_above_its_rate_is_dropped_and_another_source_is_not() {
     let mut passed = 0;
     let mut limited = 0;
     for i in 0..50u16 {
-        match run(&mut p, &t, syn(hot, 10_000 + i), now + u64::from(i) * S / 50) {
+        match run(
+            &mut p,
+            &t,
+            syn(hot, 10_000 + i),
+            now + u64::from(i) * S / 50,
+        ) {
             Verdict::Forward => passed += 1,
             Verdict::Drop(datapath::DropReason::RateLimited) => limited += 1,
             v => panic!("{v:?}"),
@@ -83,7 +88,10 @@ fn a_source_above_its_rate_is_dropped_and_another_source_is_not() {
         Verdict::Drop(datapath::DropReason::RateLimited)
     );
     for k in 0..20 {
-        assert_eq!(run(&mut p, &t, ack(hot, 10_000), last + k), Verdict::Forward);
+        assert_eq!(
+            run(&mut p, &t, ack(hot, 10_000), last + k),
+            Verdict::Forward
+        );
     }
 }
 
@@ -111,7 +119,10 @@ fn a_worker_enforces_its_share_of_the_rate_and_the_whole_burst() {
     assert_eq!(burst, 4);
     // Then one per 200 ms (5/s), not one per 100 ms.
     assert!(run(&mut p, &t, syn(src, 2000), now + S / 10) != Verdict::Forward);
-    assert_eq!(run(&mut p, &t, syn(src, 2001), now + S / 5), Verdict::Forward);
+    assert_eq!(
+        run(&mut p, &t, syn(src, 2001), now + S / 5),
+        Verdict::Forward
+    );
 }
 
 #[test]
@@ -129,13 +140,21 @@ fn the_farm_rate_holds_whatever_the_sources() {
     let now = 100 * S;
     let mut passed = 0;
     for c in 0..1000u32 {
-        match run(&mut p, &t, syn(client(c), 40_000), now + u64::from(c) * S / 1000) {
+        match run(
+            &mut p,
+            &t,
+            syn(client(c), 40_000),
+            now + u64::from(c) * S / 1000,
+        ) {
             Verdict::Forward => passed += 1,
             Verdict::Drop(datapath::DropReason::FarmRateLimited) => {}
             v => panic!("{v:?}"),
         }
     }
-    assert!((108..=111).contains(&passed), "{passed} in 1 s at 100/s + 10");
+    assert!(
+        (108..=111).contains(&passed),
+        "{passed} in 1 s at 100/s + 10"
+    );
     // A rebuilt table keeps the farm's bucket (it lives with the farm's counters).
     let t2 = build(&web(limits, 3), &reg);
     assert_eq!(
@@ -174,7 +193,10 @@ fn a_full_backend_takes_no_new_flow_and_the_others_do() {
         Verdict::Drop(datapath::DropReason::BackendFull)
     );
     // ...while the established ones go on.
-    assert_eq!(run(&mut p, &t, ack(client(3), 5000), now + 3), Verdict::Forward);
+    assert_eq!(
+        run(&mut p, &t, ack(client(3), 5000), now + 3),
+        Verdict::Forward
+    );
 }
 
 #[test]
@@ -244,15 +266,24 @@ fn tcp_strict_drops_unknown_mid_stream_packets_only_after_the_grace() {
     let old = client(1);
     assert_eq!(run(&mut p, &t, ack(old, 1111), since + S), Verdict::Forward);
     // ...so it goes on after the grace.
-    assert_eq!(run(&mut p, &t, ack(old, 1111), since + 40 * S), Verdict::Forward);
+    assert_eq!(
+        run(&mut p, &t, ack(old, 1111), since + 40 * S),
+        Verdict::Forward
+    );
     // After the grace, a mid-stream packet of a flow never seen is dropped...
     assert_eq!(
         run(&mut p, &t, ack(client(2), 2222), since + 40 * S),
         Verdict::Drop(datapath::DropReason::TcpStrict)
     );
     // ...a SYN is not, and its connection's next packets pass.
-    assert_eq!(run(&mut p, &t, syn(client(2), 2223), since + 40 * S), Verdict::Forward);
-    assert_eq!(run(&mut p, &t, ack(client(2), 2223), since + 40 * S), Verdict::Forward);
+    assert_eq!(
+        run(&mut p, &t, syn(client(2), 2223), since + 40 * S),
+        Verdict::Forward
+    );
+    assert_eq!(
+        run(&mut p, &t, ack(client(2), 2223), since + 40 * S),
+        Verdict::Forward
+    );
     // UDP is not concerned.
     let mut dns = farm("dns", Protocol::Udp, 53, vec![backend("x", 9)]);
     dns.limits.tcp_strict = true;

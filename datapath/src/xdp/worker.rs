@@ -93,8 +93,12 @@ impl XdpWorker {
                 pending |= self.socks[i].tx_outstanding() > 0;
             }
             if busy {
-                self.processor
-                    .housekeep(&self.shared.table.load(), monotonic_ns(), SWEEP_PER_BATCH, &self.shared.flows);
+                self.processor.housekeep(
+                    &self.shared.table.load(),
+                    monotonic_ns(),
+                    SWEEP_PER_BATCH,
+                    &self.shared.flows,
+                );
                 batches = batches.wrapping_add(1);
                 if batches.is_multiple_of(STATS_EVERY) {
                     self.collect_drops(&mut lost_seen);
@@ -111,8 +115,12 @@ impl XdpWorker {
             match poll_in(&mut pollfds, timeout) {
                 Ok(0) => {
                     self.collect_drops(&mut lost_seen);
-                    self.processor
-                        .housekeep(&self.shared.table.load(), monotonic_ns(), SWEEP_IDLE, &self.shared.flows);
+                    self.processor.housekeep(
+                        &self.shared.table.load(),
+                        monotonic_ns(),
+                        SWEEP_IDLE,
+                        &self.shared.flows,
+                    );
                 }
                 Ok(_) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
