@@ -103,7 +103,8 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_key() {
-        let cases: [(fn(&mut RawFarm), &str); 6] = [
+        type Edit = fn(&mut RawFarm);
+        let cases: [(Edit, &str); 6] = [
             (|r| r.new_rate_limit = Some(0), "farm[web].new_rate_limit"),
             (
                 |r| r.new_rate_limit_farm = Some(MAX_RATE + 1),
