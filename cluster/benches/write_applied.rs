@@ -55,6 +55,7 @@ fn farm(weight: u32) -> Farm {
         port_last: 80,
         protocol: Protocol::Tcp,
         scheduler: Scheduler::Maglev,
+        limits: Default::default(),
         persistence: Persistence::None,
         check: None,
         backends: (0..2u8)

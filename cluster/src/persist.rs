@@ -511,6 +511,7 @@ mod tests {
             port_last: 80,
             protocol: Protocol::Tcp,
             scheduler: Scheduler::Maglev,
+            limits: Default::default(),
             persistence: Persistence::SrcIp {
                 ttl: Duration::from_secs(ttl_s),
             },

@@ -26,17 +26,29 @@ pub enum Scheduler {
     /// Weighted Maglev keyed by the client address alone: all of a client's connections go
     /// to one backend, without pins (appended last: the log's encoding of `Maglev` stays).
     SrcHash,
+    /// Each worker of the owner hands new flows to the live backends in turn; weights
+    /// aside. Per node: a takeover reshuffles.
+    Rr,
+    /// As `Rr`, each backend's turn as often as its weight says.
+    Wrr,
 }
 
 impl Scheduler {
     /// Every scheduler, for error messages and help.
-    pub const ALL: [Scheduler; 2] = [Scheduler::Maglev, Scheduler::SrcHash];
+    pub const ALL: [Scheduler; 4] = [
+        Scheduler::Maglev,
+        Scheduler::SrcHash,
+        Scheduler::Wrr,
+        Scheduler::Rr,
+    ];
 
     /// The name in config files and the admin API.
     pub fn name(self) -> &'static str {
         match self {
             Scheduler::Maglev => "maglev",
             Scheduler::SrcHash => "srchash",
+            Scheduler::Rr => "rr",
+            Scheduler::Wrr => "wrr",
         }
     }
 
@@ -109,6 +121,30 @@ pub struct Farm {
     pub check: Option<TcpCheck>,
     /// The backends, in configuration order.
     pub backends: Vec<Backend>,
+    /// Limits on new flows and `tcp_strict` (last: the fields before keep their encoding).
+    pub limits: FarmLimits,
+}
+
+/// A rate of new flows with its burst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateLimit {
+    /// Flows per second, ≥ 1.
+    pub per_sec: u32,
+    /// Flows that may pass at once, ≥ 1.
+    pub burst: u32,
+}
+
+/// A farm's limits on new flows (docs/design.md#limits); the default limits nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FarmLimits {
+    /// `new_rate_limit`: new flows per source address.
+    pub per_source: Option<RateLimit>,
+    /// `new_rate_limit_farm`: new flows of the whole farm.
+    pub per_farm: Option<RateLimit>,
+    /// `max_flows`: established flows per backend on the owner; 0 = no limit.
+    pub max_flows: u32,
+    /// `tcp_strict`: drop TCP packets other than SYNs of unknown flows after the grace.
+    pub tcp_strict: bool,
 }
 
 /// Cluster-wide settings that live in the log rather than in each node's config file.
@@ -431,6 +467,7 @@ mod tests {
             port_last: 80,
             protocol: Protocol::Tcp,
             scheduler: Scheduler::Maglev,
+            limits: Default::default(),
             persistence: Persistence::None,
             check: Some(TcpCheck {
                 interval: Duration::from_secs(1),

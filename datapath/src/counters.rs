@@ -55,6 +55,15 @@ pub enum DropReason {
     Oversize,
     /// The kernel found a worker's receive ring full (read from PACKET_STATISTICS).
     RingFull,
+    /// A new flow from a source above its farm's `new_rate_limit`.
+    RateLimited,
+    /// A new flow above its farm's `new_rate_limit_farm`.
+    FarmRateLimited,
+    /// A new flow whose farm's live backends are all at `max_flows`.
+    BackendFull,
+    /// A TCP packet other than a SYN of a flow this node does not know, on a `tcp_strict`
+    /// farm after the takeover grace.
+    TcpStrict,
 }
 
 impl DropReason {
@@ -79,6 +88,10 @@ impl DropReason {
         DropReason::TxError,
         DropReason::Oversize,
         DropReason::RingFull,
+        DropReason::RateLimited,
+        DropReason::FarmRateLimited,
+        DropReason::BackendFull,
+        DropReason::TcpStrict,
     ];
 
     /// Number of reasons: the size of a worker's counter block.
@@ -106,6 +119,10 @@ impl DropReason {
             DropReason::TxError => "tx_error",
             DropReason::Oversize => "oversize",
             DropReason::RingFull => "ring_full",
+            DropReason::RateLimited => "rate_limited",
+            DropReason::FarmRateLimited => "farm_rate_limited",
+            DropReason::BackendFull => "backend_full",
+            DropReason::TcpStrict => "tcp_strict",
         }
     }
 }
@@ -226,31 +243,60 @@ impl FlowCounters {
     }
 }
 
-/// New flows of one farm, per worker.
+/// One worker's slot of a farm: its new-flow count and the farm state that worker keeps
+/// for itself (written by that worker only, so plain loads and stores suffice).
+#[derive(Default, Debug)]
+struct FarmSlot {
+    flows_new: AtomicU64,
+    /// The worker's bucket of `new_rate_limit_farm` (a GCRA arrival time, [`crate::limit`]).
+    rate_tat: AtomicU64,
+    /// The worker's position in the `rr`/`wrr` rotation.
+    rotation: AtomicU64,
+}
+
+/// New flows of one farm, per worker, and each worker's private farm state. Kept in the
+/// registry, so a rebuilt table finds the buckets and rotations where the last one left
+/// them.
 #[derive(Debug)]
 pub struct FarmCounters {
-    flows_new: Box<[Padded<AtomicU64>]>,
+    slots: Box<[Padded<FarmSlot>]>,
 }
 
 impl FarmCounters {
     fn new(workers: usize) -> Self {
         FarmCounters {
-            flows_new: slots(workers),
+            slots: slots(workers),
         }
     }
 
     /// Counts one new flow (a flow-table miss that chose a backend).
     #[inline]
     pub fn flow_new(&self, worker: usize) {
-        slot(&self.flows_new, worker).fetch_add(1, Ordering::Relaxed);
+        slot(&self.slots, worker)
+            .flows_new
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// Total new flows over all workers.
     pub fn flows_new(&self) -> u64 {
-        self.flows_new
+        self.slots
             .iter()
-            .map(|s| s.0.load(Ordering::Relaxed))
+            .map(|s| s.0.flows_new.load(Ordering::Relaxed))
             .sum()
+    }
+
+    /// `worker`'s farm rate bucket.
+    #[inline]
+    pub(crate) fn rate_tat(&self, worker: usize) -> &AtomicU64 {
+        &slot(&self.slots, worker).rate_tat
+    }
+
+    /// `worker`'s next position in the rotation, advancing it.
+    #[inline]
+    pub(crate) fn rotate(&self, worker: usize) -> u64 {
+        slot(&self.slots, worker)
+            .rotation
+            .fetch_add(1, Ordering::Relaxed)
     }
 }
 
@@ -258,6 +304,8 @@ impl FarmCounters {
 struct PacketsBytes {
     packets: AtomicU64,
     bytes: AtomicU64,
+    /// Established flows of this backend in the worker's flow table.
+    flows: AtomicU64,
 }
 
 /// Forwarded packets and bytes of one backend, per worker, plus what the kernel fast path
@@ -297,6 +345,29 @@ impl BackendCounters {
             .map(|s| s.0.packets.load(Ordering::Relaxed))
             .sum::<u64>()
             + self.kernel.packets.load(Ordering::Relaxed)
+    }
+
+    /// One more (`up`) or one fewer established flow of this backend in `worker`'s flow
+    /// table. Every entry a worker counts in it counts out of the same slot, so the sum
+    /// never goes below zero.
+    #[inline]
+    pub(crate) fn flow_entry(&self, worker: usize, up: bool) {
+        let f = &slot(&self.slots, worker).flows;
+        if up {
+            f.fetch_add(1, Ordering::Relaxed);
+        } else {
+            f.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Established flows of this backend in all workers' flow tables (each worker's count
+    /// as of its last new or ended flow).
+    #[inline]
+    pub fn flows(&self) -> u64 {
+        self.slots
+            .iter()
+            .map(|s| s.0.flows.load(Ordering::Relaxed))
+            .fold(0u64, u64::wrapping_add)
     }
 
     /// Total bytes (whole frames, Ethernet header included) over all workers and the fast
@@ -360,6 +431,8 @@ pub struct BackendStats {
     pub backend: String,
     pub packets: u64,
     pub bytes: u64,
+    /// Established flows in the workers' flow tables now (a gauge).
+    pub flows: u64,
 }
 
 impl CounterRegistry {
@@ -420,6 +493,11 @@ impl CounterRegistry {
         Some(handle)
     }
 
+    /// Workers the counters have slots for.
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
     /// One more than the largest id handed out so far: the size of an id-indexed array.
     pub fn id_bound(&self) -> u32 {
         self.lock().next_id
@@ -452,6 +530,7 @@ impl CounterRegistry {
                         backend: name.clone(),
                         packets: h.counters.packets(),
                         bytes: h.counters.bytes(),
+                        flows: h.counters.flows(),
                     })
                     .collect(),
             })
@@ -517,7 +596,8 @@ mod tests {
             BackendStats {
                 backend: "a".into(),
                 packets: 2,
-                bytes: 150
+                bytes: 150,
+                flows: 0,
             }
         );
 

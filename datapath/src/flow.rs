@@ -131,6 +131,17 @@ pub struct FlowCounts {
     pub full: u64,
 }
 
+/// What [`FlowTable::insert_marked`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub struct Inserted {
+    /// False: not recorded (a half-open flow in a bucket of established ones).
+    pub recorded: bool,
+    /// The backend of an established entry the new one replaced (the same key, an idle
+    /// entry not yet swept, or an evicted flow): one established flow fewer there.
+    pub gone: Option<u32>,
+}
+
 /// A live entry found by [`FlowTable::lookup`].
 #[derive(Debug)]
 pub struct Hit<'a> {
@@ -228,12 +239,11 @@ impl FlowTable {
     /// [`FlowTable::insert_marked`] with mark 0, established.
     #[cfg(test)]
     pub fn insert(&mut self, key: FlowKey, hash: u64, backend: u32, now_ns: u64) {
-        self.insert_marked(key, hash, backend, 0, true, now_ns);
+        let _ = self.insert_marked(key, hash, backend, 0, true, now_ns);
     }
 
     /// Records `key → backend` with `mark`: in place of the same key, else a free or idle
-    /// entry, else by the eviction order of the module doc. False: not recorded (a half-open
-    /// flow in a bucket of established ones).
+    /// entry, else by the eviction order of the module doc.
     #[inline]
     pub fn insert_marked(
         &mut self,
@@ -243,7 +253,7 @@ impl FlowTable {
         mark: u16,
         established: bool,
         now_ns: u64,
-    ) -> bool {
+    ) -> Inserted {
         let idle = self.idle_ns;
         let bucket = self.bucket(hash);
         // Rank: the same key, then free or idle, then the oldest half-open, then (for an
@@ -269,9 +279,13 @@ impl FlowTable {
         }
         let Some(i) = victim else {
             self.counts.full += 1;
-            return false;
+            return Inserted {
+                recorded: false,
+                gone: None,
+            };
         };
         let was_free = bucket[i].backend == FREE;
+        let gone = (!was_free && bucket[i].established).then_some(bucket[i].backend);
         bucket[i] = Entry {
             key,
             backend,
@@ -285,12 +299,16 @@ impl FlowTable {
             3 => self.counts.evicted_established += 1,
             _ => {}
         }
-        true
+        Inserted {
+            recorded: true,
+            gone,
+        }
     }
 
     /// Frees the idle entries of the next `buckets` buckets (wrapping round the table), so
-    /// the entry count does not include flows that ended long ago.
-    pub fn sweep(&mut self, now_ns: u64, buckets: usize) {
+    /// the entry count does not include flows that ended long ago; `gone` hears the backend
+    /// of each established entry freed.
+    pub fn sweep(&mut self, now_ns: u64, buckets: usize, mut gone: impl FnMut(u32)) {
         let idle = self.idle_ns;
         let total = self.bucket_mask + 1;
         for _ in 0..buckets.min(total) {
@@ -298,6 +316,9 @@ impl FlowTable {
             self.sweep_at = (self.sweep_at + 1) & self.bucket_mask;
             for e in self.entries[start..start + WAYS].iter_mut() {
                 if e.backend != FREE && !Self::fresh(e, now_ns, idle) {
+                    if e.established {
+                        gone(e.backend);
+                    }
                     *e = EMPTY;
                     self.counts.entries = self.counts.entries.saturating_sub(1);
                 }
@@ -395,6 +416,7 @@ mod tests {
 
     fn half_open(t: &mut FlowTable, k: FlowKey, backend: u32, now: u64) -> bool {
         t.insert_marked(k, k.hash(), backend, 0, false, now)
+            .recorded
     }
 
     #[test]
@@ -423,8 +445,10 @@ mod tests {
         assert!(!half_open(&mut t, key(50), 50, 20));
         assert_eq!(t.get(&key(50), key(50).hash(), 21), None);
         assert_eq!(t.counts().full, 1);
-        // An established newcomer evicts the stale-most established flow (key 0, t=1).
-        t.insert(key(51), key(51).hash(), 51, 22);
+        // An established newcomer evicts the stale-most established flow (key 0, t=1), and
+        // says whose it was.
+        let ins = t.insert_marked(key(51), key(51).hash(), 51, 0, true, 22);
+        assert_eq!(ins.gone, Some(0));
         assert_eq!(t.get(&key(0), key(0).hash(), 23), None);
         assert_eq!(t.counts().evicted_established, 1);
         // A half-open entry, once its flow sends more, is promoted and stays.
@@ -446,10 +470,13 @@ mod tests {
         }
         assert_eq!(t.counts().entries, 20);
         // Still fresh: nothing freed.
-        t.sweep(50, 32);
+        t.sweep(50, 32, |_| panic!("nothing is idle yet"));
         assert_eq!(t.counts().entries, 20);
         t.get(&key(3), key(3).hash(), 100);
-        t.sweep(150, 32);
+        let mut gone = Vec::new();
+        t.sweep(150, 32, |b| gone.push(b));
+        gone.sort_unstable();
+        assert_eq!(gone, (0..20).filter(|&i| i != 3).collect::<Vec<u32>>());
         assert_eq!(
             t.counts().entries,
             1,

@@ -23,6 +23,7 @@
 //! - `process`: [`Processor`], the per-frame decision; no I/O.
 //! - `table`: [`ForwardingTable`], the immutable snapshot of farms and backends.
 //! - `persist`: source-IP persistence as the workers see it: the pin mirrors and queues.
+//! - `limit`: the new-flow rate buckets (GCRA) and a worker's per-source table.
 //! - `flow`, `maglev`, `arp`, `packet`, `counters`, `bpf`: the per-worker flow table,
 //!   Maglev, ARP frames, frame parsing, counters and drop reasons, the socket filters.
 //! - `sys`: the AF_PACKET side's `unsafe`, thin wrappers over its system calls.
@@ -41,6 +42,7 @@ mod ebpf;
 mod error;
 mod flow;
 mod iface;
+mod limit;
 mod maglev;
 mod packet;
 mod persist;
@@ -77,8 +79,8 @@ pub use ring::MAX_RING_SLOTS;
 pub use segment_probe::SegmentEvidence;
 pub use shared::Shared;
 pub use table::{
-    BackendSpec, BackendState, FarmSpec, FlowHash, ForwardingTable, PersistSpec, Protocol,
-    TableError,
+    BackendSpec, BackendState, FarmLimits, FarmSpec, FlowHash, ForwardingTable, PersistSpec,
+    Protocol, RateLimit, TableError,
 };
 pub use tc::tc_ingress_programs;
 pub use worker::{Datapath, DatapathConfig, resolve_workers};

@@ -29,11 +29,13 @@
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use crate::arp::reply_in_place;
 use crate::counters::DropReason;
 use crate::counters::FlowCounters;
 use crate::flow::{FlowKey, FlowTable};
+use crate::limit::SourceLimiter;
 use crate::packet::{ARP_OP_REQUEST, ArpView, Fragment, Ipv4View, Parsed, parse};
 use crate::persist::{PinEvent, PinQueue, QUEUE_CAPACITY, client_hash};
 use crate::table::{Backend, Farm, FarmPersist, FlowHash, ForwardingTable, FragFarm, Protocol};
@@ -60,6 +62,12 @@ pub struct ProcessorConfig {
     pub flow_capacity: usize,
     /// A flow unseen for this long is forgotten (its next packet goes through Maglev).
     pub flow_idle_ns: u64,
+    /// How many workers share the traffic: each enforces `1 / rate_share` of a farm's new
+    /// flow rates (docs/design.md#limits). The datapath sets it when it starts workers.
+    pub rate_share: usize,
+    /// After this node became owner, `tcp_strict` farms drop nothing for this long, so
+    /// the flows the last owner forwarded get their entries here first.
+    pub tcp_strict_grace_ns: u64,
 }
 
 impl Default for ProcessorConfig {
@@ -67,6 +75,8 @@ impl Default for ProcessorConfig {
         ProcessorConfig {
             flow_capacity: 65_536,
             flow_idle_ns: 300_000_000_000,
+            rate_share: 1,
+            tcp_strict_grace_ns: 300_000_000_000,
         }
     }
 }
@@ -104,6 +114,13 @@ pub struct Processor {
     /// Direct-mapped memory of (farm key << 32 | client) of persistent UDP farms' clients
     /// seen once: their next datagram, of any flow, asks for the pin.
     seen: Box<[u64]>,
+    /// Per-source new-flow buckets of this worker.
+    limiter: SourceLimiter,
+    /// `ProcessorConfig::rate_share`, at least 1.
+    rate_share: u64,
+    tcp_strict_grace_ns: u64,
+    /// When this node last became owner (set per batch), on the monotonic clock.
+    owner_since_ns: u64,
 }
 
 impl Processor {
@@ -115,7 +132,18 @@ impl Processor {
             pins_out: Arc::new(PinQueue::new(QUEUE_CAPACITY)),
             recent: vec![Asked::default(); RECENT_SLOTS].into_boxed_slice(),
             seen: vec![u64::MAX; SEEN_SLOTS].into_boxed_slice(),
+            limiter: SourceLimiter::new(),
+            rate_share: cfg.rate_share.max(1) as u64,
+            tcp_strict_grace_ns: cfg.tcp_strict_grace_ns,
+            owner_since_ns: 0,
         }
+    }
+
+    /// Tells the processor when this node last became owner ([`crate::Shared::owner_since`]),
+    /// once per batch: `tcp_strict` waits out its grace from then.
+    #[inline]
+    pub fn set_owner_since(&mut self, ns: u64) {
+        self.owner_since_ns = ns;
     }
 
     /// The worker index this processor counts under.
@@ -131,8 +159,20 @@ impl Processor {
     /// Between batches: frees idle flow entries in the next `buckets` buckets (so the entry
     /// count stays honest without a pass over the whole table) and publishes the flow table's
     /// numbers to this worker's slot of `out`.
-    pub fn housekeep(&mut self, now_ns: u64, buckets: usize, out: &FlowCounters) {
-        self.flows.sweep(now_ns, buckets);
+    /// `table` names the backends whose established-flow counts the freed entries leave.
+    pub fn housekeep(
+        &mut self,
+        table: &ForwardingTable,
+        now_ns: u64,
+        buckets: usize,
+        out: &FlowCounters,
+    ) {
+        let worker = self.worker;
+        self.flows.sweep(now_ns, buckets, |id| {
+            if let Some(b) = table.backend_by_id(id) {
+                b.counters.flow_entry(worker, false);
+            }
+        });
         out.store(self.worker, &self.flows.counts());
     }
 
@@ -206,13 +246,18 @@ impl Processor {
         } else {
             match self.flows.lookup(&key, hash, now_ns) {
                 Some(mut hit) => {
-                    let promoted = hit.establish();
-                    let epoch = pin_epoch(now_ns);
-                    let pin_check = *hit.mark != epoch;
-                    *hit.mark = epoch;
                     let b = table
                         .backend_by_id(hit.backend)
                         .filter(|b| b.farm == farm_idx && b.existing_ok);
+                    // A flow whose backend may no longer keep it is not promoted: its entry
+                    // is replaced below, and only established entries are counted.
+                    let promoted = b.is_some() && hit.establish();
+                    let epoch = pin_epoch(now_ns);
+                    let pin_check = *hit.mark != epoch;
+                    *hit.mark = epoch;
+                    if let (Some(b), true) = (b, promoted) {
+                        b.counters.flow_entry(self.worker, true);
+                    }
                     if let (Some(b), Some(p)) = (b, &farm.persist) {
                         if promoted {
                             self.pin_established(table, farm_idx, p, ip.src, b, now_ns);
@@ -231,22 +276,53 @@ impl Processor {
                 // A TCP packet other than a SYN with no entry (evicted, or the flow began on
                 // another owner) belongs to a connection already under way.
                 let established = protocol == Protocol::Tcp && !ip.tcp_syn;
-                let picked = match &farm.persist {
-                    None if farm.hash == FlowHash::Source => {
-                        table.maglev_pick(farm, client_hash(ip.src))
+                if established {
+                    if farm.tcp_strict
+                        && ip.ports.is_some()
+                        && now_ns.saturating_sub(self.owner_since_ns) >= self.tcp_strict_grace_ns
+                    {
+                        return Verdict::Drop(DropReason::TcpStrict);
                     }
-                    None => table.maglev_pick(farm, hash),
-                    Some(p) => {
+                } else if let Some(r) = self.over_rate(farm, ip.src, now_ns) {
+                    return Verdict::Drop(r);
+                }
+                let picked = match (&farm.persist, farm.hash) {
+                    (None, FlowHash::Source) => table.maglev_pick(farm, client_hash(ip.src)),
+                    (None, FlowHash::RoundRobin | FlowHash::WeightedRoundRobin) if !established => {
+                        table.rotation_pick(farm, self.worker)
+                    }
+                    (None, _) => table.maglev_pick(farm, hash),
+                    (Some(p), _) => {
                         let proves = established
                             || (protocol == Protocol::Udp && self.seen_before(p, ip.src));
                         self.pinned_or_pick(table, farm, farm_idx, p, ip.src, proves, now_ns)
                     }
                 };
-                let Some(b) = picked else {
+                let Some(mut b) = picked else {
                     return Verdict::Drop(DropReason::NoBackend);
                 };
-                self.flows
-                    .insert_marked(key, hash, b.id, pin_epoch(now_ns), established, now_ns);
+                // `max_flows` turns away new flows only: a connection under way keeps its
+                // backend whatever its count.
+                if !established && farm.max_flows > 0 && b.counters.flows() >= farm.max_flows {
+                    match table.backend_with_room(farm, hash) {
+                        Some(other) => b = other,
+                        None => return Verdict::Drop(DropReason::BackendFull),
+                    }
+                }
+                let ins = self.flows.insert_marked(
+                    key,
+                    hash,
+                    b.id,
+                    pin_epoch(now_ns),
+                    established,
+                    now_ns,
+                );
+                if let Some(g) = ins.gone.and_then(|id| table.backend_by_id(id)) {
+                    g.counters.flow_entry(self.worker, false);
+                }
+                if ins.recorded && established {
+                    b.counters.flow_entry(self.worker, true);
+                }
                 farm.counters.flow_new(self.worker);
                 b
             }
@@ -263,6 +339,33 @@ impl Processor {
 }
 
 impl Processor {
+    /// Why a new flow of `src` to `farm` is refused now, if it is: its source above
+    /// `new_rate_limit` (checked first, so a source over its own limit spends none of the
+    /// farm's), else the farm above `new_rate_limit_farm`.
+    #[inline]
+    fn over_rate(&mut self, farm: &Farm, src: Ipv4Addr, now_ns: u64) -> Option<DropReason> {
+        if let Some(r) = &farm.source_rate {
+            let key = (u64::from(farm.key) << 32) | u64::from(src.to_bits());
+            let hash = client_hash(src) ^ (u64::from(farm.key) << 32);
+            if !self
+                .limiter
+                .admit(key, hash, &r.scaled(self.rate_share), now_ns)
+            {
+                return Some(DropReason::RateLimited);
+            }
+        }
+        if let Some(r) = &farm.farm_rate {
+            let cell = farm.counters.rate_tat(self.worker);
+            let mut tat = cell.load(Ordering::Relaxed);
+            let ok = r.scaled(self.rate_share).admit(&mut tat, now_ns);
+            cell.store(tat, Ordering::Relaxed);
+            if !ok {
+                return Some(DropReason::FarmRateLimited);
+            }
+        }
+        None
+    }
+
     /// The client's pin if it is alive and its backend may keep flows. When the packet
     /// `proves` its client can receive (see the module doc), asks for the pin's refresh once
     /// a quarter of the TTL has passed, unless the backend is drained (its pins run out).

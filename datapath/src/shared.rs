@@ -43,6 +43,9 @@ pub struct Shared {
     pub table: ArcSwap<ForwardingTable>,
     /// Until when (on [`monotonic_ns`]) this node owns the VIPs: answers ARP, forwards.
     owner_until: AtomicU64,
+    /// When this node last became owner (on [`monotonic_ns`]): `tcp_strict`'s grace runs
+    /// from here.
+    owner_since: AtomicU64,
     pub drops: DropCounters,
     /// The workers' flow tables: entries and evictions.
     pub flows: FlowCounters,
@@ -146,6 +149,7 @@ impl Shared {
         Arc::new(Shared {
             table: ArcSwap::from_pointee(ForwardingTable::empty(own_mac)),
             owner_until: AtomicU64::new(0),
+            owner_since: AtomicU64::new(0),
             drops: DropCounters::new(workers),
             flows: FlowCounters::new(workers),
             counters: CounterRegistry::new(workers),
@@ -262,12 +266,25 @@ impl Shared {
     }
 
     /// Owns until `deadline` (a [`monotonic_ns`] value), unless changed again before.
+    /// Only the control plane calls it (one writer).
     pub fn own_until(&self, deadline: u64) {
         let fast = self.fast_path();
+        let now = monotonic_ns();
+        if !self.is_owner_at(now) && deadline > now {
+            // Before the deadline: a worker that sees itself owner must never pair that with
+            // the start of an older ownership (its grace long over).
+            self.owner_since.store(now, Ordering::Release);
+        }
         self.owner_until.store(deadline, Ordering::Release);
         if let Some(f) = fast.as_ref().and_then(Weak::upgrade) {
             f.set_deadline(deadline);
         }
+    }
+
+    /// When this node last became owner, on [`monotonic_ns`] (0: never).
+    #[inline]
+    pub fn owner_since(&self) -> u64 {
+        self.owner_since.load(Ordering::Acquire)
     }
 
     /// Whether the lease covers `now` (a [`monotonic_ns`] value).
@@ -297,6 +314,22 @@ mod tests {
         assert_eq!(s.table.load().farm_count(), 0);
         s.publish(ForwardingTable::empty(MacAddr([3; 6])));
         assert_eq!(s.table.load().own_mac(), MacAddr([3; 6]));
+    }
+
+    #[test]
+    fn owner_since_moves_only_when_ownership_begins() {
+        let s = Shared::new(1, MacAddr([2; 6]));
+        assert_eq!(s.owner_since(), 0);
+        let before = monotonic_ns();
+        s.own_until(before + 10_000_000_000);
+        let since = s.owner_since();
+        assert!(since >= before);
+        // Extending the lease is not a new ownership.
+        s.own_until(monotonic_ns() + 20_000_000_000);
+        assert_eq!(s.owner_since(), since);
+        s.set_owner(false);
+        s.set_owner(true);
+        assert!(s.owner_since() >= since);
     }
 
     #[test]

@@ -11,8 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustc_hash::FxHashMap;
+use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use crate::counters::{BackendCounters, CounterRegistry, FarmCounters};
+use crate::limit::Gcra;
 use crate::maglev::{self, Maglev};
 use crate::packet::{IPPROTO_TCP, IPPROTO_UDP, MacAddr};
 use crate::persist::FarmPins;
@@ -21,6 +23,13 @@ use crate::persist::FarmPins;
 /// active client's pin then lives between ¾ TTL and TTL after its last packet, and steady
 /// traffic costs at most four log writes per client and TTL.
 const REFRESH_DIVISOR: u64 = 4;
+
+/// Longest `wrr` turn order: weights whose sum (after dividing by their gcd) is larger are
+/// halved, rounding up, until it fits (shares then follow the weights to within 1 / this).
+const MAX_ROTATION: u64 = 4096;
+
+/// Seed of the farm key; changing it only resets rate buckets across an upgrade.
+const FARM_KEY_SEED: u64 = 0x6473_726c_625f_666b; // "dsrlb_fk"
 
 /// Transport protocol of a farm.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -87,9 +96,34 @@ pub struct FarmSpec {
     pub persistence: Option<PersistSpec>,
     /// What Maglev is keyed by for a new flow.
     pub hash: FlowHash,
+    /// New-flow limits and `tcp_strict`.
+    pub limits: FarmLimits,
 }
 
-/// What a farm's Maglev lookup is keyed by (the `scheduler`).
+/// A rate of new flows: `per_sec` per second, bursts of `burst` (both ≥ 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RateLimit {
+    pub per_sec: u32,
+    pub burst: u32,
+}
+
+/// A farm's limits on new flows (docs/design.md#limits). The default limits nothing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FarmLimits {
+    /// New flows per source address (`new_rate_limit`).
+    pub per_source: Option<RateLimit>,
+    /// New flows of the whole farm (`new_rate_limit_farm`).
+    pub per_farm: Option<RateLimit>,
+    /// Established flows per backend in this node's flow tables beyond which a backend
+    /// takes no new flow (`max_flows`); 0: no limit.
+    pub max_flows: u32,
+    /// Drop TCP packets other than SYNs of flows this node does not know, once the
+    /// takeover grace has passed (`tcp_strict`).
+    pub tcp_strict: bool,
+}
+
+/// How a farm picks a backend for a new flow (the `scheduler`): what Maglev is keyed by,
+/// or a rotation.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum FlowHash {
     /// The 5-tuple (`maglev`): each connection on its own.
@@ -98,6 +132,12 @@ pub enum FlowHash {
     /// The client address alone (`srchash`): all of a client's connections to one backend,
     /// on every node, without pins; it moves only when the farm's backend set changes.
     Source,
+    /// Each worker hands new flows to the live backends in turn (`rr`), weights aside
+    /// (weight 0 still takes none). Per node and per worker, never replicated.
+    RoundRobin,
+    /// As `RoundRobin`, each backend's turn as often as its weight says (`wrr`), interleaved
+    /// (the smooth weighted round robin of nginx).
+    WeightedRoundRobin,
 }
 
 /// Source-IP persistence of a farm: the TTL and the farm's pin mirror.
@@ -193,6 +233,19 @@ pub(crate) struct Farm {
     pub(crate) counters: Arc<FarmCounters>,
     pub(crate) persist: Option<FarmPersist>,
     pub(crate) hash: FlowHash,
+    /// A stable key of the farm's name, for state kept by name across tables (the
+    /// per-source rate buckets).
+    pub(crate) key: u32,
+    /// Buckets for one worker seeing all traffic; the processor scales them to its share.
+    pub(crate) source_rate: Option<Gcra>,
+    pub(crate) farm_rate: Option<Gcra>,
+    /// 0: no limit.
+    pub(crate) max_flows: u64,
+    pub(crate) tcp_strict: bool,
+    /// The backends that take new flows (indices from `first_backend`), in name order.
+    pub(crate) live: Box<[u16]>,
+    /// `rr`/`wrr`: the turn order, as indices from `first_backend`; empty otherwise.
+    pub(crate) rotation: Box<[u16]>,
 }
 
 /// A persistent farm's pins and timing, on the monotonic clock.
@@ -288,11 +341,25 @@ impl ForwardingTable {
                     counters: handle.counters,
                 });
             }
+            let live_idx: Box<[u16]> = live.iter().map(|l| l.2).collect();
+            let rotation = match spec.hash {
+                FlowHash::RoundRobin => live_idx.clone(),
+                FlowHash::WeightedRoundRobin => smooth_wrr(&live),
+                FlowHash::FiveTuple | FlowHash::Source => Box::default(),
+            };
+            let lim = spec.limits;
             t.farms.push(Farm {
                 name: spec.name.clone(),
                 protocol: spec.protocol,
                 ports: spec.ports.clone(),
                 first_backend,
+                key: xxh3_64_with_seed(spec.name.as_bytes(), FARM_KEY_SEED) as u32,
+                source_rate: lim.per_source.map(|r| Gcra::new(r.per_sec, r.burst, 1)),
+                farm_rate: lim.per_farm.map(|r| Gcra::new(r.per_sec, r.burst, 1)),
+                max_flows: u64::from(lim.max_flows),
+                tcp_strict: lim.tcp_strict,
+                live: live_idx,
+                rotation,
                 maglev: Maglev::build(maglev_size, &live),
                 counters: registry.farm(&spec.name),
                 persist: spec.persistence.as_ref().map(|p| {
@@ -410,6 +477,34 @@ impl ForwardingTable {
         Some((f.name.as_str(), b.name.as_str()))
     }
 
+    /// The next backend of `worker`'s `rr`/`wrr` rotation in `farm`.
+    #[inline]
+    pub(crate) fn rotation_pick(&self, farm: &Farm, worker: usize) -> Option<&Backend> {
+        let n = farm.rotation.len() as u64;
+        if n == 0 {
+            return None;
+        }
+        let i = farm.rotation[(farm.counters.rotate(worker) % n) as usize];
+        self.backends
+            .get(farm.first_backend as usize + usize::from(i))
+    }
+
+    /// A live backend of `farm` below `max_flows`, trying them in name order from a place
+    /// set by `hash` (so the overflow of a full backend spreads over the others rather than
+    /// piling on its neighbour); `None` when every one is full.
+    #[inline]
+    pub(crate) fn backend_with_room(&self, farm: &Farm, hash: u64) -> Option<&Backend> {
+        let n = farm.live.len();
+        let start = ((u128::from(hash) * n as u128) >> 64) as usize;
+        (0..n)
+            .filter_map(|k| farm.live.get((start + k) % n))
+            .filter_map(|&i| {
+                self.backends
+                    .get(farm.first_backend as usize + usize::from(i))
+            })
+            .find(|b| b.counters.flows() < farm.max_flows)
+    }
+
     /// Maglev's choice in `farm` for a flow hash.
     #[inline]
     pub(crate) fn maglev_pick(&self, farm: &Farm, hash: u64) -> Option<&Backend> {
@@ -417,6 +512,38 @@ impl ForwardingTable {
         self.backends
             .get(farm.first_backend as usize + usize::from(i))
     }
+}
+
+/// The `wrr` turn order of `live` (name, weight, index): each index as often as its weight
+/// (divided by the weights' gcd, bounded by [`MAX_ROTATION`]), interleaved so that no
+/// backend gets a run of turns while others wait (nginx's smooth weighted round robin).
+fn smooth_wrr(live: &[(&str, u32, u16)]) -> Box<[u16]> {
+    fn gcd(a: u64, b: u64) -> u64 {
+        if b == 0 { a } else { gcd(b, a % b) }
+    }
+    let mut w: Vec<u64> = live.iter().map(|l| u64::from(l.1)).collect();
+    let g = w.iter().copied().fold(0, gcd).max(1);
+    w.iter_mut().for_each(|x| *x /= g);
+    while w.iter().sum::<u64>() > MAX_ROTATION {
+        w.iter_mut().for_each(|x| *x = x.div_ceil(2));
+    }
+    let total: u64 = w.iter().sum();
+    let mut current = vec![0i64; w.len()];
+    let mut out = Vec::with_capacity(total as usize);
+    for _ in 0..total {
+        let mut best = 0;
+        for (i, c) in current.iter_mut().enumerate() {
+            *c += w[i] as i64;
+        }
+        for i in 1..current.len() {
+            if current[i] > current[best] {
+                best = i;
+            }
+        }
+        current[best] -= total as i64;
+        out.push(live[best].2);
+    }
+    out.into_boxed_slice()
 }
 
 /// Checks what the build loop assumes: names unique, ports non-empty, no overlaps.
@@ -502,6 +629,7 @@ mod tests {
             backends: vec![backend("a", 1), backend("b", 2)],
             persistence: None,
             hash: FlowHash::default(),
+            limits: FarmLimits::default(),
         }
     }
 

@@ -276,7 +276,13 @@ impl Datapath {
             shared.register_fast_path(f);
         }
         for (index, data) in sockets.into_iter().enumerate() {
-            let processor = Processor::new(index, &cfg.processor);
+            let processor = Processor::new(
+                index,
+                &ProcessorConfig {
+                    rate_share: workers,
+                    ..cfg.processor
+                },
+            );
             shared.pins.register_queue(processor.pin_queue().clone());
             let w = Worker {
                 index,
@@ -491,8 +497,12 @@ impl Worker {
                     // Idle: a good moment for the statistics syscall.
                     Wait::Idle => {
                         self.collect_ring_drops();
-                        self.processor
-                            .housekeep(monotonic_ns(), SWEEP_IDLE, &self.shared.flows);
+                        self.processor.housekeep(
+                            &self.shared.table.load(),
+                            monotonic_ns(),
+                            SWEEP_IDLE,
+                            &self.shared.flows,
+                        );
                     }
                     Wait::Fatal => return,
                 }
@@ -506,8 +516,12 @@ impl Worker {
                 self.mtu,
                 &mut tx,
             );
-            self.processor
-                .housekeep(monotonic_ns(), SWEEP_PER_BATCH, &self.shared.flows);
+            self.processor.housekeep(
+                &self.shared.table.load(),
+                monotonic_ns(),
+                SWEEP_PER_BATCH,
+                &self.shared.flows,
+            );
             batches = batches.wrapping_add(1);
             if batches.is_multiple_of(STATS_EVERY) {
                 self.collect_ring_drops();
@@ -594,6 +608,7 @@ fn serve_batch(
     let table = shared.table.load();
     let now = monotonic_ns();
     let owner = shared.is_owner_at(now);
+    processor.set_owner_since(shared.owner_since());
     let mut slots = [0usize; BATCH];
     let mut out = [(0usize, 0usize); BATCH];
     let (mut n, mut n_out) = (0, 0);

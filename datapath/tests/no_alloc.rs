@@ -67,6 +67,21 @@ fn process_allocates_nothing_over_100000_packets() {
         ttl: Duration::from_millis(2),
         pins: pins.clone(),
     });
+    // Every limit on, so their paths are watched too (the UDP farm rotates, `wrr`).
+    farms[0].limits = datapath::FarmLimits {
+        per_source: Some(datapath::RateLimit {
+            per_sec: 1000,
+            burst: 4,
+        }),
+        per_farm: Some(datapath::RateLimit {
+            per_sec: 100_000,
+            burst: 100,
+        }),
+        max_flows: 300,
+        tcp_strict: true,
+    };
+    farms[1].hash = datapath::FlowHash::WeightedRoundRobin;
+    farms[1].limits.max_flows = 50;
     let table = build(&farms, &reg);
     // Every other client is pinned (to whichever backend); the others are new clients.
     let ids: Vec<u32> = farms[0]
@@ -81,6 +96,8 @@ fn process_allocates_nothing_over_100000_packets() {
     let cfg = ProcessorConfig {
         flow_capacity: 1024,
         flow_idle_ns: 1_000_000,
+        tcp_strict_grace_ns: 1_000_000,
+        ..ProcessorConfig::default()
     };
     let mut p = Processor::new(0, &cfg);
 

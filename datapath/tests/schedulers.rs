@@ -99,3 +99,76 @@ fn a_takeover_keeps_every_flow_under_both_schedulers() {
         }
     }
 }
+
+/// `wrr`: one worker's new flows follow the weights exactly over each round (1+2+3+4 = 10
+/// turns), interleaved (no backend twice in a row while another waits with more credit);
+/// `rr` gives every live backend one turn in each round of 4, weights aside.
+#[test]
+fn wrr_and_rr_take_turns_by_weight_and_evenly() {
+    for (hash, want) in [
+        (FlowHash::WeightedRoundRobin, [1usize, 2, 3, 4]),
+        (FlowHash::RoundRobin, [1, 1, 1, 1]),
+    ] {
+        let t = build(&web(hash), &CounterRegistry::new(1));
+        let mut p = Processor::new(0, &ProcessorConfig::default());
+        let round: usize = want.iter().sum();
+        let picks: Vec<MacAddr> = (0..round * 50)
+            .map(|i| to(&mut p, &t, tcp_syn(client(i as u32), 10_000, 80)))
+            .collect();
+        for chunk in picks.chunks(round) {
+            for (i, &n) in want.iter().enumerate() {
+                let mac = backend_mac(i as u8 + 1);
+                assert_eq!(
+                    chunk.iter().filter(|&&m| m == mac).count(),
+                    n,
+                    "{hash:?}: b{} in {chunk:?}",
+                    i + 1
+                );
+            }
+        }
+        if hash == FlowHash::WeightedRoundRobin {
+            // Smooth: the heaviest backend never gets more than two turns in a row.
+            let b4 = backend_mac(4);
+            assert!(
+                !picks.windows(3).any(|w| w.iter().all(|&m| m == b4)),
+                "runs in {picks:?}"
+            );
+        }
+        // Each worker keeps its own turn: a second worker starts the rotation afresh.
+        let mut q = Processor::new(1, &ProcessorConfig::default());
+        let reg = CounterRegistry::new(2);
+        let t2 = build(&web(hash), &reg);
+        let mut p0 = Processor::new(0, &ProcessorConfig::default());
+        let first0 = to(&mut p0, &t2, tcp_syn(client(1), 1, 80));
+        let first1 = to(&mut q, &t2, tcp_syn(client(2), 1, 80));
+        assert_eq!(
+            first0, first1,
+            "{hash:?}: both workers start at the same turn"
+        );
+    }
+}
+
+/// A takeover with `rr`: the new owner knows nothing of the old owner's turns, so a
+/// connection's mid-stream packets go by the 5-tuple's Maglev pick — for some connections
+/// not the backend their SYN got. This is the reshuffle docs/design.md#schedulers warns of.
+#[test]
+fn an_rr_takeover_moves_some_connections_as_documented() {
+    let old = build(&web(FlowHash::RoundRobin), &CounterRegistry::new(1));
+    let mut p = Processor::new(0, &ProcessorConfig::default());
+    let placed: Vec<(u32, MacAddr)> = (0..200u32)
+        .map(|c| (c, to(&mut p, &old, tcp_syn(client(c), 30_000, 80))))
+        .collect();
+    let new = build(&web(FlowHash::RoundRobin), &CounterRegistry::new(1));
+    let mut fresh = Processor::new(0, &ProcessorConfig::default());
+    let moved = placed
+        .iter()
+        .filter(|(c, mac)| to(&mut fresh, &new, tcp(client(*c), 30_000, 80, b"x")) != *mac)
+        .count();
+    assert!(moved > 50, "only {moved} of 200 moved");
+    // The new owner's packets of one connection then stay put (its flow table).
+    for (c, _) in &placed[..20] {
+        let a = to(&mut fresh, &new, tcp(client(*c), 30_000, 80, b"y"));
+        let b = to(&mut fresh, &new, tcp(client(*c), 30_000, 80, b"z"));
+        assert_eq!(a, b);
+    }
+}

@@ -143,6 +143,10 @@ async fn run_inner(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
                 // Bounded to a day by the config; saturate rather than wrap all the same.
                 flow_idle_ns: u64::try_from(config.datapath.flow_idle.as_nanos())
                     .unwrap_or(u64::MAX),
+                tcp_strict_grace_ns: u64::try_from(config.datapath.tcp_strict_grace.as_nanos())
+                    .unwrap_or(u64::MAX),
+                // The datapath sets the share of the workers it starts.
+                ..ProcessorConfig::default()
             },
             io: config.datapath.io,
             fast_path: config.datapath.fast_path,

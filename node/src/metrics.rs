@@ -134,6 +134,19 @@ impl Collector for NodeMetrics {
             "Bytes of frames forwarded to a backend",
             |b| b.bytes,
         )?;
+        let mut backend_flows = encoder.encode_descriptor(
+            "dsrlb_backend_flows",
+            "Established flows of the backend in this node's flow tables (what max_flows limits)",
+            None,
+            ConstGauge::new(0i64).metric_type(),
+        )?;
+        for f in &stats {
+            for b in &f.backends {
+                let labels = [("farm", f.farm.as_str()), ("backend", b.backend.as_str())];
+                ConstGauge::new(i64::try_from(b.flows).unwrap_or(i64::MAX))
+                    .encode(backend_flows.encode_family(&labels)?)?;
+            }
+        }
         let mut flows = encoder.encode_descriptor(
             "dsrlb_flows_new",
             "Flows scheduled to a backend for the first time on this node",
@@ -502,6 +515,7 @@ mod tests {
             }],
             persistence: None,
             hash: datapath::FlowHash::default(),
+            limits: datapath::FarmLimits::default(),
         };
         let table = ForwardingTable::build(
             MacAddr([2, 0, 0, 0, 0, 1]),
@@ -520,6 +534,7 @@ mod tests {
             "dsrlb_packets_total{farm=\"web\",backend=\"b1\"} 0",
             "dsrlb_bytes_total{farm=\"web\",backend=\"b1\"} 0",
             "dsrlb_flows_new_total{farm=\"web\"} 0",
+            "dsrlb_backend_flows{farm=\"web\",backend=\"b1\"} 0",
             "dsrlb_drops_total{reason=\"not_owner\"} 0",
             "dsrlb_vip_owner 1",
             "dsrlb_backend_up{farm=\"web\",backend=\"b1\"} 1",

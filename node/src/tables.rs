@@ -10,7 +10,8 @@
 
 use cluster::ClusterState;
 use datapath::{
-    BackendSpec, BackendState, FarmSpec, FlowHash, MacAddr, PersistSpec, PinRegistry, Protocol,
+    BackendSpec, BackendState, FarmLimits, FarmSpec, FlowHash, MacAddr, PersistSpec, PinRegistry,
+    Protocol, RateLimit,
 };
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -78,10 +79,27 @@ pub fn farm_specs(
                 hash: match farm.scheduler {
                     cluster::Scheduler::Maglev => FlowHash::FiveTuple,
                     cluster::Scheduler::SrcHash => FlowHash::Source,
+                    cluster::Scheduler::Rr => FlowHash::RoundRobin,
+                    cluster::Scheduler::Wrr => FlowHash::WeightedRoundRobin,
                 },
+                limits: limits(&farm.limits),
             }
         })
         .collect()
+}
+
+/// A farm's replicated limits as the datapath takes them.
+fn limits(l: &cluster::state::FarmLimits) -> FarmLimits {
+    let rate = |r: &cluster::state::RateLimit| RateLimit {
+        per_sec: r.per_sec,
+        burst: r.burst,
+    };
+    FarmLimits {
+        per_source: l.per_source.as_ref().map(rate),
+        per_farm: l.per_farm.as_ref().map(rate),
+        max_flows: l.max_flows,
+        tcp_strict: l.tcp_strict,
+    }
 }
 
 /// Can take new flows: up, healthy, reachable at L2 and weighted.
@@ -130,6 +148,7 @@ mod tests {
                 port_last: 80,
                 protocol: cluster::Protocol::Tcp,
                 scheduler: cluster::Scheduler::Maglev,
+                limits: Default::default(),
                 persistence: cluster::Persistence::None,
                 check: None,
                 backends,

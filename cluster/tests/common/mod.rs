@@ -46,6 +46,7 @@ pub fn farm(name: &str, backends: usize) -> Farm {
         port_last: 80,
         protocol: Protocol::Tcp,
         scheduler: Scheduler::Maglev,
+        limits: Default::default(),
         persistence: Persistence::None,
         check: None,
         backends: (0..backends)

@@ -11,7 +11,8 @@
 //! - `cfg` (array of one): the lease deadline on the kernel's monotonic clock, own MAC.
 //! - `stats` (per-CPU array): packets and bytes per registry id.
 //!
-//! Which farms are fast: no persistence, the 5-tuple hash, a live Maglev table, at most
+//! Which farms are fast: no persistence, no limits (docs/design.md#limits: the workers
+//! keep their buckets and counts), the `maglev` scheduler, a live Maglev table, at most
 //! [`MAX_FARM_PORTS`] ports, and room left in the slot half. The others stay with user space
 //! (their frames pass the program), which handles every farm the same as before.
 
@@ -205,10 +206,14 @@ impl Maps {
         // Farm index → (base, size) for the fast farms.
         let mut placed: HashMap<u32, (u32, u32)> = HashMap::new();
         for (fi, f) in t.farms.iter().enumerate() {
+            let limited =
+                f.source_rate.is_some() || f.farm_rate.is_some() || f.max_flows > 0 || f.tcp_strict;
             let why = if f.persist.is_some() {
                 Some("persistence")
+            } else if limited {
+                Some("limits (evaluated by the workers)")
             } else if f.hash != FlowHash::FiveTuple {
-                Some("source hash")
+                Some("scheduler other than maglev")
             } else if f.ports.len() > MAX_FARM_PORTS {
                 Some("port range wider than the fast path's")
             } else {

@@ -7,7 +7,9 @@ use super::*;
 use crate::counters::CounterRegistry;
 use crate::packet::MacAddr;
 use crate::process::{Processor, ProcessorConfig, Verdict};
-use crate::table::{BackendSpec, BackendState, FarmSpec, FlowHash, PersistSpec, Protocol};
+use crate::table::{
+    BackendSpec, BackendState, FarmLimits, FarmSpec, FlowHash, PersistSpec, Protocol,
+};
 
 const TC_ACT_OK: u32 = 0;
 const TC_ACT_REDIRECT: u32 = 7;
@@ -47,6 +49,7 @@ fn farm(name: &str, protocol: Protocol, port: u16, backends: Vec<BackendSpec>) -
         backends,
         persistence: None,
         hash: FlowHash::FiveTuple,
+        limits: FarmLimits::default(),
     }
 }
 
@@ -162,12 +165,21 @@ fn without_the_lease_or_a_fast_farm_frames_go_to_user_space() {
     let mut src_hash = farm("src", Protocol::Tcp, 8080, three());
     src_hash.hash = FlowHash::Source;
     let empty = farm("empty", Protocol::Tcp, 81, Vec::new());
+    let mut strict = farm("strict", Protocol::Tcp, 82, three());
+    strict.limits.tcp_strict = true;
+    let mut capped = farm("capped", Protocol::Tcp, 83, three());
+    capped.limits.max_flows = 10;
+    let mut rr = farm("rr", Protocol::Tcp, 84, three());
+    rr.hash = FlowHash::RoundRobin;
     let t = table(
         &[
             farm("web", Protocol::Tcp, 80, three()),
             sticky,
             src_hash,
             empty,
+            strict,
+            capped,
+            rr,
         ],
         &reg,
     );
@@ -177,6 +189,9 @@ fn without_the_lease_or_a_fast_farm_frames_go_to_user_space() {
         ("persistent farm", frame(c, 5000, 6, 443, ACK)),
         ("source-hash farm", frame(c, 5000, 6, 8080, ACK)),
         ("farm without backends", frame(c, 5000, 6, 81, ACK)),
+        ("tcp_strict farm", frame(c, 5000, 6, 82, ACK)),
+        ("max_flows farm", frame(c, 5000, 6, 83, ACK)),
+        ("rr farm", frame(c, 5000, 6, 84, ACK)),
         ("no farm on the port", frame(c, 5000, 6, 22, ACK)),
     ] {
         let (rc, out) = run(&fp, &f);

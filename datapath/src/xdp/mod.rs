@@ -226,6 +226,11 @@ pub(crate) fn start(
         interface: iface.name.clone(),
     };
 
+    // Only workers with a queue see traffic; they share the farms' new-flow rates.
+    let processor = &ProcessorConfig {
+        rate_share: per_worker.iter().filter(|s| !s.is_empty()).count(),
+        ..*processor
+    };
     let mut threads = Vec::new();
     for (index, socks) in per_worker.into_iter().enumerate() {
         if socks.is_empty() {

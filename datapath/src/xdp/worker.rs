@@ -93,8 +93,12 @@ impl XdpWorker {
                 pending |= self.socks[i].tx_outstanding() > 0;
             }
             if busy {
-                self.processor
-                    .housekeep(monotonic_ns(), SWEEP_PER_BATCH, &self.shared.flows);
+                self.processor.housekeep(
+                    &self.shared.table.load(),
+                    monotonic_ns(),
+                    SWEEP_PER_BATCH,
+                    &self.shared.flows,
+                );
                 batches = batches.wrapping_add(1);
                 if batches.is_multiple_of(STATS_EVERY) {
                     self.collect_drops(&mut lost_seen);
@@ -111,8 +115,12 @@ impl XdpWorker {
             match poll_in(&mut pollfds, timeout) {
                 Ok(0) => {
                     self.collect_drops(&mut lost_seen);
-                    self.processor
-                        .housekeep(monotonic_ns(), SWEEP_IDLE, &self.shared.flows);
+                    self.processor.housekeep(
+                        &self.shared.table.load(),
+                        monotonic_ns(),
+                        SWEEP_IDLE,
+                        &self.shared.flows,
+                    );
                 }
                 Ok(_) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
@@ -161,6 +169,7 @@ impl XdpWorker {
         let table = shared.table.load();
         let now = monotonic_ns();
         let owner = shared.is_owner_at(now);
+        self.processor.set_owner_since(shared.owner_since());
         let mut out = [Out::default(); BATCH];
         let mut n_out = 0;
         let tx_meta = s.tx_meta;

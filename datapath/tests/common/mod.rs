@@ -38,6 +38,7 @@ pub fn farm(name: &str, protocol: Protocol, port: u16, backends: Vec<BackendSpec
         backends,
         persistence: None,
         hash: datapath::FlowHash::default(),
+        limits: datapath::FarmLimits::default(),
     }
 }
 

@@ -214,6 +214,7 @@ pub fn lab_table(shared: &Shared, own_mac: MacAddr, backend_mac: MacAddr) -> For
         backends: vec![backend.clone()],
         persistence: None,
         hash: datapath::FlowHash::default(),
+        limits: datapath::FarmLimits::default(),
     };
     let farms = [
         farm("udp", Protocol::Udp, UDP_PORT),

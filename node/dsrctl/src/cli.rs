@@ -259,7 +259,9 @@ pub struct FarmAddArgs {
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("change").required(true).multiple(true)
     .args(["vip", "port", "ports", "protocol", "scheduler", "persistence", "persistence_ttl",
-           "check", "check_interval", "check_timeout", "check_rise", "check_fall"])))]
+           "check", "check_interval", "check_timeout", "check_rise", "check_fall",
+           "new_rate_limit", "new_rate_limit_burst", "new_rate_limit_farm",
+           "new_rate_limit_farm_burst", "max_flows", "tcp_strict"])))]
 pub struct FarmSetArgs {
     /// Farm name.
     pub name: String,
@@ -282,8 +284,8 @@ pub struct FarmSetArgs {
 /// Farm settings shared by `farm add` and `farm set`.
 #[derive(Debug, Args)]
 pub struct FarmSettings {
-    /// Scheduler: `maglev` (each connection on its own) or `srchash` (a client's connections
-    /// to one backend).
+    /// Scheduler: `maglev` (each connection on its own), `srchash` (a client's connections
+    /// to one backend), `wrr` or `rr` (turns per node: a takeover reshuffles).
     #[arg(long)]
     pub scheduler: Option<String>,
     /// Source-IP persistence.
@@ -307,6 +309,25 @@ pub struct FarmSettings {
     /// Failures in a row that take an up backend down.
     #[arg(long)]
     pub check_fall: Option<u32>,
+    /// New flows per second per source address; 0 removes the limit.
+    #[arg(long)]
+    pub new_rate_limit: Option<u32>,
+    /// Burst of `--new-rate-limit`; 0: one second's worth.
+    #[arg(long)]
+    pub new_rate_limit_burst: Option<u32>,
+    /// New flows per second of the whole farm; 0 removes the limit.
+    #[arg(long)]
+    pub new_rate_limit_farm: Option<u32>,
+    /// Burst of `--new-rate-limit-farm`; 0: one second's worth.
+    #[arg(long)]
+    pub new_rate_limit_farm_burst: Option<u32>,
+    /// Established flows per backend beyond which it takes no new flow; 0 removes the limit.
+    #[arg(long)]
+    pub max_flows: Option<u32>,
+    /// Drop TCP packets other than SYNs of flows the owner does not know (after the
+    /// takeover grace).
+    #[arg(long)]
+    pub tcp_strict: Option<bool>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

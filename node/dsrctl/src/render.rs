@@ -177,6 +177,7 @@ pub fn farm_show(v: &FarmShowView) -> String {
         ("scheduler", f.scheduler.clone()),
         ("persistence", persistence),
         ("check", check_text(f)),
+        ("limits", limits_text(f)),
         (
             "serving",
             format!("{} of {} backends", serving(&f.backends), f.backends.len()),
@@ -186,6 +187,38 @@ pub fn farm_show(v: &FarmShowView) -> String {
     out.push('\n');
     out.push_str(&backend_table(&f.backends));
     out
+}
+
+/// The farm's limits in one line, `none` when it has none.
+fn limits_text(f: &FarmView) -> String {
+    let rate = |per_sec: u32, burst: u32| {
+        let burst = if burst == 0 { per_sec } else { burst };
+        format!("{per_sec}/s burst {burst}")
+    };
+    let mut parts = Vec::new();
+    if f.new_rate_limit > 0 {
+        parts.push(format!(
+            "per source {}",
+            rate(f.new_rate_limit, f.new_rate_limit_burst)
+        ));
+    }
+    if f.new_rate_limit_farm > 0 {
+        parts.push(format!(
+            "farm {}",
+            rate(f.new_rate_limit_farm, f.new_rate_limit_farm_burst)
+        ));
+    }
+    if f.max_flows > 0 {
+        parts.push(format!("max {} flows per backend", f.max_flows));
+    }
+    if f.tcp_strict {
+        parts.push("tcp strict".into());
+    }
+    if parts.is_empty() {
+        "none".into()
+    } else {
+        parts.join(", ")
+    }
 }
 
 pub fn backends(v: &BackendsView) -> String {
@@ -265,6 +298,12 @@ mod tests {
                     healthy: true,
                 },
             ],
+            new_rate_limit: 20,
+            new_rate_limit_burst: 0,
+            new_rate_limit_farm: 0,
+            new_rate_limit_farm_burst: 0,
+            max_flows: 500,
+            tcp_strict: true,
         }
     }
 
@@ -342,6 +381,12 @@ mod tests {
         assert!(out.contains("persistence  srcip (ttl 60s)\n"), "{out}");
         assert!(
             out.contains("check        tcp every 2s, timeout 1s, rise 2, fall 3\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "limits       per source 20/s burst 20, max 500 flows per backend, tcp strict\n"
+            ),
             "{out}"
         );
         assert!(

@@ -65,6 +65,27 @@ fn apply_settings(farm: &mut pb::Farm, s: &FarmSettings) {
     if let Some(ttl) = &s.persistence_ttl {
         farm.persistence_ttl = ttl.clone();
     }
+    // A new rate without a burst gets the default burst of its rate, not the old burst.
+    if let Some(v) = s.new_rate_limit {
+        farm.new_rate_limit = v;
+        farm.new_rate_limit_burst = 0;
+    }
+    if let Some(v) = s.new_rate_limit_burst {
+        farm.new_rate_limit_burst = v;
+    }
+    if let Some(v) = s.new_rate_limit_farm {
+        farm.new_rate_limit_farm = v;
+        farm.new_rate_limit_farm_burst = 0;
+    }
+    if let Some(v) = s.new_rate_limit_farm_burst {
+        farm.new_rate_limit_farm_burst = v;
+    }
+    if let Some(v) = s.max_flows {
+        farm.max_flows = v;
+    }
+    if let Some(v) = s.tcp_strict {
+        farm.tcp_strict = v;
+    }
     let tuning = s.check_interval.is_some()
         || s.check_timeout.is_some()
         || s.check_rise.is_some()
@@ -220,7 +241,28 @@ mod tests {
             "500ms",
             "--check-fall",
             "5",
+            "--new-rate-limit",
+            "20",
+            "--new-rate-limit-farm",
+            "1000",
+            "--new-rate-limit-farm-burst",
+            "50",
+            "--max-flows",
+            "300",
+            "--tcp-strict",
+            "true",
         ]);
+        assert_eq!(
+            (
+                f.new_rate_limit,
+                f.new_rate_limit_burst,
+                f.new_rate_limit_farm,
+                f.new_rate_limit_farm_burst,
+                f.max_flows,
+                f.tcp_strict
+            ),
+            (20, 0, 1000, 50, 300, true)
+        );
         assert_eq!(f.ports, "5300-5399");
         assert_eq!(f.protocol, "udp");
         assert_eq!(f.scheduler, "maglev");

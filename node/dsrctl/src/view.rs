@@ -100,6 +100,19 @@ pub struct FarmView {
     pub persistence_ttl: Option<String>,
     pub check: Option<CheckView>,
     pub backends: Vec<BackendView>,
+    /// 0: no limit (bursts: the default, one second's worth).
+    #[serde(default)]
+    pub new_rate_limit: u32,
+    #[serde(default)]
+    pub new_rate_limit_burst: u32,
+    #[serde(default)]
+    pub new_rate_limit_farm: u32,
+    #[serde(default)]
+    pub new_rate_limit_farm_burst: u32,
+    #[serde(default)]
+    pub max_flows: u32,
+    #[serde(default)]
+    pub tcp_strict: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -141,6 +154,12 @@ impl From<pb::Farm> for FarmView {
                 fall: c.fall,
             }),
             backends: f.backends.into_iter().map(BackendView::from).collect(),
+            new_rate_limit: f.new_rate_limit,
+            new_rate_limit_burst: f.new_rate_limit_burst,
+            new_rate_limit_farm: f.new_rate_limit_farm,
+            new_rate_limit_farm_burst: f.new_rate_limit_farm_burst,
+            max_flows: f.max_flows,
+            tcp_strict: f.tcp_strict,
         }
     }
 }

@@ -27,6 +27,8 @@ pub struct LabFarm {
     pub persistence_ttl: Option<String>,
     /// `scheduler`; `None`: the default.
     pub scheduler: Option<&'static str>,
+    /// Lines appended to the `[[farm]]` table verbatim (e.g. limits).
+    pub extra: String,
 }
 
 impl LabFarm {
@@ -40,6 +42,7 @@ impl LabFarm {
             check: None,
             persistence_ttl: None,
             scheduler: None,
+            extra: String::new(),
         }
     }
 
@@ -244,6 +247,7 @@ impl Lab {
             if let Some(s) = farm.scheduler {
                 let _ = writeln!(c, "scheduler = {s:?}");
             }
+            c.push_str(&farm.extra);
             if let Some((interval, rise, fall)) = farm.check {
                 let _ = write!(
                     c,

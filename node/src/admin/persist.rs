@@ -252,6 +252,7 @@ mod tests {
             port_last: 80,
             protocol: cluster::Protocol::Tcp,
             scheduler: cluster::Scheduler::Maglev,
+            limits: Default::default(),
             persistence,
             check: None,
             backends: Vec::new(),

@@ -7,7 +7,8 @@
 //! proto3 cannot tell an unset scalar from zero, so in request farms an empty string means
 //! "the default" (scheduler, persistence, ttl, state, check durations), `priority = 0` means
 //! the default tier 1, check `rise`/`fall` 0 mean the defaults; `weight` is taken as written
-//! (0 is a real weight: no new flows).
+//! (0 is a real weight: no new flows); the limits' 0 means no limit (or, for a burst, the
+//! default burst) and `tcp_strict = false` the default.
 
 use crate::config::{RawBackend, RawCheck, RawFarm};
 use cluster::ClusterState;
@@ -45,7 +46,17 @@ pub fn raw_from_pb(f: &pb::Farm) -> RawFarm {
             }
         }),
         backend: f.backends.iter().map(raw_backend_from_pb).collect(),
+        new_rate_limit: nonzero(f.new_rate_limit),
+        new_rate_limit_burst: nonzero(f.new_rate_limit_burst),
+        new_rate_limit_farm: nonzero(f.new_rate_limit_farm),
+        new_rate_limit_farm_burst: nonzero(f.new_rate_limit_farm_burst),
+        max_flows: nonzero(f.max_flows),
+        tcp_strict: f.tcp_strict.then_some(true),
     }
+}
+
+fn nonzero(v: u32) -> Option<u32> {
+    (v != 0).then_some(v)
 }
 
 /// A request backend in the config file's schema.
@@ -84,6 +95,12 @@ pub fn pb_from_farm(f: &cluster::Farm, state: &ClusterState) -> pb::Farm {
             fall: c.fall,
         }),
         backends: f.backends.iter().map(|b| pb_backend(f, b, state)).collect(),
+        new_rate_limit: raw.new_rate_limit.unwrap_or(0),
+        new_rate_limit_burst: raw.new_rate_limit_burst.unwrap_or(0),
+        new_rate_limit_farm: raw.new_rate_limit_farm.unwrap_or(0),
+        new_rate_limit_farm_burst: raw.new_rate_limit_farm_burst.unwrap_or(0),
+        max_flows: raw.max_flows.unwrap_or(0),
+        tcp_strict: raw.tcp_strict.unwrap_or(false),
     }
 }
 

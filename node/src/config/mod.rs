@@ -8,6 +8,7 @@
 //! Farms are validated straight into the replicated [`cluster::Farm`]; `dsrctl apply` files
 //! and admin API requests go through the same farm validator.
 
+mod limits;
 mod raw;
 mod secret;
 mod tls;

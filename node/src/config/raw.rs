@@ -163,6 +163,9 @@ pub struct RawDatapath {
     pub flow_capacity: usize,
     /// A flow unseen this long is forgotten (duration string).
     pub flow_idle: String,
+    /// After this node becomes owner, `tcp_strict` farms drop nothing for this long
+    /// (duration string); absent: `flow_idle`.
+    pub tcp_strict_grace: Option<String>,
     /// Maglev lookup table size per farm; must be prime.
     pub maglev_table_size: usize,
 }
@@ -180,6 +183,7 @@ impl Default for RawDatapath {
             ring_slots: 256,
             flow_capacity: 65536,
             flow_idle: "300s".into(),
+            tcp_strict_grace: None,
             maglev_table_size: 65537,
         }
     }
@@ -234,6 +238,24 @@ pub struct RawFarm {
     /// Lifetime of a persistence entry (duration string, default `60s`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub persistence_ttl: Option<String>,
+    /// New flows per second per source address (absent: no limit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub new_rate_limit: Option<u32>,
+    /// Burst of `new_rate_limit` (default: one second's worth).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub new_rate_limit_burst: Option<u32>,
+    /// New flows per second of the whole farm (absent: no limit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub new_rate_limit_farm: Option<u32>,
+    /// Burst of `new_rate_limit_farm` (default: one second's worth).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub new_rate_limit_farm_burst: Option<u32>,
+    /// Established flows per backend on the owner beyond which it takes no new flow.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_flows: Option<u32>,
+    /// Drop TCP packets other than SYNs of flows the owner does not know (default false).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_strict: Option<bool>,
     /// Health check; absent means backends are always considered healthy.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub check: Option<RawCheck>,

@@ -132,6 +132,8 @@ pub struct DatapathSettings {
     pub ring_slots: usize,
     pub flow_capacity: usize,
     pub flow_idle: Duration,
+    /// `tcp_strict`'s grace after this node becomes owner.
+    pub tcp_strict_grace: Duration,
     pub maglev_table_size: usize,
 }
 
@@ -565,6 +567,16 @@ impl RawConfig {
             bounds::FLOW_IDLE.1,
             "from \"1s\" to \"1day\"",
         )?;
+        let tcp_strict_grace = match &d.tcp_strict_grace {
+            None => flow_idle,
+            Some(g) => duration_in(
+                "datapath.tcp_strict_grace",
+                g,
+                Duration::ZERO,
+                bounds::FLOW_IDLE.1,
+                "from \"0s\" to \"1day\"",
+            )?,
+        };
         if !(251..=1_048_573).contains(&d.maglev_table_size)
             || !datapath::is_prime(d.maglev_table_size)
         {
@@ -587,6 +599,7 @@ impl RawConfig {
             ring_slots: d.ring_slots,
             flow_capacity: d.flow_capacity,
             flow_idle,
+            tcp_strict_grace,
             maglev_table_size: d.maglev_table_size,
         })
     }
@@ -733,7 +746,7 @@ pub fn validate_farm(keys: Keys, raw: &RawFarm) -> Result<Farm> {
         Some(name) => Scheduler::from_name(name).ok_or_else(|| {
             ConfigError::invalid(
                 k("scheduler"),
-                format!("{name:?} is not a known scheduler (maglev, srchash)"),
+                format!("{name:?} is not a known scheduler (maglev, srchash, wrr, rr)"),
             )
         })?,
     };
@@ -771,6 +784,7 @@ pub fn validate_farm(keys: Keys, raw: &RawFarm) -> Result<Farm> {
         persistence,
         check,
         backends: Vec::with_capacity(raw.backend.len()),
+        limits: super::limits::validate_limits(&k, raw)?,
     };
     for (i, b) in raw.backend.iter().enumerate() {
         farm.backends.push(validate_backend(keys, &raw.name, i, b)?);
@@ -950,7 +964,7 @@ impl From<&Farm> for RawFarm {
             Persistence::None => (None, None),
             Persistence::SrcIp { ttl } => (Some("srcip".to_string()), Some(duration_text(ttl))),
         };
-        RawFarm {
+        let mut raw = RawFarm {
             name: f.name.clone(),
             vip: f.vip.to_string(),
             port,
@@ -980,7 +994,10 @@ impl From<&Farm> for RawFarm {
                     priority: Some(b.priority),
                 })
                 .collect(),
-        }
+            ..RawFarm::default()
+        };
+        super::limits::write_limits(&f.limits, &mut raw);
+        raw
     }
 }
 
@@ -1056,6 +1073,11 @@ pub(crate) const SAMPLE_FARM: &str = r#"
             protocol = "udp"
             persistence = "srcip"
             persistence_ttl = "1500ms"
+            new_rate_limit = 20
+            new_rate_limit_burst = 40
+            new_rate_limit_farm = 5000
+            max_flows = 1000
+            tcp_strict = true
             [farm.check]
             interval = "1s"
             timeout = "300ms"

@@ -194,6 +194,24 @@ fn every_refusal_names_its_field_and_changes_nothing() {
             "farm.protocol",
         ),
         (
+            "a burst without its rate",
+            Call::Create(with(&|f| f.new_rate_limit_burst = 5)),
+            Code::InvalidArgument,
+            "farm.new_rate_limit_burst",
+        ),
+        (
+            "farm rate above the maximum",
+            Call::Create(with(&|f| f.new_rate_limit_farm = 20_000_000)),
+            Code::InvalidArgument,
+            "farm.new_rate_limit_farm",
+        ),
+        (
+            "max_flows above the maximum",
+            Call::Create(with(&|f| f.max_flows = 2_000_000_000)),
+            Code::InvalidArgument,
+            "farm.max_flows",
+        ),
+        (
             "unknown scheduler",
             Call::Create(with(&|f| f.scheduler = "roundrobin".into())),
             Code::InvalidArgument,

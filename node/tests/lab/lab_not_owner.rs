@@ -48,6 +48,7 @@ fn a_non_owner_answers_no_arp_and_forwards_nothing() {
         }],
         persistence: None,
         hash: datapath::FlowHash::default(),
+        limits: datapath::FarmLimits::default(),
     };
     shared.publish(ForwardingTable::build(node_mac, &[farm], &shared.counters, 65537).unwrap());
     let dp = {
