@@ -306,6 +306,7 @@ pub(crate) fn cluster_settings(
     s.witness = c.witness;
     s.tls = c.tls.clone();
     s.shared = c.shared.clone();
+    s.version = buildinfo::short();
     Ok(s)
 }
 

@@ -118,6 +118,7 @@ impl NodeMetrics {
 
 impl Collector for NodeMetrics {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        encode_build_info(&mut encoder)?;
         let stats = self.shared.counters.snapshot();
         // Counter names get their `_total` suffix from the encoder.
         per_backend(
@@ -375,6 +376,22 @@ impl NodeMetrics {
     }
 }
 
+/// `dsrlb_build_info{version,commit} 1`: which build runs, for joins in queries and for
+/// a dashboard that shows a mixed-version cluster; a witness exports it too.
+pub(crate) fn encode_build_info(encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    let mut info = encoder.encode_descriptor(
+        "dsrlb_build_info",
+        "1, labelled with the dsrlb release and the git commit this node runs",
+        None,
+        ConstGauge::new(0i64).metric_type(),
+    )?;
+    let labels = [
+        ("version", buildinfo::VERSION),
+        ("commit", buildinfo::COMMIT),
+    ];
+    ConstGauge::new(1i64).encode(info.encode_family(&labels)?)
+}
+
 /// `dsrlb_raft_term`; a witness exports it too.
 pub(crate) fn encode_term(
     encoder: &mut DescriptorEncoder,
@@ -519,5 +536,11 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line:?} in:\n{text}");
         }
+        let build = format!(
+            "dsrlb_build_info{{version=\"{}\",commit=\"{}\"}} 1",
+            buildinfo::VERSION,
+            buildinfo::COMMIT
+        );
+        assert!(text.contains(&build), "missing {build:?} in:\n{text}");
     }
 }

@@ -106,6 +106,7 @@ impl Collector for WitnessMetrics {
             owner.metric_type(),
         )?)?;
         let term = self.cluster.raft_metrics().borrow().current_term;
+        metrics::encode_build_info(&mut encoder)?;
         metrics::encode_term(&mut encoder, term)?;
         let counts = self.cluster.pins().lock().counts();
         metrics::encode_pin_counts(&mut encoder, &counts)

@@ -58,7 +58,9 @@ Environment:
 #[derive(Debug, Parser)]
 #[command(
     name = "dsrctl",
-    version,
+    // `dsrctl (dsrlb) 0.1.0 (1a2b3c4d5e6f, 2026-12-04)`: the tool, then the release it
+    // belongs to (GNU's `ls (GNU coreutils) 9.1`).
+    version = buildinfo::TOOL_VERSION,
     long_about = LONG_ABOUT,
     after_help = "Run `dsrctl --help` for the long description and examples.",
     after_long_help = EXAMPLES,
@@ -177,6 +179,8 @@ pub enum Format {
 pub enum Command {
     /// Cluster health: members, leader, VIP owner, term, lease, per-VIP owner.
     Status,
+    /// This client's version and every cluster member's (a mixed-version cluster shows).
+    Version,
     /// Farms: list, show, add, set, delete.
     #[command(subcommand)]
     Farm(FarmCmd),

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 /// dsrlb — a clustered layer-4 load balancer that forwards by Direct Server Return.
 #[derive(Parser)]
-#[command(version, about, long_about = None)]
+#[command(name = "dsrlb", version = buildinfo::LONG_VERSION, about, long_about = None)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
