@@ -187,16 +187,18 @@ pub enum Command {
     /// Backends of a farm: list, add, set (drain, weight, priority...), delete.
     #[command(subcommand)]
     Backend(BackendCmd),
-    /// Make the cluster's farms equal to a TOML file of [[farm]] tables (farms not in the
-    /// file are deleted); prints the changes.
+    /// Make the cluster's farms match a TOML file of [[farm]] tables: create and update
+    /// them; farms not in the file are deleted only with --prune. Prints the changes.
     #[command(after_help = "\
 The file has the node config's [[farm]] schema; `dsrctl export` writes one. The changes are
-printed as a plan: `+ farm` created, `~ farm` updated (with what changes), `- farm` deleted.
+printed as a plan: `+ farm` created, `~ farm` updated (with what changes), `- farm` deleted
+(--prune only), `= farm` kept although not in the file (--prune would delete it).
 
 Examples:
   dsrctl export > farms.toml && $EDITOR farms.toml
   dsrctl apply -f farms.toml --dry-run
-  dsrctl apply -f farms.toml")]
+  dsrctl apply -f farms.toml
+  dsrctl apply -f farms.toml --prune --dry-run   # what deleting the rest would do")]
     Apply(ApplyArgs),
     /// Print every farm as TOML, in the schema `apply` reads.
     Export,
@@ -426,6 +428,10 @@ pub struct ApplyArgs {
     /// Show the changes without writing anything.
     #[arg(long)]
     pub dry_run: bool,
+    /// Also delete the cluster's farms that the file does not list (without it they are
+    /// kept, and the plan lists them).
+    #[arg(long)]
+    pub prune: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -322,6 +322,7 @@ async fn apply(
     let req = pb::ApplyRequest {
         config,
         dry_run: args.dry_run,
+        prune: args.prune,
     };
     let a = client
         .call(async |mut api| api.apply(req.clone()).await)

@@ -248,7 +248,7 @@ pub struct ApplyView {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChangeView {
-    /// "create", "update" or "delete".
+    /// "create", "update" or "delete"; "keep": not in the file, kept (no `--prune`).
     pub action: String,
     pub farm: String,
     pub details: Vec<String>,
