@@ -213,7 +213,7 @@ pub(super) async fn stats(ctx: &AdminContext, node: u64) -> Result<pb::StatsRepl
             .connect()
             .await
             .map_err(|e| Status::unavailable(format!("node {target} at {endpoint}: {e}")))?;
-        let auth = cluster::ClientAuth::new(&ctx.token)
+        let auth = cluster::ClientAuth::new(&ctx.token.get())
             .map_err(|_| Status::internal("the admin token is not a valid header value"))?;
         let mut client = AdminClient::with_interceptor(channel, auth);
         client

@@ -134,14 +134,23 @@ fn run(path: &std::path::Path, witness: bool) -> ExitCode {
         }
     };
     let result = match loaded {
-        Loaded::Node(config) => {
-            runtime.block_on(node::daemon::run(config, node::signals::terminated()))
-        }
+        Loaded::Node(config) => runtime.block_on(node::daemon::run_reloading(
+            config,
+            path.to_path_buf(),
+            node::signals::terminated(),
+        )),
         Loaded::Witness { config, ignored } => {
             if !ignored.is_empty() {
                 tracing::info!(?ignored, "tables a witness does not use are ignored");
             }
-            runtime.block_on(node::witness::run(config, node::signals::terminated()))
+            runtime.block_on(async {
+                // SIGHUP must not end a witness (its default action would): nothing in a
+                // witness's file can change without a restart, and it says so.
+                node::signals::on_hangup(
+                    "SIGHUP: a witness reloads nothing; restart it to apply a changed file",
+                );
+                node::witness::run(config, node::signals::terminated()).await
+            })
         }
     };
     match result {
