@@ -267,7 +267,15 @@ async fn run_inner(
     let metrics_server = match metrics_listener {
         Some(listener) => {
             let m = node_metrics.clone();
-            Some(metrics::serve(listener, Arc::new(move || m.render())).await?)
+            let p = node_metrics.clone();
+            let ready = metrics::raft_readiness(cluster.raft_metrics(), move || {
+                if p.published.load(Ordering::Acquire) {
+                    Ok(())
+                } else {
+                    Err("no forwarding table published yet".into())
+                }
+            });
+            Some(metrics::serve(listener, Arc::new(move || m.render()), ready).await?)
         }
         None => None,
     };
@@ -762,6 +770,7 @@ impl Node<'_> {
         let removed: Vec<Ipv4Addr> = before.into_iter().filter(|v| !after.contains(v)).collect();
         self.shared.publish(table);
         self.metrics.set_backends(&specs);
+        self.metrics.published.store(true, Ordering::Release);
         if self.pair.is_some() {
             self.resolver.watch_vips(after.clone());
         }

@@ -38,6 +38,9 @@ pub struct NodeMetrics {
     pub arbiter: Arc<ArbiterCell>,
     /// A pair arbitrated by the segment: what it counts.
     segment: OnceLock<SegmentMetrics>,
+    /// Set once the first forwarding table built from the replicated state is published
+    /// (`/readyz`, and READY=1 to systemd).
+    pub published: std::sync::atomic::AtomicBool,
 }
 
 /// The segment arbiter's own numbers (docs/design.md#metrics).
@@ -64,6 +67,7 @@ impl NodeMetrics {
             arbiter: Arc::new(ArbiterCell::default()),
             segment: OnceLock::new(),
             io: OnceLock::new(),
+            published: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -454,27 +458,64 @@ fn per_backend(
     Ok(())
 }
 
-/// Serves `/metrics` (the text `render` makes at each scrape) until the returned task is
-/// aborted.
+/// Why a node is not ready (`/readyz` answers 503 with it), or `Ok` when it is.
+pub type Readiness = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+/// Readiness from Raft alone: a member that knows a leader. `extra` adds the node's own
+/// conditions (the first forwarding table published).
+pub fn raft_readiness(
+    raft: tokio::sync::watch::Receiver<cluster::RaftMetrics>,
+    extra: impl Fn() -> Result<(), String> + Send + Sync + 'static,
+) -> Readiness {
+    Arc::new(move || {
+        if raft.borrow().current_leader.is_none() {
+            return Err("no leader known: not (yet) part of a cluster with a quorum".into());
+        }
+        extra()
+    })
+}
+
+/// Serves `/metrics` (the text `render` makes at each scrape), `/healthz` (200 while the
+/// process serves at all) and `/readyz` (200 when `ready` says so, else 503 and why) until
+/// the returned task is aborted.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     render: Arc<dyn Fn() -> String + Send + Sync>,
+    ready: Readiness,
 ) -> anyhow::Result<JoinHandle<()>> {
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let render = render.clone();
-            async move {
-                (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )],
-                    render(),
-                )
-            }
-        }),
-    );
+    use axum::http::StatusCode;
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let render = render.clone();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        render(),
+                    )
+                }
+            }),
+        )
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            axum::routing::get(move || {
+                let ready = ready.clone();
+                async move {
+                    match ready() {
+                        Ok(()) => (StatusCode::OK, "ready\n".to_string()),
+                        Err(why) => (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!("not ready: {why}\n"),
+                        ),
+                    }
+                }
+            }),
+        );
     Ok(tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "metrics server failed");

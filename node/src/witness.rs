@@ -53,7 +53,8 @@ async fn run_inner(
                 cluster: cluster.clone(),
             };
             let render = move || metrics::render(Box::new(collector.clone()));
-            Some(metrics::serve(listener, Arc::new(render)).await?)
+            let ready = metrics::raft_readiness(cluster.raft_metrics(), || Ok(()));
+            Some(metrics::serve(listener, Arc::new(render), ready).await?)
         }
         None => None,
     };

@@ -5,6 +5,9 @@ use node::config::Loaded;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// Where a packaged node keeps its config (`DSRLB_CONFIG` or `--config` say otherwise).
+const DEFAULT_CONFIG: &str = "/etc/dsrlb/dsrlb.toml";
+
 /// dsrlb — a clustered layer-4 load balancer that forwards by Direct Server Return.
 #[derive(Parser)]
 #[command(name = "dsrlb", version = buildinfo::LONG_VERSION, about, long_about = None)]
@@ -18,20 +21,20 @@ enum Command {
     /// Run a node with the given config file.
     Run {
         /// The node config (TOML).
-        #[arg(long, short)]
+        #[arg(long, short, env = "DSRLB_CONFIG", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
     /// Run a witness: a Raft voter with no datapath that never owns a VIP, the third member
     /// that lets a pair of load balancers fail over. Needs no root and no farms.
     Witness {
         /// The witness config (TOML): `[node]`, `[cluster]`, optionally `[metrics]`.
-        #[arg(long, short)]
+        #[arg(long, short, env = "DSRLB_CONFIG", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
     /// Validate a config file and exit (0 when valid).
     CheckConfig {
         /// The node config (TOML).
-        #[arg(long, short)]
+        #[arg(long, short, env = "DSRLB_CONFIG", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
     /// Build a self-contained lab in network namespaces and show DSR load balancing (root).

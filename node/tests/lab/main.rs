@@ -50,6 +50,7 @@ mod lab_udp_sink;
 mod lab_xdp_lifecycle;
 mod pair_segment;
 mod persistence;
+mod product_health;
 mod product_reload;
 mod product_version;
 mod tls_cluster;
