@@ -133,6 +133,7 @@ impl ClusterNode {
             hold_until: std::sync::Mutex::new(None),
             handover_lock: tokio::sync::Mutex::new(()),
             peer_contact: s.peer_contact.clone(),
+            version: s.version.clone(),
         });
 
         let local_addr = listener
@@ -251,6 +252,42 @@ impl ClusterNode {
         let m = self.shared.metrics();
         let index = m.membership_config.log_id().map(|l| l.index);
         MembershipView::from_membership(m.membership_config.membership(), index)
+    }
+
+    /// Every member's dsrlb version, asked of each other member over the peer service at
+    /// once, each call bounded by `limit`: `None` for a member that did not say (down, cut
+    /// off, or older than the `Version` call). This node's own is always known.
+    pub async fn member_versions(&self, limit: Duration) -> BTreeMap<NodeId, Option<String>> {
+        let mut out = BTreeMap::new();
+        let mut calls = tokio::task::JoinSet::new();
+        for id in self.membership().nodes.into_keys() {
+            if id == self.shared.id {
+                out.insert(id, None);
+                continue;
+            }
+            out.insert(id, None);
+            let Ok(mut client) = self.shared.peer(id) else {
+                continue;
+            };
+            calls.spawn(async move {
+                let mut req = tonic::Request::new(proto::raft::v1::VersionRequest {});
+                req.set_timeout(limit);
+                let asked = tokio::time::timeout(limit, client.version(req)).await;
+                (
+                    id,
+                    asked
+                        .ok()
+                        .and_then(Result::ok)
+                        .map(|r| r.into_inner().version),
+                )
+            });
+        }
+        while let Some(done) = calls.join_next().await {
+            if let Ok((id, version)) = done {
+                out.insert(id, version);
+            }
+        }
+        out
     }
 
     /// Commits `cmd` through the leader (forwarded if this node does not lead) and returns

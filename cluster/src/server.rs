@@ -11,7 +11,7 @@ use openraft::ServerState;
 use proto::raft::v1::raft_peer_server::RaftPeer;
 use proto::raft::v1::{
     RaftPayload, TransferLeaderReply, TransferLeaderRequest, TriggerElectionReply,
-    TriggerElectionRequest,
+    TriggerElectionRequest, VersionReply, VersionRequest,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -93,6 +93,16 @@ impl RaftPeer for PeerService {
             Err(Refused::NotLeader)
         };
         reply(&outcome)
+    }
+
+    async fn version(
+        &self,
+        _request: Request<VersionRequest>,
+    ) -> Result<Response<VersionReply>, Status> {
+        self.shared.peer_contact.peer_call();
+        Ok(Response::new(VersionReply {
+            version: self.shared.version.clone(),
+        }))
     }
 
     async fn transfer_leader(

@@ -80,6 +80,9 @@ pub struct ClusterSettings {
     /// Told of every authenticated peer call before it is handled (the pair's segment
     /// arbiter, docs/design.md#pair-segment).
     pub peer_contact: Arc<dyn PeerContact>,
+    /// This node's dsrlb version, as the peer `Version` call answers it (set by the
+    /// daemon from its build; the cluster crate does not know what build it is part of).
+    pub version: String,
 }
 
 impl fmt::Debug for ClusterSettings {
@@ -100,6 +103,7 @@ impl fmt::Debug for ClusterSettings {
             .field("keep_logs", &self.keep_logs)
             .field("tls", &self.tls)
             .field("shared", &self.shared)
+            .field("version", &self.version)
             .finish_non_exhaustive()
     }
 }
@@ -126,6 +130,7 @@ impl ClusterSettings {
             shared: SharedSettings::default(),
             pin_sink: Arc::new(NoSink),
             peer_contact: Arc::new(NoContact),
+            version: String::new(),
         }
     }
 

@@ -54,6 +54,8 @@ pub(crate) struct Shared {
     pub handover_lock: tokio::sync::Mutex<()>,
     /// Told of every peer call before it is handled (see `contact`).
     pub peer_contact: std::sync::Arc<dyn crate::contact::PeerContact>,
+    /// What the peer `Version` call answers (`ClusterSettings::version`).
+    pub version: String,
 }
 
 impl Shared {

@@ -66,10 +66,39 @@ pub fn raise_fd_limit() -> std::io::Result<(u64, u64)> {
 /// Runs a node until `shutdown` completes.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let span = info_span!("node", id = config.node_id);
-    run_inner(config, shutdown).instrument(span).await
+    run_inner(config, None, shutdown).instrument(span).await
 }
 
-async fn run_inner(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+/// [`run`], reloading what it can from `path` on SIGHUP (`reload`).
+pub async fn run_reloading(
+    config: Config,
+    path: std::path::PathBuf,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let span = info_span!("node", id = config.node_id);
+    run_inner(config, Some(path), shutdown)
+        .instrument(span)
+        .await
+}
+
+async fn run_inner(
+    config: Config,
+    reload_from: Option<std::path::PathBuf>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    // First of all: SIGHUP's default action ends the process, and a reload must never.
+    let hangups = match reload_from {
+        Some(path) => {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+                Ok(s) => Some((path, s)),
+                Err(e) => {
+                    warn!(error = %e, "cannot handle SIGHUP: no reload");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
     for why in config.warnings() {
         warn!("config: {why}");
     }
@@ -92,7 +121,12 @@ async fn run_inner(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
     // docs/design.md#binaries: every file is read and every listener bound before Raft and
     // the datapath start, so a missing token or a port in use stops the node with nothing
     // started — no election won, no gratuitous ARP sent.
-    let admin_token = read_token("admin.token_file", &config.admin_token_file)?;
+    let admin_token =
+        crate::admin::AdminToken::new(read_token("admin.token_file", &config.admin_token_file)?);
+    let cluster_token = match &config.cluster.token_file {
+        Some(path) => Some(read_token("cluster.token_file", path)?),
+        None => None,
+    };
     let mut settings = cluster_settings(config.node_id, &config.data_dir, &config.cluster)?;
     let admin_listener = bind("admin.listen", config.admin_listen).await?;
     let metrics_listener = match config.metrics_listen {
@@ -175,7 +209,7 @@ async fn run_inner(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
                     .map(|i| i.ipv4.clone())
                     .unwrap_or_default(),
             },
-            token: admin_token,
+            token: admin_token.clone(),
             admin_port: config.admin_listen.port(),
             tls: config.admin_tls.clone(),
             arbiter: node_metrics.arbiter.clone(),
@@ -223,10 +257,31 @@ async fn run_inner(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
         }
         _ => None,
     };
+    let reloader = hangups.map(|(path, signal)| {
+        tokio::spawn(
+            crate::reload::Reloader {
+                path,
+                running: config.clone(),
+                admin_token,
+                state: cluster.state(),
+                cluster_token,
+            }
+            .serve(signal)
+            .in_current_span(),
+        )
+    });
     let metrics_server = match metrics_listener {
         Some(listener) => {
             let m = node_metrics.clone();
-            Some(metrics::serve(listener, Arc::new(move || m.render())).await?)
+            let p = node_metrics.clone();
+            let ready = metrics::raft_readiness(cluster.raft_metrics(), move || {
+                if p.published.load(Ordering::Acquire) {
+                    Ok(())
+                } else {
+                    Err("no forwarding table published yet".into())
+                }
+            });
+            Some(metrics::serve(listener, Arc::new(move || m.render()), ready).await?)
         }
         None => None,
     };
@@ -264,6 +319,9 @@ async fn run_inner(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
     };
     let result = node.run(shutdown).await;
 
+    if let Some(task) = reloader {
+        task.abort();
+    }
     info!("shutting down: releasing VIPs");
     node.release();
     if let Some(checker) = node.checker.take() {
@@ -312,6 +370,7 @@ pub(crate) fn cluster_settings(
     s.witness = c.witness;
     s.tls = c.tls.clone();
     s.shared = c.shared.clone();
+    s.version = buildinfo::short();
     Ok(s)
 }
 
@@ -717,6 +776,7 @@ impl Node<'_> {
         let removed: Vec<Ipv4Addr> = before.into_iter().filter(|v| !after.contains(v)).collect();
         self.shared.publish(table);
         self.metrics.set_backends(&specs);
+        self.metrics.published.store(true, Ordering::Release);
         if self.pair.is_some() {
             self.resolver.watch_vips(after.clone());
         }

@@ -10,6 +10,7 @@
 //! - [`tables`]: replicated/config state + health + learned MACs → datapath farm specs.
 //! - [`health`]: TCP health checks with rise/fall.
 //! - [`persist`]: source-IP persistence glue — the pin mirror sink and the leader's batcher.
+//! - [`reload`]: SIGHUP — the admin token reloaded, what needs a restart reported.
 //! - [`metrics`]: the Prometheus endpoint.
 //! - [`demo`]: `dsrlb demo`'s narration (its hosts come from the `lab` crate).
 //!
@@ -26,6 +27,7 @@ pub mod metrics;
 pub mod ownership;
 pub mod persist;
 pub mod preflight;
+pub mod reload;
 pub mod segment;
 pub mod signals;
 pub mod tables;

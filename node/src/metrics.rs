@@ -38,6 +38,9 @@ pub struct NodeMetrics {
     pub arbiter: Arc<ArbiterCell>,
     /// A pair arbitrated by the segment: what it counts.
     segment: OnceLock<SegmentMetrics>,
+    /// Set once the first forwarding table built from the replicated state is published
+    /// (`/readyz`, and READY=1 to systemd).
+    pub published: std::sync::atomic::AtomicBool,
 }
 
 /// The segment arbiter's own numbers (docs/design.md#metrics).
@@ -64,6 +67,7 @@ impl NodeMetrics {
             arbiter: Arc::new(ArbiterCell::default()),
             segment: OnceLock::new(),
             io: OnceLock::new(),
+            published: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -118,6 +122,7 @@ impl NodeMetrics {
 
 impl Collector for NodeMetrics {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        encode_build_info(&mut encoder)?;
         let stats = self.shared.stats();
         // Counter names get their `_total` suffix from the encoder.
         per_backend(
@@ -402,6 +407,22 @@ impl NodeMetrics {
     }
 }
 
+/// `dsrlb_build_info{version,commit} 1`: which build runs, for joins in queries and for
+/// a dashboard that shows a mixed-version cluster; a witness exports it too.
+pub(crate) fn encode_build_info(encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    let mut info = encoder.encode_descriptor(
+        "dsrlb_build_info",
+        "1, labelled with the dsrlb release and the git commit this node runs",
+        None,
+        ConstGauge::new(0i64).metric_type(),
+    )?;
+    let labels = [
+        ("version", buildinfo::VERSION),
+        ("commit", buildinfo::COMMIT),
+    ];
+    ConstGauge::new(1i64).encode(info.encode_family(&labels)?)
+}
+
 /// `dsrlb_raft_term`; a witness exports it too.
 pub(crate) fn encode_term(
     encoder: &mut DescriptorEncoder,
@@ -464,27 +485,64 @@ fn per_backend(
     Ok(())
 }
 
-/// Serves `/metrics` (the text `render` makes at each scrape) until the returned task is
-/// aborted.
+/// Why a node is not ready (`/readyz` answers 503 with it), or `Ok` when it is.
+pub type Readiness = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+/// Readiness from Raft alone: a member that knows a leader. `extra` adds the node's own
+/// conditions (the first forwarding table published).
+pub fn raft_readiness(
+    raft: tokio::sync::watch::Receiver<cluster::RaftMetrics>,
+    extra: impl Fn() -> Result<(), String> + Send + Sync + 'static,
+) -> Readiness {
+    Arc::new(move || {
+        if raft.borrow().current_leader.is_none() {
+            return Err("no leader known: not (yet) part of a cluster with a quorum".into());
+        }
+        extra()
+    })
+}
+
+/// Serves `/metrics` (the text `render` makes at each scrape), `/healthz` (200 while the
+/// process serves at all) and `/readyz` (200 when `ready` says so, else 503 and why) until
+/// the returned task is aborted.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     render: Arc<dyn Fn() -> String + Send + Sync>,
+    ready: Readiness,
 ) -> anyhow::Result<JoinHandle<()>> {
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let render = render.clone();
-            async move {
-                (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )],
-                    render(),
-                )
-            }
-        }),
-    );
+    use axum::http::StatusCode;
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let render = render.clone();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        render(),
+                    )
+                }
+            }),
+        )
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            axum::routing::get(move || {
+                let ready = ready.clone();
+                async move {
+                    match ready() {
+                        Ok(()) => (StatusCode::OK, "ready\n".to_string()),
+                        Err(why) => (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!("not ready: {why}\n"),
+                        ),
+                    }
+                }
+            }),
+        );
     Ok(tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "metrics server failed");
@@ -548,5 +606,11 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line:?} in:\n{text}");
         }
+        let build = format!(
+            "dsrlb_build_info{{version=\"{}\",commit=\"{}\"}} 1",
+            buildinfo::VERSION,
+            buildinfo::COMMIT
+        );
+        assert!(text.contains(&build), "missing {build:?} in:\n{text}");
     }
 }

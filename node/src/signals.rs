@@ -1,4 +1,4 @@
-//! Shutdown signals for the daemon.
+//! Signals for the daemon: shutdown (SIGTERM, SIGINT) and SIGHUP where nothing reloads.
 
 /// Completes on SIGTERM or SIGINT (Ctrl-C). If the handlers cannot be installed the future
 /// never completes, and the failure is logged: the node still runs, it just needs SIGKILL.
@@ -18,5 +18,21 @@ pub async fn terminated() {
             tracing::error!(error = %e, "cannot install signal handlers");
             std::future::pending::<()>().await
         }
+    }
+}
+
+/// Handles SIGHUP by logging `message` (instead of its default action, the end of the
+/// process), for a process that reloads nothing. Call inside the runtime.
+pub fn on_hangup(message: &'static str) {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::hangup()) {
+        Ok(mut hup) => {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    tracing::warn!("{message}");
+                }
+            });
+        }
+        Err(e) => tracing::error!(error = %e, "cannot handle SIGHUP"),
     }
 }

@@ -53,7 +53,8 @@ async fn run_inner(
                 cluster: cluster.clone(),
             };
             let render = move || metrics::render(Box::new(collector.clone()));
-            Some(metrics::serve(listener, Arc::new(render)).await?)
+            let ready = metrics::raft_readiness(cluster.raft_metrics(), || Ok(()));
+            Some(metrics::serve(listener, Arc::new(render), ready).await?)
         }
         None => None,
     };
@@ -106,6 +107,7 @@ impl Collector for WitnessMetrics {
             owner.metric_type(),
         )?)?;
         let term = self.cluster.raft_metrics().borrow().current_term;
+        metrics::encode_build_info(&mut encoder)?;
         metrics::encode_term(&mut encoder, term)?;
         let counts = self.cluster.pins().lock().counts();
         metrics::encode_pin_counts(&mut encoder, &counts)

@@ -691,3 +691,53 @@ fn a_witness_with_the_lowest_id_is_refused() {
     let c = config::parse(&highest).expect("a witness with the highest id");
     assert!(c.cluster.witness);
 }
+
+/// `--config` defaults to `/etc/dsrlb/dsrlb.toml`; `DSRLB_CONFIG` names another file;
+/// `--config` wins over both. Seen through `check-config`, which reads the same argument as
+/// `run` and `witness`.
+#[test]
+fn the_config_path_defaults_to_etc_and_follows_dsrlb_config() {
+    let dsrlb = env!("CARGO_BIN_EXE_dsrlb");
+    let check = |env: Option<&str>, args: &[&str]| {
+        let mut cmd = std::process::Command::new(dsrlb);
+        cmd.arg("check-config")
+            .args(args)
+            .env_remove("DSRLB_CONFIG");
+        if let Some(path) = env {
+            cmd.env("DSRLB_CONFIG", path);
+        }
+        let out = cmd.output().expect("dsrlb runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let help = std::process::Command::new(dsrlb)
+        .args(["run", "--help"])
+        .output()
+        .expect("dsrlb runs");
+    let help = String::from_utf8_lossy(&help.stdout).into_owned();
+    assert!(
+        help.contains("[env: DSRLB_CONFIG=]") && help.contains("[default: /etc/dsrlb/dsrlb.toml]"),
+        "{help}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nowhere.toml");
+    let missing = missing.to_str().unwrap();
+    let (code, text) = check(Some(missing), &[]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains(missing), "DSRLB_CONFIG is read: {text}");
+    let other = dir.path().join("other.toml");
+    let other = other.to_str().unwrap();
+    let (_, text) = check(Some(missing), &["--config", other]);
+    assert!(
+        text.contains(other) && !text.contains(missing),
+        "--config wins: {text}"
+    );
+    if !std::path::Path::new("/etc/dsrlb/dsrlb.toml").exists() {
+        let (code, text) = check(None, &[]);
+        assert_eq!(code, Some(1), "{text}");
+        assert!(text.contains("/etc/dsrlb/dsrlb.toml"), "{text}");
+    }
+}

@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
@@ -27,10 +27,11 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
-/// Server side: checks every call.
+/// Server side: checks every call. Clones share the expected token, so
+/// [`ServerAuth::set_token`] on any clone changes it for every connection (a reload).
 #[derive(Clone)]
 pub struct ServerAuth {
-    expected: Arc<[u8]>,
+    expected: Arc<RwLock<Arc<[u8]>>>,
     refused: Arc<Mutex<HashSet<Option<IpAddr>>>>,
     /// Which service and token this guards, as log and status words: `"a peer"`/`"cluster"`
     /// or `"an admin"`/`"admin"`.
@@ -48,11 +49,23 @@ impl ServerAuth {
     /// {service} call" and name `token_name` (e.g. "an admin", "admin"), never the token.
     pub fn for_service(token: &str, service: &'static str, token_name: &'static str) -> Self {
         ServerAuth {
-            expected: format!("Bearer {token}").into_bytes().into(),
+            expected: Arc::new(RwLock::new(format!("Bearer {token}").into_bytes().into())),
             refused: Arc::new(Mutex::new(HashSet::new())),
             service,
             token_name,
         }
+    }
+
+    /// Expects `token` from now on, on every clone; the old one is refused from the next call.
+    pub fn set_token(&self, token: &str) {
+        let new: Arc<[u8]> = format!("Bearer {token}").into_bytes().into();
+        // A poisoned lock held only an Arc being swapped; the value is still whole.
+        *self.expected.write().unwrap_or_else(|p| p.into_inner()) = new;
+        // A peer refused under the old token is worth one line again under the new one.
+        self.refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     fn log_once(&self, peer: Option<IpAddr>, why: &str) {
@@ -72,7 +85,12 @@ impl ServerAuth {
 impl Interceptor for ServerAuth {
     fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
         let presented = req.metadata().get(AUTH_HEADER).map(|v| v.as_bytes());
-        let ok = presented.is_some_and(|p| constant_time_eq(p, &self.expected));
+        let expected = self
+            .expected
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let ok = presented.is_some_and(|p| constant_time_eq(p, &expected));
         if ok {
             return Ok(req);
         }
@@ -143,11 +161,23 @@ mod tests {
         let mut right = ClientAuth::new("s3cret").expect("valid");
         let req = right.call(Request::new(())).expect("adds");
         assert!(server.call(req).is_ok());
-        let seen = server.refused.lock().expect("not poisoned");
+        {
+            let seen = server.refused.lock().expect("not poisoned");
+            assert_eq!(
+                seen.len(),
+                1,
+                "both refusals came from the same (unknown) peer"
+            );
+        }
+        // A new token, set through a clone (as a reload does): the old one is refused.
+        server.clone().set_token("n3w-s3cret");
+        let req = right.call(Request::new(())).expect("adds");
         assert_eq!(
-            seen.len(),
-            1,
-            "both refusals came from the same (unknown) peer"
+            server.call(req).map(|_| ()).map_err(|s| s.code()),
+            Err(tonic::Code::Unauthenticated)
         );
+        let mut new = ClientAuth::new("n3w-s3cret").expect("valid");
+        let req = new.call(Request::new(())).expect("adds");
+        assert!(server.call(req).is_ok());
     }
 }

@@ -58,7 +58,9 @@ Environment:
 #[derive(Debug, Parser)]
 #[command(
     name = "dsrctl",
-    version,
+    // `dsrctl (dsrlb) 0.1.0 (1a2b3c4d5e6f, 2026-12-04)`: the tool, then the release it
+    // belongs to (GNU's `ls (GNU coreutils) 9.1`).
+    version = buildinfo::TOOL_VERSION,
     long_about = LONG_ABOUT,
     after_help = "Run `dsrctl --help` for the long description and examples.",
     after_long_help = EXAMPLES,
@@ -177,22 +179,26 @@ pub enum Format {
 pub enum Command {
     /// Cluster health: members, leader, VIP owner, term, lease, per-VIP owner.
     Status,
+    /// This client's version and every cluster member's (a mixed-version cluster shows).
+    Version,
     /// Farms: list, show, add, set, delete.
     #[command(subcommand)]
     Farm(FarmCmd),
     /// Backends of a farm: list, add, set (drain, weight, priority...), delete.
     #[command(subcommand)]
     Backend(BackendCmd),
-    /// Make the cluster's farms equal to a TOML file of [[farm]] tables (farms not in the
-    /// file are deleted); prints the changes.
+    /// Make the cluster's farms match a TOML file of [[farm]] tables: create and update
+    /// them; farms not in the file are deleted only with --prune. Prints the changes.
     #[command(after_help = "\
 The file has the node config's [[farm]] schema; `dsrctl export` writes one. The changes are
-printed as a plan: `+ farm` created, `~ farm` updated (with what changes), `- farm` deleted.
+printed as a plan: `+ farm` created, `~ farm` updated (with what changes), `- farm` deleted
+(--prune only), `= farm` kept although not in the file (--prune would delete it).
 
 Examples:
   dsrctl export > farms.toml && $EDITOR farms.toml
   dsrctl apply -f farms.toml --dry-run
-  dsrctl apply -f farms.toml")]
+  dsrctl apply -f farms.toml
+  dsrctl apply -f farms.toml --prune --dry-run   # what deleting the rest would do")]
     Apply(ApplyArgs),
     /// Print every farm as TOML, in the schema `apply` reads.
     Export,
@@ -443,6 +449,10 @@ pub struct ApplyArgs {
     /// Show the changes without writing anything.
     #[arg(long)]
     pub dry_run: bool,
+    /// Also delete the cluster's farms that the file does not list (without it they are
+    /// kept, and the plan lists them).
+    #[arg(long)]
+    pub prune: bool,
 }
 
 #[derive(Debug, Subcommand)]

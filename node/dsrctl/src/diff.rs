@@ -9,6 +9,7 @@ fn sign(action: &str) -> &'static str {
         "create" => "+",
         "update" => "~",
         "delete" => "-",
+        "keep" => "=",
         _ => "?",
     }
 }
@@ -23,7 +24,16 @@ pub fn render(v: &ApplyView, file: &str) -> String {
         }
     }
     let count = |a: &str| v.changes.iter().filter(|c| c.action == a).count();
-    if v.changes.is_empty() {
+    let kept = count("keep");
+    if v.changes.len() == kept {
+        if kept > 0 {
+            out.push_str(&format!(
+                "\nNo changes to the farms {file} lists; {kept} it does not list kept (--prune \
+                 deletes them) (answered by node {}).\n",
+                v.answered_by
+            ));
+            return out;
+        }
         out.push_str(&format!(
             "No changes: the cluster already matches {file} (answered by node {}).\n",
             v.answered_by
@@ -31,12 +41,17 @@ pub fn render(v: &ApplyView, file: &str) -> String {
         return out;
     }
     out.push('\n');
-    let plan = format!(
+    let mut plan = format!(
         "{} to create, {} to update, {} to delete",
         count("create"),
         count("update"),
         count("delete")
     );
+    if kept > 0 {
+        plan.push_str(&format!(
+            ", {kept} kept that the file does not list (--prune deletes them)"
+        ));
+    }
     if v.dry_run {
         out.push_str(&format!("Plan: {plan}. Dry run: nothing was written.\n"));
     } else if v.applied {
@@ -112,6 +127,35 @@ mod tests {
         assert_eq!(
             render(&none, "farms.toml"),
             "No changes: the cluster already matches farms.toml (answered by node 2).\n"
+        );
+    }
+
+    #[test]
+    fn farms_kept_without_prune_are_listed_not_counted() {
+        let mut v = plan(true, false);
+        v.changes.pop();
+        v.changes
+            .push(change("keep", "old", &["not in the file: kept"]));
+        let out = render(&v, "farms.toml");
+        assert!(
+            out.contains("= farm old\n    not in the file: kept\n"),
+            "{out}"
+        );
+        assert!(
+            out.ends_with(
+                "Plan: 1 to create, 1 to update, 0 to delete, 1 kept that the file does not \
+                 list (--prune deletes them). Dry run: nothing was written.\n"
+            ),
+            "{out}"
+        );
+        let only_kept = ApplyView {
+            changes: vec![change("keep", "old", &[])],
+            ..plan(false, false)
+        };
+        assert_eq!(
+            render(&only_kept, "farms.toml"),
+            "= farm old\n\nNo changes to the farms farms.toml lists; 1 it does not list kept \
+             (--prune deletes them) (answered by node 2).\n"
         );
     }
 }

@@ -4,7 +4,7 @@
 use super::table::{Table, fields};
 use super::view::{
     BackendView, BackendsView, ExportView, FarmShowView, FarmView, FarmsView, LeaderView,
-    MembershipView, StatusView, WriteView,
+    MembershipView, StatusView, VersionView, WriteView,
 };
 use serde::Serialize;
 
@@ -71,7 +71,15 @@ pub fn status(s: &StatusView) -> String {
     }
     let mut out = fields(&rows);
     out.push('\n');
-    let mut t = Table::new(&["id", "address", "role", "reachable", "last log", "lag"]);
+    let mut t = Table::new(&[
+        "id",
+        "address",
+        "role",
+        "reachable",
+        "last log",
+        "lag",
+        "version",
+    ]);
     for m in &s.members {
         t.row(vec![
             m.id.to_string(),
@@ -80,6 +88,7 @@ pub fn status(s: &StatusView) -> String {
             yes_no(m.reachable),
             m.last_log_index.to_string(),
             m.lag.map_or_else(|| "-".to_string(), |l| l.to_string()),
+            m.version.clone().unwrap_or_else(|| "-".into()),
         ]);
     }
     out.push_str(&t.render());
@@ -90,6 +99,42 @@ pub fn status(s: &StatusView) -> String {
             t.row(vec![v.vip.clone(), node(v.owner)]);
         }
         out.push_str(&t.render());
+    }
+    out
+}
+
+/// `dsrctl version`: the client line, then one row per member; a mixed-version cluster
+/// says so under the table.
+pub fn version(v: &VersionView) -> String {
+    let mut out = format!("client: dsrctl {}\n\n", v.client);
+    let mut t = Table::new(&["id", "address", "role", "version"]);
+    for m in &v.members {
+        let mut role = m.role.clone();
+        if m.id == v.answered_by {
+            role.push_str(" (answered)");
+        }
+        t.row(vec![
+            m.id.to_string(),
+            m.address.clone(),
+            role,
+            m.version
+                .clone()
+                .unwrap_or_else(|| "- (not reached)".into()),
+        ]);
+    }
+    out.push_str(&t.render());
+    let mut known: Vec<&str> = v
+        .members
+        .iter()
+        .filter_map(|m| m.version.as_deref())
+        .collect();
+    known.sort_unstable();
+    known.dedup();
+    if known.len() > 1 {
+        out.push_str(&format!(
+            "\nmixed versions: {} different builds run in this cluster\n",
+            known.len()
+        ));
     }
     out
 }
@@ -319,6 +364,7 @@ mod tests {
             applied_index: 40,
             owner_arbiter: String::new(),
             failover: "no failover: 2 voters, no witness".into(),
+            version: Some("0.1.0 (aaaaaaaaaaaa)".into()),
             members: vec![
                 MemberView {
                     id: 1,
@@ -327,6 +373,7 @@ mod tests {
                     reachable: true,
                     last_log_index: 40,
                     lag: Some(0),
+                    version: Some("0.1.0 (aaaaaaaaaaaa)".into()),
                 },
                 MemberView {
                     id: 2,
@@ -335,6 +382,7 @@ mod tests {
                     reachable: false,
                     last_log_index: 0,
                     lag: None,
+                    version: None,
                 },
             ],
             vips: vec![VipView {
@@ -352,13 +400,27 @@ mod tests {
              log index    40 (applied 40)\n\
              failover     no failover: 2 voters, no witness\n\
              \n\
-             ID  ADDRESS          ROLE    REACHABLE  LAST LOG  LAG\n\
-             1   198.18.0.2:7100  leader  yes        40        0\n\
-             2   198.18.0.3:7100  voter   no         0         -\n\
+             ID  ADDRESS          ROLE    REACHABLE  LAST LOG  LAG  VERSION\n\
+             1   198.18.0.2:7100  leader  yes        40        0    0.1.0 (aaaaaaaaaaaa)\n\
+             2   198.18.0.3:7100  voter   no         0         -    -\n\
              \n\
              VIP           OWNER\n\
              198.18.0.100  none\n"
         );
+        let mut v = crate::view::VersionView::from(s.clone());
+        let text = version(&v);
+        assert!(
+            text.starts_with(&format!("client: dsrctl {}\n", buildinfo::LONG_VERSION)),
+            "{text}"
+        );
+        assert!(
+            text.contains("leader (answered)  0.1.0 (aaaaaaaaaaaa)"),
+            "{text}"
+        );
+        assert!(text.contains("- (not reached)"), "{text}");
+        assert!(!text.contains("mixed"), "{text}");
+        v.members[1].version = Some("0.2.0 (bbbbbbbbbbbb)".into());
+        assert!(version(&v).contains("mixed versions: 2 different builds"));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use super::client::{Client, read_token, tls_config};
 use super::error::CtlError;
 use super::view::{
     ApplyView, BackendsView, ExportView, FarmShowView, FarmView, FarmsView, LeaderView,
-    MembershipView, PersistenceView, StatsView, StatusView, WriteView,
+    MembershipView, PersistenceView, StatsView, StatusView, VersionView, WriteView,
 };
 use super::{diff, persist, render, request, stats};
 use proto::admin::v1 as pb;
@@ -80,6 +80,15 @@ async fn dispatch(
                 .call(async |mut api| api.status(pb::StatusRequest {}).await)
                 .await?;
             ctx.emit(&StatusView::from(a.reply), render::status)
+        }
+        Command::Version => {
+            let a = client
+                .call(async |mut api| api.status(pb::StatusRequest {}).await)
+                .await?;
+            ctx.emit(
+                &VersionView::from(StatusView::from(a.reply)),
+                render::version,
+            )
         }
         Command::Farm(cmd) => farm(cmd, client, ctx).await,
         Command::Backend(cmd) => backend(cmd, client, ctx).await,
@@ -313,6 +322,7 @@ async fn apply(
     let req = pb::ApplyRequest {
         config,
         dry_run: args.dry_run,
+        prune: args.prune,
     };
     let a = client
         .call(async |mut api| api.apply(req.clone()).await)

@@ -32,6 +32,9 @@ pub struct StatusView {
     pub owner_arbiter: String,
     /// "survives N failure(s)" or "no failover: …" (docs/design.md#pairs).
     pub failover: String,
+    /// The answering node's dsrlb version; `None` from a node older than the field.
+    #[serde(default)]
+    pub version: Option<String>,
     pub members: Vec<MemberView>,
     pub vips: Vec<VipView>,
 }
@@ -45,6 +48,51 @@ pub struct MemberView {
     pub last_log_index: u64,
     /// `None`: unknown (a follower answered, or the leader has no progress for it yet).
     pub lag: Option<u64>,
+    /// Its dsrlb version; `None` when the answering node could not ask it.
+    #[serde(default)]
+    pub version: Option<String>,
+}
+
+/// `dsrctl version`: this client and every member of the cluster it reached.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VersionView {
+    /// This `dsrctl`: `0.1.0 (1a2b3c4d5e6f, 2026-12-04)`.
+    pub client: String,
+    /// The node that answered.
+    pub answered_by: u64,
+    /// Each member, as the answering node learned it.
+    pub members: Vec<MemberVersion>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MemberVersion {
+    pub id: u64,
+    pub address: String,
+    pub role: String,
+    /// `None`: it could not be asked (unreachable, or older than the version call).
+    pub version: Option<String>,
+}
+
+impl From<StatusView> for VersionView {
+    fn from(s: StatusView) -> Self {
+        VersionView {
+            client: buildinfo::LONG_VERSION.to_owned(),
+            answered_by: s.answered_by,
+            members: s
+                .members
+                .into_iter()
+                .map(|m| MemberVersion {
+                    // An answering node older than the member field still names itself.
+                    version: m
+                        .version
+                        .or_else(|| (m.id == s.answered_by).then(|| s.version.clone()).flatten()),
+                    id: m.id,
+                    address: m.address,
+                    role: m.role,
+                })
+                .collect(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -65,6 +113,7 @@ impl From<pb::StatusReply> for StatusView {
             applied_index: r.applied_index,
             owner_arbiter: r.owner_arbiter,
             failover: r.failover,
+            version: nonempty(r.version),
             members: r
                 .members
                 .into_iter()
@@ -75,6 +124,7 @@ impl From<pb::StatusReply> for StatusView {
                     reachable: m.reachable,
                     last_log_index: m.last_log_index,
                     lag: m.lag,
+                    version: nonempty(m.version),
                 })
                 .collect(),
             vips: r
@@ -217,7 +267,7 @@ pub struct ApplyView {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChangeView {
-    /// "create", "update" or "delete".
+    /// "create", "update" or "delete"; "keep": not in the file, kept (no `--prune`).
     pub action: String,
     pub farm: String,
     pub details: Vec<String>,

@@ -71,8 +71,9 @@ pub struct AdminContext {
     pub datapath: Arc<Shared>,
     /// This node's network, for the farm checks.
     pub net: NetFacts,
-    /// The admin token; used to call other nodes' admin services. Never logged.
-    pub token: String,
+    /// The admin token: what the listener expects, and what this node presents to other
+    /// nodes' admin services; replaced by a reload (SIGHUP). Never logged.
+    pub token: AdminToken,
     /// The admin port other nodes are reached at (this node's).
     pub admin_port: u16,
     /// The admin listener's TLS; also how this node calls other nodes' admin services
@@ -83,6 +84,39 @@ pub struct AdminContext {
     pub arbiter: Arc<crate::ownership::ArbiterCell>,
     /// `pair_arbiter = "segment"` (docs/design.md#pair-segment).
     pub pair_segment: bool,
+}
+
+/// The admin token, shared by the listener's interceptor and the calls this node makes to
+/// other nodes, so one [`AdminToken::set`] (a SIGHUP reload) changes both at once.
+#[derive(Clone)]
+pub struct AdminToken {
+    auth: cluster::ServerAuth,
+    value: Arc<std::sync::RwLock<String>>,
+}
+
+impl AdminToken {
+    pub fn new(token: String) -> Self {
+        AdminToken {
+            auth: cluster::ServerAuth::for_service(&token, "an admin", "admin"),
+            value: Arc::new(std::sync::RwLock::new(token)),
+        }
+    }
+
+    /// The token now in force.
+    pub fn get(&self) -> String {
+        self.value.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Expects and presents `token` from the next call on; returns whether it changed.
+    pub fn set(&self, token: &str) -> bool {
+        let mut value = self.value.write().unwrap_or_else(|p| p.into_inner());
+        if *value == token {
+            return false;
+        }
+        token.clone_into(&mut value);
+        self.auth.set_token(token);
+        true
+    }
 }
 
 /// A running admin server.
@@ -117,7 +151,7 @@ pub async fn serve(
     ctx: AdminContext,
 ) -> anyhow::Result<AdminHandle> {
     let local_addr = listener.local_addr()?;
-    let auth = cluster::ServerAuth::for_service(&ctx.token, "an admin", "admin");
+    let auth = ctx.token.auth.clone();
     let tls = ctx.tls.clone();
     let service = InterceptedService::new(
         AdminServer::new(service::AdminService { ctx: Arc::new(ctx) }),

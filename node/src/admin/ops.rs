@@ -55,12 +55,17 @@ pub(super) async fn status(ctx: &AdminContext) -> pb::StatusReply {
             probes.spawn(async move { (id, reachable(addr).await) });
         }
     }
-    let mut reach = std::collections::BTreeMap::new();
-    while let Some(r) = probes.join_next().await {
-        if let Ok((id, ok)) = r {
-            reach.insert(id, ok);
+    let gather = async {
+        let mut reach = std::collections::BTreeMap::new();
+        while let Some(r) = probes.join_next().await {
+            if let Ok((id, ok)) = r {
+                reach.insert(id, ok);
+            }
         }
-    }
+        reach
+    };
+    // Asked at the same time as the probes, so Status takes no longer than it did.
+    let (reach, mut versions) = tokio::join!(gather, ctx.cluster.member_versions(REACH_TIMEOUT));
     let members = view
         .nodes
         .iter()
@@ -93,6 +98,7 @@ pub(super) async fn status(ctx: &AdminContext) -> pb::StatusReply {
                 // Unknown stays unknown: a 0 here once read as "caught up" while the
                 // leader simply had no progress for a just-restarted member.
                 lag: matched.map(|i| last.saturating_sub(i)),
+                version: versions.remove(id).flatten().unwrap_or_default(),
             }
         })
         .collect();
@@ -120,6 +126,7 @@ pub(super) async fn status(ctx: &AdminContext) -> pb::StatusReply {
             crate::config::failover(view.voters.len()).unwrap_or_else(|why| why)
         },
         members,
+        version: buildinfo::short(),
         vips: vips
             .into_iter()
             .map(|v| pb::VipOwner {
@@ -206,7 +213,7 @@ pub(super) async fn stats(ctx: &AdminContext, node: u64) -> Result<pb::StatsRepl
             .connect()
             .await
             .map_err(|e| Status::unavailable(format!("node {target} at {endpoint}: {e}")))?;
-        let auth = cluster::ClientAuth::new(&ctx.token)
+        let auth = cluster::ClientAuth::new(&ctx.token.get())
             .map_err(|_| Status::internal("the admin token is not a valid header value"))?;
         let mut client = AdminClient::with_interceptor(channel, auth);
         client

@@ -356,12 +356,33 @@ impl Admin for AdminService {
             farm_in_context(Keys::File { index: i }, farm, &others, &net).map_err(invalid)?;
         }
         let mut changes = Vec::new();
+        let mut kept: Vec<String> = Vec::new();
         let mut build = |state: &ClusterState| {
-            changes = diff(&state.farms, &desired);
+            // Without `prune`, the cluster's farms missing from the file stay: the file's
+            // farms must then fit beside them too (a VIP and port a kept farm serves).
+            let mut target = desired.clone();
+            kept.clear();
+            if !req.prune {
+                for (name, f) in &state.farms {
+                    if !target.contains_key(name) {
+                        target.insert(name.clone(), f.clone());
+                        kept.push(name.clone());
+                    }
+                }
+                if !kept.is_empty() {
+                    for (i, farm) in farms.iter().enumerate() {
+                        let others: Vec<&Farm> =
+                            target.values().filter(|f| f.name != farm.name).collect();
+                        farm_in_context(Keys::File { index: i }, farm, &others, &net)
+                            .map_err(invalid)?;
+                    }
+                }
+            }
+            changes = diff(&state.farms, &target);
             Ok(
                 (!changes.is_empty() && !req.dry_run).then(|| Command::ReplaceFarms {
                     expected: state.farms.values().cloned().collect(),
-                    farms: desired.values().cloned().collect(),
+                    farms: target.values().cloned().collect(),
                 }),
             )
         };
@@ -379,6 +400,11 @@ impl Admin for AdminService {
                 farm: c.farm,
                 details: c.details,
             })
+            .chain(kept.into_iter().map(|farm| pb::Change {
+                action: "keep".into(),
+                farm,
+                details: vec!["not in the file: kept (`--prune` would delete it)".into()],
+            }))
             .collect();
         Ok(Response::new(pb::ApplyReply {
             changes,

@@ -5,9 +5,12 @@ use node::config::Loaded;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// Where a packaged node keeps its config (`DSRLB_CONFIG` or `--config` say otherwise).
+const DEFAULT_CONFIG: &str = "/etc/dsrlb/dsrlb.toml";
+
 /// dsrlb — a clustered layer-4 load balancer that forwards by Direct Server Return.
 #[derive(Parser)]
-#[command(version, about, long_about = None)]
+#[command(name = "dsrlb", version = buildinfo::LONG_VERSION, about, long_about = None)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -18,20 +21,20 @@ enum Command {
     /// Run a node with the given config file.
     Run {
         /// The node config (TOML).
-        #[arg(long, short)]
+        #[arg(long, short, env = "DSRLB_CONFIG", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
     /// Run a witness: a Raft voter with no datapath that never owns a VIP, the third member
     /// that lets a pair of load balancers fail over. Needs no root and no farms.
     Witness {
         /// The witness config (TOML): `[node]`, `[cluster]`, optionally `[metrics]`.
-        #[arg(long, short)]
+        #[arg(long, short, env = "DSRLB_CONFIG", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
     /// Validate a config file and exit (0 when valid).
     CheckConfig {
         /// The node config (TOML).
-        #[arg(long, short)]
+        #[arg(long, short, env = "DSRLB_CONFIG", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
     /// Build a self-contained lab in network namespaces and show DSR load balancing (root).
@@ -134,14 +137,23 @@ fn run(path: &std::path::Path, witness: bool) -> ExitCode {
         }
     };
     let result = match loaded {
-        Loaded::Node(config) => {
-            runtime.block_on(node::daemon::run(config, node::signals::terminated()))
-        }
+        Loaded::Node(config) => runtime.block_on(node::daemon::run_reloading(
+            config,
+            path.to_path_buf(),
+            node::signals::terminated(),
+        )),
         Loaded::Witness { config, ignored } => {
             if !ignored.is_empty() {
                 tracing::info!(?ignored, "tables a witness does not use are ignored");
             }
-            runtime.block_on(node::witness::run(config, node::signals::terminated()))
+            runtime.block_on(async {
+                // SIGHUP must not end a witness (its default action would): nothing in a
+                // witness's file can change without a restart, and it says so.
+                node::signals::on_hangup(
+                    "SIGHUP: a witness reloads nothing; restart it to apply a changed file",
+                );
+                node::witness::run(config, node::signals::terminated()).await
+            })
         }
     };
     match result {

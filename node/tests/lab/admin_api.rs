@@ -85,6 +85,7 @@ async fn codes_of_every_rpc(
                     .apply(pb::ApplyRequest {
                         config: String::new(),
                         dry_run: false,
+                        prune: false,
                     })
                     .await,
             ),
@@ -388,6 +389,7 @@ fn every_call_through_leader_and_followers() {
                 .apply(pb::ApplyRequest {
                     config: export.config.clone(),
                     dry_run: false,
+                    prune: false,
                 })
                 .await
                 .expect("apply of an export")
@@ -410,6 +412,7 @@ fn every_call_through_leader_and_followers() {
                 .apply(pb::ApplyRequest {
                     config: edited.clone(),
                     dry_run: true,
+                    prune: true,
                 })
                 .await
                 .unwrap()
@@ -444,6 +447,7 @@ fn every_call_through_leader_and_followers() {
                 .apply(pb::ApplyRequest {
                     config: edited.clone(),
                     dry_run: false,
+                    prune: true,
                 })
                 .await
                 .unwrap()
@@ -463,6 +467,7 @@ fn every_call_through_leader_and_followers() {
                 .apply(pb::ApplyRequest {
                     config: edited,
                     dry_run: false,
+                    prune: true,
                 })
                 .await
                 .unwrap()

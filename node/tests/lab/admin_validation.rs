@@ -52,6 +52,7 @@ async fn send(c: &mut Client, call: Call) -> Result<(), tonic::Status> {
             .apply(pb::ApplyRequest {
                 config,
                 dry_run: false,
+                prune: false,
             })
             .await
             .map(drop),

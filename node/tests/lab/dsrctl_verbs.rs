@@ -1,6 +1,7 @@
 //! Every `dsrctl` verb, run as the real binary from the lab's client host against a real
 //! 3-node cluster of `dsrlb` processes: reads name the node that answered, writes through a
-//! follower land, `apply --dry-run` shows the plan and writes nothing, `apply → export →
+//! follower land, `apply --dry-run` shows the plan and writes nothing, `apply` keeps a
+//! farm the file does not list and `apply --prune` deletes it, `apply → export →
 //! apply` is a no-op, `stats --watch` gives rates, refusals are one line with exit 1, and a
 //! leader transfer moves the leader.
 
@@ -301,6 +302,7 @@ fn every_verb_against_a_three_node_cluster() {
     std::fs::write(&changed, toml::to_string(&desired).expect("TOML")).expect("write");
     let changed = changed.to_str().expect("utf-8");
 
+    // Without --prune, `echo` (not in the file) is kept: the plan lists it, deletes nothing.
     let plan = ctl
         .on(&[f1], &["apply", "-f", changed, "--dry-run"])
         .ok()
@@ -310,10 +312,12 @@ fn every_verb_against_a_three_node_cluster() {
         plan.contains("~ farm web\n") && plan.contains("weight 1 -> 4"),
         "{plan}"
     );
-    assert!(plan.contains("- farm echo\n"), "{plan}");
+    assert!(plan.contains("= farm echo\n"), "{plan}");
+    assert!(!plan.contains("- farm"), "{plan}");
     assert!(
         plan.ends_with(
-            "Plan: 1 to create, 1 to update, 1 to delete. Dry run: nothing was written.\n"
+            "Plan: 1 to create, 1 to update, 0 to delete, 1 kept that the file does not list \
+             (--prune deletes them). Dry run: nothing was written.\n"
         ),
         "{plan}"
     );
@@ -324,10 +328,33 @@ fn every_verb_against_a_three_node_cluster() {
         exported,
         "dry run wrote"
     );
-
     let done = ctl.on(&[f2], &["apply", "-f", changed]).ok().stdout;
     assert!(
-        done.contains("Applied: 1 to create, 1 to update, 1 to delete"),
+        done.contains("Applied: 1 to create, 1 to update, 0 to delete, 1 kept"),
+        "{done}"
+    );
+    ctl.eventually(f1, &["-o", "json", "farm", "list"], |f: &FarmsView| {
+        farm_names(f) == ["echo", "extra", "web"]
+    });
+
+    // With --prune the plan shows what would go, and the apply removes it.
+    let plan = ctl
+        .on(&[f1], &["apply", "-f", changed, "--prune", "--dry-run"])
+        .ok()
+        .stdout;
+    assert!(plan.contains("- farm echo\n"), "{plan}");
+    assert!(
+        plan.ends_with(
+            "Plan: 0 to create, 0 to update, 1 to delete. Dry run: nothing was written.\n"
+        ),
+        "{plan}"
+    );
+    let done = ctl
+        .on(&[f2], &["apply", "-f", changed, "--prune"])
+        .ok()
+        .stdout;
+    assert!(
+        done.contains("Applied: 0 to create, 0 to update, 1 to delete"),
         "{done}"
     );
     ctl.eventually(f1, &["-o", "json", "farm", "list"], |f: &FarmsView| {

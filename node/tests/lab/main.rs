@@ -6,7 +6,8 @@
 //!
 //! Areas, by module prefix: `lab_*` one node and its datapath, `cluster_*` Raft and VIP
 //! ownership across real processes, `admin_*` the admin API, `dsrctl_*` the client against
-//! a cluster, `tls_*` peer and admin TLS, `pair_*` a two-node pair, `persistence` source-IP pins, `demo` `dsrlb demo`.
+//! a cluster, `tls_*` peer and admin TLS, `pair_*` a two-node pair, `persistence` source-IP pins, `demo` `dsrlb demo`,
+//! `product_*` what an operator runs it with (versions, reload, service manager, monitoring).
 
 mod common;
 
@@ -51,5 +52,8 @@ mod lab_udp_sink;
 mod lab_xdp_lifecycle;
 mod pair_segment;
 mod persistence;
+mod product_health;
+mod product_reload;
+mod product_version;
 mod tls_cluster;
 mod tls_peer_foreign;
