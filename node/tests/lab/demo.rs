@@ -159,9 +159,15 @@ impl Demo {
 impl Drop for Demo {
     fn drop(&mut self) {
         if self.child.try_wait().ok().flatten().is_none() {
-            // A failing test's last resort: whatever is left of the group goes, errors or not
-            // (the group may be gone already).
+            // A failing test: Ctrl-C first, so the demo removes its lab (a SIGKILL alone
+            // left its namespaces behind); then whatever is left of the group goes, errors
+            // or not (the group may be gone already).
             let group = nix::unistd::Pid::from_raw(-(self.child.id() as i32));
+            let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGINT);
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline && self.child.try_wait().ok().flatten().is_none() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
             let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
             let _ = self.child.wait();
         }
