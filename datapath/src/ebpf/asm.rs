@@ -107,6 +107,13 @@ impl Asm {
         self.op(LD_IMM64, dst, PSEUDO_MAP_FD, 0, fd);
         self.op(0, 0, 0, 0, 0);
     }
+    /// `r0 = bpf_map_lookup_elem(map, fp + key)`: the value's address, or 0.
+    pub(crate) fn map_lookup(&mut self, map: i32, key: i16) {
+        self.ld_map_fd(1, map);
+        self.op(MOV64_X, 2, 10, 0, 0);
+        self.op(ADD64_K, 2, 0, 0, i32::from(key));
+        self.op(CALL, 0, 0, 0, FN_MAP_LOOKUP_ELEM);
+    }
     /// `dst = v`, any 64-bit constant.
     pub(crate) fn ld_imm64(&mut self, dst: u8, v: u64) {
         self.op(LD_IMM64, dst, 0, 0, v as u32 as i32);

@@ -153,19 +153,13 @@ pub(crate) fn fast_path_program(m: &ProgMaps, seed: u64) -> Vec<u64> {
     a.op(STXDW, 10, 0, FLOW_KEY + 8, 0);
 
     // r7 = the farm (base, size, tag), or on to user space.
-    a.ld_map_fd(1, m.farms);
-    a.op(MOV64_X, 2, 10, 0, 0);
-    a.op(ADD64_K, 2, 0, 0, i32::from(FARM_KEY));
-    a.op(CALL, 0, 0, 0, FN_MAP_LOOKUP_ELEM);
+    a.map_lookup(m.farms, FARM_KEY);
     a.jump(JEQ_K, 0, 0, 0, pass);
     a.op(MOV64_X, 7, 0, 0, 0);
     // r8 = cfg (lease deadline, own MAC). Past the deadline user space decides (and
     // counts `not_owner`).
     a.op(STW_IMM, 10, 0, U32_KEY, 0);
-    a.ld_map_fd(1, m.cfg);
-    a.op(MOV64_X, 2, 10, 0, 0);
-    a.op(ADD64_K, 2, 0, 0, i32::from(U32_KEY));
-    a.op(CALL, 0, 0, 0, FN_MAP_LOOKUP_ELEM);
+    a.map_lookup(m.cfg, U32_KEY);
     a.jump(JEQ_K, 0, 0, 0, pass);
     a.op(MOV64_X, 8, 0, 0, 0);
     a.op(CALL, 0, 0, 0, FN_KTIME_GET_NS);
@@ -224,17 +218,11 @@ pub(crate) fn fast_path_program(m: &ProgMaps, seed: u64) -> Vec<u64> {
 
     // A known flow keeps its backend (a pure SYN opens a new connection: scheduled afresh).
     a.jump(JNE_K, 9, 0, 0, pick);
-    a.ld_map_fd(1, m.flows);
-    a.op(MOV64_X, 2, 10, 0, 0);
-    a.op(ADD64_K, 2, 0, 0, i32::from(FLOW_KEY));
-    a.op(CALL, 0, 0, 0, FN_MAP_LOOKUP_ELEM);
+    a.map_lookup(m.flows, FLOW_KEY);
     a.jump(JEQ_K, 0, 0, 0, pick);
     a.op(LDXW, 1, 0, 0, 0);
     a.op(STXW, 10, 1, U32_KEY, 0);
-    a.ld_map_fd(1, m.backends);
-    a.op(MOV64_X, 2, 10, 0, 0);
-    a.op(ADD64_K, 2, 0, 0, i32::from(U32_KEY));
-    a.op(CALL, 0, 0, 0, FN_MAP_LOOKUP_ELEM);
+    a.map_lookup(m.backends, U32_KEY);
     a.jump(JEQ_K, 0, 0, 0, pick);
     a.op(LDXB, 1, 0, 6, 0);
     a.op(AND64_K, 1, 0, 0, i32::from(BACKEND_EXISTING_OK));
@@ -260,19 +248,13 @@ pub(crate) fn fast_path_program(m: &ProgMaps, seed: u64) -> Vec<u64> {
     a.op(LDXW, 1, 7, 0, 0);
     a.op(ADD64_X, 2, 1, 0, 0);
     a.op(STXW, 10, 2, U32_KEY, 0);
-    a.ld_map_fd(1, m.slots);
-    a.op(MOV64_X, 2, 10, 0, 0);
-    a.op(ADD64_K, 2, 0, 0, i32::from(U32_KEY));
-    a.op(CALL, 0, 0, 0, FN_MAP_LOOKUP_ELEM);
+    a.map_lookup(m.slots, U32_KEY);
     a.jump(JEQ_K, 0, 0, 0, pass);
     a.op(LDXDW, 1, 0, 0, 0);
     a.op(STXW, 10, 1, U32_KEY, 0);
     a.op(STXW, 10, 1, FLOW_VALUE, 0);
     a.op(STW_IMM, 10, 0, FLOW_VALUE + 4, 0);
-    a.ld_map_fd(1, m.backends);
-    a.op(MOV64_X, 2, 10, 0, 0);
-    a.op(ADD64_K, 2, 0, 0, i32::from(U32_KEY));
-    a.op(CALL, 0, 0, 0, FN_MAP_LOOKUP_ELEM);
+    a.map_lookup(m.backends, U32_KEY);
     a.jump(JEQ_K, 0, 0, 0, pass);
     a.op(MOV64_X, 7, 0, 0, 0);
     a.jump(JNE_K, 9, 0, 0, chosen);
@@ -289,10 +271,7 @@ pub(crate) fn fast_path_program(m: &ProgMaps, seed: u64) -> Vec<u64> {
     a.label(rewrite);
     a.op(LDXW, 1, 7, 12, 0);
     a.op(STXW, 10, 1, U32_KEY, 0);
-    a.ld_map_fd(1, m.stats);
-    a.op(MOV64_X, 2, 10, 0, 0);
-    a.op(ADD64_K, 2, 0, 0, i32::from(U32_KEY));
-    a.op(CALL, 0, 0, 0, FN_MAP_LOOKUP_ELEM);
+    a.map_lookup(m.stats, U32_KEY);
     let counted = a.new_label();
     a.jump(JEQ_K, 0, 0, 0, counted);
     a.op(LDXDW, 1, 0, 0, 0);

@@ -76,10 +76,7 @@ pub(crate) fn steering_program(vips: i32, xsks: i32, vlan_kfunc: Option<u32>) ->
     a.op(LDXW, 4, 2, 14 + 16, 0);
     // Is it a VIP? The key is the address in wire order, as loaded.
     a.op(STXW, 10, 4, -4, 0);
-    a.op(MOV64_X, 2, 10, 0, 0);
-    a.op(ADD64_K, 2, 0, 0, -4);
-    a.ld_map_fd(1, vips);
-    a.op(CALL, 0, 0, 0, FN_MAP_LOOKUP_ELEM);
+    a.map_lookup(vips, -4);
     a.jump(JEQ_K, 0, 0, 0, pass);
     if let Some(id) = vlan_kfunc {
         // Out-of-band tag? (proto at fp-8, TCI at fp-12; zeroed first.)

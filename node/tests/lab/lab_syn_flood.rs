@@ -279,16 +279,55 @@ fn a_syn_flood_at_a_srcip_farm_pins_no_spoofed_source() {
 /// floods of rising rate, 4 s each, the last as fast as the lab injects; one table row per
 /// rate with the success rate, the p50/p99 time of a whole exchange (connect, request,
 /// reply, close) and the rate the flood reached.
+///
+/// Run once per path (`fast_path` off: the workers; on: the kernel), with the owner's CPU:
+/// the dsrlb process's (user + system) and the machine's busy share, both in cores.
 #[test]
 #[ignore = "a measurement: prints a table"]
 fn measure_legit_connects_against_syn_flood_rates() {
     if !can_run_lab() {
         return;
     }
-    let (lab, _node) = lab_with(
+    for fast in ["off", "on"] {
+        eprintln!("fast_path = {fast:?}");
+        measure_against_floods(fast);
+    }
+}
+
+/// utime + stime of `pid`, in seconds.
+fn process_cpu(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command's closing parenthesis; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / 100.0
+}
+
+/// (busy, total) jiffies of the whole machine.
+fn machine_cpu() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let v: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: f64 = v.iter().sum();
+    let idle = v.get(3).copied().unwrap_or(0.0) + v.get(4).copied().unwrap_or(0.0);
+    (total - idle, total)
+}
+
+fn measure_against_floods(fast: &str) {
+    let (lab, node) = lab_with(
         &[LabFarm::new("web", "tcp", lab::BACKEND_HTTP_PORT, &[0, 1])],
-        "off",
+        fast,
     );
+    let pid = node.pid();
     let addr = SocketAddr::from((lab.vip(), lab::BACKEND_HTTP_PORT));
     let mut sources = vec![lab.clients()[0].ip];
     sources.extend_from_slice(lab.client_extra_ips());
@@ -296,6 +335,8 @@ fn measure_legit_connects_against_syn_flood_rates() {
     let mut rows = Vec::new();
     for rate in [Some(0), Some(10_000), Some(25_000), Some(50_000), None] {
         let total = rate.map_or(400_000, |r| r * SECONDS);
+        let cpu0 = process_cpu(pid);
+        let (busy0, all0) = machine_cpu();
         let started = Instant::now();
         let flood =
             (total > 0).then(|| start_flood_at(&lab, 1, lab::BACKEND_HTTP_PORT, rate, total));
@@ -316,6 +357,10 @@ fn measure_legit_connects_against_syn_flood_rates() {
         });
         let sent = flood.map_or(0, |f| f.join().expect("flood thread"));
         let flood_secs = started.elapsed().as_secs_f64();
+        let owner_cores = (process_cpu(pid) - cpu0) / flood_secs;
+        let (busy1, all1) = machine_cpu();
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+        let machine_cores = cpus * (busy1 - busy0) / (all1 - all0).max(1.0);
         times.sort_unstable();
         let pct = |p: usize| {
             times
@@ -323,7 +368,7 @@ fn measure_legit_connects_against_syn_flood_rates() {
                 .map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
         };
         rows.push(format!(
-            "| {:>9} | {:>9.0} | {:>4}/{:<4} ({:>5.1} %) | {:>7.2} | {:>7.2} |",
+            "| {:>9} | {:>9.0} | {:>4}/{:<4} ({:>5.1} %) | {:>7.2} | {:>7.2} | {:>5.2} | {:>5.2} |",
             rate.map_or("max".to_string(), |r| r.to_string()),
             sent as f64 / flood_secs,
             times.len(),
@@ -331,11 +376,13 @@ fn measure_legit_connects_against_syn_flood_rates() {
             100.0 * times.len() as f64 / tried.max(1) as f64,
             pct(50),
             pct(99),
+            owner_cores,
+            machine_cores,
         ));
     }
     let m = scrape(&lab.nodes()[0]).expect("metrics");
     eprintln!(
-        "| flood pps asked | reached | legit ok/tried | p50 ms (connect+request) | p99 ms |\n|---|---|---|---|---|\n{}\nring_full drops {}",
+        "| flood pps asked | reached | legit ok/tried | p50 ms (connect+request) | p99 ms | dsrlb cores | machine cores |\n|---|---|---|---|---|---|---|\n{}\nring_full drops {}",
         rows.join("\n"),
         m.get("dsrlb_drops_total", &[("reason", "ring_full")])
     );
