@@ -58,8 +58,6 @@ pub struct Shared {
     /// The kernel fast path, if one runs (Weak: a stopped datapath detaches it). Its lock
     /// orders lease changes and publishes as the kernel sees them; workers never take it.
     fast: Mutex<Option<Weak<FastPath>>>,
-    /// Frames the fast path forwarded, as of the last [`Shared::stats`].
-    fast_packets: AtomicU64,
 }
 
 /// The worker sockets whose kernel filters follow the published VIP set.
@@ -157,7 +155,6 @@ impl Shared {
             workers,
             filters: Mutex::new(VipFilters::default()),
             fast: Mutex::new(None),
-            fast_packets: AtomicU64::new(0),
         })
     }
 
@@ -194,14 +191,10 @@ impl Shared {
     /// per-CPU totals read first.
     pub fn stats(&self) -> Vec<FarmStats> {
         if let Some(fast) = self.fast_path().as_ref().and_then(Weak::upgrade) {
-            let t = self.table.load();
-            let mut total = 0;
-            for b in &t.backends {
+            for b in &self.table.load().backends {
                 let c = fast.count(b.id);
                 b.counters.set_kernel(c.packets, c.bytes);
-                total += b.counters.kernel_packets();
             }
-            self.fast_packets.store(total, Ordering::Relaxed);
         }
         self.counters.snapshot()
     }
@@ -209,14 +202,12 @@ impl Shared {
     /// Frames the fast path forwarded to the current table's backends, as of the last
     /// [`Shared::stats`].
     pub fn fast_path_packets(&self) -> u64 {
-        self.fast_packets.load(Ordering::Relaxed)
-    }
-
-    /// Whether a kernel fast path runs for this datapath.
-    pub fn has_fast_path(&self) -> bool {
-        self.fast_path()
-            .as_ref()
-            .is_some_and(|w| w.strong_count() > 0)
+        self.table
+            .load()
+            .backends
+            .iter()
+            .map(|b| b.counters.kernel_packets())
+            .sum()
     }
 
     /// Puts `sockets`, each opened with the filter of its kind ([`bpf::filter_for`]) for

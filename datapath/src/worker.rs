@@ -222,17 +222,12 @@ impl Datapath {
             },
         };
         // Behind the fast path the workers bind ETH_P_IP: delivered after tc ingress, so
-        // they see only what the program passed (docs/design.md#fast-path).
-        let protocol = if fast.is_some() {
-            libc::ETH_P_IP
+        // they see only what the program passed; the ARP tap carries the VLAN-tagged IPv4
+        // (docs/design.md#fast-path).
+        let (protocol, data_admit, arp_admit) = if fast.is_some() {
+            (libc::ETH_P_IP as u16, Admit::Ipv4Host, Admit::ArpOrTagged)
         } else {
-            libc::ETH_P_ALL
-        } as u16;
-
-        let (data_admit, arp_admit) = if fast.is_some() {
-            (Admit::Ipv4Host, Admit::ArpOrTagged)
-        } else {
-            (Admit::Ipv4, Admit::Arp)
+            (libc::ETH_P_ALL as u16, Admit::Ipv4, Admit::Arp)
         };
         let filter = bpf::filter_for(data_admit, &vips);
 

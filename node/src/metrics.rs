@@ -215,7 +215,8 @@ impl Collector for NodeMetrics {
             ];
             ConstGauge::new(1i64).encode(info.encode_family(&labels)?)?;
         }
-        if self.shared.has_fast_path() {
+        // The datapath says at start whether the fast path runs (`set_io`).
+        if self.io.get().is_some_and(|(_, fast)| *fast) {
             let fast = ConstCounter::new(self.shared.fast_path_packets());
             fast.encode(encoder.encode_descriptor(
                 "dsrlb_fast_path_packets",
