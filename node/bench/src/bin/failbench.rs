@@ -42,7 +42,7 @@ use nix::sys::signal::Signal;
 
 use arp::ArpWatch;
 use probe::{Outcome, Trigger, WindowSpec};
-use report::{Kind, Report, Sample, Steady};
+use report::{Kind, Report, Sample, Steady, WitnessFootprint};
 use setup::{cluster_lines, header, read_timing, scan_node_logs};
 
 /// Takeover benchmark: outage from kill -9 (and SIGTERM handover) of the VIP owner to the
@@ -278,7 +278,7 @@ fn measure(
     };
     let mut bench = Bench {
         procs: Vec::new(),
-        _witness: witness,
+        witness,
         lab,
         dsrlb,
         farms,
@@ -289,6 +289,10 @@ fn measure(
         steady: Steady::default(),
     };
     let result = bench.samples(&mut report);
+    if let Some(w) = &bench.witness {
+        let dir = bench.lab.witness_data_dir(&bench.lab.backends()[1]);
+        report.witness = Some(witness_footprint(w.pid(), &dir)?);
+    }
     report.steady = std::mem::take(&mut bench.steady);
     report.logs = scan_node_logs(bench.lab.dir(), args.keep_logs.as_deref());
     report.wall_s = started.elapsed().as_secs_f64();
@@ -300,12 +304,45 @@ fn measure(
     Ok(report)
 }
 
+/// Issue #19 asks what a witness costs the host it shares: its memory now and at its peak
+/// (`/proc/PID/status`), and the blocks its Raft log and snapshots take.
+fn witness_footprint(pid: u32, data_dir: &std::path::Path) -> anyhow::Result<WitnessFootprint> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading the witness's /proc/{pid}/status"))?;
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .with_context(|| format!("no {key} in /proc/{pid}/status"))
+    };
+    fn disk(dir: &std::path::Path) -> std::io::Result<u64> {
+        use std::os::unix::fs::MetadataExt as _;
+        let mut total = 0;
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let meta = entry.metadata()?;
+            total += if meta.is_dir() {
+                disk(&entry.path())?
+            } else {
+                meta.blocks() * 512
+            };
+        }
+        Ok(total)
+    }
+    Ok(WitnessFootprint {
+        rss_kib: kib("VmRSS:")?,
+        peak_rss_kib: kib("VmHWM:")?,
+        disk_bytes: disk(data_dir).with_context(|| format!("measuring {}", data_dir.display()))?,
+    })
+}
+
 struct Bench<'a> {
     // Before `lab`: the node processes are killed before their namespaces go.
     procs: Vec<LabProcess>,
     /// `dsrlb witness` of `--shape pair-witness`: held so it runs (and goes) with the bench;
     /// no sample touches it.
-    _witness: Option<LabProcess>,
+    witness: Option<LabProcess>,
     lab: Lab,
     dsrlb: PathBuf,
     farms: Vec<LabFarm>,

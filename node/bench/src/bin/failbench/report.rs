@@ -130,6 +130,18 @@ pub struct Report {
     pub wall_s: f64,
     /// `None` without `--keepalived`.
     pub keepalived: Option<KaRun>,
+    /// `--shape pair-witness` only: what the witness costs its host, read after the samples.
+    pub witness: Option<WitnessFootprint>,
+}
+
+/// The witness process's memory and its data dir's size on disk.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WitnessFootprint {
+    pub rss_kib: u64,
+    /// Peak resident set (`VmHWM`) over the whole run.
+    pub peak_rss_kib: u64,
+    /// Bytes allocated on disk under the data dir (`du`, not the files' lengths).
+    pub disk_bytes: u64,
 }
 
 /// p50, p90 and max of a set of outages; a missing outage counts as infinite.
@@ -310,6 +322,17 @@ impl Report {
         }
         if let Some(ka) = &self.keepalived {
             self.keepalived_table(&mut t, ka);
+        }
+        if let Some(w) = &self.witness {
+            line(
+                &mut t,
+                format!(
+                    "\nwitness after the samples: RSS {:.1} MiB (peak {:.1} MiB), data dir {:.1} MiB on disk",
+                    w.rss_kib as f64 / 1024.0,
+                    w.peak_rss_kib as f64 / 1024.0,
+                    w.disk_bytes as f64 / (1024.0 * 1024.0)
+                ),
+            );
         }
         let st = stats(&self.kills);
         if !self.kills.is_empty() {
@@ -499,6 +522,16 @@ impl Report {
                 ]),
             ),
             ("keepalived", keepalived),
+            (
+                "witness",
+                self.witness.map_or(Json::Num(f64::NAN), |w| {
+                    Json::obj([
+                        ("rss_kib", Json::Num(w.rss_kib as f64)),
+                        ("peak_rss_kib", Json::Num(w.peak_rss_kib as f64)),
+                        ("disk_bytes", Json::Num(w.disk_bytes as f64)),
+                    ])
+                }),
+            ),
             ("arp_dsrlb_vs_keepalived", ratio),
             ("outage_failures", counts(&self.failures())),
             ("outages_over_2s", Json::Num(self.over_liveness() as f64)),
