@@ -95,6 +95,10 @@ impl PeerNetwork {
                     .connect_timeout(self.connect_timeout)
                     .tcp_nodelay(true)
                     .http2_keep_alive_interval(Duration::from_secs(5))
+                    // Pings on an idle channel too: the peer listener closes a connection
+                    // that sends nothing for its idle timeout, and a vote must not wait
+                    // for a reconnect.
+                    .keep_alive_while_idle(true)
                     .keep_alive_timeout(Duration::from_secs(5));
                 let ch = endpoint.connect_lazy();
                 map.insert(id, (addr.to_string(), ch.clone()));

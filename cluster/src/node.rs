@@ -26,6 +26,7 @@ use crate::storage_sm::{Pins, StateMachineStore};
 use crate::types::{Applied, Node, NodeId, Raft, RaftMetrics};
 use openraft::ServerState;
 use proto::auth::{ClientAuth, ServerAuth};
+use proto::listener::{GuardedListener, ListenerStats};
 use proto::raft::v1::raft_peer_server::RaftPeerServer;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -36,12 +37,12 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 use tracing::Instrument;
 
 /// A running cluster member.
 pub struct ClusterNode {
     shared: Arc<Shared>,
+    peer_listener: Arc<ListenerStats>,
     state: watch::Receiver<Arc<ClusterState>>,
     pins: Pins,
     local_addr: SocketAddr,
@@ -106,6 +107,8 @@ impl ClusterNode {
             Some(l) => l,
             None => Self::bind(s.listen).await?,
         };
+        let listener = GuardedListener::new(listener, "peer", s.peer_limits);
+        let peer_listener = listener.stats();
         let config = Arc::new(s.raft_config()?);
         let auth =
             ClientAuth::new(&s.token).map_err(|e| ClusterError::Settings(format!("token: {e}")))?;
@@ -158,7 +161,7 @@ impl ClusterNode {
         let server = tokio::spawn(
             builder
                 .add_service(InterceptedService::new(service, ServerAuth::new(&s.token)))
-                .serve_with_incoming_shutdown(TcpIncoming::from(listener), async move {
+                .serve_with_incoming_shutdown(listener.into_incoming(), async move {
                     // A stop signal (Ok) and the handle's drop (Err) both mean: stop serving.
                     if stop_srv.changed().await.is_err() {
                         tracing::debug!("cluster handle dropped; peer service stops");
@@ -168,6 +171,7 @@ impl ClusterNode {
 
         let mut node = ClusterNode {
             shared: shared.clone(),
+            peer_listener,
             state,
             pins,
             local_addr,
@@ -224,6 +228,11 @@ impl ClusterNode {
     /// The address the peer service listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Open and refused connections of the peer listener.
+    pub fn peer_listener(&self) -> Arc<ListenerStats> {
+        Arc::clone(&self.peer_listener)
     }
 
     /// The applied state; changes whenever a committed command changes it (on every node).

@@ -83,6 +83,8 @@ pub struct ClusterSettings {
     /// This node's dsrlb version, as the peer `Version` call answers it (set by the
     /// daemon from its build; the cluster crate does not know what build it is part of).
     pub version: String,
+    /// What the peer listener admits (docs/design.md#listeners).
+    pub peer_limits: proto::listener::Limits,
 }
 
 impl fmt::Debug for ClusterSettings {
@@ -104,6 +106,7 @@ impl fmt::Debug for ClusterSettings {
             .field("tls", &self.tls)
             .field("shared", &self.shared)
             .field("version", &self.version)
+            .field("peer_limits", &self.peer_limits)
             .finish_non_exhaustive()
     }
 }
@@ -131,6 +134,11 @@ impl ClusterSettings {
             pin_sink: Arc::new(NoSink),
             peer_contact: Arc::new(NoContact),
             version: String::new(),
+            peer_limits: proto::listener::Limits {
+                max_connections: 64,
+                per_source: 16,
+                idle: Duration::from_secs(60),
+            },
         }
     }
 

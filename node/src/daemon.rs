@@ -25,6 +25,7 @@ use datapath::{
     Datapath, DatapathConfig, ForwardingTable, MacAddr, MacResolver, ProcessorConfig, Shared,
     instant_ns,
 };
+use proto::listener::GuardedListener;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -128,9 +129,26 @@ async fn run_inner(
         None => None,
     };
     let mut settings = cluster_settings(config.node_id, &config.data_dir, &config.cluster)?;
-    let admin_listener = bind("admin.listen", config.admin_listen).await?;
+    let metrics_token = match &config.metrics.token_file {
+        Some(path) => Some(read_token("metrics.token_file", path)?),
+        None => None,
+    };
+    let admin_listener = GuardedListener::new(
+        bind("admin.listen", config.admin_listen).await?,
+        "admin",
+        config.admin_limits,
+    );
+    node_metrics.add_listener("admin", admin_listener.stats());
     let metrics_listener = match config.metrics_listen {
-        Some(addr) => Some(bind("metrics.listen", addr).await?),
+        Some(addr) => {
+            let l = GuardedListener::new(
+                bind("metrics.listen", addr).await?,
+                "metrics",
+                config.metrics.limits,
+            );
+            node_metrics.add_listener("metrics", l.stats());
+            Some(l)
+        }
         None => None,
     };
     let peer_listener = ClusterNode::bind(config.cluster.listen)
@@ -153,6 +171,7 @@ async fn run_inner(
             .context("starting the cluster member")?,
     );
     node_metrics.set_pins(cluster.pins());
+    node_metrics.add_listener("peer", cluster.peer_listener());
     info!(
         members = config.cluster.members.len(),
         witness = config.cluster.witness,
@@ -281,7 +300,15 @@ async fn run_inner(
                     Err("no forwarding table published yet".into())
                 }
             });
-            Some(metrics::serve(listener, Arc::new(move || m.render()), ready).await?)
+            Some(
+                metrics::serve(
+                    listener,
+                    Arc::new(move || m.render()),
+                    ready,
+                    metrics_token.clone(),
+                )
+                .await?,
+            )
         }
         None => None,
     };
@@ -371,6 +398,7 @@ pub(crate) fn cluster_settings(
     s.tls = c.tls.clone();
     s.shared = c.shared.clone();
     s.version = buildinfo::short();
+    s.peer_limits = c.peer_limits;
     Ok(s)
 }
 

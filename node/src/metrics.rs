@@ -13,6 +13,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
+use proto::listener::ListenerStats;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use tokio::task::JoinHandle;
@@ -41,7 +42,12 @@ pub struct NodeMetrics {
     /// Set once the first forwarding table built from the replicated state is published
     /// (`/readyz`, and READY=1 to systemd).
     pub published: std::sync::atomic::AtomicBool,
+    /// The peer, admin and metrics listeners' counts, as each is bound.
+    listeners: Mutex<Listeners>,
 }
+
+/// Each listener's name and counts (docs/design.md#listeners).
+pub type Listeners = Vec<(&'static str, Arc<ListenerStats>)>;
 
 /// The segment arbiter's own numbers (docs/design.md#metrics).
 #[derive(Debug, Default)]
@@ -68,7 +74,16 @@ impl NodeMetrics {
             segment: OnceLock::new(),
             io: OnceLock::new(),
             published: std::sync::atomic::AtomicBool::new(false),
+            listeners: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Exports `stats` as listener `name`'s.
+    pub fn add_listener(&self, name: &'static str, stats: Arc<ListenerStats>) {
+        self.listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((name, stats));
     }
 
     /// Where `dsrlb_datapath_info` is read from.
@@ -123,6 +138,10 @@ impl NodeMetrics {
 impl Collector for NodeMetrics {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         encode_build_info(&mut encoder)?;
+        encode_listeners(
+            &mut encoder,
+            &self.listeners.lock().unwrap_or_else(|e| e.into_inner()),
+        )?;
         let stats = self.shared.stats();
         // Counter names get their `_total` suffix from the encoder.
         per_backend(
@@ -424,6 +443,33 @@ pub(crate) fn encode_build_info(encoder: &mut DescriptorEncoder) -> Result<(), s
     ConstGauge::new(1i64).encode(info.encode_family(&labels)?)
 }
 
+/// `dsrlb_listener_connections` and `dsrlb_listener_refused_total`, per listener; a witness
+/// exports them too.
+pub(crate) fn encode_listeners(
+    encoder: &mut DescriptorEncoder,
+    listeners: &[(&'static str, Arc<ListenerStats>)],
+) -> Result<(), std::fmt::Error> {
+    let mut open = encoder.encode_descriptor(
+        "dsrlb_listener_connections",
+        "Connections open now on the peer, admin and metrics ports",
+        None,
+        ConstGauge::new(0i64).metric_type(),
+    )?;
+    for (name, s) in listeners {
+        ConstGauge::new(s.open() as i64).encode(open.encode_family(&[("listener", *name)])?)?;
+    }
+    let mut refused = encoder.encode_descriptor(
+        "dsrlb_listener_refused",
+        "Connections closed at accept because the listener's cap (total or per address) was reached",
+        None,
+        ConstCounter::new(0u64).metric_type(),
+    )?;
+    for (name, s) in listeners {
+        ConstCounter::new(s.refused()).encode(refused.encode_family(&[("listener", *name)])?)?;
+    }
+    Ok(())
+}
+
 /// `dsrlb_raft_term`; a witness exports it too.
 pub(crate) fn encode_term(
     encoder: &mut DescriptorEncoder,
@@ -503,24 +549,61 @@ pub fn raft_readiness(
     })
 }
 
-/// Serves `/metrics` (the text `render` makes at each scrape), `/healthz` (200 while the
-/// process serves at all) and `/readyz` (200 when `ready` says so, else 503 and why) until
-/// the returned task is aborted.
+/// The metrics port's connections as axum takes them, under the caps of
+/// docs/design.md#listeners.
+struct Guarded(proto::listener::GuardedListener);
+
+impl axum::serve::Listener for Guarded {
+    type Io = proto::listener::GuardedStream;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        self.0.accept().await
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.0.local_addr()
+    }
+}
+
+/// Serves `/metrics` (the text `render` makes at each scrape; with `token`, only to a
+/// request carrying `Authorization: Bearer <token>`), `/healthz` (200 while the process
+/// serves at all) and `/readyz` (200 when `ready` says so, else 503 and why) until the
+/// returned task is aborted.
 pub async fn serve(
-    listener: tokio::net::TcpListener,
+    listener: proto::listener::GuardedListener,
     render: Arc<dyn Fn() -> String + Send + Sync>,
     ready: Readiness,
+    token: Option<String>,
 ) -> anyhow::Result<JoinHandle<()>> {
-    use axum::http::StatusCode;
+    use axum::http::{HeaderMap, StatusCode, header};
+    let token: Option<Arc<str>> = token.map(Into::into);
     let app = axum::Router::new()
         .route(
             "/metrics",
-            axum::routing::get(move || {
+            axum::routing::get(move |headers: HeaderMap| {
                 let render = render.clone();
+                let token = token.clone();
                 async move {
+                    if let Some(token) = token {
+                        let presented = headers
+                            .get(header::AUTHORIZATION)
+                            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+                        if !presented
+                            .is_some_and(|p| proto::auth::constant_time_eq(p, token.as_bytes()))
+                        {
+                            return (
+                                StatusCode::UNAUTHORIZED,
+                                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                                "metrics.token_file is set: send Authorization: Bearer <token>\n"
+                                    .to_string(),
+                            );
+                        }
+                    }
                     (
+                        StatusCode::OK,
                         [(
-                            axum::http::header::CONTENT_TYPE,
+                            header::CONTENT_TYPE,
                             "application/openmetrics-text; version=1.0.0; charset=utf-8",
                         )],
                         render(),
@@ -545,7 +628,7 @@ pub async fn serve(
             }),
         );
     Ok(tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
+        if let Err(e) = axum::serve(Guarded(listener), app).await {
             tracing::error!(error = %e, "metrics server failed");
         }
     }))
@@ -555,6 +638,59 @@ pub async fn serve(
 mod tests {
     use super::*;
     use datapath::{BackendSpec, ForwardingTable, MacAddr, Protocol};
+
+    /// The status line of `GET path` on `addr`, with `auth` as the Authorization header.
+    async fn status(addr: std::net::SocketAddr, path: &str, auth: Option<&str>) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let auth = auth.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
+        c.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut reply = String::new();
+        c.read_to_string(&mut reply).await.unwrap();
+        reply.lines().next().unwrap_or_default().to_owned()
+    }
+
+    #[tokio::test]
+    async fn a_metrics_token_guards_the_exposition_but_not_the_probes() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = proto::listener::Limits {
+            max_connections: 8,
+            per_source: 8,
+            idle: std::time::Duration::from_secs(5),
+        };
+        let task = serve(
+            proto::listener::GuardedListener::new(listener, "metrics", limits),
+            Arc::new(|| "dsrlb_x 1\n".to_owned()),
+            Arc::new(|| Ok(())),
+            Some("0123456789abcdef".into()),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            status(addr, "/metrics", None).await,
+            "HTTP/1.1 401 Unauthorized"
+        );
+        assert_eq!(
+            status(addr, "/metrics", Some("Bearer 0123456789abcdeX")).await,
+            "HTTP/1.1 401 Unauthorized"
+        );
+        assert_eq!(
+            status(addr, "/metrics", Some("Basic 0123456789abcdef")).await,
+            "HTTP/1.1 401 Unauthorized"
+        );
+        assert_eq!(
+            status(addr, "/metrics", Some("Bearer 0123456789abcdef")).await,
+            "HTTP/1.1 200 OK"
+        );
+        assert_eq!(status(addr, "/healthz", None).await, "HTTP/1.1 200 OK");
+        assert_eq!(status(addr, "/readyz", None).await, "HTTP/1.1 200 OK");
+        task.abort();
+    }
 
     #[test]
     fn the_exposition_carries_the_contract_names() {

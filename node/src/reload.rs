@@ -98,17 +98,25 @@ fn differs(cluster: &BTreeMap<String, Farm>, file: &[Farm]) -> bool {
 fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     let dbg = |v: &dyn std::fmt::Debug| format!("{v:?}");
     let mut out = Vec::new();
-    let pairs: [(&'static str, bool); 8] = [
+    let pairs: [(&'static str, bool); 10] = [
         ("node.id", old.node_id != new.node_id),
         ("node.data_dir", old.data_dir != new.data_dir),
         (
-            "cluster (members, listen, timing, token_file, tls)",
+            "cluster (members, listen, timing, token_file, tls, max_connections)",
             dbg(&old.cluster) != dbg(&new.cluster),
         ),
         ("admin.listen", old.admin_listen != new.admin_listen),
         ("admin.tls_*", tls_differs(&old.admin_tls, &new.admin_tls)),
         ("datapath", dbg(&old.datapath) != dbg(&new.datapath)),
         ("metrics.listen", old.metrics_listen != new.metrics_listen),
+        (
+            "metrics (max_connections, token_file), node.idle_timeout",
+            old.metrics != new.metrics,
+        ),
+        (
+            "admin.max_connections, node.idle_timeout",
+            old.admin_limits != new.admin_limits,
+        ),
         (
             "admin.token_file (the path; the token itself is reloaded)",
             old.admin_token_file != new.admin_token_file,

@@ -12,6 +12,7 @@ use cluster::{ClusterNode, ClusterSettings};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::gauge::ConstGauge;
+use proto::listener::GuardedListener;
 use std::future::Future;
 use std::sync::Arc;
 use tracing::{Instrument, info, info_span, warn};
@@ -28,8 +29,16 @@ async fn run_inner(
 ) -> anyhow::Result<()> {
     let settings = settings(&config)?;
     // Every listener is bound before Raft starts (docs/design.md#binaries).
+    let metrics_token = match &config.metrics.token_file {
+        Some(path) => Some(crate::config::read_token("metrics.token_file", path)?),
+        None => None,
+    };
     let metrics_listener = match config.metrics_listen {
-        Some(addr) => Some(crate::daemon::bind("metrics.listen", addr).await?),
+        Some(addr) => Some(GuardedListener::new(
+            crate::daemon::bind("metrics.listen", addr).await?,
+            "metrics",
+            config.metrics.limits,
+        )),
         None => None,
     };
     let peer_listener = ClusterNode::bind(config.cluster.listen)
@@ -50,11 +59,15 @@ async fn run_inner(
     let metrics_server = match metrics_listener {
         Some(listener) => {
             let collector = WitnessMetrics {
+                listeners: Arc::new(vec![
+                    ("peer", cluster.peer_listener()),
+                    ("metrics", listener.stats()),
+                ]),
                 cluster: cluster.clone(),
             };
             let render = move || metrics::render(Box::new(collector.clone()));
             let ready = metrics::raft_readiness(cluster.raft_metrics(), || Ok(()));
-            Some(metrics::serve(listener, Arc::new(render), ready).await?)
+            Some(metrics::serve(listener, Arc::new(render), ready, metrics_token).await?)
         }
         None => None,
     };
@@ -89,6 +102,7 @@ pub(crate) fn settings(config: &WitnessConfig) -> anyhow::Result<ClusterSettings
 #[derive(Clone)]
 struct WitnessMetrics {
     cluster: Arc<ClusterNode>,
+    listeners: Arc<metrics::Listeners>,
 }
 
 impl std::fmt::Debug for WitnessMetrics {
@@ -108,6 +122,7 @@ impl Collector for WitnessMetrics {
         )?)?;
         let term = self.cluster.raft_metrics().borrow().current_term;
         metrics::encode_build_info(&mut encoder)?;
+        metrics::encode_listeners(&mut encoder, &self.listeners)?;
         metrics::encode_term(&mut encoder, term)?;
         let counts = self.cluster.pins().lock().counts();
         metrics::encode_pin_counts(&mut encoder, &counts)

@@ -191,6 +191,37 @@ const CASES: &[(&str, &str, &str)] = &[
         "listen = \"7101\"",
         "admin.listen",
     ),
+    // docs/design.md#listeners
+    (
+        "data_dir = \"/tmp/dsrlb-test\"",
+        "data_dir = \"/tmp/dsrlb-test\"\nidle_timeout = \"500ms\"",
+        "node.idle_timeout",
+    ),
+    (
+        "data_dir = \"/tmp/dsrlb-test\"",
+        "data_dir = \"/tmp/dsrlb-test\"\nidle_timeout = \"2h\"",
+        "node.idle_timeout",
+    ),
+    (
+        "listen = \"198.18.0.11:7101\"",
+        "listen = \"198.18.0.11:7101\"\nmax_connections = 0",
+        "admin.max_connections",
+    ),
+    (
+        "token_file = \"/etc/dsrlb/cluster.token\"",
+        "token_file = \"/etc/dsrlb/cluster.token\"\nmax_connections = 5000",
+        "cluster.max_connections",
+    ),
+    (
+        "[node]",
+        "[metrics]\nmax_connections = 0\n\n[node]",
+        "metrics.max_connections",
+    ),
+    (
+        "[node]",
+        "[metrics]\ntoken_file = \"\"\n\n[node]",
+        "metrics.token_file",
+    ),
     // The lease must end LEASE_MARGIN (20 ms) before the earliest vote (election max 120).
     ("lease_ms = 80", "lease_ms = 101", "cluster.lease_ms"),
     // ...and last 3 real heartbeats (3 × 1.5 × 15 = 67.5 ms).

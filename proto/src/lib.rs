@@ -3,11 +3,13 @@
 //! (`proto/dsrlb/admin/v1/admin.proto`, whose header states its conventions), and what
 //! both ends of those services must agree on beyond the messages: the bearer-token header
 //! ([`auth`]), the admin API's limits, the names of protocols and backend states
-//! ([`names`]), and how TLS files are read ([`pem`]).
+//! ([`names`]), how TLS files are read ([`pem`]), and how every listener admits connections
+//! ([`listener`]).
 //!
 //! Must not know: Raft, packets, the daemon's config file.
 
 pub mod auth;
+pub mod listener;
 pub mod names;
 pub mod pem;
 

@@ -64,7 +64,9 @@ pub use cluster::{ClusterLab, wait_for};
 pub use env::{binary, can_run};
 pub use error::LabError;
 pub use host::{Host, MacAddr, Role};
-pub use lbnode::{LabFarm, METRICS_PORT, Metrics, NodeOptions, PEER_PORT, lab_io, scrape};
+pub use lbnode::{
+    ADMIN_PORT, LabFarm, METRICS_PORT, Metrics, NodeOptions, PEER_PORT, lab_io, scrape,
+};
 pub use load::{LoadReport, LoadSpec, load, load_with};
 pub use process::LabProcess;
 pub use procs::{BACKEND_HTTP_PORT, BACKEND_READY_TIMEOUT, BACKEND_UDP_PORT};

@@ -147,7 +147,7 @@ impl AdminHandle {
 /// Serves the admin API on `listener` (bound before Raft starts: docs/design.md#binaries) with
 /// `ctx` until stopped.
 pub async fn serve(
-    listener: tokio::net::TcpListener,
+    listener: proto::listener::GuardedListener,
     ctx: AdminContext,
 ) -> anyhow::Result<AdminHandle> {
     let local_addr = listener.local_addr()?;
@@ -165,7 +165,7 @@ pub async fn serve(
     }
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(builder.add_service(service).serve_with_incoming_shutdown(
-        tonic::transport::server::TcpIncoming::from(listener),
+        listener.into_incoming(),
         async move {
             // Sent or dropped: stop either way.
             let _ = stopped.await;

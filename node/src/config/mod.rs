@@ -104,6 +104,9 @@ pub fn load_role(path: &Path, witness: bool) -> Result<Loaded, ConfigError> {
             read_token("cluster.token_file", f)?;
         }
         read_token("admin.token_file", &config.admin_token_file)?;
+        if let Some(f) = &config.metrics.token_file {
+            read_token("metrics.token_file", f)?;
+        }
         return Ok(Loaded::Node(config));
     }
     let table: toml::Table = toml::from_str(&text).map_err(|e| syntax(e.to_string()))?;
@@ -115,6 +118,9 @@ pub fn load_role(path: &Path, witness: bool) -> Result<Loaded, ConfigError> {
     let config = raw.validate_witness()?;
     if let Some(f) = &config.cluster.token_file {
         read_token("cluster.token_file", f)?;
+    }
+    if let Some(f) = &config.metrics.token_file {
+        read_token("metrics.token_file", f)?;
     }
     Ok(Loaded::Witness { config, ignored })
 }

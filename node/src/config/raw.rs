@@ -28,6 +28,9 @@ pub struct RawNode {
     pub id: Option<u64>,
     /// Directory for durable state (Raft log, snapshots).
     pub data_dir: String,
+    /// A connection to the peer, admin or metrics port that sends nothing for this long is
+    /// closed (peers ping every 5 s, so only a stuck or idle client is).
+    pub idle_timeout: String,
 }
 
 impl Default for RawNode {
@@ -35,6 +38,7 @@ impl Default for RawNode {
         RawNode {
             id: None,
             data_dir: "/var/lib/dsrlb".into(),
+            idle_timeout: "60s".into(),
         }
     }
 }
@@ -81,6 +85,8 @@ pub struct RawCluster {
     pub persistence_batch_ms: u64,
     /// Persistence entries per farm beyond which new clients get none (bootstrap value).
     pub persistence_max_entries: u64,
+    /// Open connections the peer port admits at once (a quarter of them from one address).
+    pub max_connections: usize,
 }
 
 impl Default for RawCluster {
@@ -102,6 +108,7 @@ impl Default for RawCluster {
             tls_key: None,
             tls_ca: None,
             persistence_batch_ms: 50,
+            max_connections: 64,
             persistence_max_entries: 1 << 20,
         }
     }
@@ -123,6 +130,8 @@ pub struct RawAdmin {
     pub tls_ca: Option<String>,
     /// PEM CA admin clients' certificates must chain to; set: client certificates required.
     pub tls_client_ca: Option<String>,
+    /// Open connections the admin port admits at once (a quarter of them from one address).
+    pub max_connections: usize,
 }
 
 impl Default for RawAdmin {
@@ -134,6 +143,7 @@ impl Default for RawAdmin {
             tls_key: None,
             tls_ca: None,
             tls_client_ca: None,
+            max_connections: 64,
         }
     }
 }
@@ -194,12 +204,19 @@ impl Default for RawDatapath {
 pub struct RawMetrics {
     /// Address of the Prometheus `/metrics` endpoint; empty disables it.
     pub listen: String,
+    /// Open connections the metrics port admits at once (a quarter of them from one address).
+    pub max_connections: usize,
+    /// File holding a bearer token `/metrics` then requires (`/healthz` and `/readyz` stay
+    /// open: probes carry no credentials).
+    pub token_file: Option<String>,
 }
 
 impl Default for RawMetrics {
     fn default() -> Self {
         RawMetrics {
             listen: "0.0.0.0:7102".into(),
+            max_connections: 16,
+            token_file: None,
         }
     }
 }

@@ -14,6 +14,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
+pub use proto::listener::Limits;
+
 /// A validated node configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -28,6 +30,9 @@ pub struct Config {
     pub datapath: DatapathSettings,
     /// `None` when metrics are disabled (`listen = ""`).
     pub metrics_listen: Option<SocketAddr>,
+    pub metrics: MetricsSettings,
+    /// What the admin port admits (docs/design.md#listeners).
+    pub admin_limits: Limits,
     /// The bootstrap farms, already in their replicated form.
     pub farms: Vec<Farm>,
 }
@@ -40,6 +45,15 @@ pub struct WitnessConfig {
     pub cluster: ClusterConfig,
     /// `None` when metrics are disabled (`listen = ""`).
     pub metrics_listen: Option<SocketAddr>,
+    pub metrics: MetricsSettings,
+}
+
+/// The metrics listener's limits and optional bearer token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsSettings {
+    pub limits: Limits,
+    /// `Some`: `/metrics` requires this file's token.
+    pub token_file: Option<String>,
 }
 
 impl Config {
@@ -108,6 +122,8 @@ pub struct ClusterConfig {
     pub tls: Option<cluster::PeerTls>,
     /// Written into the log by the bootstrap (the log's value rules afterwards).
     pub shared: cluster::SharedSettings,
+    /// What the peer port admits (docs/design.md#listeners).
+    pub peer_limits: Limits,
 }
 
 /// How the segment arbiter of a pair probes the datapath segment for the VIPs.
@@ -188,6 +204,22 @@ pub(crate) fn shown(value: &str) -> String {
     }
 }
 
+/// The limits of a listener whose `max_connections` key is `key` (1-4096); a quarter of
+/// them (at least one) may come from one address, so one client cannot take them all.
+fn listener_limits(key: &str, max: usize, idle: Duration) -> Result<Limits> {
+    if !(1..=4096).contains(&max) {
+        return Err(ConfigError::invalid(
+            key,
+            format!("{max} is out of range: must be 1-4096"),
+        ));
+    }
+    Ok(Limits {
+        max_connections: max,
+        per_source: (max / 4).max(1),
+        idle,
+    })
+}
+
 /// Bounds of the durations in the config (docs/design.md#config, #farm-schema).
 pub mod bounds {
     use std::time::Duration;
@@ -259,7 +291,12 @@ impl RawConfig {
                 ));
             }
         };
-        let metrics_listen = self.validate_metrics()?;
+        let (metrics_listen, metrics) = self.validate_metrics()?;
+        let admin_limits = listener_limits(
+            "admin.max_connections",
+            self.admin.max_connections,
+            self.idle_timeout()?,
+        )?;
         let admin_tls = super::tls::admin_tls(&self.admin)?;
         let datapath = self.validate_datapath()?;
         let farms = validate_farms(&self.farm)?;
@@ -273,6 +310,8 @@ impl RawConfig {
             admin_tls,
             datapath,
             metrics_listen,
+            metrics,
+            admin_limits,
             farms,
         })
     }
@@ -283,12 +322,13 @@ impl RawConfig {
         self.cluster.witness = true;
         let node_id = self.validate_node()?;
         let cluster = self.validate_cluster(node_id)?;
-        let metrics_listen = self.validate_metrics()?;
+        let (metrics_listen, metrics) = self.validate_metrics()?;
         Ok(WitnessConfig {
             node_id,
             data_dir: self.node.data_dir,
             cluster,
             metrics_listen,
+            metrics,
         })
     }
 
@@ -304,12 +344,41 @@ impl RawConfig {
         Ok(node_id)
     }
 
-    fn validate_metrics(&self) -> Result<Option<SocketAddr>> {
-        if self.metrics.listen.is_empty() {
-            Ok(None)
+    fn validate_metrics(&self) -> Result<(Option<SocketAddr>, MetricsSettings)> {
+        let listen = if self.metrics.listen.is_empty() {
+            None
         } else {
-            socket_addr("metrics.listen", &self.metrics.listen).map(Some)
+            Some(socket_addr("metrics.listen", &self.metrics.listen)?)
+        };
+        if self.metrics.token_file.as_deref() == Some("") {
+            return Err(ConfigError::invalid(
+                "metrics.token_file",
+                "must not be empty (leave it out for an open /metrics)",
+            ));
         }
+        let limits = listener_limits(
+            "metrics.max_connections",
+            self.metrics.max_connections,
+            self.idle_timeout()?,
+        )?;
+        Ok((
+            listen,
+            MetricsSettings {
+                limits,
+                token_file: self.metrics.token_file.clone(),
+            },
+        ))
+    }
+
+    /// `node.idle_timeout`, shared by the three listeners.
+    fn idle_timeout(&self) -> Result<Duration> {
+        duration_in(
+            "node.idle_timeout",
+            &self.node.idle_timeout,
+            Duration::from_secs(1),
+            Duration::from_secs(3600),
+            "1s-1h",
+        )
     }
 
     fn validate_cluster(&self, node_id: u64) -> Result<ClusterConfig> {
@@ -477,6 +546,11 @@ impl RawConfig {
                 persistence_batch: Duration::from_millis(c.persistence_batch_ms),
                 persistence_max_entries: c.persistence_max_entries,
             },
+            peer_limits: listener_limits(
+                "cluster.max_connections",
+                c.max_connections,
+                self.idle_timeout()?,
+            )?,
         })
     }
 

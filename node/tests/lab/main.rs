@@ -41,6 +41,7 @@ mod lab_flood;
 mod lab_garp_refresh;
 mod lab_health;
 mod lab_limits;
+mod lab_listeners;
 mod lab_malformed;
 mod lab_not_owner;
 mod lab_preflight;
