@@ -202,6 +202,8 @@ pub trait PinSink: Send + Sync {
     fn remove(&self, farm: &str, client: Ipv4Addr);
     /// Every pin of `farm` is gone.
     fn clear(&self, farm: &str);
+    /// A batch stamped `now_ms` (the log's clock) is being applied, before its writes.
+    fn clock(&self, _now_ms: u64) {}
 }
 
 /// The replicated persistence table of every farm.
@@ -314,6 +316,7 @@ impl PinTable {
         batch: &PinBatch,
         sink: &dyn PinSink,
     ) -> bool {
+        sink.clock(batch.now_ms);
         let mut changed = false;
         let max = usize::try_from(state.settings.persistence_max_entries).unwrap_or(usize::MAX);
         for group in &batch.farms {

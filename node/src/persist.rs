@@ -4,7 +4,9 @@
 //!
 //! Clocks: the log carries wall-clock milliseconds (they survive a restart and mean the same
 //! on every node); the datapath keeps monotonic nanoseconds (cheap to read per batch, never
-//! stepped). The conversion happens here, both ways, against "now" on both clocks.
+//! stepped). The conversion happens here, both ways, against "now" on both clocks — where
+//! "now" is the [`LogClock`], not this node's wall clock, so a stepped clock on one node
+//! neither expires nor ages pins (docs/design.md#srcip-persistence).
 
 use cluster::{ClusterNode, Command, FarmPinWrites, PinBatch, PinSink, PinTable, PinWrite};
 use datapath::{PinEvent, Shared, monotonic_ns};
@@ -31,6 +33,74 @@ pub fn wall_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
+}
+
+/// How far the log's clock may run from this node's monotonic time since the last batch:
+/// 1 % of the elapsed time (NTP slews at most 0.05 %), so a wall clock stepped by an hour
+/// moves pin time by at most 36 s per hour while it is absorbed.
+const LOG_CLOCK_SLEW_PER_MILLE: u64 = 10;
+
+/// The log's clock on this node: the time the last applied pin batch carried (the leader's
+/// wall clock when it proposed it), advanced by this node's monotonic clock since. Pin
+/// batches are stamped with it and the datapath mirror ages pins by it, so every node reads
+/// the same time from the log and a step of one node's wall clock (an operator's `date -s`,
+/// a VM resumed) changes pin time by at most the slew above; before the first batch it is
+/// the wall clock.
+#[derive(Debug, Default)]
+pub struct LogClock {
+    /// (log time in ns, monotonic ns at which this node knew it). Nanoseconds, so a
+    /// batch every 50 ms neither loses the rounding to ms nor its share of the slew.
+    last: std::sync::Mutex<Option<(u64, u64)>>,
+}
+
+impl LogClock {
+    /// The log's time was `log_ns` at monotonic `mono_ns`. Taken only when it is ahead of
+    /// what this clock already says then: a batch is applied some time after it was
+    /// stamped (the commit), and the proposer's own record of its stamp is the closer one.
+    fn observe(&self, log_ns: u64, mono_ns: u64) {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let behind =
+            last.is_some_and(|(l, at)| l.saturating_add(mono_ns.saturating_sub(at)) >= log_ns);
+        if !behind {
+            *last = Some((log_ns, mono_ns));
+        }
+    }
+
+    /// The log's time now in ns, given this node's wall (ms) and monotonic clocks: the wall
+    /// clock, held within the slew of the last known log time plus the monotonic time since.
+    fn now_ns(&self, wall_ms: u64, mono_ns: u64) -> u64 {
+        let wall_ns = wall_ms.saturating_mul(1_000_000);
+        let last = *self.last.lock().unwrap_or_else(|p| p.into_inner());
+        match last {
+            None => wall_ns,
+            Some((log_ns, at_ns)) => {
+                let elapsed = mono_ns.saturating_sub(at_ns);
+                let expected = log_ns.saturating_add(elapsed);
+                let slack = elapsed / 1000 * LOG_CLOCK_SLEW_PER_MILLE;
+                wall_ns.clamp(
+                    expected.saturating_sub(slack),
+                    expected.saturating_add(slack),
+                )
+            }
+        }
+    }
+
+    /// The log's time now in ms (see [`LogClock::now_ns`]).
+    pub fn now(&self, wall_ms: u64, mono_ns: u64) -> u64 {
+        self.now_ns(wall_ms, mono_ns) / 1_000_000
+    }
+
+    /// The stamp of a batch proposed now, recorded as the log's time at `mono_ns`.
+    fn stamp(&self, wall_ms: u64, mono_ns: u64) -> u64 {
+        let ns = self.now_ns(wall_ms, mono_ns);
+        self.observe(ns, mono_ns);
+        ns / 1_000_000
+    }
+
+    /// [`LogClock::now`] on this node's clocks.
+    pub fn read(&self) -> u64 {
+        self.now(wall_ms(), monotonic_ns())
+    }
 }
 
 /// The wall-clock time of monotonic `ns`, given both clocks now.
@@ -74,11 +144,21 @@ impl Default for PersistMetrics {
 pub struct DatapathSink {
     shared: Arc<Shared>,
     metrics: Arc<PersistMetrics>,
+    clock: Arc<LogClock>,
 }
 
 impl DatapathSink {
     pub fn new(shared: Arc<Shared>, metrics: Arc<PersistMetrics>) -> Self {
-        DatapathSink { shared, metrics }
+        DatapathSink {
+            shared,
+            metrics,
+            clock: Arc::default(),
+        }
+    }
+
+    /// The log's clock as this node's applied batches set it; the batcher stamps with it.
+    pub fn clock(&self) -> Arc<LogClock> {
+        Arc::clone(&self.clock)
     }
 
     fn put(&self, farm: &str, client: Ipv4Addr, backend: &str, seen_ms: u64, wall_now: u64) {
@@ -117,14 +197,14 @@ impl PinSink for DatapathSink {
         for f in self.shared.pins.all() {
             f.clear();
         }
-        let now = wall_ms();
+        let now = self.clock.read();
         for (farm, client, backend, seen_ms) in table.iter() {
             self.put(farm, client, backend, seen_ms, now);
         }
     }
 
     fn set(&self, farm: &str, client: Ipv4Addr, backend: &str, seen_ms: u64, created: bool) {
-        let now = wall_ms();
+        let now = self.clock.read();
         self.put(farm, client, backend, seen_ms, now);
         let lag_ms = now.saturating_sub(seen_ms);
         // Older pins are the log being replayed (a restart), not replication at work.
@@ -139,6 +219,11 @@ impl PinSink for DatapathSink {
 
     fn clear(&self, farm: &str) {
         self.shared.pins.farm(farm).clear();
+    }
+
+    fn clock(&self, now_ms: u64) {
+        self.clock
+            .observe(now_ms.saturating_mul(1_000_000), monotonic_ns());
     }
 }
 
@@ -171,13 +256,15 @@ async fn batcher(
     let state = cluster.state();
     let pins = cluster.pins();
     let raft = cluster.raft_metrics();
+    let clock = sink.clock();
     let mut last_expiry = Instant::now();
     let mut warned_at: Option<Instant> = None;
     loop {
         let every = state.borrow().settings.persistence_batch;
         tokio::time::sleep(every.max(Duration::from_millis(5))).await;
-        let batch = collect(&shared);
-        let now_ms = wall_ms();
+        let mono_now = monotonic_ns();
+        let now_ms = clock.stamp(wall_ms(), mono_now);
+        let batch = collect(&shared, now_ms, mono_now);
         let batch = match batch {
             Some(farms) => PinBatch { now_ms, farms },
             None => {
@@ -249,7 +336,7 @@ fn merge(a: PinEvent, b: PinEvent) -> PinEvent {
 
 /// The workers' pending requests as writes by farm (`None` if there are none): one write
 /// per client, a new pin winning over a refresh, the latest sighting kept.
-fn collect(shared: &Shared) -> Option<Vec<FarmPinWrites>> {
+fn collect(shared: &Shared, now_ms: u64, mono_now: u64) -> Option<Vec<FarmPinWrites>> {
     let mut events: HashMap<(u32, Ipv4Addr), PinEvent> = HashMap::new();
     shared.pins.drain(MAX_DRAIN_PER_QUEUE, |e| {
         match events.entry((e.farm, e.client)) {
@@ -266,7 +353,6 @@ fn collect(shared: &Shared) -> Option<Vec<FarmPinWrites>> {
         return None;
     }
     let table = shared.table.load();
-    let (wall_now, mono_now) = (wall_ms(), monotonic_ns());
     let mut by_farm: HashMap<String, Vec<PinWrite>> = HashMap::new();
     for e in events.into_values() {
         // A backend the current table no longer has: the request is moot.
@@ -276,7 +362,7 @@ fn collect(shared: &Shared) -> Option<Vec<FarmPinWrites>> {
         by_farm.entry(farm.to_string()).or_default().push(PinWrite {
             client: e.client,
             backend: backend.to_string(),
-            seen_ms: to_wall(e.seen_ns, wall_now, mono_now),
+            seen_ms: to_wall(e.seen_ns, now_ms, mono_now),
             new: e.new,
         });
     }
@@ -311,6 +397,72 @@ mod tests {
         let m = merge(refresh, early);
         assert!(m.new && m.backend == 1 && m.seen_ns == 30);
         assert_eq!(merge(late, refresh).backend, 2);
+    }
+
+    const HOUR_MS: u64 = 3_600_000;
+    const MS: u64 = 1_000_000;
+
+    /// A leader whose wall clock jumps by `step_ms` after the first batch keeps stamping
+    /// batches with the log's time: a pin seen at the first batch expires one TTL of
+    /// monotonic time later (within the slew), not at once and not an hour late.
+    fn stamps_after_a_step(step_ms: i64) -> Vec<(u64, u64)> {
+        let clock = LogClock::default();
+        let t0 = 1_700_000_000_000u64;
+        let mono0 = 50 * MS;
+        assert_eq!(
+            clock.stamp(t0, mono0),
+            t0,
+            "before any batch, the wall clock"
+        );
+        // Batches every 50 ms for 10 minutes of monotonic time; the wall clock stepped.
+        let mut out = Vec::new();
+        let mut last = t0;
+        for i in 1..=12_000u64 {
+            let mono = mono0 + i * 50 * MS;
+            let wall = (t0 + i * 50).saturating_add_signed(step_ms);
+            let stamp = clock.stamp(wall, mono);
+            // Applied 3 ms later, as the log commits it.
+            clock.observe(stamp * MS, mono + 3 * MS);
+            out.push((i * 50, stamp - t0));
+            assert!(stamp >= last, "the log's clock went back: {stamp} < {last}");
+            last = stamp;
+        }
+        out
+    }
+
+    #[test]
+    fn a_wall_clock_step_of_an_hour_moves_pin_time_by_the_slew_only() {
+        for step in [HOUR_MS as i64, -(HOUR_MS as i64)] {
+            for (elapsed, log_elapsed) in stamps_after_a_step(step) {
+                // 1 ms for the stamp's rounding down to ms.
+                let bound = elapsed * LOG_CLOCK_SLEW_PER_MILLE / 1000 + 1;
+                assert!(
+                    log_elapsed.abs_diff(elapsed) <= bound,
+                    "step {step} ms: after {elapsed} ms the log says {log_elapsed} ms"
+                );
+            }
+        }
+        // A pin with a 5-minute TTL seen at the first batch: after 5 minutes of real time
+        // its batch time is within 3 s of the TTL, on both sides of a step of an hour.
+        for step in [HOUR_MS as i64, -(HOUR_MS as i64)] {
+            let at_5min = stamps_after_a_step(step)[5 * 60 * 20 - 1].1;
+            assert!(at_5min.abs_diff(300_000) <= 3_001, "step {step}: {at_5min}");
+        }
+    }
+
+    #[test]
+    fn a_new_leader_continues_the_logs_clock_not_its_own() {
+        let clock = LogClock::default();
+        // The log's last batch said t; this node's wall clock is an hour ahead.
+        let t = 1_700_000_000_000u64;
+        clock.observe(t * MS, 10 * MS);
+        let stamp = clock.stamp(t + HOUR_MS + 100, 110 * MS);
+        assert_eq!(stamp, t + 101, "100 ms later, plus 1 % of them");
+        // A wall clock within the slew is taken as it is.
+        assert_eq!(clock.now(t + 1_005, 1_010 * MS), t + 1_005);
+        // The log's own batch, applied after the stamp, does not pull the clock back.
+        clock.observe(stamp * MS, 150 * MS);
+        assert!(clock.now(t + HOUR_MS, 1_010 * MS) >= t + 1_000);
     }
 
     #[test]

@@ -772,3 +772,17 @@ fn the_config_path_defaults_to_etc_and_follows_dsrlb_config() {
         assert!(text.contains("/etc/dsrlb/dsrlb.toml"), "{text}");
     }
 }
+
+#[test]
+fn check_config_refuses_an_interface_this_host_lacks() {
+    let mut c = config::parse(BASE).expect("base config");
+    c.datapath.interface = "lo".into();
+    config::check_host(&c).expect("every host has lo");
+    c.datapath.interface = "dsrlbnone0".into();
+    let e = config::check_host(&c).expect_err("no such interface");
+    let text = e.to_string();
+    assert!(
+        text.contains("datapath.interface") && text.contains("dsrlbnone0"),
+        "{text}"
+    );
+}

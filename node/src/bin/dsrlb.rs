@@ -171,37 +171,42 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run { config } => run(&config, false),
         Command::Witness { config } => run(&config, true),
-        Command::CheckConfig { config } => match node::config::load_role(&config, false) {
-            Ok(Loaded::Node(c)) => {
-                println!(
-                    "{}: valid (node {}, {} farm(s), {} backend(s))",
-                    config.display(),
-                    c.node_id,
-                    c.farms.len(),
-                    c.farms.iter().map(|f| f.backends.len()).sum::<usize>()
-                );
-                for why in c.warnings() {
-                    println!("warning: {why}");
+        Command::CheckConfig { config } => {
+            match node::config::load_role(&config, false).and_then(|l| match &l {
+                Loaded::Node(c) => node::config::check_host(c).map(|()| l),
+                Loaded::Witness { .. } => Ok(l),
+            }) {
+                Ok(Loaded::Node(c)) => {
+                    println!(
+                        "{}: valid (node {}, {} farm(s), {} backend(s))",
+                        config.display(),
+                        c.node_id,
+                        c.farms.len(),
+                        c.farms.iter().map(|f| f.backends.len()).sum::<usize>()
+                    );
+                    for why in c.warnings() {
+                        println!("warning: {why}");
+                    }
+                    ExitCode::SUCCESS
                 }
-                ExitCode::SUCCESS
-            }
-            Ok(Loaded::Witness { config: c, ignored }) => {
-                println!(
-                    "{}: valid (witness, node {}, {} member(s))",
-                    config.display(),
-                    c.node_id,
-                    c.cluster.members.len()
-                );
-                for table in ignored {
-                    println!("note: [{table}] is not used by a witness");
+                Ok(Loaded::Witness { config: c, ignored }) => {
+                    println!(
+                        "{}: valid (witness, node {}, {} member(s))",
+                        config.display(),
+                        c.node_id,
+                        c.cluster.members.len()
+                    );
+                    for table in ignored {
+                        println!("note: [{table}] is not used by a witness");
+                    }
+                    ExitCode::SUCCESS
                 }
-                ExitCode::SUCCESS
+                Err(e) => {
+                    eprintln!("dsrlb: {e}");
+                    ExitCode::FAILURE
+                }
             }
-            Err(e) => {
-                eprintln!("dsrlb: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        }
         Command::Demo(args) => match node::demo::run(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -125,6 +125,20 @@ pub fn load_role(path: &Path, witness: bool) -> Result<Loaded, ConfigError> {
     Ok(Loaded::Witness { config, ignored })
 }
 
+/// What `check-config` checks of the host beyond the files: the datapath interface exists
+/// here. `run` refuses the same in its preflight; the file alone cannot know it.
+pub fn check_host(config: &Config) -> Result<(), ConfigError> {
+    let name = &config.datapath.interface;
+    nix::net::if_::if_nametoindex(name.as_str())
+        .map(drop)
+        .map_err(|e| {
+            ConfigError::invalid(
+                "datapath.interface",
+                format!("no interface {name:?} on this host ({e})"),
+            )
+        })
+}
+
 /// Parses and validates config text (the file's contents).
 pub fn parse(text: &str) -> Result<Config, ConfigError> {
     let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {

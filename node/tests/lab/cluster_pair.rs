@@ -42,13 +42,17 @@ fn a_pair_without_a_witness_is_refused_unless_allowed_and_then_warned_about() {
 
     // Refused by check-config and by run, naming the key and the way out.
     let path = lab.dir().join("pair-n1.toml");
+    // In n1's namespace: check-config also wants the datapath interface to exist.
+    let n1 = lab.nodes()[0].clone();
     let check = |text: &str| {
         std::fs::write(&path, text).expect("write config");
-        std::process::Command::new(dsrlb())
-            .args(["check-config", "--config"])
-            .arg(&path)
-            .output()
-            .expect("check-config runs")
+        n1.run(|| {
+            std::process::Command::new(dsrlb())
+                .args(["check-config", "--config"])
+                .arg(&path)
+                .output()
+                .expect("check-config runs")
+        })
     };
     let out = check(&lab.node_config(0, &farms).expect("config"));
     let stderr = String::from_utf8_lossy(&out.stderr);
