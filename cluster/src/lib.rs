@@ -49,7 +49,9 @@ pub use node::ClusterNode;
 pub use openraft::ServerState;
 pub use persist::{FarmPinWrites, PinBatch, PinRow, PinSink, PinStats, PinTable, PinWrite};
 pub use proto::auth::{AUTH_HEADER, ClientAuth, ServerAuth, constant_time_eq};
-pub use settings::{ClusterSettings, LEASE_MARGIN, lease_bounds, real_heartbeat};
+pub use settings::{
+    ClusterSettings, LEASE_MARGIN, MAX_ENTRY_BYTES, MAX_MESSAGE, lease_bounds, real_heartbeat,
+};
 pub use state::{
     Backend, BackendState, ClusterState, Command, Farm, InvalidCommand, Persistence, Protocol,
     Scheduler, SharedSettings, TcpCheck,

@@ -17,6 +17,16 @@ use std::time::Duration;
 /// large append-entries batch.
 pub const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 
+/// Largest log entry the cluster writes: an admin request is at most 4 MiB (tonic's default
+/// decoding limit, which the admin service keeps), a pin batch at most
+/// `PinBatch::MAX_WRITES × PinBatch::MAX_WRITE_BYTES` (2.3 MiB).
+pub const MAX_ENTRY_BYTES: usize = 4 * 1024 * 1024;
+
+/// Entries in one append-entries message: at [`MAX_ENTRY_BYTES`] each it stays within half
+/// of [`MAX_MESSAGE`] (openraft bounds a message by entry count only; its default, 300,
+/// could make a message no peer accepts out of large batches).
+pub const MAX_PAYLOAD_ENTRIES: u64 = (MAX_MESSAGE / 2 / MAX_ENTRY_BYTES) as u64;
+
 /// How much earlier than the first possible vote an owner's lease must end: covers the
 /// workers noticing the deadline (once per batch) and clock rates drifting apart.
 pub const LEASE_MARGIN: Duration = Duration::from_millis(20);
@@ -202,6 +212,7 @@ impl ClusterSettings {
             enable_elect: false,
             // A snapshot chunk must fit a message with room for its envelope.
             snapshot_max_chunk_size: (MAX_MESSAGE / 2) as u64,
+            max_payload_entries: MAX_PAYLOAD_ENTRIES,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every),
             max_in_snapshot_log_to_keep: self.keep_logs,
             install_snapshot_timeout: ms(self.election_timeout.1).max(1000) * 4,

@@ -230,11 +230,13 @@ impl PinRegistry {
             .push(q);
     }
 
-    /// Takes up to `max` events from every worker queue, in each queue's order.
-    pub fn drain(&self, max: usize, mut f: impl FnMut(PinEvent)) {
+    /// Takes up to `total` events, an equal share from every worker queue (so one busy
+    /// worker cannot starve the others' requests), in each queue's order.
+    pub fn drain(&self, total: usize, mut f: impl FnMut(PinEvent)) {
         let queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        let share = (total / queues.len().max(1)).max(1);
         for q in queues.iter() {
-            for _ in 0..max {
+            for _ in 0..share {
                 let Some(e) = q.queue.pop() else {
                     break;
                 };

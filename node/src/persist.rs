@@ -20,8 +20,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, info_span, warn};
 
-/// Most events taken from one worker queue per batch: bounds a log entry (≈ 30 bytes each).
-const MAX_DRAIN_PER_QUEUE: usize = 65_536;
 /// A pin created longer ago than this when it is applied is a replay, not a lag sample.
 const LAG_REPLAY_MS: u64 = 60_000;
 /// An expiry-only batch is proposed at most this often.
@@ -338,7 +336,8 @@ fn merge(a: PinEvent, b: PinEvent) -> PinEvent {
 /// per client, a new pin winning over a refresh, the latest sighting kept.
 fn collect(shared: &Shared, now_ms: u64, mono_now: u64) -> Option<Vec<FarmPinWrites>> {
     let mut events: HashMap<(u32, Ipv4Addr), PinEvent> = HashMap::new();
-    shared.pins.drain(MAX_DRAIN_PER_QUEUE, |e| {
+    // What is left waits in the queues for the next batch.
+    shared.pins.drain(PinBatch::MAX_WRITES, |e| {
         match events.entry((e.farm, e.client)) {
             Entry::Vacant(v) => {
                 v.insert(e);
