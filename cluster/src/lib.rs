@@ -51,8 +51,8 @@ pub use persist::{FarmPinWrites, PinBatch, PinRow, PinSink, PinStats, PinTable, 
 pub use proto::auth::{AUTH_HEADER, ClientAuth, ServerAuth, constant_time_eq};
 pub use settings::{ClusterSettings, LEASE_MARGIN, lease_bounds, real_heartbeat};
 pub use state::{
-    Backend, BackendState, ClusterState, Command, Farm, InvalidCommand, Persistence, Protocol,
-    Scheduler, SharedSettings, TcpCheck,
+    Backend, BackendState, CheckKind, ClusterState, Command, Farm, HealthCheck, HttpCheck,
+    InvalidCommand, Persistence, Protocol, Scheduler, SharedSettings, Verdict,
 };
 pub use storage_sm::Pins;
 pub use store::STORE_FILE;

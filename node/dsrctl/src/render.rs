@@ -140,13 +140,34 @@ pub fn version(v: &VersionView) -> String {
 }
 
 fn check_text(f: &FarmView) -> String {
-    match &f.check {
-        Some(c) => format!(
-            "{} every {}, timeout {}, rise {}, fall {}",
-            c.kind, c.interval, c.timeout, c.rise, c.fall
-        ),
-        None => "none".into(),
+    let Some(c) = &f.check else {
+        return "none".into();
+    };
+    let mut what = c.kind.clone();
+    if c.port != 0 {
+        what.push_str(&format!(" port {}", c.port));
     }
+    for (label, v) in [
+        ("path", &c.path),
+        ("host", &c.host),
+        ("status", &c.expect_status),
+        ("body", &c.expect_body),
+        ("ca", &c.ca_file),
+        ("send", &c.send),
+        ("expect", &c.expect),
+        ("program", &c.program),
+    ] {
+        if !v.is_empty() {
+            what.push_str(&format!(" {label} {v:?}"));
+        }
+    }
+    if !c.args.is_empty() {
+        what.push_str(&format!(" args {:?}", c.args));
+    }
+    format!(
+        "{what} every {}, timeout {}, rise {}, fall {}",
+        c.interval, c.timeout, c.rise, c.fall
+    )
 }
 
 /// Backends that take new flows: administratively up and passing their check.
@@ -322,6 +343,7 @@ mod tests {
                 timeout: "1s".into(),
                 rise: 2,
                 fall: 3,
+                ..CheckView::default()
             }),
             backends: vec![
                 BackendView {

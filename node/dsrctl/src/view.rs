@@ -165,7 +165,7 @@ pub struct FarmView {
     pub tcp_strict: bool,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct CheckView {
     #[serde(rename = "type")]
     pub kind: String,
@@ -173,6 +173,31 @@ pub struct CheckView {
     pub timeout: String,
     pub rise: u32,
     pub fall: u32,
+    /// 0: the farm's first port.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub port: u32,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub path: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub host: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub expect_status: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub expect_body: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub ca_file: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub send: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub expect: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub program: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -202,6 +227,16 @@ impl From<pb::Farm> for FarmView {
                 timeout: c.timeout,
                 rise: c.rise,
                 fall: c.fall,
+                port: c.port,
+                path: c.path,
+                host: c.host,
+                expect_status: c.expect_status,
+                expect_body: c.expect_body,
+                ca_file: c.ca_file,
+                send: c.send,
+                expect: c.expect,
+                program: c.program,
+                args: c.args,
             }),
             backends: f.backends.into_iter().map(BackendView::from).collect(),
             new_rate_limit: f.new_rate_limit,

@@ -35,6 +35,7 @@ mod dsrctl_persistence;
 mod dsrctl_traffic;
 mod dsrctl_verbs;
 mod lab_balancing;
+mod lab_check_kinds;
 mod lab_dsr;
 mod lab_fast_path;
 mod lab_flood;
