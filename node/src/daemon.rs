@@ -118,6 +118,7 @@ async fn run_inner(
     let persist_metrics = Arc::new(PersistMetrics::default());
     let node_metrics = Arc::new(NodeMetrics::new(shared.clone(), persist_metrics.clone()));
     let check_log = Arc::new(CheckLog::default());
+    node_metrics.set_check_log(check_log.clone());
 
     // docs/design.md#binaries: every file is read and every listener bound before Raft and
     // the datapath start, so a missing token or a port in use stops the node with nothing
@@ -215,6 +216,7 @@ async fn run_inner(
             tls: config.admin_tls.clone(),
             arbiter: node_metrics.arbiter.clone(),
             pair_segment: config.cluster.segment.is_some(),
+            check_log: check_log.clone(),
         },
     )
     .await?;

@@ -213,11 +213,18 @@ fn backend_table(backends: &[BackendView]) -> String {
     if backends.is_empty() {
         return "no backends\n".into();
     }
-    let mut t = Table::new(&[
+    // The check columns only when the answer carries probe results (`backend list` of a
+    // checked farm): `farm show` and unchecked farms keep their narrower table.
+    let checked = backends.iter().any(|b| b.last_check.is_some());
+    let mut head = vec![
         "name", "ip", "mac", "weight", "state", "priority", "healthy",
-    ]);
+    ];
+    if checked {
+        head.extend(["last check", "latency", "reason"]);
+    }
+    let mut t = Table::new(&head);
     for b in backends {
-        t.row(vec![
+        let mut row = vec![
             b.name.clone(),
             b.ip.clone(),
             b.mac.clone().unwrap_or_else(|| "(arp)".into()),
@@ -225,9 +232,33 @@ fn backend_table(backends: &[BackendView]) -> String {
             b.state.clone(),
             b.priority.to_string(),
             yes_no(b.healthy),
-        ]);
+        ];
+        if checked {
+            match &b.last_check {
+                Some(c) => row.extend([
+                    format!("{} ({} ago)", c.result, age_text(c.age_ms)),
+                    format!("{:.1} ms", c.latency_us as f64 / 1000.0),
+                    if c.reason.is_empty() {
+                        "-".into()
+                    } else {
+                        c.reason.clone()
+                    },
+                ]),
+                None => row.extend(["-".into(), "-".into(), "-".into()]),
+            }
+        }
+        t.row(row);
     }
     t.render()
+}
+
+/// `850ms`, `3.2s`, `4m`.
+fn age_text(ms: u64) -> String {
+    match ms {
+        0..1_000 => format!("{ms}ms"),
+        1_000..60_000 => format!("{:.1}s", ms as f64 / 1000.0),
+        _ => format!("{}m", ms / 60_000),
+    }
 }
 
 pub fn farm_show(v: &FarmShowView) -> String {
@@ -354,6 +385,7 @@ mod tests {
                     state: "up".into(),
                     priority: 1,
                     healthy: true,
+                    last_check: None,
                 },
                 BackendView {
                     name: "b2".into(),
@@ -363,6 +395,7 @@ mod tests {
                     state: "drain".into(),
                     priority: 2,
                     healthy: true,
+                    last_check: None,
                 },
             ],
             new_rate_limit: 20,

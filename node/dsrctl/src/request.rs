@@ -176,6 +176,7 @@ pub fn add_backend(args: &BackendAddArgs) -> pb::AddBackendRequest {
             state: args.state.as_str().into(),
             priority: args.priority,
             healthy: false,
+            last_check: None,
         }),
     }
 }

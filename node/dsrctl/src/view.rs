@@ -209,6 +209,22 @@ pub struct BackendView {
     pub state: String,
     pub priority: u32,
     pub healthy: bool,
+    /// The leader's last probe (`backend list` of a checked farm).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_check: Option<CheckResultView>,
+}
+
+/// One probe's outcome as the checking node saw it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckResultView {
+    /// `up`, `down` or `not run`.
+    pub result: String,
+    pub latency_us: u64,
+    /// Why down or not run; empty when up.
+    pub reason: String,
+    /// Milliseconds since the probe.
+    pub age_ms: u64,
+    pub checked_by: u64,
 }
 
 impl From<pb::Farm> for FarmView {
@@ -259,6 +275,13 @@ impl From<pb::Backend> for BackendView {
             state: or_default(b.state, "up"),
             priority: b.priority,
             healthy: b.healthy,
+            last_check: b.last_check.map(|c| CheckResultView {
+                result: c.result,
+                latency_us: c.latency_us,
+                reason: c.reason,
+                age_ms: c.age_ms,
+                checked_by: c.checked_by,
+            }),
         }
     }
 }

@@ -138,6 +138,7 @@ pub fn pb_backend(f: &cluster::Farm, b: &cluster::Backend, state: &ClusterState)
         state: b.state.as_str().into(),
         priority: b.priority,
         healthy: state.is_healthy(&f.name, &b.name),
+        last_check: None,
     }
 }
 

@@ -175,6 +175,18 @@ fn wait_state(lab: &Lab, node: &lab::LabProcess, farm: &str, backend: &str, want
     start.elapsed()
 }
 
+/// `dsrctl --endpoint <node> --token-file <lab token> args…` from the client host.
+fn dsrctl(lab: &Lab, args: &[&str]) -> lab::ctl::Ctl {
+    let mut all = lab::ctl::strings(&[
+        "--endpoint",
+        &format!("http://{}:{}", lab.nodes()[0].ip, lab::lbnode::ADMIN_PORT),
+        "--token-file",
+        lab.admin_token_file().unwrap().to_str().unwrap(),
+    ]);
+    all.extend(lab::ctl::strings(args));
+    lab::ctl::run_in(&lab.clients()[0], &all).ok()
+}
+
 #[test]
 fn http_https_udp_and_exec_checks_judge_real_servers() {
     if !can_run_lab() {
@@ -244,6 +256,38 @@ fn http_https_udp_and_exec_checks_judge_real_servers() {
     let took = wait_state(&lab, &node, "web", "b2", 0.0);
     eprintln!("http 503: b2 out after {took:?} (fall {FALL} × {INTERVAL_MS} ms)");
     assert_eq!(backend_up(&lab, "web", "b1"), 1.0, "b1 still answers 200");
+    // The operator's view: the reason, the separate series, the probe counts.
+    let table = dsrctl(&lab, &["backend", "list", "web"]).stdout;
+    eprintln!("{table}");
+    let b2 = table
+        .lines()
+        .find(|l| l.starts_with("b2"))
+        .expect("a b2 row");
+    assert!(b2.contains("status 503"), "{table}");
+    assert!(b2.contains("down ("), "{table}");
+    let view: dsrctl::view::BackendsView =
+        dsrctl(&lab, &["-o", "json", "backend", "list", "web"]).json();
+    let b1 = view.backends.iter().find(|b| b.name == "b1").unwrap();
+    let c = b1.last_check.as_ref().expect("b1 was probed");
+    assert_eq!((c.result.as_str(), c.reason.as_str()), ("up", ""));
+    assert!(c.latency_us > 0);
+    let m = scrape(&lab.nodes()[0]).expect("metrics");
+    let web_b2 = [("farm", "web"), ("backend", "b2")];
+    assert_eq!(m.get("dsrlb_backend_healthy", &web_b2), 0.0);
+    assert_eq!(m.get("dsrlb_backend_mac_known", &web_b2), 1.0);
+    assert_eq!(
+        m.get(
+            "dsrlb_backend_admin_state",
+            &[("farm", "web"), ("backend", "b2"), ("state", "up")]
+        ),
+        1.0
+    );
+    let down = m.get(
+        "dsrlb_health_checks_total",
+        &[("farm", "web"), ("backend", "b2"), ("result", "down")],
+    );
+    assert!(down >= f64::from(FALL), "{down} down probes of b2");
+    assert!(m.get("dsrlb_health_check_duration_seconds_count", &web_b2) > down);
     *servers[1].answer.status.lock().unwrap() = (200, "ok".into());
     let took = wait_state(&lab, &node, "web", "b2", 1.0);
     eprintln!("http 200: b2 back after {took:?} (rise {RISE} × {INTERVAL_MS} ms)");
@@ -252,6 +296,12 @@ fn http_https_udp_and_exec_checks_judge_real_servers() {
     *servers[0].answer.status.lock().unwrap() = (200, "degraded".into());
     let took = wait_state(&lab, &node, "web", "b1", 0.0);
     eprintln!("body mismatch: b1 out after {took:?}");
+    let table = dsrctl(&lab, &["backend", "list", "web"]).stdout;
+    let b1 = table
+        .lines()
+        .find(|l| l.starts_with("b1"))
+        .expect("a b1 row");
+    assert!(b1.contains("body mismatch"), "{table}");
     // https on the same server (self-signed, no CA file) follows the same answers.
     wait_state(&lab, &node, "tls", "b1", 1.0);
     *servers[0].answer.status.lock().unwrap() = (500, "ok".into());
@@ -268,6 +318,13 @@ fn http_https_udp_and_exec_checks_judge_real_servers() {
         .store(false, Ordering::Relaxed);
     let took = wait_state(&lab, &node, "dns", "b2", 0.0);
     eprintln!("udp silent: b2 out after {took:?}");
+    let table = dsrctl(&lab, &["backend", "list", "dns"]).stdout;
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("b2") && l.contains("timeout")),
+        "{table}"
+    );
     assert_eq!(backend_up(&lab, "dns", "b1"), 1.0);
     servers[1].answer.udp_replies.store(true, Ordering::Relaxed);
     wait_state(&lab, &node, "dns", "b2", 1.0);
