@@ -85,6 +85,9 @@ pub struct HealthCheck {
     pub kind: CheckKind,
     /// The port probed; `None` is the farm's first port (DSR: the virtual port).
     pub port: Option<u16>,
+    /// Probe the service through the VIP on the backend (the DSR path), not the backend's
+    /// own address.
+    pub via_vip: bool,
 }
 
 impl HealthCheck {
@@ -97,6 +100,7 @@ impl HealthCheck {
             fall,
             kind: CheckKind::Tcp,
             port: None,
+            via_vip: false,
         }
     }
 }

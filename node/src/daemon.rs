@@ -118,6 +118,15 @@ async fn run_inner(
     let persist_metrics = Arc::new(PersistMetrics::default());
     let node_metrics = Arc::new(NodeMetrics::new(shared.clone(), persist_metrics.clone()));
     let check_log = Arc::new(CheckLog::default());
+    // Routes a killed predecessor's via_vip checks left (docs/design.md#health).
+    match crate::vippath::clean() {
+        Ok(0) => {}
+        Ok(n) => info!(
+            rules = n,
+            "removed via_vip check routes left by an earlier run"
+        ),
+        Err(e) => tracing::debug!(error = %e, "no via_vip routes looked for"),
+    }
     node_metrics.set_check_log(check_log.clone());
 
     // docs/design.md#binaries: every file is read and every listener bound before Raft and
@@ -315,6 +324,7 @@ async fn run_inner(
         pending_verdicts: Vec::new(),
         verdict_in_flight: Arc::new(AtomicBool::new(false)),
         check_log: check_log.clone(),
+        vip_paths: None,
         pair,
         grant: None,
         owned_since: None,
@@ -332,6 +342,11 @@ async fn run_inner(
     node.release();
     if let Some(checker) = node.checker.take() {
         checker.stop().await;
+    }
+    if node.vip_paths.take().is_some()
+        && let Err(e) = crate::vippath::clean()
+    {
+        warn!(error = %e, "could not remove the via_vip check routes");
     }
     node.writes.shutdown().await;
     drop(node);
@@ -451,6 +466,8 @@ struct Node<'a> {
     verdict_in_flight: Arc<AtomicBool>,
     /// Every probe's outcome on this node (admin API, metrics).
     check_log: Arc<CheckLog>,
+    /// The routes of the running `via_vip` checks.
+    vip_paths: Option<crate::vippath::VipPaths>,
     /// `Some`: `pair_arbiter = "segment"`.
     pair: Option<Pair>,
     /// The arbiter of the current ownership.
@@ -816,7 +833,7 @@ impl Node<'_> {
     /// Health checks run on the leader only; their targets follow the replicated farms.
     fn restart_checks(&mut self, verdicts: &mpsc::UnboundedSender<VerdictChange>, force: bool) {
         let checking = self.inputs.is_leader || self.grant == Some(Arbiter::Segment);
-        let targets = if checking && !self.inputs.witness {
+        let mut targets = if checking && !self.inputs.witness {
             check_targets(&self.state)
         } else {
             Vec::new()
@@ -833,6 +850,7 @@ impl Node<'_> {
             // Aborting is immediate; the tasks hold nothing that needs an orderly stop.
             tokio::spawn(old.stop());
         }
+        self.set_vip_paths(&mut targets);
         if !targets.is_empty() {
             info!(
                 backends = targets.len(),
@@ -847,6 +865,38 @@ impl Node<'_> {
         let keys: std::collections::HashSet<_> = targets.iter().map(|t| t.key.clone()).collect();
         self.check_log.retain(|k| keys.contains(k));
         self.check_targets = targets;
+    }
+
+    /// Sets up the routes of the `via_vip` checks among `targets` (replacing the previous
+    /// ones) and gives each its socket mark; removes them when no target needs them. A node
+    /// that cannot set them up runs those checks as "not run" (its own fault, logged).
+    fn set_vip_paths(&mut self, targets: &mut [CheckTarget]) {
+        let via: Vec<Ipv4Addr> = targets
+            .iter()
+            .filter(|t| t.check.via_vip)
+            .map(|t| *t.addr.ip())
+            .collect();
+        if via.is_empty() {
+            if self.vip_paths.take().is_some()
+                && let Err(e) = crate::vippath::clean()
+            {
+                warn!(error = %e, "could not remove the via_vip check routes");
+            }
+            return;
+        }
+        match crate::vippath::VipPaths::setup(&self.config.datapath.interface, via) {
+            Ok(paths) => {
+                for t in targets.iter_mut().filter(|t| t.check.via_vip) {
+                    t.mark = paths.mark(*t.addr.ip());
+                }
+                info!(backends = paths.len(), "via_vip check routes set up");
+                self.vip_paths = Some(paths);
+            }
+            Err(e) => {
+                self.vip_paths = None;
+                error!(error = %e, "via_vip checks cannot run on this node: no route through the VIP");
+            }
+        }
     }
 
     /// Commits the pending verdict changes through the log in one entry, without blocking
@@ -911,6 +961,7 @@ fn check_targets(state: &ClusterState) -> Vec<CheckTarget> {
                 key: (farm.name.clone(), b.name.clone()),
                 addr: crate::health::check_addr(b.ip, farm.port_first, check),
                 vip: farm.vip,
+                mark: None,
                 check: check.clone(),
                 verdict: state
                     .health

@@ -79,9 +79,13 @@ pub struct CheckTarget {
     pub key: BackendKey,
     /// The backend's address and the port probed.
     pub addr: SocketAddrV4,
-    /// The farm's VIP (in the environment of an exec check).
+    /// The farm's VIP (in the environment of an exec check; the destination of a via_vip
+    /// probe).
     pub vip: Ipv4Addr,
     pub check: HealthCheck,
+    /// The socket mark that routes to this backend (`via_vip`, [`crate::vippath`]); `None`
+    /// when this node has no path: the probe is then not run (this node's fault).
+    pub mark: Option<u32>,
     /// The replicated verdict, if there is one.
     pub verdict: Option<bool>,
 }
@@ -116,6 +120,9 @@ pub enum Failure {
     Exit(String),
     /// An exec check's program ran past the timeout and was killed.
     Killed,
+    /// The probe through the VIP failed while the same probe of the backend's own address
+    /// passed: the VIP is not on the backend's `lo`, or the service does not listen on it.
+    VipPath(Box<Failure>),
 }
 
 impl fmt::Display for Failure {
@@ -131,6 +138,7 @@ impl fmt::Display for Failure {
             Failure::Protocol(e) => write!(f, "bad answer: {e}"),
             Failure::Exit(e) => write!(f, "exit {e}"),
             Failure::Killed => f.write_str("killed at timeout"),
+            Failure::VipPath(inner) => write!(f, "VIP path failed ({inner})"),
         }
     }
 }
@@ -383,12 +391,38 @@ impl Prober {
 
     async fn probe(&self) -> Probe {
         let t = &self.target;
+        if !t.check.via_vip {
+            return self.probe_to(Dest::plain(t.addr)).await;
+        }
+        let Some(mark) = t.mark else {
+            return Probe::NodeFault(std::io::Error::other(
+                "no VIP path to this backend on this node (via_vip routes not set up)",
+            ));
+        };
+        let via = Dest {
+            addr: SocketAddrV4::new(t.vip, t.addr.port()),
+            mark: Some(mark),
+            host: t.vip,
+        };
+        match self.probe_to(via).await {
+            // Through the VIP it failed: the backend's own address says whether the backend
+            // is down or only its VIP path is broken (what DSR needs and a plain check misses).
+            Probe::Down(through_vip) => match self.probe_to(Dest::plain(t.addr)).await {
+                Probe::Up => Probe::Down(Failure::VipPath(Box::new(through_vip))),
+                other => other,
+            },
+            other => other,
+        }
+    }
+
+    async fn probe_to(&self, dest: Dest) -> Probe {
+        let t = &self.target;
         let timeout = t.check.timeout;
         let run = async {
             match &t.check.kind {
-                CheckKind::Tcp => tcp_probe(t.addr).await.map(drop),
-                CheckKind::Http(h) => http_probe(t.addr, h, self.tls.as_ref()).await,
-                CheckKind::Udp { send, expect } => udp_probe(t.addr, send, expect).await,
+                CheckKind::Tcp => tcp_probe(dest).await.map(drop),
+                CheckKind::Http(h) => http_probe(dest, h, self.tls.as_ref()).await,
+                CheckKind::Udp { send, expect } => udp_probe(dest, send, expect).await,
                 CheckKind::Exec { .. } => return exec_probe(t).await,
             }
             .map_or_else(|p| p, |()| Probe::Up)
@@ -419,26 +453,54 @@ fn io_failure(e: std::io::Error) -> Probe {
     })
 }
 
-async fn tcp_probe(addr: SocketAddrV4) -> Step<tokio::net::TcpStream> {
-    tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(io_failure)
+/// Where one probe goes: the backend's own address, or the VIP with the mark that routes it
+/// to the backend.
+#[derive(Debug, Clone, Copy)]
+struct Dest {
+    addr: SocketAddrV4,
+    mark: Option<u32>,
+    /// The default `Host` and TLS server name: the address the service is reached at.
+    host: Ipv4Addr,
+}
+
+impl Dest {
+    fn plain(addr: SocketAddrV4) -> Self {
+        Dest {
+            addr,
+            mark: None,
+            host: *addr.ip(),
+        }
+    }
+}
+
+/// Sets the routing mark of a probe socket (`via_vip`).
+fn mark_socket(sock: socket2::SockRef<'_>, mark: Option<u32>) -> Step<()> {
+    match mark {
+        Some(m) => sock.set_mark(m).map_err(Probe::NodeFault),
+        None => Ok(()),
+    }
+}
+
+async fn tcp_probe(dest: Dest) -> Step<tokio::net::TcpStream> {
+    let sock = tokio::net::TcpSocket::new_v4().map_err(io_failure)?;
+    mark_socket(socket2::SockRef::from(&sock), dest.mark)?;
+    sock.connect(dest.addr.into()).await.map_err(io_failure)
 }
 
 async fn http_probe(
-    addr: SocketAddrV4,
+    dest: Dest,
     h: &HttpCheck,
     tls: Option<&tokio_rustls::TlsConnector>,
 ) -> Step<()> {
-    let stream = tcp_probe(addr).await?;
-    let host = h.host.clone().unwrap_or_else(|| addr.ip().to_string());
+    let stream = tcp_probe(dest).await?;
+    let host = h.host.clone().unwrap_or_else(|| dest.host.to_string());
     match tls {
         None => http_exchange(stream, h, &host).await,
         Some(connector) => {
             let name = match &h.host {
                 Some(n) => rustls::pki_types::ServerName::try_from(n.clone())
                     .map_err(|e| Probe::Down(Failure::Tls(e.to_string())))?,
-                None => rustls::pki_types::ServerName::IpAddress((*addr.ip()).into()),
+                None => rustls::pki_types::ServerName::IpAddress(dest.host.into()),
             };
             let stream = connector
                 .connect(name, stream)
@@ -603,11 +665,12 @@ impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
 
 /// Sends `send` and waits for a reply containing `expect`. A connected socket, so an ICMP
 /// port unreachable comes back as "refused" rather than a timeout.
-async fn udp_probe(addr: SocketAddrV4, send: &[u8], expect: &[u8]) -> Step<()> {
+async fn udp_probe(dest: Dest, send: &[u8], expect: &[u8]) -> Step<()> {
     let sock = tokio::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
         .await
         .map_err(io_failure)?;
-    sock.connect(addr).await.map_err(io_failure)?;
+    mark_socket(socket2::SockRef::from(&sock), dest.mark)?;
+    sock.connect(dest.addr).await.map_err(io_failure)?;
     sock.send(send).await.map_err(io_failure)?;
     let mut buf = vec![0u8; 65_536];
     let n = sock.recv(&mut buf).await.map_err(io_failure)?;
@@ -696,6 +759,7 @@ fn node_fault(e: &std::io::Error) -> bool {
                 | libc::ENOMEM
                 | libc::EADDRNOTAVAIL
                 | libc::ENETUNREACH
+                | libc::EPERM
         )
     )
 }
@@ -780,6 +844,7 @@ mod tests {
             addr,
             vip: Ipv4Addr::new(198, 18, 0, 100),
             check,
+            mark: None,
             verdict: None,
         }
     }

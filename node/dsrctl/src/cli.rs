@@ -270,6 +270,7 @@ pub struct FarmAddArgs {
            "check", "check_interval", "check_timeout", "check_rise", "check_fall",
            "check_port", "check_path", "check_host", "check_expect_status", "check_expect_body",
            "check_ca_file", "check_send", "check_expect", "check_program", "check_arg",
+           "check_via_vip",
            "new_rate_limit", "new_rate_limit_burst", "new_rate_limit_farm",
            "new_rate_limit_farm_burst", "max_flows", "tcp_strict"])))]
 pub struct FarmSetArgs {
@@ -338,6 +339,9 @@ pub struct FarmSettings {
     /// exec: one argument of the program (repeat for more).
     #[arg(long = "check-arg", allow_hyphen_values = true)]
     pub check_arg: Vec<String>,
+    /// tcp/http/https/udp: probe through the VIP on each backend (the DSR path).
+    #[arg(long)]
+    pub check_via_vip: Option<bool>,
     /// Time between checks of one backend, e.g. `2s`.
     #[arg(long, value_parser = parse_duration_text)]
     pub check_interval: Option<String>,

@@ -164,6 +164,9 @@ fn check_text(f: &FarmView) -> String {
     if !c.args.is_empty() {
         what.push_str(&format!(" args {:?}", c.args));
     }
+    if c.via_vip {
+        what.push_str(" via the VIP");
+    }
     format!(
         "{what} every {}, timeout {}, rise {}, fall {}",
         c.interval, c.timeout, c.rise, c.fall

@@ -99,7 +99,8 @@ fn apply_settings(farm: &mut pb::Farm, s: &FarmSettings) {
         || s.check_send.is_some()
         || s.check_expect.is_some()
         || s.check_program.is_some()
-        || !s.check_arg.is_empty();
+        || !s.check_arg.is_empty()
+        || s.check_via_vip.is_some();
     match s.check {
         Some(CheckKind::None) => farm.check = None,
         Some(kind) => tune_check(farm, s, Some(kind)),
@@ -128,6 +129,7 @@ fn tune_check(farm: &mut pb::Farm, s: &FarmSettings, kind: Option<CheckKind>) {
             rise: check.rise,
             fall: check.fall,
             port: check.port,
+            via_vip: check.via_vip && kind != CheckKind::Exec,
             ..Default::default()
         };
     }
@@ -160,6 +162,9 @@ fn tune_check(farm: &mut pb::Farm, s: &FarmSettings, kind: Option<CheckKind>) {
     set(&mut check.program, &s.check_program);
     if !s.check_arg.is_empty() {
         check.args.clone_from(&s.check_arg);
+    }
+    if let Some(v) = s.check_via_vip {
+        check.via_vip = v;
     }
 }
 

@@ -194,6 +194,8 @@ pub struct CheckView {
     pub program: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub via_vip: bool,
 }
 
 fn is_zero(v: &u32) -> bool {
@@ -253,6 +255,7 @@ impl From<pb::Farm> for FarmView {
                 expect: c.expect,
                 program: c.program,
                 args: c.args,
+                via_vip: c.via_vip,
             }),
             backends: f.backends.into_iter().map(BackendView::from).collect(),
             new_rate_limit: f.new_rate_limit,

@@ -310,6 +310,9 @@ pub struct RawCheck {
     /// exec: the program's arguments.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub args: Option<Vec<String>>,
+    /// tcp/http/https/udp: probe through the VIP on the backend (default false).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via_vip: Option<bool>,
 }
 
 impl Default for RawCheck {
@@ -330,6 +333,7 @@ impl Default for RawCheck {
             expect: None,
             program: None,
             args: None,
+            via_vip: None,
         }
     }
 }

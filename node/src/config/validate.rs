@@ -850,7 +850,7 @@ fn validate_check(key: &str, c: &RawCheck, protocol: Protocol) -> Result<Option<
     let field = |f: &str| format!("{key}.{f}");
     // Keys that belong to other kinds are refused rather than ignored: a `path` on a tcp
     // check is a typo for an http check, and silently probing something else hides it.
-    let given: [(&str, bool); 10] = [
+    let given: [(&str, bool); 11] = [
         ("path", c.path.is_some()),
         ("host", c.host.is_some()),
         ("expect_status", c.expect_status.is_some()),
@@ -861,11 +861,19 @@ fn validate_check(key: &str, c: &RawCheck, protocol: Protocol) -> Result<Option<
         ("program", c.program.is_some()),
         ("args", c.args.is_some()),
         ("port", c.port.is_some()),
+        ("via_vip", c.via_vip.is_some()),
     ];
     let allowed: &[&str] = match c.kind.as_str() {
         "none" => &[],
-        "tcp" => &["port"],
-        "http" => &["port", "path", "host", "expect_status", "expect_body"],
+        "tcp" => &["port", "via_vip"],
+        "http" => &[
+            "port",
+            "path",
+            "host",
+            "expect_status",
+            "expect_body",
+            "via_vip",
+        ],
         "https" => &[
             "port",
             "path",
@@ -873,8 +881,9 @@ fn validate_check(key: &str, c: &RawCheck, protocol: Protocol) -> Result<Option<
             "expect_status",
             "expect_body",
             "ca_file",
+            "via_vip",
         ],
-        "udp" => &["port", "send", "expect"],
+        "udp" => &["port", "send", "expect", "via_vip"],
         "exec" => &["port", "program", "args"],
         other => {
             return Err(ConfigError::invalid(
@@ -1003,6 +1012,7 @@ fn validate_check(key: &str, c: &RawCheck, protocol: Protocol) -> Result<Option<
         fall: c.fall,
         kind,
         port: c.port,
+        via_vip: c.via_vip.unwrap_or(false),
     }))
 }
 
@@ -1015,6 +1025,7 @@ fn raw_check(c: &HealthCheck) -> RawCheck {
         rise: c.rise,
         fall: c.fall,
         port: c.port,
+        via_vip: c.via_vip.then_some(true),
         ..RawCheck::default()
     };
     match &c.kind {

@@ -50,6 +50,7 @@ mod lab_sigterm;
 mod lab_start_order;
 mod lab_syn_flood;
 mod lab_udp_sink;
+mod lab_via_vip;
 mod lab_xdp_lifecycle;
 mod pair_segment;
 mod persistence;
