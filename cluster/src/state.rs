@@ -86,8 +86,9 @@ pub struct HealthCheck {
     /// The port probed; `None` is the farm's first port (DSR: the virtual port).
     pub port: Option<u16>,
     /// Probe the service through the VIP on the backend (the DSR path), not the backend's
-    /// own address.
-    pub via_vip: bool,
+    /// own address; `None`: the node decides (through the VIP for tcp and http(s) checks
+    /// when it can set the routes up).
+    pub via_vip: Option<bool>,
 }
 
 impl HealthCheck {
@@ -100,7 +101,7 @@ impl HealthCheck {
             fall,
             kind: CheckKind::Tcp,
             port: None,
-            via_vip: false,
+            via_vip: None,
         }
     }
 }

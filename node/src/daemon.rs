@@ -873,7 +873,7 @@ impl Node<'_> {
     fn set_vip_paths(&mut self, targets: &mut [CheckTarget]) {
         let via: Vec<Ipv4Addr> = targets
             .iter()
-            .filter(|t| t.check.via_vip)
+            .filter(|t| t.via_vip)
             .map(|t| *t.addr.ip())
             .collect();
         if via.is_empty() {
@@ -886,7 +886,7 @@ impl Node<'_> {
         }
         match crate::vippath::VipPaths::setup(&self.config.datapath.interface, via) {
             Ok(paths) => {
-                for t in targets.iter_mut().filter(|t| t.check.via_vip) {
+                for t in targets.iter_mut().filter(|t| t.via_vip) {
                     t.mark = paths.mark(*t.addr.ip());
                 }
                 info!(backends = paths.len(), "via_vip check routes set up");
@@ -894,7 +894,16 @@ impl Node<'_> {
             }
             Err(e) => {
                 self.vip_paths = None;
-                error!(error = %e, "via_vip checks cannot run on this node: no route through the VIP");
+                // Checks that asked for the VIP path cannot run here (not run, never down);
+                // those that left it to the node probe the backend's own address instead.
+                for t in targets.iter_mut().filter(|t| t.check.via_vip.is_none()) {
+                    t.via_vip = false;
+                }
+                if targets.iter().any(|t| t.via_vip) {
+                    error!(error = %e, "via_vip checks cannot run on this node: no route through the VIP");
+                } else {
+                    warn!(error = %e, "checks probe the backends' own addresses: no route through the VIP here");
+                }
             }
         }
     }
@@ -961,6 +970,10 @@ fn check_targets(state: &ClusterState) -> Vec<CheckTarget> {
                 key: (farm.name.clone(), b.name.clone()),
                 addr: crate::health::check_addr(b.ip, farm.port_first, check),
                 vip: farm.vip,
+                via_vip: check.via_vip.unwrap_or(matches!(
+                    check.kind,
+                    cluster::CheckKind::Tcp | cluster::CheckKind::Http(_)
+                )),
                 mark: None,
                 check: check.clone(),
                 verdict: state

@@ -83,6 +83,9 @@ pub struct CheckTarget {
     /// probe).
     pub vip: Ipv4Addr,
     pub check: HealthCheck,
+    /// Whether this node probes through the VIP (the check's `via_vip`, or its own choice
+    /// when the check leaves it open).
+    pub via_vip: bool,
     /// The socket mark that routes to this backend (`via_vip`, [`crate::vippath`]); `None`
     /// when this node has no path: the probe is then not run (this node's fault).
     pub mark: Option<u32>,
@@ -391,7 +394,7 @@ impl Prober {
 
     async fn probe(&self) -> Probe {
         let t = &self.target;
-        if !t.check.via_vip {
+        if !t.via_vip {
             return self.probe_to(Dest::plain(t.addr)).await;
         }
         let Some(mark) = t.mark else {
@@ -844,6 +847,7 @@ mod tests {
             addr,
             vip: Ipv4Addr::new(198, 18, 0, 100),
             check,
+            via_vip: false,
             mark: None,
             verdict: None,
         }

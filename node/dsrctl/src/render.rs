@@ -164,8 +164,10 @@ fn check_text(f: &FarmView) -> String {
     if !c.args.is_empty() {
         what.push_str(&format!(" args {:?}", c.args));
     }
-    if c.via_vip {
-        what.push_str(" via the VIP");
+    match c.via_vip {
+        Some(true) => what.push_str(" via the VIP"),
+        Some(false) => what.push_str(" not via the VIP"),
+        None => {}
     }
     format!(
         "{what} every {}, timeout {}, rise {}, fall {}",

@@ -129,7 +129,7 @@ fn tune_check(farm: &mut pb::Farm, s: &FarmSettings, kind: Option<CheckKind>) {
             rise: check.rise,
             fall: check.fall,
             port: check.port,
-            via_vip: check.via_vip && kind != CheckKind::Exec,
+            via_vip: check.via_vip.filter(|_| kind != CheckKind::Exec),
             ..Default::default()
         };
     }
@@ -164,7 +164,7 @@ fn tune_check(farm: &mut pb::Farm, s: &FarmSettings, kind: Option<CheckKind>) {
         check.args.clone_from(&s.check_arg);
     }
     if let Some(v) = s.check_via_vip {
-        check.via_vip = v;
+        check.via_vip = Some(v);
     }
 }
 

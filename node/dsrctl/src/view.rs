@@ -194,8 +194,9 @@ pub struct CheckView {
     pub program: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<String>,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub via_vip: bool,
+    /// Unset: the node decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via_vip: Option<bool>,
 }
 
 fn is_zero(v: &u32) -> bool {

@@ -54,7 +54,7 @@ pub fn raw_from_pb(f: &pb::Farm) -> RawFarm {
                 expect: opt(&c.expect),
                 program: opt(&c.program),
                 args: (!c.args.is_empty()).then(|| c.args.clone()),
-                via_vip: c.via_vip.then_some(true),
+                via_vip: c.via_vip,
             }
         }),
         backend: f.backends.iter().map(raw_backend_from_pb).collect(),
@@ -115,7 +115,7 @@ pub fn pb_from_farm(f: &cluster::Farm, state: &ClusterState) -> pb::Farm {
             expect: c.expect.unwrap_or_default(),
             program: c.program.unwrap_or_default(),
             args: c.args.unwrap_or_default(),
-            via_vip: c.via_vip.unwrap_or(false),
+            via_vip: c.via_vip,
         }),
         backends: f.backends.iter().map(|b| pb_backend(f, b, state)).collect(),
         new_rate_limit: raw.new_rate_limit.unwrap_or(0),

@@ -310,7 +310,8 @@ pub struct RawCheck {
     /// exec: the program's arguments.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub args: Option<Vec<String>>,
-    /// tcp/http/https/udp: probe through the VIP on the backend (default false).
+    /// tcp/http/https/udp: probe through the VIP on the backend (default: yes for tcp,
+    /// http and https when the node can, no for udp).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub via_vip: Option<bool>,
 }

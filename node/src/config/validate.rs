@@ -1012,7 +1012,7 @@ fn validate_check(key: &str, c: &RawCheck, protocol: Protocol) -> Result<Option<
         fall: c.fall,
         kind,
         port: c.port,
-        via_vip: c.via_vip.unwrap_or(false),
+        via_vip: c.via_vip,
     }))
 }
 
@@ -1025,7 +1025,7 @@ fn raw_check(c: &HealthCheck) -> RawCheck {
         rise: c.rise,
         fall: c.fall,
         port: c.port,
-        via_vip: c.via_vip.then_some(true),
+        via_vip: c.via_vip,
         ..RawCheck::default()
     };
     match &c.kind {

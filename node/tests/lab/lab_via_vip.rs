@@ -91,13 +91,14 @@ fn a_backend_without_its_vip_fails_the_vip_path_and_nothing_is_left_behind() {
     lab.start_backends(dsrlb()).expect("backends start");
     let port = lab::BACKEND_HTTP_PORT;
     let farms = [
-        // The service through the VIP on each backend.
-        farm("web", port, "type = \"http\"\nvia_vip = true\n"),
+        // The service through the VIP on each backend: the default of an http check on a
+        // node that can set the routes up (root, iproute2).
+        farm("web", port, "type = \"http\"\n"),
         // The same backends' own address, as a plain check sees them.
         farm(
             "plain",
             port + 1,
-            &format!("type = \"tcp\"\nport = {port}\n"),
+            &format!("type = \"tcp\"\nport = {port}\nvia_vip = false\n"),
         ),
     ];
     let mut node = lab

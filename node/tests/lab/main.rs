@@ -36,6 +36,7 @@ mod dsrctl_traffic;
 mod dsrctl_verbs;
 mod lab_balancing;
 mod lab_check_kinds;
+mod lab_check_load;
 mod lab_dsr;
 mod lab_fast_path;
 mod lab_flood;
