@@ -65,8 +65,11 @@ pub fn ledger_view(c: &ClusterLab, i: usize) -> LedgerView {
                 let farm = ledger_name(k);
                 let reply = cl
                     .call(async |mut api| {
-                        api.list_backends(pb::ListBackendsRequest { farm: farm.clone() })
-                            .await
+                        api.list_backends(pb::ListBackendsRequest {
+                            farm: farm.clone(),
+                            ..Default::default()
+                        })
+                        .await
                     })
                     .await
                     .map_err(|e| format!("{farm}: {e}"))?;

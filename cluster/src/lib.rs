@@ -53,8 +53,8 @@ pub use settings::{
     ClusterSettings, LEASE_MARGIN, MAX_ENTRY_BYTES, MAX_MESSAGE, lease_bounds, real_heartbeat,
 };
 pub use state::{
-    Backend, BackendState, ClusterState, Command, Farm, InvalidCommand, Persistence, Protocol,
-    Scheduler, SharedSettings, TcpCheck,
+    Backend, BackendState, CheckKind, ClusterState, Command, Farm, HealthCheck, HttpCheck,
+    InvalidCommand, Persistence, Protocol, Scheduler, SharedSettings, Verdict,
 };
 pub use storage_sm::Pins;
 pub use store::STORE_FILE;

@@ -715,12 +715,12 @@ mod tests {
         assert!(t.reconcile(&s, &sink));
         assert_eq!(backends(&t), vec![(client(1), "a".into())]);
         // A health check on a farm whose backends have no verdict yet: all down.
-        f.check = Some(crate::state::TcpCheck {
-            interval: Duration::from_secs(1),
-            timeout: Duration::from_secs(1),
-            rise: 1,
-            fall: 1,
-        });
+        f.check = Some(crate::state::HealthCheck::tcp(
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+            1,
+            1,
+        ));
         s.apply(&Command::PutFarm(f.clone()), 4);
         assert!(t.reconcile(&s, &sink));
         assert!(backends(&t).is_empty());

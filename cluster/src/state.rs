@@ -70,17 +70,96 @@ pub enum Persistence {
     },
 }
 
-/// A TCP connect health check.
+/// A farm's health check: how each backend is probed and how results become verdicts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TcpCheck {
+pub struct HealthCheck {
     /// Time between two probes of one backend.
     pub interval: Duration,
-    /// Time a connect may take before it counts as failed.
+    /// Time one probe may take before it counts as failed.
     pub timeout: Duration,
     /// Consecutive successes that bring a down backend up.
     pub rise: u32,
     /// Consecutive failures that bring an up backend down.
     pub fall: u32,
+    /// What one probe does (appended after the timing fields: their encoding stays).
+    pub kind: CheckKind,
+    /// The port probed; `None` is the farm's first port (DSR: the virtual port).
+    pub port: Option<u16>,
+    /// Probe the service through the VIP on the backend (the DSR path), not the backend's
+    /// own address; `None`: the node decides (through the VIP for tcp and http(s) checks
+    /// when it can set the routes up).
+    pub via_vip: Option<bool>,
+}
+
+impl HealthCheck {
+    /// A TCP connect check on the farm's first port.
+    pub fn tcp(interval: Duration, timeout: Duration, rise: u32, fall: u32) -> Self {
+        HealthCheck {
+            interval,
+            timeout,
+            rise,
+            fall,
+            kind: CheckKind::Tcp,
+            port: None,
+            via_vip: None,
+        }
+    }
+}
+
+/// What one probe of a backend does.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CheckKind {
+    /// A TCP connect.
+    #[default]
+    Tcp,
+    /// An HTTP (or, with `tls`, HTTPS) GET judged by status and body.
+    Http(HttpCheck),
+    /// A UDP datagram that must be answered.
+    Udp {
+        /// The payload sent.
+        send: Vec<u8>,
+        /// A substring the reply must contain (empty: any reply).
+        expect: Vec<u8>,
+    },
+    /// A program run on the checking node (no shell); exit status 0 is up.
+    Exec {
+        /// Absolute path of the program; it must exist on every node that may lead.
+        program: String,
+        /// Its arguments.
+        args: Vec<String>,
+    },
+}
+
+impl CheckKind {
+    /// The name in config files and the admin API.
+    pub fn name(&self) -> &'static str {
+        match self {
+            CheckKind::Tcp => "tcp",
+            CheckKind::Http(h) if h.tls => "https",
+            CheckKind::Http(_) => "http",
+            CheckKind::Udp { .. } => "udp",
+            CheckKind::Exec { .. } => "exec",
+        }
+    }
+}
+
+/// An HTTP(S) check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpCheck {
+    /// HTTPS rather than plain HTTP.
+    pub tls: bool,
+    /// The request path, starting with `/`.
+    pub path: String,
+    /// The `Host` header (and TLS server name); `None` is the backend's address.
+    pub host: Option<String>,
+    /// Accepted status codes, inclusive.
+    pub status: (u16, u16),
+    /// A substring the body must contain.
+    pub body: Option<String>,
+    /// PEM file of the CA that signs the backends' certificates; `None` accepts any
+    /// certificate (the check proves the service answers, not who it is). A path on the
+    /// checking node: every node that may lead needs it.
+    pub ca_file: Option<String>,
 }
 
 /// One real server behind a farm.
@@ -118,7 +197,7 @@ pub struct Farm {
     /// Source-IP stickiness.
     pub persistence: Persistence,
     /// Health check; `None` means every backend counts as healthy.
-    pub check: Option<TcpCheck>,
+    pub check: Option<HealthCheck>,
     /// The backends, in configuration order.
     pub backends: Vec<Backend>,
     /// Limits on new flows and `tcp_strict` (last: the fields before keep their encoding).
@@ -197,6 +276,10 @@ impl ClusterState {
 }
 
 /// A change to the replicated state, proposed through the leader.
+// A command lives for one write or one apply, never in bulk, so the two farms of
+// `PutFarmIf` next to a small `SetHealth` cost nothing worth a box (which would also change
+// every constructor of the log's format type).
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// Creates or replaces a farm; verdicts of backends it no longer has are dropped.
@@ -253,6 +336,21 @@ pub enum Command {
         /// Backend name; `None` flushes the whole farm.
         backend: Option<String>,
     },
+    /// Several health verdicts in one entry (the leader's checker batches the transitions of
+    /// one moment, so a thousand backends failing together cost one log entry, not a
+    /// thousand); each is applied as [`Command::SetHealth`] would.
+    SetHealthMany(Vec<Verdict>),
+}
+
+/// One health verdict of [`Command::SetHealthMany`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verdict {
+    /// Farm name.
+    pub farm: String,
+    /// Backend name.
+    pub backend: String,
+    /// The verdict.
+    pub up: bool,
 }
 
 /// Why a command was refused before it reached the log.
@@ -360,6 +458,7 @@ impl Command {
             }
             Command::DeleteFarm { .. }
             | Command::SetHealth { .. }
+            | Command::SetHealthMany(_)
             | Command::SetSettings(_)
             | Command::Pin(_)
             | Command::FlushPins { .. } => Ok(()),
@@ -368,6 +467,19 @@ impl Command {
 }
 
 impl ClusterState {
+    /// Records one verdict; a verdict for a backend the state no longer has is a no-op.
+    fn set_health(&mut self, farm: &str, backend: &str, up: bool) -> bool {
+        let known = self
+            .farms
+            .get(farm)
+            .is_some_and(|f| f.backends.iter().any(|b| b.name == backend));
+        if !known {
+            return false;
+        }
+        let slot = self.health.entry(farm.to_string()).or_default();
+        slot.insert(backend.to_string(), up) != Some(up)
+    }
+
     /// Applies `cmd` committed at log index `index`; returns whether the state changed.
     /// Never fails: a command that no longer makes sense (a verdict for a deleted backend)
     /// is a no-op, identically on every node.
@@ -377,17 +489,10 @@ impl ClusterState {
         match cmd {
             Command::PutFarm(farm) => self.put_farm(farm.clone()),
             Command::DeleteFarm { name } => self.delete_farm(name),
-            Command::SetHealth { farm, backend, up } => {
-                let known = self
-                    .farms
-                    .get(farm)
-                    .is_some_and(|f| f.backends.iter().any(|b| &b.name == backend));
-                if !known {
-                    return false;
-                }
-                let slot = self.health.entry(farm.clone()).or_default();
-                slot.insert(backend.clone(), *up) != Some(*up)
-            }
+            Command::SetHealth { farm, backend, up } => self.set_health(farm, backend, *up),
+            Command::SetHealthMany(verdicts) => verdicts.iter().fold(false, |changed, v| {
+                self.set_health(&v.farm, &v.backend, v.up) | changed
+            }),
             Command::Bootstrap { farms, settings } => {
                 if self.bootstrapped {
                     return false;
@@ -469,12 +574,12 @@ mod tests {
             scheduler: Scheduler::Maglev,
             limits: Default::default(),
             persistence: Persistence::None,
-            check: Some(TcpCheck {
-                interval: Duration::from_secs(1),
-                timeout: Duration::from_millis(500),
-                rise: 2,
-                fall: 3,
-            }),
+            check: Some(HealthCheck::tcp(
+                Duration::from_secs(1),
+                Duration::from_millis(500),
+                2,
+                3,
+            )),
             backends: backends
                 .iter()
                 .enumerate()
@@ -531,6 +636,22 @@ mod tests {
         assert!(!s.health["web"].contains_key("b"));
         assert!(s.apply(&Command::DeleteFarm { name: "web".into() }, 6));
         assert!(s.health.is_empty() && s.farms.is_empty());
+    }
+
+    #[test]
+    fn a_batch_of_verdicts_applies_each_and_skips_unknown_backends() {
+        let mut s = ClusterState::default();
+        s.apply(&Command::PutFarm(farm("web", &["a", "b"])), 1);
+        let v = |b: &str, up| Verdict {
+            farm: "web".into(),
+            backend: b.into(),
+            up,
+        };
+        let batch = Command::SetHealthMany(vec![v("a", true), v("zz", true), v("b", false)]);
+        assert!(s.apply(&batch, 2));
+        assert!(s.is_healthy("web", "a") && !s.is_healthy("web", "b"));
+        assert!(!s.health["web"].contains_key("zz"));
+        assert!(!s.apply(&batch, 3), "the same batch again changes nothing");
     }
 
     #[test]

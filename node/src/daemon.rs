@@ -12,7 +12,7 @@
 //! forwarding), then hands Raft leadership over, then stops the workers.
 
 use crate::config::{ClusterConfig, Config};
-use crate::health::{CheckTarget, HealthChecker, VerdictChange};
+use crate::health::{CheckLog, CheckTarget, HealthChecker, VerdictChange};
 use crate::metrics::{self, NodeMetrics};
 use crate::ownership::{self, Arbiter, Grant, Inputs, Ownership, SegmentInputs, Transition};
 use crate::persist::{self, DatapathSink, PersistMetrics};
@@ -20,7 +20,7 @@ use crate::preflight::{self, HostFacts};
 use crate::segment::{SegmentGate, SegmentWatch, claimed_since};
 use crate::tables;
 use anyhow::Context;
-use cluster::{ClusterNode, ClusterSettings, ClusterState, Command, ServerState};
+use cluster::{ClusterNode, ClusterSettings, ClusterState, Command, ServerState, Verdict};
 use datapath::{
     Datapath, DatapathConfig, ForwardingTable, MacAddr, MacResolver, ProcessorConfig, Shared,
     instant_ns,
@@ -28,7 +28,7 @@ use datapath::{
 use proto::listener::GuardedListener;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -118,6 +118,17 @@ async fn run_inner(
     let shared = Shared::new(workers, approved.mac);
     let persist_metrics = Arc::new(PersistMetrics::default());
     let node_metrics = Arc::new(NodeMetrics::new(shared.clone(), persist_metrics.clone()));
+    let check_log = Arc::new(CheckLog::default());
+    // Routes a killed predecessor's via_vip checks left (docs/design.md#health).
+    match crate::vippath::clean() {
+        Ok(0) => {}
+        Ok(n) => info!(
+            rules = n,
+            "removed via_vip check routes left by an earlier run"
+        ),
+        Err(e) => tracing::debug!(error = %e, "no via_vip routes looked for"),
+    }
+    node_metrics.set_check_log(check_log.clone());
 
     // docs/design.md#binaries: every file is read and every listener bound before Raft and
     // the datapath start, so a missing token or a port in use stops the node with nothing
@@ -233,6 +244,7 @@ async fn run_inner(
             tls: config.admin_tls.clone(),
             arbiter: node_metrics.arbiter.clone(),
             pair_segment: config.cluster.segment.is_some(),
+            check_log: check_log.clone(),
         },
     )
     .await?;
@@ -336,6 +348,10 @@ async fn run_inner(
         check_targets: Vec::new(),
         writes: JoinSet::new(),
         verdicts: None,
+        pending_verdicts: Vec::new(),
+        verdict_in_flight: Arc::new(AtomicBool::new(false)),
+        check_log: check_log.clone(),
+        vip_paths: None,
         pair,
         grant: None,
         owned_since: None,
@@ -353,6 +369,11 @@ async fn run_inner(
     node.release();
     if let Some(checker) = node.checker.take() {
         checker.stop().await;
+    }
+    if node.vip_paths.take().is_some()
+        && let Err(e) = crate::vippath::clean()
+    {
+        warn!(error = %e, "could not remove the via_vip check routes");
     }
     node.writes.shutdown().await;
     drop(node);
@@ -467,6 +488,14 @@ struct Node<'a> {
     writes: JoinSet<()>,
     /// Where health checkers send verdict changes (set when the loop starts).
     verdicts: Option<mpsc::UnboundedSender<VerdictChange>>,
+    /// Verdicts waiting for the commit in flight to end: committed together in one entry.
+    pending_verdicts: Vec<VerdictChange>,
+    /// Set while a verdict commit is in flight (cleared by its task).
+    verdict_in_flight: Arc<AtomicBool>,
+    /// Every probe's outcome on this node (admin API, metrics).
+    check_log: Arc<CheckLog>,
+    /// The routes of the running `via_vip` checks.
+    vip_paths: Option<crate::vippath::VipPaths>,
     /// `Some`: `pair_arbiter = "segment"`.
     pair: Option<Pair>,
     /// The arbiter of the current ownership.
@@ -534,8 +563,14 @@ impl Node<'_> {
                         anyhow::bail!("the cluster member stopped");
                     }
                 }
-                Wake::Verdict(change) => self.commit_verdict(change),
-                Wake::WriteDone => {}
+                Wake::Verdict(change) => {
+                    self.pending_verdicts.push(change);
+                    while let Ok(more) = verdict_rx.try_recv() {
+                        self.pending_verdicts.push(more);
+                    }
+                    self.commit_verdicts();
+                }
+                Wake::WriteDone => self.commit_verdicts(),
                 Wake::Tick => self.poll_learned()?,
             }
             self.judge(Instant::now());
@@ -826,7 +861,7 @@ impl Node<'_> {
     /// Health checks run on the leader only; their targets follow the replicated farms.
     fn restart_checks(&mut self, verdicts: &mpsc::UnboundedSender<VerdictChange>, force: bool) {
         let checking = self.inputs.is_leader || self.grant == Some(Arbiter::Segment);
-        let targets = if checking && !self.inputs.witness {
+        let mut targets = if checking && !self.inputs.witness {
             check_targets(&self.state)
         } else {
             Vec::new()
@@ -843,39 +878,111 @@ impl Node<'_> {
             // Aborting is immediate; the tasks hold nothing that needs an orderly stop.
             tokio::spawn(old.stop());
         }
+        self.set_vip_paths(&mut targets);
         if !targets.is_empty() {
             info!(
                 backends = targets.len(),
                 "health checks running on this leader"
             );
-            self.checker = Some(HealthChecker::start(targets.clone(), verdicts.clone()));
+            self.checker = Some(HealthChecker::start(
+                targets.clone(),
+                verdicts.clone(),
+                self.check_log.clone(),
+            ));
         }
+        let keys: std::collections::HashSet<_> = targets.iter().map(|t| t.key.clone()).collect();
+        self.check_log.retain(|k| keys.contains(k));
         self.check_targets = targets;
     }
 
-    /// Commits a verdict change through the log, without blocking the loop; a segment
-    /// owner, which cannot commit, applies it on this node only.
-    fn commit_verdict(&mut self, change: VerdictChange) {
+    /// Sets up the routes of the `via_vip` checks among `targets` (replacing the previous
+    /// ones) and gives each its socket mark; removes them when no target needs them. A node
+    /// that cannot set them up runs those checks as "not run" (its own fault, logged).
+    fn set_vip_paths(&mut self, targets: &mut [CheckTarget]) {
+        let via: Vec<Ipv4Addr> = targets
+            .iter()
+            .filter(|t| t.via_vip)
+            .map(|t| *t.addr.ip())
+            .collect();
+        if via.is_empty() {
+            if self.vip_paths.take().is_some()
+                && let Err(e) = crate::vippath::clean()
+            {
+                warn!(error = %e, "could not remove the via_vip check routes");
+            }
+            return;
+        }
+        match crate::vippath::VipPaths::setup(&self.config.datapath.interface, via) {
+            Ok(paths) => {
+                for t in targets.iter_mut().filter(|t| t.via_vip) {
+                    t.mark = paths.mark(*t.addr.ip());
+                }
+                info!(backends = paths.len(), "via_vip check routes set up");
+                self.vip_paths = Some(paths);
+            }
+            Err(e) => {
+                self.vip_paths = None;
+                // Checks that asked for the VIP path cannot run here (not run, never down);
+                // those that left it to the node probe the backend's own address instead.
+                for t in targets.iter_mut().filter(|t| t.check.via_vip.is_none()) {
+                    t.via_vip = false;
+                }
+                if targets.iter().any(|t| t.via_vip) {
+                    error!(error = %e, "via_vip checks cannot run on this node: no route through the VIP");
+                } else {
+                    warn!(error = %e, "checks probe the backends' own addresses: no route through the VIP here");
+                }
+            }
+        }
+    }
+
+    /// Commits the pending verdict changes through the log in one entry, without blocking
+    /// the loop, unless a verdict commit is in flight: then they wait for it to end, so a
+    /// burst of verdicts (a switch failing under a thousand backends) costs a few entries,
+    /// not one each. A segment owner, which cannot commit, applies them on this node only.
+    fn commit_verdicts(&mut self) {
+        if self.pending_verdicts.is_empty() {
+            return;
+        }
         if self.grant == Some(Arbiter::Segment) {
-            let (farm, backend) = &change.key;
-            warn!(%farm, %backend, up = change.up, "no quorum: health verdict applied on this node only");
-            self.local_health.insert(change.key, change.up);
+            for change in self.pending_verdicts.drain(..) {
+                let (farm, backend) = &change.key;
+                warn!(%farm, %backend, up = change.up, "no quorum: health verdict applied on this node only");
+                self.local_health.insert(change.key, change.up);
+            }
             if let Err(e) = self.publish() {
                 error!(error = %e, "could not rebuild the forwarding table");
             }
             return;
         }
+        if self.verdict_in_flight.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // The last verdict of a backend wins; order among backends does not matter.
+        let mut latest: BTreeMap<(String, String), bool> = BTreeMap::new();
+        for change in self.pending_verdicts.drain(..) {
+            latest.insert(change.key, change.up);
+        }
+        let verdicts: Vec<Verdict> = latest
+            .into_iter()
+            .map(|((farm, backend), up)| Verdict { farm, backend, up })
+            .collect();
         let cluster = self.cluster.clone();
-        let (farm, backend) = change.key;
+        let in_flight = self.verdict_in_flight.clone();
         self.writes.spawn(async move {
-            let cmd = Command::SetHealth {
-                farm: farm.clone(),
-                backend: backend.clone(),
-                up: change.up,
+            let n = verdicts.len();
+            let cmd = match <[Verdict; 1]>::try_from(verdicts) {
+                Ok([v]) => Command::SetHealth {
+                    farm: v.farm,
+                    backend: v.backend,
+                    up: v.up,
+                },
+                Err(many) => Command::SetHealthMany(many),
             };
             if let Err(e) = cluster.write(cmd).await {
-                error!(%farm, %backend, up = change.up, error = %e, "could not commit a health verdict");
+                error!(verdicts = n, error = %e, "could not commit health verdicts");
             }
+            in_flight.store(false, Ordering::Release);
         });
     }
 }
@@ -889,7 +996,13 @@ fn check_targets(state: &ClusterState) -> Vec<CheckTarget> {
         .flat_map(|(farm, check)| {
             farm.backends.iter().map(move |b| CheckTarget {
                 key: (farm.name.clone(), b.name.clone()),
-                addr: SocketAddrV4::new(b.ip, farm.port_first),
+                addr: crate::health::check_addr(b.ip, farm.port_first, check),
+                vip: farm.vip,
+                via_vip: check.via_vip.unwrap_or(matches!(
+                    check.kind,
+                    cluster::CheckKind::Tcp | cluster::CheckKind::Http(_)
+                )),
+                mark: None,
                 check: check.clone(),
                 verdict: state
                     .health

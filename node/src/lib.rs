@@ -31,4 +31,5 @@ pub mod reload;
 pub mod segment;
 pub mod signals;
 pub mod tables;
+pub mod vippath;
 pub mod witness;

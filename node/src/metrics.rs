@@ -26,8 +26,10 @@ pub struct NodeMetrics {
     pub takeovers: AtomicU64,
     /// Current Raft term.
     pub term: AtomicU64,
-    /// (farm, backend, selectable) as of the last published table.
-    backends: Mutex<Vec<(String, String, bool)>>,
+    /// Each backend as of the last published table.
+    backends: Mutex<Vec<BackendRow>>,
+    /// The health checker's record of its probes, once the daemon runs.
+    checks: OnceLock<Arc<crate::health::CheckLog>>,
     persist: Arc<PersistMetrics>,
     /// The replicated persistence table, once the cluster member runs.
     pins: OnceLock<cluster::Pins>,
@@ -49,6 +51,28 @@ pub struct NodeMetrics {
 /// Each listener's name and counts (docs/design.md#listeners).
 pub type Listeners = Vec<(&'static str, Arc<ListenerStats>)>;
 
+/// One backend of the published table, for the per-backend gauges.
+#[derive(Debug, Clone)]
+struct BackendRow {
+    farm: String,
+    backend: String,
+    /// The health verdict (true when the farm has no check).
+    healthy: bool,
+    mac_known: bool,
+    /// The administrative state's name.
+    state: &'static str,
+}
+
+impl BackendRow {
+    /// Can take new flows: `dsrlb_backend_up` (weight aside, as before).
+    fn up(&self) -> bool {
+        self.healthy && self.mac_known && self.state != "off"
+    }
+}
+
+/// The admin states `dsrlb_backend_admin_state` has a series for.
+const ADMIN_STATES: [&str; 3] = ["up", "drain", "off"];
+
 /// The segment arbiter's own numbers (docs/design.md#metrics).
 #[derive(Debug, Default)]
 pub struct SegmentMetrics {
@@ -67,6 +91,7 @@ impl NodeMetrics {
             takeovers: AtomicU64::new(0),
             term: AtomicU64::new(0),
             backends: Mutex::new(Vec::new()),
+            checks: OnceLock::new(),
             persist,
             pins: OnceLock::new(),
             resolver: OnceLock::new(),
@@ -115,14 +140,26 @@ impl NodeMetrics {
         }
     }
 
-    /// Records which backends the last published table can send new flows to.
+    /// Where the health-check series are read from.
+    pub fn set_check_log(&self, log: Arc<crate::health::CheckLog>) {
+        let _ = self.checks.set(log);
+    }
+
+    /// Records which backends the last published table can send new flows to, and why.
     pub fn set_backends(&self, specs: &[FarmSpec]) {
         let rows = specs
             .iter()
             .flat_map(|f| {
-                f.backends.iter().map(move |b| {
-                    let up = b.healthy && b.mac.is_some() && !matches!(b.state, BackendState::Off);
-                    (f.name.clone(), b.name.clone(), up)
+                f.backends.iter().map(move |b| BackendRow {
+                    farm: f.name.clone(),
+                    backend: b.name.clone(),
+                    healthy: b.healthy,
+                    mac_known: b.mac.is_some(),
+                    state: match b.state {
+                        BackendState::Up => "up",
+                        BackendState::Drain => "drain",
+                        BackendState::Off => "off",
+                    },
                 })
             })
             .collect();
@@ -262,10 +299,49 @@ impl Collector for NodeMetrics {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        for (farm, backend, is_up) in &rows {
-            let labels = [("farm", farm.as_str()), ("backend", backend.as_str())];
-            ConstGauge::new(i64::from(*is_up)).encode(up.encode_family(&labels)?)?;
+        for r in &rows {
+            let labels = [("farm", r.farm.as_str()), ("backend", r.backend.as_str())];
+            ConstGauge::new(i64::from(r.up())).encode(up.encode_family(&labels)?)?;
         }
+        // What `dsrlb_backend_up` combines, one series each, so an operator sees which one
+        // keeps a backend out.
+        for (name, help, value) in [
+            (
+                "dsrlb_backend_healthy",
+                "1 while the backend's replicated health verdict is up (or its farm has no check)",
+                (|r: &BackendRow| r.healthy) as fn(&BackendRow) -> bool,
+            ),
+            (
+                "dsrlb_backend_mac_known",
+                "1 while the backend's MAC is known (pinned or learned by ARP)",
+                |r: &BackendRow| r.mac_known,
+            ),
+        ] {
+            let mut family =
+                encoder.encode_descriptor(name, help, None, ConstGauge::new(0i64).metric_type())?;
+            for r in &rows {
+                let labels = [("farm", r.farm.as_str()), ("backend", r.backend.as_str())];
+                ConstGauge::new(i64::from(value(r))).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let mut admin = encoder.encode_descriptor(
+            "dsrlb_backend_admin_state",
+            "1 for the backend's administrative state (up, drain, off), 0 for the others",
+            None,
+            ConstGauge::new(0i64).metric_type(),
+        )?;
+        for r in &rows {
+            for state in ADMIN_STATES {
+                let labels = [
+                    ("farm", r.farm.as_str()),
+                    ("backend", r.backend.as_str()),
+                    ("state", state),
+                ];
+                ConstGauge::new(i64::from(r.state == state))
+                    .encode(admin.encode_family(&labels)?)?;
+            }
+        }
+        self.encode_checks(&mut encoder)?;
         encode_term(&mut encoder, self.term.load(Ordering::Relaxed))?;
         let takeovers = ConstCounter::new(self.takeovers.load(Ordering::Relaxed));
         takeovers.encode(encoder.encode_descriptor(
@@ -287,6 +363,50 @@ impl Collector for NodeMetrics {
 }
 
 impl NodeMetrics {
+    /// The health checker's probes on this node (the leader; nothing elsewhere).
+    fn encode_checks(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let snapshot = self.checks.get().map(|l| l.snapshot()).unwrap_or_default();
+        let mut total = encoder.encode_descriptor(
+            "dsrlb_health_checks",
+            "Health probes run by this node, by result: up, down, or error (not run: this \
+             node's own fault, such as no descriptor or no route; never a verdict)",
+            None,
+            ConstCounter::new(0u64).metric_type(),
+        )?;
+        for ((farm, backend), c) in &snapshot {
+            for (result, n) in [("up", c.up), ("down", c.down), ("error", c.error)] {
+                let labels = [
+                    ("farm", farm.as_str()),
+                    ("backend", backend.as_str()),
+                    ("result", result),
+                ];
+                ConstCounter::new(n).encode(total.encode_family(&labels)?)?;
+            }
+        }
+        let mut duration = encoder.encode_descriptor(
+            "dsrlb_health_check_duration_seconds",
+            "Time of the health probes that reached a verdict",
+            None,
+            prometheus_client::metrics::MetricType::Histogram,
+        )?;
+        for ((farm, backend), c) in &snapshot {
+            let labels = [("farm", farm.as_str()), ("backend", backend.as_str())];
+            let within: u64 = c.buckets.iter().sum();
+            let buckets: Vec<(f64, u64)> = crate::health::DURATION_BUCKETS
+                .iter()
+                .copied()
+                .zip(c.buckets.iter().copied())
+                .chain(std::iter::once((f64::MAX, c.count - within)))
+                .collect();
+            duration
+                .encode_family(&labels)?
+                .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                    c.sum, c.count, &buckets, None,
+                )?;
+        }
+        Ok(())
+    }
+
     fn encode_arbiter(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let now = self.arbiter.get();
         let mut by = encoder.encode_descriptor(

@@ -381,7 +381,72 @@ const CASES: &[(&str, &str, &str)] = &[
         "persistence_ttl = \"30\"",
         "farm[web].persistence_ttl",
     ),
-    ("type = \"tcp\"", "type = \"http\"", "farm[web].check.type"),
+    (
+        "type = \"tcp\"",
+        "type = \"gopher\"",
+        "farm[web].check.type",
+    ),
+    // Issue #15: the keys of each check type, and only those.
+    (
+        "type = \"tcp\"",
+        "type = \"tcp\"\npath = \"/health\"",
+        "farm[web].check.path",
+    ),
+    (
+        "type = \"tcp\"",
+        "type = \"http\"\npath = \"health\"",
+        "farm[web].check.path",
+    ),
+    (
+        "type = \"tcp\"",
+        "type = \"http\"\nexpect_status = \"399-200\"",
+        "farm[web].check.expect_status",
+    ),
+    (
+        "type = \"tcp\"",
+        "type = \"http\"\nexpect_status = \"ok\"",
+        "farm[web].check.expect_status",
+    ),
+    (
+        "type = \"tcp\"",
+        "type = \"http\"\nca_file = \"/etc/ca.pem\"",
+        "farm[web].check.ca_file",
+    ),
+    (
+        "type = \"tcp\"",
+        "type = \"https\"\nca_file = \"/nonexistent/ca.pem\"",
+        "farm[web].check.ca_file",
+    ),
+    (
+        "type = \"tcp\"",
+        "type = \"udp\"\nexpect_body = \"ok\"",
+        "farm[web].check.expect_body",
+    ),
+    (
+        "type = \"tcp\"",
+        "type = \"udp\"\nsend = \"ping\"",
+        "farm[web].check.port",
+    ),
+    (
+        "type = \"tcp\"",
+        "type = \"exec\"",
+        "farm[web].check.program",
+    ),
+    (
+        "type = \"tcp\"",
+        "type = \"exec\"\nprogram = \"check.sh\"",
+        "farm[web].check.program",
+    ),
+    (
+        "type = \"tcp\"",
+        "type = \"tcp\"\nport = 0",
+        "farm[web].check.port",
+    ),
+    (
+        "protocol = \"tcp\"",
+        "protocol = \"udp\"",
+        "farm[web].check.port",
+    ),
     (
         "interval = \"1s\"",
         "interval = \"0s\"",

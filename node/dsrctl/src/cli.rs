@@ -175,6 +175,8 @@ pub enum Format {
     Json,
 }
 
+// Parsed once per run: the size of the farm verbs' options costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Cluster health: members, leader, VIP owner, term, lease, per-VIP owner.
@@ -266,6 +268,9 @@ pub struct FarmAddArgs {
 #[command(group(ArgGroup::new("change").required(true).multiple(true)
     .args(["vip", "port", "ports", "protocol", "scheduler", "persistence", "persistence_ttl",
            "check", "check_interval", "check_timeout", "check_rise", "check_fall",
+           "check_port", "check_path", "check_host", "check_expect_status", "check_expect_body",
+           "check_ca_file", "check_send", "check_expect", "check_program", "check_arg",
+           "check_via_vip",
            "new_rate_limit", "new_rate_limit_burst", "new_rate_limit_farm",
            "new_rate_limit_farm_burst", "max_flows", "tcp_strict"])))]
 pub struct FarmSetArgs {
@@ -300,9 +305,43 @@ pub struct FarmSettings {
     /// Lifetime of a persistence entry, e.g. `60s`.
     #[arg(long, value_parser = parse_duration_text)]
     pub persistence_ttl: Option<String>,
-    /// Health check (`none` removes it); the check-* options imply `tcp`.
+    /// Health check (`none` removes it); the check-* options alone keep the farm's check
+    /// type, or imply `tcp` when it has none.
     #[arg(long, value_enum)]
     pub check: Option<CheckKind>,
+    /// Port probed when not the farm's first (required for a tcp/http check of a udp farm).
+    #[arg(long)]
+    pub check_port: Option<u16>,
+    /// http/https: request path, e.g. `/health`.
+    #[arg(long)]
+    pub check_path: Option<String>,
+    /// http/https: the Host header (and TLS server name).
+    #[arg(long)]
+    pub check_host: Option<String>,
+    /// http/https: accepted statuses, `200` or `200-399`.
+    #[arg(long)]
+    pub check_expect_status: Option<String>,
+    /// http/https: a substring the body must contain.
+    #[arg(long)]
+    pub check_expect_body: Option<String>,
+    /// https: PEM file (on the nodes) of the CA that signs the backends' certificates.
+    #[arg(long)]
+    pub check_ca_file: Option<String>,
+    /// udp: the payload sent.
+    #[arg(long)]
+    pub check_send: Option<String>,
+    /// udp: a substring the reply must contain.
+    #[arg(long)]
+    pub check_expect: Option<String>,
+    /// exec: the program (absolute path on the nodes, run without a shell).
+    #[arg(long)]
+    pub check_program: Option<String>,
+    /// exec: one argument of the program (repeat for more).
+    #[arg(long = "check-arg", allow_hyphen_values = true)]
+    pub check_arg: Vec<String>,
+    /// tcp/http/https/udp: probe through the VIP on each backend (the DSR path).
+    #[arg(long)]
+    pub check_via_vip: Option<bool>,
     /// Time between checks of one backend, e.g. `2s`.
     #[arg(long, value_parser = parse_duration_text)]
     pub check_interval: Option<String>,
@@ -345,7 +384,25 @@ pub enum PersistenceMode {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum CheckKind {
     Tcp,
+    Http,
+    Https,
+    Udp,
+    Exec,
     None,
+}
+
+impl CheckKind {
+    /// The name in the config file and the admin API.
+    pub fn name(self) -> &'static str {
+        match self {
+            CheckKind::Tcp => "tcp",
+            CheckKind::Http => "http",
+            CheckKind::Https => "https",
+            CheckKind::Udp => "udp",
+            CheckKind::Exec => "exec",
+            CheckKind::None => "none",
+        }
+    }
 }
 
 /// `--protocol`: a protocol by the name the config file uses, offered as a `ValueEnum` is

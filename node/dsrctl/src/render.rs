@@ -140,13 +140,39 @@ pub fn version(v: &VersionView) -> String {
 }
 
 fn check_text(f: &FarmView) -> String {
-    match &f.check {
-        Some(c) => format!(
-            "{} every {}, timeout {}, rise {}, fall {}",
-            c.kind, c.interval, c.timeout, c.rise, c.fall
-        ),
-        None => "none".into(),
+    let Some(c) = &f.check else {
+        return "none".into();
+    };
+    let mut what = c.kind.clone();
+    if c.port != 0 {
+        what.push_str(&format!(" port {}", c.port));
     }
+    for (label, v) in [
+        ("path", &c.path),
+        ("host", &c.host),
+        ("status", &c.expect_status),
+        ("body", &c.expect_body),
+        ("ca", &c.ca_file),
+        ("send", &c.send),
+        ("expect", &c.expect),
+        ("program", &c.program),
+    ] {
+        if !v.is_empty() {
+            what.push_str(&format!(" {label} {v:?}"));
+        }
+    }
+    if !c.args.is_empty() {
+        what.push_str(&format!(" args {:?}", c.args));
+    }
+    match c.via_vip {
+        Some(true) => what.push_str(" via the VIP"),
+        Some(false) => what.push_str(" not via the VIP"),
+        None => {}
+    }
+    format!(
+        "{what} every {}, timeout {}, rise {}, fall {}",
+        c.interval, c.timeout, c.rise, c.fall
+    )
 }
 
 /// Backends that take new flows: administratively up and passing their check.
@@ -192,11 +218,18 @@ fn backend_table(backends: &[BackendView]) -> String {
     if backends.is_empty() {
         return "no backends\n".into();
     }
-    let mut t = Table::new(&[
+    // The check columns only when the answer carries probe results (`backend list` of a
+    // checked farm): `farm show` and unchecked farms keep their narrower table.
+    let checked = backends.iter().any(|b| b.last_check.is_some());
+    let mut head = vec![
         "name", "ip", "mac", "weight", "state", "priority", "healthy",
-    ]);
+    ];
+    if checked {
+        head.extend(["last check", "latency", "reason"]);
+    }
+    let mut t = Table::new(&head);
     for b in backends {
-        t.row(vec![
+        let mut row = vec![
             b.name.clone(),
             b.ip.clone(),
             b.mac.clone().unwrap_or_else(|| "(arp)".into()),
@@ -204,9 +237,33 @@ fn backend_table(backends: &[BackendView]) -> String {
             b.state.clone(),
             b.priority.to_string(),
             yes_no(b.healthy),
-        ]);
+        ];
+        if checked {
+            match &b.last_check {
+                Some(c) => row.extend([
+                    format!("{} ({} ago)", c.result, age_text(c.age_ms)),
+                    format!("{:.1} ms", c.latency_us as f64 / 1000.0),
+                    if c.reason.is_empty() {
+                        "-".into()
+                    } else {
+                        c.reason.clone()
+                    },
+                ]),
+                None => row.extend(["-".into(), "-".into(), "-".into()]),
+            }
+        }
+        t.row(row);
     }
     t.render()
+}
+
+/// `850ms`, `3.2s`, `4m`.
+fn age_text(ms: u64) -> String {
+    match ms {
+        0..1_000 => format!("{ms}ms"),
+        1_000..60_000 => format!("{:.1}s", ms as f64 / 1000.0),
+        _ => format!("{}m", ms / 60_000),
+    }
 }
 
 pub fn farm_show(v: &FarmShowView) -> String {
@@ -322,6 +379,7 @@ mod tests {
                 timeout: "1s".into(),
                 rise: 2,
                 fall: 3,
+                ..CheckView::default()
             }),
             backends: vec![
                 BackendView {
@@ -332,6 +390,7 @@ mod tests {
                     state: "up".into(),
                     priority: 1,
                     healthy: true,
+                    last_check: None,
                 },
                 BackendView {
                     name: "b2".into(),
@@ -341,6 +400,7 @@ mod tests {
                     state: "drain".into(),
                     priority: 2,
                     healthy: true,
+                    last_check: None,
                 },
             ],
             new_rate_limit: 20,

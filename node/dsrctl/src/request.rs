@@ -89,35 +89,82 @@ fn apply_settings(farm: &mut pb::Farm, s: &FarmSettings) {
     let tuning = s.check_interval.is_some()
         || s.check_timeout.is_some()
         || s.check_rise.is_some()
-        || s.check_fall.is_some();
+        || s.check_fall.is_some()
+        || s.check_port.is_some()
+        || s.check_path.is_some()
+        || s.check_host.is_some()
+        || s.check_expect_status.is_some()
+        || s.check_expect_body.is_some()
+        || s.check_ca_file.is_some()
+        || s.check_send.is_some()
+        || s.check_expect.is_some()
+        || s.check_program.is_some()
+        || !s.check_arg.is_empty()
+        || s.check_via_vip.is_some();
     match s.check {
         Some(CheckKind::None) => farm.check = None,
-        Some(CheckKind::Tcp) => tune_check(farm, s),
-        None if tuning => tune_check(farm, s),
+        Some(kind) => tune_check(farm, s, Some(kind)),
+        None if tuning => tune_check(farm, s, None),
         None => {}
     }
 }
 
-fn tune_check(farm: &mut pb::Farm, s: &FarmSettings) {
+fn tune_check(farm: &mut pb::Farm, s: &FarmSettings, kind: Option<CheckKind>) {
     let check = farm.check.get_or_insert_with(|| pb::Check {
         r#type: "tcp".into(),
         interval: CHECK_INTERVAL.into(),
         timeout: CHECK_TIMEOUT.into(),
         rise: CHECK_RISE,
         fall: CHECK_FALL,
+        ..Default::default()
     });
-    check.r#type = "tcp".into();
-    if let Some(v) = &s.check_interval {
-        check.interval = v.clone();
+    if let Some(kind) = kind
+        && kind.name() != check.r#type
+    {
+        // Another type: the old type's own fields would not apply to it.
+        *check = pb::Check {
+            r#type: kind.name().into(),
+            interval: std::mem::take(&mut check.interval),
+            timeout: std::mem::take(&mut check.timeout),
+            rise: check.rise,
+            fall: check.fall,
+            port: check.port,
+            via_vip: check.via_vip.filter(|_| kind != CheckKind::Exec),
+            ..Default::default()
+        };
     }
-    if let Some(v) = &s.check_timeout {
-        check.timeout = v.clone();
+    if check.r#type.is_empty() {
+        check.r#type = "tcp".into();
     }
+    let set = |field: &mut String, v: &Option<String>| {
+        if let Some(v) = v {
+            field.clone_from(v);
+        }
+    };
+    set(&mut check.interval, &s.check_interval);
+    set(&mut check.timeout, &s.check_timeout);
     if let Some(v) = s.check_rise {
         check.rise = v;
     }
     if let Some(v) = s.check_fall {
         check.fall = v;
+    }
+    if let Some(v) = s.check_port {
+        check.port = u32::from(v);
+    }
+    set(&mut check.path, &s.check_path);
+    set(&mut check.host, &s.check_host);
+    set(&mut check.expect_status, &s.check_expect_status);
+    set(&mut check.expect_body, &s.check_expect_body);
+    set(&mut check.ca_file, &s.check_ca_file);
+    set(&mut check.send, &s.check_send);
+    set(&mut check.expect, &s.check_expect);
+    set(&mut check.program, &s.check_program);
+    if !s.check_arg.is_empty() {
+        check.args.clone_from(&s.check_arg);
+    }
+    if let Some(v) = s.check_via_vip {
+        check.via_vip = Some(v);
     }
 }
 
@@ -134,6 +181,7 @@ pub fn add_backend(args: &BackendAddArgs) -> pb::AddBackendRequest {
             state: args.state.as_str().into(),
             priority: args.priority,
             healthy: false,
+            last_check: None,
         }),
     }
 }
@@ -277,6 +325,7 @@ mod tests {
                 timeout: CHECK_TIMEOUT.into(),
                 rise: CHECK_RISE,
                 fall: 5,
+                ..Default::default()
             })
         );
     }
@@ -295,6 +344,7 @@ mod tests {
                 timeout: "1s".into(),
                 rise: 2,
                 fall: 3,
+                ..Default::default()
             }),
             backends: vec![pb::Backend {
                 name: "b1".into(),

@@ -208,7 +208,10 @@ async fn get_farm(client: &mut Client, name: &str) -> Result<(u64, pb::Farm), Ct
 async fn backend(cmd: BackendCmd, client: &mut Client, mut ctx: Ctx<'_>) -> Result<(), CtlError> {
     match cmd {
         BackendCmd::List { farm } => {
-            let req = pb::ListBackendsRequest { farm: farm.clone() };
+            let req = pb::ListBackendsRequest {
+                farm: farm.clone(),
+                local: false,
+            };
             let a = client
                 .call(async |mut api| api.list_backends(req.clone()).await)
                 .await?;

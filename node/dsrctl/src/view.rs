@@ -165,7 +165,7 @@ pub struct FarmView {
     pub tcp_strict: bool,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct CheckView {
     #[serde(rename = "type")]
     pub kind: String,
@@ -173,6 +173,34 @@ pub struct CheckView {
     pub timeout: String,
     pub rise: u32,
     pub fall: u32,
+    /// 0: the farm's first port.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub port: u32,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub path: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub host: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub expect_status: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub expect_body: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub ca_file: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub send: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub expect: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub program: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// Unset: the node decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via_vip: Option<bool>,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -184,6 +212,22 @@ pub struct BackendView {
     pub state: String,
     pub priority: u32,
     pub healthy: bool,
+    /// The leader's last probe (`backend list` of a checked farm).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_check: Option<CheckResultView>,
+}
+
+/// One probe's outcome as the checking node saw it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckResultView {
+    /// `up`, `down` or `not run`.
+    pub result: String,
+    pub latency_us: u64,
+    /// Why down or not run; empty when up.
+    pub reason: String,
+    /// Milliseconds since the probe.
+    pub age_ms: u64,
+    pub checked_by: u64,
 }
 
 impl From<pb::Farm> for FarmView {
@@ -202,6 +246,17 @@ impl From<pb::Farm> for FarmView {
                 timeout: c.timeout,
                 rise: c.rise,
                 fall: c.fall,
+                port: c.port,
+                path: c.path,
+                host: c.host,
+                expect_status: c.expect_status,
+                expect_body: c.expect_body,
+                ca_file: c.ca_file,
+                send: c.send,
+                expect: c.expect,
+                program: c.program,
+                args: c.args,
+                via_vip: c.via_vip,
             }),
             backends: f.backends.into_iter().map(BackendView::from).collect(),
             new_rate_limit: f.new_rate_limit,
@@ -224,6 +279,13 @@ impl From<pb::Backend> for BackendView {
             state: or_default(b.state, "up"),
             priority: b.priority,
             healthy: b.healthy,
+            last_check: b.last_check.map(|c| CheckResultView {
+                result: c.result,
+                latency_us: c.latency_us,
+                reason: c.reason,
+                age_ms: c.age_ms,
+                checked_by: c.checked_by,
+            }),
         }
     }
 }

@@ -84,6 +84,8 @@ pub struct AdminContext {
     pub arbiter: Arc<crate::ownership::ArbiterCell>,
     /// `pair_arbiter = "segment"` (docs/design.md#pair-segment).
     pub pair_segment: bool,
+    /// The outcome of every probe this node's health checker ran (while it leads).
+    pub check_log: Arc<crate::health::CheckLog>,
 }
 
 /// The admin token, shared by the listener's interceptor and the calls this node makes to

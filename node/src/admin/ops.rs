@@ -187,6 +187,34 @@ pub(super) async fn stats(ctx: &AdminContext, node: u64) -> Result<pb::StatsRepl
     if target == me {
         return Ok(local_stats(ctx));
     }
+    let remote = async {
+        let mut client = remote_client(ctx, target).await?;
+        client
+            .stats(pb::StatsRequest { node: target })
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| Status::new(s.code(), format!("node {target}: {}", s.message())))
+    };
+    let mut reply = tokio::time::timeout(REMOTE_TIMEOUT, remote)
+        .await
+        .map_err(|_| Status::unavailable(format!("node {target} did not answer in time")))??;
+    reply.answered_by = me;
+    Ok(reply)
+}
+
+/// A client of node `target`'s admin service, authenticated with this node's admin token.
+pub(super) async fn remote_client(
+    ctx: &AdminContext,
+    target: u64,
+) -> Result<
+    AdminClient<
+        tonic::service::interceptor::InterceptedService<
+            tonic::transport::Channel,
+            cluster::ClientAuth,
+        >,
+    >,
+    Status,
+> {
     let peer = ctx
         .cluster
         .membership()
@@ -200,33 +228,87 @@ pub(super) async fn stats(ctx: &AdminContext, node: u64) -> Result<pb::StatsRepl
         .map_err(|_| Status::internal(format!("node {target} has peer address {peer:?}")))?;
     let scheme = if ctx.tls.is_some() { "https" } else { "http" };
     let endpoint = format!("{scheme}://{}", SocketAddr::new(host, ctx.admin_port));
-    let remote = async {
-        let mut ep = tonic::transport::Endpoint::from_shared(endpoint.clone())
-            .map_err(|e| Status::internal(e.to_string()))?;
-        if let Some(tls) = &ctx.tls {
-            ep = ep
-                .tls_config(client_tls(tls, ctx.id())?)
-                .map_err(|e| Status::internal(format!("admin TLS client: {e}")))?;
-        }
-        let channel = ep
-            .connect_timeout(REMOTE_TIMEOUT)
-            .connect()
-            .await
-            .map_err(|e| Status::unavailable(format!("node {target} at {endpoint}: {e}")))?;
-        let auth = cluster::ClientAuth::new(&ctx.token.get())
-            .map_err(|_| Status::internal("the admin token is not a valid header value"))?;
-        let mut client = AdminClient::with_interceptor(channel, auth);
+    let mut ep = tonic::transport::Endpoint::from_shared(endpoint.clone())
+        .map_err(|e| Status::internal(e.to_string()))?;
+    if let Some(tls) = &ctx.tls {
+        ep = ep
+            .tls_config(client_tls(tls, ctx.id())?)
+            .map_err(|e| Status::internal(format!("admin TLS client: {e}")))?;
+    }
+    let channel = ep
+        .connect_timeout(REMOTE_TIMEOUT)
+        .connect()
+        .await
+        .map_err(|e| Status::unavailable(format!("node {target} at {endpoint}: {e}")))?;
+    let auth = cluster::ClientAuth::new(&ctx.token.get())
+        .map_err(|_| Status::internal("the admin token is not a valid header value"))?;
+    Ok(AdminClient::with_interceptor(channel, auth))
+}
+
+/// The leader's last probe of each backend of `farm`, by backend name: from this node's
+/// own checker when it leads, else asked of the leader (`local` stops the asking there).
+/// Best effort: a leader that cannot be asked leaves the results out, not the listing.
+pub(super) async fn last_checks(
+    ctx: &AdminContext,
+    farm: &str,
+    local: bool,
+) -> std::collections::HashMap<String, pb::CheckResult> {
+    let me = ctx.id();
+    let leader = ctx.cluster.leader();
+    if leader == Some(me) || local {
+        let now = std::time::SystemTime::now();
+        return ctx
+            .check_log
+            .snapshot()
+            .into_iter()
+            .filter(|((f, _), _)| f == farm)
+            .filter_map(|((_, b), c)| {
+                let last = c.last?;
+                Some((
+                    b,
+                    pb::CheckResult {
+                        result: match last.ok {
+                            Some(true) => "up",
+                            Some(false) => "down",
+                            None => "not run",
+                        }
+                        .into(),
+                        latency_us: u64::try_from(last.latency.as_micros()).unwrap_or(u64::MAX),
+                        reason: last.reason,
+                        age_ms: now
+                            .duration_since(last.at)
+                            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                        checked_by: me,
+                    },
+                ))
+            })
+            .collect();
+    }
+    let Some(leader) = leader else {
+        return Default::default();
+    };
+    let ask = async {
+        let mut client = remote_client(ctx, leader).await?;
         client
-            .stats(pb::StatsRequest { node: target })
+            .list_backends(pb::ListBackendsRequest {
+                farm: farm.to_string(),
+                local: true,
+            })
             .await
             .map(|r| r.into_inner())
-            .map_err(|s| Status::new(s.code(), format!("node {target}: {}", s.message())))
     };
-    let mut reply = tokio::time::timeout(REMOTE_TIMEOUT, remote)
-        .await
-        .map_err(|_| Status::unavailable(format!("node {target} did not answer in time")))??;
-    reply.answered_by = me;
-    Ok(reply)
+    match tokio::time::timeout(REMOTE_TIMEOUT, ask).await {
+        Ok(Ok(reply)) => reply
+            .backends
+            .into_iter()
+            .filter_map(|b| Some((b.name, b.last_check?)))
+            .collect(),
+        Ok(Err(e)) => {
+            tracing::debug!(leader, error = %e, "check results of the leader not available");
+            Default::default()
+        }
+        Err(_) => Default::default(),
+    }
 }
 
 /// How this node dials another node's admin service when admin TLS is on: trusting

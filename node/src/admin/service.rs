@@ -257,13 +257,22 @@ impl Admin for AdminService {
     ) -> Reply<pb::ListBackendsReply> {
         self.ctx.sync().await?;
         let state = self.ctx.state();
-        let farm = farm_of(&state, "farm", &r.get_ref().farm)?;
+        let req = r.get_ref();
+        let farm = farm_of(&state, "farm", &req.farm)?;
+        let mut checks = if farm.check.is_some() {
+            super::ops::last_checks(&self.ctx, &farm.name, req.local).await
+        } else {
+            Default::default()
+        };
         Ok(Response::new(pb::ListBackendsReply {
             answered_by: self.ctx.id(),
             backends: farm
                 .backends
                 .iter()
-                .map(|b| pb_backend(farm, b, &state))
+                .map(|b| pb::Backend {
+                    last_check: checks.remove(&b.name),
+                    ..pb_backend(farm, b, &state)
+                })
                 .collect(),
         }))
     }

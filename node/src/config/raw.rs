@@ -284,7 +284,7 @@ pub struct RawFarm {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RawCheck {
-    /// `tcp` (connect) or `none`.
+    /// `tcp` (connect), `http`, `https`, `udp`, `exec` or `none`.
     #[serde(rename = "type")]
     pub kind: String,
     /// Time between checks of one backend.
@@ -295,6 +295,42 @@ pub struct RawCheck {
     pub rise: u32,
     /// Failures in a row that take an up backend down.
     pub fall: u32,
+    /// The port probed (default: the farm's first port); required for a tcp/http(s) check
+    /// of a UDP farm and a udp check of a TCP farm.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// http/https: the request path (default `/`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// http/https: the `Host` header and TLS server name (default: the backend's address).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// http/https: accepted status codes, `"200"` or `"200-399"` (default `"200-399"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expect_status: Option<String>,
+    /// http/https: a substring the body must contain.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expect_body: Option<String>,
+    /// https: PEM file of the CA that signs the backends' certificates (default: any
+    /// certificate is accepted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    /// udp: the payload sent (default empty).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub send: Option<String>,
+    /// udp: a substring the reply must contain (default: any reply).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expect: Option<String>,
+    /// exec: absolute path of the program, run without a shell.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub program: Option<String>,
+    /// exec: the program's arguments.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
+    /// tcp/http/https/udp: probe through the VIP on the backend (default: yes for tcp,
+    /// http and https when the node can, no for udp).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via_vip: Option<bool>,
 }
 
 impl Default for RawCheck {
@@ -305,6 +341,17 @@ impl Default for RawCheck {
             timeout: "1s".into(),
             rise: 2,
             fall: 3,
+            port: None,
+            path: None,
+            host: None,
+            expect_status: None,
+            expect_body: None,
+            ca_file: None,
+            send: None,
+            expect: None,
+            program: None,
+            args: None,
+            via_vip: None,
         }
     }
 }

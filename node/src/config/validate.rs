@@ -8,7 +8,10 @@
 
 use super::ConfigError;
 use super::raw::{RawBackend, RawCheck, RawConfig, RawFarm};
-use cluster::{Backend, BackendState, Farm, Persistence, Protocol, Scheduler, TcpCheck};
+use cluster::{
+    Backend, BackendState, CheckKind, Farm, HealthCheck, HttpCheck, Persistence, Protocol,
+    Scheduler,
+};
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::ops::RangeInclusive;
@@ -846,7 +849,7 @@ pub fn validate_farm(keys: Keys, raw: &RawFarm) -> Result<Farm> {
     };
     let check = match &raw.check {
         None => None,
-        Some(c) => validate_check(&k("check"), c)?,
+        Some(c) => validate_check(&k("check"), c, protocol)?,
     };
     let mut farm = Farm {
         name: raw.name.clone(),
@@ -917,26 +920,70 @@ fn parse_port_range(key: &str, range: &str) -> Result<RangeInclusive<u16>> {
     Ok(a..=b)
 }
 
-fn validate_check(key: &str, c: &RawCheck) -> Result<Option<TcpCheck>> {
-    match c.kind.as_str() {
-        "none" => return Ok(None),
-        "tcp" => {}
+fn validate_check(key: &str, c: &RawCheck, protocol: Protocol) -> Result<Option<HealthCheck>> {
+    let field = |f: &str| format!("{key}.{f}");
+    // Keys that belong to other kinds are refused rather than ignored: a `path` on a tcp
+    // check is a typo for an http check, and silently probing something else hides it.
+    let given: [(&str, bool); 11] = [
+        ("path", c.path.is_some()),
+        ("host", c.host.is_some()),
+        ("expect_status", c.expect_status.is_some()),
+        ("expect_body", c.expect_body.is_some()),
+        ("ca_file", c.ca_file.is_some()),
+        ("send", c.send.is_some()),
+        ("expect", c.expect.is_some()),
+        ("program", c.program.is_some()),
+        ("args", c.args.is_some()),
+        ("port", c.port.is_some()),
+        ("via_vip", c.via_vip.is_some()),
+    ];
+    let allowed: &[&str] = match c.kind.as_str() {
+        "none" => &[],
+        "tcp" => &["port", "via_vip"],
+        "http" => &[
+            "port",
+            "path",
+            "host",
+            "expect_status",
+            "expect_body",
+            "via_vip",
+        ],
+        "https" => &[
+            "port",
+            "path",
+            "host",
+            "expect_status",
+            "expect_body",
+            "ca_file",
+            "via_vip",
+        ],
+        "udp" => &["port", "send", "expect", "via_vip"],
+        "exec" => &["port", "program", "args"],
         other => {
             return Err(ConfigError::invalid(
-                format!("{key}.type"),
-                format!("{other:?} is not tcp or none"),
+                field("type"),
+                format!("{other:?} is not tcp, http, https, udp, exec or none"),
             ));
         }
+    };
+    if let Some((name, _)) = given.iter().find(|(n, set)| *set && !allowed.contains(n)) {
+        return Err(ConfigError::invalid(
+            field(name),
+            format!("does not apply to a check of type {:?}", c.kind),
+        ));
+    }
+    if c.kind == "none" {
+        return Ok(None);
     }
     let interval = duration_in(
-        &format!("{key}.interval"),
+        &field("interval"),
         &c.interval,
         bounds::CHECK_INTERVAL.0,
         bounds::CHECK_INTERVAL.1,
         "from \"100ms\" to \"1h\"",
     )?;
     let timeout = duration_in(
-        &format!("{key}.timeout"),
+        &field("timeout"),
         &c.timeout,
         bounds::CHECK_TIMEOUT_MIN,
         bounds::CHECK_INTERVAL.1,
@@ -944,24 +991,159 @@ fn validate_check(key: &str, c: &RawCheck) -> Result<Option<TcpCheck>> {
     )?;
     if timeout > interval {
         return Err(ConfigError::invalid(
-            format!("{key}.timeout"),
+            field("timeout"),
             "must not exceed the interval",
         ));
     }
-    for (field, v) in [("rise", c.rise), ("fall", c.fall)] {
+    for (name, v) in [("rise", c.rise), ("fall", c.fall)] {
         if !(1..=100).contains(&v) {
-            return Err(ConfigError::invalid(
-                format!("{key}.{field}"),
-                "must be 1-100",
-            ));
+            return Err(ConfigError::invalid(field(name), "must be 1-100"));
         }
     }
-    Ok(Some(TcpCheck {
+    if c.port == Some(0) {
+        return Err(ConfigError::invalid(field("port"), "must be 1-65535"));
+    }
+    // The farm's port speaks the farm's protocol: probing it with the other one tests
+    // nothing the clients use, so a probe of the other protocol must say where it goes.
+    let probe_protocol = match c.kind.as_str() {
+        "udp" => Some(Protocol::Udp),
+        "exec" => None,
+        _ => Some(Protocol::Tcp),
+    };
+    if let Some(p) = probe_protocol
+        && p != protocol
+        && c.port.is_none()
+    {
+        return Err(ConfigError::invalid(
+            field("port"),
+            format!(
+                "is required: a {} check of a {} farm needs the port to probe (or type = {:?})",
+                c.kind,
+                protocol.as_str(),
+                protocol.as_str()
+            ),
+        ));
+    }
+    let kind = match c.kind.as_str() {
+        "tcp" => CheckKind::Tcp,
+        "http" | "https" => {
+            let path = c.path.clone().unwrap_or_else(|| "/".into());
+            if !path.starts_with('/') || path.chars().any(|ch| ch.is_control() || ch == ' ') {
+                return Err(ConfigError::invalid(
+                    field("path"),
+                    format!("{path:?} must start with / and hold no spaces or control characters"),
+                ));
+            }
+            if let Some(h) = &c.host
+                && (h.is_empty() || h.chars().any(|ch| ch.is_control() || ch == ' '))
+            {
+                return Err(ConfigError::invalid(
+                    field("host"),
+                    format!("{h:?} is not a host name"),
+                ));
+            }
+            let status = match &c.expect_status {
+                None => (200, 399),
+                Some(s) => parse_status_range(&field("expect_status"), s)?,
+            };
+            if let Some(ca) = &c.ca_file {
+                super::tls::read_certs(&field("ca_file"), ca)?;
+            }
+            CheckKind::Http(HttpCheck {
+                tls: c.kind == "https",
+                path,
+                host: c.host.clone(),
+                status,
+                body: c.expect_body.clone().filter(|b| !b.is_empty()),
+                ca_file: c.ca_file.clone(),
+            })
+        }
+        "udp" => CheckKind::Udp {
+            send: c.send.clone().unwrap_or_default().into_bytes(),
+            expect: c.expect.clone().unwrap_or_default().into_bytes(),
+        },
+        "exec" => {
+            let program = c.program.clone().ok_or_else(|| {
+                ConfigError::invalid(field("program"), "is required for a check of type \"exec\"")
+            })?;
+            if !program.starts_with('/') {
+                return Err(ConfigError::invalid(
+                    field("program"),
+                    format!("{program:?} must be an absolute path (it is run without a shell)"),
+                ));
+            }
+            CheckKind::Exec {
+                program,
+                args: c.args.clone().unwrap_or_default(),
+            }
+        }
+        _ => unreachable!("kinds are matched above"),
+    };
+    Ok(Some(HealthCheck {
         interval,
         timeout,
         rise: c.rise,
         fall: c.fall,
+        kind,
+        port: c.port,
+        via_vip: c.via_vip,
     }))
+}
+
+/// A replicated check in the config's spelling (defaults left implicit).
+fn raw_check(c: &HealthCheck) -> RawCheck {
+    let mut raw = RawCheck {
+        kind: c.kind.name().into(),
+        interval: duration_text(c.interval),
+        timeout: duration_text(c.timeout),
+        rise: c.rise,
+        fall: c.fall,
+        port: c.port,
+        via_vip: c.via_vip,
+        ..RawCheck::default()
+    };
+    match &c.kind {
+        CheckKind::Tcp => {}
+        CheckKind::Http(h) => {
+            raw.path = (h.path != "/").then(|| h.path.clone());
+            raw.host = h.host.clone();
+            raw.expect_status = (h.status != (200, 399)).then(|| match h.status {
+                (a, b) if a == b => a.to_string(),
+                (a, b) => format!("{a}-{b}"),
+            });
+            raw.expect_body = h.body.clone();
+            raw.ca_file = h.ca_file.clone();
+        }
+        CheckKind::Udp { send, expect } => {
+            raw.send = (!send.is_empty()).then(|| String::from_utf8_lossy(send).into_owned());
+            raw.expect = (!expect.is_empty()).then(|| String::from_utf8_lossy(expect).into_owned());
+        }
+        CheckKind::Exec { program, args } => {
+            raw.program = Some(program.clone());
+            raw.args = (!args.is_empty()).then(|| args.clone());
+        }
+    }
+    raw
+}
+
+/// `"200"` or `"200-399"`, codes 100-599.
+fn parse_status_range(key: &str, s: &str) -> Result<(u16, u16)> {
+    let bad = || {
+        ConfigError::invalid(
+            key,
+            format!("{s:?} is not a status or a range like \"200-399\""),
+        )
+    };
+    let (a, b) = match s.trim().split_once('-') {
+        Some((a, b)) => (a.trim(), b.trim()),
+        None => (s.trim(), s.trim()),
+    };
+    let a: u16 = a.parse().map_err(|_| bad())?;
+    let b: u16 = b.parse().map_err(|_| bad())?;
+    if !(100..=599).contains(&a) || !(100..=599).contains(&b) || a > b {
+        return Err(bad());
+    }
+    Ok((a, b))
 }
 
 /// Checks one backend on its own; its place among the farm's others is
@@ -1049,13 +1231,7 @@ impl From<&Farm> for RawFarm {
             scheduler: (f.scheduler != Scheduler::Maglev).then(|| f.scheduler.name().to_string()),
             persistence,
             persistence_ttl,
-            check: f.check.as_ref().map(|c| RawCheck {
-                kind: "tcp".into(),
-                interval: duration_text(c.interval),
-                timeout: duration_text(c.timeout),
-                rise: c.rise,
-                fall: c.fall,
-            }),
+            check: f.check.as_ref().map(raw_check),
             backend: f
                 .backends
                 .iter()
@@ -1153,8 +1329,10 @@ pub(crate) const SAMPLE_FARM: &str = r#"
             max_flows = 1000
             tcp_strict = true
             [farm.check]
+            type = "udp"
             interval = "1s"
             timeout = "300ms"
+            send = "ping"
             [[farm.backend]]
             name = "b1"
             ip = "198.18.0.21"
@@ -1184,8 +1362,10 @@ mod tests {
             persistence = "srcip"
             persistence_ttl = "90s"
             [farm.check]
+            type = "udp"
             interval = "1s"
             timeout = "300ms"
+            send = "ping"
             [[farm.backend]]
             name = "b1"
             ip = "198.18.0.21"
@@ -1210,6 +1390,63 @@ mod tests {
         assert_eq!(b.mac, Some([2, 0, 0, 0, 0, 0x21]));
         assert_eq!((b.weight, b.priority), (5, 2));
         assert_eq!(b.state, BackendState::Drain);
+    }
+
+    #[test]
+    fn every_check_type_validates_and_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        let cert = rcgen::generate_simple_self_signed(vec!["b1".into()]).unwrap();
+        std::fs::write(&ca, cert.cert.pem()).unwrap();
+        let checks = [
+            ("tcp", "port = 8080\n".to_string()),
+            (
+                "http",
+                "path = \"/health\"\nhost = \"www.example\"\nexpect_status = \"200\"\n\
+                 expect_body = \"ok\"\n"
+                    .to_string(),
+            ),
+            (
+                "https",
+                format!("ca_file = {:?}\n", ca.display().to_string()),
+            ),
+            ("https", String::new()),
+            (
+                "udp",
+                "port = 53\nsend = \"ping\"\nexpect = \"pong\"\n".to_string(),
+            ),
+            (
+                "exec",
+                "program = \"/usr/local/bin/check\"\nargs = [\"-v\", \"x\"]\n".to_string(),
+            ),
+        ];
+        for (kind, extra) in checks {
+            let text = format!(
+                "[[farm]]\nname = \"web\"\nvip = \"198.18.0.100\"\nport = 80\n\
+                 protocol = \"tcp\"\n[farm.check]\ntype = {kind:?}\n{extra}"
+            );
+            let raw: super::super::RawFarms = toml::from_str(&text).unwrap();
+            let farm = validate_farm(Keys::Api, &raw.farm[0])
+                .unwrap_or_else(|e| panic!("{kind}: {e}\n{text}"));
+            let check = farm.check.as_ref().unwrap();
+            assert_eq!(check.kind.name(), kind);
+            let back = validate_farm(Keys::Api, &RawFarm::from(&farm)).unwrap();
+            assert_eq!(back, farm, "{kind} round trip");
+        }
+        let raw: super::super::RawFarms = toml::from_str(
+            "[[farm]]\nname = \"web\"\nvip = \"198.18.0.100\"\nport = 80\nprotocol = \"tcp\"\n\
+             [farm.check]\ntype = \"http\"\nexpect_status = \"200-204\"\nexpect_body = \"ok\"\n",
+        )
+        .unwrap();
+        let farm = validate_farm(Keys::Api, &raw.farm[0]).unwrap();
+        let CheckKind::Http(h) = &farm.check.as_ref().unwrap().kind else {
+            panic!("an http check")
+        };
+        assert_eq!(
+            (h.status, h.body.as_deref(), h.path.as_str()),
+            ((200, 204), Some("ok"), "/")
+        );
+        assert!(!h.tls);
     }
 
     #[test]

@@ -54,7 +54,10 @@ async fn codes_of_every_rpc(
             "list_backends",
             code(
                 client
-                    .list_backends(pb::ListBackendsRequest { farm: "web".into() })
+                    .list_backends(pb::ListBackendsRequest {
+                        farm: "web".into(),
+                        ..Default::default()
+                    })
                     .await,
             ),
         ),
@@ -319,7 +322,10 @@ fn every_call_through_leader_and_followers() {
             let a2 = &got.backends[1];
             assert_eq!((a2.weight, a2.state.as_str(), a2.priority), (5, "drain", 3));
             let bl = cl[owner]
-                .list_backends(pb::ListBackendsRequest { farm: "api".into() })
+                .list_backends(pb::ListBackendsRequest {
+                    farm: "api".into(),
+                    ..Default::default()
+                })
                 .await;
             let bl = bl.unwrap().into_inner();
             assert_eq!(

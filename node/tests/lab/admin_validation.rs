@@ -237,12 +237,24 @@ fn every_refusal_names_its_field_and_changes_nothing() {
             "unknown check",
             Call::Create(with(&|f| {
                 f.check = Some(pb::Check {
-                    r#type: "http".into(),
+                    r#type: "gopher".into(),
                     ..Default::default()
                 })
             })),
             Code::InvalidArgument,
             "farm.check.type",
+        ),
+        (
+            "a key of another check type",
+            Call::Create(with(&|f| {
+                f.check = Some(pb::Check {
+                    r#type: "http".into(),
+                    program: "/bin/true".into(),
+                    ..Default::default()
+                })
+            })),
+            Code::InvalidArgument,
+            "farm.check.program",
         ),
         (
             "weight too big",
