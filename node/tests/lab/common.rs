@@ -16,6 +16,20 @@ pub fn can_run_lab() -> bool {
     lab::can_run(&std::panic::Location::caller().to_string())
 }
 
+/// A lab of one node host (no dsrlb started yet), `backends` backends running
+/// `dsrlb lab-backend`, and one client: for tests that start the node their own way.
+pub fn one_node_lab(backends: usize) -> Lab {
+    let mut lab = Lab::build(&LabSpec {
+        nodes: 1,
+        backends,
+        clients: 1,
+        ..LabSpec::default()
+    })
+    .expect("lab builds");
+    lab.start_backends(dsrlb()).expect("backends start");
+    lab
+}
+
 /// A lab with one dsrlb node (a cluster of one, owning the VIP), `backends` backends running
 /// `dsrlb lab-backend`, and one client; the node serves `farms`.
 pub struct SingleNode {

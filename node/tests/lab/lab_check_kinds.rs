@@ -4,8 +4,8 @@
 //! down, and an exec check is up on exit 0, down on non-zero, and a hanging program is killed
 //! at the timeout.
 
-use crate::common::{can_run_lab, dsrlb};
-use lab::{Lab, LabFarm, LabSpec, scrape};
+use crate::common::{can_run_lab, dsrlb, one_node_lab};
+use lab::{Lab, LabFarm, scrape};
 use std::io::{Read, Write};
 use std::net::{TcpListener, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -192,14 +192,7 @@ fn http_https_udp_and_exec_checks_judge_real_servers() {
     if !can_run_lab() {
         return;
     }
-    let mut lab = Lab::build(&LabSpec {
-        nodes: 1,
-        backends: 2,
-        clients: 1,
-        ..LabSpec::default()
-    })
-    .expect("lab builds");
-    lab.start_backends(dsrlb()).expect("backends start");
+    let lab = one_node_lab(2);
     let servers: Vec<Servers> = (0..2).map(|b| start_servers(&lab, b)).collect();
 
     // The exec check reads what to do from a file per backend: ok, fail or hang.

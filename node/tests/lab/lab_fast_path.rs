@@ -2,8 +2,8 @@
 //! forwards a plain farm's traffic in the kernel (the workers see none of it), and it goes
 //! with the node — on SIGTERM and after kill -9 the interface has no tcx program left.
 
-use crate::common::{can_run_lab, dsrlb};
-use lab::{HttpConn, Lab, LabFarm, LabProcess, LabSpec, NodeOptions, scrape};
+use crate::common::{can_run_lab, dsrlb, one_node_lab};
+use lab::{HttpConn, Lab, LabFarm, LabProcess, NodeOptions, scrape};
 use nix::sys::signal::Signal;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -39,14 +39,7 @@ fn the_fast_path_forwards_in_the_kernel_and_goes_with_the_node() {
         return;
     }
     let farms = [LabFarm::new("web", "tcp", lab::BACKEND_HTTP_PORT, &[0, 1])];
-    let mut lab = Lab::build(&LabSpec {
-        nodes: 1,
-        backends: 2,
-        clients: 1,
-        ..LabSpec::default()
-    })
-    .expect("lab builds");
-    lab.start_backends(dsrlb()).expect("backends start");
+    let lab = one_node_lab(2);
     assert_eq!(programs(&lab), 0, "a fresh interface has no tcx program");
 
     let mut p = start(&lab, &farms);

@@ -4,8 +4,8 @@
 //! checks and datapath: VIP traffic flows, both backends stay up, and the connections the
 //! caps admitted are closed once idle for `node.idle_timeout`.
 
-use crate::common::{can_run_lab, dsrlb};
-use lab::{ADMIN_PORT, LabFarm, LabSpec, METRICS_PORT, PEER_PORT, scrape};
+use crate::common::{can_run_lab, dsrlb, one_node_lab};
+use lab::{ADMIN_PORT, LabFarm, METRICS_PORT, PEER_PORT, scrape};
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
@@ -62,14 +62,7 @@ fn idle_connections_cannot_take_the_nodes_descriptors() {
         return;
     }
     raise_own_fd_limit();
-    let mut lab = lab::Lab::build(&LabSpec {
-        nodes: 1,
-        backends: 2,
-        clients: 1,
-        ..LabSpec::default()
-    })
-    .expect("lab builds");
-    lab.start_backends(dsrlb()).expect("backends start");
+    let lab = one_node_lab(2);
     let farms = [LabFarm {
         check: Some((200, 2, 3)),
         ..LabFarm::new("web", "tcp", lab::BACKEND_HTTP_PORT, &[0, 1])

@@ -4,8 +4,8 @@
 //! routes behind it are gone after a clean stop, and a start after kill -9 removes what the
 //! killed node left.
 
-use crate::common::{can_run_lab, dsrlb};
-use lab::{Lab, LabFarm, LabSpec, scrape};
+use crate::common::{can_run_lab, dsrlb, one_node_lab};
+use lab::{Lab, LabFarm, scrape};
 use std::time::{Duration, Instant};
 
 const INTERVAL_MS: u64 = 200;
@@ -81,14 +81,7 @@ fn a_backend_without_its_vip_fails_the_vip_path_and_nothing_is_left_behind() {
     if !can_run_lab() {
         return;
     }
-    let mut lab = Lab::build(&LabSpec {
-        nodes: 1,
-        backends: 2,
-        clients: 1,
-        ..LabSpec::default()
-    })
-    .expect("lab builds");
-    lab.start_backends(dsrlb()).expect("backends start");
+    let lab = one_node_lab(2);
     let port = lab::BACKEND_HTTP_PORT;
     let farms = [
         // The service through the VIP on each backend: the default of an http check on a
