@@ -16,6 +16,35 @@ pub fn can_run_lab() -> bool {
     lab::can_run(&std::panic::Location::caller().to_string())
 }
 
+/// `dsrlb_backend_up` of `farm`/`backend` on the lab's first node.
+pub fn backend_up(lab: &Lab, farm: &str, backend: &str) -> f64 {
+    lab::scrape(&lab.nodes()[0])
+        .expect("metrics")
+        .get("dsrlb_backend_up", &[("farm", farm), ("backend", backend)])
+}
+
+/// Polls until `farm`/`backend` is `want` (1 up, 0 down) on the first node, failing with
+/// `node`'s log after `limit`; returns how long it took.
+pub fn wait_backend_up(
+    lab: &Lab,
+    node: &LabProcess,
+    farm: &str,
+    backend: &str,
+    want: f64,
+    limit: std::time::Duration,
+) -> std::time::Duration {
+    let start = std::time::Instant::now();
+    while backend_up(lab, farm, backend) != want {
+        assert!(
+            start.elapsed() < limit,
+            "{farm}/{backend} not {want} after {limit:?}: {}",
+            node.log_tail(20)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    start.elapsed()
+}
+
 /// A lab of one node host (no dsrlb started yet), `backends` backends running
 /// `dsrlb lab-backend`, and one client: for tests that start the node their own way.
 pub fn one_node_lab(backends: usize) -> Lab {

@@ -4,14 +4,14 @@
 //! down, and an exec check is up on exit 0, down on non-zero, and a hanging program is killed
 //! at the timeout.
 
-use crate::common::{can_run_lab, dsrlb, one_node_lab};
+use crate::common::{backend_up, can_run_lab, dsrlb, one_node_lab, wait_backend_up};
 use lab::{Lab, LabFarm, scrape};
 use std::io::{Read, Write};
 use std::net::{TcpListener, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const INTERVAL_MS: u64 = 200;
 const RISE: u32 = 2;
@@ -154,25 +154,10 @@ fn farm(name: &str, protocol: &'static str, port: u16, backends: &[usize], check
     }
 }
 
-fn backend_up(lab: &Lab, farm: &str, backend: &str) -> f64 {
-    scrape(&lab.nodes()[0])
-        .expect("metrics")
-        .get("dsrlb_backend_up", &[("farm", farm), ("backend", backend)])
-}
-
 /// Polls until `farm`/`backend` is `want` (1 up, 0 down), bounded by a generous limit.
 fn wait_state(lab: &Lab, node: &lab::LabProcess, farm: &str, backend: &str, want: f64) -> Duration {
-    let start = Instant::now();
     let limit = Duration::from_millis(INTERVAL_MS * u64::from(RISE.max(FALL) + 2) + 2_000);
-    while backend_up(lab, farm, backend) != want {
-        assert!(
-            start.elapsed() < limit,
-            "{farm}/{backend} not {want} after {limit:?}: {}",
-            node.log_tail(20)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    start.elapsed()
+    wait_backend_up(lab, node, farm, backend, want, limit)
 }
 
 /// `dsrctl --endpoint <node> --token-file <lab token> args…` from the client host.

@@ -4,9 +4,9 @@
 //! routes behind it are gone after a clean stop, and a start after kill -9 removes what the
 //! killed node left.
 
-use crate::common::{can_run_lab, dsrlb, one_node_lab};
-use lab::{Lab, LabFarm, scrape};
-use std::time::{Duration, Instant};
+use crate::common::{backend_up, can_run_lab, dsrlb, one_node_lab, wait_backend_up};
+use lab::{Lab, LabFarm};
+use std::time::Duration;
 
 const INTERVAL_MS: u64 = 200;
 const RISE: u32 = 2;
@@ -23,24 +23,10 @@ fn farm(name: &str, port: u16, check: &str) -> LabFarm {
     }
 }
 
-fn backend_up(lab: &Lab, farm: &str, backend: &str) -> f64 {
-    scrape(&lab.nodes()[0])
-        .expect("metrics")
-        .get("dsrlb_backend_up", &[("farm", farm), ("backend", backend)])
-}
-
 fn wait_state(lab: &Lab, node: &lab::LabProcess, farm: &str, backend: &str, want: f64) {
-    let start = Instant::now();
     let limit = Duration::from_millis(INTERVAL_MS * u64::from(RISE.max(FALL) + 2) + 3_000);
-    while backend_up(lab, farm, backend) != want {
-        assert!(
-            start.elapsed() < limit,
-            "{farm}/{backend} not {want} after {limit:?}: {}",
-            node.log_tail(20)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    eprintln!("{farm}/{backend} = {want} after {:?}", start.elapsed());
+    let took = wait_backend_up(lab, node, farm, backend, want, limit);
+    eprintln!("{farm}/{backend} = {want} after {took:?}");
 }
 
 /// The node namespace's rules of the via_vip checks (priority 3210) and routes in its
