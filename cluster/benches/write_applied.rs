@@ -56,6 +56,7 @@ fn farm(weight: u32) -> Farm {
         protocol: Protocol::Tcp,
         scheduler: Scheduler::Maglev,
         limits: Default::default(),
+        maglev_table_size: 307,
         persistence: Persistence::None,
         check: None,
         backends: (0..2u8)

@@ -554,6 +554,7 @@ mod tests {
             protocol: Protocol::Tcp,
             scheduler: Scheduler::Maglev,
             limits: Default::default(),
+            maglev_table_size: 307,
             persistence: Persistence::SrcIp {
                 ttl: Duration::from_secs(ttl_s),
             },

@@ -200,8 +200,12 @@ pub struct Farm {
     pub check: Option<HealthCheck>,
     /// The backends, in configuration order.
     pub backends: Vec<Backend>,
-    /// Limits on new flows and `tcp_strict` (last: the fields before keep their encoding).
+    /// Limits on new flows and `tcp_strict`.
     pub limits: FarmLimits,
+    /// Slots of the farm's Maglev table (a prime, ≥ its backends), chosen once when the farm
+    /// is created; changing it moves flows (docs/design.md#scale). Last: the fields before
+    /// keep their encoding.
+    pub maglev_table_size: u32,
 }
 
 /// A rate of new flows with its burst.
@@ -386,6 +390,9 @@ impl Farm {
         }
         if self.port_first == 0 || self.port_first > self.port_last {
             return bad("port range must be 1..=65535 with first <= last");
+        }
+        if (self.maglev_table_size as usize) < self.backends.len().max(2) {
+            return bad("maglev_table_size must be at least 2 and the number of backends");
         }
         for (i, b) in self.backends.iter().enumerate() {
             if b.name.is_empty() {
@@ -573,6 +580,7 @@ mod tests {
             protocol: Protocol::Tcp,
             scheduler: Scheduler::Maglev,
             limits: Default::default(),
+            maglev_table_size: 307,
             persistence: Persistence::None,
             check: Some(HealthCheck::tcp(
                 Duration::from_secs(1),

@@ -49,8 +49,9 @@ fn table_with(
         }),
         hash: datapath::FlowHash::default(),
         limits,
+        maglev_size: 65_537,
     };
-    ForwardingTable::build(OWN, &[farm], reg, 65_537).expect("valid farm")
+    ForwardingTable::build(OWN, &[farm], reg).expect("valid farm")
 }
 
 /// A 64-byte-payload TCP frame to VIP:80 (checksums are irrelevant to the datapath).

@@ -67,7 +67,7 @@ pub use counters::{
 pub use error::IoError;
 pub use flow::FlowCounts;
 pub use iface::{InterfaceInfo, Ipv4Net, local_ipv4_addresses};
-pub use maglev::is_prime;
+pub use maglev::{MAX_SIZE as MAGLEV_MAX_SIZE, default_size as maglev_default_size, is_prime};
 pub use packet::{
     ARP_OP_REPLY, ARP_OP_REQUEST, ArpView, Fragment, Ipv4View, MacAddr, ParseMacError, Parsed,
     parse,

@@ -26,6 +26,23 @@ pub const MAX_SIZE: usize = 1 << 24;
 /// Most backends one table can index (slots are `u16`).
 pub const MAX_BACKENDS: usize = u16::MAX as usize;
 
+/// Smallest table a farm gets by default: keeps shares within a point of the weights even
+/// for one or two backends with unequal weights.
+pub const MIN_DEFAULT_SIZE: usize = 251;
+
+/// The table size a farm of `backends` gets when it is created without one: the smallest
+/// prime ≥ 100 × backends (the paper's rule, which keeps each backend's share within 1 % of
+/// an equal share), and at least [`MIN_DEFAULT_SIZE`].
+pub fn default_size(backends: usize) -> usize {
+    let mut n = backends
+        .saturating_mul(100)
+        .clamp(MIN_DEFAULT_SIZE, MAX_SIZE);
+    while !is_prime(n) {
+        n += 1;
+    }
+    n
+}
+
 /// Deterministic primality by trial division: table sizes are small and checked once.
 pub fn is_prime(n: usize) -> bool {
     if n < 2 {
@@ -252,5 +269,76 @@ mod tests {
         assert_eq!(s, [0, 1]);
         assert_eq!(t.lookup(u64::MAX), t.slots()[1]);
         assert_eq!(t.lookup(0), t.slots()[0]);
+    }
+
+    mod sizes {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn next_prime(mut n: usize) -> usize {
+            while !is_prime(n) {
+                n += 1;
+            }
+            n
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+
+            /// Every size a farm may get (a prime from the default floor up) keeps each
+            /// backend's share within one point of its weight's share, whatever the weights,
+            /// for up to size / 100 backends (docs/design.md#scale).
+            #[test]
+            fn shares_within_a_point_of_the_weights_at_any_allowed_size(
+                size in MIN_DEFAULT_SIZE..70_000usize,
+                weights in proptest::collection::vec(1u32..100, 1..40),
+            ) {
+                let size = next_prime(size);
+                let weights = &weights[..weights.len().min(size / 100).max(1)];
+                let n = names(weights.len());
+                let spec: Vec<(&str, u32, u16)> = n
+                    .iter()
+                    .zip(weights)
+                    .enumerate()
+                    .map(|(i, (s, &w))| (s.as_str(), w, i as u16))
+                    .collect();
+                let t = Maglev::build(size, &spec).unwrap();
+                let total: u32 = weights.iter().sum();
+                for (i, share) in shares(&t, weights.len()).iter().enumerate() {
+                    let want = f64::from(weights[i]) / f64::from(total);
+                    prop_assert!(
+                        (share - want).abs() <= 0.01,
+                        "size {size}, weights {weights:?}: backend {i} share {share} want {want}"
+                    );
+                }
+            }
+
+            /// At the default size for N equal backends, each share is within 1 % of 1/N.
+            #[test]
+            fn default_size_keeps_equal_shares_within_one_percent(n in 1usize..300) {
+                let size = default_size(n);
+                prop_assert!(is_prime(size) && size >= 100 * n && size >= MIN_DEFAULT_SIZE);
+                let names = names(n);
+                let spec: Vec<(&str, u32, u16)> = names
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| (s.as_str(), 1, i as u16))
+                    .collect();
+                let t = Maglev::build(size, &spec).unwrap();
+                let want = 1.0 / n as f64;
+                for share in shares(&t, n) {
+                    prop_assert!((share - want).abs() <= 0.01 * want, "n {n}: {share} vs {want}");
+                }
+            }
+        }
+
+        #[test]
+        fn default_sizes() {
+            assert_eq!(default_size(0), 251);
+            assert_eq!(default_size(2), 251);
+            assert_eq!(default_size(3), 307);
+            assert_eq!(default_size(30), 3001);
+            assert_eq!(default_size(655), 65_519);
+        }
     }
 }

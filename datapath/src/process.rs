@@ -169,7 +169,7 @@ impl Processor {
     ) {
         let worker = self.worker;
         self.flows.sweep(now_ns, buckets, |id| {
-            if let Some(b) = table.backend_by_id(id) {
+            if let Some((_, b)) = table.backend_by_id(id) {
                 b.counters.flow_entry(worker, false);
             }
         });
@@ -215,7 +215,7 @@ impl Processor {
         };
         let (farm_idx, key) = match (ip.fragment, ip.ports) {
             (Fragment::Whole, Some((sport, dport))) => {
-                let Some(f) = table.farm_for_port(vip, protocol, dport) else {
+                let Some(f) = ForwardingTable::farm_for_port(vip, protocol, dport) else {
                     return Verdict::Drop(DropReason::NoFarm);
                 };
                 (
@@ -248,7 +248,8 @@ impl Processor {
                 Some(mut hit) => {
                     let b = table
                         .backend_by_id(hit.backend)
-                        .filter(|b| b.farm == farm_idx && b.existing_ok);
+                        .filter(|(f, b)| *f == farm_idx && b.existing_ok)
+                        .map(|(_, b)| b);
                     // A flow whose backend may no longer keep it is not promoted: its entry
                     // is replaced below, and only established entries are counted.
                     let promoted = b.is_some() && hit.establish();
@@ -317,7 +318,7 @@ impl Processor {
                     established,
                     now_ns,
                 );
-                if let Some(g) = ins.gone.and_then(|id| table.backend_by_id(id)) {
+                if let Some((_, g)) = ins.gone.and_then(|id| table.backend_by_id(id)) {
                     g.counters.flow_entry(self.worker, false);
                 }
                 if ins.recorded && established {
@@ -384,7 +385,8 @@ impl Processor {
         let age = pin.age_ns(now_ns);
         let b = table
             .backend_by_id(pin.backend)
-            .filter(|b| b.farm == farm_idx && b.existing_ok && age < p.ttl_ns)?;
+            .filter(|(f, b)| *f == farm_idx && b.existing_ok && age < p.ttl_ns)?
+            .1;
         if proves && b.new_ok && age >= p.refresh_ns && pin.claim_refresh(now_ns, PIN_RETRY_NS) {
             self.pins_out.push(PinEvent {
                 farm: p.pins.key(),
@@ -404,7 +406,7 @@ impl Processor {
     fn pinned_or_pick<'t>(
         &mut self,
         table: &'t ForwardingTable,
-        farm: &Farm,
+        farm: &'t Farm,
         farm_idx: u32,
         p: &FarmPersist,
         src: Ipv4Addr,

@@ -191,7 +191,7 @@ impl Shared {
     /// per-CPU totals read first.
     pub fn stats(&self) -> Vec<FarmStats> {
         if let Some(fast) = self.fast_path().as_ref().and_then(Weak::upgrade) {
-            for b in &self.table.load().backends {
+            for (_, b) in self.table.load().backends() {
                 let c = fast.count(b.id);
                 b.counters.set_kernel(c.packets, c.bytes);
             }
@@ -204,9 +204,8 @@ impl Shared {
     pub fn fast_path_packets(&self) -> u64 {
         self.table
             .load()
-            .backends
-            .iter()
-            .map(|b| b.counters.kernel_packets())
+            .backends()
+            .map(|(_, b)| b.counters.kernel_packets())
             .sum()
     }
 

@@ -4,6 +4,13 @@
 //! Workers only read it. Backends carry the stable id the [`CounterRegistry`] gave their
 //! (farm, backend) name pair, and the table maps ids back to backends, so a flow recorded
 //! under one snapshot finds its backend in the next one.
+//!
+//! A change costs what it touches (docs/design.md#scale): [`ForwardingTable::rebuild`] makes
+//! the next snapshot from the previous one, sharing every farm whose spec did not change
+//! (`Arc`), and a changed farm keeps its Maglev table when its live backends and weights did
+//! not change. Building from scratch is a rebuild from the empty table, so both give the
+//! same snapshot. Finding a packet's farm is a hash of its VIP and a binary search over that
+//! VIP's port ranges: O(log farms on the VIP).
 
 use std::net::Ipv4Addr;
 use std::ops::RangeInclusive;
@@ -98,6 +105,9 @@ pub struct FarmSpec {
     pub hash: FlowHash,
     /// New-flow limits and `tcp_strict`.
     pub limits: FarmLimits,
+    /// Slots of the farm's Maglev table: a prime, at least the number of backends
+    /// ([`maglev_default_size`] is the default a farm gets when it is created).
+    pub maglev_size: usize,
 }
 
 /// A rate of new flows: `per_sec` per second, bursts of `burst` (both ≥ 1).
@@ -187,8 +197,12 @@ pub enum TableError {
     EmptyPortRange { farm: String, start: u16, end: u16 },
     #[error("farm {farm:?} has VIP {vip}, which cannot be a unicast destination")]
     BadVip { farm: String, vip: Ipv4Addr },
-    #[error("Maglev table size {size} is not a prime between 2 and {max}")]
-    MaglevSizeInvalid { size: usize, max: usize },
+    #[error("farm {farm:?}: Maglev table size {size} is not a prime between 2 and {max}")]
+    MaglevSizeInvalid {
+        farm: String,
+        size: usize,
+        max: usize,
+    },
     #[error("farm {farm:?} has {backends} backends, more than the Maglev table size {size}")]
     MaglevTooSmall {
         farm: String,
@@ -210,7 +224,8 @@ pub enum TableError {
 pub(crate) struct Backend {
     pub(crate) name: String,
     pub(crate) id: u32,
-    pub(crate) farm: u32,
+    /// Its share of new flows, as the spec gives it.
+    pub(crate) weight: u32,
     /// Meaningful only when `existing_ok`.
     pub(crate) mac: MacAddr,
     /// Up or Drain, healthy, with a MAC: may keep flows it already has.
@@ -220,16 +235,19 @@ pub(crate) struct Backend {
     pub(crate) counters: Arc<BackendCounters>,
 }
 
-/// A farm inside a snapshot.
+/// A farm inside a snapshot, shared with the next snapshot while its spec stays the same.
 #[derive(Debug)]
 pub(crate) struct Farm {
+    /// What it was built from: a rebuild reuses the farm when the new spec is equal.
+    spec: FarmSpec,
     pub(crate) name: String,
     pub(crate) protocol: Protocol,
     pub(crate) ports: RangeInclusive<u16>,
-    /// Index of the farm's first backend in the flat backend list.
-    pub(crate) first_backend: u32,
-    /// `None` when no backend is live.
-    pub(crate) maglev: Option<Maglev>,
+    /// In name order; Maglev slots, `live` and `rotation` index into it.
+    pub(crate) backends: Box<[Backend]>,
+    /// `None` when no backend is live; shared with the previous snapshot when the live
+    /// backends, their weights and the size did not change.
+    pub(crate) maglev: Option<Arc<Maglev>>,
     pub(crate) counters: Arc<FarmCounters>,
     pub(crate) persist: Option<FarmPersist>,
     pub(crate) hash: FlowHash,
@@ -242,10 +260,97 @@ pub(crate) struct Farm {
     /// 0: no limit.
     pub(crate) max_flows: u64,
     pub(crate) tcp_strict: bool,
-    /// The backends that take new flows (indices from `first_backend`), in name order.
+    /// The backends that take new flows (indices into `backends`), in name order.
     pub(crate) live: Box<[u16]>,
-    /// `rr`/`wrr`: the turn order, as indices from `first_backend`; empty otherwise.
+    /// `rr`/`wrr`: the turn order, as indices into `backends`; empty otherwise.
     pub(crate) rotation: Box<[u16]>,
+}
+
+impl Farm {
+    /// Builds `spec`'s farm; `prev`, the farm of that name in the previous snapshot, lends
+    /// its Maglev table when the table's inputs did not change.
+    fn build(
+        spec: &FarmSpec,
+        prev: Option<&Farm>,
+        registry: &CounterRegistry,
+    ) -> Result<Farm, TableError> {
+        let mut sorted: Vec<&BackendSpec> = spec.backends.iter().collect();
+        sorted.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        let mut backends = Vec::with_capacity(sorted.len());
+        for b in sorted {
+            let handle = registry
+                .backend(&spec.name, &b.name)
+                .ok_or(TableError::IdsExhausted)?;
+            let usable = b.healthy && b.mac.is_some_and(MacAddr::is_unicast_host);
+            backends.push(Backend {
+                name: b.name.clone(),
+                id: handle.id,
+                weight: b.weight,
+                mac: b.mac.unwrap_or_default(),
+                existing_ok: usable && b.state != BackendState::Off,
+                new_ok: usable && b.state == BackendState::Up && b.weight > 0,
+                counters: handle.counters,
+            });
+        }
+        let live: Vec<(&str, u32, u16)> = backends
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.new_ok)
+            .map(|(i, b)| (b.name.as_str(), b.weight, i as u16))
+            .collect();
+        let maglev = match prev {
+            Some(p)
+                if p.spec.maglev_size == spec.maglev_size
+                    && p.live_inputs().eq(live.iter().copied()) =>
+            {
+                p.maglev.clone()
+            }
+            _ => Maglev::build(spec.maglev_size, &live).map(Arc::new),
+        };
+        let live_idx: Box<[u16]> = live.iter().map(|l| l.2).collect();
+        let rotation = match spec.hash {
+            FlowHash::RoundRobin => live_idx.clone(),
+            FlowHash::WeightedRoundRobin => smooth_wrr(&live),
+            FlowHash::FiveTuple | FlowHash::Source => Box::default(),
+        };
+        let lim = spec.limits;
+        Ok(Farm {
+            spec: spec.clone(),
+            name: spec.name.clone(),
+            protocol: spec.protocol,
+            ports: spec.ports.clone(),
+            backends: backends.into_boxed_slice(),
+            key: xxh3_64_with_seed(spec.name.as_bytes(), FARM_KEY_SEED) as u32,
+            source_rate: lim.per_source.map(|r| Gcra::new(r.per_sec, r.burst, 1)),
+            farm_rate: lim.per_farm.map(|r| Gcra::new(r.per_sec, r.burst, 1)),
+            max_flows: u64::from(lim.max_flows),
+            tcp_strict: lim.tcp_strict,
+            live: live_idx,
+            rotation,
+            maglev,
+            counters: registry.farm(&spec.name),
+            persist: spec.persistence.as_ref().map(|p| {
+                let ttl_ns = u64::try_from(p.ttl.as_nanos()).unwrap_or(u64::MAX);
+                FarmPersist {
+                    pins: p.pins.clone(),
+                    ttl_ns,
+                    refresh_ns: ttl_ns / REFRESH_DIVISOR,
+                }
+            }),
+            hash: spec.hash,
+        })
+    }
+
+    /// What its Maglev table was filled from: the live backends' names, weights and
+    /// indices (the slots hold indices, so a backend added or removed before a live one
+    /// changes the table even when the live set does not).
+    fn live_inputs(&self) -> impl Iterator<Item = (&str, u32, u16)> {
+        self.live.iter().filter_map(|&i| {
+            self.backends
+                .get(usize::from(i))
+                .map(|b| (b.name.as_str(), b.weight, i))
+        })
+    }
 }
 
 /// A persistent farm's pins and timing, on the monotonic clock.
@@ -266,24 +371,46 @@ pub(crate) enum FragFarm {
     Ambiguous,
 }
 
+/// A farm's place on its VIP: sorted by (protocol, first port), they do not overlap.
+#[derive(Clone, Copy, Debug)]
+struct PortRange {
+    protocol: u8,
+    first: u16,
+    last: u16,
+    farm: u32,
+}
+
 #[derive(Debug)]
 pub(crate) struct VipEntry {
-    /// Farm indices on this VIP.
-    pub(crate) farms: Vec<u32>,
+    /// The farms on this VIP, sorted for a binary search.
+    ranges: Vec<PortRange>,
     /// Per protocol (tcp, udp).
     pub(crate) frag_farm: [FragFarm; 2],
 }
+
+impl VipEntry {
+    /// Indices of the farms on this VIP.
+    pub(crate) fn farms(&self) -> impl Iterator<Item = u32> + '_ {
+        self.ranges.iter().map(|r| r.farm)
+    }
+}
+
+/// No backend: an empty slot of `ForwardingTable::by_id`.
+const NO_FARM: u32 = u32::MAX;
 
 /// An immutable forwarding snapshot.
 #[derive(Debug)]
 pub struct ForwardingTable {
     own_mac: MacAddr,
-    pub(crate) farms: Vec<Farm>,
-    pub(crate) backends: Vec<Backend>,
-    /// Registry id → index in `backends` (`u32::MAX` = not in this table).
-    by_id: Vec<u32>,
+    pub(crate) farms: Vec<Arc<Farm>>,
+    /// Farm name → index in `farms`.
+    by_name: FxHashMap<String, u32>,
+    /// Registry id → (farm index, backend index) ([`NO_FARM`] = not in this table).
+    by_id: Vec<(u32, u16)>,
     /// Keyed by the address as a `u32`: one multiply to hash.
     vips: FxHashMap<u32, VipEntry>,
+    /// Farms this snapshot built rather than took from the previous one.
+    rebuilt: usize,
 }
 
 impl ForwardingTable {
@@ -292,111 +419,99 @@ impl ForwardingTable {
         ForwardingTable {
             own_mac,
             farms: Vec::new(),
-            backends: Vec::new(),
+            by_name: FxHashMap::default(),
             by_id: Vec::new(),
             vips: FxHashMap::default(),
+            rebuilt: 0,
         }
     }
 
-    /// Builds a snapshot. Backends are taken in name order whatever order `farms` lists
-    /// them in, so equal specs give equal tables on every node.
+    /// Builds a snapshot from scratch: [`ForwardingTable::rebuild`] from the empty table.
     pub fn build(
         own_mac: MacAddr,
         farms: &[FarmSpec],
         registry: &CounterRegistry,
-        maglev_size: usize,
     ) -> Result<ForwardingTable, TableError> {
-        if !maglev::is_prime(maglev_size) || maglev_size > maglev::MAX_SIZE {
-            return Err(TableError::MaglevSizeInvalid {
-                size: maglev_size,
-                max: maglev::MAX_SIZE,
-            });
-        }
-        validate(farms, maglev_size)?;
+        ForwardingTable::empty(own_mac).rebuild(farms, registry)
+    }
 
-        let mut t = ForwardingTable::empty(own_mac);
+    /// The snapshot of `farms` after this one. Backends are taken in name order whatever
+    /// order `farms` lists them in, so equal specs give equal tables on every node. A farm
+    /// whose spec equals its spec here is shared, not rebuilt; a rebuilt farm keeps this
+    /// snapshot's Maglev table when its size, live backends and weights are the same.
+    pub fn rebuild(
+        &self,
+        farms: &[FarmSpec],
+        registry: &CounterRegistry,
+    ) -> Result<ForwardingTable, TableError> {
+        validate(farms)?;
+        let mut t = ForwardingTable::empty(self.own_mac);
+        t.farms.reserve(farms.len());
+        t.by_name.reserve(farms.len());
+        let mut id_bound = 0usize;
         for (fi, spec) in farms.iter().enumerate() {
             let fi = fi as u32;
-            let first_backend = t.backends.len() as u32;
-            let mut sorted: Vec<&BackendSpec> = spec.backends.iter().collect();
-            sorted.sort_unstable_by(|a, b| a.name.cmp(&b.name));
-            let mut live: Vec<(&str, u32, u16)> = Vec::new();
-            for (bi, b) in sorted.iter().enumerate() {
-                let handle = registry
-                    .backend(&spec.name, &b.name)
-                    .ok_or(TableError::IdsExhausted)?;
-                let usable = b.healthy && b.mac.is_some_and(MacAddr::is_unicast_host);
-                let existing_ok = usable && b.state != BackendState::Off;
-                let new_ok = usable && b.state == BackendState::Up && b.weight > 0;
-                if new_ok {
-                    live.push((b.name.as_str(), b.weight, bi as u16));
+            let prev = self
+                .by_name
+                .get(&spec.name)
+                .and_then(|&i| self.farms.get(i as usize));
+            let farm = match prev {
+                Some(p) if p.spec == *spec => p.clone(),
+                _ => {
+                    t.rebuilt += 1;
+                    Arc::new(Farm::build(spec, prev.map(|p| &**p), registry)?)
                 }
-                t.backends.push(Backend {
-                    name: b.name.clone(),
-                    id: handle.id,
-                    farm: fi,
-                    mac: b.mac.unwrap_or_default(),
-                    existing_ok,
-                    new_ok,
-                    counters: handle.counters,
+            };
+            if t.by_name.insert(spec.name.clone(), fi).is_some() {
+                return Err(TableError::DuplicateFarm {
+                    name: spec.name.clone(),
                 });
             }
-            let live_idx: Box<[u16]> = live.iter().map(|l| l.2).collect();
-            let rotation = match spec.hash {
-                FlowHash::RoundRobin => live_idx.clone(),
-                FlowHash::WeightedRoundRobin => smooth_wrr(&live),
-                FlowHash::FiveTuple | FlowHash::Source => Box::default(),
-            };
-            let lim = spec.limits;
-            t.farms.push(Farm {
-                name: spec.name.clone(),
-                protocol: spec.protocol,
-                ports: spec.ports.clone(),
-                first_backend,
-                key: xxh3_64_with_seed(spec.name.as_bytes(), FARM_KEY_SEED) as u32,
-                source_rate: lim.per_source.map(|r| Gcra::new(r.per_sec, r.burst, 1)),
-                farm_rate: lim.per_farm.map(|r| Gcra::new(r.per_sec, r.burst, 1)),
-                max_flows: u64::from(lim.max_flows),
-                tcp_strict: lim.tcp_strict,
-                live: live_idx,
-                rotation,
-                maglev: Maglev::build(maglev_size, &live),
-                counters: registry.farm(&spec.name),
-                persist: spec.persistence.as_ref().map(|p| {
-                    let ttl_ns = u64::try_from(p.ttl.as_nanos()).unwrap_or(u64::MAX);
-                    FarmPersist {
-                        pins: p.pins.clone(),
-                        ttl_ns,
-                        refresh_ns: ttl_ns / REFRESH_DIVISOR,
-                    }
-                }),
-                hash: spec.hash,
-            });
+            id_bound = farm
+                .backends
+                .iter()
+                .map(|b| b.id as usize + 1)
+                .fold(id_bound, usize::max);
             let entry = t
                 .vips
                 .entry(spec.vip.to_bits())
                 .or_insert_with(|| VipEntry {
-                    farms: Vec::new(),
+                    ranges: Vec::new(),
                     frag_farm: [FragFarm::None; 2],
                 });
-            entry.farms.push(fi);
+            entry.ranges.push(PortRange {
+                protocol: spec.protocol.number(),
+                first: *spec.ports.start(),
+                last: *spec.ports.end(),
+                farm: fi,
+            });
             let slot = &mut entry.frag_farm[spec.protocol.index()];
             *slot = match *slot {
                 FragFarm::None => FragFarm::One(fi),
                 _ => FragFarm::Ambiguous,
             };
+            t.farms.push(farm);
         }
-        let bound = t
-            .backends
-            .iter()
-            .map(|b| b.id as usize + 1)
-            .max()
-            .unwrap_or(0);
-        t.by_id = vec![u32::MAX; bound];
-        for (i, b) in t.backends.iter().enumerate() {
-            t.by_id[b.id as usize] = i as u32;
+        for e in t.vips.values_mut() {
+            e.ranges.sort_unstable_by_key(|r| (r.protocol, r.first));
+        }
+        t.by_id = vec![(NO_FARM, 0); id_bound];
+        for (fi, f) in t.farms.iter().enumerate() {
+            for (bi, b) in f.backends.iter().enumerate() {
+                t.by_id[b.id as usize] = (fi as u32, bi as u16);
+            }
         }
         Ok(t)
+    }
+
+    /// The specs this snapshot was built from, in the order given.
+    pub fn specs(&self) -> impl Iterator<Item = &FarmSpec> + '_ {
+        self.farms.iter().map(|f| &f.spec)
+    }
+
+    /// Farms this snapshot built anew rather than shared with the previous one.
+    pub fn rebuilt_farms(&self) -> usize {
+        self.rebuilt
     }
 
     pub fn own_mac(&self) -> MacAddr {
@@ -419,7 +534,11 @@ impl ForwardingTable {
 
     /// Names of the backends a farm's Maglev table can choose (live ones), in name order.
     pub fn live_backends(&self, farm: &str) -> Vec<&str> {
-        let Some(f) = self.farms.iter().find(|f| f.name == farm) else {
+        let Some(f) = self
+            .by_name
+            .get(farm)
+            .and_then(|&i| self.farms.get(i as usize))
+        else {
             return Vec::new();
         };
         let Some(m) = &f.maglev else {
@@ -429,9 +548,17 @@ impl ForwardingTable {
         used.sort_unstable();
         used.dedup();
         used.iter()
-            .filter_map(|&i| self.backends.get(f.first_backend as usize + usize::from(i)))
+            .filter_map(|&i| f.backends.get(usize::from(i)))
             .map(|b| b.name.as_str())
             .collect()
+    }
+
+    /// Every backend with the index of its farm.
+    pub(crate) fn backends(&self) -> impl Iterator<Item = (u32, &Backend)> + '_ {
+        self.farms
+            .iter()
+            .enumerate()
+            .flat_map(|(fi, f)| f.backends.iter().map(move |b| (fi as u32, b)))
     }
 
     #[inline]
@@ -443,19 +570,16 @@ impl ForwardingTable {
         self.vips.get(&ip.to_bits())
     }
 
-    /// The farm on `entry` serving `protocol` and `port`.
+    /// The farm on `entry` serving `protocol` and `port`: the last range starting at or
+    /// below it, if it reaches that far (ranges on a VIP do not overlap).
     #[inline]
-    pub(crate) fn farm_for_port(
-        &self,
-        entry: &VipEntry,
-        protocol: Protocol,
-        port: u16,
-    ) -> Option<u32> {
-        entry.farms.iter().copied().find(|&fi| {
-            self.farms
-                .get(fi as usize)
-                .is_some_and(|f| f.protocol == protocol && f.ports.contains(&port))
-        })
+    pub(crate) fn farm_for_port(entry: &VipEntry, protocol: Protocol, port: u16) -> Option<u32> {
+        let key = (protocol.number(), port);
+        let n = entry
+            .ranges
+            .partition_point(|r| (r.protocol, r.first) <= key);
+        let r = entry.ranges.get(n.checked_sub(1)?)?;
+        (r.protocol == key.0 && port <= r.last).then_some(r.farm)
     }
 
     #[inline]
@@ -463,54 +587,50 @@ impl ForwardingTable {
         entry.frag_farm[protocol.index()]
     }
 
-    /// The backend with registry id `id`, if this table has it.
+    /// The backend with registry id `id` and the index of its farm, if this table has it.
     #[inline]
-    pub(crate) fn backend_by_id(&self, id: u32) -> Option<&Backend> {
-        let i = *self.by_id.get(id as usize)?;
-        self.backends.get(i as usize)
+    pub(crate) fn backend_by_id(&self, id: u32) -> Option<(u32, &Backend)> {
+        let (fi, bi) = *self.by_id.get(id as usize)?;
+        let b = self.farms.get(fi as usize)?.backends.get(usize::from(bi))?;
+        Some((fi, b))
     }
 
     /// The farm and backend names of registry id `id`, if this table has it.
     pub fn backend_names(&self, id: u32) -> Option<(&str, &str)> {
-        let b = self.backend_by_id(id)?;
-        let f = self.farms.get(b.farm as usize)?;
+        let (fi, b) = self.backend_by_id(id)?;
+        let f = self.farms.get(fi as usize)?;
         Some((f.name.as_str(), b.name.as_str()))
     }
 
     /// The next backend of `worker`'s `rr`/`wrr` rotation in `farm`.
     #[inline]
-    pub(crate) fn rotation_pick(&self, farm: &Farm, worker: usize) -> Option<&Backend> {
+    pub(crate) fn rotation_pick<'f>(&self, farm: &'f Farm, worker: usize) -> Option<&'f Backend> {
         let n = farm.rotation.len() as u64;
         if n == 0 {
             return None;
         }
         let i = farm.rotation[(farm.counters.rotate(worker) % n) as usize];
-        self.backends
-            .get(farm.first_backend as usize + usize::from(i))
+        farm.backends.get(usize::from(i))
     }
 
     /// A live backend of `farm` below `max_flows`, trying them in name order from a place
     /// set by `hash` (so the overflow of a full backend spreads over the others rather than
     /// piling on its neighbour); `None` when every one is full.
     #[inline]
-    pub(crate) fn backend_with_room(&self, farm: &Farm, hash: u64) -> Option<&Backend> {
+    pub(crate) fn backend_with_room<'f>(&self, farm: &'f Farm, hash: u64) -> Option<&'f Backend> {
         let n = farm.live.len();
         let start = ((u128::from(hash) * n as u128) >> 64) as usize;
         (0..n)
             .filter_map(|k| farm.live.get((start + k) % n))
-            .filter_map(|&i| {
-                self.backends
-                    .get(farm.first_backend as usize + usize::from(i))
-            })
+            .filter_map(|&i| farm.backends.get(usize::from(i)))
             .find(|b| b.counters.flows() < farm.max_flows)
     }
 
     /// Maglev's choice in `farm` for a flow hash.
     #[inline]
-    pub(crate) fn maglev_pick(&self, farm: &Farm, hash: u64) -> Option<&Backend> {
+    pub(crate) fn maglev_pick<'f>(&self, farm: &'f Farm, hash: u64) -> Option<&'f Backend> {
         let i = farm.maglev.as_ref()?.lookup(hash);
-        self.backends
-            .get(farm.first_backend as usize + usize::from(i))
+        farm.backends.get(usize::from(i))
     }
 }
 
@@ -546,9 +666,11 @@ fn smooth_wrr(live: &[(&str, u32, u16)]) -> Box<[u16]> {
     out.into_boxed_slice()
 }
 
-/// Checks what the build loop assumes: names unique, ports non-empty, no overlaps.
-fn validate(farms: &[FarmSpec], maglev_size: usize) -> Result<(), TableError> {
-    for (i, f) in farms.iter().enumerate() {
+/// Checks what the build loop assumes: ports non-empty, backends unique and fewer than the
+/// Maglev size, no overlaps. O(farms × log farms); duplicate farm names are caught by the
+/// build loop's name index.
+fn validate(farms: &[FarmSpec]) -> Result<(), TableError> {
+    for f in farms {
         if f.ports.is_empty() {
             return Err(TableError::EmptyPortRange {
                 farm: f.name.clone(),
@@ -562,6 +684,13 @@ fn validate(farms: &[FarmSpec], maglev_size: usize) -> Result<(), TableError> {
                 vip: f.vip,
             });
         }
+        if !maglev::is_prime(f.maglev_size) || f.maglev_size > maglev::MAX_SIZE {
+            return Err(TableError::MaglevSizeInvalid {
+                farm: f.name.clone(),
+                size: f.maglev_size,
+                max: maglev::MAX_SIZE,
+            });
+        }
         let n = f.backends.len();
         if n > maglev::MAX_BACKENDS {
             return Err(TableError::TooManyBackends {
@@ -570,11 +699,11 @@ fn validate(farms: &[FarmSpec], maglev_size: usize) -> Result<(), TableError> {
                 max: maglev::MAX_BACKENDS,
             });
         }
-        if n > maglev_size {
+        if n > f.maglev_size {
             return Err(TableError::MaglevTooSmall {
                 farm: f.name.clone(),
                 backends: n,
-                size: maglev_size,
+                size: f.maglev_size,
             });
         }
         let mut names: Vec<&str> = f.backends.iter().map(|b| b.name.as_str()).collect();
@@ -585,14 +714,19 @@ fn validate(farms: &[FarmSpec], maglev_size: usize) -> Result<(), TableError> {
                 backend: w[0].to_owned(),
             });
         }
-        for g in &farms[..i] {
-            if g.name == f.name {
-                return Err(TableError::DuplicateFarm {
-                    name: f.name.clone(),
-                });
-            }
-            let overlap = g.ports.start() <= f.ports.end() && f.ports.start() <= g.ports.end();
-            if g.vip == f.vip && g.protocol == f.protocol && overlap {
+    }
+    // Sorted by (VIP, protocol, first port), a range overlaps an earlier one exactly when it
+    // starts at or below the furthest end reached so far on the same VIP and protocol.
+    let mut order: Vec<&FarmSpec> = farms.iter().collect();
+    order.sort_unstable_by_key(|f| (f.vip, f.protocol.index(), *f.ports.start()));
+    let mut reach: Option<&FarmSpec> = None;
+    for f in order {
+        match reach {
+            Some(g)
+                if g.vip == f.vip
+                    && g.protocol == f.protocol
+                    && f.ports.start() <= g.ports.end() =>
+            {
                 return Err(TableError::OverlappingFarms {
                     first: g.name.clone(),
                     second: f.name.clone(),
@@ -600,6 +734,10 @@ fn validate(farms: &[FarmSpec], maglev_size: usize) -> Result<(), TableError> {
                     protocol: f.protocol,
                 });
             }
+            Some(g)
+                if g.vip == f.vip && g.protocol == f.protocol && g.ports.end() >= f.ports.end() => {
+            }
+            _ => reach = Some(f),
         }
     }
     Ok(())
@@ -630,11 +768,12 @@ mod tests {
             persistence: None,
             hash: FlowHash::default(),
             limits: FarmLimits::default(),
+            maglev_size: 257,
         }
     }
 
     fn build(farms: &[FarmSpec]) -> Result<ForwardingTable, TableError> {
-        ForwardingTable::build(MacAddr([2; 6]), farms, &CounterRegistry::new(1), 257)
+        ForwardingTable::build(MacAddr([2; 6]), farms, &CounterRegistry::new(1))
     }
 
     #[test]
@@ -664,19 +803,40 @@ mod tests {
         let mut zero = tcp80.clone();
         zero.vip = Ipv4Addr::UNSPECIFIED;
         assert!(matches!(build(&[zero]), Err(TableError::BadVip { .. })));
-        let reg = CounterRegistry::new(1);
-        for size in [0, 1, 256, 65_535] {
+        for size in [0, 1, 256, 65_535, maglev::MAX_SIZE + 1] {
+            let f = FarmSpec {
+                maglev_size: size,
+                ..tcp80.clone()
+            };
             assert!(matches!(
-                ForwardingTable::build(MacAddr::ZERO, &[], &reg, size),
+                build(&[f]),
                 Err(TableError::MaglevSizeInvalid { .. })
             ));
         }
         let mut many = tcp80.clone();
         many.backends = (0..4).map(|i| backend(&format!("b{i}"), i)).collect();
+        many.maglev_size = 3;
         assert!(matches!(
-            ForwardingTable::build(MacAddr::ZERO, &[many], &reg, 3),
+            build(&[many]),
             Err(TableError::MaglevTooSmall { .. })
         ));
+        // An overlap hidden behind a wide range (sorted, the overlapping pair is not adjacent).
+        assert!(matches!(
+            build(&[
+                farm("wide", Protocol::Tcp, 1..=100),
+                farm("mid", Protocol::Tcp, 10..=20),
+                farm("late", Protocol::Tcp, 50..=60),
+            ]),
+            Err(TableError::OverlappingFarms { .. })
+        ));
+        assert!(
+            build(&[
+                farm("x", Protocol::Tcp, 1..=9),
+                farm("y", Protocol::Tcp, 10..=20),
+                farm("z", Protocol::Tcp, 21..=21),
+            ])
+            .is_ok()
+        );
     }
 
     #[test]
@@ -705,17 +865,234 @@ mod tests {
         assert_eq!(t.vips().collect::<Vec<_>>(), [vip]);
         assert_eq!(t.live_backends("web"), ["a", "b"]);
         let e = t.vip(vip).unwrap();
-        assert_eq!(t.farm_for_port(e, Protocol::Tcp, 81), Some(0));
-        assert_eq!(t.farm_for_port(e, Protocol::Tcp, 53), None);
-        assert_eq!(t.farm_for_port(e, Protocol::Udp, 53), Some(1));
+        assert_eq!(
+            ForwardingTable::farm_for_port(e, Protocol::Tcp, 81),
+            Some(0)
+        );
+        assert_eq!(ForwardingTable::farm_for_port(e, Protocol::Tcp, 53), None);
+        assert_eq!(
+            ForwardingTable::farm_for_port(e, Protocol::Udp, 53),
+            Some(1)
+        );
         assert_eq!(
             ForwardingTable::frag_farm(e, Protocol::Udp),
             FragFarm::One(1)
         );
-        let drain = t.backends.iter().find(|b| b.name == "d-drain").unwrap();
+        let drain = t
+            .backends()
+            .map(|b| b.1)
+            .find(|b| b.name == "d-drain")
+            .unwrap();
         assert!(drain.existing_ok);
-        assert!(t.backends.iter().filter(|b| !b.existing_ok).count() == 2);
-        assert_eq!(t.backend_by_id(drain.id).unwrap().name, "d-drain");
+        assert!(t.backends().filter(|b| !b.1.existing_ok).count() == 2);
+        assert_eq!(t.backend_by_id(drain.id).unwrap().1.name, "d-drain");
         assert!(t.backend_by_id(9999).is_none());
+    }
+
+    mod rebuild {
+        use super::*;
+        use proptest::prelude::*;
+
+        const SIZES: [usize; 4] = [251, 307, 1021, 4099];
+
+        fn arb_backend(i: usize) -> impl Strategy<Value = BackendSpec> {
+            (0u32..4, 0u8..3, any::<bool>(), 0u8..5).prop_map(move |(w, st, healthy, mac)| {
+                BackendSpec {
+                    name: format!("b{i}"),
+                    ip: Ipv4Addr::new(198, 18, 1, i as u8),
+                    // One in five without a MAC (not yet learned).
+                    mac: (mac > 0).then_some(MacAddr([2, 0, 0, 0, mac, i as u8])),
+                    weight: w,
+                    state: [BackendState::Up, BackendState::Drain, BackendState::Off]
+                        [usize::from(st)],
+                    healthy,
+                }
+            })
+        }
+
+        fn arb_farm(i: usize) -> impl Strategy<Value = FarmSpec> {
+            (
+                proptest::collection::vec(any::<u8>(), 1..6),
+                0usize..SIZES.len(),
+                0u8..4,
+                any::<bool>(),
+            )
+                .prop_flat_map(move |(bs, size, hash, udp)| {
+                    let backends: Vec<_> = (0..bs.len()).map(arb_backend).collect();
+                    (backends, Just((size, hash, udp)))
+                })
+                .prop_map(move |(backends, (size, hash, udp))| FarmSpec {
+                    name: format!("farm{i}"),
+                    // Farms share VIPs: several per VIP, on ports of their own.
+                    vip: Ipv4Addr::new(198, 18, 0, 100 + (i % 3) as u8),
+                    protocol: if udp { Protocol::Udp } else { Protocol::Tcp },
+                    ports: (1000 + 10 * i as u16)..=(1004 + 10 * i as u16),
+                    backends,
+                    persistence: None,
+                    hash: [
+                        FlowHash::FiveTuple,
+                        FlowHash::Source,
+                        FlowHash::RoundRobin,
+                        FlowHash::WeightedRoundRobin,
+                    ][usize::from(hash)],
+                    limits: FarmLimits::default(),
+                    maglev_size: SIZES[size],
+                })
+        }
+
+        fn arb_specs() -> impl Strategy<Value = Vec<FarmSpec>> {
+            (1usize..10).prop_flat_map(|n| (0..n).map(arb_farm).collect::<Vec<_>>())
+        }
+
+        /// One change an operator, a health check or the MAC resolver can make.
+        fn change(specs: &mut Vec<FarmSpec>, kind: u8, a: usize, b: usize, v: u8) {
+            let n = specs.len();
+            let f = &mut specs[a % n];
+            let nb = f.backends.len();
+            let be = &mut f.backends[b % nb];
+            match kind {
+                0 => {
+                    be.state = [BackendState::Up, BackendState::Drain, BackendState::Off]
+                        [usize::from(v % 3)]
+                }
+                1 => be.healthy = !be.healthy,
+                2 => be.weight = u32::from(v % 5),
+                3 => be.mac = (!v.is_multiple_of(4)).then_some(MacAddr([2, 0, 0, 9, v, b as u8])),
+                4 => {
+                    let i = 50 + usize::from(v);
+                    if f.backends.iter().all(|x| x.name != format!("b{i}")) {
+                        f.backends.push(BackendSpec {
+                            name: format!("b{i}"),
+                            ip: Ipv4Addr::new(198, 18, 2, v),
+                            mac: Some(MacAddr([2, 0, 0, 3, v, 1])),
+                            weight: 1,
+                            state: BackendState::Up,
+                            healthy: true,
+                        });
+                    }
+                }
+                5 if nb > 1 => {
+                    f.backends.remove(b % nb);
+                }
+                6 => f.maglev_size = SIZES[usize::from(v) % SIZES.len()],
+                7 => {
+                    let p = 5000 + 10 * (a % n) as u16;
+                    f.ports = p..=p + u16::from(v % 4);
+                }
+                8 => {
+                    let i = 100 + usize::from(v);
+                    specs.push(FarmSpec {
+                        name: format!("new{i}"),
+                        ports: (20_000 + i as u16)..=(20_000 + i as u16),
+                        ..specs[a % n].clone()
+                    });
+                }
+                9 if n > 1 => {
+                    specs.remove(a % n);
+                }
+                _ => f.hash = FlowHash::Source,
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(200))]
+
+            /// docs/design.md#scale: after any single change a rebuild equals a build from
+            /// scratch, farm by farm, and a farm whose spec did not change is the very same
+            /// farm (flows on it keep their backend, its counters carry on).
+            #[test]
+            fn rebuild_after_one_change_equals_a_build_from_scratch(
+                specs in arb_specs(),
+                kind in 0u8..11,
+                a in any::<usize>(),
+                b in any::<usize>(),
+                v in any::<u8>(),
+            ) {
+                let reg = CounterRegistry::new(1);
+                let own = MacAddr([2; 6]);
+                let before = ForwardingTable::build(own, &specs, &reg).unwrap();
+                let mut after_specs = specs.clone();
+                change(&mut after_specs, kind, a, b, v);
+                let next = before.rebuild(&after_specs, &reg).unwrap();
+                let scratch = ForwardingTable::build(own, &after_specs, &reg).unwrap();
+
+                prop_assert_eq!(next.farms.len(), scratch.farms.len());
+                let mut changed = 0;
+                for (n, s) in next.farms.iter().zip(&scratch.farms) {
+                    prop_assert_eq!(format!("{n:?}"), format!("{s:?}"));
+                    match specs.iter().find(|f| f.name == n.name) {
+                        Some(old) if *old == n.spec => {
+                            let i = before.by_name[&n.name] as usize;
+                            prop_assert!(Arc::ptr_eq(n, &before.farms[i]), "{} rebuilt", n.name);
+                        }
+                        _ => changed += 1,
+                    }
+                }
+                prop_assert_eq!(next.rebuilt_farms(), changed);
+                prop_assert!(changed <= 1, "one change touched {} farms", changed);
+                prop_assert_eq!(&next.by_id, &scratch.by_id);
+                let mut vips: Vec<_> = next.vips().collect();
+                let mut want: Vec<_> = scratch.vips().collect();
+                vips.sort_unstable();
+                want.sort_unstable();
+                prop_assert_eq!(&vips, &want);
+                for vip in vips {
+                    let (e, w) = (next.vip(vip).unwrap(), scratch.vip(vip).unwrap());
+                    for proto in [Protocol::Tcp, Protocol::Udp] {
+                        prop_assert_eq!(
+                            ForwardingTable::frag_farm(e, proto),
+                            ForwardingTable::frag_farm(w, proto)
+                        );
+                        for port in (990..1100).chain(4990..5100).chain(20_090..20_400) {
+                            prop_assert_eq!(
+                                ForwardingTable::farm_for_port(e, proto, port),
+                                ForwardingTable::farm_for_port(w, proto, port)
+                            );
+                        }
+                    }
+                }
+            }
+
+            /// The per-VIP binary search finds what a walk over every farm finds.
+            #[test]
+            fn port_lookup_matches_a_linear_walk(
+                specs in arb_specs(),
+                port in 990u16..1100,
+                udp in any::<bool>(),
+            ) {
+                let t = ForwardingTable::build(MacAddr([2; 6]), &specs, &CounterRegistry::new(1))
+                    .unwrap();
+                let proto = if udp { Protocol::Udp } else { Protocol::Tcp };
+                for vip in t.vips() {
+                    let walk = t.farms.iter().enumerate().find(|(_, f)| {
+                        f.spec.vip == vip && f.protocol == proto && f.ports.contains(&port)
+                    });
+                    prop_assert_eq!(
+                        ForwardingTable::farm_for_port(t.vip(vip).unwrap(), proto, port),
+                        walk.map(|(i, _)| i as u32)
+                    );
+                }
+            }
+        }
+
+        #[test]
+        fn a_changed_farm_keeps_its_maglev_table_when_its_live_set_did_not_change() {
+            let reg = CounterRegistry::new(1);
+            let mut specs = vec![farm("web", Protocol::Tcp, 80..=80)];
+            let t = ForwardingTable::build(MacAddr([2; 6]), &specs, &reg).unwrap();
+            // A new MAC for a backend: the farm is rebuilt, its Maglev table is not.
+            specs[0].backends[0].mac = Some(MacAddr([2, 0, 0, 0, 7, 7]));
+            let u = t.rebuild(&specs, &reg).unwrap();
+            assert_eq!(u.rebuilt_farms(), 1);
+            let (m0, m1) = (t.farms[0].maglev.as_ref(), u.farms[0].maglev.as_ref());
+            assert!(Arc::ptr_eq(m0.unwrap(), m1.unwrap()));
+            // A weight change refills it.
+            specs[0].backends[0].weight = 3;
+            let w = u.rebuild(&specs, &reg).unwrap();
+            assert!(!Arc::ptr_eq(
+                m1.unwrap(),
+                w.farms[0].maglev.as_ref().unwrap()
+            ));
+        }
     }
 }

@@ -22,11 +22,10 @@ use crate::tables;
 use anyhow::Context;
 use cluster::{ClusterNode, ClusterSettings, ClusterState, Command, ServerState, Verdict};
 use datapath::{
-    Datapath, DatapathConfig, ForwardingTable, MacAddr, MacResolver, ProcessorConfig, Shared,
-    instant_ns,
+    Datapath, DatapathConfig, MacAddr, MacResolver, ProcessorConfig, Shared, instant_ns,
 };
 use proto::listener::GuardedListener;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -34,7 +33,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
-use tracing::{Instrument, error, info, info_span, warn};
+use tracing::{Instrument, debug, error, info, info_span, warn};
 
 /// How often learned MACs are compared with the table's and ownership is re-judged. Short:
 /// a lease (120 ms by default) must be noticed to expire well within its length.
@@ -822,26 +821,27 @@ impl Node<'_> {
             &overlaid
         };
         let specs = tables::farm_specs(state, &self.learned, &self.shared.pins);
-        let table = ForwardingTable::build(
-            self.shared.table.load().own_mac(),
-            &specs,
-            &self.shared.counters,
-            self.config.datapath.maglev_table_size,
-        )
-        .context("building the forwarding table")?;
-        let before: Vec<Ipv4Addr> = self.shared.table.load().vips().collect();
-        let after: Vec<Ipv4Addr> = table.vips().collect();
-        let added: Vec<Ipv4Addr> = after
-            .iter()
-            .filter(|v| !before.contains(v))
-            .copied()
-            .collect();
-        let removed: Vec<Ipv4Addr> = before.into_iter().filter(|v| !after.contains(v)).collect();
+        let started = Instant::now();
+        let prev = self.shared.table.load();
+        let table = prev
+            .rebuild(&specs, &self.shared.counters)
+            .context("building the forwarding table")?;
+        let before: HashSet<Ipv4Addr> = prev.vips().collect();
+        let after: HashSet<Ipv4Addr> = table.vips().collect();
+        let added: Vec<Ipv4Addr> = after.difference(&before).copied().collect();
+        let removed: Vec<Ipv4Addr> = before.difference(&after).copied().collect();
+        let rebuilt = table.rebuilt_farms();
+        let farms = table.farm_count();
         self.shared.publish(table);
-        self.metrics.set_backends(&specs);
+        debug!(
+            farms,
+            rebuilt,
+            took_us = started.elapsed().as_micros() as u64,
+            "forwarding table published"
+        );
         self.metrics.published.store(true, Ordering::Release);
         if self.pair.is_some() {
-            self.resolver.watch_vips(after.clone());
+            self.resolver.watch_vips(after.into_iter().collect());
         }
         // A removed VIP's remaining rounds (and refresh) would draw its traffic here only to
         // be dropped as `not_vip`.

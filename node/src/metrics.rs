@@ -5,8 +5,7 @@
 use crate::ownership::{Arbiter, ArbiterCell};
 use crate::persist::PersistMetrics;
 use datapath::{
-    BackendState, BackendStats, DropReason, FarmSpec, FarmStats, IoBackend, ResolverStatsReader,
-    Shared,
+    BackendState, BackendStats, DropReason, FarmStats, IoBackend, ResolverStatsReader, Shared,
 };
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -26,8 +25,6 @@ pub struct NodeMetrics {
     pub takeovers: AtomicU64,
     /// Current Raft term.
     pub term: AtomicU64,
-    /// Each backend as of the last published table.
-    backends: Mutex<Vec<BackendRow>>,
     /// The health checker's record of its probes, once the daemon runs.
     checks: OnceLock<Arc<crate::health::CheckLog>>,
     persist: Arc<PersistMetrics>,
@@ -90,7 +87,6 @@ impl NodeMetrics {
             shared,
             takeovers: AtomicU64::new(0),
             term: AtomicU64::new(0),
-            backends: Mutex::new(Vec::new()),
             checks: OnceLock::new(),
             persist,
             pins: OnceLock::new(),
@@ -145,10 +141,12 @@ impl NodeMetrics {
         let _ = self.checks.set(log);
     }
 
-    /// Records which backends the last published table can send new flows to, and why.
-    pub fn set_backends(&self, specs: &[FarmSpec]) {
-        let rows = specs
-            .iter()
+    /// Each backend of the published table, read when scraped: a publish costs nothing here
+    /// (docs/design.md#scale).
+    fn backend_rows(&self) -> Vec<BackendRow> {
+        let table = self.shared.table.load();
+        table
+            .specs()
             .flat_map(|f| {
                 f.backends.iter().map(move |b| BackendRow {
                     farm: f.name.clone(),
@@ -162,8 +160,7 @@ impl NodeMetrics {
                     },
                 })
             })
-            .collect();
-        *self.backends.lock().unwrap_or_else(|e| e.into_inner()) = rows;
+            .collect()
     }
 
     /// The text exposition, as served on `/metrics`.
@@ -294,11 +291,7 @@ impl Collector for NodeMetrics {
             None,
             ConstGauge::new(0i64).metric_type(),
         )?;
-        let rows = self
-            .backends
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let rows = self.backend_rows();
         for r in &rows {
             let labels = [("farm", r.farm.as_str()), ("backend", r.backend.as_str())];
             ConstGauge::new(i64::from(r.up())).encode(up.encode_family(&labels)?)?;
@@ -815,7 +808,7 @@ mod tests {
     #[test]
     fn the_exposition_carries_the_contract_names() {
         let shared = Shared::new(1, MacAddr([2, 0, 0, 0, 0, 1]));
-        let farm = FarmSpec {
+        let farm = datapath::FarmSpec {
             name: "web".into(),
             vip: std::net::Ipv4Addr::new(198, 18, 0, 100),
             protocol: Protocol::Tcp,
@@ -831,17 +824,16 @@ mod tests {
             persistence: None,
             hash: datapath::FlowHash::default(),
             limits: datapath::FarmLimits::default(),
+            maglev_size: 251,
         };
         let table = ForwardingTable::build(
             MacAddr([2, 0, 0, 0, 0, 1]),
             std::slice::from_ref(&farm),
             &shared.counters,
-            65537,
         )
         .unwrap();
         shared.publish(table);
         let m = Arc::new(NodeMetrics::new(shared.clone(), Default::default()));
-        m.set_backends(&[farm]);
         m.term.store(7, Ordering::Relaxed);
         shared.set_owner(true);
         let text = m.render();

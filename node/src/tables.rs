@@ -83,6 +83,7 @@ pub fn farm_specs(
                     cluster::Scheduler::Wrr => FlowHash::WeightedRoundRobin,
                 },
                 limits: limits(&farm.limits),
+                maglev_size: farm.maglev_table_size as usize,
             }
         })
         .collect()
@@ -152,6 +153,7 @@ mod tests {
                 persistence: cluster::Persistence::None,
                 check: None,
                 backends,
+                maglev_table_size: 307,
             },
         );
         s

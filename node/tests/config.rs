@@ -81,7 +81,6 @@ fn defaults_fill_what_is_left_out() {
     assert_eq!(c.datapath.interface, "eth0");
     assert_eq!(c.datapath.garp_count, 3);
     assert_eq!(c.datapath.garp_refresh, None);
-    assert_eq!(c.datapath.maglev_table_size, 65537);
     assert_eq!(c.datapath.io, datapath::IoMode::Auto);
     assert!(c.farms.is_empty());
 }
@@ -321,8 +320,24 @@ const CASES: &[(&str, &str, &str)] = &[
     ),
     (
         "interface = \"eth0\"",
-        "interface = \"eth0\"\nmaglev_table_size = 65536",
+        // A node setting no more: each farm has its own.
+        "interface = \"eth0\"\nmaglev_table_size = 65537",
         "datapath.maglev_table_size",
+    ),
+    (
+        "protocol = \"tcp\"",
+        "protocol = \"tcp\"\nmaglev_table_size = 256",
+        "farm[web].maglev_table_size",
+    ),
+    (
+        "protocol = \"tcp\"",
+        "protocol = \"tcp\"\nmaglev_table_size = 241",
+        "farm[web].maglev_table_size",
+    ),
+    (
+        "protocol = \"tcp\"",
+        "protocol = \"tcp\"\nmaglev_table_size = 1048583",
+        "farm[web].maglev_table_size",
     ),
     (
         "interface = \"eth0\"",

@@ -47,6 +47,7 @@ pub fn farm(name: &str, backends: usize) -> Farm {
         protocol: Protocol::Tcp,
         scheduler: Scheduler::Maglev,
         limits: Default::default(),
+        maglev_table_size: 307,
         persistence: Persistence::None,
         check: None,
         backends: (0..backends)

@@ -3,9 +3,13 @@
 //! - `farms` (hash): (VIP, port, protocol) → the farm's Maglev slots (base, size) and tag,
 //!   one key per port of each fast farm.
 //! - `slots` (array, mapped into user space): Maglev slots as backend registry ids (8-byte
-//!   values, the stride the kernel gives array elements anyway), in two
-//!   halves: a publish writes the half no farm points to, then points the farms at it, so
-//!   a frame never meets a half-written table.
+//!   values, the stride the kernel gives array elements anyway). Each fast farm has a
+//!   region of its own; a farm whose slots change gets a new region, written before its key
+//!   points there, so a frame never meets a half-written table, and the old region is
+//!   freed after. A farm whose Maglev table and backend ids did not change keeps its region.
+//!
+//! A sync writes only what differs from what it wrote last (docs/design.md#scale): one
+//! backend's change costs a few map writes, whatever the number of farms.
 //! - `backends` (hash): registry id → MAC, whether it may keep flows, farm tag, id.
 //! - `flows` (LRU hash): 5-tuple → registry id, for flows past their SYN.
 //! - `cfg` (array of one): the lease deadline on the kernel's monotonic clock, own MAC.
@@ -16,14 +20,14 @@
 //! [`MAX_FARM_PORTS`] ports, and room left in the slot half. The others stay with user space
 //! (their frames pass the program), which handles every farm the same as before.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, OwnedFd};
-
-use xxhash_rust::xxh3::xxh3_64;
+use std::sync::Arc;
 
 use crate::ebpf::sys::{self as bpf, MappedArray};
+use crate::maglev::Maglev;
 use crate::packet::MacAddr;
 use crate::table::{FlowHash, ForwardingTable};
 
@@ -33,9 +37,10 @@ pub(crate) const BACKEND_EXISTING_OK: u8 = 1;
 pub(crate) const MAX_FARM_PORTS: usize = 1024;
 /// Keys of the farm map.
 const MAX_FARM_KEYS: u32 = 65_536;
-/// Slots per half of the slot array (8 bytes each: 16 MiB in all): 16 farms at the default
-/// Maglev size (65,537), more at smaller sizes.
-pub(crate) const HALF_SLOTS: usize = 1 << 20;
+/// Slots of the slot array (8 bytes each: 16 MiB): 31 farms at a Maglev size of 65,537,
+/// 6,800 at 307 (3 backends' default); a change needs room for its new region beside the
+/// old one.
+pub(crate) const SLOTS: usize = 1 << 21;
 /// Backends the fast path knows, and registry ids it counts.
 const MAX_BACKENDS: u32 = 65_536;
 /// An empty Maglev slot (no backend has that id).
@@ -69,12 +74,13 @@ pub(crate) struct Maps {
     flows: OwnedFd,
     cfg: OwnedFd,
     stats: OwnedFd,
-    /// Farm keys written by the last sync.
-    farm_keys: HashSet<[u8; 8]>,
-    /// Backend ids written by the last sync.
-    backend_ids: HashSet<u32>,
-    /// Which half of `slots` the farms point to now.
-    half: usize,
+    /// Farm keys and their values as written by the last sync.
+    farm_keys: HashMap<[u8; 8], [u8; 16]>,
+    /// Backend ids and their values as written by the last sync.
+    backend_ids: HashMap<u32, [u8; 16]>,
+    /// The slot region of each fast farm (by farm name).
+    regions: HashMap<String, Region>,
+    free: FreeList,
     own_mac: MacAddr,
     /// The lease deadline last written (kernel clock), to skip needless writes.
     deadline: u64,
@@ -85,9 +91,54 @@ pub(crate) struct Maps {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Synced {
     /// Farms forwarded in the kernel.
-    pub(crate) fast: Vec<String>,
+    pub(crate) fast: usize,
     /// Farms left to user space, each with why.
     pub(crate) slow: Vec<(String, &'static str)>,
+    /// Map entries and slot regions written or deleted.
+    pub(crate) writes: usize,
+}
+
+/// A fast farm's slots, and what they were written from.
+#[derive(Debug)]
+struct Region {
+    base: usize,
+    maglev: Arc<Maglev>,
+    /// The registry id of each of the farm's backends, by index.
+    ids: Box<[u32]>,
+}
+
+/// Free ranges of the slot array (base → length), first fit, merged when freed.
+#[derive(Debug)]
+struct FreeList(BTreeMap<usize, usize>);
+
+impl FreeList {
+    fn new(len: usize) -> FreeList {
+        FreeList(BTreeMap::from([(0, len)]))
+    }
+
+    fn alloc(&mut self, len: usize) -> Option<usize> {
+        let (&base, &have) = self.0.iter().find(|(_, l)| **l >= len)?;
+        self.0.remove(&base);
+        if have > len {
+            self.0.insert(base + len, have - len);
+        }
+        Some(base)
+    }
+
+    fn free(&mut self, base: usize, len: usize) {
+        let (mut base, mut len) = (base, len);
+        if let Some((&b, &l)) = self.0.range(..base).next_back()
+            && b + l == base
+        {
+            self.0.remove(&b);
+            base = b;
+            len += l;
+        }
+        if let Some(l) = self.0.remove(&(base + len)) {
+            len += l;
+        }
+        self.0.insert(base, len);
+    }
 }
 
 fn farm_key(vip: Ipv4Addr, port: u16, protocol: u8) -> [u8; 8] {
@@ -96,11 +147,6 @@ fn farm_key(vip: Ipv4Addr, port: u16, protocol: u8) -> [u8; 8] {
     k[4..6].copy_from_slice(&port.to_be_bytes());
     k[6] = protocol;
     k
-}
-
-/// A farm's tag: stable across tables for one farm name (flows are checked against it).
-fn farm_tag(name: &str) -> u32 {
-    xxh3_64(name.as_bytes()) as u32
 }
 
 impl Maps {
@@ -116,11 +162,11 @@ impl Maps {
             bpf::BPF_MAP_TYPE_ARRAY,
             4,
             8,
-            (2 * HALF_SLOTS) as u32,
+            SLOTS as u32,
             bpf::BPF_F_MMAPABLE,
             "dsrlb_fp_slots",
         )?;
-        let slot_mem = MappedArray::map(&slots, 2 * HALF_SLOTS)?;
+        let slot_mem = MappedArray::map(&slots, SLOTS)?;
         let backends = bpf::map_create(
             bpf::BPF_MAP_TYPE_HASH,
             4,
@@ -152,9 +198,10 @@ impl Maps {
             flows,
             cfg,
             stats,
-            farm_keys: HashSet::new(),
-            backend_ids: HashSet::new(),
-            half: 1,
+            farm_keys: HashMap::new(),
+            backend_ids: HashMap::new(),
+            regions: HashMap::new(),
+            free: FreeList::new(SLOTS),
             own_mac: MacAddr([0; 6]),
             deadline: 0,
             possible_cpus,
@@ -172,9 +219,10 @@ impl Maps {
         }
     }
 
-    /// Writes `t` into the maps: backends first, then the free half of the slots, then the
-    /// farm keys (pointing at that half), then removes what `t` no longer has. A frame in
-    /// flight meets either the old farm or the new one, each with whole slots.
+    /// Writes `t` into the maps: backends first, then the new slot regions, then the farm
+    /// keys (pointing at them), then removes what `t` no longer has. A frame in flight meets
+    /// either the old farm or the new one, each with whole slots. Only what changed since
+    /// the last sync is written.
     pub(crate) fn sync(&mut self, t: &ForwardingTable) -> io::Result<Synced> {
         let mut out = Synced::default();
         let own = t.own_mac();
@@ -182,9 +230,9 @@ impl Maps {
             self.own_mac = own;
             self.write_cfg()?;
         }
-        let mut ids = HashSet::with_capacity(t.backends.len());
-        for b in &t.backends {
-            let Some(farm) = t.farms.get(b.farm as usize) else {
+        let mut ids = HashMap::with_capacity(self.backend_ids.len());
+        for (fi, b) in t.backends() {
+            let Some(farm) = t.farms.get(fi as usize) else {
                 continue;
             };
             let mut v = [0u8; 16];
@@ -194,17 +242,18 @@ impl Maps {
             } else {
                 0
             };
-            v[8..12].copy_from_slice(&farm_tag(&farm.name).to_ne_bytes());
+            v[8..12].copy_from_slice(&farm.key.to_ne_bytes());
             v[12..16].copy_from_slice(&b.id.to_ne_bytes());
-            bpf::map_update(&self.backends, &b.id.to_ne_bytes(), &v)?;
-            ids.insert(b.id);
+            if self.backend_ids.get(&b.id) != Some(&v) {
+                bpf::map_update(&self.backends, &b.id.to_ne_bytes(), &v)?;
+                out.writes += 1;
+            }
+            ids.insert(b.id, v);
         }
 
-        let half = 1 - self.half;
-        let base0 = half * HALF_SLOTS;
-        let mut used = 0usize;
-        // Farm index → (base, size) for the fast farms.
+        // Farm index → (base, size) for the fast farms; the regions they leave behind.
         let mut placed: HashMap<u32, (u32, u32)> = HashMap::new();
+        let mut regions: HashMap<String, Region> = HashMap::with_capacity(self.regions.len());
         for (fi, f) in t.farms.iter().enumerate() {
             let limited =
                 f.source_rate.is_some() || f.farm_rate.is_some() || f.max_flows > 0 || f.tcp_strict;
@@ -227,26 +276,46 @@ impl Maps {
                 out.slow.push((f.name.clone(), "no live backend"));
                 continue;
             };
-            let slots = m.slots();
-            if used + slots.len() > HALF_SLOTS {
-                out.slow.push((f.name.clone(), "fast path slots full"));
-                continue;
-            }
-            let dst = &mut self.slot_mem.values_mut()[base0 + used..base0 + used + slots.len()];
-            for (d, &i) in dst.iter_mut().zip(slots) {
-                *d = t
-                    .backends
-                    .get(f.first_backend as usize + usize::from(i))
-                    .map_or(NO_BACKEND, |b| u64::from(b.id));
-            }
-            placed.insert(fi as u32, ((base0 + used) as u32, slots.len() as u32));
-            used += slots.len();
-            out.fast.push(f.name.clone());
+            let farm_ids: Box<[u32]> = f.backends.iter().map(|b| b.id).collect();
+            let kept = self
+                .regions
+                .remove(&f.name)
+                .and_then(|r| (Arc::ptr_eq(&r.maglev, m) && r.ids == farm_ids).then_some(r));
+            let region = match kept {
+                Some(r) => r,
+                None => {
+                    let slots = m.slots();
+                    let Some(base) = self.free.alloc(slots.len()) else {
+                        out.slow.push((f.name.clone(), "fast path slots full"));
+                        continue;
+                    };
+                    let dst = &mut self.slot_mem.values_mut()[base..base + slots.len()];
+                    for (d, &i) in dst.iter_mut().zip(slots) {
+                        *d = farm_ids
+                            .get(usize::from(i))
+                            .map_or(NO_BACKEND, |&id| u64::from(id));
+                    }
+                    out.writes += 1;
+                    Region {
+                        base,
+                        maglev: m.clone(),
+                        ids: farm_ids,
+                    }
+                }
+            };
+            placed.insert(fi as u32, (region.base as u32, m.slots().len() as u32));
+            regions.insert(f.name.clone(), region);
+            out.fast += 1;
         }
+        // What is left in `self.regions` (farms that changed or left) is still pointed to
+        // until the keys below are rewritten; it is freed after. If a write fails half way
+        // those regions stay allocated until the maps are made again (the failure is
+        // logged as an error).
+        let stale = std::mem::replace(&mut self.regions, regions);
 
-        let mut keys = HashSet::new();
+        let mut keys = HashMap::with_capacity(self.farm_keys.len());
         for (vip, entry) in t.vip_entries() {
-            for &fi in &entry.farms {
+            for fi in entry.farms() {
                 let Some(&(base, size)) = placed.get(&fi) else {
                     continue;
                 };
@@ -256,23 +325,30 @@ impl Maps {
                 let mut v = [0u8; 16];
                 v[..4].copy_from_slice(&base.to_ne_bytes());
                 v[4..8].copy_from_slice(&size.to_ne_bytes());
-                v[8..12].copy_from_slice(&farm_tag(&f.name).to_ne_bytes());
+                v[8..12].copy_from_slice(&f.key.to_ne_bytes());
                 for port in f.ports.clone() {
                     let k = farm_key(vip, port, f.protocol.number());
-                    bpf::map_update(&self.farms, &k, &v)?;
-                    keys.insert(k);
+                    if self.farm_keys.get(&k) != Some(&v) {
+                        bpf::map_update(&self.farms, &k, &v)?;
+                        out.writes += 1;
+                    }
+                    keys.insert(k, v);
                 }
             }
         }
-        for k in self.farm_keys.difference(&keys) {
+        for k in self.farm_keys.keys().filter(|k| !keys.contains_key(*k)) {
             bpf::map_delete(&self.farms, k)?;
+            out.writes += 1;
         }
-        for id in self.backend_ids.difference(&ids) {
+        for id in self.backend_ids.keys().filter(|id| !ids.contains_key(*id)) {
             bpf::map_delete(&self.backends, &id.to_ne_bytes())?;
+            out.writes += 1;
         }
         self.farm_keys = keys;
         self.backend_ids = ids;
-        self.half = half;
+        for r in stale.into_values() {
+            self.free.free(r.base, r.maglev.slots().len());
+        }
         Ok(out)
     }
 

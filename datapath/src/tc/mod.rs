@@ -93,9 +93,9 @@ impl FastPath {
         let mut maps = self.maps();
         match maps.sync(t) {
             Ok(s) => {
-                if !s.slow.is_empty() || !s.fast.is_empty() {
-                    tracing::debug!(interface = %self.interface, fast = ?s.fast, slow = ?s.slow,
-                        "fast path table written");
+                if s.writes > 0 {
+                    tracing::debug!(interface = %self.interface, fast = s.fast, slow = ?s.slow,
+                        writes = s.writes, "fast path table written");
                 }
             }
             Err(e) => tracing::error!(interface = %self.interface, error = %e,

@@ -50,6 +50,7 @@ fn farm(name: &str, protocol: Protocol, port: u16, backends: Vec<BackendSpec>) -
         persistence: None,
         hash: FlowHash::FiveTuple,
         limits: FarmLimits::default(),
+        maglev_size: 65_537,
     }
 }
 
@@ -60,7 +61,7 @@ fn three() -> Vec<BackendSpec> {
 }
 
 fn table(farms: &[FarmSpec], reg: &CounterRegistry) -> ForwardingTable {
-    ForwardingTable::build(OWN, farms, reg, 65_537).expect("valid table")
+    ForwardingTable::build(OWN, farms, reg).expect("valid table")
 }
 
 /// An untagged IPv4 frame to the VIP; `flags` are TCP flags (ignored for UDP).
@@ -144,7 +145,7 @@ fn it_forwards_to_the_backend_the_processor_picks() {
         seen.insert(out[5]);
     }
     assert_eq!(seen.len(), 3, "every backend takes flows");
-    let forwarded: u64 = t.backends.iter().map(|b| fp.count(b.id).packets).sum();
+    let forwarded: u64 = t.backends().map(|(_, b)| fp.count(b.id).packets).sum();
     assert_eq!(
         forwarded, 600,
         "the kernel counts each frame once, per backend"

@@ -39,6 +39,7 @@ pub fn farm(name: &str, protocol: Protocol, port: u16, backends: Vec<BackendSpec
         persistence: None,
         hash: datapath::FlowHash::default(),
         limits: datapath::FarmLimits::default(),
+        maglev_size: MAGLEV,
     }
 }
 
@@ -61,7 +62,7 @@ pub fn web_and_dns() -> Vec<FarmSpec> {
 }
 
 pub fn build(farms: &[FarmSpec], registry: &CounterRegistry) -> ForwardingTable {
-    ForwardingTable::build(OWN, farms, registry, MAGLEV).expect("valid specs")
+    ForwardingTable::build(OWN, farms, registry).expect("valid specs")
 }
 
 pub fn tcp(src: Ipv4Addr, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {

@@ -215,12 +215,13 @@ pub fn lab_table(shared: &Shared, own_mac: MacAddr, backend_mac: MacAddr) -> For
         persistence: None,
         hash: datapath::FlowHash::default(),
         limits: datapath::FarmLimits::default(),
+        maglev_size: 1021,
     };
     let farms = [
         farm("udp", Protocol::Udp, UDP_PORT),
         farm("tcp", Protocol::Tcp, TCP_PORT),
     ];
-    ForwardingTable::build(own_mac, &farms, &shared.counters, 1021).expect("table")
+    ForwardingTable::build(own_mac, &farms, &shared.counters).expect("table")
 }
 
 /// The I/O backend the lab's node runs: `DSRLB_LAB_IO` (`af_packet`, `af_xdp`, `auto`;

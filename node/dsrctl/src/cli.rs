@@ -272,7 +272,7 @@ pub struct FarmAddArgs {
            "check_ca_file", "check_send", "check_expect", "check_program", "check_arg",
            "check_via_vip",
            "new_rate_limit", "new_rate_limit_burst", "new_rate_limit_farm",
-           "new_rate_limit_farm_burst", "max_flows", "tcp_strict"])))]
+           "new_rate_limit_farm_burst", "max_flows", "tcp_strict", "maglev_table_size"])))]
 pub struct FarmSetArgs {
     /// Farm name.
     pub name: String,
@@ -373,6 +373,10 @@ pub struct FarmSettings {
     /// takeover grace).
     #[arg(long)]
     pub tcp_strict: Option<bool>,
+    /// Slots of the farm's Maglev table: a prime from 251 to 1048573. Absent: chosen from
+    /// the backends when the farm is added, kept after. Changing it moves flows.
+    #[arg(long)]
+    pub maglev_table_size: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -276,7 +276,10 @@ pub fn farm_show(v: &FarmShowView) -> String {
         ("name", f.name.clone()),
         ("vip", f.vip.clone()),
         ("ports", format!("{}/{}", f.ports, f.protocol)),
-        ("scheduler", f.scheduler.clone()),
+        (
+            "scheduler",
+            format!("{} ({} slots)", f.scheduler, f.maglev_table_size),
+        ),
         ("persistence", persistence),
         ("check", check_text(f)),
         ("limits", limits_text(f)),
@@ -409,6 +412,7 @@ mod tests {
             new_rate_limit_farm_burst: 0,
             max_flows: 500,
             tcp_strict: true,
+            maglev_table_size: 307,
         }
     }
 
@@ -501,6 +505,7 @@ mod tests {
         });
         assert!(out.starts_with("name         web\n"), "{out}");
         assert!(out.contains("persistence  srcip (ttl 60s)\n"), "{out}");
+        assert!(out.contains("scheduler    maglev (307 slots)\n"), "{out}");
         assert!(
             out.contains("check        tcp every 2s, timeout 1s, rise 2, fall 3\n"),
             "{out}"

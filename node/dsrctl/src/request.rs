@@ -83,6 +83,9 @@ fn apply_settings(farm: &mut pb::Farm, s: &FarmSettings) {
     if let Some(v) = s.max_flows {
         farm.max_flows = v;
     }
+    if let Some(v) = s.maglev_table_size {
+        farm.maglev_table_size = v;
+    }
     if let Some(v) = s.tcp_strict {
         farm.tcp_strict = v;
     }

@@ -163,6 +163,9 @@ pub struct FarmView {
     pub max_flows: u32,
     #[serde(default)]
     pub tcp_strict: bool,
+    /// Slots of the farm's Maglev table.
+    #[serde(default)]
+    pub maglev_table_size: u32,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -265,6 +268,7 @@ impl From<pb::Farm> for FarmView {
             new_rate_limit_farm_burst: f.new_rate_limit_farm_burst,
             max_flows: f.max_flows,
             tcp_strict: f.tcp_strict,
+            maglev_table_size: f.maglev_table_size,
         }
     }
 }

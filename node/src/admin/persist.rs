@@ -253,6 +253,7 @@ mod tests {
             protocol: cluster::Protocol::Tcp,
             scheduler: cluster::Scheduler::Maglev,
             limits: Default::default(),
+            maglev_table_size: 307,
             persistence,
             check: None,
             backends: Vec::new(),

@@ -105,13 +105,15 @@ fn farm_update(
     replace_backends: bool,
 ) -> Result<Farm, config::ConfigError> {
     let mut raw = raw_from_pb(farm);
-    if replace_backends {
-        return validate_farm(Keys::Api, &raw);
+    let asked = raw.maglev_table_size;
+    if !replace_backends {
+        raw.backend.clear();
     }
-    raw.backend.clear();
     let mut farm = validate_farm(Keys::Api, &raw)?;
-    farm.backends = current.backends.clone();
-    config::check_backends(Keys::Api, &farm)?;
+    if !replace_backends {
+        farm.backends = current.backends.clone();
+    }
+    config::keep_maglev_size(Keys::Api, &mut farm, asked, Some(current))?;
     Ok(farm)
 }
 
@@ -356,7 +358,21 @@ impl Admin for AdminService {
         let ctx = &self.ctx;
         let raw: RawFarms = toml::from_str(&req.config)
             .map_err(|e| Status::invalid_argument(format!("config: {}", e.message().trim())))?;
-        let farms = validate_farms(&raw.farm).map_err(invalid)?;
+        let mut farms = validate_farms(&raw.farm).map_err(invalid)?;
+        // A farm the file leaves without a Maglev size keeps the one it has (this replica's
+        // view: a size changed concurrently is caught by the conditional write).
+        {
+            let state = ctx.state();
+            for (i, (farm, r)) in farms.iter_mut().zip(&raw.farm).enumerate() {
+                config::keep_maglev_size(
+                    Keys::File { index: i },
+                    farm,
+                    r.maglev_table_size,
+                    state.farms.get(&farm.name),
+                )
+                .map_err(invalid)?;
+            }
+        }
         let desired: BTreeMap<String, Farm> =
             farms.iter().map(|f| (f.name.clone(), f.clone())).collect();
         let net = ctx.net_now();
@@ -515,6 +531,68 @@ mod tests {
         )
         .unwrap();
         validate_farm(Keys::Api, &raw.farm[0]).unwrap()
+    }
+
+    /// docs/design.md#scale: the Maglev size is chosen once, from the backends, when the farm
+    /// is created; later writes keep it unless they name one; it must hold the backends.
+    #[test]
+    fn the_maglev_size_is_chosen_at_creation_and_kept_after() {
+        let current = web();
+        assert_eq!(current.maglev_table_size, 251, "2 backends: the floor");
+        let mut bigger = pb_from_farm(&current, &ClusterState::default());
+        bigger.backends = (0..5)
+            .map(|i| pb::Backend {
+                name: format!("n{i}"),
+                ip: format!("198.18.0.{}", 40 + i),
+                weight: 1,
+                ..Default::default()
+            })
+            .collect();
+        // A new farm with 5 backends would get 503; replacing the backends keeps 251.
+        bigger.maglev_table_size = 0;
+        assert_eq!(
+            validate_farm(Keys::Api, &raw_from_pb(&bigger))
+                .unwrap()
+                .maglev_table_size,
+            503
+        );
+        let f = farm_update(&current, &bigger, true).unwrap();
+        assert_eq!(f.maglev_table_size, 251);
+        let f = farm_update(&current, &bigger, false).unwrap();
+        assert_eq!(f.maglev_table_size, 251);
+        // Named, it changes (an explicit edit), if it is a prime in range.
+        bigger.maglev_table_size = 1021;
+        assert_eq!(
+            farm_update(&current, &bigger, true)
+                .unwrap()
+                .maglev_table_size,
+            1021
+        );
+        bigger.maglev_table_size = 1024;
+        assert_eq!(
+            key(farm_update(&current, &bigger, true)),
+            "farm.maglev_table_size"
+        );
+        // Adding a backend keeps the size; one more than the slots is refused.
+        let added = pb::Backend {
+            name: "b3".into(),
+            ip: "198.18.0.23".into(),
+            weight: 1,
+            ..Default::default()
+        };
+        assert_eq!(
+            with_backend(&current, &added).unwrap().maglev_table_size,
+            251
+        );
+        let mut full = current.clone();
+        full.backends = (0..251)
+            .map(|i| cluster::Backend {
+                name: format!("f{i}"),
+                ip: std::net::Ipv4Addr::from_bits(0xc613_0000 + i),
+                ..current.backends[0].clone()
+            })
+            .collect();
+        assert_eq!(key(with_backend(&full, &added)), "farm.maglev_table_size");
     }
 
     fn key(r: Result<Farm, ConfigError>) -> String {

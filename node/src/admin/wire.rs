@@ -8,7 +8,8 @@
 //! "the default" (scheduler, persistence, ttl, state, check durations), `priority = 0` means
 //! the default tier 1, check `rise`/`fall` 0 mean the defaults; `weight` is taken as written
 //! (0 is a real weight: no new flows); the limits' 0 means no limit (or, for a burst, the
-//! default burst) and `tcp_strict = false` the default.
+//! default burst) and `tcp_strict = false` the default; `maglev_table_size = 0` keeps the
+//! farm's size (or, for a new farm, chooses it from the backends).
 
 use crate::config::{RawBackend, RawCheck, RawFarm};
 use cluster::ClusterState;
@@ -64,6 +65,7 @@ pub fn raw_from_pb(f: &pb::Farm) -> RawFarm {
         new_rate_limit_farm_burst: nonzero(f.new_rate_limit_farm_burst),
         max_flows: nonzero(f.max_flows),
         tcp_strict: f.tcp_strict.then_some(true),
+        maglev_table_size: nonzero(f.maglev_table_size),
     }
 }
 
@@ -124,6 +126,7 @@ pub fn pb_from_farm(f: &cluster::Farm, state: &ClusterState) -> pb::Farm {
         new_rate_limit_farm_burst: raw.new_rate_limit_farm_burst.unwrap_or(0),
         max_flows: raw.max_flows.unwrap_or(0),
         tcp_strict: raw.tcp_strict.unwrap_or(false),
+        maglev_table_size: f.maglev_table_size,
     }
 }
 

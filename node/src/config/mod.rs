@@ -21,9 +21,10 @@ pub use tls::AdminTls;
 pub(crate) use validate::SAMPLE_FARM;
 pub(crate) use validate::shown;
 pub use validate::{
-    ClusterConfig, Config, DatapathSettings, Keys, MAX_WEIGHT, WitnessConfig, backend_mac,
-    backend_priority, backend_state, backend_weight, check_backends, failover, unicast_ipv4,
-    validate_backend, validate_farm, validate_farms,
+    ClusterConfig, Config, DatapathSettings, Keys, MAGLEV_SIZES, MAX_WEIGHT, WitnessConfig,
+    backend_mac, backend_priority, backend_state, backend_weight, check_backends,
+    default_maglev_size, failover, keep_maglev_size, unicast_ipv4, validate_backend, validate_farm,
+    validate_farms,
 };
 
 use std::path::Path;

@@ -176,8 +176,10 @@ pub struct RawDatapath {
     /// After this node becomes owner, `tcp_strict` farms drop nothing for this long
     /// (duration string); absent: `flow_idle`.
     pub tcp_strict_grace: Option<String>,
-    /// Maglev lookup table size per farm; must be prime.
-    pub maglev_table_size: usize,
+    /// No longer a node setting: each farm has its own `maglev_table_size`. Read only to
+    /// say so, rather than "unknown field".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub maglev_table_size: Option<u64>,
 }
 
 impl Default for RawDatapath {
@@ -194,7 +196,7 @@ impl Default for RawDatapath {
             flow_capacity: 65536,
             flow_idle: "300s".into(),
             tcp_strict_grace: None,
-            maglev_table_size: 65537,
+            maglev_table_size: None,
         }
     }
 }
@@ -273,6 +275,11 @@ pub struct RawFarm {
     /// Drop TCP packets other than SYNs of flows the owner does not know (default false).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tcp_strict: Option<bool>,
+    /// Slots of the farm's Maglev table: a prime from 251 to 1048573, at least the number of
+    /// backends. Absent: kept as it is for an existing farm; for a new farm the smallest
+    /// prime ≥ 100 × its backends (at least 251).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub maglev_table_size: Option<u32>,
     /// Health check; absent means backends are always considered healthy.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub check: Option<RawCheck>,

@@ -153,7 +153,6 @@ pub struct DatapathSettings {
     pub flow_idle: Duration,
     /// `tcp_strict`'s grace after this node becomes owner.
     pub tcp_strict_grace: Duration,
-    pub maglev_table_size: usize,
 }
 
 /// Highest accepted backend weight; keeps Maglev's weighted fill well inside u32 arithmetic.
@@ -654,15 +653,11 @@ impl RawConfig {
                 "from \"0s\" to \"1day\"",
             )?,
         };
-        if !(251..=1_048_573).contains(&d.maglev_table_size)
-            || !datapath::is_prime(d.maglev_table_size)
-        {
+        if d.maglev_table_size.is_some() {
             return Err(ConfigError::invalid(
                 "datapath.maglev_table_size",
-                format!(
-                    "{} must be a prime from 251 to 1048573",
-                    d.maglev_table_size
-                ),
+                "is a farm setting now: set `maglev_table_size` in a [[farm]] (absent: \
+                 chosen from its backends when the farm is created, docs/design.md#scale)",
             ));
         }
         Ok(DatapathSettings {
@@ -677,7 +672,6 @@ impl RawConfig {
             flow_capacity: d.flow_capacity,
             flow_idle,
             tcp_strict_grace,
-            maglev_table_size: d.maglev_table_size,
         })
     }
 }
@@ -862,12 +856,49 @@ pub fn validate_farm(keys: Keys, raw: &RawFarm) -> Result<Farm> {
         check,
         backends: Vec::with_capacity(raw.backend.len()),
         limits: super::limits::validate_limits(&k, raw)?,
+        maglev_table_size: match raw.maglev_table_size {
+            Some(n) if MAGLEV_SIZES.contains(&n) && datapath::is_prime(n as usize) => n,
+            Some(n) => {
+                return Err(ConfigError::invalid(
+                    k("maglev_table_size"),
+                    format!(
+                        "{n} must be a prime from {} to {}",
+                        MAGLEV_SIZES.start(),
+                        MAGLEV_SIZES.end()
+                    ),
+                ));
+            }
+            None => default_maglev_size(raw.backend.len()),
+        },
     };
     for (i, b) in raw.backend.iter().enumerate() {
         farm.backends.push(validate_backend(keys, &raw.name, i, b)?);
         backend_fits(keys, &farm, i)?;
     }
     Ok(farm)
+}
+
+/// Maglev table sizes a farm may have (primes among them): from the default floor, where
+/// shares stay within a point of the weights, to 2^20.
+pub const MAGLEV_SIZES: std::ops::RangeInclusive<u32> = 251..=1_048_573;
+
+/// A new farm's Maglev table size: the smallest prime ≥ 100 × its backends, at least 251.
+pub fn default_maglev_size(backends: usize) -> u32 {
+    datapath::maglev_default_size(backends).min(*MAGLEV_SIZES.end() as usize) as u32
+}
+
+/// A farm written over `current` keeps `current`'s Maglev table size unless its source
+/// (`asked`) gives one: the size is chosen once, and changing it moves flows.
+pub fn keep_maglev_size(
+    keys: Keys,
+    farm: &mut Farm,
+    asked: Option<u32>,
+    current: Option<&Farm>,
+) -> Result<()> {
+    if let (None, Some(c)) = (asked, current) {
+        farm.maglev_table_size = c.maglev_table_size;
+    }
+    check_backends(keys, farm)
 }
 
 /// Checks a farm's backends among each other and against its VIP, as [`validate_farm`]
@@ -880,6 +911,16 @@ pub fn check_backends(keys: Keys, farm: &Farm) -> Result<()> {
 /// Whether backend `index` of `farm` differs from the backends before it (name and address)
 /// and from the farm's VIP.
 fn backend_fits(keys: Keys, farm: &Farm, index: usize) -> Result<()> {
+    if index + 1 > farm.maglev_table_size as usize {
+        return Err(ConfigError::invalid(
+            keys.farm(&farm.name, "maglev_table_size"),
+            format!(
+                "{} slots cannot hold {} backends: set a larger prime (it moves flows)",
+                farm.maglev_table_size,
+                index + 1
+            ),
+        ));
+    }
     let backend = &farm.backends[index];
     let earlier = &farm.backends[..index];
     let bk = |field: &str| keys.backend(&farm.name, index, &backend.name, field);
@@ -1244,6 +1285,10 @@ impl From<&Farm> for RawFarm {
                     priority: Some(b.priority),
                 })
                 .collect(),
+            // Written when it is not what the farm's backends would get by default, so an
+            // export re-applied to a new cluster builds the same tables.
+            maglev_table_size: (f.maglev_table_size != default_maglev_size(f.backends.len()))
+                .then_some(f.maglev_table_size),
             ..RawFarm::default()
         };
         super::limits::write_limits(&f.limits, &mut raw);

@@ -49,8 +49,9 @@ fn a_non_owner_answers_no_arp_and_forwards_nothing() {
         persistence: None,
         hash: datapath::FlowHash::default(),
         limits: datapath::FarmLimits::default(),
+        maglev_size: 251,
     };
-    shared.publish(ForwardingTable::build(node_mac, &[farm], &shared.counters, 65537).unwrap());
+    shared.publish(ForwardingTable::build(node_mac, &[farm], &shared.counters).unwrap());
     let dp = {
         let shared = shared.clone();
         let mut cfg = DatapathConfig::new(node.ifname.clone());

@@ -321,7 +321,7 @@ fn datapath_settings(config: &str) -> anyhow::Result<String> {
     let d = &c.datapath;
     Ok(format!(
         "interface {}, workers {} ({}), ring_slots {} per worker, flow_capacity {}, \
-         flow_idle {:?}, maglev_table_size {}",
+         flow_idle {:?}",
         d.interface,
         d.workers,
         if d.workers == 0 {
@@ -332,7 +332,6 @@ fn datapath_settings(config: &str) -> anyhow::Result<String> {
         d.ring_slots,
         d.flow_capacity,
         d.flow_idle,
-        d.maglev_table_size
     ))
 }
 
