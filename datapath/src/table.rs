@@ -240,7 +240,8 @@ pub(crate) struct Backend {
 pub(crate) struct Farm {
     /// What it was built from: a rebuild reuses the farm when the new spec is equal.
     spec: FarmSpec,
-    pub(crate) name: String,
+    /// Shared with the table's name index (no copy per snapshot).
+    pub(crate) name: Arc<str>,
     pub(crate) protocol: Protocol,
     pub(crate) ports: RangeInclusive<u16>,
     /// In name order; Maglev slots, `live` and `rotation` index into it.
@@ -316,7 +317,7 @@ impl Farm {
         let lim = spec.limits;
         Ok(Farm {
             spec: spec.clone(),
-            name: spec.name.clone(),
+            name: spec.name.as_str().into(),
             protocol: spec.protocol,
             ports: spec.ports.clone(),
             backends: backends.into_boxed_slice(),
@@ -404,7 +405,7 @@ pub struct ForwardingTable {
     own_mac: MacAddr,
     pub(crate) farms: Vec<Arc<Farm>>,
     /// Farm name → index in `farms`.
-    by_name: FxHashMap<String, u32>,
+    by_name: FxHashMap<Arc<str>, u32>,
     /// Registry id → (farm index, backend index) ([`NO_FARM`] = not in this table).
     by_id: Vec<(u32, u16)>,
     /// Keyed by the address as a `u32`: one multiply to hash.
@@ -444,7 +445,6 @@ impl ForwardingTable {
         farms: &[FarmSpec],
         registry: &CounterRegistry,
     ) -> Result<ForwardingTable, TableError> {
-        validate(farms)?;
         let mut t = ForwardingTable::empty(self.own_mac);
         t.farms.reserve(farms.len());
         t.by_name.reserve(farms.len());
@@ -453,16 +453,18 @@ impl ForwardingTable {
             let fi = fi as u32;
             let prev = self
                 .by_name
-                .get(&spec.name)
+                .get(spec.name.as_str())
                 .and_then(|&i| self.farms.get(i as usize));
             let farm = match prev {
+                // Checked when it was built.
                 Some(p) if p.spec == *spec => p.clone(),
                 _ => {
+                    check_farm(spec)?;
                     t.rebuilt += 1;
                     Arc::new(Farm::build(spec, prev.map(|p| &**p), registry)?)
                 }
             };
-            if t.by_name.insert(spec.name.clone(), fi).is_some() {
+            if t.by_name.insert(farm.name.clone(), fi).is_some() {
                 return Err(TableError::DuplicateFarm {
                     name: spec.name.clone(),
                 });
@@ -492,6 +494,7 @@ impl ForwardingTable {
             };
             t.farms.push(farm);
         }
+        check_overlaps(farms)?;
         for e in t.vips.values_mut() {
             e.ranges.sort_unstable_by_key(|r| (r.protocol, r.first));
         }
@@ -599,7 +602,7 @@ impl ForwardingTable {
     pub fn backend_names(&self, id: u32) -> Option<(&str, &str)> {
         let (fi, b) = self.backend_by_id(id)?;
         let f = self.farms.get(fi as usize)?;
-        Some((f.name.as_str(), b.name.as_str()))
+        Some((&f.name, b.name.as_str()))
     }
 
     /// The next backend of `worker`'s `rr`/`wrr` rotation in `farm`.
@@ -666,55 +669,58 @@ fn smooth_wrr(live: &[(&str, u32, u16)]) -> Box<[u16]> {
     out.into_boxed_slice()
 }
 
-/// Checks what the build loop assumes: ports non-empty, backends unique and fewer than the
-/// Maglev size, no overlaps. O(farms × log farms); duplicate farm names are caught by the
-/// build loop's name index.
-fn validate(farms: &[FarmSpec]) -> Result<(), TableError> {
-    for f in farms {
-        if f.ports.is_empty() {
-            return Err(TableError::EmptyPortRange {
-                farm: f.name.clone(),
-                start: *f.ports.start(),
-                end: *f.ports.end(),
-            });
-        }
-        if f.vip.is_unspecified() || f.vip.is_broadcast() || f.vip.is_multicast() {
-            return Err(TableError::BadVip {
-                farm: f.name.clone(),
-                vip: f.vip,
-            });
-        }
-        if !maglev::is_prime(f.maglev_size) || f.maglev_size > maglev::MAX_SIZE {
-            return Err(TableError::MaglevSizeInvalid {
-                farm: f.name.clone(),
-                size: f.maglev_size,
-                max: maglev::MAX_SIZE,
-            });
-        }
-        let n = f.backends.len();
-        if n > maglev::MAX_BACKENDS {
-            return Err(TableError::TooManyBackends {
-                farm: f.name.clone(),
-                count: n,
-                max: maglev::MAX_BACKENDS,
-            });
-        }
-        if n > f.maglev_size {
-            return Err(TableError::MaglevTooSmall {
-                farm: f.name.clone(),
-                backends: n,
-                size: f.maglev_size,
-            });
-        }
-        let mut names: Vec<&str> = f.backends.iter().map(|b| b.name.as_str()).collect();
-        names.sort_unstable();
-        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
-            return Err(TableError::DuplicateBackend {
-                farm: f.name.clone(),
-                backend: w[0].to_owned(),
-            });
-        }
+/// Checks what building one farm assumes: ports non-empty, a unicast VIP, a valid Maglev
+/// size, backends unique and no more than the slots. Run for the farms a rebuild builds;
+/// duplicate farm names are caught by the build loop's name index.
+fn check_farm(f: &FarmSpec) -> Result<(), TableError> {
+    if f.ports.is_empty() {
+        return Err(TableError::EmptyPortRange {
+            farm: f.name.clone(),
+            start: *f.ports.start(),
+            end: *f.ports.end(),
+        });
     }
+    if f.vip.is_unspecified() || f.vip.is_broadcast() || f.vip.is_multicast() {
+        return Err(TableError::BadVip {
+            farm: f.name.clone(),
+            vip: f.vip,
+        });
+    }
+    if !maglev::is_prime(f.maglev_size) || f.maglev_size > maglev::MAX_SIZE {
+        return Err(TableError::MaglevSizeInvalid {
+            farm: f.name.clone(),
+            size: f.maglev_size,
+            max: maglev::MAX_SIZE,
+        });
+    }
+    let n = f.backends.len();
+    if n > maglev::MAX_BACKENDS {
+        return Err(TableError::TooManyBackends {
+            farm: f.name.clone(),
+            count: n,
+            max: maglev::MAX_BACKENDS,
+        });
+    }
+    if n > f.maglev_size {
+        return Err(TableError::MaglevTooSmall {
+            farm: f.name.clone(),
+            backends: n,
+            size: f.maglev_size,
+        });
+    }
+    let mut names: Vec<&str> = f.backends.iter().map(|b| b.name.as_str()).collect();
+    names.sort_unstable();
+    if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+        return Err(TableError::DuplicateBackend {
+            farm: f.name.clone(),
+            backend: w[0].to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// No two farms on one VIP and protocol share a port: O(farms × log farms).
+fn check_overlaps(farms: &[FarmSpec]) -> Result<(), TableError> {
     // Sorted by (VIP, protocol, first port), a range overlaps an earlier one exactly when it
     // starts at or below the furthest end reached so far on the same VIP and protocol.
     let mut order: Vec<&FarmSpec> = farms.iter().collect();
@@ -1020,9 +1026,9 @@ mod tests {
                 let mut changed = 0;
                 for (n, s) in next.farms.iter().zip(&scratch.farms) {
                     prop_assert_eq!(format!("{n:?}"), format!("{s:?}"));
-                    match specs.iter().find(|f| f.name == n.name) {
+                    match specs.iter().find(|f| *f.name == *n.name) {
                         Some(old) if *old == n.spec => {
-                            let i = before.by_name[&n.name] as usize;
+                            let i = before.by_name[&*n.name] as usize;
                             prop_assert!(Arc::ptr_eq(n, &before.farms[i]), "{} rebuilt", n.name);
                         }
                         _ => changed += 1,

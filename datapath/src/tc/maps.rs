@@ -79,7 +79,7 @@ pub(crate) struct Maps {
     /// Backend ids and their values as written by the last sync.
     backend_ids: HashMap<u32, [u8; 16]>,
     /// The slot region of each fast farm (by farm name).
-    regions: HashMap<String, Region>,
+    regions: HashMap<Arc<str>, Region>,
     free: FreeList,
     own_mac: MacAddr,
     /// The lease deadline last written (kernel clock), to skip needless writes.
@@ -253,7 +253,7 @@ impl Maps {
 
         // Farm index → (base, size) for the fast farms; the regions they leave behind.
         let mut placed: HashMap<u32, (u32, u32)> = HashMap::new();
-        let mut regions: HashMap<String, Region> = HashMap::with_capacity(self.regions.len());
+        let mut regions: HashMap<Arc<str>, Region> = HashMap::with_capacity(self.regions.len());
         for (fi, f) in t.farms.iter().enumerate() {
             let limited =
                 f.source_rate.is_some() || f.farm_rate.is_some() || f.max_flows > 0 || f.tcp_strict;
@@ -269,24 +269,24 @@ impl Maps {
                 None
             };
             if let Some(why) = why {
-                out.slow.push((f.name.clone(), why));
+                out.slow.push((f.name.to_string(), why));
                 continue;
             }
             let Some(m) = &f.maglev else {
-                out.slow.push((f.name.clone(), "no live backend"));
+                out.slow.push((f.name.to_string(), "no live backend"));
                 continue;
             };
             let farm_ids: Box<[u32]> = f.backends.iter().map(|b| b.id).collect();
             let kept = self
                 .regions
-                .remove(&f.name)
+                .remove(&*f.name)
                 .and_then(|r| (Arc::ptr_eq(&r.maglev, m) && r.ids == farm_ids).then_some(r));
             let region = match kept {
                 Some(r) => r,
                 None => {
                     let slots = m.slots();
                     let Some(base) = self.free.alloc(slots.len()) else {
-                        out.slow.push((f.name.clone(), "fast path slots full"));
+                        out.slow.push((f.name.to_string(), "fast path slots full"));
                         continue;
                     };
                     let dst = &mut self.slot_mem.values_mut()[base..base + slots.len()];
