@@ -15,8 +15,9 @@ use super::pattern::{CHUNK, pattern_slice, verify};
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long one read or write may block.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
-/// Bodies read into memory (`get`) are capped; big transfers use `download`.
-const MAX_TEXT_BODY: usize = 1 << 20;
+/// Bodies read into memory (`get`) are capped; big transfers use `download`. A node's
+/// `/metrics` with 2,000 farms (lab_scale) is several MiB.
+const MAX_TEXT_BODY: usize = 32 << 20;
 /// Bounds on a response head, so a broken peer cannot make us read forever.
 const MAX_HEAD_LINES: usize = 100;
 const MAX_LINE: usize = 8 << 10;

@@ -47,6 +47,7 @@ mod lab_listeners;
 mod lab_malformed;
 mod lab_not_owner;
 mod lab_preflight;
+mod lab_scale;
 mod lab_selftest;
 mod lab_sigterm;
 mod lab_start_order;
