@@ -17,7 +17,10 @@ fuzz_target!(|frame: &[u8]| {
             assert!((14..=22).contains(&l3), "l3 offset {l3}");
             assert!((20..=60).contains(&ip.header_len));
             assert!(l3 + ip.header_len <= frame.len(), "header past the frame");
-            assert!(ip.total_len >= ip.header_len, "total length below the header");
+            assert!(
+                ip.total_len >= ip.header_len,
+                "total length below the header"
+            );
             assert!(l3 + ip.total_len <= frame.len(), "datagram past the frame");
             assert_eq!(ip.src, ip_at(frame, l3 + 12));
             assert_eq!(ip.dst, ip_at(frame, l3 + 16));
@@ -30,7 +33,11 @@ fuzz_target!(|frame: &[u8]| {
                 assert_eq!(sport, u16::from_be_bytes([frame[l4], frame[l4 + 1]]));
                 assert_eq!(dport, u16::from_be_bytes([frame[l4 + 2], frame[l4 + 3]]));
             }
-            assert!(!ip.tcp_syn || ip.protocol == 6, "a SYN of protocol {}", ip.protocol);
+            assert!(
+                !ip.tcp_syn || ip.protocol == 6,
+                "a SYN of protocol {}",
+                ip.protocol
+            );
             assert_eq!(ip.fragment == Fragment::Later, ip.fragment_offset > 0);
         }
         Ok(Parsed::Arp(a)) => {

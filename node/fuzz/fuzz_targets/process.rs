@@ -78,7 +78,10 @@ impl World {
             ..farm("web", 100, Protocol::Tcp, 80..=80)
         };
         let dns = FarmSpec {
-            backends: vec![backend("d1", 5, up, true, true), backend("d2", 6, up, true, true)],
+            backends: vec![
+                backend("d1", 5, up, true, true),
+                backend("d2", 6, up, true, true),
+            ],
             persistence: Some(PersistSpec {
                 ttl: Duration::from_secs(10),
                 pins: pins.farm("dns"),
@@ -113,7 +116,10 @@ impl World {
             ..farm("api", 101, Protocol::Tcp, 8000..=8010)
         };
         let wrr = FarmSpec {
-            backends: vec![backend("r1", 11, up, true, true), backend("r2", 12, up, true, true)],
+            backends: vec![
+                backend("r1", 11, up, true, true),
+                backend("r2", 12, up, true, true),
+            ],
             hash: FlowHash::WeightedRoundRobin,
             ..farm("wrr", 101, Protocol::Tcp, 9000..=9001)
         };
