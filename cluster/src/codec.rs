@@ -10,9 +10,17 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, bincode::error::Encode
     bincode::serde::encode_to_vec(value, bincode::config::standard())
 }
 
+/// The most bytes one decode may claim for its values (bincode counts each string's length
+/// and each primitive's size before it allocates). Without a limit a length prefix is
+/// trusted: 9 bytes claiming a 2^60-byte string from a peer made the node abort on the
+/// allocation. 1 GiB is far above any real value (a snapshot stays well under
+/// [`crate::MAX_MESSAGE`]) and far below what would exhaust memory.
+const DECODE_LIMIT: usize = 1 << 30;
+
 /// Decodes a whole buffer; trailing bytes are an error, since they mean a format mismatch.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::error::DecodeError> {
-    let (value, used) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())?;
+    let config = bincode::config::standard().with_limit::<DECODE_LIMIT>();
+    let (value, used) = bincode::serde::decode_from_slice(bytes, config)?;
     if used != bytes.len() {
         return Err(bincode::error::DecodeError::OtherString(format!(
             "{} trailing bytes after the value",
@@ -61,6 +69,20 @@ pub fn unseal<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::error::De
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `peer_message` fuzz target: a length prefix is a claim, not a fact.
+    #[test]
+    fn a_huge_length_prefix_is_an_error_not_an_allocation() {
+        // Varint tag 253: a u64 follows, here 2^60 (and 2^31, above the limit but allocatable).
+        for claim in [1u64 << 60, 1 << 31] {
+            let mut bytes = vec![253];
+            bytes.extend_from_slice(&claim.to_le_bytes());
+            assert!(decode::<String>(&bytes).is_err(), "claim {claim}");
+            assert!(decode::<Vec<u8>>(&bytes).is_err(), "claim {claim}");
+            assert!(decode::<(u32, String)>(&[&[7u8][..], &bytes].concat()).is_err());
+        }
+        assert_eq!(decode::<String>(&encode(&"web").unwrap()).unwrap(), "web");
+    }
 
     #[test]
     fn every_single_bit_flip_of_a_sealed_record_is_refused() {

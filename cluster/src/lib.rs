@@ -22,12 +22,16 @@
 //! - `tls`: the optional mutual TLS of the peer service.
 //! - `contact`: the hook that tells the daemon of every peer call (the pair's segment arbiter).
 //! - `settings`, `error`, `codec`: settings, the error enum, the one binary encoding.
+//! - `fuzzing`: the peer-message fuzz target's entry point (docs/design.md#fuzzing).
 
 mod codec;
 mod contact;
 mod elector;
 mod error;
 mod forward;
+// The fuzz targets' way in (node/fuzz); not part of the crate's API.
+#[doc(hidden)]
+pub mod fuzzing;
 mod handover;
 mod network;
 mod node;

@@ -36,7 +36,7 @@ const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot");
 const CURRENT: &str = "current";
 
 /// Version of the snapshot payload layout, checked on install and load.
-const SNAPSHOT_FORMAT: u32 = 2;
+pub(crate) const SNAPSHOT_FORMAT: u32 = 2;
 
 type StResult<T> = Result<T, StorageError<NodeId>>;
 
@@ -74,17 +74,17 @@ impl Pins {
 
 /// [`SnapshotPayload`] by reference, so encoding copies nothing first (same bytes).
 #[derive(Serialize)]
-struct SnapshotPayloadRef<'a> {
-    format: u32,
-    state: &'a ClusterState,
-    pins: &'a PinTable,
+pub(crate) struct SnapshotPayloadRef<'a> {
+    pub(crate) format: u32,
+    pub(crate) state: &'a ClusterState,
+    pub(crate) pins: &'a PinTable,
 }
 
 /// A snapshot as stored on disk: openraft's metadata and the payload bytes.
 #[derive(Serialize, Deserialize)]
-struct StoredSnapshot {
-    meta: SnapshotMeta<NodeId, Node>,
-    data: Vec<u8>,
+pub(crate) struct StoredSnapshot {
+    pub(crate) meta: SnapshotMeta<NodeId, Node>,
+    pub(crate) data: Vec<u8>,
 }
 
 /// The state machine handed to openraft.
@@ -110,7 +110,9 @@ pub struct SnapshotBuilder {
     build: u64,
 }
 
-fn decode_payload(bytes: &[u8]) -> Result<(ClusterState, PinTable), StorageIOError<NodeId>> {
+pub(crate) fn decode_payload(
+    bytes: &[u8],
+) -> Result<(ClusterState, PinTable), StorageIOError<NodeId>> {
     let p: SnapshotPayload =
         codec::decode(bytes).map_err(|e| StorageIOError::read_snapshot(None, any(e)))?;
     if p.format != SNAPSHOT_FORMAT {

@@ -10,6 +10,7 @@
 //! - `service`: farms, backends, apply and export.
 //! - `ops`: status, stats and membership.
 //! - `persist`: listing and flushing the source-IP persistence table.
+//! - `fuzzing`: the admin fuzz target's entry points (docs/design.md#fuzzing).
 //!
 //! # Decisions
 //! - Authentication: the admin token as a bearer token, checked by the same interceptor as
@@ -39,6 +40,9 @@
 
 mod check;
 mod diff;
+// The admin fuzz target's way in (node/fuzz); not part of the crate's API.
+#[doc(hidden)]
+pub mod fuzzing;
 mod ops;
 mod persist;
 mod service;

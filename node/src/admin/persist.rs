@@ -21,7 +21,7 @@ use proto::admin::{PERSISTENCE_LIST_DEFAULT as LIST_DEFAULT, PERSISTENCE_LIST_MA
 
 /// A checked `ListPersistenceRequest`.
 #[derive(Debug, PartialEq, Eq)]
-struct ListArgs {
+pub(super) struct ListArgs {
     farm: String,
     client: Option<Ipv4Addr>,
     limit: usize,
@@ -34,7 +34,7 @@ fn farm_field(farm: &str) -> Result<(), Status> {
     Ok(())
 }
 
-fn list_args(req: &pb::ListPersistenceRequest) -> Result<ListArgs, Status> {
+pub(super) fn list_args(req: &pb::ListPersistenceRequest) -> Result<ListArgs, Status> {
     farm_field(&req.farm)?;
     let client = match &req.client {
         None => None,
@@ -60,7 +60,7 @@ fn list_args(req: &pb::ListPersistenceRequest) -> Result<ListArgs, Status> {
     })
 }
 
-fn flush_args(req: &pb::FlushPersistenceRequest) -> Result<(), Status> {
+pub(super) fn flush_args(req: &pb::FlushPersistenceRequest) -> Result<(), Status> {
     farm_field(&req.farm)?;
     if req.backend.as_deref() == Some("") {
         return Err(Status::invalid_argument(

@@ -40,24 +40,29 @@ impl AdminContext {
         net
     }
 
-    /// `farm`, valid on its own, checked against the cluster's other farms and this node's
-    /// network.
-    fn in_context(&self, keys: Keys, farm: Farm, state: &ClusterState) -> Result<Farm, Status> {
-        let others: Vec<&Farm> = state
-            .farms
-            .values()
-            .filter(|f| f.name != farm.name)
-            .collect();
-        farm_in_context(keys, &farm, &others, &self.net_now()).map_err(invalid)?;
-        Ok(farm)
-    }
-
     fn write_reply(&self, applied: cluster::Applied) -> Response<pb::WriteReply> {
         Response::new(pb::WriteReply {
             applied_index: applied.index,
             answered_by: self.id(),
         })
     }
+}
+
+/// `farm`, valid on its own, checked against the cluster's other farms and the node's
+/// network.
+fn in_context(
+    keys: Keys,
+    farm: Farm,
+    state: &ClusterState,
+    net: &NetFacts,
+) -> Result<Farm, Status> {
+    let others: Vec<&Farm> = state
+        .farms
+        .values()
+        .filter(|f| f.name != farm.name)
+        .collect();
+    farm_in_context(keys, &farm, &others, net).map_err(invalid)?;
+    Ok(farm)
 }
 
 fn not_found(farm: &str) -> Status {
@@ -80,7 +85,11 @@ pub(crate) fn name_in_bounds(field: &str, name: &str) -> Result<(), Status> {
 }
 
 /// The farm `name` (the request's `field`), or `NOT_FOUND`.
-fn farm_of<'a>(state: &'a ClusterState, field: &str, name: &str) -> Result<&'a Farm, Status> {
+pub(super) fn farm_of<'a>(
+    state: &'a ClusterState,
+    field: &str,
+    name: &str,
+) -> Result<&'a Farm, Status> {
     name_in_bounds(field, name)?;
     state.farms.get(name).ok_or_else(|| not_found(name))
 }
@@ -169,6 +178,190 @@ fn put_if(current: Option<&Farm>, farm: Farm) -> Option<Command> {
     })
 }
 
+// The write requests as pure functions of the request, the replica's state and the node's
+// network: the command to write (`None`: nothing to change) or why not. The handlers run them
+// inside `write_checked`; the admin fuzz target (`admin::fuzzing`) runs them on their own.
+
+/// `CreateFarm`.
+pub(super) fn create_change(
+    state: &ClusterState,
+    net: &NetFacts,
+    raw: &RawFarm,
+) -> Result<Option<Command>, Status> {
+    if state.farms.contains_key(&raw.name) {
+        return Err(Status::already_exists(format!(
+            "farm {:?} already exists",
+            raw.name
+        )));
+    }
+    let farm = validate_farm(Keys::Api, raw).map_err(invalid)?;
+    Ok(put_if(None, in_context(Keys::Api, farm, state, net)?))
+}
+
+/// `UpdateFarm`.
+pub(super) fn update_farm_change(
+    state: &ClusterState,
+    net: &NetFacts,
+    farm: &pb::Farm,
+    replace_backends: bool,
+) -> Result<Option<Command>, Status> {
+    let current = farm_of(state, "farm.name", &farm.name)?;
+    let farm = farm_update(current, farm, replace_backends).map_err(invalid)?;
+    Ok(put_if(
+        Some(current),
+        in_context(Keys::Api, farm, state, net)?,
+    ))
+}
+
+/// `AddBackend` of `backend` to the farm `farm`.
+pub(super) fn add_backend_change(
+    state: &ClusterState,
+    net: &NetFacts,
+    farm: &str,
+    backend: &pb::Backend,
+) -> Result<Option<Command>, Status> {
+    let current = farm_of(state, "farm", farm)?;
+    if current.backends.iter().any(|b| b.name == backend.name) {
+        return Err(Status::already_exists(format!(
+            "farm {:?} already has a backend {:?}",
+            farm, backend.name
+        )));
+    }
+    let index = current.backends.len();
+    let new = with_backend(current, backend)
+        .map_err(invalid)
+        .and_then(|f| in_context(Keys::Api, f, state, net))
+        .map_err(|s| as_backend_error(s, index))?;
+    Ok(put_if(Some(current), new))
+}
+
+/// `UpdateBackend`.
+pub(super) fn update_backend_change(
+    state: &ClusterState,
+    net: &NetFacts,
+    req: &pb::UpdateBackendRequest,
+) -> Result<Option<Command>, Status> {
+    let current = farm_of(state, "farm", &req.farm)?;
+    let index = current
+        .backends
+        .iter()
+        .position(|b| b.name == req.name)
+        .ok_or_else(|| {
+            Status::not_found(format!(
+                "farm {:?} has no backend {:?}",
+                req.farm,
+                shown(&req.name)
+            ))
+        })?;
+    let farm = backend_update(current, index, req)
+        .map_err(invalid)
+        .and_then(|f| in_context(Keys::Api, f, state, net))
+        .map_err(|s| as_backend_error(s, index))?;
+    Ok(put_if(Some(current), farm))
+}
+
+/// `DeleteBackend`.
+pub(super) fn delete_backend_change(
+    state: &ClusterState,
+    req: &pb::DeleteBackendRequest,
+) -> Result<Option<Command>, Status> {
+    let current = farm_of(state, "farm", &req.farm)?;
+    if !current.backends.iter().any(|b| b.name == req.name) {
+        return Err(Status::not_found(format!(
+            "farm {:?} has no backend {:?}",
+            req.farm,
+            shown(&req.name)
+        )));
+    }
+    let mut farm = current.clone();
+    farm.backends.retain(|b| b.name != req.name);
+    Ok(put_if(Some(current), farm))
+}
+
+/// The farms of an `Apply` request's file, each valid and fitting beside the others and the
+/// node's network, by name.
+/// The farms of an `Apply` file, each with the Maglev size the file names (`None`: the
+/// farm keeps the one it has, [`apply_plan`]), and by name.
+pub(super) type ApplyFarms = (Vec<(Farm, Option<u32>)>, BTreeMap<String, Farm>);
+
+pub(super) fn apply_farms(config: &str, net: &NetFacts) -> Result<ApplyFarms, Status> {
+    let raw: RawFarms = toml::from_str(config)
+        .map_err(|e| Status::invalid_argument(format!("config: {}", e.message().trim())))?;
+    let farms = validate_farms(&raw.farm).map_err(invalid)?;
+    let desired: BTreeMap<String, Farm> =
+        farms.iter().map(|f| (f.name.clone(), f.clone())).collect();
+    for (i, farm) in farms.iter().enumerate() {
+        let others: Vec<&Farm> = desired.values().filter(|f| f.name != farm.name).collect();
+        farm_in_context(Keys::File { index: i }, farm, &others, net).map_err(invalid)?;
+    }
+    let farms = farms
+        .into_iter()
+        .zip(raw.farm.iter().map(|r| r.maglev_table_size))
+        .collect();
+    Ok((farms, desired))
+}
+
+/// What an `Apply` of `farms` (by name in `desired`) does to `state`: the changes, the
+/// farms kept because the file lacks them (unless `prune`), and the command (`None`: no
+/// change, or a dry run).
+pub(super) struct ApplyPlan {
+    pub changes: Vec<super::diff::FarmChange>,
+    pub kept: Vec<String>,
+    pub command: Option<Command>,
+}
+
+/// Plans an `Apply` (see [`ApplyPlan`]).
+pub(super) fn apply_plan(
+    state: &ClusterState,
+    net: &NetFacts,
+    farms: &[(Farm, Option<u32>)],
+    desired: &BTreeMap<String, Farm>,
+    prune: bool,
+    dry_run: bool,
+) -> Result<ApplyPlan, Status> {
+    let mut target = desired.clone();
+    // A farm the file leaves without a Maglev size keeps the one it has on this state
+    // (docs/design.md#scale).
+    for (i, (farm, asked)) in farms.iter().enumerate() {
+        if let Some(t) = target.get_mut(&farm.name) {
+            config::keep_maglev_size(
+                Keys::File { index: i },
+                t,
+                *asked,
+                state.farms.get(&farm.name),
+            )
+            .map_err(invalid)?;
+        }
+    }
+    // Without `prune`, the cluster's farms missing from the file stay: the file's farms must
+    // then fit beside them too (a VIP and port a kept farm serves).
+    let mut kept = Vec::new();
+    if !prune {
+        for (name, f) in &state.farms {
+            if !target.contains_key(name) {
+                target.insert(name.clone(), f.clone());
+                kept.push(name.clone());
+            }
+        }
+        if !kept.is_empty() {
+            for (i, (farm, _)) in farms.iter().enumerate() {
+                let others: Vec<&Farm> = target.values().filter(|f| f.name != farm.name).collect();
+                farm_in_context(Keys::File { index: i }, farm, &others, net).map_err(invalid)?;
+            }
+        }
+    }
+    let changes = diff(&state.farms, &target);
+    let command = (!changes.is_empty() && !dry_run).then(|| Command::ReplaceFarms {
+        expected: state.farms.values().cloned().collect(),
+        farms: target.values().cloned().collect(),
+    });
+    Ok(ApplyPlan {
+        changes,
+        kept,
+        command,
+    })
+}
+
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn status(&self, _r: Request<pb::StatusRequest>) -> Reply<pb::StatusReply> {
@@ -205,16 +398,7 @@ impl Admin for AdminService {
         let raw = raw_from_pb(&farm);
         let ctx = &self.ctx;
         let applied = ctx
-            .write_checked(|state| {
-                if state.farms.contains_key(&raw.name) {
-                    return Err(Status::already_exists(format!(
-                        "farm {:?} already exists",
-                        raw.name
-                    )));
-                }
-                let farm = validate_farm(Keys::Api, &raw).map_err(invalid)?;
-                Ok(put_if(None, ctx.in_context(Keys::Api, farm, state)?))
-            })
+            .write_checked(|state| create_change(state, &ctx.net_now(), &raw))
             .await?;
         Ok(ctx.write_reply(applied))
     }
@@ -227,12 +411,7 @@ impl Admin for AdminService {
         let ctx = &self.ctx;
         let applied = ctx
             .write_checked(|state| {
-                let current = farm_of(state, "farm.name", &farm.name)?;
-                let farm = farm_update(current, &farm, req.replace_backends).map_err(invalid)?;
-                Ok(put_if(
-                    Some(current),
-                    ctx.in_context(Keys::Api, farm, state)?,
-                ))
+                update_farm_change(state, &ctx.net_now(), &farm, req.replace_backends)
             })
             .await?;
         Ok(ctx.write_reply(applied))
@@ -286,21 +465,7 @@ impl Admin for AdminService {
         };
         let ctx = &self.ctx;
         let applied = ctx
-            .write_checked(|state| {
-                let current = farm_of(state, "farm", &req.farm)?;
-                if current.backends.iter().any(|b| b.name == backend.name) {
-                    return Err(Status::already_exists(format!(
-                        "farm {:?} already has a backend {:?}",
-                        req.farm, backend.name
-                    )));
-                }
-                let index = current.backends.len();
-                let farm = with_backend(current, &backend)
-                    .map_err(invalid)
-                    .and_then(|farm| ctx.in_context(Keys::Api, farm, state))
-                    .map_err(|s| as_backend_error(s, index))?;
-                Ok(put_if(Some(current), farm))
-            })
+            .write_checked(|state| add_backend_change(state, &ctx.net_now(), &req.farm, &backend))
             .await?;
         Ok(ctx.write_reply(applied))
     }
@@ -309,25 +474,7 @@ impl Admin for AdminService {
         let req = r.into_inner();
         let ctx = &self.ctx;
         let applied = ctx
-            .write_checked(|state| {
-                let current = farm_of(state, "farm", &req.farm)?;
-                let index = current
-                    .backends
-                    .iter()
-                    .position(|b| b.name == req.name)
-                    .ok_or_else(|| {
-                        Status::not_found(format!(
-                            "farm {:?} has no backend {:?}",
-                            req.farm,
-                            shown(&req.name)
-                        ))
-                    })?;
-                let farm = backend_update(current, index, &req)
-                    .map_err(invalid)
-                    .and_then(|farm| ctx.in_context(Keys::Api, farm, state))
-                    .map_err(|s| as_backend_error(s, index))?;
-                Ok(put_if(Some(current), farm))
-            })
+            .write_checked(|state| update_backend_change(state, &ctx.net_now(), &req))
             .await?;
         Ok(ctx.write_reply(applied))
     }
@@ -336,19 +483,7 @@ impl Admin for AdminService {
         let req = r.into_inner();
         let ctx = &self.ctx;
         let applied = ctx
-            .write_checked(|state| {
-                let current = farm_of(state, "farm", &req.farm)?;
-                if !current.backends.iter().any(|b| b.name == req.name) {
-                    return Err(Status::not_found(format!(
-                        "farm {:?} has no backend {:?}",
-                        req.farm,
-                        shown(&req.name)
-                    )));
-                }
-                let mut farm = current.clone();
-                farm.backends.retain(|b| b.name != req.name);
-                Ok(put_if(Some(current), farm))
-            })
+            .write_checked(|state| delete_backend_change(state, &req))
             .await?;
         Ok(ctx.write_reply(applied))
     }
@@ -356,60 +491,15 @@ impl Admin for AdminService {
     async fn apply(&self, r: Request<pb::ApplyRequest>) -> Reply<pb::ApplyReply> {
         let req = r.into_inner();
         let ctx = &self.ctx;
-        let raw: RawFarms = toml::from_str(&req.config)
-            .map_err(|e| Status::invalid_argument(format!("config: {}", e.message().trim())))?;
-        let mut farms = validate_farms(&raw.farm).map_err(invalid)?;
-        // A farm the file leaves without a Maglev size keeps the one it has (this replica's
-        // view: a size changed concurrently is caught by the conditional write).
-        {
-            let state = ctx.state();
-            for (i, (farm, r)) in farms.iter_mut().zip(&raw.farm).enumerate() {
-                config::keep_maglev_size(
-                    Keys::File { index: i },
-                    farm,
-                    r.maglev_table_size,
-                    state.farms.get(&farm.name),
-                )
-                .map_err(invalid)?;
-            }
-        }
-        let desired: BTreeMap<String, Farm> =
-            farms.iter().map(|f| (f.name.clone(), f.clone())).collect();
         let net = ctx.net_now();
-        for (i, farm) in farms.iter().enumerate() {
-            let others: Vec<&Farm> = desired.values().filter(|f| f.name != farm.name).collect();
-            farm_in_context(Keys::File { index: i }, farm, &others, &net).map_err(invalid)?;
-        }
+        let (farms, desired) = apply_farms(&req.config, &net)?;
         let mut changes = Vec::new();
         let mut kept: Vec<String> = Vec::new();
         let mut build = |state: &ClusterState| {
-            // Without `prune`, the cluster's farms missing from the file stay: the file's
-            // farms must then fit beside them too (a VIP and port a kept farm serves).
-            let mut target = desired.clone();
-            kept.clear();
-            if !req.prune {
-                for (name, f) in &state.farms {
-                    if !target.contains_key(name) {
-                        target.insert(name.clone(), f.clone());
-                        kept.push(name.clone());
-                    }
-                }
-                if !kept.is_empty() {
-                    for (i, farm) in farms.iter().enumerate() {
-                        let others: Vec<&Farm> =
-                            target.values().filter(|f| f.name != farm.name).collect();
-                        farm_in_context(Keys::File { index: i }, farm, &others, &net)
-                            .map_err(invalid)?;
-                    }
-                }
-            }
-            changes = diff(&state.farms, &target);
-            Ok(
-                (!changes.is_empty() && !req.dry_run).then(|| Command::ReplaceFarms {
-                    expected: state.farms.values().cloned().collect(),
-                    farms: target.values().cloned().collect(),
-                }),
-            )
+            let plan = apply_plan(state, &net, &farms, &desired, req.prune, req.dry_run)?;
+            changes = plan.changes;
+            kept = plan.kept;
+            Ok(plan.command)
         };
         let applied = if req.dry_run {
             // No write at all: the diff against this replica.
