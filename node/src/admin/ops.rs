@@ -346,9 +346,12 @@ pub(super) async fn add_member(
     if id == 0 {
         return Err(Status::invalid_argument("id: must be at least 1"));
     }
-    let addr: SocketAddr = address
-        .parse()
-        .map_err(|_| Status::invalid_argument(format!("address: {address:?} is not host:port")))?;
+    let addr: SocketAddr = address.parse().map_err(|_| {
+        Status::invalid_argument(format!(
+            "address: {:?} is not host:port",
+            crate::config::shown(address)
+        ))
+    })?;
     let view = ctx.cluster.membership();
     // A learner left behind by an earlier attempt (it did not catch up in time) may be
     // added again; a voter is already what this call would make it.

@@ -40,7 +40,8 @@ pub(super) fn list_args(req: &pb::ListPersistenceRequest) -> Result<ListArgs, St
         None => None,
         Some(text) => Some(text.trim().parse::<Ipv4Addr>().map_err(|_| {
             Status::invalid_argument(format!(
-                "client: {text:?} is not an IPv4 address (leave it unset to list every client)"
+                "client: {:?} is not an IPv4 address (leave it unset to list every client)",
+                crate::config::shown(text)
             ))
         })?),
     };
