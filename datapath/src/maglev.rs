@@ -153,6 +153,16 @@ mod tests {
         (0..n).map(|i| format!("backend-{i}")).collect()
     }
 
+    /// Builder input: `names[i]` with `weights[i]`, caller index `i`.
+    fn weighted<'a>(names: &'a [String], weights: &[u32]) -> Vec<(&'a str, u32, u16)> {
+        names
+            .iter()
+            .zip(weights)
+            .enumerate()
+            .map(|(i, (s, &w))| (s.as_str(), w, i as u16))
+            .collect()
+    }
+
     fn shares(t: &Maglev, n: usize) -> Vec<f64> {
         let mut c = vec![0usize; n];
         for &s in t.slots() {
@@ -183,12 +193,7 @@ mod tests {
         ];
         for weights in mixes {
             let n = names(weights.len());
-            let spec: Vec<(&str, u32, u16)> = n
-                .iter()
-                .zip(weights.iter())
-                .enumerate()
-                .map(|(i, (name, &w))| (name.as_str(), w, i as u16))
-                .collect();
+            let spec = weighted(&n, weights);
             let t = Maglev::build(DEFAULT_SIZE, &spec).unwrap();
             let total: u32 = weights.iter().sum();
             for (i, share) in shares(&t, weights.len()).iter().enumerate() {
@@ -220,12 +225,7 @@ mod tests {
     /// that changed owner.
     fn disruption(weights: &[u32]) -> f64 {
         let n = names(weights.len());
-        let all: Vec<(&str, u32, u16)> = n
-            .iter()
-            .zip(weights)
-            .enumerate()
-            .map(|(i, (s, &w))| (s.as_str(), w, i as u16))
-            .collect();
+        let all = weighted(&n, weights);
         let before = Maglev::build(DEFAULT_SIZE, &all).unwrap();
         let after = Maglev::build(DEFAULT_SIZE, &all[1..]).unwrap();
         let mut others = 0usize;
@@ -296,12 +296,7 @@ mod tests {
                 let size = next_prime(size);
                 let weights = &weights[..weights.len().min(size / 100).max(1)];
                 let n = names(weights.len());
-                let spec: Vec<(&str, u32, u16)> = n
-                    .iter()
-                    .zip(weights)
-                    .enumerate()
-                    .map(|(i, (s, &w))| (s.as_str(), w, i as u16))
-                    .collect();
+                let spec = weighted(&n, weights);
                 let t = Maglev::build(size, &spec).unwrap();
                 let total: u32 = weights.iter().sum();
                 for (i, share) in shares(&t, weights.len()).iter().enumerate() {
@@ -319,11 +314,7 @@ mod tests {
                 let size = default_size(n);
                 prop_assert!(is_prime(size) && size >= 100 * n && size >= MIN_DEFAULT_SIZE);
                 let names = names(n);
-                let spec: Vec<(&str, u32, u16)> = names
-                    .iter()
-                    .enumerate()
-                    .map(|(i, s)| (s.as_str(), 1, i as u16))
-                    .collect();
+                let spec = weighted(&names, &vec![1; n]);
                 let t = Maglev::build(size, &spec).unwrap();
                 let want = 1.0 / n as f64;
                 for share in shares(&t, n) {

@@ -239,11 +239,9 @@ pub(crate) struct Backend {
 #[derive(Debug)]
 pub(crate) struct Farm {
     /// What it was built from: a rebuild reuses the farm when the new spec is equal.
-    spec: FarmSpec,
+    pub(crate) spec: FarmSpec,
     /// Shared with the table's name index (no copy per snapshot).
     pub(crate) name: Arc<str>,
-    pub(crate) protocol: Protocol,
-    pub(crate) ports: RangeInclusive<u16>,
     /// In name order; Maglev slots, `live` and `rotation` index into it.
     pub(crate) backends: Box<[Backend]>,
     /// `None` when no backend is live; shared with the previous snapshot when the live
@@ -318,8 +316,6 @@ impl Farm {
         Ok(Farm {
             spec: spec.clone(),
             name: spec.name.as_str().into(),
-            protocol: spec.protocol,
-            ports: spec.ports.clone(),
             backends: backends.into_boxed_slice(),
             key: xxh3_64_with_seed(spec.name.as_bytes(), FARM_KEY_SEED) as u32,
             source_rate: lim.per_source.map(|r| Gcra::new(r.per_sec, r.burst, 1)),
@@ -1071,7 +1067,7 @@ mod tests {
                 let proto = if udp { Protocol::Udp } else { Protocol::Tcp };
                 for vip in t.vips() {
                     let walk = t.farms.iter().enumerate().find(|(_, f)| {
-                        f.spec.vip == vip && f.protocol == proto && f.ports.contains(&port)
+                        f.spec.vip == vip && f.spec.protocol == proto && f.spec.ports.contains(&port)
                     });
                     prop_assert_eq!(
                         ForwardingTable::farm_for_port(t.vip(vip).unwrap(), proto, port),

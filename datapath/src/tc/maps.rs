@@ -263,7 +263,7 @@ impl Maps {
                 Some("limits (evaluated by the workers)")
             } else if f.hash != FlowHash::FiveTuple {
                 Some("scheduler other than maglev")
-            } else if f.ports.len() > MAX_FARM_PORTS {
+            } else if f.spec.ports.len() > MAX_FARM_PORTS {
                 Some("port range wider than the fast path's")
             } else {
                 None
@@ -276,11 +276,13 @@ impl Maps {
                 out.slow.push((f.name.to_string(), "no live backend"));
                 continue;
             };
-            let farm_ids: Box<[u32]> = f.backends.iter().map(|b| b.id).collect();
-            let kept = self
-                .regions
-                .remove(&*f.name)
-                .and_then(|r| (Arc::ptr_eq(&r.maglev, m) && r.ids == farm_ids).then_some(r));
+            // Compared in place: most farms keep their region, and a sync allocates nothing
+            // for them.
+            let kept = self.regions.remove(&*f.name).and_then(|r| {
+                let same = Arc::ptr_eq(&r.maglev, m)
+                    && r.ids.iter().copied().eq(f.backends.iter().map(|b| b.id));
+                same.then_some(r)
+            });
             let region = match kept {
                 Some(r) => r,
                 None => {
@@ -289,6 +291,7 @@ impl Maps {
                         out.slow.push((f.name.to_string(), "fast path slots full"));
                         continue;
                     };
+                    let farm_ids: Box<[u32]> = f.backends.iter().map(|b| b.id).collect();
                     let dst = &mut self.slot_mem.values_mut()[base..base + slots.len()];
                     for (d, &i) in dst.iter_mut().zip(slots) {
                         *d = farm_ids
@@ -326,8 +329,8 @@ impl Maps {
                 v[..4].copy_from_slice(&base.to_ne_bytes());
                 v[4..8].copy_from_slice(&size.to_ne_bytes());
                 v[8..12].copy_from_slice(&f.key.to_ne_bytes());
-                for port in f.ports.clone() {
-                    let k = farm_key(vip, port, f.protocol.number());
+                for port in f.spec.ports.clone() {
+                    let k = farm_key(vip, port, f.spec.protocol.number());
                     if self.farm_keys.get(&k) != Some(&v) {
                         bpf::map_update(&self.farms, &k, &v)?;
                         out.writes += 1;
