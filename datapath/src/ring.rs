@@ -199,11 +199,22 @@ pub(crate) fn prepare(slot: &mut [u8], mtu: usize) -> Result<Frame, DropReason> 
 }
 
 /// A worker's mapped receive ring and its read cursor.
+///
+/// The cursor must stay on the kernel's head: the kernel fills slots strictly in order and,
+/// when the ring is full, waits at the first slot user space has not released. A slot taken
+/// and not yet released is still user-owned, so a cursor that went round the ring within
+/// one batch (a batch larger than the ring, on a full ring: after a stop, or a burst) would
+/// take the same frames again and then stand ahead of the head: every later frame would
+/// wait for the kernel to lap the ring before it is read (an ARP request answered a ring's
+/// worth of requests late, by a node that may have become owner meanwhile). `held` stops
+/// the cursor at a full lap.
 #[derive(Debug)]
 pub(crate) struct RxRing {
     map: MappedRing,
     geo: RingGeometry,
     next: usize,
+    /// Slots handed out by `next_ready` and not released yet.
+    held: usize,
 }
 
 impl RxRing {
@@ -225,7 +236,12 @@ impl RxRing {
                 bytes: geo.map_len(),
                 source,
             })?;
-        Ok(RxRing { map, geo, next: 0 })
+        Ok(RxRing {
+            map,
+            geo,
+            next: 0,
+            held: 0,
+        })
     }
 
     /// Whether the slot under the cursor holds a frame.
@@ -237,13 +253,15 @@ impl RxRing {
             })
     }
 
-    /// The slot under the cursor if it holds a frame, advancing the cursor.
+    /// The slot under the cursor if it holds a frame, advancing the cursor; `None` also when
+    /// every slot is held (taken and not released).
     pub(crate) fn next_ready(&mut self) -> Option<usize> {
-        if !self.ready() {
+        if self.held >= self.geo.frame_nr || !self.ready() {
             return None;
         }
         let slot = self.next;
         self.next = (self.next + 1) % self.geo.frame_nr;
+        self.held += 1;
         Some(slot)
     }
 
@@ -262,6 +280,7 @@ impl RxRing {
     pub(crate) fn release(&mut self, slot: usize) {
         let off = self.geo.slot_offset(slot);
         self.map.release(off);
+        self.held = self.held.saturating_sub(1);
     }
 
     pub(crate) fn map(&self) -> &MappedRing {
@@ -510,5 +529,77 @@ mod tests {
         s[offset_of!(libc::tpacket2_hdr, tp_mac)..][..2].copy_from_slice(&3u16.to_ne_bytes());
         assert_eq!(prepare(&mut s, MTU), Err(DropReason::Truncated));
         assert_eq!(prepare(&mut [0u8; 8], MTU), Err(DropReason::Truncated));
+    }
+
+    /// Plays the kernel's side of a TPACKET_V2 ring: writes frame `tag` at its head if that
+    /// slot is the kernel's, else drops it (ring full) without moving the head.
+    struct FakeKernel {
+        head: usize,
+    }
+
+    impl FakeKernel {
+        fn deliver(&mut self, ring: &mut RxRing, tag: u32) -> bool {
+            let off = ring.geo.slot_offset(self.head);
+            let status = ring.map.status(off).unwrap();
+            if status.load(std::sync::atomic::Ordering::Acquire) != libc::TP_STATUS_KERNEL {
+                return false;
+            }
+            status.store(libc::TP_STATUS_USER, std::sync::atomic::Ordering::Release);
+            // The tag stands in for the frame: it sits in tp_len.
+            let at = offset_of!(libc::tpacket2_hdr, tp_len);
+            ring.map.slot_mut(off, 16).unwrap()[at..at + 4].copy_from_slice(&tag.to_ne_bytes());
+            self.head = (self.head + 1) % ring.geo.frame_nr;
+            true
+        }
+    }
+
+    fn tag_of(ring: &mut RxRing, slot: usize) -> u32 {
+        let at = offset_of!(libc::tpacket2_hdr, tp_len);
+        let b = &ring.slot_mut(slot).unwrap()[at..at + 4];
+        u32::from_ne_bytes(b.try_into().unwrap())
+    }
+
+    #[test]
+    fn a_batch_larger_than_a_full_ring_takes_each_frame_once_and_keeps_the_cursor_on_the_head() {
+        let geo = RingGeometry::for_slots(8).unwrap();
+        let n = geo.frame_nr;
+        let batch = 64;
+        assert!(
+            n < batch,
+            "the case under test: a ring smaller than a batch"
+        );
+        let map = MappedRing::anonymous(geo.map_len()).unwrap();
+        let mut ring = RxRing {
+            map,
+            geo,
+            next: 3,
+            held: 0,
+        };
+        let mut kernel = FakeKernel { head: 3 };
+        // A stop: more frames arrive than the ring holds; the kernel drops the rest.
+        let kept = (0..100).filter(|&t| kernel.deliver(&mut ring, t)).count();
+        assert_eq!(kept, n);
+        let mut taken = Vec::new();
+        while taken.len() < batch {
+            let Some(slot) = ring.next_ready() else { break };
+            taken.push(tag_of(&mut ring, slot));
+        }
+        assert_eq!(
+            taken,
+            (0..n as u32).collect::<Vec<_>>(),
+            "each frame once, in order"
+        );
+        for k in 0..n {
+            ring.release((3 + k) % n);
+        }
+        // Back in step: the next frame the kernel writes is the next one read, at once.
+        for t in 1000..1000 + 2 * n as u32 {
+            assert!(kernel.deliver(&mut ring, t));
+            let slot = ring
+                .next_ready()
+                .expect("the frame just written is under the cursor");
+            assert_eq!(tag_of(&mut ring, slot), t);
+            ring.release(slot);
+        }
     }
 }

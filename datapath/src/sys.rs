@@ -254,6 +254,30 @@ impl MappedRing {
     }
 }
 
+#[cfg(test)]
+impl MappedRing {
+    /// Private anonymous memory laid out as a ring, for tests that play the kernel.
+    pub(crate) fn anonymous(len: usize) -> io::Result<MappedRing> {
+        // SAFETY: a fresh private anonymous mapping; checked against MAP_FAILED before use.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let base = NonNull::new(p.cast::<u8>())
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?;
+        Ok(MappedRing { base, len })
+    }
+}
+
 impl Drop for MappedRing {
     fn drop(&mut self) {
         // SAFETY: `base`/`len` describe exactly the mapping made in `map_ring`, and no
