@@ -49,7 +49,7 @@ mod types;
 pub use contact::{NoContact, PeerContact};
 pub use error::ClusterError;
 pub use forward::MembershipView;
-pub use node::ClusterNode;
+pub use node::{ClusterNode, MemberInfo};
 pub use openraft::ServerState;
 pub use persist::{FarmPinWrites, PinBatch, PinRow, PinSink, PinStats, PinTable, PinWrite};
 pub use proto::auth::{AUTH_HEADER, ClientAuth, ServerAuth, constant_time_eq};

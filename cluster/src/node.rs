@@ -39,6 +39,15 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 use tracing::Instrument;
 
+/// What a member says of itself over the peer `Version` call.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MemberInfo {
+    /// `0.1.0 (1a2b3c4d5e6f)`.
+    pub version: String,
+    /// Its datapath MAC as text; empty for a witness.
+    pub datapath_mac: String,
+}
+
 /// A running cluster member.
 pub struct ClusterNode {
     shared: Arc<Shared>,
@@ -137,6 +146,7 @@ impl ClusterNode {
             handover_lock: tokio::sync::Mutex::new(()),
             peer_contact: s.peer_contact.clone(),
             version: s.version.clone(),
+            datapath_mac: s.datapath_mac.clone(),
         });
 
         let local_addr = listener
@@ -263,18 +273,17 @@ impl ClusterNode {
         MembershipView::from_membership(m.membership_config.membership(), index)
     }
 
-    /// Every member's dsrlb version, asked of each other member over the peer service at
-    /// once, each call bounded by `limit`: `None` for a member that did not say (down, cut
-    /// off, or older than the `Version` call). This node's own is always known.
-    pub async fn member_versions(&self, limit: Duration) -> BTreeMap<NodeId, Option<String>> {
+    /// What every other member says of itself (its dsrlb version and datapath MAC), asked
+    /// over the peer service at once, each call bounded by `limit`: `None` for a member that
+    /// did not say (down, cut off, or older than the `Version` call). This node is not asked.
+    pub async fn member_info(&self, limit: Duration) -> BTreeMap<NodeId, Option<MemberInfo>> {
         let mut out = BTreeMap::new();
         let mut calls = tokio::task::JoinSet::new();
         for id in self.membership().nodes.into_keys() {
+            out.insert(id, None);
             if id == self.shared.id {
-                out.insert(id, None);
                 continue;
             }
-            out.insert(id, None);
             let Ok(mut client) = self.shared.peer(id) else {
                 continue;
             };
@@ -284,16 +293,19 @@ impl ClusterNode {
                 let asked = tokio::time::timeout(limit, client.version(req)).await;
                 (
                     id,
-                    asked
-                        .ok()
-                        .and_then(Result::ok)
-                        .map(|r| r.into_inner().version),
+                    asked.ok().and_then(Result::ok).map(|r| {
+                        let r = r.into_inner();
+                        MemberInfo {
+                            version: r.version,
+                            datapath_mac: r.datapath_mac,
+                        }
+                    }),
                 )
             });
         }
         while let Some(done) = calls.join_next().await {
-            if let Ok((id, version)) = done {
-                out.insert(id, version);
+            if let Ok((id, info)) = done {
+                out.insert(id, info);
             }
         }
         out

@@ -102,6 +102,7 @@ impl RaftPeer for PeerService {
         self.shared.peer_contact.peer_call();
         Ok(Response::new(VersionReply {
             version: self.shared.version.clone(),
+            datapath_mac: self.shared.datapath_mac.clone(),
         }))
     }
 

@@ -93,6 +93,8 @@ pub struct ClusterSettings {
     /// This node's dsrlb version, as the peer `Version` call answers it (set by the
     /// daemon from its build; the cluster crate does not know what build it is part of).
     pub version: String,
+    /// This node's datapath MAC, as the peer `Version` call answers it (empty: a witness).
+    pub datapath_mac: String,
     /// What the peer listener admits (docs/design.md#listeners).
     pub peer_limits: proto::listener::Limits,
 }
@@ -116,6 +118,7 @@ impl fmt::Debug for ClusterSettings {
             .field("tls", &self.tls)
             .field("shared", &self.shared)
             .field("version", &self.version)
+            .field("datapath_mac", &self.datapath_mac)
             .field("peer_limits", &self.peer_limits)
             .finish_non_exhaustive()
     }
@@ -144,6 +147,7 @@ impl ClusterSettings {
             pin_sink: Arc::new(NoSink),
             peer_contact: Arc::new(NoContact),
             version: String::new(),
+            datapath_mac: String::new(),
             peer_limits: proto::listener::Limits {
                 max_connections: 64,
                 per_source: 16,

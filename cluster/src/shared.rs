@@ -56,6 +56,8 @@ pub(crate) struct Shared {
     pub peer_contact: std::sync::Arc<dyn crate::contact::PeerContact>,
     /// What the peer `Version` call answers (`ClusterSettings::version`).
     pub version: String,
+    /// What the peer `Version` call answers as the datapath MAC.
+    pub datapath_mac: String,
 }
 
 impl Shared {

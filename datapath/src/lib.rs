@@ -16,6 +16,7 @@
 //!   their workers (with its own `unsafe` wrappers for `bpf()`, XSK rings and rtnetlink).
 //! - `backend`: [`IoMode`] (configured) and [`IoBackend`] (chosen).
 //! - `resolver`: [`MacResolver`], backend MAC learning and gratuitous ARP on its own thread.
+//! - `flux`: the ARP-flux watch: strangers' claims on our VIPs, and the owner's questions.
 //! - `ring`: a worker's socket setup and TPACKET_V2 receive ring, frames ready to process.
 //! - `iface`: interface facts (index, MAC, MTU, addresses) in the calling namespace.
 //! - `shared`: [`Shared`], what the control plane and the workers share: table, lease,
@@ -41,6 +42,7 @@ mod counters;
 mod ebpf;
 mod error;
 mod flow;
+mod flux;
 mod iface;
 mod limit;
 mod maglev;
@@ -66,6 +68,7 @@ pub use counters::{
 };
 pub use error::IoError;
 pub use flow::FlowCounts;
+pub use flux::{FLUX_PROBE_EVERY, MAX_CONFLICTS, VipConflict};
 pub use iface::{InterfaceInfo, Ipv4Net, local_ipv4_addresses};
 pub use maglev::{MAX_SIZE as MAGLEV_MAX_SIZE, default_size as maglev_default_size, is_prime};
 pub use packet::{
@@ -74,7 +77,7 @@ pub use packet::{
 };
 pub use persist::{FarmPins, PinEvent, PinQueue, PinRegistry, QueueStats};
 pub use process::{Processor, ProcessorConfig, Verdict};
-pub use resolver::{MacResolver, ResolverStats, ResolverStatsReader};
+pub use resolver::{MacResolver, ResolverHandle, ResolverStats, ResolverStatsReader};
 pub use ring::MAX_RING_SLOTS;
 pub use segment_probe::SegmentEvidence;
 pub use shared::Shared;

@@ -38,6 +38,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use crate::arp;
 use crate::bpf;
 use crate::error::IoError;
+use crate::flux::{FluxWatch, VipConflict};
 use crate::iface::InterfaceInfo;
 use crate::packet::MacAddr;
 use crate::segment_probe::{SegmentEvidence, SegmentProbe};
@@ -164,6 +165,8 @@ struct State {
     stats: ResolverStats,
     /// The pair's segment probes (docs/design.md#pair-segment).
     segment: SegmentProbe,
+    /// Who else claims our VIPs (docs/design.md#arp-flux).
+    flux: FluxWatch,
 }
 
 struct Inner {
@@ -361,6 +364,27 @@ impl MacResolver {
         self.inner.lock().segment.evidence()
     }
 
+    /// The VIPs whose claims by strangers are tallied and which [`ask_for_vips`]
+    /// asks for (docs/design.md#arp-flux); replaces the set.
+    ///
+    /// [`ask_for_vips`]: MacResolver::ask_for_vips
+    pub fn set_flux_vips(&self, vips: Vec<Ipv4Addr>) {
+        self.inner.lock().flux.set_vips(vips);
+    }
+
+    /// While `on` (the node owns the VIPs), asks for every VIP from our own address every
+    /// [`FLUX_PROBE_EVERY`](crate::FLUX_PROBE_EVERY): a host that wrongly answers for a VIP
+    /// answers us.
+    pub fn ask_for_vips(&self, on: bool) {
+        self.inner.lock().flux.set_asking(on, Instant::now());
+        self.inner.wake();
+    }
+
+    /// A handle for the parts of the resolver a task outside the control loop feeds or reads.
+    pub fn handle(&self) -> ResolverHandle {
+        ResolverHandle(self.inner.clone())
+    }
+
     pub fn stats(&self) -> ResolverStats {
         self.inner.lock().stats
     }
@@ -389,6 +413,29 @@ impl ResolverStatsReader {
     /// See [`MacResolver::segment_evidence`].
     pub fn segment_evidence(&self) -> SegmentEvidence {
         self.0.lock().segment.evidence()
+    }
+}
+
+/// Feeds and reads the ARP-flux watch from outside the control loop; see
+/// [`MacResolver::handle`]. It does not keep the thread running.
+#[derive(Clone)]
+pub struct ResolverHandle(Arc<Inner>);
+
+impl ResolverHandle {
+    /// The cluster members' datapath MACs (ours included): their claims are not conflicts.
+    pub fn set_members(&self, macs: Vec<MacAddr>) {
+        self.0.lock().flux.set_members(macs);
+    }
+
+    /// Every (VIP, MAC) conflict seen, and the claims not tallied because the table was full.
+    pub fn vip_conflicts(&self) -> (Vec<VipConflict>, u64) {
+        self.0.lock().flux.conflicts()
+    }
+}
+
+impl std::fmt::Debug for ResolverHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("ResolverHandle").finish_non_exhaustive()
     }
 }
 
@@ -489,6 +536,10 @@ impl ArpThread {
             next = next.min(due);
         }
         if let Some(due) = st.segment.take_due(now, to_probe) {
+            next = next.min(due);
+        }
+        // The flux watch's questions are asked like a backend's: from our own address.
+        if let Some(due) = st.flux.take_due(now, to_ask) {
             next = next.min(due);
         }
         // Rounds due while the lease is not held are skipped, but the jobs stay: a lapse
@@ -604,6 +655,9 @@ impl ArpThread {
             let mut st = self.inner.lock();
             st.stats.frames_received += 1;
             st.segment.heard(ip, mac, self.own_mac, Instant::now());
+            if mac != self.own_mac {
+                st.flux.heard(ip, mac, Instant::now());
+            }
             if st.targets.binary_search(&ip).is_ok() {
                 st.learned.insert(ip, (mac, Instant::now()));
             }

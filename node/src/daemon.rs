@@ -139,6 +139,9 @@ async fn run_inner(
         None => None,
     };
     let mut settings = cluster_settings(config.node_id, &config.data_dir, &config.cluster)?;
+    if !config.cluster.witness {
+        settings.datapath_mac = approved.mac.to_string();
+    }
     let metrics_token = match &config.metrics.token_file {
         Some(path) => Some(read_token("metrics.token_file", path)?),
         None => None,
@@ -196,6 +199,18 @@ async fn run_inner(
     // cancels them) or the VIP's removal (which withdraws it).
     resolver.set_garp_refresh(config.datapath.garp_refresh);
     node_metrics.set_resolver(resolver.stats_reader());
+    // docs/design.md#arp-flux: every datapath node asks, so each one's Status shows the
+    // conflicts (a wrong answer goes to the asker alone).
+    node_metrics.set_flux(resolver.handle());
+    let flux = (!config.cluster.witness).then(|| {
+        resolver.ask_for_vips(true);
+        crate::flux::spawn(
+            cluster.clone(),
+            resolver.handle(),
+            shared.clone(),
+            approved.mac,
+        )
+    });
     let datapath = Datapath::start(
         DatapathConfig {
             interface: config.datapath.interface.clone(),
@@ -244,6 +259,7 @@ async fn run_inner(
             arbiter: node_metrics.arbiter.clone(),
             pair_segment: config.cluster.segment.is_some(),
             check_log: check_log.clone(),
+            flux: flux.is_some().then(|| resolver.handle()),
         },
     )
     .await?;
@@ -363,6 +379,11 @@ async fn run_inner(
 
     if let Some(task) = reloader {
         task.abort();
+    }
+    if let Some(task) = flux {
+        task.abort();
+        // It holds the cluster member, which is unwrapped below.
+        let _ = task.await;
     }
     info!("shutting down: releasing VIPs");
     node.release();
@@ -840,6 +861,7 @@ impl Node<'_> {
             "forwarding table published"
         );
         self.metrics.published.store(true, Ordering::Release);
+        self.resolver.set_flux_vips(after.iter().copied().collect());
         if self.pair.is_some() {
             self.resolver.watch_vips(after.into_iter().collect());
         }

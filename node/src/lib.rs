@@ -12,6 +12,7 @@
 //! - [`persist`]: source-IP persistence glue — the pin mirror sink and the leader's batcher.
 //! - [`reload`]: SIGHUP — the admin token reloaded, what needs a restart reported.
 //! - [`metrics`]: the Prometheus endpoint.
+//! - [`flux`]: the ARP-flux watch's member MACs, named conflicts and their warnings.
 //! - [`demo`]: `dsrlb demo`'s narration (its hosts come from the `lab` crate).
 //!
 //! Not here: the admin client (`dsrctl` crate), the network-namespace lab (`lab`), the lab
@@ -21,6 +22,7 @@ pub mod admin;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod flux;
 pub mod health;
 pub mod logging;
 pub mod metrics;

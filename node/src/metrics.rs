@@ -13,6 +13,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use proto::listener::ListenerStats;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use tokio::task::JoinHandle;
@@ -32,6 +33,7 @@ pub struct NodeMetrics {
     pins: OnceLock<cluster::Pins>,
     /// The ARP thread's counters, once it runs.
     resolver: OnceLock<ResolverStatsReader>,
+    flux: OnceLock<datapath::ResolverHandle>,
     /// The I/O backend the datapath runs, once started.
     io: OnceLock<(IoBackend, bool)>,
     /// Which arbiter grants this node's ownership now.
@@ -91,6 +93,7 @@ impl NodeMetrics {
             persist,
             pins: OnceLock::new(),
             resolver: OnceLock::new(),
+            flux: OnceLock::new(),
             arbiter: Arc::new(ArbiterCell::default()),
             segment: OnceLock::new(),
             io: OnceLock::new(),
@@ -134,6 +137,11 @@ impl NodeMetrics {
         if self.resolver.set(reader).is_err() {
             tracing::warn!("a second ARP resolver for the metrics; the first one is exported");
         }
+    }
+
+    /// Where `dsrlb_vip_conflicts_total` is read from (docs/design.md#arp-flux).
+    pub fn set_flux(&self, handle: datapath::ResolverHandle) {
+        let _ = self.flux.set(handle);
     }
 
     /// Where the health-check series are read from.
@@ -351,6 +359,7 @@ impl Collector for NodeMetrics {
             garps.metric_type(),
         )?)?;
         self.encode_arbiter(&mut encoder)?;
+        self.encode_conflicts(&mut encoder)?;
         self.encode_persistence(&mut encoder)
     }
 }
@@ -398,6 +407,38 @@ impl NodeMetrics {
                 )?;
         }
         Ok(())
+    }
+
+    /// ARP claims for each VIP by MACs that are not the cluster's, all MACs together (a
+    /// `mac` label would let forged claims grow the series without bound; `dsrctl status`
+    /// names them).
+    fn encode_conflicts(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(flux) = self.flux.get() else {
+            return Ok(());
+        };
+        let (conflicts, overflow) = flux.vip_conflicts();
+        let mut by_vip: BTreeMap<std::net::Ipv4Addr, u64> = BTreeMap::new();
+        for c in &conflicts {
+            *by_vip.entry(c.vip).or_default() += c.claims;
+        }
+        let mut total = encoder.encode_descriptor(
+            "dsrlb_vip_conflicts",
+            "ARP frames claiming a VIP from a MAC that is not a cluster member's (ARP flux: a \
+             backend without arp_ignore=1/arp_announce=2, or a stranger)",
+            None,
+            ConstCounter::new(0u64).metric_type(),
+        )?;
+        for (vip, n) in by_vip {
+            let vip = vip.to_string();
+            ConstCounter::new(n).encode(total.encode_family(&[("vip", vip.as_str())])?)?;
+        }
+        let overflow = ConstCounter::new(overflow);
+        overflow.encode(encoder.encode_descriptor(
+            "dsrlb_vip_conflicts_untallied",
+            "Conflicting ARP claims not tallied because the table of (VIP, MAC) pairs was full",
+            None,
+            overflow.metric_type(),
+        )?)
     }
 
     fn encode_arbiter(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {

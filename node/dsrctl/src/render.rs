@@ -100,6 +100,18 @@ pub fn status(s: &StatusView) -> String {
         }
         out.push_str(&t.render());
     }
+    for c in &s.vip_conflicts {
+        out.push_str(&format!(
+            "\nWARNING: ARP flux: {} ({} claim{}, last {} s ago)",
+            c.advice,
+            c.claims,
+            if c.claims == 1 { "" } else { "s" },
+            c.last_seen_ms_ago / 1000
+        ));
+    }
+    if !s.vip_conflicts.is_empty() {
+        out.push('\n');
+    }
     out
 }
 
@@ -453,6 +465,7 @@ mod tests {
                 vip: "198.18.0.100".into(),
                 owner: None,
             }],
+            vip_conflicts: Vec::new(),
         };
         assert_eq!(
             status(&s),
@@ -485,6 +498,25 @@ mod tests {
         assert!(!text.contains("mixed"), "{text}");
         v.members[1].version = Some("0.2.0 (bbbbbbbbbbbb)".into());
         assert!(version(&v).contains("mixed versions: 2 different builds"));
+
+        let flux = StatusView {
+            vip_conflicts: vec![crate::view::ConflictView {
+                vip: "198.18.0.100".into(),
+                mac: "02:00:00:00:00:22".into(),
+                backends: vec!["web/b2".into()],
+                claims: 7,
+                last_seen_ms_ago: 2500,
+                advice: "backend web/b2 (02:00:00:00:00:22) answers ARP for 198.18.0.100: set \
+                         arp_ignore=1, arp_announce=2 on it"
+                    .into(),
+            }],
+            ..s
+        };
+        assert!(status(&flux).ends_with(
+            "198.18.0.100  none\n\nWARNING: ARP flux: backend web/b2 (02:00:00:00:00:22) answers \
+             ARP for 198.18.0.100: set arp_ignore=1, arp_announce=2 on it (7 claims, last 2 s \
+             ago)\n"
+        ));
     }
 
     #[test]

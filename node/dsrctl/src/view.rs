@@ -37,6 +37,21 @@ pub struct StatusView {
     pub version: Option<String>,
     pub members: Vec<MemberView>,
     pub vips: Vec<VipView>,
+    /// ARP flux the answering node saw (docs/design.md#arp-flux); empty from an older node.
+    #[serde(default)]
+    pub vip_conflicts: Vec<ConflictView>,
+}
+
+/// A MAC other than the cluster's claiming a VIP.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConflictView {
+    pub vip: String,
+    pub mac: String,
+    /// `farm/backend` of the backends with that MAC; empty for a stranger.
+    pub backends: Vec<String>,
+    pub claims: u64,
+    pub last_seen_ms_ago: u64,
+    pub advice: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -133,6 +148,18 @@ impl From<pb::StatusReply> for StatusView {
                 .map(|v| VipView {
                     vip: v.vip,
                     owner: nonzero(v.owner),
+                })
+                .collect(),
+            vip_conflicts: r
+                .vip_conflicts
+                .into_iter()
+                .map(|c| ConflictView {
+                    vip: c.vip,
+                    mac: c.mac,
+                    backends: c.backends,
+                    claims: c.claims,
+                    last_seen_ms_ago: c.last_seen_ms_ago,
+                    advice: c.advice,
                 })
                 .collect(),
         }

@@ -90,6 +90,8 @@ pub struct AdminContext {
     pub pair_segment: bool,
     /// The outcome of every probe this node's health checker ran (while it leads).
     pub check_log: Arc<crate::health::CheckLog>,
+    /// The ARP-flux watch (docs/design.md#arp-flux); `None` on a node without a datapath.
+    pub flux: Option<datapath::ResolverHandle>,
 }
 
 /// The admin token, shared by the listener's interceptor and the calls this node makes to

@@ -65,7 +65,7 @@ pub(super) async fn status(ctx: &AdminContext) -> pb::StatusReply {
         reach
     };
     // Asked at the same time as the probes, so Status takes no longer than it did.
-    let (reach, mut versions) = tokio::join!(gather, ctx.cluster.member_versions(REACH_TIMEOUT));
+    let (reach, mut info) = tokio::join!(gather, ctx.cluster.member_info(REACH_TIMEOUT));
     let members = view
         .nodes
         .iter()
@@ -98,7 +98,11 @@ pub(super) async fn status(ctx: &AdminContext) -> pb::StatusReply {
                 // Unknown stays unknown: a 0 here once read as "caught up" while the
                 // leader simply had no progress for a just-restarted member.
                 lag: matched.map(|i| last.saturating_sub(i)),
-                version: versions.remove(id).flatten().unwrap_or_default(),
+                version: info
+                    .remove(id)
+                    .flatten()
+                    .map(|i| i.version)
+                    .unwrap_or_default(),
             }
         })
         .collect();
@@ -127,6 +131,7 @@ pub(super) async fn status(ctx: &AdminContext) -> pb::StatusReply {
         },
         members,
         version: buildinfo::short(),
+        vip_conflicts: vip_conflicts(ctx),
         vips: vips
             .into_iter()
             .map(|v| pb::VipOwner {
@@ -135,6 +140,26 @@ pub(super) async fn status(ctx: &AdminContext) -> pb::StatusReply {
             })
             .collect(),
     }
+}
+
+/// What this node's ARP-flux watch saw, named from its forwarding table.
+fn vip_conflicts(ctx: &AdminContext) -> Vec<pb::VipConflict> {
+    let Some(flux) = &ctx.flux else {
+        return Vec::new();
+    };
+    let (conflicts, _) = flux.vip_conflicts();
+    let table = ctx.datapath.table.load();
+    crate::flux::rows(&conflicts, &table, std::time::Instant::now())
+        .into_iter()
+        .map(|r| pb::VipConflict {
+            vip: r.vip.to_string(),
+            mac: r.mac.to_string(),
+            backends: r.backends.iter().map(|(f, b)| format!("{f}/{b}")).collect(),
+            claims: r.claims,
+            last_seen_ms_ago: u64::try_from(r.last_seen.as_millis()).unwrap_or(u64::MAX),
+            advice: r.advice(),
+        })
+        .collect()
 }
 
 /// This node's own counters for every replicated farm.

@@ -34,6 +34,7 @@ mod dsrctl_membership;
 mod dsrctl_persistence;
 mod dsrctl_traffic;
 mod dsrctl_verbs;
+mod lab_arp_flux;
 mod lab_balancing;
 mod lab_check_kinds;
 mod lab_check_load;
