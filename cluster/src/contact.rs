@@ -6,7 +6,8 @@
 //! so the peer can never count this node's vote or acknowledgement towards a quorum while
 //! this node still owns by the segment.
 
-/// Told of every authenticated peer call (any RPC of `dsrlb.raft.v1`), before it is handled.
+/// Told of every authenticated peer call that can count towards a quorum (any RPC of
+/// `dsrlb.raft.v1` but `Version`, which only reports), before it is handled.
 pub trait PeerContact: Send + Sync + 'static {
     /// Must not block: it runs on the peer service's task.
     fn peer_call(&self);

@@ -99,7 +99,9 @@ impl RaftPeer for PeerService {
         &self,
         _request: Request<VersionRequest>,
     ) -> Result<Response<VersionReply>, Status> {
-        self.shared.peer_contact.peer_call();
+        // Not a peer contact: the answer counts towards no vote or acknowledgement, and the
+        // members ask it of each other (the ARP-flux watch), so through a half-cut
+        // link it would end a segment grant the pair needs (docs/design.md#pair-segment).
         Ok(Response::new(VersionReply {
             version: self.shared.version.clone(),
             datapath_mac: self.shared.datapath_mac.clone(),

@@ -48,6 +48,8 @@ pub(crate) struct FluxWatch {
     vips: Vec<Ipv4Addr>,
     /// Sorted: the cluster members' datapath MACs (ours included), whose claims are ours.
     members: Vec<MacAddr>,
+    /// Every member gave its MAC: a MAC not in `members` is surely not a member's.
+    complete: bool,
     conflicts: BTreeMap<(Ipv4Addr, MacAddr), VipConflict>,
     overflow: u64,
     /// `Some`: asking, the next step due then.
@@ -64,7 +66,8 @@ impl FluxWatch {
         self.cursor = self.cursor.min(self.vips.len());
     }
 
-    pub fn set_members(&mut self, mut macs: Vec<MacAddr>) {
+    /// `complete`: every member gave its MAC (none is missing from `macs`).
+    pub fn set_members(&mut self, mut macs: Vec<MacAddr>, complete: bool) {
         macs.sort_unstable();
         macs.dedup();
         // A member's claims were never conflicts: a MAC learned late (the member was down
@@ -72,6 +75,14 @@ impl FluxWatch {
         self.conflicts
             .retain(|(_, mac), _| macs.binary_search(mac).is_err());
         self.members = macs;
+        self.complete = complete;
+    }
+
+    /// `mac` is surely no member's (every member gave its MAC, and this is none of them).
+    /// A pair's segment arbiter weighs only members' claims: a backend with `arp_ignore=0`
+    /// answering a probe must not pass for the peer owning the VIPs.
+    pub fn is_stranger(&self, mac: MacAddr) -> bool {
+        self.complete && self.members.binary_search(&mac).is_err()
     }
 
     /// Starts (`true`, the first pass at once) or stops asking; starting while asking keeps
@@ -151,7 +162,7 @@ mod tests {
     fn watch() -> FluxWatch {
         let mut w = FluxWatch::default();
         w.set_vips(vec![VIP]);
-        w.set_members(vec![OWN, PEER]);
+        w.set_members(vec![OWN, PEER], true);
         w
     }
 
@@ -185,11 +196,14 @@ mod tests {
         let t0 = Instant::now();
         let mut w = FluxWatch::default();
         w.set_vips(vec![VIP]);
-        w.set_members(vec![OWN]);
+        w.set_members(vec![OWN], false);
+        assert!(!w.is_stranger(PEER), "not every member answered yet");
         w.heard(VIP, PEER, t0);
         assert_eq!(w.conflicts().0.len(), 1);
-        w.set_members(vec![OWN, PEER]);
+        w.set_members(vec![OWN, PEER], true);
         assert!(w.conflicts().0.is_empty());
+        assert!(!w.is_stranger(PEER));
+        assert!(w.is_stranger(BACKEND));
     }
 
     #[test]

@@ -423,8 +423,10 @@ pub struct ResolverHandle(Arc<Inner>);
 
 impl ResolverHandle {
     /// The cluster members' datapath MACs (ours included): their claims are not conflicts.
-    pub fn set_members(&self, macs: Vec<MacAddr>) {
-        self.0.lock().flux.set_members(macs);
+    /// `complete`: every member gave its MAC, so any other MAC is surely no member's, and its
+    /// claims do not count as a pair peer's either (docs/design.md#pair-segment).
+    pub fn set_members(&self, macs: Vec<MacAddr>, complete: bool) {
+        self.0.lock().flux.set_members(macs, complete);
     }
 
     /// Every (VIP, MAC) conflict seen, and the claims not tallied because the table was full.
@@ -654,7 +656,9 @@ impl ArpThread {
             };
             let mut st = self.inner.lock();
             st.stats.frames_received += 1;
-            st.segment.heard(ip, mac, self.own_mac, Instant::now());
+            if !st.flux.is_stranger(mac) {
+                st.segment.heard(ip, mac, self.own_mac, Instant::now());
+            }
             if mac != self.own_mac {
                 st.flux.heard(ip, mac, Instant::now());
             }

@@ -11,8 +11,12 @@ use std::time::{Duration, Instant};
 use datapath::{ForwardingTable, MacAddr, ResolverHandle, Shared, VipConflict};
 use tracing::{Instrument, warn};
 
-/// How often the members are asked for their MACs and new conflicts are looked for.
-const EVERY: Duration = Duration::from_secs(2);
+/// How often new conflicts are looked for.
+const EVERY: Duration = Duration::from_millis(500);
+/// How often the members are asked for their MACs while one has not given it yet, and once
+/// every one has.
+const RETRY: Duration = Duration::from_secs(1);
+const REFRESH: Duration = Duration::from_secs(60);
 /// How long one member gets to answer.
 const ASK_LIMIT: Duration = Duration::from_secs(1);
 
@@ -102,25 +106,36 @@ pub fn spawn(
             // Members that answered at least once (a witness answers without a MAC).
             let mut answered: BTreeSet<u64> = BTreeSet::new();
             let mut warned: BTreeSet<(Ipv4Addr, MacAddr)> = BTreeSet::new();
+            let mut asked: Option<Instant> = None;
             let mut tick = tokio::time::interval(EVERY);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                let info = cluster.member_info(ASK_LIMIT).await;
-                let all_answered = info
-                    .iter()
-                    .filter(|(id, _)| **id != cluster.id())
-                    .all(|(id, i)| i.is_some() || answered.contains(id));
-                for (id, info) in info {
-                    let Some(info) = info else { continue };
-                    answered.insert(id);
-                    if let Ok(mac) = info.datapath_mac.parse::<MacAddr>() {
-                        known.insert(id, mac);
+                let me = cluster.id();
+                let ids: Vec<u64> = cluster.membership().nodes.into_keys().collect();
+                // Before the membership is known (a node not yet in a bootstrapped cluster)
+                // nobody answered: that is not "all".
+                let missing =
+                    !ids.contains(&me) || ids.iter().any(|id| *id != me && !answered.contains(id));
+                let since = asked.map(|t| t.elapsed());
+                // MACs seldom change: once every member gave its MAC the members are asked
+                // again only every REFRESH, so a steady cluster adds no peer calls.
+                let due = since.is_none_or(|s| s >= if missing { RETRY } else { REFRESH });
+                if ids.iter().any(|id| *id != me) && due {
+                    asked = Some(Instant::now());
+                    for (id, info) in cluster.member_info(ASK_LIMIT).await {
+                        let Some(info) = info else { continue };
+                        answered.insert(id);
+                        if let Ok(mac) = info.datapath_mac.parse::<MacAddr>() {
+                            known.insert(id, mac);
+                        }
                     }
                 }
+                let all_answered =
+                    ids.contains(&me) && ids.iter().all(|id| *id == me || answered.contains(id));
                 let mut macs: Vec<MacAddr> = known.values().copied().collect();
                 macs.push(own_mac);
-                handle.set_members(macs);
+                handle.set_members(macs, all_answered);
                 // Until every member gave its MAC, a member's claim may still be taken for a
                 // stranger's (the tally is corrected when it does): warn only after.
                 if !all_answered {

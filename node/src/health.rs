@@ -866,6 +866,14 @@ mod tests {
         let t = target(addr, CheckKind::Tcp);
         assert!(matches!(probe(&t).await, Probe::Up));
         drop(listener);
+        // A port bound without a listener refuses, and, unlike the port just freed, no test
+        // running alongside can bind it meanwhile.
+        let closed = tokio::net::TcpSocket::new_v4().unwrap();
+        closed.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let std::net::SocketAddr::V4(addr) = closed.local_addr().unwrap() else {
+            unreachable!("bound to an IPv4 address")
+        };
+        let t = target(addr, CheckKind::Tcp);
         assert!(matches!(probe(&t).await, Probe::Down(Failure::Refused)));
     }
 
