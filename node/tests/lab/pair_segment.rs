@@ -215,6 +215,40 @@ fn the_survivor_of_a_killed_owner_takes_over_by_the_segment_then_the_log_rules_a
     );
 }
 
+/// A backend with `arp_ignore=0` answers the survivor's RFC 5227 probes for the VIP. Once
+/// the members know each other's MACs its answers are no claims (docs/design.md#arp-flux):
+/// the survivor of a killed owner still takes over by the segment.
+#[test]
+fn a_backend_answering_arp_for_the_vip_does_not_hold_the_survivor_back() {
+    if !can_run_lab() {
+        return;
+    }
+    let mut p = Pair::start();
+    // The members ask each other for their MACs every second until all have answered.
+    std::thread::sleep(Duration::from_secs(3));
+    let b2 = p.lab.backends()[1].clone();
+    for i in ["all", "eth0"] {
+        b2.set_sysctl(&format!("net/ipv4/conf/{i}/arp_ignore"), "0")
+            .expect("arp_ignore=0 on b2");
+    }
+    let old = p.owner();
+    let survivor = 1 - old;
+    let killed_at = p.kill(old);
+    let took_over = wait_for(Duration::from_secs(5), || {
+        (p.lab.owners() == vec![survivor]).then(Instant::now)
+    })
+    .unwrap_or_else(|| panic!("the survivor did not take over\n{}", p.logs()));
+    eprintln!("survivor owns {:?} after the kill", took_over - killed_at);
+    assert_eq!(p.arbiter(survivor), Some("segment"));
+    let conflicts = lab::scrape(&p.lab.nodes()[survivor])
+        .map(|m| m.sum("dsrlb_vip_conflicts_total"))
+        .unwrap_or(0.0);
+    assert!(
+        conflicts >= 1.0,
+        "b2 answered the probes, and the flux watch counted it"
+    );
+}
+
 #[test]
 fn cutting_only_the_control_link_moves_nothing() {
     if !can_run_lab() {
