@@ -20,12 +20,14 @@ use std::time::{Duration, Instant};
 
 use crate::packet::MacAddr;
 
-/// How often the owner asks for each of its VIPs.
+/// How often a node asks for each VIP, at most.
 pub const FLUX_PROBE_EVERY: Duration = Duration::from_secs(5);
-/// VIPs asked per step while a pass is under way, and the step: a pass over 10,000 VIPs
-/// takes 0.16 s at 64,000 frames/s.
-const FLUX_BATCH: usize = 64;
-const FLUX_STEP: Duration = Duration::from_millis(1);
+/// At most this many questions a second, whatever the VIP count: every question is a
+/// broadcast every host on the segment takes, so 10,000 VIPs are each asked every 50 s
+/// rather than every 5 s.
+pub const FLUX_MAX_RATE: u32 = 200;
+/// VIPs asked per step; the steps are spread evenly over the pass.
+const FLUX_BATCH: usize = 16;
 /// At most this many (VIP, MAC) pairs are tallied: a flood of forged claims must not grow
 /// the node's memory. Claims of pairs beyond it are counted in `overflow` only.
 pub const MAX_CONFLICTS: usize = 4096;
@@ -98,21 +100,25 @@ impl FluxWatch {
         }
     }
 
-    /// The VIPs to ask for now, appended to `out`; returns when the next step is due.
+    /// The time between two steps: a pass over every VIP takes [`FLUX_PROBE_EVERY`], or
+    /// longer where [`FLUX_MAX_RATE`] says so.
+    fn gap(&self) -> Duration {
+        let n = u32::try_from(self.vips.len().max(1)).unwrap_or(u32::MAX);
+        let pass = FLUX_PROBE_EVERY.max(Duration::from_secs(1) * (n / FLUX_MAX_RATE));
+        (pass * FLUX_BATCH as u32 / n).min(pass)
+    }
+
+    /// The VIPs to ask for now, appended to `out`; returns when the next step is due. The
+    /// questions go round the VIPs at a steady pace, [`FLUX_BATCH`] at a time.
     pub fn take_due(&mut self, now: Instant, out: &mut Vec<Ipv4Addr>) -> Option<Instant> {
         let due = self.next_due?;
         if due > now {
             return Some(due);
         }
         let end = (self.cursor + FLUX_BATCH).min(self.vips.len());
-        out.extend_from_slice(&self.vips[self.cursor..end]);
-        self.cursor = end;
-        let next = if self.cursor < self.vips.len() {
-            now + FLUX_STEP
-        } else {
-            self.cursor = 0;
-            now + FLUX_PROBE_EVERY
-        };
+        out.extend_from_slice(&self.vips[self.cursor.min(end)..end]);
+        self.cursor = if end >= self.vips.len() { 0 } else { end };
+        let next = now + self.gap();
         self.next_due = Some(next);
         Some(next)
     }
@@ -220,7 +226,7 @@ mod tests {
     }
 
     #[test]
-    fn asking_goes_over_every_vip_in_paced_steps_then_waits_for_the_next_pass() {
+    fn asking_goes_round_every_vip_at_a_steady_pace() {
         let t0 = Instant::now();
         let mut w = FluxWatch::default();
         let vips: Vec<Ipv4Addr> = (0..150u32)
@@ -230,23 +236,43 @@ mod tests {
         let mut out = Vec::new();
         assert_eq!(w.take_due(t0, &mut out), None, "not asking yet");
         w.set_asking(true, t0);
-        assert_eq!(w.take_due(t0, &mut out), Some(t0 + FLUX_STEP));
+        let gap = FLUX_PROBE_EVERY * FLUX_BATCH as u32 / 150;
+        assert_eq!(w.take_due(t0, &mut out), Some(t0 + gap));
         assert_eq!(out.len(), FLUX_BATCH);
-        assert_eq!(
-            w.take_due(t0, &mut out),
-            Some(t0 + FLUX_STEP),
-            "not due yet"
-        );
+        assert_eq!(w.take_due(t0, &mut out), Some(t0 + gap), "not due yet");
         assert_eq!(out.len(), FLUX_BATCH);
-        let t1 = t0 + FLUX_STEP;
-        w.take_due(t1, &mut out);
-        let t2 = t1 + FLUX_STEP;
-        assert_eq!(w.take_due(t2, &mut out), Some(t2 + FLUX_PROBE_EVERY));
+        let mut t = t0;
+        while out.len() < vips.len() {
+            t += gap;
+            w.take_due(t, &mut out);
+        }
         assert_eq!(out, vips, "each VIP once per pass, in order");
+        assert!(t - t0 <= FLUX_PROBE_EVERY, "a pass within the period");
+        out.clear();
+        w.take_due(t + gap, &mut out);
+        assert_eq!(out, vips[..FLUX_BATCH], "the next pass starts over");
         // Asking again while asking keeps the schedule; stopping ends it.
-        w.set_asking(true, t2);
-        assert_eq!(w.take_due(t2, &mut out), Some(t2 + FLUX_PROBE_EVERY));
-        w.set_asking(false, t2);
-        assert_eq!(w.take_due(t2 + FLUX_PROBE_EVERY, &mut out), None);
+        w.set_asking(true, t + gap);
+        assert_eq!(w.take_due(t + gap, &mut out), Some(t + 2 * gap));
+        w.set_asking(false, t + gap);
+        assert_eq!(w.take_due(t + 10 * gap, &mut out), None);
+    }
+
+    #[test]
+    fn many_vips_are_asked_no_faster_than_the_rate_cap() {
+        let mut w = FluxWatch::default();
+        w.set_vips(
+            (0..10_000u32)
+                .map(|i| Ipv4Addr::from(u32::from(VIP) + i))
+                .collect(),
+        );
+        let per_sec = FLUX_BATCH as f64 / w.gap().as_secs_f64();
+        assert!(
+            (per_sec - f64::from(FLUX_MAX_RATE)).abs() < 1.0,
+            "{per_sec} questions a second"
+        );
+        let mut one = FluxWatch::default();
+        one.set_vips(vec![VIP]);
+        assert_eq!(one.gap(), FLUX_PROBE_EVERY, "a single VIP every period");
     }
 }

@@ -372,9 +372,9 @@ impl MacResolver {
         self.inner.lock().flux.set_vips(vips);
     }
 
-    /// While `on` (the node owns the VIPs), asks for every VIP from our own address every
-    /// [`FLUX_PROBE_EVERY`](crate::FLUX_PROBE_EVERY): a host that wrongly answers for a VIP
-    /// answers us.
+    /// While `on`, asks for every VIP from our own address every
+    /// [`FLUX_PROBE_EVERY`](crate::FLUX_PROBE_EVERY) (less often for thousands of VIPs: at
+    /// most 200 questions a second): a host that wrongly answers for a VIP answers us.
     pub fn ask_for_vips(&self, on: bool) {
         self.inner.lock().flux.set_asking(on, Instant::now());
         self.inner.wake();
