@@ -113,10 +113,14 @@ pub fn spawn(
                 tick.tick().await;
                 let me = cluster.id();
                 let ids: Vec<u64> = cluster.membership().nodes.into_keys().collect();
+                // A removed member's MAC is a stranger's again.
+                known.retain(|id, _| ids.contains(id));
                 // Before the membership is known (a node not yet in a bootstrapped cluster)
                 // nobody answered: that is not "all".
-                let missing =
-                    !ids.contains(&me) || ids.iter().any(|id| *id != me && !answered.contains(id));
+                let complete = |answered: &BTreeSet<u64>| {
+                    ids.contains(&me) && ids.iter().all(|id| *id == me || answered.contains(id))
+                };
+                let missing = !complete(&answered);
                 let since = asked.map(|t| t.elapsed());
                 // MACs seldom change: once every member gave its MAC the members are asked
                 // again only every REFRESH, so a steady cluster adds no peer calls.
@@ -131,8 +135,7 @@ pub fn spawn(
                         }
                     }
                 }
-                let all_answered =
-                    ids.contains(&me) && ids.iter().all(|id| *id == me || answered.contains(id));
+                let all_answered = complete(&answered);
                 let mut macs: Vec<MacAddr> = known.values().copied().collect();
                 macs.push(own_mac);
                 handle.set_members(macs, all_answered);
