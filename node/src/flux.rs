@@ -34,14 +34,17 @@ pub struct ConflictRow {
 }
 
 impl ConflictRow {
-    /// The backends as `farm/backend`, comma-separated; empty when the MAC is no backend's.
-    pub fn backend_names(&self) -> String {
-        let names: Vec<String> = self
-            .backends
+    /// The backends as `farm/backend`; empty when the MAC is no backend's.
+    pub fn backend_labels(&self) -> Vec<String> {
+        self.backends
             .iter()
             .map(|(f, b)| format!("{f}/{b}"))
-            .collect();
-        names.join(", ")
+            .collect()
+    }
+
+    /// [`backend_labels`](ConflictRow::backend_labels), comma-separated.
+    pub fn backend_names(&self) -> String {
+        self.backend_labels().join(", ")
     }
 
     /// What the operator is told, once per MAC and VIP.

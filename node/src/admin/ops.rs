@@ -154,7 +154,7 @@ fn vip_conflicts(ctx: &AdminContext) -> Vec<pb::VipConflict> {
         .map(|r| pb::VipConflict {
             vip: r.vip.to_string(),
             mac: r.mac.to_string(),
-            backends: r.backends.iter().map(|(f, b)| format!("{f}/{b}")).collect(),
+            backends: r.backend_labels(),
             claims: r.claims,
             last_seen_ms_ago: u64::try_from(r.last_seen.as_millis()).unwrap_or(u64::MAX),
             advice: r.advice(),
