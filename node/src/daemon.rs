@@ -260,6 +260,7 @@ async fn run_inner(
             pair_segment: config.cluster.segment.is_some(),
             check_log: check_log.clone(),
             flux: flux.is_some().then(|| resolver.handle()),
+            log_clock: sink.clock(),
         },
     )
     .await?;

@@ -126,7 +126,17 @@ impl ClusterLab {
         farms: &[LabFarm],
         witnesses: &[usize],
     ) -> Result<ClusterLab, LabError> {
-        let mut lab = Lab::build(spec)?;
+        Self::start_in(Lab::build(spec)?, dsrlb, farms, witnesses)
+    }
+
+    /// [`ClusterLab::start`] in a lab already built, e.g. with a node's clock faked first
+    /// ([`Lab::set_clock_offset`]).
+    pub fn start_in(
+        mut lab: Lab,
+        dsrlb: &Path,
+        farms: &[LabFarm],
+        witnesses: &[usize],
+    ) -> Result<ClusterLab, LabError> {
         lab.start_backends(dsrlb)?;
         let procs = lab.start_cluster(dsrlb, farms, witnesses)?;
         Ok(ClusterLab {

@@ -3,7 +3,7 @@
 //! and reading its Prometheus metrics — what tests, benchmarks and the demo all need.
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::client::http_get;
@@ -359,11 +359,60 @@ impl Lab {
             path: path.clone(),
             source,
         })?;
+        let mut env = vec![("RUST_LOG".to_owned(), "info".to_owned())];
+        env.extend(self.fake_clock_env(i)?);
         node.spawn_with_env(
             dsrlb,
             ["run".as_ref(), "--config".as_ref(), path.as_os_str()],
-            [("RUST_LOG", "info")],
+            env,
         )
+    }
+
+    /// Where node `i`'s wall-clock offset is kept once [`Lab::set_clock_offset`] was called.
+    fn clock_file(&self, i: usize) -> PathBuf {
+        self.dir().join(format!("n{}.faketime", i + 1))
+    }
+
+    /// Sets node `i`'s wall-clock offset, in libfaketime's syntax (`"+0"`, `"+1h"`, `"-1h"`).
+    /// Every start of the node from then on runs it under libfaketime (Debian's `faketime`
+    /// package), which reads the offset from a file at each call, so a running node takes
+    /// a new offset at once: the lab can step one node's clock without touching the
+    /// machine's. Monotonic clocks are not faked (timers, leases and Raft run on them).
+    pub fn set_clock_offset(&self, i: usize, offset: &str) -> Result<(), LabError> {
+        if i >= self.nodes().len() {
+            return Err(LabError::Spec(format!("no node {i}")));
+        }
+        let path = self.clock_file(i);
+        // Written whole and renamed, so the node never reads half an offset.
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, format!("{offset}\n"))
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|source| LabError::File {
+                what: "write clock offset",
+                path,
+                source,
+            })
+    }
+
+    /// The environment that runs node `i` under libfaketime, if its clock is faked.
+    fn fake_clock_env(&self, i: usize) -> Result<Vec<(String, String)>, LabError> {
+        let file = self.clock_file(i);
+        if !file.exists() {
+            return Ok(Vec::new());
+        }
+        let lib = libfaketime().ok_or_else(|| {
+            LabError::Spec(format!(
+                "node {i}'s clock is faked but libfaketime is not installed (apt-get install \
+                 faketime; looked for {LIBFAKETIME_NAME} under /usr/lib/*/faketime)"
+            ))
+        })?;
+        Ok(vec![
+            ("LD_PRELOAD".into(), lib.display().to_string()),
+            ("FAKETIME_TIMESTAMP_FILE".into(), file.display().to_string()),
+            // Re-read at every call: the step takes effect at once, not after a cache period.
+            ("FAKETIME_NO_CACHE".into(), "1".into()),
+            ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
+        ])
     }
 
     /// Writes node `i`'s config and starts `dsrlb run` in its host; waits until it owns the
@@ -547,4 +596,18 @@ mod tests {
             [("0.05".to_string(), 3.0), ("+Inf".to_string(), 4.0)]
         );
     }
+}
+
+/// libfaketime's thread-safe preload library (the node is multi-threaded).
+const LIBFAKETIME_NAME: &str = "libfaketimeMT.so.1";
+
+/// Where Debian's `faketime` package put [`LIBFAKETIME_NAME`], if it is installed.
+pub fn libfaketime() -> Option<PathBuf> {
+    let dirs = std::fs::read_dir("/usr/lib").ok()?;
+    dirs.filter_map(Result::ok)
+        .map(|d| d.path().join("faketime").join(LIBFAKETIME_NAME))
+        .chain(std::iter::once(
+            PathBuf::from("/usr/lib/faketime").join(LIBFAKETIME_NAME),
+        ))
+        .find(|p| p.exists())
 }

@@ -92,6 +92,10 @@ pub struct AdminContext {
     pub check_log: Arc<crate::health::CheckLog>,
     /// The ARP-flux watch (docs/design.md#arp-flux); `None` on a node without a datapath.
     pub flux: Option<datapath::ResolverHandle>,
+    /// The log's clock (docs/design.md#srcip-persistence): a listing's "expires in" is
+    /// measured by it, as expiry itself is, so a stepped wall clock here shows neither every
+    /// entry as due nor entries an hour from expiry.
+    pub log_clock: Arc<crate::persist::LogClock>,
 }
 
 /// The admin token, shared by the listener's interceptor and the calls this node makes to

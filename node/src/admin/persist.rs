@@ -3,15 +3,17 @@
 //! before the cluster is asked anything; the farm-level refusals (unknown farm or backend, a
 //! farm without persistence) are judged on a replica that has caught up with the leader.
 //!
-//! Expiry in a listing is by the answering node's clock against the replicated `seen_ms`:
-//! the table itself only drops an entry when the leader's next batch applies at or past
-//! `seen_ms + ttl`, so an entry may be listed as due (`expires_in_ms = 0`) for a moment.
+//! Expiry in a listing is by the answering node's log clock ([`crate::persist::LogClock`],
+//! the clock expiry itself runs on) against the replicated `seen_ms`, never by its wall
+//! clock, which may have been stepped: the table only drops an entry when the leader's next
+//! batch applies at or past `seen_ms + ttl`, so an entry may be listed as due
+//! (`expires_in_ms = 0`) for a moment.
 
 use super::{AdminContext, cluster_status};
 use cluster::{ClusterState, Command, Farm, Persistence};
 use proto::admin::v1 as pb;
 use std::net::Ipv4Addr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tonic::Status;
 
 // The limits are the API's (dsrctl checks them too). LIST_MAX matters here: the reply is
@@ -88,12 +90,6 @@ fn persistent<'a>(state: &'a ClusterState, farm: &str) -> Result<(&'a Farm, Dura
     }
 }
 
-fn now_unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 /// Time left at `now_ms` for an entry seen at `seen_ms` with `ttl`; 0 once due.
 fn expires_in_ms(seen_ms: u64, ttl: Duration, now_ms: u64) -> u64 {
     let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
@@ -112,7 +108,7 @@ pub(super) async fn list(
         .pins()
         .lock()
         .list(&args.farm, args.client, args.limit);
-    let now = now_unix_ms();
+    let now = ctx.log_clock.read();
     Ok(pb::ListPersistenceReply {
         answered_by: ctx.id(),
         truncated: args.client.is_none() && rows.len() < total,

@@ -2,12 +2,13 @@
 //! each client keeps one backend across connections; pins are replicated to every node, so
 //! after a backend change and a kill -9 of the owner every pinned client still reaches its
 //! old backend; pins expire after the TTL on every node; drained backends keep their pins,
-//! off and down ones lose them; a restart of the whole cluster keeps unexpired pins.
+//! off and down ones lose them; a restart of the whole cluster keeps unexpired pins; a step
+//! of the leader's wall clock by an hour either way neither expires pins nor keeps them.
 //! (Flushing is shown with `dsrctl` in `dsrctl_persistence`.)
 
 use crate::admin_support::{Client, endpoint, in_client};
-use crate::common::{ClusterLab, can_run_lab, wait_for};
-use lab::{HttpConn, LabFarm, LabProcess, scrape};
+use crate::common::{ClusterLab, can_run_lab, dsrlb, wait_for};
+use lab::{HttpConn, Lab, LabFarm, LabProcess, LabSpec, scrape};
 use proto::admin::v1 as pb;
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -38,6 +39,45 @@ impl Cluster {
             &farms,
             &[],
         ))
+    }
+
+    /// [`Cluster::start`] with every node's wall clock under the lab's control
+    /// ([`Lab::set_clock_offset`]), at the machine's time to begin with.
+    fn start_with_fake_clocks(backends: usize, extra_ips: usize, farms: Vec<LabFarm>) -> Cluster {
+        let spec = LabSpec {
+            nodes: 3,
+            backends,
+            clients: 1,
+            client_extra_ips: extra_ips,
+            ..LabSpec::default()
+        };
+        let built = Lab::build(&spec).expect("lab");
+        for i in 0..3 {
+            built.set_clock_offset(i, "+0").expect("clock offset");
+        }
+        Cluster(ClusterLab(
+            lab::ClusterLab::start_in(built, dsrlb(), &farms, &[])
+                .expect("the cluster starts with one owner"),
+        ))
+    }
+
+    /// `ListPersistence` of `farm` answered by node `i`: client → ms until it expires.
+    fn expires_in(&self, i: usize, farm: &str) -> BTreeMap<String, u64> {
+        let farm = farm.to_string();
+        self.admin(i, |mut c| async move {
+            c.list_persistence(pb::ListPersistenceRequest {
+                farm,
+                client: None,
+                limit: 0,
+            })
+            .await
+            .expect("list persistence")
+            .into_inner()
+            .entries
+            .into_iter()
+            .map(|e| (e.client, e.expires_in_ms))
+            .collect()
+        })
     }
 
     /// Every client address: the client's own and its extra ones.
@@ -388,4 +428,74 @@ fn a_restart_of_the_whole_cluster_keeps_unexpired_pins() {
             "{src} lost its pin over the restart"
         );
     }
+}
+
+/// A step of the leader's wall clock by an hour (an operator's `date -s`, a VM resumed), each
+/// way, with pins in the table (docs/design.md#srcip-persistence, the log's clock). Forward:
+/// without the log clock the leader's next expiry batch would expire every pin at once on
+/// every node. Back: pins stamped before it would live an hour longer. Here every node keeps
+/// them until their TTL and drops them then, and `ListPersistence` on the stepped leader says
+/// so. The leader runs under libfaketime; the machine's clock is never touched.
+#[test]
+fn a_wall_clock_step_of_an_hour_on_the_leader_neither_expires_nor_keeps_pins() {
+    if !can_run_lab() {
+        return;
+    }
+    const TTL: Duration = Duration::from_secs(8);
+    let echo =
+        LabFarm::new("echo", "udp", lab::BACKEND_UDP_PORT, &[0, 1, 2]).with_persistence("8s");
+    let c = Cluster::start_with_fake_clocks(3, 9, vec![echo]);
+    let sources = c.sources();
+    let leader = c.sole_owner();
+
+    // Pins `set`, steps the leader's clock to `offset`, and follows the pins to their end.
+    let phase = |set: &[Ipv4Addr], offset: &str| {
+        for &s in set {
+            udp_flow(&c, s, 2);
+        }
+        // No pin of the set is stamped before this instant.
+        let last_packet = Instant::now();
+        c.await_entries("echo", set.len(), Duration::from_secs(3));
+        c.lab
+            .set_clock_offset(leader, offset)
+            .expect("step the clock");
+        let stepped = Instant::now();
+
+        // The leader proposes an expiry batch every 250 ms: a second and a half gives it
+        // several chances to expire what its stepped wall clock calls due.
+        std::thread::sleep(Duration::from_millis(1_500));
+        for i in 0..3 {
+            assert_eq!(
+                c.entries(i, "echo"),
+                set.len(),
+                "node {i} lost pins {:?} after the leader's clock stepped {offset}",
+                stepped.elapsed()
+            );
+        }
+        let listed = c.expires_in(leader, "echo");
+        let (lo, hi) = (
+            TTL.saturating_sub(last_packet.elapsed() + Duration::from_millis(500)),
+            TTL + Duration::from_millis(500),
+        );
+        assert_eq!(listed.len(), set.len(), "listing: {listed:?}");
+        for (client, ms) in &listed {
+            let left = Duration::from_millis(*ms);
+            assert!(
+                (lo..=hi).contains(&left),
+                "the stepped leader lists {client} as expiring in {left:?}, expected {lo:?}..={hi:?}"
+            );
+        }
+
+        c.await_entries("echo", 0, TTL + Duration::from_secs(4));
+        // The log's clock may run 1 % off while it absorbs the step.
+        let gone_after = last_packet.elapsed();
+        assert!(
+            gone_after >= TTL.mul_f64(0.97),
+            "pins with an {TTL:?} TTL expired {gone_after:?} after their last packet \
+             (clock stepped {offset})"
+        );
+    };
+    phase(&sources[..5], "+1h");
+    // From an hour ahead to an hour behind: a step of two hours back.
+    phase(&sources[5..10], "-1h");
 }
