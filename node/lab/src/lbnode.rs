@@ -566,6 +566,20 @@ pub(crate) fn write_private(path: &std::path::Path, token: &[u8]) -> std::io::Re
     f.write_all(token)
 }
 
+/// libfaketime's thread-safe preload library (the node is multi-threaded).
+const LIBFAKETIME_NAME: &str = "libfaketimeMT.so.1";
+
+/// Where Debian's `faketime` package put [`LIBFAKETIME_NAME`], if it is installed.
+pub fn libfaketime() -> Option<PathBuf> {
+    let dirs = std::fs::read_dir("/usr/lib").ok()?;
+    dirs.filter_map(Result::ok)
+        .map(|d| d.path().join("faketime").join(LIBFAKETIME_NAME))
+        .chain(std::iter::once(
+            PathBuf::from("/usr/lib/faketime").join(LIBFAKETIME_NAME),
+        ))
+        .find(|p| p.exists())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -596,18 +610,4 @@ mod tests {
             [("0.05".to_string(), 3.0), ("+Inf".to_string(), 4.0)]
         );
     }
-}
-
-/// libfaketime's thread-safe preload library (the node is multi-threaded).
-const LIBFAKETIME_NAME: &str = "libfaketimeMT.so.1";
-
-/// Where Debian's `faketime` package put [`LIBFAKETIME_NAME`], if it is installed.
-pub fn libfaketime() -> Option<PathBuf> {
-    let dirs = std::fs::read_dir("/usr/lib").ok()?;
-    dirs.filter_map(Result::ok)
-        .map(|d| d.path().join("faketime").join(LIBFAKETIME_NAME))
-        .chain(std::iter::once(
-            PathBuf::from("/usr/lib/faketime").join(LIBFAKETIME_NAME),
-        ))
-        .find(|p| p.exists())
 }
