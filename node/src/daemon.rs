@@ -387,6 +387,7 @@ async fn run_inner(
         let _ = task.await;
     }
     info!("shutting down: releasing VIPs");
+    crate::notify::stopping();
     node.release();
     if let Some(checker) = node.checker.take() {
         checker.stop().await;
@@ -861,7 +862,11 @@ impl Node<'_> {
             took_us = started.elapsed().as_micros() as u64,
             "forwarding table published"
         );
-        self.metrics.published.store(true, Ordering::Release);
+        if !self.metrics.published.swap(true, Ordering::AcqRel) {
+            // Every listener was bound before the node started running: this is the moment
+            // the node is of use, and the one a service manager waits for.
+            crate::notify::ready(&format!("{farms} farm(s), forwarding table published"));
+        }
         self.resolver.set_flux_vips(after.iter().copied().collect());
         if self.pair.is_some() {
             self.resolver.watch_vips(after.into_iter().collect());

@@ -12,6 +12,7 @@
 //! - [`persist`]: source-IP persistence glue — the pin mirror sink and the leader's batcher.
 //! - [`reload`]: SIGHUP — the admin token reloaded, what needs a restart reported.
 //! - [`metrics`]: the Prometheus endpoint.
+//! - [`notify`]: systemd readiness (`READY=1`, `STOPPING=1`).
 //! - [`flux`]: the ARP-flux watch's member MACs, named conflicts and their warnings.
 //! - [`demo`]: `dsrlb demo`'s narration (its hosts come from the `lab` crate).
 //!
@@ -26,6 +27,7 @@ pub mod flux;
 pub mod health;
 pub mod logging;
 pub mod metrics;
+pub mod notify;
 pub mod ownership;
 pub mod persist;
 pub mod preflight;

@@ -71,8 +71,12 @@ async fn run_inner(
         }
         None => None,
     };
+    // A witness is of use once it can vote: waiting for a leader here would hold a
+    // service manager's start of the cluster's third member until the other two are up.
+    crate::notify::ready("voting (witness, no datapath)");
     shutdown.await;
     info!("shutting down");
+    crate::notify::stopping();
     if let Some(server) = metrics_server {
         server.abort();
         // The scrape handler holds a handle on the member until the task is gone.

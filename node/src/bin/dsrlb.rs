@@ -12,6 +12,16 @@ const DEFAULT_CONFIG: &str = "/etc/dsrlb/dsrlb.toml";
 #[derive(Parser)]
 #[command(name = "dsrlb", version = buildinfo::LONG_VERSION, about, long_about = None)]
 struct Cli {
+    /// How `run` and `witness` write their log lines to stderr: `text`, or `json` (one
+    /// object per line) for a log pipeline. `RUST_LOG` filters either.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "DSRLB_LOG_FORMAT",
+        default_value_t
+    )]
+    log_format: node::logging::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -111,8 +121,8 @@ fn lab_stream(args: &LabStreamArgs) -> ExitCode {
 
 /// `dsrlb run` and `dsrlb witness`: load the config (as a witness's when `witness` is set or
 /// the file says so), then run until SIGTERM/SIGINT.
-fn run(path: &std::path::Path, witness: bool) -> ExitCode {
-    node::logging::init();
+fn run(path: &std::path::Path, witness: bool, log_format: node::logging::LogFormat) -> ExitCode {
+    node::logging::init(log_format);
     let loaded = match node::config::load_role(path, witness) {
         Ok(l) => l,
         Err(e) => {
@@ -169,8 +179,8 @@ fn run(path: &std::path::Path, witness: bool) -> ExitCode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { config } => run(&config, false),
-        Command::Witness { config } => run(&config, true),
+        Command::Run { config } => run(&config, false, cli.log_format),
+        Command::Witness { config } => run(&config, true, cli.log_format),
         Command::CheckConfig { config } => {
             match node::config::load_role(&config, false).and_then(|l| match &l {
                 Loaded::Node(c) => node::config::check_host(c).map(|()| l),

@@ -60,6 +60,7 @@ mod pair_segment;
 mod persistence;
 mod product_health;
 mod product_reload;
+mod product_systemd;
 mod product_version;
 mod tls_cluster;
 mod tls_peer_foreign;
