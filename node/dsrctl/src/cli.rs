@@ -1,5 +1,5 @@
 //! The `dsrctl` command line (clap derive): global options, verbs and their arguments, and
-//! the value parsers that turn a malformed argument into a usage error (exit 2) before any
+//! the value parsers that turn a malformed argument into a usage error (exit 3) before any
 //! call is made.
 
 use super::parse::{
@@ -31,7 +31,8 @@ Every call carries the admin token read from --token-file (the file named by [ad
 token_file in the node config). A node with [admin] tls_cert serves TLS only: use https:// \
 endpoints with --ca-file, and --cert-file/--key-file if it requires client certificates.
 
-Exit status: 0 success, 1 the call failed (unreachable, refused, rejected), 2 usage error.";
+Exit status: 0 success, 1 the call failed (token refused, timed out, server error), 2 no \
+endpoint reachable, 3 rejected input (a usage error, or a node refused the request).";
 
 const EXAMPLES: &str = "\
 Examples:
@@ -148,7 +149,7 @@ pub struct Cli {
 impl Cli {
     /// Checks across options that clap cannot express: an https endpoint needs `--ca-file`
     /// (there is nothing else to verify the node's certificate against). A failure is a
-    /// usage error (exit 2).
+    /// usage error (exit 3).
     pub fn checked(self) -> Result<Cli, clap::Error> {
         use clap::CommandFactory;
         if self.ca_file.is_none()
@@ -216,6 +217,46 @@ Examples:
     /// Raft leadership (and with it VIP ownership).
     #[command(subcommand)]
     Leader(LeaderCmd),
+    /// Print a shell completion script (no call is made).
+    #[command(after_help = "\
+Examples:
+  dsrctl completion bash > /etc/bash_completion.d/dsrctl
+  dsrctl completion zsh > \"${fpath[1]}/_dsrctl\"
+  dsrctl completion fish > ~/.config/fish/completions/dsrctl.fish")]
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the dsrctl(1) man page, roff (packaging; no call is made).
+    #[command(hide = true)]
+    Man,
+}
+
+impl Command {
+    /// Verbs answered by this client alone, without a node, a token or TLS.
+    pub fn is_local(&self) -> bool {
+        matches!(self, Command::Completion { .. } | Command::Man)
+    }
+}
+
+/// The exit status of a command line clap refused: 0 for `--help` and `--version` (printed
+/// to stdout), 3 (rejected input, as a node's refusal is) for every usage error.
+pub fn usage_exit_code(e: &clap::Error) -> u8 {
+    if e.exit_code() == 0 { 0 } else { 3 }
+}
+
+/// Writes what a local verb ([`Command::is_local`]) prints.
+pub fn local(command: &Command, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    match command {
+        Command::Completion { shell } => {
+            clap_complete::generate(*shell, &mut cmd, "dsrctl", out);
+            Ok(())
+        }
+        Command::Man => clap_mangen::Man::new(cmd).render(out),
+        _ => Ok(()),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -653,7 +694,7 @@ mod tests {
     }
 
     #[test]
-    fn usage_errors_are_exit_code_2() {
+    fn usage_errors_are_exit_code_3() {
         let bad: &[&[&str]] = &[
             &[
                 "farm",
@@ -751,11 +792,11 @@ mod tests {
         ];
         for args in bad {
             let e = parse(args).expect_err(&format!("{args:?} should be refused"));
-            assert_eq!(e.exit_code(), 2, "{args:?}: {e}");
+            assert_eq!(usage_exit_code(&e), 3, "{args:?}: {e}");
         }
         // Help and version are not failures.
         let e = parse(&["--help"]).expect_err("help is clap's early exit");
         assert_eq!(e.kind(), ErrorKind::DisplayHelp);
-        assert_eq!(e.exit_code(), 0);
+        assert_eq!(usage_exit_code(&e), 0);
     }
 }

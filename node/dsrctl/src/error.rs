@@ -3,6 +3,13 @@
 use std::path::PathBuf;
 use tonic::Code;
 
+/// Exit status of a failure that fits no narrower code.
+pub const EXIT_FAILED: u8 = 1;
+/// Exit status when no endpoint could be reached (connect, TLS, or the connection lost).
+pub const EXIT_UNREACHABLE: u8 = 2;
+/// Exit status when the input was refused: a usage error, or a node's refusal of the request.
+pub const EXIT_REJECTED: u8 = 3;
+
 /// A failed command. `Display` is the whole message (one line, no trailing period).
 #[derive(Debug, thiserror::Error)]
 pub enum CtlError {
@@ -74,9 +81,29 @@ pub enum CtlError {
 }
 
 impl CtlError {
-    /// 1 for every failure: usage errors (2) are clap's and never reach this type.
+    /// What a script can branch on: [`EXIT_UNREACHABLE`] when no node could be talked to
+    /// (nothing was asked, so a retry elsewhere or later is safe), [`EXIT_REJECTED`] when a
+    /// node refused what was asked (invalid, unknown, already there, not possible now) or
+    /// the `apply` file is not valid, [`EXIT_FAILED`] for the rest — a refused token, a
+    /// timeout (a write may have been applied), a server fault. Usage errors, found before
+    /// any call, are [`EXIT_REJECTED`] too (`cli::usage_exit_code`).
     pub fn exit_code(&self) -> u8 {
-        1
+        match self {
+            CtlError::Unreachable { .. } | CtlError::Tls { .. } | CtlError::Closed { .. } => {
+                EXIT_UNREACHABLE
+            }
+            CtlError::ApplyFile { .. } => EXIT_REJECTED,
+            CtlError::Rpc {
+                code:
+                    Code::InvalidArgument
+                    | Code::NotFound
+                    | Code::AlreadyExists
+                    | Code::FailedPrecondition
+                    | Code::OutOfRange,
+                ..
+            } => EXIT_REJECTED,
+            _ => EXIT_FAILED,
+        }
     }
 }
 
@@ -151,7 +178,61 @@ mod tests {
             let text = err.to_string();
             assert_eq!(text, want);
             assert!(!text.contains('\n'));
-            assert_eq!(err.exit_code(), 1);
+            assert!(!text.is_empty());
+        }
+    }
+
+    #[test]
+    fn exit_codes_tell_unreachable_rejected_and_other_apart() {
+        let rpc = |code| CtlError::Rpc {
+            endpoint: "http://a:7101".into(),
+            code,
+            message: "m".into(),
+        };
+        let cases = [
+            (
+                CtlError::Unreachable {
+                    endpoints: vec!["http://a:7101".into()],
+                    cause: "refused".into(),
+                },
+                EXIT_UNREACHABLE,
+            ),
+            (
+                CtlError::Tls {
+                    endpoint: "https://a:7101".into(),
+                    cause: "unknown CA".into(),
+                },
+                EXIT_UNREACHABLE,
+            ),
+            (rpc(Code::InvalidArgument), EXIT_REJECTED),
+            (rpc(Code::NotFound), EXIT_REJECTED),
+            (rpc(Code::AlreadyExists), EXIT_REJECTED),
+            (rpc(Code::FailedPrecondition), EXIT_REJECTED),
+            (
+                CtlError::ApplyFile {
+                    path: "f.toml".into(),
+                    reason: "line 3".into(),
+                },
+                EXIT_REJECTED,
+            ),
+            (rpc(Code::Internal), EXIT_FAILED),
+            (rpc(Code::Unavailable), EXIT_FAILED),
+            (
+                CtlError::Refused {
+                    endpoint: "http://a:7101".into(),
+                },
+                EXIT_FAILED,
+            ),
+            (
+                CtlError::TimedOut {
+                    endpoint: "http://a:7101".into(),
+                    after: "30s".into(),
+                },
+                EXIT_FAILED,
+            ),
+        ];
+        for (err, want) in cases {
+            assert_eq!(err.exit_code(), want, "{err}");
         }
     }
 }

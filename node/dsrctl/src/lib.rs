@@ -35,7 +35,14 @@ use std::process::ExitCode;
 /// Runs `dsrctl` with the process arguments; the exit code is 0 ok, 1 failed, 2 usage
 /// (clap's own code for a bad command line).
 pub fn main() -> ExitCode {
-    let cli = cli::Cli::parse().checked().unwrap_or_else(|e| e.exit());
+    let cli = match cli::Cli::try_parse().and_then(cli::Cli::checked) {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and --version go to stdout; a usage error to stderr, with our exit code.
+            let _ = e.print();
+            return ExitCode::from(cli::usage_exit_code(&e));
+        }
+    };
     // Logs only when asked for (RUST_LOG), on stderr: stdout is the command's output.
     if std::env::var_os("RUST_LOG").is_some() {
         tracing_subscriber::fmt()

@@ -21,6 +21,9 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 /// Runs `cli`, printing results to `out`; `tty` says whether `out` is a terminal (then
 /// `stats --watch` redraws in place).
 pub fn run(cli: Cli, out: &mut dyn Write, tty: bool) -> Result<(), CtlError> {
+    if cli.command.is_local() {
+        return Ok(super::cli::local(&cli.command, out)?);
+    }
     let apply_text = match &cli.command {
         Command::Apply(a) => Some(read_apply_file(&a.file)?),
         _ => None,
@@ -75,6 +78,7 @@ async fn dispatch(
     apply_text: Option<String>,
 ) -> Result<(), CtlError> {
     match command {
+        Command::Completion { .. } | Command::Man => Ok(()),
         Command::Status => {
             let a = client
                 .call(async |mut api| api.status(pb::StatusRequest {}).await)

@@ -1,6 +1,7 @@
-//! The real `dsrctl` binary without a cluster: usage errors exit 2, `--help` reads like a
-//! man page summary, an unreachable endpoint and an unusable token file fail with exit 1
-//! and one line that says what to check; the persistence verbs check their arguments first.
+//! The real `dsrctl` binary without a cluster: usage errors exit 3 (rejected input), `--help`
+//! reads like a man page summary, an unreachable endpoint fails with exit 2 and an unusable
+//! token file with exit 1, each with one line that says what to check; the persistence verbs
+//! check their arguments first; completions and the man page are printed without a call.
 //! Needs no root: the only network use is connecting to closed ports on 127.0.0.1.
 
 use lab::ctl::run;
@@ -50,7 +51,7 @@ fn help_is_a_summary_with_examples_and_exit_codes() {
 }
 
 #[test]
-fn usage_errors_exit_2_before_any_call() {
+fn usage_errors_exit_3_before_any_call() {
     for args in [
         &[
             "farm",
@@ -68,7 +69,7 @@ fn usage_errors_exit_2_before_any_call() {
         &[],
     ] {
         let r = run(args);
-        assert_eq!(r.code, 2, "{args:?}: {r:#?}");
+        assert_eq!(r.code, 3, "{args:?}: {r:#?}");
         assert!(r.stdout.is_empty(), "{args:?}: {r:#?}");
     }
 }
@@ -78,6 +79,7 @@ fn unreachable_endpoints_fail_with_one_line_naming_them() {
     let (a, b) = (closed_port(), closed_port());
     let endpoints = format!("127.0.0.1:{a},http://127.0.0.1:{b}");
     let r = run(&["--endpoint", &endpoints, "status"]);
+    assert_eq!(r.code, 2, "unreachable: {r:#?}");
     let line = r.failed_one_line();
     assert!(
         line.starts_with(&format!(
@@ -114,6 +116,7 @@ fn an_unusable_token_file_is_named() {
         missing.to_str().expect("utf-8 path"),
         "status",
     ]);
+    assert_eq!(r.code, 1, "unusable token file: {r:#?}");
     let line = r.failed_one_line();
     assert!(
         line.contains(&missing.display().to_string()) && line.contains("--token-file"),
@@ -150,7 +153,7 @@ fn persistence_arguments_are_checked_before_any_call() {
         let mut all = vec!["--endpoint", endpoint.as_str()];
         all.extend_from_slice(args);
         let r = run(&all);
-        assert_eq!(r.code, 2, "{args:?}: {r:#?}");
+        assert_eq!(r.code, 3, "{args:?}: {r:#?}");
         assert!(r.stdout.is_empty(), "{args:?}: {r:#?}");
     }
     // A well-formed one gets as far as the (closed) endpoint.
@@ -171,9 +174,35 @@ fn a_malformed_apply_file_is_pointed_at_by_line() {
         "-f",
         file.to_str().expect("utf-8 path"),
     ]);
+    assert_eq!(r.code, 3, "a malformed file is rejected input: {r:#?}");
     let line = r.failed_one_line();
     assert!(
         line.starts_with(&format!("dsrctl: invalid: {}: line 3", file.display())),
         "{line}"
     );
+}
+
+#[test]
+fn completions_and_the_man_page_need_no_node() {
+    // Nothing listens at the endpoint: these verbs never call one.
+    let endpoint = format!("127.0.0.1:{}", closed_port());
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef dsrctl"),
+        ("fish", "complete -c dsrctl"),
+    ] {
+        let out = run(&["--endpoint", &endpoint, "completion", shell])
+            .ok()
+            .stdout;
+        assert!(out.contains(marker), "{shell}: no {marker:?} in\n{out}");
+        for verb in ["farm", "backend", "persistence", "leader"] {
+            assert!(out.contains(verb), "{shell} completion lacks {verb}");
+        }
+    }
+    let man = run(&["--endpoint", &endpoint, "man"]).ok().stdout;
+    for want in [".TH dsrctl 1", ".SH NAME", "\\-\\-endpoint", "Exit status"] {
+        assert!(man.contains(want), "man page lacks {want:?}:\n{man}");
+    }
+    let r = run(&["completion", "powershell-classic"]);
+    assert_eq!(r.code, 3, "{r:#?}");
 }

@@ -8,9 +8,9 @@ use std::process::ExitCode;
 /// Where a packaged node keeps its config (`DSRLB_CONFIG` or `--config` say otherwise).
 const DEFAULT_CONFIG: &str = "/etc/dsrlb/dsrlb.toml";
 
-/// dsrlb — a clustered layer-4 load balancer that forwards by Direct Server Return.
+/// A clustered layer-4 load balancer that forwards by Direct Server Return.
 #[derive(Parser)]
-#[command(name = "dsrlb", version = buildinfo::LONG_VERSION, about, long_about = None)]
+#[command(name = "dsrlb", version = buildinfo::LONG_VERSION, long_about = None)]
 struct Cli {
     /// How `run` and `witness` write their log lines to stderr: `text`, or `json` (one
     /// object per line) for a log pipeline. `RUST_LOG` filters either.
@@ -49,6 +49,9 @@ enum Command {
     },
     /// Build a self-contained lab in network namespaces and show DSR load balancing (root).
     Demo(node::demo::DemoArgs),
+    /// Print the dsrlb(8) man page, roff (packaging).
+    #[command(hide = true)]
+    Man,
     /// Serve the lab's backend protocol (used by the lab inside backend namespaces).
     #[command(hide = true)]
     LabBackend(lab::backend::BackendArgs),
@@ -179,6 +182,17 @@ fn run(path: &std::path::Path, witness: bool, log_format: node::logging::LogForm
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Man => {
+            use clap::CommandFactory;
+            let man = clap_mangen::Man::new(Cli::command()).section("8");
+            match man.render(&mut std::io::stdout().lock()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("dsrlb: cannot write the man page: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run { config } => run(&config, false, cli.log_format),
         Command::Witness { config } => run(&config, true, cli.log_format),
         Command::CheckConfig { config } => {

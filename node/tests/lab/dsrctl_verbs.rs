@@ -217,12 +217,14 @@ fn every_verb_against_a_three_node_cluster() {
         farm_names(f) == ["echo", "web"]
     });
 
-    // Refusals from a reachable server: one line, exit 1, the server's reason.
+    // Refusals from a reachable server: one line, exit 3 (rejected input), the server's
+    // reason.
     let r = ctl.on(&[f1], &["farm", "show", "nope"]);
     assert!(
         r.failed_one_line().starts_with("dsrctl: not found: "),
         "{r:#?}"
     );
+    assert_eq!(r.code, 3, "{r:#?}");
     let r = ctl.on(
         &[f1],
         &[
@@ -242,6 +244,7 @@ fn every_verb_against_a_three_node_cluster() {
             .starts_with("dsrctl: invalid: farm.vip: "),
         "{r:#?}"
     );
+    assert_eq!(r.code, 3, "{r:#?}");
     let r = ctl.on(
         &[f2],
         &[
