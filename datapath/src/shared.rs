@@ -21,7 +21,7 @@
 
 use std::io;
 use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use arc_swap::ArcSwap;
@@ -54,6 +54,8 @@ pub struct Shared {
     pub pins: PinRegistry,
     /// Number of workers the counters have slots for.
     pub workers: usize,
+    /// Workers running now: one that ended (a fatal socket error, a panic) no longer counts.
+    running: AtomicUsize,
     filters: Mutex<VipFilters>,
     /// The kernel fast path, if one runs (Weak: a stopped datapath detaches it). Its lock
     /// orders lease changes and publishes as the kernel sees them; workers never take it.
@@ -153,9 +155,22 @@ impl Shared {
             counters: CounterRegistry::new(workers),
             pins: PinRegistry::default(),
             workers,
+            running: AtomicUsize::new(0),
             filters: Mutex::new(VipFilters::default()),
             fast: Mutex::new(None),
         })
+    }
+
+    /// Workers running now (`dsrlb_datapath_workers_running`).
+    pub fn workers_running(&self) -> usize {
+        self.running.load(Ordering::Relaxed)
+    }
+
+    /// Counts the calling worker thread as running until the guard drops, which it does
+    /// however the thread ends (an unwinding panic included).
+    pub(crate) fn worker_running(self: &Arc<Self>) -> RunningWorker {
+        self.running.fetch_add(1, Ordering::Relaxed);
+        RunningWorker(Arc::clone(self))
     }
 
     /// Replaces the table; workers see it from their next batch. The worker sockets'
@@ -286,6 +301,15 @@ impl Shared {
     /// Whether the lease covers this instant.
     pub fn is_owner(&self) -> bool {
         self.is_owner_at(monotonic_ns())
+    }
+}
+
+/// A worker thread counted in [`Shared::workers_running`] while this lives.
+pub(crate) struct RunningWorker(Arc<Shared>);
+
+impl Drop for RunningWorker {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

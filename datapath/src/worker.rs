@@ -292,7 +292,13 @@ impl Datapath {
             let name = format!("dsrlb-w{index}");
             let handle = std::thread::Builder::new()
                 .name(name.clone())
-                .spawn(move || w.run())
+                .spawn({
+                    let running = shared.worker_running();
+                    move || {
+                        let _running = running;
+                        w.run()
+                    }
+                })
                 // `dp` drops on this error path and stops the workers already started.
                 .map_err(|source| IoError::Spawn {
                     thread: name,

@@ -184,6 +184,7 @@ async fn run_inner(
             .context("starting the cluster member")?,
     );
     node_metrics.set_pins(cluster.pins());
+    node_metrics.set_raft(cluster.raft_metrics());
     node_metrics.add_listener("peer", cluster.peer_listener());
     info!(
         members = config.cluster.members.len(),

@@ -26,6 +26,11 @@ pub struct NodeMetrics {
     pub takeovers: AtomicU64,
     /// Current Raft term.
     pub term: AtomicU64,
+    /// The member's Raft metrics and its count of leader changes, once it runs.
+    raft: OnceLock<(
+        tokio::sync::watch::Receiver<cluster::RaftMetrics>,
+        Arc<AtomicU64>,
+    )>,
     /// The health checker's record of its probes, once the daemon runs.
     checks: OnceLock<Arc<crate::health::CheckLog>>,
     persist: Arc<PersistMetrics>,
@@ -89,6 +94,7 @@ impl NodeMetrics {
             shared,
             takeovers: AtomicU64::new(0),
             term: AtomicU64::new(0),
+            raft: OnceLock::new(),
             checks: OnceLock::new(),
             persist,
             pins: OnceLock::new(),
@@ -125,6 +131,13 @@ impl NodeMetrics {
     /// Turns on the segment arbiter's metrics; returns where the daemon records them.
     pub fn segment(&self) -> &SegmentMetrics {
         self.segment.get_or_init(SegmentMetrics::default)
+    }
+
+    /// Where the `dsrlb_raft_*` series are read from; starts counting leader changes (call
+    /// inside the runtime).
+    pub fn set_raft(&self, raft: tokio::sync::watch::Receiver<cluster::RaftMetrics>) {
+        let changes = count_leader_changes(raft.clone());
+        let _ = self.raft.set((raft, changes));
     }
 
     /// Where `dsrlb_persistence_entries` and the applied-pin counters are read from.
@@ -286,13 +299,41 @@ impl Collector for NodeMetrics {
                 fast.metric_type(),
             )?)?;
         }
-        let owner = ConstGauge::new(i64::from(self.shared.is_owner()));
+        let is_owner = self.shared.is_owner();
+        let owner = ConstGauge::new(i64::from(is_owner));
         owner.encode(encoder.encode_descriptor(
             "dsrlb_vip_owner",
             "1 while this node answers ARP for and forwards its VIPs",
             None,
             owner.metric_type(),
         )?)?;
+        let mut owned = encoder.encode_descriptor(
+            "dsrlb_vip_owned",
+            "Per VIP of the published table: 1 while this node owns it (a node owns all of \
+             its VIPs or none)",
+            None,
+            ConstGauge::new(0i64).metric_type(),
+        )?;
+        for vip in self.shared.table.load().vips() {
+            let vip = vip.to_string();
+            ConstGauge::new(i64::from(is_owner))
+                .encode(owned.encode_family(&[("vip", vip.as_str())])?)?;
+        }
+        for (name, help, value) in [
+            (
+                "dsrlb_datapath_workers",
+                "Datapath worker threads started",
+                self.io.get().map_or(0, |_| self.shared.workers),
+            ),
+            (
+                "dsrlb_datapath_workers_running",
+                "Datapath worker threads running now (fewer than started: one ended on an error)",
+                self.shared.workers_running(),
+            ),
+        ] {
+            let g = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+            g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)?;
+        }
         let mut up = encoder.encode_descriptor(
             "dsrlb_backend_up",
             "1 while the backend can take new flows (healthy, MAC known, not off)",
@@ -343,7 +384,10 @@ impl Collector for NodeMetrics {
             }
         }
         self.encode_checks(&mut encoder)?;
-        encode_term(&mut encoder, self.term.load(Ordering::Relaxed))?;
+        if let Some((raft, changes)) = self.raft.get() {
+            let m = raft.borrow().clone();
+            encode_raft(&mut encoder, &m, changes.load(Ordering::Relaxed))?;
+        }
         let takeovers = ConstCounter::new(self.takeovers.load(Ordering::Relaxed));
         takeovers.encode(encoder.encode_descriptor(
             "dsrlb_takeovers",
@@ -624,18 +668,92 @@ pub(crate) fn encode_listeners(
     Ok(())
 }
 
-/// `dsrlb_raft_term`; a witness exports it too.
-pub(crate) fn encode_term(
+/// Counts changes of the Raft leader this member sees (a new leader, or none after one)
+/// for `dsrlb_raft_leader_changes_total`, until `raft`'s sender is gone.
+pub(crate) fn count_leader_changes(
+    mut raft: tokio::sync::watch::Receiver<cluster::RaftMetrics>,
+) -> Arc<AtomicU64> {
+    let changes = Arc::new(AtomicU64::new(0));
+    let count = changes.clone();
+    tokio::spawn(async move {
+        let mut leader = raft.borrow_and_update().current_leader;
+        while raft.changed().await.is_ok() {
+            let now = raft.borrow_and_update().current_leader;
+            if now != leader {
+                leader = now;
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+    changes
+}
+
+/// The Raft series every member exports (a witness too): term, role, log and applied
+/// index, leader changes, and on the leader the age of its last quorum acknowledgement
+/// (what the VIP lease runs on) and each member's replication lag in entries.
+pub(crate) fn encode_raft(
     encoder: &mut DescriptorEncoder,
-    term: u64,
+    m: &cluster::RaftMetrics,
+    leader_changes: u64,
 ) -> Result<(), std::fmt::Error> {
-    let term = ConstGauge::new(term as i64);
-    term.encode(encoder.encode_descriptor(
-        "dsrlb_raft_term",
-        "Current Raft term",
+    let leading = m.state == cluster::ServerState::Leader;
+    let last = m.last_log_index.unwrap_or(0);
+    for (name, help, value) in [
+        ("dsrlb_raft_term", "Current Raft term", m.current_term),
+        (
+            "dsrlb_raft_is_leader",
+            "1 while this member is the Raft leader (and so may own the VIPs)",
+            u64::from(leading),
+        ),
+        (
+            "dsrlb_raft_last_log_index",
+            "Index of the last entry in this member's log",
+            last,
+        ),
+        (
+            "dsrlb_raft_applied_index",
+            "Index of the last entry this member applied (committed entries only)",
+            m.last_applied.map_or(0, |l| l.index),
+        ),
+    ] {
+        let g = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+        g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)?;
+    }
+    let changes = ConstCounter::new(leader_changes);
+    changes.encode(encoder.encode_descriptor(
+        "dsrlb_raft_leader_changes",
+        "Changes of the leader this member saw since it started (to another, or to none)",
         None,
-        term.metric_type(),
-    )?)
+        changes.metric_type(),
+    )?)?;
+    if !leading {
+        return Ok(());
+    }
+    if let Some(ms) = m.millis_since_quorum_ack {
+        let age = ConstGauge::new(ms as f64 / 1000.0);
+        age.encode(encoder.encode_descriptor(
+            "dsrlb_raft_quorum_ack_age_seconds",
+            "On the leader: time since a quorum last acknowledged it (the VIP lease's age)",
+            None,
+            age.metric_type(),
+        )?)?;
+    }
+    let mut lag = encoder.encode_descriptor(
+        "dsrlb_raft_member_lag_entries",
+        "On the leader: entries each member's log is behind the leader's (members whose \
+         progress is known)",
+        None,
+        ConstGauge::new(0i64).metric_type(),
+    )?;
+    for (id, matched) in m.replication.iter().flatten() {
+        if let Some(matched) = matched {
+            let behind = last.saturating_sub(matched.index);
+            let id = id.to_string();
+            ConstGauge::new(i64::try_from(behind).unwrap_or(i64::MAX))
+                .encode(lag.encode_family(&[("member", id.as_str())])?)?;
+        }
+    }
+    Ok(())
 }
 
 /// `dsrlb_persistence_entries`, per farm; a witness exports it too (it holds the table).
@@ -875,7 +993,6 @@ mod tests {
         .unwrap();
         shared.publish(table);
         let m = Arc::new(NodeMetrics::new(shared.clone(), Default::default()));
-        m.term.store(7, Ordering::Relaxed);
         shared.set_owner(true);
         let text = m.render();
         for line in [
@@ -886,7 +1003,8 @@ mod tests {
             "dsrlb_drops_total{reason=\"not_owner\"} 0",
             "dsrlb_vip_owner 1",
             "dsrlb_backend_up{farm=\"web\",backend=\"b1\"} 1",
-            "dsrlb_raft_term 7",
+            "dsrlb_vip_owned{vip=\"198.18.0.100\"} 1",
+            "dsrlb_datapath_workers_running 0",
             "dsrlb_takeovers_total 0",
             "dsrlb_gratuitous_arp_frames_total 0",
             "# TYPE dsrlb_persistence_entries gauge",

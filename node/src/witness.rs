@@ -63,6 +63,7 @@ async fn run_inner(
                     ("peer", cluster.peer_listener()),
                     ("metrics", listener.stats()),
                 ]),
+                leader_changes: metrics::count_leader_changes(cluster.raft_metrics()),
                 cluster: cluster.clone(),
             };
             let render = move || metrics::render(Box::new(collector.clone()));
@@ -101,12 +102,13 @@ pub(crate) fn settings(config: &WitnessConfig) -> anyhow::Result<ClusterSettings
     Ok(s)
 }
 
-/// What a witness exports: its term, the persistence table it holds, and a constant
+/// What a witness exports: its Raft series, the persistence table it holds, and a constant
 /// `dsrlb_vip_owner 0`, so that "which node owns" sums the same over every member.
 #[derive(Clone)]
 struct WitnessMetrics {
     cluster: Arc<ClusterNode>,
     listeners: Arc<metrics::Listeners>,
+    leader_changes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for WitnessMetrics {
@@ -124,10 +126,15 @@ impl Collector for WitnessMetrics {
             None,
             owner.metric_type(),
         )?)?;
-        let term = self.cluster.raft_metrics().borrow().current_term;
+        let raft = self.cluster.raft_metrics().borrow().clone();
         metrics::encode_build_info(&mut encoder)?;
         metrics::encode_listeners(&mut encoder, &self.listeners)?;
-        metrics::encode_term(&mut encoder, term)?;
+        metrics::encode_raft(
+            &mut encoder,
+            &raft,
+            self.leader_changes
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )?;
         let counts = self.cluster.pins().lock().counts();
         metrics::encode_pin_counts(&mut encoder, &counts)
     }

@@ -249,10 +249,13 @@ pub(crate) fn start(
             mtu: iface.mtu as usize,
         };
         let name = format!("dsrlb-w{index}");
-        match std::thread::Builder::new()
-            .name(name.clone())
-            .spawn(move || w.run())
-        {
+        match std::thread::Builder::new().name(name.clone()).spawn({
+            let running = shared.worker_running();
+            move || {
+                let _running = running;
+                w.run()
+            }
+        }) {
             Ok(h) => threads.push(h),
             Err(source) => {
                 // The threads started so far see `stop` once the caller drops them.
