@@ -58,6 +58,7 @@ mod lab_via_vip;
 mod lab_xdp_lifecycle;
 mod pair_segment;
 mod persistence;
+mod product_dashboards;
 mod product_health;
 mod product_reload;
 mod product_systemd;
