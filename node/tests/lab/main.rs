@@ -35,6 +35,7 @@ mod dsrctl_persistence;
 mod dsrctl_traffic;
 mod dsrctl_verbs;
 mod lab_arp_flux;
+mod lab_backend_persist;
 mod lab_balancing;
 mod lab_check_kinds;
 mod lab_check_load;
