@@ -258,7 +258,7 @@ fn backend_setup_rejects_bad_usage() {
         assert_eq!(out.status.code(), Some(2), "args {args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
-            err.contains("usage: backend-setup.sh VIP [--undo]"),
+            err.contains("usage: backend-setup.sh VIP [--persist] [--undo]"),
             "{err}"
         );
     }
