@@ -618,7 +618,6 @@ impl Node<'_> {
         published_after: Instant,
         verdicts: &mpsc::UnboundedSender<VerdictChange>,
     ) {
-        self.metrics.term.store(m.current_term, Ordering::Relaxed);
         let leader =
             m.state == ServerState::Leader && m.current_leader == Some(self.config.node_id);
         if leader != self.inputs.is_leader {
@@ -653,7 +652,7 @@ impl Node<'_> {
                 let vips: Vec<Ipv4Addr> = self.shared.table.load().vips().collect();
                 self.metrics.takeovers.fetch_add(1, Ordering::Relaxed);
                 self.owned_since = Some(now);
-                info!(term = self.metrics.term.load(Ordering::Relaxed), arbiter = by.map_or("", Arbiter::as_str), vips = ?vips, "VIP owner: announcing and forwarding");
+                info!(term = self.cluster.raft_metrics().borrow().current_term, arbiter = by.map_or("", Arbiter::as_str), vips = ?vips, "VIP owner: announcing and forwarding");
                 self.resolver.send_garp(
                     &vips,
                     self.config.datapath.garp_count,

@@ -24,8 +24,6 @@ pub struct NodeMetrics {
     shared: Arc<Shared>,
     /// Times this node became the VIP owner.
     pub takeovers: AtomicU64,
-    /// Current Raft term.
-    pub term: AtomicU64,
     /// The member's Raft metrics and its count of leader changes, once it runs.
     raft: OnceLock<(
         tokio::sync::watch::Receiver<cluster::RaftMetrics>,
@@ -93,7 +91,6 @@ impl NodeMetrics {
         NodeMetrics {
             shared,
             takeovers: AtomicU64::new(0),
-            term: AtomicU64::new(0),
             raft: OnceLock::new(),
             checks: OnceLock::new(),
             persist,
