@@ -201,7 +201,7 @@ impl DropCounters {
 /// stores suffice); readers sum the slots.
 #[derive(Debug)]
 pub struct FlowCounters {
-    workers: Box<[Padded<[AtomicU64; 4]>]>,
+    workers: Box<[Padded<[AtomicU64; 5]>]>,
 }
 
 impl FlowCounters {
@@ -221,6 +221,7 @@ impl FlowCounters {
             c.evicted_half_open,
             c.evicted_established,
             c.full,
+            c.capacity,
         ]) {
             cell.store(v, Ordering::Relaxed);
         }
@@ -239,7 +240,56 @@ impl FlowCounters {
             evicted_half_open: sum(1),
             evicted_established: sum(2),
             full: sum(3),
+            capacity: sum(4),
         }
+    }
+}
+
+/// How full the workers' receive rings are: each worker's slot count and the frames that
+/// waited in its ring when it last came to take a batch (0 when it went idle). A worker
+/// writes only its own slot; readers sum.
+#[derive(Debug)]
+pub struct RingFill {
+    workers: Box<[Padded<[AtomicU64; 2]>]>,
+}
+
+/// One worker's entry of [`RingFill`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RingFillEntry {
+    /// Receive slots of the worker's data ring(s).
+    pub slots: u64,
+    /// Frames waiting in them when the worker last came to take a batch.
+    pub backlog: u64,
+}
+
+impl RingFill {
+    /// Slots for `workers` workers (at least one).
+    pub fn new(workers: usize) -> Self {
+        RingFill {
+            workers: slots(workers),
+        }
+    }
+
+    /// Records `worker`'s ring size (once, when its ring is set up).
+    pub fn set_slots(&self, worker: usize, n: u64) {
+        slot(&self.workers, worker)[0].store(n, Ordering::Relaxed);
+    }
+
+    /// Records the frames waiting in `worker`'s ring now.
+    #[inline]
+    pub fn set_backlog(&self, worker: usize, n: u64) {
+        slot(&self.workers, worker)[1].store(n, Ordering::Relaxed);
+    }
+
+    /// Each worker's entry, in worker order.
+    pub fn per_worker(&self) -> Vec<RingFillEntry> {
+        self.workers
+            .iter()
+            .map(|w| RingFillEntry {
+                slots: w.0[0].load(Ordering::Relaxed),
+                backlog: w.0[1].load(Ordering::Relaxed),
+            })
+            .collect()
     }
 }
 

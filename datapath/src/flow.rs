@@ -129,6 +129,8 @@ pub struct FlowCounts {
     pub evicted_established: u64,
     /// Half-open flows forwarded without an entry: their bucket held only established flows.
     pub full: u64,
+    /// Entries the table has room for: `entries / capacity` is how full it is.
+    pub capacity: u64,
 }
 
 /// What [`FlowTable::insert_marked`] did.
@@ -179,7 +181,10 @@ impl FlowTable {
             entries: vec![EMPTY; buckets * WAYS].into_boxed_slice(),
             bucket_mask: buckets - 1,
             idle_ns,
-            counts: FlowCounts::default(),
+            counts: FlowCounts {
+                capacity: (buckets * WAYS) as u64,
+                ..FlowCounts::default()
+            },
             sweep_at: 0,
         }
     }

@@ -64,7 +64,7 @@ pub use backend::{FastPathMode, IoBackend, IoMode};
 pub use clock::{instant_ns, monotonic_ns};
 pub use counters::{
     BackendCounters, BackendHandle, BackendStats, CounterRegistry, DropCounters, DropReason,
-    FarmCounters, FarmStats, FlowCounters,
+    FarmCounters, FarmStats, FlowCounters, RingFill, RingFillEntry,
 };
 pub use error::IoError;
 pub use flow::FlowCounts;

@@ -28,7 +28,7 @@ use arc_swap::ArcSwap;
 
 use crate::bpf::{self, Admit};
 use crate::clock::monotonic_ns;
-use crate::counters::{CounterRegistry, DropCounters, FarmStats, FlowCounters};
+use crate::counters::{CounterRegistry, DropCounters, FarmStats, FlowCounters, RingFill};
 use crate::packet::MacAddr;
 use crate::persist::PinRegistry;
 use crate::sys::PacketSocket;
@@ -49,6 +49,8 @@ pub struct Shared {
     pub drops: DropCounters,
     /// The workers' flow tables: entries and evictions.
     pub flows: FlowCounters,
+    /// The workers' receive rings: size and backlog.
+    pub rings: RingFill,
     pub counters: CounterRegistry,
     /// Persistent farms' pin mirrors and the workers' pin request queues.
     pub pins: PinRegistry,
@@ -152,6 +154,7 @@ impl Shared {
             owner_since: AtomicU64::new(0),
             drops: DropCounters::new(workers),
             flows: FlowCounters::new(workers),
+            rings: RingFill::new(workers),
             counters: CounterRegistry::new(workers),
             pins: PinRegistry::default(),
             workers,

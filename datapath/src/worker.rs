@@ -478,6 +478,9 @@ impl Worker {
     fn run(mut self) {
         let mut tx = TxBatch::new(BATCH);
         let mut batches: u32 = 0;
+        self.shared
+            .rings
+            .set_slots(self.index, self.data.ring.slots() as u64);
         while !self.stop.load(Ordering::Relaxed) {
             // ARP first, every time round: it must not wait behind a flood.
             if let Some(arp) = self.arp.as_mut().filter(|p| p.ready()) {
@@ -497,6 +500,7 @@ impl Worker {
                     Wait::Ready => {}
                     // Idle: a good moment for the statistics syscall.
                     Wait::Idle => {
+                        self.shared.rings.set_backlog(self.index, 0);
                         self.collect_ring_drops();
                         self.processor.housekeep(
                             &self.shared.table.load(),
@@ -509,6 +513,11 @@ impl Worker {
                 }
                 continue;
             }
+            // Measured as the worker comes to its ring: what piled up while it was away
+            // (descheduled, busy with the last batch) is the fill that leads to drops.
+            self.shared
+                .rings
+                .set_backlog(self.index, self.data.ring.backlog() as u64);
             serve_batch(
                 &mut self.data,
                 &mut self.processor,

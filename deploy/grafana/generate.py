@@ -183,20 +183,27 @@ panel("timeseries", "Health checks by result",
 nextrow()
 
 row("Datapath tables")
-panel("timeseries", "Flow table entries",
-      "dsrlb_flow_table_entries per node (capacity: datapath.flow_capacity × workers, not exported).",
-      [(f"dsrlb_flow_table_entries{{{JI}}}", "{{instance}}", "A")], 0, 8, unit="none")
+panel("timeseries", "Flow table fill",
+      "dsrlb_flow_table_entries / dsrlb_flow_table_capacity per node: above ~0.8, buckets start "
+      "evicting (raise datapath.flow_capacity or lower flow_idle).",
+      [(f"dsrlb_flow_table_entries{{{JI}}} / dsrlb_flow_table_capacity{{{JI}}}", "{{instance}}", "A")],
+      0, 8, unit="percentunit")
 panel("timeseries", "Flow table evictions and full",
       "rate(dsrlb_flow_table_evictions_total) by kind, and rate(dsrlb_flow_table_full_total): half-open flows "
       "forwarded without an entry because their bucket held only established flows.",
       [(f"sum by (instance, kind) (rate(dsrlb_flow_table_evictions_total{{{JI}}}[$__rate_interval]))", "{{instance}} evicted {{kind}}", "A"),
        (f"sum by (instance) (rate(dsrlb_flow_table_full_total{{{JI}}}[$__rate_interval]))", "{{instance}} full", "B")],
       8, 8, unit="ops")
-panel("timeseries", "Ring drops",
-      "rate(dsrlb_drops_total{reason=\"ring_full\"}): frames the kernel dropped because a worker's receive "
-      "ring was full. The rings' fill level is not exported.",
-      [(f"sum by (instance) (rate(dsrlb_drops_total{{{JI},reason=\"ring_full\"}}[$__rate_interval]))", "{{instance}}", "A")],
-      16, 8, unit="pps")
+panel("timeseries", "Ring fill and drops",
+      "max by instance of dsrlb_ring_backlog_frames / dsrlb_ring_slots: how full the fullest worker's "
+      "receive ring was when it last came to take a batch (left axis); "
+      "rate(dsrlb_drops_total{reason=\"ring_full\"}): frames the kernel dropped because a ring was full "
+      "(right axis).",
+      [(f"max by (instance) (dsrlb_ring_backlog_frames{{{JI}}} / dsrlb_ring_slots{{{JI}}})", "{{instance}} fill", "A"),
+       (f"sum by (instance) (rate(dsrlb_drops_total{{{JI},reason=\"ring_full\"}}[$__rate_interval]))", "{{instance}} drops/s", "B")],
+      16, 8, unit="percentunit")["fieldConfig"]["overrides"] = [
+    {"matcher": {"id": "byFrameRefID", "options": "B"},
+     "properties": [{"id": "custom.axisPlacement", "value": "right"}, {"id": "unit", "value": "pps"}]}]
 nextrow()
 
 row("Persistence")

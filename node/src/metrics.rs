@@ -252,6 +252,44 @@ impl Collector for NodeMetrics {
             None,
             entries.metric_type(),
         )?)?;
+        let capacity = ConstGauge::new(i64::try_from(ft.capacity).unwrap_or(i64::MAX));
+        capacity.encode(encoder.encode_descriptor(
+            "dsrlb_flow_table_capacity",
+            "Flows the workers' flow tables have room for (entries / capacity is their fill)",
+            None,
+            capacity.metric_type(),
+        )?)?;
+        // Workers whose ring is set up (a worker that never started has none).
+        let rings: Vec<_> = self
+            .shared
+            .rings
+            .per_worker()
+            .into_iter()
+            .enumerate()
+            .filter(|(_, r)| r.slots > 0)
+            .collect();
+        let mut slots = encoder.encode_descriptor(
+            "dsrlb_ring_slots",
+            "Receive slots of each worker's data ring",
+            None,
+            ConstGauge::new(0i64).metric_type(),
+        )?;
+        for (w, r) in &rings {
+            let label = w.to_string();
+            ConstGauge::new(i64::try_from(r.slots).unwrap_or(i64::MAX))
+                .encode(slots.encode_family(&[("worker", label.as_str())])?)?;
+        }
+        let mut backlog = encoder.encode_descriptor(
+            "dsrlb_ring_backlog_frames",
+            "Frames waiting in each worker's receive ring when it last came to take a batch, 0 once idle (backlog / slots is the fill; a full ring drops as ring_full)",
+            None,
+            ConstGauge::new(0i64).metric_type(),
+        )?;
+        for (w, r) in &rings {
+            let label = w.to_string();
+            ConstGauge::new(i64::try_from(r.backlog).unwrap_or(i64::MAX))
+                .encode(backlog.encode_family(&[("worker", label.as_str())])?)?;
+        }
         let mut evictions = encoder.encode_descriptor(
             "dsrlb_flow_table_evictions",
             "Flow entries pushed out of a full bucket: half_open by any new flow, established only by another established flow",

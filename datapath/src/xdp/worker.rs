@@ -75,6 +75,8 @@ impl XdpWorker {
         let mut lost_seen = vec![0u64; self.socks.len()];
         let mut batches: u32 = 0;
         let mut arp_tx = TxBatch::new(BATCH);
+        let slots: u32 = self.socks.iter().map(|s| s.rx_fill().1).sum();
+        self.shared.rings.set_slots(self.index, u64::from(slots));
         while !self.stop.load(Ordering::Relaxed) {
             // ARP first, every time round: it must not wait behind a flood.
             if let Some(arp) = self.arp.as_mut().filter(|a| a.ready()) {
@@ -86,6 +88,11 @@ impl XdpWorker {
                     &mut arp_tx,
                 );
             }
+            // As the worker comes to its rings: what piled up while it was away.
+            let backlog: u32 = self.socks.iter().map(|s| s.rx_fill().0).sum();
+            self.shared
+                .rings
+                .set_backlog(self.index, u64::from(backlog));
             let mut busy = false;
             let mut pending = false;
             for i in 0..self.socks.len() {
@@ -114,6 +121,7 @@ impl XdpWorker {
             }
             match poll_in(&mut pollfds, timeout) {
                 Ok(0) => {
+                    self.shared.rings.set_backlog(self.index, 0);
                     self.collect_drops(&mut lost_seen);
                     self.processor.housekeep(
                         &self.shared.table.load(),

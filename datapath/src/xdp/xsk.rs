@@ -189,6 +189,18 @@ impl<T: Copy> Ring<T> {
         self.index(true).store(self.local, Ordering::Release);
     }
 
+    /// As consumer: entries the kernel has published that we have not read.
+    fn backlog(&self) -> u32 {
+        self.index(true)
+            .load(Ordering::Relaxed)
+            .wrapping_sub(self.local)
+    }
+
+    /// Slots in the ring.
+    fn size(&self) -> u32 {
+        self.mask + 1
+    }
+
     /// Entries published that the kernel has not consumed yet.
     fn outstanding(&self) -> u32 {
         self.local
@@ -379,6 +391,11 @@ impl Xsk {
 
     pub(crate) fn rx_release(&mut self, n: u32) {
         self.rx.release(n);
+    }
+
+    /// Received descriptors waiting, and the RX ring's size.
+    pub(crate) fn rx_fill(&self) -> (u32, u32) {
+        (self.rx.backlog(), self.rx.size())
     }
 
     /// The bytes of the frame a descriptor names (`None` if it lies outside the UMEM, which

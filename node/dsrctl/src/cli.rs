@@ -172,6 +172,9 @@ impl Cli {
 pub enum Format {
     /// Aligned columns for people.
     Table,
+    /// The table with more columns: `farm list` adds slots, TTL, limits and backends;
+    /// `backend list` and `farm show` add the last check and which node ran it.
+    Wide,
     /// JSON for scripts (one object; one per line with `stats --watch`).
     Json,
 }
@@ -641,6 +644,7 @@ pub enum LeaderCmd {
     /// Move leadership (and VIP ownership) to the named voter.
     Transfer {
         /// The node id that should lead.
+        #[arg(value_name = "ID")]
         to: u64,
     },
 }

@@ -1,5 +1,5 @@
-//! Views → text for `-o table` (people) and `-o json` (scripts). Every renderer is pure and
-//! returns the whole output, so tests compare strings.
+//! Views → text for `-o table` and `-o wide` (people) and `-o json` (scripts). Every
+//! renderer is pure and returns the whole output, so tests compare strings.
 
 use super::table::{Table, fields};
 use super::view::{
@@ -195,11 +195,13 @@ fn serving(backends: &[BackendView]) -> usize {
         .count()
 }
 
-pub fn farms(v: &FarmsView) -> String {
+/// `farm list`; `wide` adds the Maglev slots, the persistence TTL, the limits and the
+/// backends (`name=ip`).
+pub fn farms(v: &FarmsView, wide: bool) -> String {
     if v.farms.is_empty() {
         return format!("no farms (answered by node {})\n", v.answered_by);
     }
-    let mut t = Table::new(&[
+    let mut head = vec![
         "name",
         "vip",
         "ports",
@@ -208,9 +210,13 @@ pub fn farms(v: &FarmsView) -> String {
         "persistence",
         "check",
         "serving",
-    ]);
+    ];
+    if wide {
+        head.extend(["slots", "ttl", "limits", "backends"]);
+    }
+    let mut t = Table::new(&head);
     for f in &v.farms {
-        t.row(vec![
+        let mut row = vec![
             f.name.clone(),
             f.vip.clone(),
             f.ports.clone(),
@@ -221,23 +227,49 @@ pub fn farms(v: &FarmsView) -> String {
                 .as_ref()
                 .map_or_else(|| "none".into(), |c| format!("{} {}", c.kind, c.interval)),
             format!("{}/{}", serving(&f.backends), f.backends.len()),
-        ]);
+        ];
+        if wide {
+            let backends = f
+                .backends
+                .iter()
+                .map(|b| format!("{}={}", b.name, b.ip))
+                .collect::<Vec<_>>()
+                .join(",");
+            row.extend([
+                f.maglev_table_size.to_string(),
+                match &f.persistence_ttl {
+                    Some(ttl) if f.persistence != "none" => ttl.clone(),
+                    _ => "-".into(),
+                },
+                limits_text(f),
+                if backends.is_empty() {
+                    "-".into()
+                } else {
+                    backends
+                },
+            ]);
+        }
+        t.row(row);
     }
     format!("{}(answered by node {})\n", t.render(), v.answered_by)
 }
 
-fn backend_table(backends: &[BackendView]) -> String {
+fn backend_table(backends: &[BackendView], wide: bool) -> String {
     if backends.is_empty() {
         return "no backends\n".into();
     }
-    // The check columns only when the answer carries probe results (`backend list` of a
-    // checked farm): `farm show` and unchecked farms keep their narrower table.
-    let checked = backends.iter().any(|b| b.last_check.is_some());
+    // The check columns when the answer carries probe results (`backend list` of a checked
+    // farm) or when asked for (`wide`): `farm show` and unchecked farms keep their narrower
+    // table.
+    let checked = wide || backends.iter().any(|b| b.last_check.is_some());
     let mut head = vec![
         "name", "ip", "mac", "weight", "state", "priority", "healthy",
     ];
     if checked {
         head.extend(["last check", "latency", "reason"]);
+    }
+    if wide {
+        head.push("checked by");
     }
     let mut t = Table::new(&head);
     for b in backends {
@@ -264,6 +296,13 @@ fn backend_table(backends: &[BackendView]) -> String {
                 None => row.extend(["-".into(), "-".into(), "-".into()]),
             }
         }
+        if wide {
+            row.push(
+                b.last_check
+                    .as_ref()
+                    .map_or_else(|| "-".into(), |c| format!("node {}", c.checked_by)),
+            );
+        }
         t.row(row);
     }
     t.render()
@@ -278,7 +317,7 @@ fn age_text(ms: u64) -> String {
     }
 }
 
-pub fn farm_show(v: &FarmShowView) -> String {
+pub fn farm_show(v: &FarmShowView, wide: bool) -> String {
     let f = &v.farm;
     let persistence = match &f.persistence_ttl {
         Some(ttl) if f.persistence != "none" => format!("{} (ttl {ttl})", f.persistence),
@@ -302,7 +341,7 @@ pub fn farm_show(v: &FarmShowView) -> String {
         ("answered by", format!("node {}", v.answered_by)),
     ]);
     out.push('\n');
-    out.push_str(&backend_table(&f.backends));
+    out.push_str(&backend_table(&f.backends, wide));
     out
 }
 
@@ -338,10 +377,10 @@ fn limits_text(f: &FarmView) -> String {
     }
 }
 
-pub fn backends(v: &BackendsView) -> String {
+pub fn backends(v: &BackendsView, wide: bool) -> String {
     format!(
         "{}(farm {}, answered by node {})\n",
-        backend_table(&v.backends),
+        backend_table(&v.backends, wide),
         v.farm,
         v.answered_by
     )
@@ -376,7 +415,7 @@ pub fn leader(v: &LeaderView) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::view::{CheckView, MemberView, VipView};
+    use super::super::view::{CheckResultView, CheckView, MemberView, VipView};
     use super::*;
 
     fn web() -> FarmView {
@@ -526,15 +565,18 @@ mod tests {
             farms: vec![web()],
         };
         assert_eq!(
-            farms(&v),
+            farms(&v, false),
             "NAME  VIP           PORTS  PROTOCOL  SCHEDULER  PERSISTENCE  CHECK   SERVING\n\
              web   198.18.0.100  80     tcp       maglev     srcip        tcp 2s  1/2\n\
              (answered by node 2)\n"
         );
-        let out = farm_show(&FarmShowView {
-            answered_by: 3,
-            farm: web(),
-        });
+        let out = farm_show(
+            &FarmShowView {
+                answered_by: 3,
+                farm: web(),
+            },
+            false,
+        );
         assert!(out.starts_with("name         web\n"), "{out}");
         assert!(out.contains("persistence  srcip (ttl 60s)\n"), "{out}");
         assert!(out.contains("scheduler    maglev (307 slots)\n"), "{out}");
@@ -552,6 +594,82 @@ mod tests {
             out.contains("b2    198.18.0.11  02:00:00:00:00:0b  3       drain  2         yes\n"),
             "{out}"
         );
+    }
+
+    #[test]
+    fn wide_adds_columns_to_farm_and_backend_tables() {
+        let mut f = web();
+        f.backends[0].last_check = Some(CheckResultView {
+            result: "up".into(),
+            latency_us: 1_500,
+            reason: String::new(),
+            age_ms: 800,
+            checked_by: 2,
+        });
+        let v = FarmsView {
+            answered_by: 2,
+            farms: vec![f.clone()],
+        };
+        let out = farms(&v, true);
+        let mut lines = out.lines();
+        assert_eq!(
+            lines.next().unwrap().split_whitespace().collect::<Vec<_>>(),
+            [
+                "NAME",
+                "VIP",
+                "PORTS",
+                "PROTOCOL",
+                "SCHEDULER",
+                "PERSISTENCE",
+                "CHECK",
+                "SERVING",
+                "SLOTS",
+                "TTL",
+                "LIMITS",
+                "BACKENDS"
+            ]
+        );
+        let row = lines.next().unwrap();
+        assert!(
+            row.ends_with(
+                "307    60s  per source 20/s burst 20, max 500 flows per backend, tcp strict  \
+                 b1=198.18.0.10,b2=198.18.0.11"
+            ),
+            "{row}"
+        );
+        // Backend tables: the check columns and who checked, also for a backend never probed.
+        let out = backends(
+            &BackendsView {
+                answered_by: 1,
+                farm: "web".into(),
+                backends: f.backends.clone(),
+            },
+            true,
+        );
+        assert!(out.contains("LAST CHECK"), "{out}");
+        assert!(out.lines().next().unwrap().ends_with("CHECKED BY"), "{out}");
+        assert!(out.contains("up (800ms ago)"), "{out}");
+        let b1 = out.lines().find(|l| l.starts_with("b1 ")).unwrap();
+        assert!(b1.ends_with("node 2"), "{b1}");
+        let b2 = out.lines().find(|l| l.starts_with("b2 ")).unwrap();
+        assert!(b2.trim_end().ends_with('-'), "{b2}");
+        // Without wide, an unprobed farm's `farm show` keeps the narrow table.
+        let narrow = farm_show(
+            &FarmShowView {
+                answered_by: 3,
+                farm: web(),
+            },
+            false,
+        );
+        assert!(!narrow.contains("LAST CHECK"), "{narrow}");
+        let wide = farm_show(
+            &FarmShowView {
+                answered_by: 3,
+                farm: web(),
+            },
+            true,
+        );
+        assert!(wide.contains("CHECKED BY"), "{wide}");
     }
 
     #[test]

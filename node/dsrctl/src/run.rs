@@ -61,8 +61,18 @@ impl Ctx<'_> {
         view: &T,
         table: impl FnOnce(&T) -> String,
     ) -> Result<(), CtlError> {
+        self.emit_wide(view, |v, _| table(v))
+    }
+
+    /// As `emit`, for views whose table has more columns under `-o wide`.
+    fn emit_wide<T: Serialize>(
+        &mut self,
+        view: &T,
+        table: impl FnOnce(&T, bool) -> String,
+    ) -> Result<(), CtlError> {
         let text = match self.format {
-            Format::Table => table(view),
+            Format::Table => table(view, false),
+            Format::Wide => table(view, true),
             Format::Json => render::json(view),
         };
         self.out.write_all(text.as_bytes())?;
@@ -153,7 +163,7 @@ async fn farm(cmd: FarmCmd, client: &mut Client, mut ctx: Ctx<'_>) -> Result<(),
                 answered_by: a.reply.answered_by,
                 farms: a.reply.farms.into_iter().map(FarmView::from).collect(),
             };
-            ctx.emit(&v, render::farms)
+            ctx.emit_wide(&v, render::farms)
         }
         FarmCmd::Show { name } => {
             let (answered_by, farm) = get_farm(client, &name).await?;
@@ -161,7 +171,7 @@ async fn farm(cmd: FarmCmd, client: &mut Client, mut ctx: Ctx<'_>) -> Result<(),
                 answered_by,
                 farm: farm.into(),
             };
-            ctx.emit(&v, render::farm_show)
+            ctx.emit_wide(&v, render::farm_show)
         }
         FarmCmd::Add(args) => {
             let req = request::create_farm(&args);
@@ -224,7 +234,7 @@ async fn backend(cmd: BackendCmd, client: &mut Client, mut ctx: Ctx<'_>) -> Resu
                 farm,
                 backends: a.reply.backends.into_iter().map(Into::into).collect(),
             };
-            ctx.emit(&v, render::backends)
+            ctx.emit_wide(&v, render::backends)
         }
         BackendCmd::Add(args) => {
             let req = request::add_backend(&args);

@@ -106,9 +106,9 @@ pub fn frame(v: &StatsView, format: Format, watch: bool, tty: bool) -> String {
     match (format, watch) {
         (Format::Json, true) => serde_json::to_string(v).unwrap_or_default() + "\n",
         (Format::Json, false) => render::json(v),
-        (Format::Table, true) if tty => format!("{REDRAW}{}", render(v)),
-        (Format::Table, true) => format!("{}\n", render(v)),
-        (Format::Table, false) => render(v),
+        (Format::Table | Format::Wide, true) if tty => format!("{REDRAW}{}", render(v)),
+        (Format::Table | Format::Wide, true) => format!("{}\n", render(v)),
+        (Format::Table | Format::Wide, false) => render(v),
     }
 }
 

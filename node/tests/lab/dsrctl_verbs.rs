@@ -100,6 +100,27 @@ fn every_verb_against_a_three_node_cluster() {
     );
     let table = ctl.on(&[f2], &["farm", "list"]).ok().stdout;
     assert!(table.starts_with("NAME "), "{table}");
+    assert!(!table.contains("BACKENDS"), "{table}");
+    // -o wide: the same rows with the slots, TTL, limits and backends.
+    let wide = ctl.on(&[f2], &["farm", "list", "-o", "wide"]).ok().stdout;
+    let head = wide.lines().next().unwrap_or_default();
+    assert!(
+        head.starts_with("NAME ") && head.ends_with("BACKENDS"),
+        "{wide}"
+    );
+    let web_row = wide
+        .lines()
+        .find(|l| l.starts_with("web "))
+        .unwrap_or_default();
+    let web = farms.farms.iter().find(|f| f.name == "web").expect("web");
+    for b in &web.backends {
+        assert!(web_row.contains(&format!("{}={}", b.name, b.ip)), "{wide}");
+    }
+    let wide = ctl
+        .on(&[f1], &["backend", "list", "web", "-o", "wide"])
+        .ok()
+        .stdout;
+    assert!(wide.contains("CHECKED BY"), "{wide}");
     let show = ctl.on(&[f1], &["farm", "show", "web"]).ok().stdout;
     assert!(show.contains(&format!("vip          {vip}")), "{show}");
     assert!(show.contains("serving      2 of 2 backends"), "{show}");

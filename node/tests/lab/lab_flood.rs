@@ -78,11 +78,25 @@ fn a_flood_beyond_capacity_drops_at_the_ring_and_arp_keeps_answering() {
     let deadline = Instant::now() + FLOOD;
     let mut slowest = Duration::ZERO;
     let mut scrapes = 0;
+    // The rings' fill as the metrics show it (`dsrlb_ring_backlog_frames / dsrlb_ring_slots`).
+    let mut fullest: f64 = 0.0;
     while Instant::now() < deadline {
         let t = Instant::now();
         let m = scrape(&node).expect("metrics answer during the flood");
         slowest = slowest.max(t.elapsed());
         scrapes += 1;
+        let slots = m.by_label("dsrlb_ring_slots", "worker");
+        assert!(
+            !slots.is_empty() && slots.iter().all(|(_, n)| *n > 0.0),
+            "no ring slots exported: {slots:?}"
+        );
+        for (worker, backlog) in m.by_label("dsrlb_ring_backlog_frames", "worker") {
+            let (_, n) = slots
+                .iter()
+                .find(|(w, _)| *w == worker)
+                .expect("a backlog for a worker with slots");
+            fullest = fullest.max(backlog / n);
+        }
         assert_eq!(
             m.get("dsrlb_vip_owner", &[]),
             1.0,
@@ -107,9 +121,20 @@ fn a_flood_beyond_capacity_drops_at_the_ring_and_arp_keeps_answering() {
         &[("farm", "sink"), ("backend", "b1")],
     );
     let sent = sent.load(Ordering::Relaxed);
+    let idle_backlog = after.sum("dsrlb_ring_backlog_frames");
     eprintln!(
         "flood: sent {sent}, forwarded {forwarded}, ring_full {ring_full}; ARP: {arp}; \
-         {scrapes} scrapes, slowest {slowest:?}"
+         {scrapes} scrapes, slowest {slowest:?}; the fullest ring at {:.0} %, {idle_backlog} \
+         frames waiting after",
+        fullest * 100.0
+    );
+    assert!(
+        fullest > 0.5,
+        "the rings overflowed ({ring_full} drops) but no worker's fill gauge showed half full"
+    );
+    assert_eq!(
+        idle_backlog, 0.0,
+        "frames still waiting once the workers are idle"
     );
 
     assert!(
