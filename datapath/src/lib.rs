@@ -77,7 +77,9 @@ pub use packet::{
 };
 pub use persist::{FarmPins, PinEvent, PinQueue, PinRegistry, QueueStats};
 pub use process::{Processor, ProcessorConfig, Verdict};
-pub use resolver::{MacResolver, ResolverHandle, ResolverStats, ResolverStatsReader};
+pub use resolver::{
+    GARP_BATCH, GARP_STEP, MacResolver, ResolverHandle, ResolverStats, ResolverStatsReader,
+};
 pub use ring::MAX_RING_SLOTS;
 pub use segment_probe::SegmentEvidence;
 pub use shared::Shared;

@@ -63,8 +63,8 @@ pub struct ResolverStats {
 
 /// VIPs announced per step (two frames each) and the step: 64,000 frames/s at most, about
 /// 4 % of a gigabit segment in minimum-size frames; 10,000 VIPs take 0.3 s.
-const GARP_BATCH: usize = 32;
-const GARP_STEP: Duration = Duration::from_millis(1);
+pub const GARP_BATCH: usize = 32;
+pub const GARP_STEP: Duration = Duration::from_millis(1);
 
 /// Gratuitous ARP still to send, one job per VIP. Per VIP because announcements start at
 /// different times (a takeover's burst, then a VIP added while owning): a new burst for one

@@ -406,6 +406,9 @@ pub struct ForwardingTable {
     by_id: Vec<(u32, u16)>,
     /// Keyed by the address as a `u32`: one multiply to hash.
     vips: FxHashMap<u32, VipEntry>,
+    /// The keys of `vips` in the order of their first farm: the order VIPs are announced
+    /// in at a takeover (the first farms' VIPs first).
+    vip_order: Vec<u32>,
     /// Farms this snapshot built rather than took from the previous one.
     rebuilt: usize,
 }
@@ -419,6 +422,7 @@ impl ForwardingTable {
             by_name: FxHashMap::default(),
             by_id: Vec::new(),
             vips: FxHashMap::default(),
+            vip_order: Vec::new(),
             rebuilt: 0,
         }
     }
@@ -446,11 +450,18 @@ impl ForwardingTable {
         t.by_name.reserve(farms.len());
         let mut id_bound = 0usize;
         for (fi, spec) in farms.iter().enumerate() {
-            let fi = fi as u32;
+            // The farm at the same index first: the order of the specs rarely changes, and
+            // this spares a hash of the name per farm.
             let prev = self
-                .by_name
-                .get(spec.name.as_str())
-                .and_then(|&i| self.farms.get(i as usize));
+                .farms
+                .get(fi)
+                .filter(|p| *p.name == *spec.name)
+                .or_else(|| {
+                    self.by_name
+                        .get(spec.name.as_str())
+                        .and_then(|&i| self.farms.get(i as usize))
+                });
+            let fi = fi as u32;
             let farm = match prev {
                 // Checked when it was built.
                 Some(p) if p.spec == *spec => p.clone(),
@@ -470,13 +481,13 @@ impl ForwardingTable {
                 .iter()
                 .map(|b| b.id as usize + 1)
                 .fold(id_bound, usize::max);
-            let entry = t
-                .vips
-                .entry(spec.vip.to_bits())
-                .or_insert_with(|| VipEntry {
+            let entry = t.vips.entry(spec.vip.to_bits()).or_insert_with(|| {
+                t.vip_order.push(spec.vip.to_bits());
+                VipEntry {
                     ranges: Vec::new(),
                     frag_farm: [FragFarm::None; 2],
-                });
+                }
+            });
             entry.ranges.push(PortRange {
                 protocol: spec.protocol.number(),
                 first: *spec.ports.start(),
@@ -490,10 +501,10 @@ impl ForwardingTable {
             };
             t.farms.push(farm);
         }
-        check_overlaps(farms)?;
         for e in t.vips.values_mut() {
             e.ranges.sort_unstable_by_key(|r| (r.protocol, r.first));
         }
+        t.check_overlaps()?;
         t.by_id = vec![(NO_FARM, 0); id_bound];
         for (fi, f) in t.farms.iter().enumerate() {
             for (bi, b) in f.backends.iter().enumerate() {
@@ -501,6 +512,32 @@ impl ForwardingTable {
             }
         }
         Ok(t)
+    }
+
+    /// Refuses two farms whose port ranges overlap on one VIP and protocol. Each VIP's
+    /// ranges are sorted by (protocol, first port) already, so a range overlaps an earlier
+    /// one exactly when it starts at or below the furthest end reached so far on the same
+    /// protocol: one pass over compact entries, no sort of the whole farm list.
+    fn check_overlaps(&self) -> Result<(), TableError> {
+        for (&vip, e) in &self.vips {
+            let mut reach: Option<&PortRange> = None;
+            for r in &e.ranges {
+                match reach {
+                    Some(g) if g.protocol == r.protocol && r.first <= g.last => {
+                        let (a, b) = (&self.farms[g.farm as usize], &self.farms[r.farm as usize]);
+                        return Err(TableError::OverlappingFarms {
+                            first: a.name.to_string(),
+                            second: b.name.to_string(),
+                            vip: Ipv4Addr::from_bits(vip),
+                            protocol: b.spec.protocol,
+                        });
+                    }
+                    Some(g) if g.protocol == r.protocol && g.last >= r.last => {}
+                    _ => reach = Some(r),
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The specs this snapshot was built from, in the order given.
@@ -517,9 +554,10 @@ impl ForwardingTable {
         self.own_mac
     }
 
-    /// Every VIP with at least one farm (the set to answer ARP for and announce).
+    /// Every VIP with at least one farm (the set to answer ARP for and announce), in the
+    /// order of the farms: a VIP comes where its first farm does.
     pub fn vips(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
-        self.vips.keys().map(|&k| Ipv4Addr::from_bits(k))
+        self.vip_order.iter().map(|&k| Ipv4Addr::from_bits(k))
     }
 
     pub fn is_vip(&self, ip: Ipv4Addr) -> bool {
@@ -716,35 +754,6 @@ fn check_farm(f: &FarmSpec) -> Result<(), TableError> {
 }
 
 /// No two farms on one VIP and protocol share a port: O(farms × log farms).
-fn check_overlaps(farms: &[FarmSpec]) -> Result<(), TableError> {
-    // Sorted by (VIP, protocol, first port), a range overlaps an earlier one exactly when it
-    // starts at or below the furthest end reached so far on the same VIP and protocol.
-    let mut order: Vec<&FarmSpec> = farms.iter().collect();
-    order.sort_unstable_by_key(|f| (f.vip, f.protocol.index(), *f.ports.start()));
-    let mut reach: Option<&FarmSpec> = None;
-    for f in order {
-        match reach {
-            Some(g)
-                if g.vip == f.vip
-                    && g.protocol == f.protocol
-                    && f.ports.start() <= g.ports.end() =>
-            {
-                return Err(TableError::OverlappingFarms {
-                    first: g.name.clone(),
-                    second: f.name.clone(),
-                    vip: f.vip,
-                    protocol: f.protocol,
-                });
-            }
-            Some(g)
-                if g.vip == f.vip && g.protocol == f.protocol && g.ports.end() >= f.ports.end() => {
-            }
-            _ => reach = Some(f),
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -866,6 +875,22 @@ mod tests {
         assert!(!t.is_vip(Ipv4Addr::new(198, 18, 0, 101)));
         assert_eq!(t.vips().collect::<Vec<_>>(), [vip]);
         assert_eq!(t.live_backends("web"), ["a", "b"]);
+        // Many VIPs come out in the order of their first farm, not in hash order.
+        let order: Vec<Ipv4Addr> = (0..500u32)
+            .map(|i| Ipv4Addr::from_bits(0xc613_0000 + (i * 7919) % 65_000 + 1))
+            .collect();
+        let many: Vec<FarmSpec> = order
+            .iter()
+            .enumerate()
+            .flat_map(|(i, v)| {
+                [80u16, 443].map(|p| FarmSpec {
+                    vip: *v,
+                    ..farm(&format!("f{i}-{p}"), Protocol::Tcp, p..=p)
+                })
+            })
+            .collect();
+        let m = build(&many).unwrap();
+        assert_eq!(m.vips().collect::<Vec<_>>(), order);
         let e = t.vip(vip).unwrap();
         assert_eq!(
             ForwardingTable::farm_for_port(e, Protocol::Tcp, 81),

@@ -851,7 +851,8 @@ impl Node<'_> {
             .context("building the forwarding table")?;
         let before: HashSet<Ipv4Addr> = prev.vips().collect();
         let after: HashSet<Ipv4Addr> = table.vips().collect();
-        let added: Vec<Ipv4Addr> = after.difference(&before).copied().collect();
+        // In the table's order, so new VIPs are announced first farms first.
+        let added: Vec<Ipv4Addr> = table.vips().filter(|v| !before.contains(v)).collect();
         let removed: Vec<Ipv4Addr> = before.difference(&after).copied().collect();
         let rebuilt = table.rebuilt_farms();
         let farms = table.farm_count();

@@ -29,6 +29,8 @@ pub struct LabFarm {
     pub scheduler: Option<&'static str>,
     /// Lines appended to the `[[farm]]` table verbatim (e.g. limits).
     pub extra: String,
+    /// The farm's VIP; `None`: the lab's.
+    pub vip: Option<std::net::Ipv4Addr>,
 }
 
 impl LabFarm {
@@ -43,6 +45,7 @@ impl LabFarm {
             persistence_ttl: None,
             scheduler: None,
             extra: String::new(),
+            vip: None,
         }
     }
 
@@ -237,7 +240,7 @@ impl Lab {
                 c,
                 "\n[[farm]]\nname = {:?}\nvip = \"{}\"\nport = {}\nprotocol = {:?}\n",
                 farm.name,
-                self.vip(),
+                farm.vip.unwrap_or(self.vip()),
                 farm.port,
                 farm.protocol
             );
