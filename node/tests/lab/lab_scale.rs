@@ -182,7 +182,10 @@ fn two_thousand_farms_forward_and_a_change_touches_one() {
     // CPU per change: the node's CPU over a run of acknowledged state changes (off, up, …
     // of `echo`'s b3), less what it spends idle over the same time. Each change is a
     // Raft write, its apply and a table publish on this node.
-    let changes = 20;
+    let changes: usize = std::env::var("DSRLB_SCALE_CHANGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(20, |n: usize| n.clamp(2, 2_000));
     let idle = cpu_of(s.node.pid(), Duration::from_millis(500), || {});
     let busy = cpu_of(s.node.pid(), Duration::ZERO, || {
         for k in 0..changes {
