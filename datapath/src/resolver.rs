@@ -82,6 +82,8 @@ struct GarpJob {
     vip: Ipv4Addr,
     /// Rounds of the burst still to send; 0 once it is over (the job then only refreshes).
     remaining: u32,
+    /// Whether its first round went out: first announcements go before repeats.
+    announced: bool,
     interval: Duration,
     due: Instant,
 }
@@ -99,6 +101,7 @@ impl GarpSchedule {
         self.jobs.extend(vips.iter().map(|&vip| GarpJob {
             vip,
             remaining: count,
+            announced: false,
             interval,
             due: now,
         }));
@@ -124,17 +127,18 @@ impl GarpSchedule {
     /// and the first VIPs go first (docs/design.md#scale).
     fn take_due(&mut self, now: Instant, out: &mut Vec<Ipv4Addr>) -> Option<Instant> {
         let refresh = self.refresh;
-        let mut next: Option<Instant> = None;
         let mut taken = 0;
-        self.jobs.retain_mut(|job| {
-            if job.due <= now && taken == GARP_BATCH {
-                let step = now + GARP_STEP;
-                next = Some(next.map_or(step, |n| n.min(step)));
-                return true;
-            }
-            if job.due <= now {
+        // First announcements, then repeats and refreshes: with thousands of VIPs the first
+        // VIPs' second round falls due while the first round is still going, and must not
+        // hold back the last VIPs' first announcement.
+        for repeats in [false, true] {
+            self.jobs.retain_mut(|job| {
+                if job.due > now || job.announced != repeats || taken == GARP_BATCH {
+                    return true;
+                }
                 taken += 1;
                 out.push(job.vip);
+                job.announced = true;
                 job.remaining = job.remaining.saturating_sub(1);
                 let gap = if job.remaining > 0 {
                     job.interval
@@ -145,11 +149,14 @@ impl GarpSchedule {
                     }
                 };
                 job.due = now + gap;
-            }
-            next = Some(next.map_or(job.due, |n| n.min(job.due)));
-            true
-        });
-        next
+                true
+            });
+        }
+        // A job due and not taken (the batch was full) goes one step later.
+        self.jobs
+            .iter()
+            .map(|j| if j.due <= now { now + GARP_STEP } else { j.due })
+            .min()
     }
 }
 
@@ -709,6 +716,28 @@ mod tests {
         }
         assert_eq!(out, vips, "announced in order, each once");
         assert_eq!(steps, vips.len().div_ceil(GARP_BATCH));
+    }
+
+    #[test]
+    fn every_vips_first_announcement_goes_before_any_repeat() {
+        let mut s = GarpSchedule::default();
+        let vips: Vec<Ipv4Addr> = (0..3000u32)
+            .map(|i| Ipv4Addr::from_bits(0xc613_0000 + i))
+            .collect();
+        let t0 = Instant::now();
+        // Rounds 10 ms apart: the first round of 3,000 VIPs takes ~94 steps of 1 ms.
+        s.announce(&vips, 3, Duration::from_millis(10), t0);
+        let mut out = Vec::new();
+        let mut now = t0;
+        while let Some(next) = s.take_due(now, &mut out) {
+            now = next;
+        }
+        assert_eq!(out.len(), 3 * vips.len(), "three rounds each");
+        assert_eq!(
+            out[..vips.len()],
+            vips[..],
+            "the first round whole, in order, first"
+        );
     }
 
     /// Drives `schedule` from `t0 + from` to `t0 + until` as the thread would (waking
