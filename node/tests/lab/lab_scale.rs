@@ -23,12 +23,12 @@ fn fillers() -> u16 {
         .map_or(1_998, |n| n.clamp(3, 40_000) - 2)
 }
 
-/// Backends per farm: 3, or `DSRLB_SCALE_BACKENDS` (up to 30) to measure by hand.
+/// Backends per farm: 3, or `DSRLB_SCALE_BACKENDS` (up to 9, the lab's most) by hand.
 fn backends_per_farm() -> usize {
     std::env::var("DSRLB_SCALE_BACKENDS")
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
-        .map_or(3, |n| n.clamp(3, 30))
+        .map_or(3, |n| n.clamp(3, 9))
 }
 
 /// VIPs of the gratuitous-ARP test: 2,000, or `DSRLB_SCALE_VIPS` (up to 20,000) by hand.
