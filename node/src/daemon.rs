@@ -326,7 +326,7 @@ async fn run_inner(
                 if p.published.load(Ordering::Acquire) {
                     Ok(())
                 } else {
-                    Err("no forwarding table published yet".into())
+                    Err("no forwarding table of the cluster's farms published yet".into())
                 }
             });
             Some(
@@ -863,7 +863,10 @@ impl Node<'_> {
             took_us = started.elapsed().as_micros() as u64,
             "forwarding table published"
         );
-        if !self.metrics.published.swap(true, Ordering::AcqRel) {
+        // Ready once the table holds the cluster's farms: a state not yet bootstrapped (a
+        // fresh cluster before its Bootstrap entry applies, a joining node before the log
+        // reaches it) publishes an empty table that promises nothing.
+        if self.state.bootstrapped && !self.metrics.published.swap(true, Ordering::AcqRel) {
             // Every listener was bound before the node started running: this is the moment
             // the node is of use, and the one a service manager waits for.
             crate::notify::ready(&format!("{farms} farm(s), forwarding table published"));
