@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::ops::RangeInclusive;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How a farm picks a backend for a new flow.
@@ -253,8 +254,10 @@ impl Default for SharedSettings {
 pub struct ClusterState {
     /// Set by the first `Bootstrap`; later ones are ignored.
     pub bootstrapped: bool,
-    /// Farms by name.
-    pub farms: BTreeMap<String, Farm>,
+    /// Farms by name. Each behind an `Arc`: applying an entry copies the state (the node
+    /// holds the last one published), and a copy then shares every farm it does not change
+    /// instead of cloning thousands of them (docs/design.md#scale). Serialized as `Farm`.
+    pub farms: BTreeMap<String, Arc<Farm>>,
     /// Health verdicts: farm → backend → up. A backend without a verdict is down when its
     /// farm has a check (the checker commits the first verdict), up otherwise.
     pub health: BTreeMap<String, BTreeMap<String, bool>>,
@@ -517,7 +520,7 @@ impl ClusterState {
                 changed
             }
             Command::PutFarmIf { expected, farm } => {
-                let current = self.farms.get(&farm.name);
+                let current = self.farms.get(&farm.name).map(|f| &**f);
                 let overlap = self
                     .farms
                     .values()
@@ -528,7 +531,7 @@ impl ClusterState {
                 self.put_farm(farm.clone())
             }
             Command::ReplaceFarms { expected, farms } => {
-                if !self.farms.values().eq(expected.iter()) {
+                if !self.farms.values().map(|f| &**f).eq(expected.iter()) {
                     return false;
                 }
                 let keep: Vec<&String> = farms.iter().map(|f| &f.name).collect();
@@ -563,7 +566,11 @@ impl ClusterState {
         if let Some(verdicts) = self.health.get_mut(&name) {
             verdicts.retain(|b, _| farm.backends.iter().any(|fb| &fb.name == b));
         }
-        self.farms.insert(name, farm.clone()) != Some(farm)
+        if self.farms.get(&name).is_some_and(|f| **f == farm) {
+            return false;
+        }
+        self.farms.insert(name, Arc::new(farm));
+        true
     }
 }
 
@@ -718,7 +725,7 @@ mod tests {
             !s.apply(&put(Some(&a), &ac), 4),
             "a write based on a stale read must not overwrite b"
         );
-        assert_eq!(s.farms["web"], ab);
+        assert_eq!(*s.farms["web"], ab);
         let mut other = farm("other", &["x"]);
         assert!(!s.apply(&put(None, &other), 5), "same VIP, protocol, port");
         other.port_first = 81;
@@ -730,7 +737,7 @@ mod tests {
     fn replace_farms_is_all_or_nothing() {
         let mut s = ClusterState::default();
         s.apply(&Command::PutFarm(farm("a", &["x"])), 1);
-        let expected: Vec<Farm> = s.farms.values().cloned().collect();
+        let expected: Vec<Farm> = s.farms.values().map(|f| Farm::clone(f)).collect();
         let mut b = farm("b", &["y"]);
         b.port_first = 90;
         b.port_last = 90;

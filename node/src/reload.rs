@@ -90,8 +90,11 @@ impl Reloader {
     }
 }
 
-fn differs(cluster: &BTreeMap<String, Farm>, file: &[Farm]) -> bool {
-    cluster.len() != file.len() || file.iter().any(|f| cluster.get(&f.name) != Some(f))
+fn differs(cluster: &BTreeMap<String, Arc<Farm>>, file: &[Farm]) -> bool {
+    cluster.len() != file.len()
+        || file
+            .iter()
+            .any(|f| cluster.get(&f.name).map(|c| &**c) != Some(f))
 }
 
 /// The keys whose new value a running node cannot take, by section.

@@ -154,7 +154,8 @@ mod tests {
                 check: None,
                 backends,
                 maglev_table_size: 307,
-            },
+            }
+            .into(),
         );
         s
     }

@@ -116,9 +116,13 @@ fn farm_details(old: &RawFarm, new: &RawFarm) -> Vec<String> {
 
 /// The changes that turn `current` into `desired` (both by name), in name order; empty when
 /// they are equal.
-pub fn diff(current: &BTreeMap<String, Farm>, desired: &BTreeMap<String, Farm>) -> Vec<FarmChange> {
+pub fn diff<F: std::borrow::Borrow<Farm>>(
+    current: &BTreeMap<String, F>,
+    desired: &BTreeMap<String, Farm>,
+) -> Vec<FarmChange> {
     let mut out = Vec::new();
     for (name, old) in current {
+        let old: &Farm = old.borrow();
         match desired.get(name) {
             None => out.push(FarmChange {
                 action: "delete",
@@ -191,7 +195,7 @@ mod tests {
         assert_eq!(d[0].details, vec!["backend b2: weight 1 -> 3"]);
         let d = diff(&a, &BTreeMap::new());
         assert_eq!((d[0].action, d[0].farm.as_str()), ("delete", "web"));
-        let d = diff(&BTreeMap::new(), &a);
+        let d = diff(&BTreeMap::<String, Farm>::new(), &a);
         assert_eq!(d[0].action, "create");
         assert!(
             d[0].details

@@ -258,10 +258,10 @@ mod tests {
         let ttl = Duration::from_secs(30);
         state
             .farms
-            .insert("web".into(), farm("web", Persistence::SrcIp { ttl }));
+            .insert("web".into(), farm("web", Persistence::SrcIp { ttl }).into());
         state
             .farms
-            .insert("dns".into(), farm("dns", Persistence::None));
+            .insert("dns".into(), farm("dns", Persistence::None).into());
         assert_eq!(persistent(&state, "web").expect("srcip").1, ttl);
         let e = persistent(&state, "dns").expect_err("none");
         assert_eq!(e.code(), Code::FailedPrecondition);

@@ -60,6 +60,7 @@ fn in_context(
         .farms
         .values()
         .filter(|f| f.name != farm.name)
+        .map(|f| &**f)
         .collect();
     farm_in_context(keys, &farm, &others, net).map_err(invalid)?;
     Ok(farm)
@@ -91,7 +92,11 @@ pub(super) fn farm_of<'a>(
     name: &str,
 ) -> Result<&'a Farm, Status> {
     name_in_bounds(field, name)?;
-    state.farms.get(name).ok_or_else(|| not_found(name))
+    state
+        .farms
+        .get(name)
+        .map(|f| &**f)
+        .ok_or_else(|| not_found(name))
 }
 
 /// Errors about the backend at `index` of a farm are about the request's `backend`.
@@ -328,7 +333,7 @@ pub(super) fn apply_plan(
                 Keys::File { index: i },
                 t,
                 *asked,
-                state.farms.get(&farm.name),
+                state.farms.get(&farm.name).map(|f| &**f),
             )
             .map_err(invalid)?;
         }
@@ -339,7 +344,7 @@ pub(super) fn apply_plan(
     if !prune {
         for (name, f) in &state.farms {
             if !target.contains_key(name) {
-                target.insert(name.clone(), f.clone());
+                target.insert(name.clone(), Farm::clone(f));
                 kept.push(name.clone());
             }
         }
@@ -352,7 +357,7 @@ pub(super) fn apply_plan(
     }
     let changes = diff(&state.farms, &target);
     let command = (!changes.is_empty() && !dry_run).then(|| Command::ReplaceFarms {
-        expected: state.farms.values().cloned().collect(),
+        expected: state.farms.values().map(|f| Farm::clone(f)).collect(),
         farms: target.values().cloned().collect(),
     });
     Ok(ApplyPlan {
@@ -533,7 +538,7 @@ impl Admin for AdminService {
         self.ctx.sync().await?;
         let state = self.ctx.state();
         let file = RawFarms {
-            farm: state.farms.values().map(RawFarm::from).collect(),
+            farm: state.farms.values().map(|f| RawFarm::from(&**f)).collect(),
         };
         let body = toml::to_string(&file)
             .map_err(|e| Status::internal(format!("cannot write TOML: {e}")))?;
