@@ -268,27 +268,27 @@ impl Collector for NodeMetrics {
             .enumerate()
             .filter(|(_, r)| r.slots > 0)
             .collect();
-        let mut slots = encoder.encode_descriptor(
-            "dsrlb_ring_slots",
-            "Receive slots of each worker's data ring",
-            None,
-            ConstGauge::new(0i64).metric_type(),
-        )?;
-        for (w, r) in &rings {
-            let label = w.to_string();
-            ConstGauge::new(i64::try_from(r.slots).unwrap_or(i64::MAX))
-                .encode(slots.encode_family(&[("worker", label.as_str())])?)?;
-        }
-        let mut backlog = encoder.encode_descriptor(
-            "dsrlb_ring_backlog_frames",
-            "Frames waiting in each worker's receive ring when it last came to take a batch, 0 once idle (backlog / slots is the fill; a full ring drops as ring_full)",
-            None,
-            ConstGauge::new(0i64).metric_type(),
-        )?;
-        for (w, r) in &rings {
-            let label = w.to_string();
-            ConstGauge::new(i64::try_from(r.backlog).unwrap_or(i64::MAX))
-                .encode(backlog.encode_family(&[("worker", label.as_str())])?)?;
+        type Field = fn(&datapath::RingFillEntry) -> u64;
+        let ring_gauges: [(&str, &str, Field); 2] = [
+            (
+                "dsrlb_ring_slots",
+                "Receive slots of each worker's data ring",
+                |r| r.slots,
+            ),
+            (
+                "dsrlb_ring_backlog_frames",
+                "Frames waiting in each worker's receive ring when it last came to take a batch, 0 once idle (backlog / slots is the fill; a full ring drops as ring_full)",
+                |r| r.backlog,
+            ),
+        ];
+        for (name, help, field) in ring_gauges {
+            let mut family =
+                encoder.encode_descriptor(name, help, None, ConstGauge::new(0i64).metric_type())?;
+            for (w, r) in &rings {
+                let label = w.to_string();
+                ConstGauge::new(i64::try_from(field(r)).unwrap_or(i64::MAX))
+                    .encode(family.encode_family(&[("worker", label.as_str())])?)?;
+            }
         }
         let mut evictions = encoder.encode_descriptor(
             "dsrlb_flow_table_evictions",

@@ -5,8 +5,8 @@
 //! gratuitous ARP for thousands of VIPs (a farm each) at a takeover: every VIP announced,
 //! the first VIPs first, paced rather than in one burst.
 
-use crate::common::{SingleNode, can_run_lab, dsrlb, quick_get};
-use lab::{Capture, Lab, LabFarm, LabSpec, wait_for};
+use crate::common::{SingleNode, can_run_lab, dsrlb, one_node_lab, quick_get};
+use lab::{Capture, LabFarm, wait_for};
 use std::collections::{BTreeSet, HashMap};
 use std::io::ErrorKind;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
@@ -284,14 +284,7 @@ fn gratuitous_arp_for_thousands_of_vips_is_paced_first_vips_first() {
             ..LabFarm::new(&format!("v{i:05}"), "tcp", 80, &[0])
         })
         .collect();
-    let mut lab = Lab::build(&LabSpec {
-        nodes: 1,
-        backends: 1,
-        clients: 1,
-        ..LabSpec::default()
-    })
-    .expect("lab builds");
-    lab.start_backends(dsrlb()).expect("backends start");
+    let lab = one_node_lab(1);
     let c = lab.clients()[0].clone();
     let index: HashMap<Ipv4Addr, usize> = vips.iter().enumerate().map(|(i, v)| (*v, i)).collect();
     // Gratuitous ARP only: sender and target both a VIP of the test. Room for every round.
