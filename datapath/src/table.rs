@@ -385,13 +385,6 @@ pub(crate) struct VipEntry {
     pub(crate) frag_farm: [FragFarm; 2],
 }
 
-impl VipEntry {
-    /// Indices of the farms on this VIP.
-    pub(crate) fn farms(&self) -> impl Iterator<Item = u32> + '_ {
-        self.ranges.iter().map(|r| r.farm)
-    }
-}
-
 /// No backend: an empty slot of `ForwardingTable::by_id`.
 const NO_FARM: u32 = u32::MAX;
 
@@ -596,11 +589,6 @@ impl ForwardingTable {
             .iter()
             .enumerate()
             .flat_map(|(fi, f)| f.backends.iter().map(move |b| (fi as u32, b)))
-    }
-
-    #[inline]
-    pub(crate) fn vip_entries(&self) -> impl Iterator<Item = (Ipv4Addr, &VipEntry)> + '_ {
-        self.vips.iter().map(|(a, e)| (Ipv4Addr::from_bits(*a), e))
     }
 
     pub(crate) fn vip(&self, ip: Ipv4Addr) -> Option<&VipEntry> {

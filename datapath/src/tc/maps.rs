@@ -20,7 +20,7 @@
 //! [`MAX_FARM_PORTS`] ports, and room left in the slot half. The others stay with user space
 //! (their frames pass the program), which handles every farm the same as before.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -29,7 +29,7 @@ use std::sync::Arc;
 use crate::ebpf::sys::{self as bpf, MappedArray};
 use crate::maglev::Maglev;
 use crate::packet::MacAddr;
-use crate::table::{FlowHash, ForwardingTable};
+use crate::table::{Backend, Farm, FlowHash, ForwardingTable};
 
 /// Flag bit in a backend value: may keep the flows it has.
 pub(crate) const BACKEND_EXISTING_OK: u8 = 1;
@@ -74,12 +74,10 @@ pub(crate) struct Maps {
     flows: OwnedFd,
     cfg: OwnedFd,
     stats: OwnedFd,
-    /// Farm keys and their values as written by the last sync.
-    farm_keys: HashMap<[u8; 8], [u8; 16]>,
-    /// Backend ids and their values as written by the last sync.
-    backend_ids: HashMap<u32, [u8; 16]>,
-    /// The slot region of each fast farm (by farm name).
-    regions: HashMap<Arc<str>, Region>,
+    /// What the last sync wrote for each farm of its table, by name.
+    written: HashMap<Arc<str>, Written>,
+    /// Counts syncs, to find the farms a table no longer has.
+    generation: u64,
     free: FreeList,
     own_mac: MacAddr,
     /// The lease deadline last written (kernel clock), to skip needless writes.
@@ -92,10 +90,50 @@ pub(crate) struct Maps {
 pub(crate) struct Synced {
     /// Farms forwarded in the kernel.
     pub(crate) fast: usize,
-    /// Farms left to user space, each with why.
-    pub(crate) slow: Vec<(String, &'static str)>,
+    /// Farms left to user space.
+    pub(crate) slow: usize,
+    /// Farms written by this sync that stay with user space, each with why.
+    pub(crate) newly_slow: Vec<(String, &'static str)>,
     /// Map entries and slot regions written or deleted.
     pub(crate) writes: usize,
+}
+
+/// Why a fast farm is not on the fast path when the slot array has no room for it.
+const SLOTS_FULL: &str = "fast path slots full";
+
+/// What a sync wrote for one farm.
+#[derive(Debug)]
+struct Written {
+    /// The table's farm it was written from: a later table sharing this very `Arc` needs
+    /// nothing written for it.
+    farm: Arc<Farm>,
+    /// Its backends' ids and values, sorted by id.
+    backends: Box<[(u32, [u8; 16])]>,
+    /// Its slots, while it is on the fast path.
+    region: Option<Region>,
+    /// The value of its keys (those of [`farm_keys`]) when it is on the fast path, else
+    /// why it is not.
+    key_value: Result<[u8; 16], &'static str>,
+    /// The generation of the last sync whose table had it.
+    seen: u64,
+}
+
+impl Written {
+    fn backend(&self, id: u32) -> Option<&[u8; 16]> {
+        let i = self.backends.binary_search_by_key(&id, |(i, _)| *i).ok()?;
+        Some(&self.backends[i].1)
+    }
+
+    /// The value written for farm key `k`, if this farm wrote it.
+    fn key_value(&self, k: &[u8; 8]) -> Option<&[u8; 16]> {
+        let v = self.key_value.as_ref().ok()?;
+        let spec = &self.farm.spec;
+        let port = u16::from_be_bytes([k[4], k[5]]);
+        (k[..4] == spec.vip.octets()
+            && k[6] == spec.protocol.number()
+            && spec.ports.contains(&port))
+        .then_some(v)
+    }
 }
 
 /// A fast farm's slots, and what they were written from.
@@ -149,6 +187,47 @@ fn farm_key(vip: Ipv4Addr, port: u16, protocol: u8) -> [u8; 8] {
     k
 }
 
+/// The farm map's keys of a farm: one per port.
+fn farm_keys(f: &Farm) -> impl Iterator<Item = [u8; 8]> + '_ {
+    let protocol = f.spec.protocol.number();
+    f.spec
+        .ports
+        .clone()
+        .map(move |port| farm_key(f.spec.vip, port, protocol))
+}
+
+/// A backend's value in the backend map.
+fn backend_value(f: &Farm, b: &Backend) -> [u8; 16] {
+    let mut v = [0u8; 16];
+    v[..6].copy_from_slice(&b.mac.0);
+    v[6] = if b.existing_ok {
+        BACKEND_EXISTING_OK
+    } else {
+        0
+    };
+    v[8..12].copy_from_slice(&f.key.to_ne_bytes());
+    v[12..16].copy_from_slice(&b.id.to_ne_bytes());
+    v
+}
+
+/// The farm's Maglev table if the fast path can forward the farm, or why it stays with
+/// user space.
+fn fast_maglev(f: &Farm) -> Result<&Arc<Maglev>, &'static str> {
+    let limited =
+        f.source_rate.is_some() || f.farm_rate.is_some() || f.max_flows > 0 || f.tcp_strict;
+    if f.persist.is_some() {
+        Err("persistence")
+    } else if limited {
+        Err("limits (evaluated by the workers)")
+    } else if f.hash != FlowHash::FiveTuple {
+        Err("scheduler other than maglev")
+    } else if f.spec.ports.len() > MAX_FARM_PORTS {
+        Err("port range wider than the fast path's")
+    } else {
+        f.maglev.as_ref().ok_or("no live backend")
+    }
+}
+
 impl Maps {
     pub(crate) fn create(flow_entries: u32) -> io::Result<Maps> {
         let farms = bpf::map_create(
@@ -198,9 +277,8 @@ impl Maps {
             flows,
             cfg,
             stats,
-            farm_keys: HashMap::new(),
-            backend_ids: HashMap::new(),
-            regions: HashMap::new(),
+            written: HashMap::new(),
+            generation: 0,
             free: FreeList::new(SLOTS),
             own_mac: MacAddr([0; 6]),
             deadline: 0,
@@ -221,8 +299,11 @@ impl Maps {
 
     /// Writes `t` into the maps: backends first, then the new slot regions, then the farm
     /// keys (pointing at them), then removes what `t` no longer has. A frame in flight meets
-    /// either the old farm or the new one, each with whole slots. Only what changed since
-    /// the last sync is written.
+    /// either the old farm or the new one, each with whole slots.
+    ///
+    /// Only farms that are not the very `Arc` written last time are looked at: a table
+    /// rebuilt after one change shares every other farm, so a sync costs one hash lookup per
+    /// farm plus the work of the farms that changed (docs/design.md#scale).
     pub(crate) fn sync(&mut self, t: &ForwardingTable) -> io::Result<Synced> {
         let mut out = Synced::default();
         let own = t.own_mac();
@@ -230,71 +311,138 @@ impl Maps {
             self.own_mac = own;
             self.write_cfg()?;
         }
-        let mut ids = HashMap::with_capacity(self.backend_ids.len());
-        for (fi, b) in t.backends() {
-            let Some(farm) = t.farms.get(fi as usize) else {
-                continue;
-            };
-            let mut v = [0u8; 16];
-            v[..6].copy_from_slice(&b.mac.0);
-            v[6] = if b.existing_ok {
-                BACKEND_EXISTING_OK
-            } else {
-                0
-            };
-            v[8..12].copy_from_slice(&farm.key.to_ne_bytes());
-            v[12..16].copy_from_slice(&b.id.to_ne_bytes());
-            if self.backend_ids.get(&b.id) != Some(&v) {
-                bpf::map_update(&self.backends, &b.id.to_ne_bytes(), &v)?;
-                out.writes += 1;
+        self.generation += 1;
+        let generation = self.generation;
+        let mut changed: Vec<&Arc<Farm>> = Vec::new();
+        let mut known = 0usize;
+        for f in &t.farms {
+            match self.written.get_mut(&*f.name) {
+                Some(w) => {
+                    w.seen = generation;
+                    known += 1;
+                    // A farm refused for want of slots tries again: others may have left.
+                    if Arc::ptr_eq(&w.farm, f) && w.key_value != Err(SLOTS_FULL) {
+                        match w.key_value {
+                            Ok(_) => out.fast += 1,
+                            Err(_) => out.slow += 1,
+                        }
+                    } else {
+                        changed.push(f);
+                    }
+                }
+                None => changed.push(f),
             }
-            ids.insert(b.id, v);
         }
-
-        // Farm index → (base, size) for the fast farms; the regions they leave behind.
-        let mut placed: HashMap<u32, (u32, u32)> = HashMap::new();
-        let mut regions: HashMap<Arc<str>, Region> = HashMap::with_capacity(self.regions.len());
-        for (fi, f) in t.farms.iter().enumerate() {
-            let limited =
-                f.source_rate.is_some() || f.farm_rate.is_some() || f.max_flows > 0 || f.tcp_strict;
-            let why = if f.persist.is_some() {
-                Some("persistence")
-            } else if limited {
-                Some("limits (evaluated by the workers)")
-            } else if f.hash != FlowHash::FiveTuple {
-                Some("scheduler other than maglev")
-            } else if f.spec.ports.len() > MAX_FARM_PORTS {
-                Some("port range wider than the fast path's")
-            } else {
-                None
-            };
-            if let Some(why) = why {
-                out.slow.push((f.name.to_string(), why));
-                continue;
+        if changed.is_empty() && known == self.written.len() {
+            return Ok(out);
+        }
+        // The previous entries of the changed farms and of the farms that left.
+        let mut old: HashMap<Arc<str>, Written> = HashMap::with_capacity(changed.len());
+        for f in &changed {
+            if let Some((name, w)) = self.written.remove_entry(&*f.name) {
+                old.insert(name, w);
             }
-            let Some(m) = &f.maglev else {
-                out.slow.push((f.name.to_string(), "no live backend"));
-                continue;
+        }
+        if known - old.len() < self.written.len() {
+            let gone: Vec<Arc<str>> = self
+                .written
+                .iter()
+                .filter(|(_, w)| w.seen != generation)
+                .map(|(name, _)| name.clone())
+                .collect();
+            for name in gone {
+                if let Some((name, w)) = self.written.remove_entry(&name) {
+                    old.insert(name, w);
+                }
+            }
+        }
+        match self.write_changed(&changed, &mut old, generation, &mut out) {
+            Ok(new) => {
+                for w in new {
+                    self.written.insert(w.farm.name.clone(), w);
+                }
+                for r in old.into_values().filter_map(|w| w.region) {
+                    self.free.free(r.base, r.maglev.slots().len());
+                }
+                Ok(out)
+            }
+            Err(e) => {
+                // What was written last stays the reference: the next sync compares with
+                // it again and retries (writes are idempotent). Regions placed for the
+                // failed sync stay allocated until the maps are made again.
+                self.written.extend(old);
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes the farms of `changed` over `old` (their previous entries and those of the
+    /// farms that left) in the order [`Maps::sync`] promises. Regions the new entries keep
+    /// are taken out of `old`; what is left there is no longer pointed to once this returns.
+    fn write_changed(
+        &mut self,
+        changed: &[&Arc<Farm>],
+        old: &mut HashMap<Arc<str>, Written>,
+        generation: u64,
+        out: &mut Synced,
+    ) -> io::Result<Vec<Written>> {
+        let mut new: Vec<Written> = Vec::with_capacity(changed.len());
+        // Backends first: a farm key never points at slots naming an unknown id.
+        for f in changed {
+            let prev = old.get(&*f.name);
+            let mut backends: Vec<(u32, [u8; 16])> = f
+                .backends
+                .iter()
+                .map(|b| (b.id, backend_value(f, b)))
+                .collect();
+            backends.sort_unstable_by_key(|(id, _)| *id);
+            for (id, v) in &backends {
+                if prev.and_then(|p| p.backend(*id)) != Some(v) {
+                    bpf::map_update(&self.backends, &id.to_ne_bytes(), v)?;
+                    out.writes += 1;
+                }
+            }
+            new.push(Written {
+                farm: Arc::clone(f),
+                backends: backends.into_boxed_slice(),
+                region: None,
+                key_value: Err("not placed yet"),
+                seen: generation,
+            });
+        }
+        // Then the slot regions: kept while the Maglev table and backend ids are the same.
+        for w in &mut new {
+            let f = Arc::clone(&w.farm);
+            let m = match fast_maglev(&f) {
+                Ok(m) => m,
+                Err(why) => {
+                    w.key_value = Err(why);
+                    out.slow += 1;
+                    out.newly_slow.push((f.name.to_string(), why));
+                    continue;
+                }
             };
-            // Compared in place: most farms keep their region, and a sync allocates nothing
-            // for them.
-            let kept = self.regions.remove(&*f.name).and_then(|r| {
-                let same = Arc::ptr_eq(&r.maglev, m)
-                    && r.ids.iter().copied().eq(f.backends.iter().map(|b| b.id));
-                same.then_some(r)
+            let kept = old.get_mut(&*f.name).and_then(|p| {
+                let same = p.region.as_ref().is_some_and(|r| {
+                    Arc::ptr_eq(&r.maglev, m)
+                        && r.ids.iter().copied().eq(f.backends.iter().map(|b| b.id))
+                });
+                if same { p.region.take() } else { None }
             });
             let region = match kept {
                 Some(r) => r,
                 None => {
                     let slots = m.slots();
                     let Some(base) = self.free.alloc(slots.len()) else {
-                        out.slow.push((f.name.to_string(), "fast path slots full"));
+                        w.key_value = Err(SLOTS_FULL);
+                        out.slow += 1;
+                        out.newly_slow.push((f.name.to_string(), SLOTS_FULL));
                         continue;
                     };
-                    let farm_ids: Box<[u32]> = f.backends.iter().map(|b| b.id).collect();
+                    let ids: Box<[u32]> = f.backends.iter().map(|b| b.id).collect();
                     let dst = &mut self.slot_mem.values_mut()[base..base + slots.len()];
                     for (d, &i) in dst.iter_mut().zip(slots) {
-                        *d = farm_ids
+                        *d = ids
                             .get(usize::from(i))
                             .map_or(NO_BACKEND, |&id| u64::from(id));
                     }
@@ -302,57 +450,50 @@ impl Maps {
                     Region {
                         base,
                         maglev: m.clone(),
-                        ids: farm_ids,
+                        ids,
                     }
                 }
             };
-            placed.insert(fi as u32, (region.base as u32, m.slots().len() as u32));
-            regions.insert(f.name.clone(), region);
+            let mut v = [0u8; 16];
+            v[..4].copy_from_slice(&(region.base as u32).to_ne_bytes());
+            v[4..8].copy_from_slice(&(m.slots().len() as u32).to_ne_bytes());
+            v[8..12].copy_from_slice(&f.key.to_ne_bytes());
+            w.key_value = Ok(v);
+            w.region = Some(region);
             out.fast += 1;
         }
-        // What is left in `self.regions` (farms that changed or left) is still pointed to
-        // until the keys below are rewritten; it is freed after. If a write fails half way
-        // those regions stay allocated until the maps are made again (the failure is
-        // logged as an error).
-        let stale = std::mem::replace(&mut self.regions, regions);
-
-        let mut keys = HashMap::with_capacity(self.farm_keys.len());
-        for (vip, entry) in t.vip_entries() {
-            for fi in entry.farms() {
-                let Some(&(base, size)) = placed.get(&fi) else {
-                    continue;
-                };
-                let Some(f) = t.farms.get(fi as usize) else {
-                    continue;
-                };
-                let mut v = [0u8; 16];
-                v[..4].copy_from_slice(&base.to_ne_bytes());
-                v[4..8].copy_from_slice(&size.to_ne_bytes());
-                v[8..12].copy_from_slice(&f.key.to_ne_bytes());
-                for port in f.spec.ports.clone() {
-                    let k = farm_key(vip, port, f.spec.protocol.number());
-                    if self.farm_keys.get(&k) != Some(&v) {
-                        bpf::map_update(&self.farms, &k, &v)?;
-                        out.writes += 1;
-                    }
-                    keys.insert(k, v);
+        // Then the farm keys, pointing at whole regions.
+        let mut live_keys: HashSet<[u8; 8]> = HashSet::new();
+        for w in &new {
+            let Ok(v) = &w.key_value else { continue };
+            let prev = old.get(&*w.farm.name);
+            for k in farm_keys(&w.farm) {
+                if prev.and_then(|p| p.key_value(&k)) != Some(v) {
+                    bpf::map_update(&self.farms, &k, v)?;
+                    out.writes += 1;
                 }
+                live_keys.insert(k);
             }
         }
-        for k in self.farm_keys.keys().filter(|k| !keys.contains_key(*k)) {
-            bpf::map_delete(&self.farms, k)?;
-            out.writes += 1;
+        // Last, what the old entries had and the new ones do not (a key may have moved to
+        // another farm that changed in the same sync).
+        let live_ids: HashSet<u32> = new
+            .iter()
+            .flat_map(|w| w.backends.iter().map(|(id, _)| *id))
+            .collect();
+        for p in old.values() {
+            if p.key_value.is_ok() {
+                for k in farm_keys(&p.farm).filter(|k| !live_keys.contains(k)) {
+                    bpf::map_delete(&self.farms, &k)?;
+                    out.writes += 1;
+                }
+            }
+            for (id, _) in p.backends.iter().filter(|(id, _)| !live_ids.contains(id)) {
+                bpf::map_delete(&self.backends, &id.to_ne_bytes())?;
+                out.writes += 1;
+            }
         }
-        for id in self.backend_ids.keys().filter(|id| !ids.contains_key(*id)) {
-            bpf::map_delete(&self.backends, &id.to_ne_bytes())?;
-            out.writes += 1;
-        }
-        self.farm_keys = keys;
-        self.backend_ids = ids;
-        for r in stale.into_values() {
-            self.free.free(r.base, r.maglev.slots().len());
-        }
-        Ok(out)
+        Ok(new)
     }
 
     /// Owns until `deadline` on the kernel's monotonic clock (`bpf_ktime_get_ns`).

@@ -94,8 +94,8 @@ impl FastPath {
         match maps.sync(t) {
             Ok(s) => {
                 if s.writes > 0 {
-                    tracing::debug!(interface = %self.interface, fast = s.fast, slow = ?s.slow,
-                        writes = s.writes, "fast path table written");
+                    tracing::debug!(interface = %self.interface, fast = s.fast, slow = s.slow,
+                        newly_slow = ?s.newly_slow, writes = s.writes, "fast path table written");
                 }
             }
             Err(e) => tracing::error!(interface = %self.interface, error = %e,

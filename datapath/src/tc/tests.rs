@@ -284,3 +284,65 @@ fn an_established_flow_keeps_a_draining_backend_and_a_syn_does_not() {
     let (_, out) = run(&fp, &frame(c, port, 6, 80, ACK));
     assert_ne!(out[5], 2, "a backend that is down keeps no flow");
 }
+
+#[test]
+fn a_sync_writes_only_what_the_changed_farms_changed() {
+    if !root() {
+        return;
+    }
+    let reg = CounterRegistry::new(1);
+    let specs: Vec<FarmSpec> = (0..50u16)
+        .map(|i| {
+            let mut f = farm(&format!("f{i:02}"), Protocol::Tcp, 1000 + i, three());
+            f.maglev_size = 307;
+            f
+        })
+        .collect();
+    let t = table(&specs, &reg);
+    let fp = loaded(&t);
+    let c = Ipv4Addr::new(198, 18, 7, 7);
+    let to = |port: u16| frame(c, 5000, 6, port, ACK);
+    assert_eq!(fp.maps().sync(&t).expect("sync").writes, 0, "same table");
+
+    // b2 of one farm goes off: its backend entry, the farm's new slots and its key.
+    let mut next = specs.clone();
+    next[7].backends[1].state = BackendState::Off;
+    let t2 = t.rebuild(&next, &reg).expect("valid");
+    let s = fp.maps().sync(&t2).expect("sync");
+    assert_eq!((s.fast, s.slow, s.writes), (50, 0, 3));
+    for sport in 0..200 {
+        let (rc, out) = run(&fp, &frame(c, 3000 + sport, 6, 1007, SYN));
+        assert_eq!(rc, TC_ACT_REDIRECT);
+        assert_ne!(out[5], 2, "b2 of f07 is off");
+    }
+
+    // In one change a port moves from f03 to f04 (f03 takes another) and f10 leaves: the
+    // moved port keeps a key, the leaving farm's key and backends are deleted.
+    let mut moved = next.clone();
+    moved[3].ports = 2003..=2003;
+    moved[4].ports = 1003..=1004;
+    moved.remove(10);
+    let t3 = t2.rebuild(&moved, &reg).expect("valid");
+    let s = fp.maps().sync(&t3).expect("sync");
+    // Keys 2003 (f03) and 1003 (f04, new value); f10's key and its three backends.
+    assert_eq!((s.fast, s.writes), (49, 6));
+    for (port, rc) in [
+        (1003, TC_ACT_REDIRECT),
+        (1004, TC_ACT_REDIRECT),
+        (2003, TC_ACT_REDIRECT),
+        (1010, TC_ACT_OK),
+        (1011, TC_ACT_REDIRECT),
+    ] {
+        assert_eq!(run(&fp, &to(port)).0, rc, "port {port}");
+    }
+    // The same specs built from scratch (no farm shared) write the same maps again.
+    let fresh = table(&moved, &reg);
+    fp.maps().sync(&fresh).expect("sync");
+    for (port, rc) in [
+        (1003, TC_ACT_REDIRECT),
+        (1010, TC_ACT_OK),
+        (1049, TC_ACT_REDIRECT),
+    ] {
+        assert_eq!(run(&fp, &to(port)).0, rc, "port {port} after a full sync");
+    }
+}
