@@ -85,7 +85,7 @@ pub use segment_probe::SegmentEvidence;
 pub use shared::Shared;
 pub use table::{
     BackendSpec, BackendState, FarmLimits, FarmSpec, FlowHash, ForwardingTable, PersistSpec,
-    Protocol, RateLimit, TableError,
+    Protocol, RateLimit, SpecSource, TableError,
 };
 pub use tc::tc_ingress_programs;
 pub use worker::{Datapath, DatapathConfig, resolve_workers};

@@ -110,6 +110,34 @@ pub struct FarmSpec {
     pub maglev_size: usize,
 }
 
+/// What a table is built from: a spec, or a spec the caller shares and keeps between
+/// rebuilds (`Arc<FarmSpec>`), which a rebuild then recognises by address.
+pub trait SpecSource {
+    fn spec(&self) -> &FarmSpec;
+    /// The spec for the table to keep.
+    fn shared(&self) -> Arc<FarmSpec>;
+}
+
+impl SpecSource for FarmSpec {
+    fn spec(&self) -> &FarmSpec {
+        self
+    }
+
+    fn shared(&self) -> Arc<FarmSpec> {
+        Arc::new(self.clone())
+    }
+}
+
+impl SpecSource for Arc<FarmSpec> {
+    fn spec(&self) -> &FarmSpec {
+        self
+    }
+
+    fn shared(&self) -> Arc<FarmSpec> {
+        Arc::clone(self)
+    }
+}
+
 /// A rate of new flows: `per_sec` per second, bursts of `burst` (both ≥ 1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct RateLimit {
@@ -238,8 +266,9 @@ pub(crate) struct Backend {
 /// A farm inside a snapshot, shared with the next snapshot while its spec stays the same.
 #[derive(Debug)]
 pub(crate) struct Farm {
-    /// What it was built from: a rebuild reuses the farm when the new spec is equal.
-    pub(crate) spec: FarmSpec,
+    /// What it was built from: a rebuild reuses the farm when the new spec is the same
+    /// `Arc` or an equal one.
+    pub(crate) spec: Arc<FarmSpec>,
     /// Shared with the table's name index (no copy per snapshot).
     pub(crate) name: Arc<str>,
     /// In name order; Maglev slots, `live` and `rotation` index into it.
@@ -269,10 +298,11 @@ impl Farm {
     /// Builds `spec`'s farm; `prev`, the farm of that name in the previous snapshot, lends
     /// its Maglev table when the table's inputs did not change.
     fn build(
-        spec: &FarmSpec,
+        shared: Arc<FarmSpec>,
         prev: Option<&Farm>,
         registry: &CounterRegistry,
     ) -> Result<Farm, TableError> {
+        let spec = &*shared;
         let mut sorted: Vec<&BackendSpec> = spec.backends.iter().collect();
         sorted.sort_unstable_by(|a, b| a.name.cmp(&b.name));
         let mut backends = Vec::with_capacity(sorted.len());
@@ -314,7 +344,6 @@ impl Farm {
         };
         let lim = spec.limits;
         Ok(Farm {
-            spec: spec.clone(),
             name: spec.name.as_str().into(),
             backends: backends.into_boxed_slice(),
             key: xxh3_64_with_seed(spec.name.as_bytes(), FARM_KEY_SEED) as u32,
@@ -335,6 +364,7 @@ impl Farm {
                 }
             }),
             hash: spec.hash,
+            spec: shared,
         })
     }
 
@@ -421,9 +451,9 @@ impl ForwardingTable {
     }
 
     /// Builds a snapshot from scratch: [`ForwardingTable::rebuild`] from the empty table.
-    pub fn build(
+    pub fn build<S: SpecSource>(
         own_mac: MacAddr,
-        farms: &[FarmSpec],
+        farms: &[S],
         registry: &CounterRegistry,
     ) -> Result<ForwardingTable, TableError> {
         ForwardingTable::empty(own_mac).rebuild(farms, registry)
@@ -433,16 +463,17 @@ impl ForwardingTable {
     /// order `farms` lists them in, so equal specs give equal tables on every node. A farm
     /// whose spec equals its spec here is shared, not rebuilt; a rebuilt farm keeps this
     /// snapshot's Maglev table when its size, live backends and weights are the same.
-    pub fn rebuild(
+    pub fn rebuild<S: SpecSource>(
         &self,
-        farms: &[FarmSpec],
+        farms: &[S],
         registry: &CounterRegistry,
     ) -> Result<ForwardingTable, TableError> {
         let mut t = ForwardingTable::empty(self.own_mac);
         t.farms.reserve(farms.len());
         t.by_name.reserve(farms.len());
         let mut id_bound = 0usize;
-        for (fi, spec) in farms.iter().enumerate() {
+        for (fi, source) in farms.iter().enumerate() {
+            let spec = source.spec();
             // The farm at the same index first: the order of the specs rarely changes, and
             // this spares a hash of the name per farm.
             let prev = self
@@ -457,11 +488,12 @@ impl ForwardingTable {
             let fi = fi as u32;
             let farm = match prev {
                 // Checked when it was built.
-                Some(p) if p.spec == *spec => p.clone(),
+                // The same `Arc` (a caller that keeps its specs) spares the comparison.
+                Some(p) if std::ptr::eq(&*p.spec, spec) || *p.spec == *spec => p.clone(),
                 _ => {
                     check_farm(spec)?;
                     t.rebuilt += 1;
-                    Arc::new(Farm::build(spec, prev.map(|p| &**p), registry)?)
+                    Arc::new(Farm::build(source.shared(), prev.map(|p| &**p), registry)?)
                 }
             };
             if t.by_name.insert(farm.name.clone(), fi).is_some() {
@@ -535,7 +567,7 @@ impl ForwardingTable {
 
     /// The specs this snapshot was built from, in the order given.
     pub fn specs(&self) -> impl Iterator<Item = &FarmSpec> + '_ {
-        self.farms.iter().map(|f| &f.spec)
+        self.farms.iter().map(|f| &*f.spec)
     }
 
     /// Farms this snapshot built anew rather than shared with the previous one.
@@ -551,6 +583,12 @@ impl ForwardingTable {
     /// order of the farms: a VIP comes where its first farm does.
     pub fn vips(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
         self.vip_order.iter().map(|&k| Ipv4Addr::from_bits(k))
+    }
+
+    /// Whether `other` has the same VIPs in the same order (a comparison of compact keys,
+    /// no set built).
+    pub fn same_vips(&self, other: &ForwardingTable) -> bool {
+        self.vip_order == other.vip_order
     }
 
     pub fn is_vip(&self, ip: Ipv4Addr) -> bool {
@@ -1036,7 +1074,7 @@ mod tests {
                 for (n, s) in next.farms.iter().zip(&scratch.farms) {
                     prop_assert_eq!(format!("{n:?}"), format!("{s:?}"));
                     match specs.iter().find(|f| *f.name == *n.name) {
-                        Some(old) if *old == n.spec => {
+                        Some(old) if *old == *n.spec => {
                             let i = before.by_name[&*n.name] as usize;
                             prop_assert!(Arc::ptr_eq(n, &before.farms[i]), "{} rebuilt", n.name);
                         }

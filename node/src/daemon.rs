@@ -349,7 +349,7 @@ async fn run_inner(
         metrics: &node_metrics,
         resolver: &resolver,
         state: cluster.state().borrow().clone(),
-        learned: HashMap::new(),
+        specs: tables::Specs::default(),
         ownership: Ownership::default(),
         inputs: Inputs {
             is_leader: false,
@@ -502,7 +502,8 @@ struct Node<'a> {
     metrics: &'a NodeMetrics,
     resolver: &'a MacResolver,
     state: Arc<ClusterState>,
-    learned: HashMap<Ipv4Addr, MacAddr>,
+    /// The farms' datapath specs, with the MACs learned by ARP they are made with.
+    specs: tables::Specs,
     ownership: Ownership,
     inputs: Inputs,
     checker: Option<HealthChecker>,
@@ -603,7 +604,6 @@ impl Node<'_> {
     /// New replicated state: rebuild the table, refresh ARP targets, and (on the leader)
     /// restart the checks if the set of checked backends changed.
     fn on_state(&mut self, verdicts: &mpsc::UnboundedSender<VerdictChange>) -> anyhow::Result<()> {
-        self.resolver.set_targets(tables::arp_targets(&self.state));
         self.publish()?;
         if self.inputs.is_leader {
             self.restart_checks(verdicts, false);
@@ -812,23 +812,24 @@ impl Node<'_> {
 
     fn poll_learned(&mut self) -> anyhow::Result<()> {
         let now: HashMap<Ipv4Addr, MacAddr> = self.resolver.learned().into_iter().collect();
-        if now == self.learned {
+        let learned = self.specs.learned();
+        if now == *learned {
             return Ok(());
         }
         for (ip, mac) in &now {
-            if self.learned.get(ip) != Some(mac) {
+            if learned.get(ip) != Some(mac) {
                 info!(%ip, %mac, "backend MAC learned");
             }
         }
-        for ip in self.learned.keys().filter(|ip| !now.contains_key(ip)) {
+        for ip in learned.keys().filter(|ip| !now.contains_key(ip)) {
             warn!(%ip, "backend MAC forgotten (no ARP answer)");
         }
-        self.learned = now;
+        self.specs.set_learned(now);
         self.publish()
     }
 
     /// Rebuilds the forwarding table from the current state and swaps it in.
-    fn publish(&self) -> anyhow::Result<()> {
+    fn publish(&mut self) -> anyhow::Result<()> {
         let overlaid;
         let state: &ClusterState = if self.local_health.is_empty() {
             &self.state
@@ -843,17 +844,27 @@ impl Node<'_> {
             overlaid = s;
             &overlaid
         };
-        let specs = tables::farm_specs(state, &self.learned, &self.shared.pins);
         let started = Instant::now();
+        let specs = self.specs.update(state, &self.shared.pins);
+        if let Some(targets) = self.specs.take_arp_targets() {
+            self.resolver.set_targets(targets);
+        }
         let prev = self.shared.table.load();
         let table = prev
             .rebuild(&specs, &self.shared.counters)
             .context("building the forwarding table")?;
-        let before: HashSet<Ipv4Addr> = prev.vips().collect();
-        let after: HashSet<Ipv4Addr> = table.vips().collect();
-        // In the table's order, so new VIPs are announced first farms first.
-        let added: Vec<Ipv4Addr> = table.vips().filter(|v| !before.contains(v)).collect();
-        let removed: Vec<Ipv4Addr> = before.difference(&after).copied().collect();
+        // Most changes keep the VIPs: nothing to announce, withdraw or watch.
+        let vips_changed = !prev.same_vips(&table);
+        let (added, removed, after) = if vips_changed {
+            let before: HashSet<Ipv4Addr> = prev.vips().collect();
+            let after: HashSet<Ipv4Addr> = table.vips().collect();
+            // In the table's order, so new VIPs are announced first farms first.
+            let added: Vec<Ipv4Addr> = table.vips().filter(|v| !before.contains(v)).collect();
+            let removed: Vec<Ipv4Addr> = before.difference(&after).copied().collect();
+            (added, removed, after)
+        } else {
+            Default::default()
+        };
         let rebuilt = table.rebuilt_farms();
         let farms = table.farm_count();
         self.shared.publish(table);
@@ -871,9 +882,11 @@ impl Node<'_> {
             // the node is of use, and the one a service manager waits for.
             crate::notify::ready(&format!("{farms} farm(s), forwarding table published"));
         }
-        self.resolver.set_flux_vips(after.iter().copied().collect());
-        if self.pair.is_some() {
-            self.resolver.watch_vips(after.into_iter().collect());
+        if vips_changed {
+            self.resolver.set_flux_vips(after.iter().copied().collect());
+            if self.pair.is_some() {
+                self.resolver.watch_vips(after.into_iter().collect());
+            }
         }
         // A removed VIP's remaining rounds (and refresh) would draw its traffic here only to
         // be dropped as `not_vip`.

@@ -78,6 +78,8 @@ pub(crate) struct Maps {
     written: HashMap<Arc<str>, Written>,
     /// Counts syncs, to find the farms a table no longer has.
     generation: u64,
+    /// `free.frees` when the last sync ended.
+    frees_seen: u64,
     free: FreeList,
     own_mac: MacAddr,
     /// The lease deadline last written (kernel clock), to skip needless writes.
@@ -147,35 +149,43 @@ struct Region {
 
 /// Free ranges of the slot array (base → length), first fit, merged when freed.
 #[derive(Debug)]
-struct FreeList(BTreeMap<usize, usize>);
+struct FreeList {
+    ranges: BTreeMap<usize, usize>,
+    /// Counts frees: a farm refused for want of room tries again only after one.
+    frees: u64,
+}
 
 impl FreeList {
     fn new(len: usize) -> FreeList {
-        FreeList(BTreeMap::from([(0, len)]))
+        FreeList {
+            ranges: BTreeMap::from([(0, len)]),
+            frees: 0,
+        }
     }
 
     fn alloc(&mut self, len: usize) -> Option<usize> {
-        let (&base, &have) = self.0.iter().find(|(_, l)| **l >= len)?;
-        self.0.remove(&base);
+        let (&base, &have) = self.ranges.iter().find(|(_, l)| **l >= len)?;
+        self.ranges.remove(&base);
         if have > len {
-            self.0.insert(base + len, have - len);
+            self.ranges.insert(base + len, have - len);
         }
         Some(base)
     }
 
     fn free(&mut self, base: usize, len: usize) {
+        self.frees += 1;
         let (mut base, mut len) = (base, len);
-        if let Some((&b, &l)) = self.0.range(..base).next_back()
+        if let Some((&b, &l)) = self.ranges.range(..base).next_back()
             && b + l == base
         {
-            self.0.remove(&b);
+            self.ranges.remove(&b);
             base = b;
             len += l;
         }
-        if let Some(l) = self.0.remove(&(base + len)) {
+        if let Some(l) = self.ranges.remove(&(base + len)) {
             len += l;
         }
-        self.0.insert(base, len);
+        self.ranges.insert(base, len);
     }
 }
 
@@ -279,6 +289,7 @@ impl Maps {
             stats,
             written: HashMap::new(),
             generation: 0,
+            frees_seen: 0,
             free: FreeList::new(SLOTS),
             own_mac: MacAddr([0; 6]),
             deadline: 0,
@@ -313,6 +324,10 @@ impl Maps {
         }
         self.generation += 1;
         let generation = self.generation;
+        // Farms refused for want of slots try again once regions were freed (thousands of
+        // them retried on every sync would make each sync cost the number of farms).
+        let retry_refused = self.free.frees != self.frees_seen;
+        self.frees_seen = self.free.frees;
         let mut changed: Vec<&Arc<Farm>> = Vec::new();
         let mut known = 0usize;
         for f in &t.farms {
@@ -320,8 +335,8 @@ impl Maps {
                 Some(w) => {
                     w.seen = generation;
                     known += 1;
-                    // A farm refused for want of slots tries again: others may have left.
-                    if Arc::ptr_eq(&w.farm, f) && w.key_value != Err(SLOTS_FULL) {
+                    let retry = retry_refused && w.key_value == Err(SLOTS_FULL);
+                    if Arc::ptr_eq(&w.farm, f) && !retry {
                         match w.key_value {
                             Ok(_) => out.fast += 1,
                             Err(_) => out.slow += 1,
@@ -361,6 +376,7 @@ impl Maps {
                 for w in new {
                     self.written.insert(w.farm.name.clone(), w);
                 }
+                // Farms this sync refused see the room freed here at the next sync.
                 for r in old.into_values().filter_map(|w| w.region) {
                     self.free.free(r.base, r.maglev.slots().len());
                 }

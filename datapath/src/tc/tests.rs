@@ -346,3 +346,38 @@ fn a_sync_writes_only_what_the_changed_farms_changed() {
         assert_eq!(run(&fp, &to(port)).0, rc, "port {port} after a full sync");
     }
 }
+
+#[test]
+fn farms_refused_for_want_of_slots_try_again_only_when_room_was_freed() {
+    if !root() {
+        return;
+    }
+    let reg = CounterRegistry::new(1);
+    // 31 regions of 65,537 slots fit in the slot array; two farms more are refused.
+    let specs: Vec<FarmSpec> = (0..33u16)
+        .map(|i| farm(&format!("f{i:02}"), Protocol::Tcp, 1000 + i, three()))
+        .collect();
+    let t = table(&specs, &reg);
+    let fp = FastPath::load(4096, "test").expect("the kernel loads the fast path program");
+    fp.set_deadline(u64::MAX);
+    let s = fp.maps().sync(&t).expect("sync");
+    assert_eq!((s.fast, s.slow), (31, 2));
+    let c = Ipv4Addr::new(198, 18, 7, 7);
+    let redirected = |fp: &FastPath| {
+        (1000..1033u16)
+            .filter(|&p| run(fp, &frame(c, 5000, 6, p, ACK)).0 == TC_ACT_REDIRECT)
+            .count()
+    };
+    assert_eq!(redirected(&fp), 31);
+    // Nothing freed: the refused farms are not tried again (no writes at all).
+    assert_eq!(fp.maps().sync(&t).expect("sync").writes, 0);
+    // A fast farm leaves; its region is freed after the sync that removes it, and the next
+    // sync places one refused farm there, not both.
+    let fewer = t.rebuild(&specs[1..], &reg).expect("valid");
+    let s = fp.maps().sync(&fewer).expect("sync");
+    assert_eq!((s.fast, s.slow), (30, 2));
+    let s = fp.maps().sync(&fewer).expect("sync");
+    assert_eq!((s.fast, s.slow), (31, 1));
+    assert_eq!(redirected(&fp), 31);
+    assert_eq!(fp.maps().sync(&fewer).expect("sync").writes, 0);
+}
