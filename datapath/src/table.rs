@@ -432,9 +432,27 @@ pub struct ForwardingTable {
     /// The keys of `vips` in the order of their first farm: the order VIPs are announced
     /// in at a takeover (the first farms' VIPs first).
     vip_order: Vec<u32>,
-    /// Farms this snapshot built rather than took from the previous one.
-    rebuilt: usize,
+    /// What this snapshot is and what it was rebuilt from (see [`Lineage`]).
+    pub(crate) lineage: Lineage,
 }
+
+/// A snapshot's place in the chain of rebuilds: enough for a consumer that wrote the parent
+/// (the fast path's maps) to write only the difference.
+#[derive(Debug, Default)]
+pub(crate) struct Lineage {
+    /// Unique per snapshot (0: the empty table of `ForwardingTable::empty`, never a parent
+    /// anyone relies on).
+    pub(crate) id: u64,
+    /// The snapshot this one was rebuilt from.
+    pub(crate) parent: u64,
+    /// Indices of the farms built anew rather than shared with the parent.
+    pub(crate) fresh: Vec<u32>,
+    /// Names of the parent's farms this snapshot does not have.
+    pub(crate) dropped: Vec<Arc<str>>,
+}
+
+/// Source of snapshot ids.
+static NEXT_TABLE_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl ForwardingTable {
     /// A table with no farms: nothing is forwarded, no ARP is answered.
@@ -446,7 +464,7 @@ impl ForwardingTable {
             by_id: Vec::new(),
             vips: FxHashMap::default(),
             vip_order: Vec::new(),
-            rebuilt: 0,
+            lineage: Lineage::default(),
         }
     }
 
@@ -469,30 +487,34 @@ impl ForwardingTable {
         registry: &CounterRegistry,
     ) -> Result<ForwardingTable, TableError> {
         let mut t = ForwardingTable::empty(self.own_mac);
+        t.lineage.id = NEXT_TABLE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        t.lineage.parent = self.lineage.id;
+        // Farms of this snapshot found here: fewer than this snapshot had means some left.
+        let mut matched = 0usize;
         t.farms.reserve(farms.len());
         t.by_name.reserve(farms.len());
         let mut id_bound = 0usize;
         for (fi, source) in farms.iter().enumerate() {
             let spec = source.spec();
             // The farm at the same index first: the order of the specs rarely changes, and
-            // this spares a hash of the name per farm.
-            let prev = self
-                .farms
-                .get(fi)
-                .filter(|p| *p.name == *spec.name)
+            // this spares a hash of the name per farm. The same spec (a caller that keeps
+            // its specs in `Arc`s) is recognised by address, without reading the name.
+            let here = self.farms.get(fi);
+            let prev = here
+                .filter(|p| std::ptr::eq(&*p.spec, spec) || *p.name == *spec.name)
                 .or_else(|| {
                     self.by_name
                         .get(spec.name.as_str())
                         .and_then(|&i| self.farms.get(i as usize))
                 });
+            matched += usize::from(prev.is_some());
             let fi = fi as u32;
             let farm = match prev {
                 // Checked when it was built.
-                // The same `Arc` (a caller that keeps its specs) spares the comparison.
                 Some(p) if std::ptr::eq(&*p.spec, spec) || *p.spec == *spec => p.clone(),
                 _ => {
                     check_farm(spec)?;
-                    t.rebuilt += 1;
+                    t.lineage.fresh.push(fi);
                     Arc::new(Farm::build(source.shared(), prev.map(|p| &**p), registry)?)
                 }
             };
@@ -530,6 +552,14 @@ impl ForwardingTable {
             e.ranges.sort_unstable_by_key(|r| (r.protocol, r.first));
         }
         t.check_overlaps()?;
+        if matched < self.farms.len() {
+            t.lineage.dropped = self
+                .farms
+                .iter()
+                .filter(|f| !t.by_name.contains_key(&*f.name))
+                .map(|f| f.name.clone())
+                .collect();
+        }
         t.by_id = vec![(NO_FARM, 0); id_bound];
         for (fi, f) in t.farms.iter().enumerate() {
             for (bi, b) in f.backends.iter().enumerate() {
@@ -572,7 +602,7 @@ impl ForwardingTable {
 
     /// Farms this snapshot built anew rather than shared with the previous one.
     pub fn rebuilt_farms(&self) -> usize {
-        self.rebuilt
+        self.lineage.fresh.len()
     }
 
     pub fn own_mac(&self) -> MacAddr {
@@ -583,6 +613,11 @@ impl ForwardingTable {
     /// order of the farms: a VIP comes where its first farm does.
     pub fn vips(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
         self.vip_order.iter().map(|&k| Ipv4Addr::from_bits(k))
+    }
+
+    /// The farm named `name`.
+    pub(crate) fn farm(&self, name: &str) -> Option<&Arc<Farm>> {
+        self.farms.get(*self.by_name.get(name)? as usize)
     }
 
     /// Whether `other` has the same VIPs in the same order (a comparison of compact keys,
@@ -1082,6 +1117,21 @@ mod tests {
                     }
                 }
                 prop_assert_eq!(next.rebuilt_farms(), changed);
+                // The lineage names exactly the difference (what the fast path writes).
+                prop_assert_eq!(next.lineage.parent, before.lineage.id);
+                for &i in &next.lineage.fresh {
+                    let n = &next.farms[i as usize];
+                    prop_assert!(before.farm(&n.name).is_none_or(|p| !Arc::ptr_eq(p, n)));
+                }
+                let mut dropped: Vec<&str> = next.lineage.dropped.iter().map(|n| &**n).collect();
+                dropped.sort_unstable();
+                let mut gone: Vec<&str> = specs
+                    .iter()
+                    .filter(|f| !after_specs.iter().any(|g| g.name == f.name))
+                    .map(|f| f.name.as_str())
+                    .collect();
+                gone.sort_unstable();
+                prop_assert_eq!(dropped, gone);
                 prop_assert!(changed <= 1, "one change touched {} farms", changed);
                 prop_assert_eq!(&next.by_id, &scratch.by_id);
                 let mut vips: Vec<_> = next.vips().collect();

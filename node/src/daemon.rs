@@ -845,14 +845,16 @@ impl Node<'_> {
             &overlaid
         };
         let started = Instant::now();
-        let specs = self.specs.update(state, &self.shared.pins);
+        let prev = self.shared.table.load();
+        let table = prev
+            .rebuild(
+                self.specs.update(state, &self.shared.pins),
+                &self.shared.counters,
+            )
+            .context("building the forwarding table")?;
         if let Some(targets) = self.specs.take_arp_targets() {
             self.resolver.set_targets(targets);
         }
-        let prev = self.shared.table.load();
-        let table = prev
-            .rebuild(&specs, &self.shared.counters)
-            .context("building the forwarding table")?;
         // Most changes keep the VIPs: nothing to announce, withdraw or watch.
         let vips_changed = !prev.same_vips(&table);
         let (added, removed, after) = if vips_changed {

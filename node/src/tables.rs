@@ -12,7 +12,7 @@
 use cluster::ClusterState;
 use datapath::{
     BackendSpec, BackendState, FarmLimits, FarmSpec, FlowHash, MacAddr, PersistSpec, PinRegistry,
-    Protocol, RateLimit,
+    Protocol, RateLimit, SpecSource,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
@@ -37,14 +37,27 @@ pub struct Specs {
     arp_changed: bool,
 }
 
-/// A farm's spec and what it was made from.
+/// A farm's spec and what it was made from; the table is built from these.
 #[derive(Debug)]
-struct Memo {
+pub struct Memo {
     farm: Arc<cluster::Farm>,
+    /// The farm has a check (its verdicts count).
+    checked: bool,
+    /// Its verdicts when checked.
     health: Option<BTreeMap<String, bool>>,
     /// The `learned` generation the spec's MACs are known to match.
     learned_gen: u64,
     spec: Arc<FarmSpec>,
+}
+
+impl SpecSource for Memo {
+    fn spec(&self) -> &FarmSpec {
+        &self.spec
+    }
+
+    fn shared(&self) -> Arc<FarmSpec> {
+        Arc::clone(&self.spec)
+    }
 }
 
 impl Specs {
@@ -63,26 +76,40 @@ impl Specs {
 
     /// The specs of `state`'s farms, in its order; a persistent farm gets its pin mirror
     /// from `pins` (the same map every time, so rebuilding a table loses no pin).
-    pub fn update(&mut self, state: &ClusterState, pins: &PinRegistry) -> Vec<Arc<FarmSpec>> {
+    pub fn update(&mut self, state: &ClusterState, pins: &PinRegistry) -> &[Memo] {
         let mut old = std::mem::take(&mut self.memo).into_iter().peekable();
         let mut memo = Vec::with_capacity(state.farms.len());
         for farm in state.farms.values() {
-            // Both in name order: what `old` has before this farm left the state.
-            while let Some(gone) = old.next_if(|m| m.farm.name < farm.name) {
-                self.count_arp(&gone.farm, false);
-            }
-            let health = state.health.get(&farm.name);
-            let m = match old.next_if(|m| m.farm.name == farm.name) {
-                Some(mut m)
-                    if Arc::ptr_eq(&m.farm, farm)
-                        && m.health.as_ref() == health
-                        && self.macs_hold(&m) =>
-                {
+            // Mostly the very farm `old` has next: then no name is read (at ten thousand
+            // farms, reading each farm's name costs more than the rest of a change).
+            let prev = match old.next_if(|m| Arc::ptr_eq(&m.farm, farm)) {
+                Some(m) => Some(m),
+                None => {
+                    // Both in name order: what `old` has before this farm left the state.
+                    while let Some(gone) = old.next_if(|m| m.farm.name < farm.name) {
+                        self.count_arp(&gone.farm, false);
+                    }
+                    old.next_if(|m| m.farm.name == farm.name)
+                }
+            };
+            let same = prev.as_ref().is_some_and(|m| Arc::ptr_eq(&m.farm, farm));
+            // Verdicts count only for a checked farm; an unchanged farm's memo knows.
+            let checked = prev
+                .as_ref()
+                .filter(|_| same)
+                .map_or_else(|| farm.check.is_some(), |m| m.checked);
+            let health = if checked {
+                state.health.get(&farm.name)
+            } else {
+                None
+            };
+            let m = match prev {
+                Some(mut m) if same && m.health.as_ref() == health && self.macs_hold(&m) => {
                     m.learned_gen = self.learned_gen;
                     m
                 }
                 prev => {
-                    if prev.as_ref().is_none_or(|p| !Arc::ptr_eq(&p.farm, farm)) {
+                    if !same {
                         if let Some(p) = &prev {
                             self.count_arp(&p.farm, false);
                         }
@@ -90,6 +117,7 @@ impl Specs {
                     }
                     Memo {
                         farm: farm.clone(),
+                        checked,
                         health: health.cloned(),
                         learned_gen: self.learned_gen,
                         spec: Arc::new(spec_of(farm, health, &self.learned, pins)),
@@ -102,7 +130,7 @@ impl Specs {
             self.count_arp(&gone.farm, false);
         }
         self.memo = memo;
-        self.memo.iter().map(|m| m.spec.clone()).collect()
+        &self.memo
     }
 
     /// The backend addresses whose MAC must be learned by ARP (not pinned), sorted, if
@@ -278,7 +306,7 @@ mod tests {
         specs
             .update(s, &PinRegistry::default())
             .iter()
-            .map(|s| (**s).clone())
+            .map(|m| m.spec().clone())
             .collect()
     }
 
@@ -329,7 +357,11 @@ mod tests {
             [(Ipv4Addr::new(198, 18, 0, 21), MacAddr([2, 1, 1, 1, 1, 1]))].into();
         let mut sp = Specs::default();
         sp.set_learned(learned);
-        let out = sp.update(&s, &PinRegistry::default());
+        let out: Vec<FarmSpec> = sp
+            .update(&s, &PinRegistry::default())
+            .iter()
+            .map(|m| m.spec().clone())
+            .collect();
         assert_eq!(out[0].backends[0].mac, Some(MacAddr([2, 9, 9, 9, 9, 9])));
         assert_eq!(out[0].backends[1].mac, None);
         assert_eq!(
@@ -466,20 +498,21 @@ mod tests {
             }
             let pins = PinRegistry::default();
             let mut kept = Specs::default();
-            let mut prev = kept.update(&s, &pins);
+            let shared = |memo: &[Memo]| memo.iter().map(Memo::shared).collect::<Vec<_>>();
+            let mut prev = shared(kept.update(&s, &pins));
             let mut targets = kept.take_arp_targets().unwrap_or_default();
             for c in &changes {
                 let before = s.clone();
                 let learned_before = learned.clone();
                 apply(&mut s, &mut learned, c);
                 kept.set_learned(learned.clone());
-                let now = kept.update(&s, &pins);
+                let now = shared(kept.update(&s, &pins));
                 if let Some(t) = kept.take_arp_targets() {
                     targets = t;
                 }
                 let mut fresh = Specs::default();
                 fresh.set_learned(learned.clone());
-                let scratch = fresh.update(&s, &pins);
+                let scratch = shared(fresh.update(&s, &pins));
                 let a: Vec<&FarmSpec> = now.iter().map(|s| &**s).collect();
                 let b: Vec<&FarmSpec> = scratch.iter().map(|s| &**s).collect();
                 prop_assert_eq!(a, b, "after {:?}", c);

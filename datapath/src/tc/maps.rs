@@ -78,8 +78,14 @@ pub(crate) struct Maps {
     written: HashMap<Arc<str>, Written>,
     /// Counts syncs, to find the farms a table no longer has.
     generation: u64,
-    /// `free.frees` when the last sync ended.
+    /// `free.frees` when the last sync began.
     frees_seen: u64,
+    /// The id of the table the last sync wrote in full (0: none, or it failed).
+    synced: u64,
+    /// Farms in `written` on the fast path.
+    fast_farms: usize,
+    /// Farms in `written` refused for want of slots.
+    refused: HashSet<Arc<str>>,
     free: FreeList,
     own_mac: MacAddr,
     /// The lease deadline last written (kernel clock), to skip needless writes.
@@ -290,6 +296,9 @@ impl Maps {
             written: HashMap::new(),
             generation: 0,
             frees_seen: 0,
+            synced: 0,
+            fast_farms: 0,
+            refused: HashSet::new(),
             free: FreeList::new(SLOTS),
             own_mac: MacAddr([0; 6]),
             deadline: 0,
@@ -312,83 +321,125 @@ impl Maps {
     /// keys (pointing at them), then removes what `t` no longer has. A frame in flight meets
     /// either the old farm or the new one, each with whole slots.
     ///
-    /// Only farms that are not the very `Arc` written last time are looked at: a table
-    /// rebuilt after one change shares every other farm, so a sync costs one hash lookup per
-    /// farm plus the work of the farms that changed (docs/design.md#scale).
+    /// When `t` was rebuilt from the table written last, only the farms its lineage names
+    /// (built anew, dropped) are looked at: a change costs what it touches, whatever the
+    /// number of farms (docs/design.md#scale). Otherwise every farm is compared with what
+    /// was written for it, by `Arc`.
     pub(crate) fn sync(&mut self, t: &ForwardingTable) -> io::Result<Synced> {
-        let mut out = Synced::default();
         let own = t.own_mac();
         if own != self.own_mac {
             self.own_mac = own;
             self.write_cfg()?;
         }
-        self.generation += 1;
-        let generation = self.generation;
         // Farms refused for want of slots try again once regions were freed (thousands of
         // them retried on every sync would make each sync cost the number of farms).
         let retry_refused = self.free.frees != self.frees_seen;
         self.frees_seen = self.free.frees;
+        let from_parent = self.synced != 0 && t.lineage.parent == self.synced;
+        self.synced = 0;
         let mut changed: Vec<&Arc<Farm>> = Vec::new();
-        let mut known = 0usize;
-        for f in &t.farms {
-            match self.written.get_mut(&*f.name) {
-                Some(w) => {
-                    w.seen = generation;
-                    known += 1;
-                    let retry = retry_refused && w.key_value == Err(SLOTS_FULL);
-                    if Arc::ptr_eq(&w.farm, f) && !retry {
-                        match w.key_value {
-                            Ok(_) => out.fast += 1,
-                            Err(_) => out.slow += 1,
-                        }
-                    } else {
-                        changed.push(f);
-                    }
-                }
-                None => changed.push(f),
+        let mut old: HashMap<Arc<str>, Written> = HashMap::new();
+        if from_parent {
+            changed.extend(
+                t.lineage
+                    .fresh
+                    .iter()
+                    .filter_map(|&i| t.farms.get(i as usize)),
+            );
+            if retry_refused && !self.refused.is_empty() {
+                let fresh: HashSet<&str> = changed.iter().map(|f| &*f.name).collect();
+                let retry: Vec<&Arc<Farm>> = self
+                    .refused
+                    .iter()
+                    .filter(|n| !fresh.contains(&***n))
+                    .filter_map(|n| t.farm(n))
+                    .collect();
+                changed.extend(retry);
             }
-        }
-        if changed.is_empty() && known == self.written.len() {
-            return Ok(out);
-        }
-        // The previous entries of the changed farms and of the farms that left.
-        let mut old: HashMap<Arc<str>, Written> = HashMap::with_capacity(changed.len());
-        for f in &changed {
-            if let Some((name, w)) = self.written.remove_entry(&*f.name) {
-                old.insert(name, w);
-            }
-        }
-        if known - old.len() < self.written.len() {
-            let gone: Vec<Arc<str>> = self
-                .written
-                .iter()
-                .filter(|(_, w)| w.seen != generation)
-                .map(|(name, _)| name.clone())
-                .collect();
-            for name in gone {
-                if let Some((name, w)) = self.written.remove_entry(&name) {
+            for name in changed.iter().map(|f| &f.name).chain(&t.lineage.dropped) {
+                if let Some((name, w)) = self.take(name) {
                     old.insert(name, w);
                 }
             }
+        } else {
+            self.generation += 1;
+            let generation = self.generation;
+            let mut known = 0usize;
+            for f in &t.farms {
+                match self.written.get_mut(&*f.name) {
+                    Some(w) => {
+                        w.seen = generation;
+                        known += 1;
+                        let retry = retry_refused && w.key_value == Err(SLOTS_FULL);
+                        if !Arc::ptr_eq(&w.farm, f) || retry {
+                            changed.push(f);
+                        }
+                    }
+                    None => changed.push(f),
+                }
+            }
+            for f in &changed {
+                if let Some((name, w)) = self.take(&f.name) {
+                    old.insert(name, w);
+                }
+            }
+            if known - old.len() < self.written.len() {
+                let gone: Vec<Arc<str>> = self
+                    .written
+                    .iter()
+                    .filter(|(_, w)| w.seen != generation)
+                    .map(|(name, _)| name.clone())
+                    .collect();
+                for name in gone {
+                    if let Some((name, w)) = self.take(&name) {
+                        old.insert(name, w);
+                    }
+                }
+            }
         }
-        match self.write_changed(&changed, &mut old, generation, &mut out) {
+        let mut out = Synced::default();
+        match self.write_changed(&changed, &mut old, &mut out) {
             Ok(new) => {
                 for w in new {
-                    self.written.insert(w.farm.name.clone(), w);
+                    self.put(w);
                 }
                 // Farms this sync refused see the room freed here at the next sync.
                 for r in old.into_values().filter_map(|w| w.region) {
                     self.free.free(r.base, r.maglev.slots().len());
                 }
+                self.synced = t.lineage.id;
+                out.fast = self.fast_farms;
+                out.slow = self.written.len() - self.fast_farms;
                 Ok(out)
             }
             Err(e) => {
-                // What was written last stays the reference: the next sync compares with
-                // it again and retries (writes are idempotent). Regions placed for the
-                // failed sync stay allocated until the maps are made again.
-                self.written.extend(old);
+                // What was written last stays the reference: the next sync compares every
+                // farm with it again and retries (writes are idempotent). Regions placed
+                // for the failed sync stay allocated until the maps are made again.
+                for w in old.into_values() {
+                    self.put(w);
+                }
                 Err(e)
             }
+        }
+    }
+
+    /// Takes a farm's entry out of `written`, keeping the tallies.
+    fn take(&mut self, name: &str) -> Option<(Arc<str>, Written)> {
+        let (name, w) = self.written.remove_entry(name)?;
+        self.fast_farms -= usize::from(w.key_value.is_ok());
+        self.refused.remove(&name);
+        Some((name, w))
+    }
+
+    /// Puts a farm's entry into `written`, keeping the tallies.
+    fn put(&mut self, w: Written) {
+        self.fast_farms += usize::from(w.key_value.is_ok());
+        if w.key_value == Err(SLOTS_FULL) {
+            self.refused.insert(w.farm.name.clone());
+        }
+        if let Some(prev) = self.written.insert(w.farm.name.clone(), w) {
+            self.fast_farms -= usize::from(prev.key_value.is_ok());
         }
     }
 
@@ -399,7 +450,6 @@ impl Maps {
         &mut self,
         changed: &[&Arc<Farm>],
         old: &mut HashMap<Arc<str>, Written>,
-        generation: u64,
         out: &mut Synced,
     ) -> io::Result<Vec<Written>> {
         let mut new: Vec<Written> = Vec::with_capacity(changed.len());
@@ -423,7 +473,7 @@ impl Maps {
                 backends: backends.into_boxed_slice(),
                 region: None,
                 key_value: Err("not placed yet"),
-                seen: generation,
+                seen: self.generation,
             });
         }
         // Then the slot regions: kept while the Maglev table and backend ids are the same.
@@ -433,7 +483,6 @@ impl Maps {
                 Ok(m) => m,
                 Err(why) => {
                     w.key_value = Err(why);
-                    out.slow += 1;
                     out.newly_slow.push((f.name.to_string(), why));
                     continue;
                 }
@@ -451,7 +500,6 @@ impl Maps {
                     let slots = m.slots();
                     let Some(base) = self.free.alloc(slots.len()) else {
                         w.key_value = Err(SLOTS_FULL);
-                        out.slow += 1;
                         out.newly_slow.push((f.name.to_string(), SLOTS_FULL));
                         continue;
                     };
@@ -476,7 +524,6 @@ impl Maps {
             v[8..12].copy_from_slice(&f.key.to_ne_bytes());
             w.key_value = Ok(v);
             w.region = Some(region);
-            out.fast += 1;
         }
         // Then the farm keys, pointing at whole regions.
         let mut live_keys: HashSet<[u8; 8]> = HashSet::new();
