@@ -20,7 +20,7 @@
 //! [`MAX_FARM_PORTS`] ports, and room left in the slot half. The others stay with user space
 //! (their frames pass the program), which handles every farm the same as before.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -84,8 +84,8 @@ pub(crate) struct Maps {
     synced: u64,
     /// Farms in `written` on the fast path.
     fast_farms: usize,
-    /// Farms in `written` refused for want of slots.
-    refused: HashSet<Arc<str>>,
+    /// Farms in `written` refused for want of slots, by the slots they need.
+    refused: BTreeSet<(usize, Arc<str>)>,
     free: FreeList,
     own_mac: MacAddr,
     /// The lease deadline last written (kernel clock), to skip needless writes.
@@ -169,6 +169,14 @@ impl FreeList {
         }
     }
 
+    fn largest(&self) -> usize {
+        self.ranges.values().copied().max().unwrap_or(0)
+    }
+
+    fn total(&self) -> usize {
+        self.ranges.values().sum()
+    }
+
     fn alloc(&mut self, len: usize) -> Option<usize> {
         let (&base, &have) = self.ranges.iter().find(|(_, l)| **l >= len)?;
         self.ranges.remove(&base);
@@ -201,6 +209,11 @@ fn farm_key(vip: Ipv4Addr, port: u16, protocol: u8) -> [u8; 8] {
     k[4..6].copy_from_slice(&port.to_be_bytes());
     k[6] = protocol;
     k
+}
+
+/// Slots a farm's region takes (0 without a Maglev table).
+fn slots_of(f: &Farm) -> usize {
+    f.maglev.as_ref().map_or(0, |m| m.slots().len())
 }
 
 /// The farm map's keys of a farm: one per port.
@@ -298,7 +311,7 @@ impl Maps {
             frees_seen: 0,
             synced: 0,
             fast_farms: 0,
-            refused: HashSet::new(),
+            refused: BTreeSet::new(),
             free: FreeList::new(SLOTS),
             own_mac: MacAddr([0; 6]),
             deadline: 0,
@@ -331,9 +344,14 @@ impl Maps {
             self.own_mac = own;
             self.write_cfg()?;
         }
-        // Farms refused for want of slots try again once regions were freed (thousands of
-        // them retried on every sync would make each sync cost the number of farms).
-        let retry_refused = self.free.frees != self.frees_seen;
+        // Farms refused for want of slots try again once regions were freed, and only as
+        // many as the room can take (thousands of them retried on every sync would make
+        // each sync cost the number of farms).
+        let retry = if self.free.frees != self.frees_seen {
+            self.retry_candidates()
+        } else {
+            HashSet::new()
+        };
         self.frees_seen = self.free.frees;
         let from_parent = self.synced != 0 && t.lineage.parent == self.synced;
         self.synced = 0;
@@ -346,15 +364,14 @@ impl Maps {
                     .iter()
                     .filter_map(|&i| t.farms.get(i as usize)),
             );
-            if retry_refused && !self.refused.is_empty() {
+            if !retry.is_empty() {
                 let fresh: HashSet<&str> = changed.iter().map(|f| &*f.name).collect();
-                let retry: Vec<&Arc<Farm>> = self
-                    .refused
+                let again: Vec<&Arc<Farm>> = retry
                     .iter()
                     .filter(|n| !fresh.contains(&***n))
                     .filter_map(|n| t.farm(n))
                     .collect();
-                changed.extend(retry);
+                changed.extend(again);
             }
             for name in changed.iter().map(|f| &f.name).chain(&t.lineage.dropped) {
                 if let Some((name, w)) = self.take(name) {
@@ -370,8 +387,9 @@ impl Maps {
                     Some(w) => {
                         w.seen = generation;
                         known += 1;
-                        let retry = retry_refused && w.key_value == Err(SLOTS_FULL);
-                        if !Arc::ptr_eq(&w.farm, f) || retry {
+                        if !Arc::ptr_eq(&w.farm, f)
+                            || (!retry.is_empty() && retry.contains(&*f.name))
+                        {
                             changed.push(f);
                         }
                     }
@@ -424,23 +442,42 @@ impl Maps {
         }
     }
 
+    /// Refused farms that may fit now, smallest first: none bigger than the largest free
+    /// range, and no more than the free slots hold (a first-fit allocation that fails for
+    /// one size fails for every larger one).
+    fn retry_candidates(&self) -> HashSet<Arc<str>> {
+        let largest = self.free.largest();
+        let mut room = self.free.total();
+        let mut out = HashSet::new();
+        for (slots, name) in &self.refused {
+            if *slots > largest || *slots > room {
+                break;
+            }
+            room -= slots;
+            out.insert(name.clone());
+        }
+        out
+    }
+
     /// Takes a farm's entry out of `written`, keeping the tallies.
     fn take(&mut self, name: &str) -> Option<(Arc<str>, Written)> {
         let (name, w) = self.written.remove_entry(name)?;
         self.fast_farms -= usize::from(w.key_value.is_ok());
-        self.refused.remove(&name);
+        if w.key_value == Err(SLOTS_FULL) {
+            self.refused.remove(&(slots_of(&w.farm), name.clone()));
+        }
         Some((name, w))
     }
 
     /// Puts a farm's entry into `written`, keeping the tallies.
     fn put(&mut self, w: Written) {
+        let _replaced = self.take(&w.farm.name);
         self.fast_farms += usize::from(w.key_value.is_ok());
         if w.key_value == Err(SLOTS_FULL) {
-            self.refused.insert(w.farm.name.clone());
+            self.refused
+                .insert((slots_of(&w.farm), w.farm.name.clone()));
         }
-        if let Some(prev) = self.written.insert(w.farm.name.clone(), w) {
-            self.fast_farms -= usize::from(prev.key_value.is_ok());
-        }
+        self.written.insert(w.farm.name.clone(), w);
     }
 
     /// Writes the farms of `changed` over `old` (their previous entries and those of the
