@@ -521,10 +521,17 @@ impl ClusterState {
             }
             Command::PutFarmIf { expected, farm } => {
                 let current = self.farms.get(&farm.name).map(|f| &**f);
-                let overlap = self
-                    .farms
-                    .values()
-                    .any(|o| o.name != farm.name && o.overlaps(farm));
+                // A farm that keeps its VIP, protocol and ports cannot come to overlap
+                // another: only a new place is compared with every farm (a backend's state
+                // change at ten thousand farms then costs what it touches).
+                let same_place = current.is_some_and(|c| {
+                    c.vip == farm.vip && c.protocol == farm.protocol && c.ports() == farm.ports()
+                });
+                let overlap = !same_place
+                    && self
+                        .farms
+                        .values()
+                        .any(|o| o.name != farm.name && o.overlaps(farm));
                 if current != expected.as_ref() || overlap || farm.validate().is_err() {
                     return false;
                 }

@@ -56,12 +56,30 @@ fn in_context(
     state: &ClusterState,
     net: &NetFacts,
 ) -> Result<Farm, Status> {
-    let others: Vec<&Farm> = state
-        .farms
-        .values()
-        .filter(|f| f.name != farm.name)
-        .map(|f| &**f)
-        .collect();
+    // The checks against other farms are about places (a VIP that is another farm's
+    // backend, a backend that is another farm's VIP, overlapping ports). A farm that keeps
+    // its VIP, protocol and ports and adds no backend address passed them when its place
+    // was taken, so an edit such as a backend's state or weight is not compared with every
+    // farm.
+    let known = state.farms.get(&farm.name).is_some_and(|cur| {
+        cur.vip == farm.vip
+            && cur.protocol == farm.protocol
+            && cur.ports() == farm.ports()
+            && farm
+                .backends
+                .iter()
+                .all(|b| cur.backends.iter().any(|c| c.ip == b.ip))
+    });
+    let others: Vec<&Farm> = if known {
+        Vec::new()
+    } else {
+        state
+            .farms
+            .values()
+            .filter(|f| f.name != farm.name)
+            .map(|f| &**f)
+            .collect()
+    };
     farm_in_context(keys, &farm, &others, net).map_err(invalid)?;
     Ok(farm)
 }
