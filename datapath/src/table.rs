@@ -423,6 +423,19 @@ const NO_FARM: u32 = u32::MAX;
 pub struct ForwardingTable {
     own_mac: MacAddr,
     pub(crate) farms: Vec<Arc<Farm>>,
+    /// Where each farm and backend is; shared with the parent snapshot when no farm moved.
+    layout: Arc<Layout>,
+    /// What this snapshot is and what it was rebuilt from (see [`Lineage`]).
+    pub(crate) lineage: Lineage,
+}
+
+/// The indexes of a snapshot: which farm serves a (VIP, protocol, port), where a farm or a
+/// backend id is. They depend only on the farms' names, places (VIP, protocol, ports) and
+/// backend ids, in order: a rebuild that changes none of those (a backend's state, weight,
+/// verdict or MAC; a farm's limits or scheduler) shares them with its parent instead of
+/// building them again.
+#[derive(Debug, Default)]
+struct Layout {
     /// Farm name → index in `farms`.
     by_name: FxHashMap<Arc<str>, u32>,
     /// Registry id → (farm index, backend index) ([`NO_FARM`] = not in this table).
@@ -432,8 +445,34 @@ pub struct ForwardingTable {
     /// The keys of `vips` in the order of their first farm: the order VIPs are announced
     /// in at a takeover (the first farms' VIPs first).
     vip_order: Vec<u32>,
-    /// What this snapshot is and what it was rebuilt from (see [`Lineage`]).
-    pub(crate) lineage: Lineage,
+}
+
+impl Layout {
+    /// Refuses two farms whose port ranges overlap on one VIP and protocol. Each VIP's
+    /// ranges are sorted by (protocol, first port) already, so a range overlaps an earlier
+    /// one exactly when it starts at or below the furthest end reached so far on the same
+    /// protocol: one pass over compact entries, no sort of the whole farm list.
+    fn check_overlaps(&self, farms: &[Arc<Farm>]) -> Result<(), TableError> {
+        for (&vip, e) in &self.vips {
+            let mut reach: Option<&PortRange> = None;
+            for r in &e.ranges {
+                match reach {
+                    Some(g) if g.protocol == r.protocol && r.first <= g.last => {
+                        let (a, b) = (&farms[g.farm as usize], &farms[r.farm as usize]);
+                        return Err(TableError::OverlappingFarms {
+                            first: a.name.to_string(),
+                            second: b.name.to_string(),
+                            vip: Ipv4Addr::from_bits(vip),
+                            protocol: b.spec.protocol,
+                        });
+                    }
+                    Some(g) if g.protocol == r.protocol && g.last >= r.last => {}
+                    _ => reach = Some(r),
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A snapshot's place in the chain of rebuilds: enough for a consumer that wrote the parent
@@ -460,10 +499,7 @@ impl ForwardingTable {
         ForwardingTable {
             own_mac,
             farms: Vec::new(),
-            by_name: FxHashMap::default(),
-            by_id: Vec::new(),
-            vips: FxHashMap::default(),
-            vip_order: Vec::new(),
+            layout: Arc::default(),
             lineage: Lineage::default(),
         }
     }
@@ -486,13 +522,17 @@ impl ForwardingTable {
         farms: &[S],
         registry: &CounterRegistry,
     ) -> Result<ForwardingTable, TableError> {
+        if let Some(t) = self.rebuild_in_place(farms, registry)? {
+            return Ok(t);
+        }
         let mut t = ForwardingTable::empty(self.own_mac);
         t.lineage.id = NEXT_TABLE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         t.lineage.parent = self.lineage.id;
         // Farms of this snapshot found here: fewer than this snapshot had means some left.
         let mut matched = 0usize;
+        let mut l = Layout::default();
         t.farms.reserve(farms.len());
-        t.by_name.reserve(farms.len());
+        l.by_name.reserve(farms.len());
         let mut id_bound = 0usize;
         for (fi, source) in farms.iter().enumerate() {
             let spec = source.spec();
@@ -503,7 +543,8 @@ impl ForwardingTable {
             let prev = here
                 .filter(|p| std::ptr::eq(&*p.spec, spec) || *p.name == *spec.name)
                 .or_else(|| {
-                    self.by_name
+                    self.layout
+                        .by_name
                         .get(spec.name.as_str())
                         .and_then(|&i| self.farms.get(i as usize))
                 });
@@ -518,7 +559,7 @@ impl ForwardingTable {
                     Arc::new(Farm::build(source.shared(), prev.map(|p| &**p), registry)?)
                 }
             };
-            if t.by_name.insert(farm.name.clone(), fi).is_some() {
+            if l.by_name.insert(farm.name.clone(), fi).is_some() {
                 return Err(TableError::DuplicateFarm {
                     name: spec.name.clone(),
                 });
@@ -528,8 +569,8 @@ impl ForwardingTable {
                 .iter()
                 .map(|b| b.id as usize + 1)
                 .fold(id_bound, usize::max);
-            let entry = t.vips.entry(spec.vip.to_bits()).or_insert_with(|| {
-                t.vip_order.push(spec.vip.to_bits());
+            let entry = l.vips.entry(spec.vip.to_bits()).or_insert_with(|| {
+                l.vip_order.push(spec.vip.to_bits());
                 VipEntry {
                     ranges: Vec::new(),
                     frag_farm: [FragFarm::None; 2],
@@ -548,51 +589,84 @@ impl ForwardingTable {
             };
             t.farms.push(farm);
         }
-        for e in t.vips.values_mut() {
+        for e in l.vips.values_mut() {
             e.ranges.sort_unstable_by_key(|r| (r.protocol, r.first));
         }
-        t.check_overlaps()?;
+        l.check_overlaps(&t.farms)?;
         if matched < self.farms.len() {
             t.lineage.dropped = self
                 .farms
                 .iter()
-                .filter(|f| !t.by_name.contains_key(&*f.name))
+                .filter(|f| !l.by_name.contains_key(&*f.name))
                 .map(|f| f.name.clone())
                 .collect();
         }
-        t.by_id = vec![(NO_FARM, 0); id_bound];
+        l.by_id = vec![(NO_FARM, 0); id_bound];
         for (fi, f) in t.farms.iter().enumerate() {
             for (bi, b) in f.backends.iter().enumerate() {
-                t.by_id[b.id as usize] = (fi as u32, bi as u16);
+                l.by_id[b.id as usize] = (fi as u32, bi as u16);
             }
         }
+        t.layout = Arc::new(l);
         Ok(t)
     }
 
-    /// Refuses two farms whose port ranges overlap on one VIP and protocol. Each VIP's
-    /// ranges are sorted by (protocol, first port) already, so a range overlaps an earlier
-    /// one exactly when it starts at or below the furthest end reached so far on the same
-    /// protocol: one pass over compact entries, no sort of the whole farm list.
-    fn check_overlaps(&self) -> Result<(), TableError> {
-        for (&vip, e) in &self.vips {
-            let mut reach: Option<&PortRange> = None;
-            for r in &e.ranges {
-                match reach {
-                    Some(g) if g.protocol == r.protocol && r.first <= g.last => {
-                        let (a, b) = (&self.farms[g.farm as usize], &self.farms[r.farm as usize]);
-                        return Err(TableError::OverlappingFarms {
-                            first: a.name.to_string(),
-                            second: b.name.to_string(),
-                            vip: Ipv4Addr::from_bits(vip),
-                            protocol: b.spec.protocol,
-                        });
-                    }
-                    Some(g) if g.protocol == r.protocol && g.last >= r.last => {}
-                    _ => reach = Some(r),
-                }
-            }
+    /// The snapshot after this one when no farm moved: the same farms in the same order,
+    /// each changed one keeping its name, place and backend ids. Then the layout is shared
+    /// and only the changed farms are looked at beyond a pointer; `None` sends the caller
+    /// to the full rebuild.
+    fn rebuild_in_place<S: SpecSource>(
+        &self,
+        farms: &[S],
+        registry: &CounterRegistry,
+    ) -> Result<Option<ForwardingTable>, TableError> {
+        if farms.len() != self.farms.len() || farms.is_empty() {
+            return Ok(None);
         }
-        Ok(())
+        let mut next = Vec::with_capacity(farms.len());
+        let mut fresh = Vec::new();
+        for (fi, (source, p)) in farms.iter().zip(&self.farms).enumerate() {
+            let spec = source.spec();
+            if std::ptr::eq(&*p.spec, spec) {
+                next.push(p.clone());
+                continue;
+            }
+            let old = &*p.spec;
+            if old.name != spec.name
+                || old.vip != spec.vip
+                || old.protocol != spec.protocol
+                || old.ports != spec.ports
+            {
+                return Ok(None);
+            }
+            if *old == *spec {
+                next.push(p.clone());
+                continue;
+            }
+            check_farm(spec)?;
+            let farm = Farm::build(source.shared(), Some(p), registry)?;
+            if !farm
+                .backends
+                .iter()
+                .map(|b| b.id)
+                .eq(p.backends.iter().map(|b| b.id))
+            {
+                return Ok(None);
+            }
+            fresh.push(fi as u32);
+            next.push(Arc::new(farm));
+        }
+        Ok(Some(ForwardingTable {
+            own_mac: self.own_mac,
+            farms: next,
+            layout: self.layout.clone(),
+            lineage: Lineage {
+                id: NEXT_TABLE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                parent: self.lineage.id,
+                fresh,
+                dropped: Vec::new(),
+            },
+        }))
     }
 
     /// The specs this snapshot was built from, in the order given.
@@ -612,22 +686,25 @@ impl ForwardingTable {
     /// Every VIP with at least one farm (the set to answer ARP for and announce), in the
     /// order of the farms: a VIP comes where its first farm does.
     pub fn vips(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
-        self.vip_order.iter().map(|&k| Ipv4Addr::from_bits(k))
+        self.layout
+            .vip_order
+            .iter()
+            .map(|&k| Ipv4Addr::from_bits(k))
     }
 
     /// The farm named `name`.
     pub(crate) fn farm(&self, name: &str) -> Option<&Arc<Farm>> {
-        self.farms.get(*self.by_name.get(name)? as usize)
+        self.farms.get(*self.layout.by_name.get(name)? as usize)
     }
 
     /// Whether `other` has the same VIPs in the same order (a comparison of compact keys,
     /// no set built).
     pub fn same_vips(&self, other: &ForwardingTable) -> bool {
-        self.vip_order == other.vip_order
+        Arc::ptr_eq(&self.layout, &other.layout) || self.layout.vip_order == other.layout.vip_order
     }
 
     pub fn is_vip(&self, ip: Ipv4Addr) -> bool {
-        self.vips.contains_key(&ip.to_bits())
+        self.layout.vips.contains_key(&ip.to_bits())
     }
 
     /// Number of farms.
@@ -637,11 +714,7 @@ impl ForwardingTable {
 
     /// Names of the backends a farm's Maglev table can choose (live ones), in name order.
     pub fn live_backends(&self, farm: &str) -> Vec<&str> {
-        let Some(f) = self
-            .by_name
-            .get(farm)
-            .and_then(|&i| self.farms.get(i as usize))
-        else {
+        let Some(f) = self.farm(farm) else {
             return Vec::new();
         };
         let Some(m) = &f.maglev else {
@@ -665,7 +738,7 @@ impl ForwardingTable {
     }
 
     pub(crate) fn vip(&self, ip: Ipv4Addr) -> Option<&VipEntry> {
-        self.vips.get(&ip.to_bits())
+        self.layout.vips.get(&ip.to_bits())
     }
 
     /// The farm on `entry` serving `protocol` and `port`: the last range starting at or
@@ -688,7 +761,7 @@ impl ForwardingTable {
     /// The backend with registry id `id` and the index of its farm, if this table has it.
     #[inline]
     pub(crate) fn backend_by_id(&self, id: u32) -> Option<(u32, &Backend)> {
-        let (fi, bi) = *self.by_id.get(id as usize)?;
+        let (fi, bi) = *self.layout.by_id.get(id as usize)?;
         let b = self.farms.get(fi as usize)?.backends.get(usize::from(bi))?;
         Some((fi, b))
     }
@@ -1110,7 +1183,7 @@ mod tests {
                     prop_assert_eq!(format!("{n:?}"), format!("{s:?}"));
                     match specs.iter().find(|f| *f.name == *n.name) {
                         Some(old) if *old == *n.spec => {
-                            let i = before.by_name[&*n.name] as usize;
+                            let i = before.layout.by_name[&*n.name] as usize;
                             prop_assert!(Arc::ptr_eq(n, &before.farms[i]), "{} rebuilt", n.name);
                         }
                         _ => changed += 1,
@@ -1133,7 +1206,7 @@ mod tests {
                 gone.sort_unstable();
                 prop_assert_eq!(dropped, gone);
                 prop_assert!(changed <= 1, "one change touched {} farms", changed);
-                prop_assert_eq!(&next.by_id, &scratch.by_id);
+                prop_assert_eq!(&next.layout.by_id, &scratch.layout.by_id);
                 let mut vips: Vec<_> = next.vips().collect();
                 let mut want: Vec<_> = scratch.vips().collect();
                 vips.sort_unstable();
