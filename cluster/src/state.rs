@@ -429,6 +429,16 @@ impl Farm {
     }
 }
 
+/// Refuses a farm list that names a farm twice (a set, not a comparison per pair: a
+/// bootstrap carries every farm).
+fn unique_names(farms: &[Farm]) -> Result<(), InvalidCommand> {
+    let mut seen = std::collections::HashSet::with_capacity(farms.len());
+    match farms.iter().find(|f| !seen.insert(f.name.as_str())) {
+        Some(f) => Err(InvalidCommand::DuplicateFarm(f.name.clone())),
+        None => Ok(()),
+    }
+}
+
 impl Command {
     /// Refuses commands that would put an inconsistent farm into the state.
     pub fn validate(&self) -> Result<(), InvalidCommand> {
@@ -446,25 +456,28 @@ impl Command {
                 farm.validate()
             }
             Command::ReplaceFarms { farms, .. } => {
-                for (i, f) in farms.iter().enumerate() {
+                for f in farms {
                     f.validate()?;
-                    if farms[..i].iter().any(|o| o.name == f.name) {
-                        return Err(InvalidCommand::DuplicateFarm(f.name.clone()));
-                    }
-                    if let Some(o) = farms[..i].iter().find(|o| o.overlaps(f)) {
-                        return Err(InvalidCommand::Overlap(o.name.clone(), f.name.clone()));
-                    }
                 }
-                Ok(())
+                unique_names(farms)?;
+                // Sorted by place, a farm overlaps an earlier one exactly when it overlaps
+                // the one before it that reaches furthest; while none overlaps, that is
+                // simply the one before it (O(n log n), not a comparison per pair).
+                let mut by_place: Vec<&Farm> = farms.iter().collect();
+                by_place.sort_by_key(|f| (u32::from(f.vip), f.protocol as u8, f.port_first));
+                match by_place.windows(2).find(|w| w[0].overlaps(w[1])) {
+                    Some(w) => Err(InvalidCommand::Overlap(
+                        w[0].name.clone(),
+                        w[1].name.clone(),
+                    )),
+                    None => Ok(()),
+                }
             }
             Command::Bootstrap { farms, .. } => {
-                for (i, f) in farms.iter().enumerate() {
+                for f in farms {
                     f.validate()?;
-                    if farms[..i].iter().any(|o| o.name == f.name) {
-                        return Err(InvalidCommand::DuplicateFarm(f.name.clone()));
-                    }
                 }
-                Ok(())
+                unique_names(farms)
             }
             Command::DeleteFarm { .. }
             | Command::SetHealth { .. }
@@ -713,6 +726,29 @@ mod tests {
             dup.validate(),
             Err(InvalidCommand::DuplicateFarm("w".into()))
         );
+        // A replacement list: overlaps are found wherever the two farms sit in the list
+        // (a range farm between them, other VIPs around), and neighbours that only touch
+        // are fine.
+        let at = |name: &str, vip: u8, first: u16, last: u16| {
+            let mut f = farm(name, &[]);
+            f.vip = Ipv4Addr::new(198, 18, 0, vip);
+            (f.port_first, f.port_last) = (first, last);
+            f
+        };
+        let replace = |farms: Vec<Farm>| Command::ReplaceFarms {
+            expected: Vec::new(),
+            farms,
+        };
+        let fine = vec![at("a", 1, 80, 90), at("b", 2, 85, 85), at("c", 1, 91, 100)];
+        assert_eq!(replace(fine).validate(), Ok(()));
+        let wide = vec![at("x", 1, 1, 1000), at("y", 2, 5, 5), at("z", 1, 700, 700)];
+        assert_eq!(
+            replace(wide).validate(),
+            Err(InvalidCommand::Overlap("x".into(), "z".into()))
+        );
+        let mut udp = at("u", 1, 80, 90);
+        udp.protocol = Protocol::Udp;
+        assert_eq!(replace(vec![at("t", 1, 80, 90), udp]).validate(), Ok(()));
     }
 
     #[test]
