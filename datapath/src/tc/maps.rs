@@ -76,10 +76,6 @@ pub(crate) struct Maps {
     stats: OwnedFd,
     /// What the last sync wrote for each farm of its table, by name.
     written: HashMap<Arc<str>, Written>,
-    /// Counts syncs, to find the farms a table no longer has.
-    generation: u64,
-    /// `free.frees` when the last sync began.
-    frees_seen: u64,
     /// The id of the table the last sync wrote in full (0: none, or it failed).
     synced: u64,
     /// Farms in `written` on the fast path.
@@ -122,8 +118,6 @@ struct Written {
     /// The value of its keys (those of [`farm_keys`]) when it is on the fast path, else
     /// why it is not.
     key_value: Result<[u8; 16], &'static str>,
-    /// The generation of the last sync whose table had it.
-    seen: u64,
 }
 
 impl Written {
@@ -157,15 +151,12 @@ struct Region {
 #[derive(Debug)]
 struct FreeList {
     ranges: BTreeMap<usize, usize>,
-    /// Counts frees: a farm refused for want of room tries again only after one.
-    frees: u64,
 }
 
 impl FreeList {
     fn new(len: usize) -> FreeList {
         FreeList {
             ranges: BTreeMap::from([(0, len)]),
-            frees: 0,
         }
     }
 
@@ -187,7 +178,6 @@ impl FreeList {
     }
 
     fn free(&mut self, base: usize, len: usize) {
-        self.frees += 1;
         let (mut base, mut len) = (base, len);
         if let Some((&b, &l)) = self.ranges.range(..base).next_back()
             && b + l == base
@@ -307,8 +297,6 @@ impl Maps {
             cfg,
             stats,
             written: HashMap::new(),
-            generation: 0,
-            frees_seen: 0,
             synced: 0,
             fast_farms: 0,
             refused: BTreeSet::new(),
@@ -344,15 +332,10 @@ impl Maps {
             self.own_mac = own;
             self.write_cfg()?;
         }
-        // Farms refused for want of slots try again once regions were freed, and only as
-        // many as the room can take (thousands of them retried on every sync would make
-        // each sync cost the number of farms).
-        let retry = if self.free.frees != self.frees_seen {
-            self.retry_candidates()
-        } else {
-            HashSet::new()
-        };
-        self.frees_seen = self.free.frees;
+        // Farms refused for want of slots try again only as many as the free room can take
+        // (thousands of them retried on every sync would make each sync cost the number
+        // of farms); none while no free range is big enough.
+        let retry = self.retry_candidates();
         let from_parent = self.synced != 0 && t.lineage.parent == self.synced;
         self.synced = 0;
         let mut changed: Vec<&Arc<Farm>> = Vec::new();
@@ -379,13 +362,10 @@ impl Maps {
                 }
             }
         } else {
-            self.generation += 1;
-            let generation = self.generation;
             let mut known = 0usize;
             for f in &t.farms {
-                match self.written.get_mut(&*f.name) {
+                match self.written.get(&*f.name) {
                     Some(w) => {
-                        w.seen = generation;
                         known += 1;
                         if !Arc::ptr_eq(&w.farm, f)
                             || (!retry.is_empty() && retry.contains(&*f.name))
@@ -404,9 +384,9 @@ impl Maps {
             if known - old.len() < self.written.len() {
                 let gone: Vec<Arc<str>> = self
                     .written
-                    .iter()
-                    .filter(|(_, w)| w.seen != generation)
-                    .map(|(name, _)| name.clone())
+                    .keys()
+                    .filter(|name| t.farm(name).is_none())
+                    .cloned()
                     .collect();
                 for name in gone {
                     if let Some((name, w)) = self.take(&name) {
@@ -510,7 +490,6 @@ impl Maps {
                 backends: backends.into_boxed_slice(),
                 region: None,
                 key_value: Err("not placed yet"),
-                seen: self.generation,
             });
         }
         // Then the slot regions: kept while the Maglev table and backend ids are the same.
