@@ -75,9 +75,11 @@ fn a_source_above_new_rate_limit_is_dropped_and_another_is_not() {
         let mut calm_ok = 0;
         for i in 0..TRIES {
             hot_ok += usize::from(open(hot, addr).is_some());
-            // The other source, one connection per five of the hot one's: well inside its
-            // own limit, whatever the hot source does.
-            if i % 5 == 4 {
+            // The other source, one connection per ten of the hot one's: within its own
+            // burst on any worker, whatever the hot source does. (One per five — six in
+            // about six seconds — sat at the limit when every one of them hashed to the
+            // same worker, whose share of the rate is half: a 1-in-32 failure in CI.)
+            if i % 10 == 9 {
                 calm_ok += usize::from(open(calm, addr).is_some());
             }
         }
@@ -87,9 +89,9 @@ fn a_source_above_new_rate_limit_is_dropped_and_another_is_not() {
     let limited = drops(&lab, "rate_limited") - before;
     eprintln!(
         "hot {hot_ok}/{TRIES} in {elapsed:.1}s, calm {calm_ok}/{}; rate_limited {limited}",
-        TRIES / 5
+        TRIES / 10
     );
-    assert_eq!(calm_ok, TRIES / 5, "the calm source was limited");
+    assert_eq!(calm_ok, TRIES / 10, "the calm source was limited");
     // Each worker admits the whole burst and its share of 1/s: at most workers × 3 at
     // once plus about one per second (a lab node runs at most 2 workers here), with
     // a flow of slack.
