@@ -50,7 +50,7 @@ fn free_addr() -> Result<SocketAddr> {
 fn farm(weight: u32) -> Farm {
     Farm {
         name: FARM.into(),
-        vip: Ipv4Addr::new(198, 18, 0, 100),
+        vip: Ipv4Addr::new(198, 18, 0, 100).into(),
         port_first: 80,
         port_last: 80,
         protocol: Protocol::Tcp,
@@ -62,7 +62,7 @@ fn farm(weight: u32) -> Farm {
         backends: (0..2u8)
             .map(|i| Backend {
                 name: format!("b{i}"),
-                ip: Ipv4Addr::new(198, 18, 0, 21 + i),
+                ip: Ipv4Addr::new(198, 18, 0, 21 + i).into(),
                 mac: None,
                 weight: if i == 0 { weight } else { 1 },
                 state: BackendState::Up,

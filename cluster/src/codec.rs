@@ -34,7 +34,10 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::error::De
 /// last purged id, snapshot): a version tag, then an xxh3-64 of the payload. redb keeps no
 /// checksum of values, so a flipped bit in a stored farm record would otherwise decode into
 /// a different but valid farm (docs/design.md#durability).
-const SEAL_TAG: [u8; 4] = *b"dsr1";
+/// `dsr2`: farms and backends hold `IpAddr` (IPv6); `dsr1` records held `Ipv4Addr` and
+/// decode into nothing valid, so they are refused by name.
+const SEAL_TAG: [u8; 4] = *b"dsr2";
+const OLD_TAGS: [[u8; 4]; 1] = [*b"dsr1"];
 const SEAL_LEN: usize = SEAL_TAG.len() + 8;
 
 /// Encodes `value` for the store: tag, checksum, payload.
@@ -52,6 +55,13 @@ pub fn seal<T: Serialize>(value: &T) -> Result<Vec<u8>, bincode::error::EncodeEr
 pub fn unseal<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::error::DecodeError> {
     let corrupt =
         |why: &str| bincode::error::DecodeError::OtherString(format!("corrupt record: {why}"));
+    if bytes.len() >= SEAL_LEN && OLD_TAGS.iter().any(|t| bytes[..t.len()] == *t) {
+        return Err(corrupt(
+            "written by a dsrlb before IPv6 support (record format dsr1, this one reads \
+             dsr2): start this node on an empty data directory and let it join, or \
+             bootstrap from the config",
+        ));
+    }
     if bytes.len() < SEAL_LEN || bytes[..SEAL_TAG.len()] != SEAL_TAG {
         return Err(corrupt(
             "no checksum header (damaged, or written by a dsrlb without record checksums)",

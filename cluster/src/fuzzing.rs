@@ -191,7 +191,7 @@ mod tests {
 
         let farm = Farm {
             name: "web".into(),
-            vip: Ipv4Addr::new(198, 18, 0, 100),
+            vip: Ipv4Addr::new(198, 18, 0, 100).into(),
             port_first: 80,
             port_last: 80,
             protocol: Protocol::Tcp,
@@ -205,7 +205,7 @@ mod tests {
                 .zip(1u8..)
                 .map(|(n, i)| Backend {
                     name: (*n).into(),
-                    ip: Ipv4Addr::new(198, 18, 1, i),
+                    ip: Ipv4Addr::new(198, 18, 1, i).into(),
                     mac: Some([2, 0, 0, 0, 1, i]),
                     weight: 1,
                     state: BackendState::Up,

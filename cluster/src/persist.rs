@@ -548,7 +548,7 @@ mod tests {
     fn farm(ttl_s: u64) -> Farm {
         Farm {
             name: "web".into(),
-            vip: Ipv4Addr::new(198, 18, 0, 100),
+            vip: Ipv4Addr::new(198, 18, 0, 100).into(),
             port_first: 80,
             port_last: 80,
             protocol: Protocol::Tcp,
@@ -564,7 +564,7 @@ mod tests {
                 .enumerate()
                 .map(|(i, n)| Backend {
                     name: (*n).into(),
-                    ip: Ipv4Addr::new(198, 18, 0, 10 + i as u8),
+                    ip: Ipv4Addr::new(198, 18, 0, 10 + i as u8).into(),
                     mac: None,
                     weight: 1,
                     state: BackendState::Up,

@@ -13,7 +13,7 @@ use crate::persist::PinBatch;
 pub use proto::names::{BackendState, Protocol};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::Duration;
@@ -168,8 +168,8 @@ pub struct HttpCheck {
 pub struct Backend {
     /// Unique within its farm.
     pub name: String,
-    /// Address on the load balancer's L2 segment.
-    pub ip: Ipv4Addr,
+    /// Address on the load balancer's L2 segment, of the farm's VIP's family.
+    pub ip: IpAddr,
     /// Pinned MAC address; `None` means learned by ARP.
     pub mac: Option<[u8; 6]>,
     /// Relative share of new flows.
@@ -185,8 +185,8 @@ pub struct Backend {
 pub struct Farm {
     /// Unique farm name; the key of the farm in the state.
     pub name: String,
-    /// The virtual IP.
-    pub vip: Ipv4Addr,
+    /// The virtual IP (IPv4 or IPv6).
+    pub vip: IpAddr,
     /// First port of the range (equal to `port_last` for a single port).
     pub port_first: u16,
     /// Last port of the range, inclusive.
@@ -464,7 +464,7 @@ impl Command {
                 // the one before it that reaches furthest; while none overlaps, that is
                 // simply the one before it (O(n log n), not a comparison per pair).
                 let mut by_place: Vec<&Farm> = farms.iter().collect();
-                by_place.sort_by_key(|f| (u32::from(f.vip), f.protocol as u8, f.port_first));
+                by_place.sort_by_key(|f| (f.vip, f.protocol as u8, f.port_first));
                 match by_place.windows(2).find(|w| w[0].overlaps(w[1])) {
                     Some(w) => Err(InvalidCommand::Overlap(
                         w[0].name.clone(),
@@ -597,11 +597,12 @@ impl ClusterState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     pub(crate) fn farm(name: &str, backends: &[&str]) -> Farm {
         Farm {
             name: name.into(),
-            vip: Ipv4Addr::new(198, 18, 0, 100),
+            vip: Ipv4Addr::new(198, 18, 0, 100).into(),
             port_first: 80,
             port_last: 80,
             protocol: Protocol::Tcp,
@@ -620,7 +621,7 @@ mod tests {
                 .enumerate()
                 .map(|(i, n)| Backend {
                     name: (*n).into(),
-                    ip: Ipv4Addr::new(198, 18, 0, 10 + i as u8),
+                    ip: Ipv4Addr::new(198, 18, 0, 10 + i as u8).into(),
                     mac: None,
                     weight: 1,
                     state: BackendState::Up,
@@ -731,7 +732,7 @@ mod tests {
         // are fine.
         let at = |name: &str, vip: u8, first: u16, last: u16| {
             let mut f = farm(name, &[]);
-            f.vip = Ipv4Addr::new(198, 18, 0, vip);
+            f.vip = Ipv4Addr::new(198, 18, 0, vip).into();
             (f.port_first, f.port_last) = (first, last);
             f
         };

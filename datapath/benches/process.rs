@@ -30,7 +30,7 @@ fn table_with(
     let backends = (1..=10u8)
         .map(|i| BackendSpec {
             name: format!("b{i}"),
-            ip: Ipv4Addr::new(198, 18, 1, i),
+            ip: Ipv4Addr::new(198, 18, 1, i).into(),
             mac: Some(MacAddr([2, 0, 0, 0, 1, i])),
             weight: 1,
             state: BackendState::Up,
@@ -39,7 +39,7 @@ fn table_with(
         .collect();
     let farm = FarmSpec {
         name: "web".into(),
-        vip: VIP,
+        vip: VIP.into(),
         protocol: Protocol::Tcp,
         ports: 80..=80,
         backends,
@@ -172,7 +172,7 @@ fn bench(c: &mut Criterion) {
     let now = 10_000_000_000u64;
     for i in 0..PINNED {
         pins.set(
-            Ipv4Addr::from_bits(pinned_base + i),
+            Ipv4Addr::from_bits(pinned_base + i).into(),
             ids[i as usize % ids.len()],
             now,
         );

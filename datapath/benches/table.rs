@@ -7,7 +7,7 @@
 //! previous one and the new specs.
 
 use std::hint::black_box;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -25,7 +25,7 @@ fn specs(n: usize, backends: usize, vips: usize) -> Vec<FarmSpec> {
             let v = (i % vips) as u32;
             FarmSpec {
                 name: format!("farm-{i:05}"),
-                vip: Ipv4Addr::from_bits(u32::from(Ipv4Addr::new(198, 18, 64, 1)) + v),
+                vip: Ipv4Addr::from_bits(u32::from(Ipv4Addr::new(198, 18, 64, 1)) + v).into(),
                 protocol: Protocol::Tcp,
                 ports: {
                     let p = 1000 + (i / vips) as u16;
@@ -34,7 +34,8 @@ fn specs(n: usize, backends: usize, vips: usize) -> Vec<FarmSpec> {
                 backends: (0..backends)
                     .map(|b| BackendSpec {
                         name: format!("b{b:02}"),
-                        ip: Ipv4Addr::from_bits(u32::from(Ipv4Addr::new(198, 19, 0, 0)) + b as u32),
+                        ip: Ipv4Addr::from_bits(u32::from(Ipv4Addr::new(198, 19, 0, 0)) + b as u32)
+                            .into(),
                         mac: Some(MacAddr([2, 0, 0, 1, (b >> 8) as u8, b as u8])),
                         weight: 1,
                         state: BackendState::Up,
@@ -119,7 +120,10 @@ fn per_packet(c: &mut Criterion) {
         let t = ForwardingTable::build(OWN, &a, &reg).expect("valid specs");
         // The last farm: the far end of any list a lookup might walk.
         let last = &a[a.len() - 1];
-        let (vip, port) = (last.vip, *last.ports.start());
+        let IpAddr::V4(vip) = last.vip else {
+            unreachable!("IPv4 farms")
+        };
+        let port = *last.ports.start();
         let mut p = Processor::new(0, &ProcessorConfig::default());
         let mut sport = 1024u16;
         let mut frame = syn(vip, port, sport, true);

@@ -18,7 +18,7 @@ use crate::flow::FlowCounts;
 pub enum DropReason {
     /// Shorter than an Ethernet header (or than the tags it announces).
     TooShort,
-    /// Neither IPv4 nor ARP after the VLAN tags (IPv6 lands here too).
+    /// Neither ARP, IPv4 nor IPv6 after the VLAN tags.
     UnknownEthertype,
     /// More than two VLAN tags.
     VlanTooDeep,
@@ -64,6 +64,22 @@ pub enum DropReason {
     /// A TCP packet other than a SYN of a flow this node does not know, on a `tcp_strict`
     /// farm after the takeover grace.
     TcpStrict,
+    /// Bad IPv6 version, a zero payload length (jumbogram), a hop-by-hop header not first,
+    /// or an extension header running past the payload.
+    Ipv6Malformed,
+    /// The frame ends before the IPv6 header or the payload it announces.
+    Ipv6Truncated,
+    /// An extension-header chain longer than the parser walks (`MAX_IPV6_EXT`), or a
+    /// routing header with segments left (the VIP is only a waypoint).
+    Ipv6ExtChain,
+    /// ICMPv6 Neighbor Solicitation that fails RFC 4861's checks (hop limit 255, checksum,
+    /// length, options).
+    NdpMalformed,
+    /// Neighbor Solicitation for an address that is not one of our VIPs.
+    NdpNotForVip,
+    /// ICMPv6 other than a Neighbor Solicitation reaching a worker (advertisements, router
+    /// messages, echo to a VIP): not ours to answer.
+    NdpNotSolicitation,
 }
 
 impl DropReason {
@@ -92,6 +108,12 @@ impl DropReason {
         DropReason::FarmRateLimited,
         DropReason::BackendFull,
         DropReason::TcpStrict,
+        DropReason::Ipv6Malformed,
+        DropReason::Ipv6Truncated,
+        DropReason::Ipv6ExtChain,
+        DropReason::NdpMalformed,
+        DropReason::NdpNotForVip,
+        DropReason::NdpNotSolicitation,
     ];
 
     /// Number of reasons: the size of a worker's counter block.
@@ -123,6 +145,12 @@ impl DropReason {
             DropReason::FarmRateLimited => "farm_rate_limited",
             DropReason::BackendFull => "backend_full",
             DropReason::TcpStrict => "tcp_strict",
+            DropReason::Ipv6Malformed => "ipv6_malformed",
+            DropReason::Ipv6Truncated => "ipv6_truncated",
+            DropReason::Ipv6ExtChain => "ipv6_ext_chain",
+            DropReason::NdpMalformed => "ndp_malformed",
+            DropReason::NdpNotForVip => "ndp_not_for_vip",
+            DropReason::NdpNotSolicitation => "ndp_not_solicitation",
         }
     }
 }

@@ -16,7 +16,9 @@
 //! All of it is O(WAYS) work with no allocation; idle entries are freed by a sweep the
 //! worker runs a few buckets at a time, which keeps [`FlowCounts::entries`] honest.
 
-use std::net::Ipv4Addr;
+use std::fmt::Debug;
+#[cfg(test)]
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
@@ -32,11 +34,18 @@ pub const WAYS: usize = 8;
 pub(crate) const SWEEP_PER_BATCH: usize = 2;
 pub(crate) const SWEEP_IDLE: usize = 256;
 
+/// An address as a flow key holds it: `u32` for IPv4, `u128` for IPv6, so an IPv4 entry
+/// stays 32 bytes (an IPv6 one is 64).
+pub trait FlowAddr: Copy + Eq + Debug + Default {
+    /// The flow hash of a key of this family (see [`FlowKey::hash`]).
+    fn flow_hash(key: &FlowKey<Self>) -> u64;
+}
+
 /// What identifies a flow: the 5-tuple, or the 3-tuple for fragmented datagrams.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
-pub struct FlowKey {
-    pub src: u32,
-    pub dst: u32,
+pub struct FlowKey<A = u32> {
+    pub src: A,
+    pub dst: A,
     pub sport: u16,
     pub dport: u16,
     pub protocol: u8,
@@ -45,12 +54,13 @@ pub struct FlowKey {
     pub fragmented: u8,
 }
 
-impl FlowKey {
+impl<A: FlowAddr> FlowKey<A> {
     /// The 5-tuple of an unfragmented datagram.
-    pub fn five_tuple(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, sport: u16, dport: u16) -> Self {
+    #[inline]
+    pub fn of_ports(src: A, dst: A, protocol: u8, sport: u16, dport: u16) -> Self {
         FlowKey {
-            src: src.to_bits(),
-            dst: dst.to_bits(),
+            src,
+            dst,
             sport,
             dport,
             protocol,
@@ -59,10 +69,11 @@ impl FlowKey {
     }
 
     /// The 3-tuple shared by all fragments of a datagram.
-    pub fn three_tuple(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8) -> Self {
+    #[inline]
+    pub fn of_fragments(src: A, dst: A, protocol: u8) -> Self {
         FlowKey {
-            src: src.to_bits(),
-            dst: dst.to_bits(),
+            src,
+            dst,
             sport: 0,
             dport: 0,
             protocol,
@@ -70,21 +81,68 @@ impl FlowKey {
         }
     }
 
-    /// xxh3 with a fixed seed over a fixed 16-byte big-endian layout, so the value is the
-    /// same on every node and architecture. The layout is written as two 8-byte words:
-    /// xxh3 reads it back as two words, and equal-sized stores and loads forward without
-    /// a stall (byte-wise stores cost more than the hash itself).
+    /// xxh3 with a fixed seed over a fixed big-endian layout (addresses, then ports,
+    /// protocol and the fragment mark), so the value is the same on every node and
+    /// architecture: part of the cross-node contract.
     #[inline]
     pub fn hash(&self) -> u64 {
-        let addrs = (u64::from(self.src) << 32) | u64::from(self.dst);
-        let rest = (u64::from(self.sport) << 48)
+        A::flow_hash(self)
+    }
+
+    #[inline]
+    fn rest(&self) -> u64 {
+        (u64::from(self.sport) << 48)
             | (u64::from(self.dport) << 32)
             | (u64::from(self.protocol) << 24)
-            | (u64::from(self.fragmented) << 16);
+            | (u64::from(self.fragmented) << 16)
+    }
+}
+
+impl FlowAddr for u32 {
+    /// 16 bytes written as two 8-byte words: xxh3 reads them back as two words, and
+    /// equal-sized stores and loads forward without a stall (byte-wise stores cost more
+    /// than the hash itself).
+    #[inline]
+    fn flow_hash(key: &FlowKey<u32>) -> u64 {
+        let addrs = (u64::from(key.src) << 32) | u64::from(key.dst);
         let mut b = [0u8; 16];
         b[..8].copy_from_slice(&addrs.to_be_bytes());
-        b[8..].copy_from_slice(&rest.to_be_bytes());
+        b[8..].copy_from_slice(&key.rest().to_be_bytes());
         xxh3_64_with_seed(&b, FLOW_SEED)
+    }
+}
+
+impl FlowAddr for u128 {
+    /// 40 bytes: source, destination, then the same 8-byte tail as IPv4's.
+    #[inline]
+    fn flow_hash(key: &FlowKey<u128>) -> u64 {
+        let mut b = [0u8; 40];
+        b[..16].copy_from_slice(&key.src.to_be_bytes());
+        b[16..32].copy_from_slice(&key.dst.to_be_bytes());
+        b[32..].copy_from_slice(&key.rest().to_be_bytes());
+        xxh3_64_with_seed(&b, FLOW_SEED)
+    }
+}
+
+impl FlowKey<u32> {
+    /// The 5-tuple of an unfragmented IPv4 datagram.
+    #[cfg(test)]
+    pub fn five_tuple(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, sport: u16, dport: u16) -> Self {
+        Self::of_ports(src.to_bits(), dst.to_bits(), protocol, sport, dport)
+    }
+
+    /// The 3-tuple shared by all fragments of an IPv4 datagram.
+    #[cfg(test)]
+    pub fn three_tuple(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8) -> Self {
+        Self::of_fragments(src.to_bits(), dst.to_bits(), protocol)
+    }
+}
+
+#[cfg(test)]
+impl FlowKey<u128> {
+    /// The 5-tuple of an unfragmented IPv6 datagram.
+    pub fn five_tuple6(src: Ipv6Addr, dst: Ipv6Addr, protocol: u8, sport: u16, dport: u16) -> Self {
+        Self::of_ports(src.to_bits(), dst.to_bits(), protocol, sport, dport)
     }
 }
 
@@ -92,8 +150,8 @@ impl FlowKey {
 const FREE: u32 = u32::MAX;
 
 #[derive(Clone, Copy, Debug)]
-struct Entry {
-    key: FlowKey,
+struct Entry<A> {
+    key: FlowKey<A>,
     backend: u32,
     /// The caller's own mark (the processor: when the flow's pin was last looked at). With
     /// `established` it sits in what would be padding, so an entry stays 32 bytes.
@@ -102,20 +160,17 @@ struct Entry {
     last_seen: u64,
 }
 
-const EMPTY: Entry = Entry {
-    key: FlowKey {
-        src: 0,
-        dst: 0,
-        sport: 0,
-        dport: 0,
-        protocol: 0,
-        fragmented: 0,
-    },
-    backend: FREE,
-    mark: 0,
-    established: false,
-    last_seen: 0,
-};
+impl<A: FlowAddr> Entry<A> {
+    fn empty() -> Self {
+        Entry {
+            key: FlowKey::default(),
+            backend: FREE,
+            mark: 0,
+            established: false,
+            last_seen: 0,
+        }
+    }
+}
 
 /// What a worker's flow table did, for the metrics (plain numbers: the table is private to
 /// its worker, which publishes them once per batch).
@@ -131,6 +186,21 @@ pub struct FlowCounts {
     pub full: u64,
     /// Entries the table has room for: `entries / capacity` is how full it is.
     pub capacity: u64,
+}
+
+impl std::ops::Add for FlowCounts {
+    type Output = FlowCounts;
+
+    /// A worker's two tables (IPv4, IPv6) published as one.
+    fn add(self, o: FlowCounts) -> FlowCounts {
+        FlowCounts {
+            entries: self.entries + o.entries,
+            evicted_half_open: self.evicted_half_open + o.evicted_half_open,
+            evicted_established: self.evicted_established + o.evicted_established,
+            full: self.full + o.full,
+            capacity: self.capacity + o.capacity,
+        }
+    }
 }
 
 /// What [`FlowTable::insert_marked`] did.
@@ -161,10 +231,10 @@ impl Hit<'_> {
     }
 }
 
-/// A bounded flow → backend-id cache for one worker.
+/// A bounded flow → backend-id cache for one worker and one address family.
 #[derive(Debug)]
-pub struct FlowTable {
-    entries: Box<[Entry]>,
+pub struct FlowTable<A = u32> {
+    entries: Box<[Entry<A>]>,
     bucket_mask: usize,
     idle_ns: u64,
     counts: FlowCounts,
@@ -172,13 +242,13 @@ pub struct FlowTable {
     sweep_at: usize,
 }
 
-impl FlowTable {
+impl<A: FlowAddr> FlowTable<A> {
     /// Room for at least `capacity` flows (rounded up to a power of two, at least one
     /// bucket); entries unused for more than `idle_ns` are misses.
     pub fn new(capacity: usize, idle_ns: u64) -> Self {
         let buckets = capacity.div_ceil(WAYS).max(1).next_power_of_two();
         FlowTable {
-            entries: vec![EMPTY; buckets * WAYS].into_boxed_slice(),
+            entries: vec![Entry::empty(); buckets * WAYS].into_boxed_slice(),
             bucket_mask: buckets - 1,
             idle_ns,
             counts: FlowCounts {
@@ -201,7 +271,7 @@ impl FlowTable {
     }
 
     #[inline]
-    fn bucket(&mut self, hash: u64) -> &mut [Entry] {
+    fn bucket(&mut self, hash: u64) -> &mut [Entry<A>] {
         // Low bits pick the bucket; Maglev uses the high bits of the same hash.
         let start = (hash as usize & self.bucket_mask) * WAYS;
         let end = start + WAYS;
@@ -215,19 +285,19 @@ impl FlowTable {
     }
 
     #[inline]
-    fn fresh(e: &Entry, now_ns: u64, idle_ns: u64) -> bool {
+    fn fresh(e: &Entry<A>, now_ns: u64, idle_ns: u64) -> bool {
         e.backend != FREE && now_ns.saturating_sub(e.last_seen) <= idle_ns
     }
 
     /// [`FlowTable::lookup`] without the mark.
     #[cfg(test)]
-    pub fn get(&mut self, key: &FlowKey, hash: u64, now_ns: u64) -> Option<u32> {
+    pub fn get(&mut self, key: &FlowKey<A>, hash: u64, now_ns: u64) -> Option<u32> {
         self.lookup(key, hash, now_ns).map(|h| h.backend)
     }
 
     /// The live entry for `key`, its last-seen time refreshed.
     #[inline]
-    pub fn lookup(&mut self, key: &FlowKey, hash: u64, now_ns: u64) -> Option<Hit<'_>> {
+    pub fn lookup(&mut self, key: &FlowKey<A>, hash: u64, now_ns: u64) -> Option<Hit<'_>> {
         let idle = self.idle_ns;
         let e = self
             .bucket(hash)
@@ -243,7 +313,7 @@ impl FlowTable {
 
     /// [`FlowTable::insert_marked`] with mark 0, established.
     #[cfg(test)]
-    pub fn insert(&mut self, key: FlowKey, hash: u64, backend: u32, now_ns: u64) {
+    pub fn insert(&mut self, key: FlowKey<A>, hash: u64, backend: u32, now_ns: u64) {
         let _ = self.insert_marked(key, hash, backend, 0, true, now_ns);
     }
 
@@ -252,7 +322,7 @@ impl FlowTable {
     #[inline]
     pub fn insert_marked(
         &mut self,
-        key: FlowKey,
+        key: FlowKey<A>,
         hash: u64,
         backend: u32,
         mark: u16,
@@ -324,7 +394,7 @@ impl FlowTable {
                     if e.established {
                         gone(e.backend);
                     }
-                    *e = EMPTY;
+                    *e = Entry::empty();
                     self.counts.entries = self.counts.entries.saturating_sub(1);
                 }
             }
@@ -381,9 +451,30 @@ mod tests {
     const PINNED_HASH: u64 = 3_142_335_618_210_348_306;
 
     #[test]
-    fn an_entry_stays_32_bytes() {
-        assert_eq!(std::mem::size_of::<Entry>(), 32);
+    fn an_ipv4_entry_stays_32_bytes_and_an_ipv6_one_is_a_cache_line() {
+        assert_eq!(std::mem::size_of::<Entry<u32>>(), 32);
+        assert_eq!(std::mem::size_of::<Entry<u128>>(), 64);
     }
+
+    #[test]
+    fn ipv6_keys_hash_to_a_pinned_value_and_differ_from_ipv4() {
+        let v6 = FlowKey::five_tuple6(
+            "2001:db8::1".parse().unwrap(),
+            "2001:db8::100".parse().unwrap(),
+            6,
+            40000,
+            80,
+        );
+        assert_eq!(v6.hash(), PINNED_HASH6);
+        let frag = FlowKey::<u128>::of_fragments(v6.src, v6.dst, 6);
+        assert_ne!(frag.hash(), v6.hash());
+        let mut t = FlowTable::<u128>::new(64, 100);
+        t.insert(v6, v6.hash(), 3, 1);
+        assert_eq!(t.get(&v6, v6.hash(), 2), Some(3));
+        assert_eq!(t.get(&frag, frag.hash(), 2), None);
+    }
+
+    const PINNED_HASH6: u64 = 14_851_681_068_011_875_443;
 
     #[test]
     fn hit_miss_and_idle() {

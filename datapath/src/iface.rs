@@ -6,7 +6,7 @@
 //! netlink, `SIOCGIFMTU`), never from `/sys`, which shows the namespace sysfs was mounted
 //! in.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use nix::ifaddrs::getifaddrs;
 use nix::net::if_::InterfaceFlags;
@@ -22,6 +22,22 @@ pub struct Ipv4Net {
     pub prefix_len: u8,
 }
 
+/// An IPv6 address with its prefix length.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Ipv6Net {
+    pub addr: Ipv6Addr,
+    pub prefix_len: u8,
+}
+
+impl Ipv6Net {
+    /// Whether `ip` is on this prefix.
+    pub fn contains(&self, ip: Ipv6Addr) -> bool {
+        let bits = u32::from(self.prefix_len.min(128));
+        let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+        ip.to_bits() & mask == self.addr.to_bits() & mask
+    }
+}
+
 /// One interface, as seen when it was looked up.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct InterfaceInfo {
@@ -34,6 +50,8 @@ pub struct InterfaceInfo {
     pub running: bool,
     pub mtu: u32,
     pub ipv4: Vec<Ipv4Net>,
+    /// Link-local included.
+    pub ipv6: Vec<Ipv6Net>,
 }
 
 fn lookup_error(name: &str, source: nix::Error) -> IoError {
@@ -65,6 +83,7 @@ impl InterfaceInfo {
             running: false,
             mtu: 0,
             ipv4: Vec::new(),
+            ipv6: Vec::new(),
         };
         let mut seen = false;
         for ifa in getifaddrs().map_err(|e| lookup_error(name, e))? {
@@ -91,6 +110,18 @@ impl InterfaceInfo {
                     addr: sin.ip(),
                     prefix_len,
                 });
+            } else if let Some(sin6) = addr.as_sockaddr_in6() {
+                let prefix_len = ifa
+                    .netmask
+                    .and_then(|m| {
+                        m.as_sockaddr_in6()
+                            .map(|m| m.ip().to_bits().count_ones() as u8)
+                    })
+                    .unwrap_or(128);
+                info.ipv6.push(Ipv6Net {
+                    addr: sin6.ip(),
+                    prefix_len,
+                });
             }
         }
         if !seen {
@@ -107,6 +138,18 @@ impl InterfaceInfo {
     pub fn primary_ipv4(&self) -> Option<Ipv4Addr> {
         self.ipv4.first().map(|n| n.addr)
     }
+
+    /// The source of our Neighbor Solicitations: a global address of the interface if it
+    /// has one (backends answer it on their own prefix), else its link-local address
+    /// (RFC 4861 allows either; every IPv6 interface has the latter).
+    pub fn primary_ipv6(&self) -> Option<Ipv6Addr> {
+        let link_local = |a: &Ipv6Addr| a.is_unicast_link_local();
+        self.ipv6
+            .iter()
+            .map(|n| n.addr)
+            .find(|a| !link_local(a) && !a.is_loopback())
+            .or_else(|| self.ipv6.iter().map(|n| n.addr).find(link_local))
+    }
 }
 
 /// Every IPv4 address on every interface of the calling thread's network namespace.
@@ -114,6 +157,17 @@ pub fn local_ipv4_addresses() -> Result<Vec<Ipv4Addr>, IoError> {
     let addrs = getifaddrs().map_err(|e| lookup_error("*", e))?;
     let mut out: Vec<Ipv4Addr> = addrs
         .filter_map(|ifa| ifa.address?.as_sockaddr_in().map(|s| s.ip()))
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+/// Every IPv6 address on every interface of the calling thread's network namespace.
+pub fn local_ipv6_addresses() -> Result<Vec<Ipv6Addr>, IoError> {
+    let addrs = getifaddrs().map_err(|e| lookup_error("*", e))?;
+    let mut out: Vec<Ipv6Addr> = addrs
+        .filter_map(|ifa| ifa.address?.as_sockaddr_in6().map(|s| s.ip()))
         .collect();
     out.sort_unstable();
     out.dedup();

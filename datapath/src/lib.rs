@@ -25,8 +25,8 @@
 //! - `table`: [`ForwardingTable`], the immutable snapshot of farms and backends.
 //! - `persist`: source-IP persistence as the workers see it: the pin mirrors and queues.
 //! - `limit`: the new-flow rate buckets (GCRA) and a worker's per-source table.
-//! - `flow`, `maglev`, `arp`, `packet`, `counters`, `bpf`: the per-worker flow table,
-//!   Maglev, ARP frames, frame parsing, counters and drop reasons, the socket filters.
+//! - `flow`, `maglev`, `arp`, `ndp`, `packet`, `counters`, `bpf`: the per-worker flow table,
+//!   Maglev, ARP frames, IPv6 neighbour discovery, frame parsing, counters and drop reasons, the socket filters.
 //! - `sys`: the AF_PACKET side's `unsafe`, thin wrappers over its system calls.
 //! - `ebpf`: the `bpf()` wrappers and the eBPF assembler both programs (`tc`, `xdp`) use.
 //! - `clock`, `error`: the monotonic clock everything is timed on, and [`IoError`].
@@ -46,6 +46,7 @@ mod flux;
 mod iface;
 mod limit;
 mod maglev;
+mod ndp;
 mod packet;
 mod persist;
 mod process;
@@ -69,11 +70,15 @@ pub use counters::{
 pub use error::IoError;
 pub use flow::FlowCounts;
 pub use flux::{FLUX_PROBE_EVERY, MAX_CONFLICTS, VipConflict};
-pub use iface::{InterfaceInfo, Ipv4Net, local_ipv4_addresses};
+pub use iface::{InterfaceInfo, Ipv4Net, Ipv6Net, local_ipv4_addresses, local_ipv6_addresses};
 pub use maglev::{MAX_SIZE as MAGLEV_MAX_SIZE, default_size as maglev_default_size, is_prime};
+pub use ndp::{
+    NaFlags, NaView, NsView, multicast_mac, neighbor_solicitation, parse_na, parse_neighbor,
+    parse_ns, solicited_node, unsolicited_na,
+};
 pub use packet::{
-    ARP_OP_REPLY, ARP_OP_REQUEST, ArpView, Fragment, Ipv4View, MacAddr, ParseMacError, Parsed,
-    parse,
+    ARP_OP_REPLY, ARP_OP_REQUEST, ArpView, Fragment, Ipv4View, Ipv6View, MAX_IPV6_EXT, MacAddr,
+    ParseMacError, Parsed, parse,
 };
 pub use persist::{FarmPins, PinEvent, PinQueue, PinRegistry, QueueStats};
 pub use process::{Processor, ProcessorConfig, Verdict};

@@ -1,18 +1,19 @@
-//! Frame parsing on byte slices: Ethernet with up to two VLAN tags, ARP, IPv4 and the
-//! TCP/UDP ports. Pure, allocation-free, and total: every byte string yields either a
+//! Frame parsing on byte slices: Ethernet with up to two VLAN tags, ARP, IPv4, IPv6 (with
+//! its extension-header chain walked to a bound) and the TCP/UDP ports. Pure, allocation-free, and total: every byte string yields either a
 //! view or a [`DropReason`], never a panic.
 //!
 //! Checksums are not verified: the backend's kernel verifies them, and a frame with a
 //! partial checksum (offloads) is legal here.
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
 use crate::counters::DropReason;
 
 pub const ETH_P_IPV4: u16 = 0x0800;
 pub const ETH_P_ARP: u16 = 0x0806;
+pub const ETH_P_IPV6: u16 = 0x86dd;
 pub const ETH_P_8021Q: u16 = 0x8100;
 /// 802.1ad service tag (outer tag of QinQ).
 pub const ETH_P_8021AD: u16 = 0x88a8;
@@ -27,6 +28,18 @@ pub const ARP_OP_REQUEST: u16 = 1;
 pub const ARP_OP_REPLY: u16 = 2;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_ICMPV6: u8 = 58;
+/// IPv6 fixed header.
+pub const IPV6_HLEN: usize = 40;
+/// Extension headers walked before a datagram is refused (`Ipv6ExtChain`). Real traffic
+/// carries zero to two; RFC 8200 allows each kind at most once (destination options twice),
+/// so eight is past any honest chain and bounds the walk.
+pub const MAX_IPV6_EXT: usize = 8;
+const NH_HOP_BY_HOP: u8 = 0;
+const NH_ROUTING: u8 = 43;
+const NH_FRAGMENT: u8 = 44;
+const NH_AH: u8 = 51;
+const NH_DEST_OPTS: u8 = 60;
 const IPV4_MIN_HLEN: usize = 20;
 const TCP_MIN_HLEN: usize = 20;
 const TCP_SYN: u8 = 0x02;
@@ -146,11 +159,36 @@ pub struct Ipv4View {
     pub tcp_syn: bool,
 }
 
+/// An IPv6 datagram after its extension headers, with its ports when its L4 header is
+/// present.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Ipv6View {
+    pub l3_offset: usize,
+    /// Fixed header and extension headers in bytes: where the upper-layer header starts.
+    pub header_len: usize,
+    /// 40 + payload length: the datagram's end; the frame may carry padding after it.
+    pub total_len: usize,
+    pub src: Ipv6Addr,
+    pub dst: Ipv6Addr,
+    /// The upper-layer protocol (the last Next Header of the chain).
+    pub protocol: u8,
+    pub fragment: Fragment,
+    /// Fragment offset in bytes.
+    pub fragment_offset: u16,
+    /// (source, destination) for TCP and UDP in a whole datagram or a first fragment.
+    pub ports: Option<(u16, u16)>,
+    /// A TCP segment with SYN set and ACK clear.
+    pub tcp_syn: bool,
+    /// The ICMPv6 type when the upper layer is ICMPv6 and its first byte is present.
+    pub icmp_type: Option<u8>,
+}
+
 /// A parsed frame.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Parsed {
     Arp(ArpView),
     Ipv4(Ipv4View),
+    Ipv6(Ipv6View),
 }
 
 #[inline]
@@ -249,35 +287,13 @@ pub fn parse_ipv4(frame: &[u8], l3: usize) -> Result<Ipv4View, DropReason> {
     let src = Ipv4Addr::new(hdr[12], hdr[13], hdr[14], hdr[15]);
     let dst = Ipv4Addr::new(hdr[16], hdr[17], hdr[18], hdr[19]);
 
-    let ports = if fragment == Fragment::Later {
-        None
-    } else {
-        let min = match protocol {
-            IPPROTO_TCP => TCP_MIN_HLEN,
-            IPPROTO_UDP => UDP_HLEN,
-            _ => 0,
-        };
-        if min == 0 {
-            None
-        } else {
-            // RFC 1858: a first fragment too short for the transport header is refused,
-            // since later fragments could otherwise rewrite the ports.
-            if total_len - header_len < min {
-                return Err(DropReason::L4Truncated);
-            }
-            let l4 = l3 + header_len;
-            match (be16(frame, l4), be16(frame, l4 + 2)) {
-                (Some(s), Some(d)) => Some((s, d)),
-                _ => return Err(DropReason::L4Truncated),
-            }
-        }
-    };
-    // The flags byte is inside the 20 bytes checked above whenever `ports` is set.
-    let tcp_syn = protocol == IPPROTO_TCP
-        && ports.is_some()
-        && frame
-            .get(l3 + header_len + 13)
-            .is_some_and(|f| f & (TCP_SYN | TCP_ACK) == TCP_SYN);
+    let (ports, tcp_syn) = l4_ports(
+        frame,
+        protocol,
+        fragment,
+        l3 + header_len,
+        total_len - header_len,
+    )?;
     Ok(Ipv4View {
         l3_offset: l3,
         header_len,
@@ -292,13 +308,142 @@ pub fn parse_ipv4(frame: &[u8], l3: usize) -> Result<Ipv4View, DropReason> {
     })
 }
 
-/// Parses a whole frame down to ARP or IPv4 (with ports).
+/// The TCP/UDP ports of the upper-layer header at `l4` in a datagram whose upper layer is
+/// `l4_len` bytes long, and whether it is a pure SYN. `Later` fragments have none.
+#[inline]
+fn l4_ports(
+    frame: &[u8],
+    protocol: u8,
+    fragment: Fragment,
+    l4: usize,
+    l4_len: usize,
+) -> Result<(Option<(u16, u16)>, bool), DropReason> {
+    let min = match protocol {
+        IPPROTO_TCP => TCP_MIN_HLEN,
+        IPPROTO_UDP => UDP_HLEN,
+        _ => return Ok((None, false)),
+    };
+    if fragment == Fragment::Later {
+        return Ok((None, false));
+    }
+    // RFC 1858 (and RFC 7112 for IPv6): a first fragment too short for the transport
+    // header is refused, since later fragments could otherwise rewrite the ports.
+    if l4_len < min {
+        return Err(DropReason::L4Truncated);
+    }
+    let ports = match (be16(frame, l4), be16(frame, l4 + 2)) {
+        (Some(s), Some(d)) => (s, d),
+        _ => return Err(DropReason::L4Truncated),
+    };
+    // The flags byte is inside the 20 bytes checked above for TCP.
+    let syn = protocol == IPPROTO_TCP
+        && frame
+            .get(l4 + 13)
+            .is_some_and(|f| f & (TCP_SYN | TCP_ACK) == TCP_SYN);
+    Ok((Some(ports), syn))
+}
+
+/// Parses an IPv6 header at `l3`, walks its extension headers (at most [`MAX_IPV6_EXT`])
+/// and, when present, reads the TCP/UDP ports.
+///
+/// Refused: a hop-by-hop header anywhere but first (RFC 8200 4.1), a routing header with
+/// segments left (the VIP is then not the destination, only a waypoint), a chain longer than
+/// the bound, a header running past the payload, a jumbogram (payload length 0: never on
+/// an Ethernet link of ours). An atomic fragment (offset 0, M clear; RFC 6946) is whole.
+#[inline]
+pub fn parse_ipv6(frame: &[u8], l3: usize) -> Result<Ipv6View, DropReason> {
+    let hdr = frame
+        .get(l3..l3 + IPV6_HLEN)
+        .ok_or(DropReason::Ipv6Truncated)?;
+    if hdr[0] >> 4 != 6 {
+        return Err(DropReason::Ipv6Malformed);
+    }
+    let payload_len = usize::from(u16::from_be_bytes([hdr[4], hdr[5]]));
+    if payload_len == 0 {
+        return Err(DropReason::Ipv6Malformed);
+    }
+    let total_len = IPV6_HLEN + payload_len;
+    if total_len > frame.len() - l3 {
+        return Err(DropReason::Ipv6Truncated);
+    }
+    let addr = |at: usize| {
+        let mut a = [0u8; 16];
+        a.copy_from_slice(&hdr[at..at + 16]);
+        Ipv6Addr::from(a)
+    };
+    let (src, dst) = (addr(8), addr(24));
+    let end = l3 + total_len;
+    let mut next = hdr[6];
+    let mut off = l3 + IPV6_HLEN;
+    let mut fragment = Fragment::Whole;
+    let mut fragment_offset = 0u16;
+    let mut walked = 0usize;
+    while let NH_HOP_BY_HOP | NH_ROUTING | NH_DEST_OPTS | NH_FRAGMENT | NH_AH = next {
+        if walked == MAX_IPV6_EXT {
+            return Err(DropReason::Ipv6ExtChain);
+        }
+        if next == NH_HOP_BY_HOP && walked > 0 {
+            return Err(DropReason::Ipv6Malformed);
+        }
+        // Every extension header starts with Next Header and a length byte.
+        let h = frame
+            .get(off..(off + 8).min(end))
+            .filter(|h| h.len() == 8)
+            .ok_or(DropReason::Ipv6Malformed)?;
+        let len = match next {
+            NH_FRAGMENT => {
+                let fo = u16::from_be_bytes([h[2], h[3]]);
+                fragment_offset = fo & 0xfff8;
+                fragment = match (fragment_offset, fo & 1 == 1) {
+                    (0, false) => Fragment::Whole,
+                    (0, true) => Fragment::First,
+                    _ => Fragment::Later,
+                };
+                8
+            }
+            NH_AH => (usize::from(h[1]) + 2) * 4,
+            _ => (usize::from(h[1]) + 1) * 8,
+        };
+        if next == NH_ROUTING && h[3] != 0 {
+            return Err(DropReason::Ipv6ExtChain);
+        }
+        if off + len > end {
+            return Err(DropReason::Ipv6Malformed);
+        }
+        next = h[0];
+        off += len;
+        walked += 1;
+    }
+    let protocol = next;
+    let (ports, tcp_syn) = l4_ports(frame, protocol, fragment, off, end - off)?;
+    let icmp_type = if protocol == IPPROTO_ICMPV6 && fragment == Fragment::Whole && off < end {
+        frame.get(off).copied()
+    } else {
+        None
+    };
+    Ok(Ipv6View {
+        l3_offset: l3,
+        header_len: off - l3,
+        total_len,
+        src,
+        dst,
+        protocol,
+        fragment,
+        fragment_offset,
+        ports,
+        tcp_syn,
+        icmp_type,
+    })
+}
+
+/// Parses a whole frame down to ARP, IPv4 or IPv6 (with ports).
 #[inline]
 pub fn parse(frame: &[u8]) -> Result<Parsed, DropReason> {
     let eth = parse_eth(frame)?;
     match eth.ethertype {
         ETH_P_ARP => parse_arp(frame, eth.l3_offset).map(Parsed::Arp),
         ETH_P_IPV4 => parse_ipv4(frame, eth.l3_offset).map(Parsed::Ipv4),
+        ETH_P_IPV6 => parse_ipv6(frame, eth.l3_offset).map(Parsed::Ipv6),
         _ => Err(DropReason::UnknownEthertype),
     }
 }
@@ -413,7 +558,8 @@ mod tests {
         let mut padded = ipv4(IPPROTO_UDP, 0, &[0; 8]);
         padded.resize(60, 0);
         assert!(matches!(parse(&padded), Ok(Parsed::Ipv4(_))));
-        assert_eq!(parse(&eth(0x86dd)), Err(DropReason::UnknownEthertype));
+        assert_eq!(parse(&eth(0x86dd)), Err(DropReason::Ipv6Truncated));
+        assert_eq!(parse(&eth(0x88cc)), Err(DropReason::UnknownEthertype));
     }
 
     #[test]

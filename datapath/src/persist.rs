@@ -14,7 +14,7 @@
 //! log's wall-clock times when it mirrors a pin.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -36,8 +36,11 @@ pub const QUEUE_CAPACITY: usize = 65_536;
 /// The Maglev key of a persistent farm's new client: its address only, so every
 /// connection of the client (and every node) picks the same backend.
 #[inline]
-pub fn client_hash(src: Ipv4Addr) -> u64 {
-    xxh3_64_with_seed(&src.octets(), CLIENT_SEED)
+pub fn client_hash(src: IpAddr) -> u64 {
+    match src {
+        IpAddr::V4(a) => xxh3_64_with_seed(&a.octets(), CLIENT_SEED),
+        IpAddr::V6(a) => xxh3_64_with_seed(&a.octets(), CLIENT_SEED),
+    }
 }
 
 /// One client's pin in the mirror (16 bytes: a million of these is the bulk of the mirror).
@@ -84,6 +87,8 @@ pub struct FarmPins {
     key: u32,
     name: String,
     map: papaya::HashMap<u32, Pin, FxBuildHasher>,
+    /// IPv6 clients apart, so an IPv4 pin's key stays 4 bytes.
+    map6: papaya::HashMap<u128, Pin, FxBuildHasher>,
 }
 
 impl std::fmt::Debug for FarmPins {
@@ -91,7 +96,7 @@ impl std::fmt::Debug for FarmPins {
         f.debug_struct("FarmPins")
             .field("key", &self.key)
             .field("name", &self.name)
-            .field("len", &self.map.len())
+            .field("len", &self.len())
             .finish()
     }
 }
@@ -103,6 +108,10 @@ impl FarmPins {
             name: name.to_string(),
             // One writer: it may as well finish a resize at once; readers never wait.
             map: papaya::HashMap::builder()
+                .hasher(FxBuildHasher)
+                .resize_mode(ResizeMode::Blocking)
+                .build(),
+            map6: papaya::HashMap::builder()
                 .hasher(FxBuildHasher)
                 .resize_mode(ResizeMode::Blocking)
                 .build(),
@@ -120,52 +129,68 @@ impl FarmPins {
     }
 
     /// Pins `client` to backend id `backend`, last seen at monotonic `seen_ns`.
-    pub fn set(&self, client: Ipv4Addr, backend: u32, seen_ns: u64) {
+    pub fn set(&self, client: IpAddr, backend: u32, seen_ns: u64) {
         self.insert(client, backend, seen_ns + PIN_CLOCK_OFFSET);
     }
 
     /// Pins `client` to backend id `backend`, last seen `ago_ns` before now (possibly
     /// before this process started).
-    pub fn set_seen_ago(&self, client: Ipv4Addr, backend: u32, ago_ns: u64) {
+    pub fn set_seen_ago(&self, client: IpAddr, backend: u32, ago_ns: u64) {
         let now = crate::clock::monotonic_ns() + PIN_CLOCK_OFFSET;
         self.insert(client, backend, now.saturating_sub(ago_ns));
     }
 
-    fn insert(&self, client: Ipv4Addr, backend: u32, seen: u64) {
+    fn insert(&self, client: IpAddr, backend: u32, seen: u64) {
         let pin = Pin {
             backend,
             refresh_asked: AtomicU32::new(0),
             seen,
         };
-        self.map.pin().insert(client.to_bits(), pin);
+        match client {
+            IpAddr::V4(a) => {
+                self.map.pin().insert(a.to_bits(), pin);
+            }
+            IpAddr::V6(a) => {
+                self.map6.pin().insert(a.to_bits(), pin);
+            }
+        }
     }
 
     /// Forgets `client`'s pin.
-    pub fn remove(&self, client: Ipv4Addr) {
-        self.map.pin().remove(&client.to_bits());
+    pub fn remove(&self, client: IpAddr) {
+        match client {
+            IpAddr::V4(a) => {
+                self.map.pin().remove(&a.to_bits());
+            }
+            IpAddr::V6(a) => {
+                self.map6.pin().remove(&a.to_bits());
+            }
+        }
     }
 
     /// Forgets every pin.
     pub fn clear(&self) {
         self.map.pin().clear();
+        self.map6.pin().clear();
     }
 
     /// Pins held.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.map.len() + self.map6.len()
     }
 
     /// Whether no pin is held.
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.map.is_empty() && self.map6.is_empty()
     }
 
     /// `client`'s pin: (backend id, age at monotonic `now_ns`), for tests and tools.
-    pub fn get(&self, client: Ipv4Addr, now_ns: u64) -> Option<(u32, u64)> {
-        self.map
-            .pin()
-            .get(&client.to_bits())
-            .map(|p| (p.backend, p.age_ns(now_ns)))
+    pub fn get(&self, client: IpAddr, now_ns: u64) -> Option<(u32, u64)> {
+        let found = |p: &Pin| (p.backend, p.age_ns(now_ns));
+        match client {
+            IpAddr::V4(a) => self.map.pin().get(&a.to_bits()).map(found),
+            IpAddr::V6(a) => self.map6.pin().get(&a.to_bits()).map(found),
+        }
     }
 
     /// A guard for [`FarmPins::lookup`]: cheap, taken per packet.
@@ -174,9 +199,20 @@ impl FarmPins {
         self.map.guard()
     }
 
+    /// A guard for [`FarmPins::lookup6`] (each map has its own collector).
+    #[inline]
+    pub(crate) fn guard6(&self) -> impl Guard + '_ {
+        self.map6.guard()
+    }
+
     #[inline]
     pub(crate) fn lookup<'g>(&self, client: u32, guard: &'g impl Guard) -> Option<&'g Pin> {
         self.map.get(&client, guard)
+    }
+
+    #[inline]
+    pub(crate) fn lookup6<'g>(&self, client: u128, guard: &'g impl Guard) -> Option<&'g Pin> {
+        self.map6.get(&client, guard)
     }
 }
 
@@ -265,7 +301,7 @@ pub struct PinEvent {
     /// [`FarmPins::key`] of the farm.
     pub farm: u32,
     /// The client address.
-    pub client: Ipv4Addr,
+    pub client: IpAddr,
     /// Registry id of the backend.
     pub backend: u32,
     /// When the worker saw the client (monotonic clock).
@@ -343,11 +379,12 @@ impl PinQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     fn ev(i: u8, new: bool) -> PinEvent {
         PinEvent {
             farm: 0,
-            client: Ipv4Addr::new(198, 19, 0, i),
+            client: Ipv4Addr::new(198, 19, 0, i).into(),
             backend: 1,
             seen_ns: 1,
             new,
@@ -379,7 +416,10 @@ mod tests {
             }
         );
         let mut got = Vec::new();
-        r.drain(usize::MAX, |e| got.push(e.client.octets()[3]));
+        r.drain(usize::MAX, |e| match e.client {
+            IpAddr::V4(c) => got.push(c.octets()[3]),
+            IpAddr::V6(c) => panic!("an IPv6 client {c}"),
+        });
         assert_eq!(got, [0, 1, 2, 3, 4, 5, 6, 7]);
         assert!(q.is_empty());
     }
@@ -390,10 +430,11 @@ mod tests {
         let f = r.farm("web");
         assert_eq!(r.farm("web").key(), f.key(), "same farm, same mirror");
         assert_ne!(r.farm("dns").key(), f.key());
-        let c = Ipv4Addr::new(198, 19, 0, 1);
+        let c4 = Ipv4Addr::new(198, 19, 0, 1);
+        let c = IpAddr::V4(c4);
         f.set(c, 7, 100);
         let g = f.guard();
-        let p = f.lookup(c.to_bits(), &g).unwrap();
+        let p = f.lookup(c4.to_bits(), &g).unwrap();
         const S: u64 = 1_000_000_000;
         assert!(p.claim_refresh(10 * S, S));
         assert!(!p.claim_refresh(10 * S + S / 2, S));
@@ -413,7 +454,7 @@ mod tests {
     #[test]
     fn the_client_hash_is_pinned() {
         // A change here moves every persistent farm's clients on mixed-version clusters.
-        assert_eq!(client_hash(Ipv4Addr::new(1, 2, 3, 4)), PINNED);
+        assert_eq!(client_hash(Ipv4Addr::new(1, 2, 3, 4).into()), PINNED);
     }
 
     const PINNED: u64 = 9_988_321_944_367_738_719;

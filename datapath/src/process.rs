@@ -27,18 +27,21 @@
 //! and protocol are dropped as `FragmentAmbiguous`. A flow whose packets are sometimes
 //! fragmented may reach two backends (3-tuple vs 5-tuple hash); Katran behaves the same.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use crate::arp::reply_in_place;
 use crate::counters::DropReason;
 use crate::counters::FlowCounters;
-use crate::flow::{FlowKey, FlowTable};
+use crate::flow::{FlowAddr, FlowKey, FlowTable};
 use crate::limit::SourceLimiter;
-use crate::packet::{ARP_OP_REQUEST, ArpView, Fragment, Ipv4View, Parsed, parse};
-use crate::persist::{PinEvent, PinQueue, QUEUE_CAPACITY, client_hash};
-use crate::table::{Backend, Farm, FarmPersist, FlowHash, ForwardingTable, FragFarm, Protocol};
+use crate::ndp;
+use crate::packet::{ARP_OP_REQUEST, ArpView, Fragment, Ipv4View, Ipv6View, Parsed, parse};
+use crate::persist::{FarmPins, Pin, PinEvent, PinQueue, QUEUE_CAPACITY, client_hash};
+use crate::table::{
+    Backend, Farm, FarmPersist, FlowHash, ForwardingTable, FragFarm, Protocol, VipEntry,
+};
 
 /// A pin request (new or refresh) that has not shown up in the mirror is asked again after
 /// this long: the batch that carried it may have been lost with a leader.
@@ -106,7 +109,9 @@ struct Asked {
 #[derive(Debug)]
 pub struct Processor {
     worker: usize,
-    flows: FlowTable,
+    flows: FlowTable<u32>,
+    /// IPv6 flows apart, so an IPv4 entry stays 32 bytes.
+    flows6: FlowTable<u128>,
     pins_out: Arc<PinQueue>,
     /// Direct-mapped memory of new pins asked for, so the packets that follow a client's
     /// first one before its pin is mirrored do not each ask again.
@@ -129,6 +134,7 @@ impl Processor {
         Processor {
             worker,
             flows: FlowTable::new(cfg.flow_capacity, cfg.flow_idle_ns),
+            flows6: FlowTable::new(cfg.flow_capacity, cfg.flow_idle_ns),
             pins_out: Arc::new(PinQueue::new(QUEUE_CAPACITY)),
             recent: vec![Asked::default(); RECENT_SLOTS].into_boxed_slice(),
             seen: vec![u64::MAX; SEEN_SLOTS].into_boxed_slice(),
@@ -168,12 +174,14 @@ impl Processor {
         out: &FlowCounters,
     ) {
         let worker = self.worker;
-        self.flows.sweep(now_ns, buckets, |id| {
+        let gone = |id| {
             if let Some((_, b)) = table.backend_by_id(id) {
                 b.counters.flow_entry(worker, false);
             }
-        });
-        out.store(self.worker, &self.flows.counts());
+        };
+        self.flows.sweep(now_ns, buckets, gone);
+        self.flows6.sweep(now_ns, buckets, gone);
+        out.store(self.worker, &(self.flows.counts() + self.flows6.counts()));
     }
 
     /// Decides the fate of one frame, rewriting it in place when it is to be sent.
@@ -189,22 +197,35 @@ impl Processor {
         now_ns: u64,
     ) -> Verdict {
         match parse(frame) {
-            Ok(Parsed::Ipv4(ip)) => self.ipv4(table, owner, frame, &ip, now_ns),
+            Ok(Parsed::Ipv4(ip)) => {
+                let d = Datagram::v4(&ip);
+                self.forward(table, table.vip(ip.dst), owner, frame, &d, now_ns)
+            }
+            Ok(Parsed::Ipv6(ip)) => match ip.icmp_type {
+                Some(ndp::NS) => solicitation(table, owner, frame, &ip),
+                Some(t) if ndp::is_ndp(t) => Verdict::Drop(DropReason::NdpNotSolicitation),
+                _ => {
+                    let d = Datagram::v6(&ip);
+                    self.forward(table, table.vip6(ip.dst), owner, frame, &d, now_ns)
+                }
+            },
             Ok(Parsed::Arp(a)) => arp(table, owner, frame, &a),
             Err(r) => Verdict::Drop(r),
         }
     }
 
+    /// Forwards a datagram of either family to `vip` (`None`: not a VIP).
     #[inline]
-    fn ipv4(
+    fn forward<A: ClientAddr>(
         &mut self,
         table: &ForwardingTable,
+        vip: Option<&VipEntry>,
         owner: bool,
         frame: &mut [u8],
-        ip: &Ipv4View,
+        ip: &Datagram<A>,
         now_ns: u64,
     ) -> Verdict {
-        let Some(vip) = table.vip(ip.dst) else {
+        let Some(vip) = vip else {
             return Verdict::Drop(DropReason::NotVip);
         };
         if !owner {
@@ -220,13 +241,13 @@ impl Processor {
                 };
                 (
                     f,
-                    FlowKey::five_tuple(ip.src, ip.dst, ip.protocol, sport, dport),
+                    FlowKey::of_ports(ip.src, ip.dst, ip.protocol, sport, dport),
                 )
             }
             // The parser gives TCP/UDP ports to every whole datagram, so only fragments
             // get here.
             _ => match ForwardingTable::frag_farm(vip, protocol) {
-                FragFarm::One(f) => (f, FlowKey::three_tuple(ip.src, ip.dst, ip.protocol)),
+                FragFarm::One(f) => (f, FlowKey::of_fragments(ip.src, ip.dst, ip.protocol)),
                 FragFarm::Ambiguous => return Verdict::Drop(DropReason::FragmentAmbiguous),
                 FragFarm::None => return Verdict::Drop(DropReason::NoFarm),
             },
@@ -244,7 +265,7 @@ impl Processor {
         let kept = if ip.tcp_syn {
             None
         } else {
-            match self.flows.lookup(&key, hash, now_ns) {
+            match A::flows(self).lookup(&key, hash, now_ns) {
                 Some(mut hit) => {
                     let b = table
                         .backend_by_id(hit.backend)
@@ -288,7 +309,7 @@ impl Processor {
                     return Verdict::Drop(r);
                 }
                 let picked = match (&farm.persist, farm.hash) {
-                    (None, FlowHash::Source) => table.maglev_pick(farm, client_hash(ip.src)),
+                    (None, FlowHash::Source) => table.maglev_pick(farm, ip.src.client_hash()),
                     (None, FlowHash::RoundRobin | FlowHash::WeightedRoundRobin) if !established => {
                         table.rotation_pick(farm, self.worker)
                     }
@@ -310,7 +331,7 @@ impl Processor {
                         None => return Verdict::Drop(DropReason::BackendFull),
                     }
                 }
-                let ins = self.flows.insert_marked(
+                let ins = A::flows(self).insert_marked(
                     key,
                     hash,
                     b.id,
@@ -344,10 +365,9 @@ impl Processor {
     /// `new_rate_limit` (checked first, so a source over its own limit spends none of the
     /// farm's), else the farm above `new_rate_limit_farm`.
     #[inline]
-    fn over_rate(&mut self, farm: &Farm, src: Ipv4Addr, now_ns: u64) -> Option<DropReason> {
+    fn over_rate<A: ClientAddr>(&mut self, farm: &Farm, src: A, now_ns: u64) -> Option<DropReason> {
         if let Some(r) = &farm.source_rate {
-            let key = (u64::from(farm.key) << 32) | u64::from(src.to_bits());
-            let hash = client_hash(src) ^ (u64::from(farm.key) << 32);
+            let (key, hash) = src.rate_key(farm.key);
             if !self
                 .limiter
                 .admit(key, hash, &r.scaled(self.rate_share), now_ns)
@@ -371,17 +391,17 @@ impl Processor {
     /// `proves` its client can receive (see the module doc), asks for the pin's refresh once
     /// a quarter of the TTL has passed, unless the backend is drained (its pins run out).
     #[inline]
-    fn follow_pin<'t>(
+    fn follow_pin<'t, A: ClientAddr>(
         &mut self,
         table: &'t ForwardingTable,
         farm_idx: u32,
         p: &FarmPersist,
-        src: Ipv4Addr,
+        src: A,
         proves: bool,
         now_ns: u64,
     ) -> Option<&'t Backend> {
-        let guard = p.pins.guard();
-        let pin = p.pins.lookup(src.to_bits(), &guard)?;
+        let guard = A::guard(&p.pins);
+        let pin = A::pin(&p.pins, src, &guard)?;
         let age = pin.age_ns(now_ns);
         let b = table
             .backend_by_id(pin.backend)
@@ -390,7 +410,7 @@ impl Processor {
         if proves && b.new_ok && age >= p.refresh_ns && pin.claim_refresh(now_ns, PIN_RETRY_NS) {
             self.pins_out.push(PinEvent {
                 farm: p.pins.key(),
-                client: src,
+                client: src.ip(),
                 backend: b.id,
                 seen_ns: now_ns,
                 new: false,
@@ -403,20 +423,20 @@ impl Processor {
     /// for the client's address (and, if the packet `proves`, a request for that pin).
     #[allow(clippy::too_many_arguments)]
     #[inline]
-    fn pinned_or_pick<'t>(
+    fn pinned_or_pick<'t, A: ClientAddr>(
         &mut self,
         table: &'t ForwardingTable,
         farm: &'t Farm,
         farm_idx: u32,
         p: &FarmPersist,
-        src: Ipv4Addr,
+        src: A,
         proves: bool,
         now_ns: u64,
     ) -> Option<&'t Backend> {
         if let Some(b) = self.follow_pin(table, farm_idx, p, src, proves, now_ns) {
             return Some(b);
         }
-        let b = table.maglev_pick(farm, client_hash(src))?;
+        let b = table.maglev_pick(farm, src.client_hash())?;
         if proves {
             self.ask_new_pin(p, src, b, now_ns);
         }
@@ -427,12 +447,12 @@ impl Processor {
     /// can receive, so it does what its first packet could not: refresh a live pin if due,
     /// or ask for one to `b`.
     #[inline]
-    fn pin_established(
+    fn pin_established<A: ClientAddr>(
         &mut self,
         table: &ForwardingTable,
         farm_idx: u32,
         p: &FarmPersist,
-        src: Ipv4Addr,
+        src: A,
         b: &Backend,
         now_ns: u64,
     ) {
@@ -450,9 +470,9 @@ impl Processor {
     /// same flow or a new one (a resolver's fresh port per query), asks for its pin; a
     /// spoofed source seen once does not.
     #[inline]
-    fn seen_before(&mut self, p: &FarmPersist, src: Ipv4Addr) -> bool {
-        let key = (u64::from(p.pins.key()) << 32) | u64::from(src.to_bits());
-        let slot = &mut self.seen[client_hash(src) as usize & (SEEN_SLOTS - 1)];
+    fn seen_before<A: ClientAddr>(&mut self, p: &FarmPersist, src: A) -> bool {
+        let key = src.memory_key(p.pins.key());
+        let slot = &mut self.seen[src.client_hash() as usize & (SEEN_SLOTS - 1)];
         if *slot == key {
             return true;
         }
@@ -463,10 +483,10 @@ impl Processor {
     /// Asks for a new pin `src → b`, unless this worker asked for the same lately (the
     /// packets that follow before the pin is mirrored do not each ask again).
     #[inline]
-    fn ask_new_pin(&mut self, p: &FarmPersist, src: Ipv4Addr, b: &Backend, now_ns: u64) {
-        let key = (u64::from(p.pins.key()) << 32) | u64::from(src.to_bits());
+    fn ask_new_pin<A: ClientAddr>(&mut self, p: &FarmPersist, src: A, b: &Backend, now_ns: u64) {
+        let key = src.memory_key(p.pins.key());
         // Low bits: Maglev used the high ones of the same hash.
-        let slot = &mut self.recent[client_hash(src) as usize & (RECENT_SLOTS - 1)];
+        let slot = &mut self.recent[src.client_hash() as usize & (RECENT_SLOTS - 1)];
         if slot.key != key
             || slot.backend != b.id
             || now_ns.saturating_sub(slot.at_ns) >= PIN_RETRY_NS
@@ -478,7 +498,7 @@ impl Processor {
             };
             self.pins_out.push(PinEvent {
                 farm: p.pins.key(),
-                client: src,
+                client: src.ip(),
                 backend: b.id,
                 seen_ns: now_ns,
                 new: true,
@@ -492,12 +512,12 @@ impl Processor {
 /// backend still takes new flows (a drained backend's pins run out) and a quarter of the
 /// TTL has passed. Never creates a pin: a flushed pin stays flushed until a new connection.
 #[inline]
-fn refresh_pin(out: &PinQueue, p: &FarmPersist, src: Ipv4Addr, b: &Backend, now_ns: u64) {
+fn refresh_pin<A: ClientAddr>(out: &PinQueue, p: &FarmPersist, src: A, b: &Backend, now_ns: u64) {
     if !b.new_ok {
         return;
     }
-    let guard = p.pins.guard();
-    let Some(pin) = p.pins.lookup(src.to_bits(), &guard) else {
+    let guard = A::guard(&p.pins);
+    let Some(pin) = A::pin(&p.pins, src, &guard) else {
         return;
     };
     if pin.backend == b.id
@@ -506,11 +526,169 @@ fn refresh_pin(out: &PinQueue, p: &FarmPersist, src: Ipv4Addr, b: &Backend, now_
     {
         out.push(PinEvent {
             farm: p.pins.key(),
-            client: src,
+            client: src.ip(),
             backend: b.id,
             seen_ns: now_ns,
             new: false,
         });
+    }
+}
+
+/// What the forwarding path reads of a datagram, for either family.
+#[derive(Clone, Copy, Debug)]
+struct Datagram<A> {
+    src: A,
+    dst: A,
+    protocol: u8,
+    fragment: Fragment,
+    ports: Option<(u16, u16)>,
+    tcp_syn: bool,
+}
+
+impl Datagram<u32> {
+    #[inline]
+    fn v4(ip: &Ipv4View) -> Self {
+        Datagram {
+            src: ip.src.to_bits(),
+            dst: ip.dst.to_bits(),
+            protocol: ip.protocol,
+            fragment: ip.fragment,
+            ports: ip.ports,
+            tcp_syn: ip.tcp_syn,
+        }
+    }
+}
+
+impl Datagram<u128> {
+    #[inline]
+    fn v6(ip: &Ipv6View) -> Self {
+        Datagram {
+            src: ip.src.to_bits(),
+            dst: ip.dst.to_bits(),
+            protocol: ip.protocol,
+            fragment: ip.fragment,
+            ports: ip.ports,
+            tcp_syn: ip.tcp_syn,
+        }
+    }
+}
+
+/// A client address as the processor keys its state by: its flow table, the pin mirror,
+/// and the per-worker memories and rate buckets.
+trait ClientAddr: FlowAddr {
+    /// This family's flow table.
+    fn flows(p: &mut Processor) -> &mut FlowTable<Self>;
+    /// A guard for [`ClientAddr::pin`].
+    fn guard(pins: &FarmPins) -> impl papaya::Guard + '_;
+    /// The client's pin in `pins`.
+    fn pin<'g>(pins: &FarmPins, client: Self, guard: &'g impl papaya::Guard) -> Option<&'g Pin>;
+    fn ip(self) -> IpAddr;
+    /// Maglev's key for a client ([`client_hash`]).
+    fn client_hash(self) -> u64;
+    /// The client with the farm key, for the direct-mapped memories (`seen`, `recent`).
+    fn memory_key(self, farm_key: u32) -> u64;
+    /// (key, hash) of the client's new-flow bucket in `farm_key`'s per-source limit.
+    fn rate_key(self, farm_key: u32) -> (u64, u64);
+}
+
+impl ClientAddr for u32 {
+    #[inline]
+    fn flows(p: &mut Processor) -> &mut FlowTable<u32> {
+        &mut p.flows
+    }
+
+    #[inline]
+    fn guard(pins: &FarmPins) -> impl papaya::Guard + '_ {
+        pins.guard()
+    }
+
+    #[inline]
+    fn pin<'g>(pins: &FarmPins, client: u32, guard: &'g impl papaya::Guard) -> Option<&'g Pin> {
+        pins.lookup(client, guard)
+    }
+
+    #[inline]
+    fn ip(self) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::from_bits(self))
+    }
+
+    #[inline]
+    fn client_hash(self) -> u64 {
+        client_hash(IpAddr::V4(Ipv4Addr::from_bits(self)))
+    }
+
+    #[inline]
+    fn memory_key(self, farm_key: u32) -> u64 {
+        (u64::from(farm_key) << 32) | u64::from(self)
+    }
+
+    #[inline]
+    fn rate_key(self, farm_key: u32) -> (u64, u64) {
+        (
+            self.memory_key(farm_key),
+            self.client_hash() ^ (u64::from(farm_key) << 32),
+        )
+    }
+}
+
+impl ClientAddr for u128 {
+    #[inline]
+    fn flows(p: &mut Processor) -> &mut FlowTable<u128> {
+        &mut p.flows6
+    }
+
+    #[inline]
+    fn guard(pins: &FarmPins) -> impl papaya::Guard + '_ {
+        pins.guard6()
+    }
+
+    #[inline]
+    fn pin<'g>(pins: &FarmPins, client: u128, guard: &'g impl papaya::Guard) -> Option<&'g Pin> {
+        pins.lookup6(client, guard)
+    }
+
+    #[inline]
+    fn ip(self) -> IpAddr {
+        IpAddr::V6(std::net::Ipv6Addr::from_bits(self))
+    }
+
+    #[inline]
+    fn client_hash(self) -> u64 {
+        client_hash(self.ip())
+    }
+
+    /// The memories are caches: two clients sharing a 64-bit key (odds 2^-64) would at worst
+    /// make one ask for its pin a datagram early.
+    #[inline]
+    fn memory_key(self, farm_key: u32) -> u64 {
+        self.client_hash() ^ (u64::from(farm_key) << 32)
+    }
+
+    /// An IPv6 source is limited by its /64: one host holds a whole /64 (SLAAC, privacy
+    /// addresses), so a per-/128 bucket would let any host mint fresh sources without end.
+    #[inline]
+    fn rate_key(self, farm_key: u32) -> (u64, u64) {
+        let net = self & !u128::from(u64::MAX);
+        let h = net.client_hash() ^ (u64::from(farm_key) << 32);
+        (h, h)
+    }
+}
+
+/// A Neighbor Solicitation reached a worker: the owner answers for its IPv6 VIPs with a
+/// solicited advertisement, override set (docs/design.md#ndp).
+fn solicitation(table: &ForwardingTable, owner: bool, frame: &mut [u8], ip: &Ipv6View) -> Verdict {
+    let Some(ns) = ndp::parse_ns(frame, ip.l3_offset) else {
+        return Verdict::Drop(DropReason::NdpMalformed);
+    };
+    if !table.is_vip(ns.target) {
+        return Verdict::Drop(DropReason::NdpNotForVip);
+    }
+    if !owner {
+        return Verdict::Drop(DropReason::NotOwner);
+    }
+    match ndp::reply_na_in_place(frame, ip.l3_offset, &ns, table.own_mac()) {
+        0 => Verdict::Drop(DropReason::NdpMalformed),
+        len => Verdict::Reply { len },
     }
 }
 

@@ -1,5 +1,7 @@
-//! Backend MAC learning with our own ARP, and gratuitous ARP on takeover, on a thread
-//! `dsrlb-arp` with its own packet socket (`ETH_P_ARP`, not in the workers' fanout group).
+//! Backend MAC learning with our own ARP and Neighbor Solicitations, and gratuitous ARP
+//! (unsolicited Neighbor Advertisements for IPv6 VIPs) on takeover, on a thread `dsrlb-arp`
+//! with its own packet socket (not in the workers' fanout group; its filter admits only
+//! untagged ARP and untagged Neighbor Solicitations and Advertisements).
 //!
 //! Why our own ARP rather than the kernel's neighbour table: the node's kernel never sends
 //! to backends (it does not route VIP traffic), so its table would hold no entry for them
@@ -25,7 +27,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixDatagram;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,6 +42,7 @@ use crate::bpf;
 use crate::error::IoError;
 use crate::flux::{FluxWatch, VipConflict};
 use crate::iface::InterfaceInfo;
+use crate::ndp;
 use crate::packet::MacAddr;
 use crate::segment_probe::{SegmentEvidence, SegmentProbe};
 use crate::shared::Shared;
@@ -79,7 +82,7 @@ struct GarpSchedule {
 }
 
 struct GarpJob {
-    vip: Ipv4Addr,
+    vip: IpAddr,
     /// Rounds of the burst still to send; 0 once it is over (the job then only refreshes).
     remaining: u32,
     /// Whether its first round went out: first announcements go before repeats.
@@ -91,12 +94,12 @@ struct GarpJob {
 impl GarpSchedule {
     /// Starts a burst of `count` rounds `interval` apart for each of `vips`, the first at
     /// `now`, replacing whatever was scheduled for those VIPs.
-    fn announce(&mut self, vips: &[Ipv4Addr], count: u32, interval: Duration, now: Instant) {
+    fn announce(&mut self, vips: &[IpAddr], count: u32, interval: Duration, now: Instant) {
         if count == 0 {
             return;
         }
         // Thousands of VIPs on a takeover: by set, not a search per VIP.
-        let set: std::collections::HashSet<Ipv4Addr> = vips.iter().copied().collect();
+        let set: std::collections::HashSet<IpAddr> = vips.iter().copied().collect();
         self.jobs.retain(|j| !set.contains(&j.vip));
         self.jobs.extend(vips.iter().map(|&vip| GarpJob {
             vip,
@@ -112,8 +115,8 @@ impl GarpSchedule {
     }
 
     /// Drops the jobs of `vips`, burst or refresh.
-    fn withdraw(&mut self, vips: &[Ipv4Addr]) {
-        let set: std::collections::HashSet<Ipv4Addr> = vips.iter().copied().collect();
+    fn withdraw(&mut self, vips: &[IpAddr]) {
+        let set: std::collections::HashSet<IpAddr> = vips.iter().copied().collect();
         self.jobs.retain(|j| !set.contains(&j.vip));
     }
 
@@ -125,7 +128,7 @@ impl GarpSchedule {
     /// Paced: at most [`GARP_BATCH`] VIPs per call, the rest [`GARP_STEP`] later, in the order
     /// they were announced, so a takeover of thousands of VIPs does not flood the segment
     /// and the first VIPs go first (docs/design.md#scale).
-    fn take_due(&mut self, now: Instant, out: &mut Vec<Ipv4Addr>) -> Option<Instant> {
+    fn take_due(&mut self, now: Instant, out: &mut Vec<IpAddr>) -> Option<Instant> {
         let refresh = self.refresh;
         let mut taken = 0;
         // First announcements, then repeats and refreshes: with thousands of VIPs the first
@@ -163,9 +166,9 @@ impl GarpSchedule {
 #[derive(Default)]
 struct State {
     /// Sorted.
-    targets: Vec<Ipv4Addr>,
+    targets: Vec<IpAddr>,
     ask_now: bool,
-    learned: HashMap<Ipv4Addr, (MacAddr, Instant)>,
+    learned: HashMap<IpAddr, (MacAddr, Instant)>,
     garp: GarpSchedule,
     /// When set, announcements are sent only while this lease is held.
     lease: Option<Arc<Shared>>,
@@ -178,6 +181,13 @@ struct State {
 
 struct Inner {
     state: Mutex<State>,
+    /// The solicited-node groups of the IPv6 VIPs, joined on the interface (see
+    /// [`MacResolver::join_vip_groups`]), and the socket that holds the memberships.
+    groups: Mutex<(
+        std::collections::BTreeSet<Ipv6Addr>,
+        Option<std::net::UdpSocket>,
+    )>,
+    ifindex: u32,
     stop: AtomicBool,
     /// Written to wake the thread early (new targets, GARP, stop).
     wake_tx: UnixDatagram,
@@ -229,7 +239,7 @@ impl MacResolver {
             purpose: "the ARP resolver",
             source,
         })?;
-        sock.attach_filter(&bpf::arp_filter())
+        sock.attach_filter(&bpf::resolver_filter())
             .map_err(|source| IoError::Setsockopt {
                 option: "SO_ATTACH_FILTER",
                 source,
@@ -239,7 +249,9 @@ impl MacResolver {
                 option: "PACKET_IGNORE_OUTGOING",
                 source,
             })?;
-        sock.bind(iface.index, libc::ETH_P_ARP as u16)
+        // ETH_P_ALL: ARP and ICMPv6 on one socket; the filter keeps the rest out in the
+        // kernel.
+        sock.bind(iface.index, libc::ETH_P_ALL as u16)
             .map_err(|source| IoError::Bind {
                 interface: iface.name.clone(),
                 source,
@@ -253,6 +265,8 @@ impl MacResolver {
         wake_rx.set_nonblocking(true).map_err(wake_err)?;
         let inner = Arc::new(Inner {
             state: Mutex::new(State::default()),
+            groups: Mutex::new(Default::default()),
+            ifindex: iface.index,
             stop: AtomicBool::new(false),
             wake_tx,
             refresh,
@@ -263,6 +277,7 @@ impl MacResolver {
             wake_rx,
             own_mac: iface.mac,
             own_ip,
+            own_ip6: iface.primary_ipv6(),
             next_round: Instant::now() + refresh,
         };
         let thread = std::thread::Builder::new()
@@ -280,7 +295,7 @@ impl MacResolver {
 
     /// Replaces the set of addresses to resolve and asks every one of them at once.
     /// MACs of addresses no longer in the set are forgotten.
-    pub fn set_targets(&self, mut ips: Vec<Ipv4Addr>) {
+    pub fn set_targets(&self, mut ips: Vec<IpAddr>) {
         ips.sort_unstable();
         ips.dedup();
         {
@@ -293,10 +308,10 @@ impl MacResolver {
     }
 
     /// Targets with a MAC heard within the last three refresh intervals, sorted by address.
-    pub fn learned(&self) -> Vec<(Ipv4Addr, MacAddr)> {
+    pub fn learned(&self) -> Vec<(IpAddr, MacAddr)> {
         let now = Instant::now();
         let st = self.inner.lock();
-        let mut out: Vec<(Ipv4Addr, MacAddr)> = st
+        let mut out: Vec<(IpAddr, MacAddr)> = st
             .learned
             .iter()
             .filter(|(_, (_, heard))| self.inner.fresh(*heard, now))
@@ -307,10 +322,11 @@ impl MacResolver {
     }
 
     /// Announces `vips` with our MAC: `count` rounds `interval` apart, each round a
-    /// gratuitous request and a gratuitous reply per VIP. Returns at once; the ARP thread
+    /// gratuitous request and a gratuitous reply per IPv4 VIP, an unsolicited Neighbor
+    /// Advertisement (override set) per IPv6 VIP. Returns at once; the ARP thread
     /// sends the rounds (the first immediately). Replaces the announcement in progress for
     /// these VIPs only; other VIPs keep their remaining rounds.
-    pub fn send_garp(&self, vips: &[Ipv4Addr], count: u32, interval: Duration) {
+    pub fn send_garp(&self, vips: &[IpAddr], count: u32, interval: Duration) {
         if vips.is_empty() || count == 0 {
             return;
         }
@@ -344,10 +360,60 @@ impl MacResolver {
 
     /// Abandons the announcements of `vips` only: a VIP no longer served must not be
     /// claimed (its traffic would come here to be dropped), the others keep theirs.
-    pub fn withdraw_garp(&self, vips: &[Ipv4Addr]) {
+    pub fn withdraw_garp(&self, vips: &[IpAddr]) {
         if !vips.is_empty() {
             self.inner.lock().garp.withdraw(vips);
         }
+    }
+
+    /// Joins the solicited-node group of every IPv6 VIP in `vips` on the interface (and
+    /// leaves those of VIPs gone), through an IPv6 socket: the kernel then sends the MLD
+    /// reports a snooping switch needs to forward the groups here, and opens the NIC's
+    /// multicast filter to them, so the Neighbor Solicitations for the VIPs reach the
+    /// datapath's sockets. Every node joins, owner or not: a takeover then waits for no
+    /// report. The kernel itself ignores those solicitations (it holds no VIP).
+    pub fn join_vip_groups(&self, vips: &[Ipv6Addr]) {
+        let want: std::collections::BTreeSet<Ipv6Addr> =
+            vips.iter().map(|v| ndp::solicited_node(*v)).collect();
+        let mut g = self.inner.groups.lock().unwrap_or_else(|e| e.into_inner());
+        let (joined, sock) = &mut *g;
+        if *joined == want {
+            return;
+        }
+        if sock.is_none() {
+            match std::net::UdpSocket::bind((Ipv6Addr::UNSPECIFIED, 0)) {
+                Ok(s) => *sock = Some(s),
+                Err(e) => {
+                    tracing::error!(error = %e,
+                        "cannot open the IPv6 socket that joins the VIPs' solicited-node groups; \
+                         Neighbor Solicitations for IPv6 VIPs may not reach this node");
+                    return;
+                }
+            }
+        }
+        let Some(s) = sock.as_ref() else { return };
+        let index = self.inner.ifindex;
+        for gone in joined.difference(&want) {
+            if let Err(e) = s.leave_multicast_v6(gone, index) {
+                tracing::debug!(group = %gone, error = %e, "leaving a solicited-node group failed");
+            }
+        }
+        let mut now = std::collections::BTreeSet::new();
+        for group in &want {
+            if joined.contains(group) {
+                now.insert(*group);
+                continue;
+            }
+            match s.join_multicast_v6(group, index) {
+                Ok(()) => {
+                    now.insert(*group);
+                }
+                Err(e) => tracing::error!(group = %group, error = %e,
+                    "cannot join a solicited-node group; Neighbor Solicitations for its VIPs \
+                     may not reach this node"),
+            }
+        }
+        *joined = now;
     }
 
     /// Records ARP claims for `vips` from any other MAC from now on (see
@@ -491,14 +557,16 @@ struct ArpThread {
     wake_rx: UnixDatagram,
     own_mac: MacAddr,
     own_ip: Ipv4Addr,
+    /// `None`: the interface has no IPv6 address, so IPv6 targets are not asked.
+    own_ip6: Option<Ipv6Addr>,
     next_round: Instant,
 }
 
 impl ArpThread {
     fn run(mut self) {
         let mut buf = vec![0u8; 2048];
-        let mut to_ask: Vec<Ipv4Addr> = Vec::new();
-        let mut to_announce: Vec<Ipv4Addr> = Vec::new();
+        let mut to_ask: Vec<IpAddr> = Vec::new();
+        let mut to_announce: Vec<IpAddr> = Vec::new();
         let mut to_probe: Vec<Ipv4Addr> = Vec::new();
         while !self.inner.stop.load(Ordering::Relaxed) {
             let now = Instant::now();
@@ -525,8 +593,8 @@ impl ArpThread {
     fn plan(
         &mut self,
         now: Instant,
-        to_ask: &mut Vec<Ipv4Addr>,
-        to_announce: &mut Vec<Ipv4Addr>,
+        to_ask: &mut Vec<IpAddr>,
+        to_announce: &mut Vec<IpAddr>,
         to_probe: &mut Vec<Ipv4Addr>,
     ) -> Duration {
         to_ask.clear();
@@ -548,9 +616,11 @@ impl ArpThread {
             next = next.min(due);
         }
         // The flux watch's questions are asked like a backend's: from our own address.
-        if let Some(due) = st.flux.take_due(now, to_ask) {
+        let mut flux = Vec::new();
+        if let Some(due) = st.flux.take_due(now, &mut flux) {
             next = next.min(due);
         }
+        to_ask.extend(flux.into_iter().map(IpAddr::V4));
         // Rounds due while the lease is not held are skipped, but the jobs stay: a lapse
         // the control loop never saw as a release (it got a fresh quorum ack in time) must
         // not end the refresh for the rest of this ownership. A release it did see cancels.
@@ -562,8 +632,8 @@ impl ArpThread {
 
     fn send_all(
         &self,
-        to_ask: &[Ipv4Addr],
-        to_announce: &[Ipv4Addr],
+        to_ask: &[IpAddr],
+        to_announce: &[IpAddr],
         to_probe: &[Ipv4Addr],
         lease: Option<&Shared>,
     ) -> Sent {
@@ -578,11 +648,14 @@ impl ArpThread {
             }
         };
         for ip in to_ask {
-            send(
-                arp::arp_request(self.own_mac, self.own_ip, *ip),
-                &mut sent.requests,
-                &mut sent.errors,
-            );
+            let frame = match (ip, self.own_ip6) {
+                (IpAddr::V4(ip), _) => arp::arp_request(self.own_mac, self.own_ip, *ip),
+                (IpAddr::V6(ip), Some(own)) => ndp::neighbor_solicitation(self.own_mac, own, *ip),
+                // Reported by the node at start (a farm with IPv6 backends on an
+                // interface without IPv6); the backend stays without a MAC.
+                (IpAddr::V6(_), None) => continue,
+            };
+            send(frame, &mut sent.requests, &mut sent.errors);
         }
         for vip in to_probe {
             // RFC 5227 probe: whoever owns the VIP answers it; the peer recognises it.
@@ -597,16 +670,25 @@ impl ArpThread {
             if lease.is_some_and(|l| !l.is_owner()) {
                 break;
             }
-            send(
-                arp::garp_request(self.own_mac, *vip),
-                &mut sent.garps,
-                &mut sent.errors,
-            );
-            send(
-                arp::garp_reply(self.own_mac, *vip),
-                &mut sent.garps,
-                &mut sent.errors,
-            );
+            match vip {
+                IpAddr::V4(vip) => {
+                    send(
+                        arp::garp_request(self.own_mac, *vip),
+                        &mut sent.garps,
+                        &mut sent.errors,
+                    );
+                    send(
+                        arp::garp_reply(self.own_mac, *vip),
+                        &mut sent.garps,
+                        &mut sent.errors,
+                    );
+                }
+                IpAddr::V6(vip) => send(
+                    ndp::unsolicited_na(self.own_mac, *vip),
+                    &mut sent.garps,
+                    &mut sent.errors,
+                ),
+            }
         }
         if let Some(e) = last_err {
             tracing::warn!(errors = sent.errors, error = %e, "ARP frames could not be sent");
@@ -651,6 +733,15 @@ impl ArpThread {
                 }
             };
             let frame = &buf[..n.min(buf.len())];
+            if let Some((ip, mac)) = ndp::parse_neighbor(frame) {
+                let ip = IpAddr::V6(ip);
+                let mut st = self.inner.lock();
+                st.stats.frames_received += 1;
+                if st.targets.binary_search(&ip).is_ok() {
+                    st.learned.insert(ip, (mac, Instant::now()));
+                }
+                continue;
+            }
             if let Some((target, mac)) = arp::parse_arp_probe(frame) {
                 self.inner
                     .lock()
@@ -669,6 +760,7 @@ impl ArpThread {
             if mac != self.own_mac {
                 st.flux.heard(ip, mac, Instant::now());
             }
+            let ip = IpAddr::V4(ip);
             if st.targets.binary_search(&ip).is_ok() {
                 st.learned.insert(ip, (mac, Instant::now()));
             }
@@ -680,15 +772,15 @@ impl ArpThread {
 mod tests {
     use super::*;
 
-    const A: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
-    const B: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 101);
+    const A: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 100));
+    const B: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 101));
     const MS: Duration = Duration::from_millis(1);
 
     #[test]
     fn garp_for_thousands_of_vips_is_paced_first_vips_first() {
         let mut s = GarpSchedule::default();
-        let vips: Vec<Ipv4Addr> = (0..1000u32)
-            .map(|i| Ipv4Addr::from_bits(0xc612_4000 + i))
+        let vips: Vec<IpAddr> = (0..1000u32)
+            .map(|i| Ipv4Addr::from_bits(0xc612_4000 + i).into())
             .collect();
         let t0 = Instant::now();
         s.announce(&vips, 2, Duration::from_secs(1), t0);
@@ -721,8 +813,8 @@ mod tests {
     #[test]
     fn every_vips_first_announcement_goes_before_any_repeat() {
         let mut s = GarpSchedule::default();
-        let vips: Vec<Ipv4Addr> = (0..3000u32)
-            .map(|i| Ipv4Addr::from_bits(0xc613_0000 + i))
+        let vips: Vec<IpAddr> = (0..3000u32)
+            .map(|i| Ipv4Addr::from_bits(0xc613_0000 + i).into())
             .collect();
         let t0 = Instant::now();
         // Rounds 10 ms apart: the first round of 3,000 VIPs takes ~94 steps of 1 ms.
@@ -747,7 +839,7 @@ mod tests {
         t0: Instant,
         from: Duration,
         until: Duration,
-    ) -> Vec<(u128, Ipv4Addr)> {
+    ) -> Vec<(u128, IpAddr)> {
         let mut sent = Vec::new();
         let mut out = Vec::new();
         let mut now = t0 + from;
@@ -764,7 +856,7 @@ mod tests {
     }
 
     /// When `vip` was announced, in ms after `t0`.
-    fn rounds(sent: &[(u128, Ipv4Addr)], vip: Ipv4Addr) -> Vec<u128> {
+    fn rounds(sent: &[(u128, IpAddr)], vip: IpAddr) -> Vec<u128> {
         sent.iter()
             .filter(|(_, v)| *v == vip)
             .map(|(t, _)| *t)

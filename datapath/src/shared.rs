@@ -20,7 +20,7 @@
 //! its own when the lease it was last given runs out, before any other node can be elected.
 
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
@@ -68,21 +68,21 @@ pub struct Shared {
 #[derive(Debug, Default)]
 struct VipFilters {
     /// The VIP set the registered sockets' filters admit.
-    vips: Vec<Ipv4Addr>,
+    vips: Vec<IpAddr>,
     /// Weak: the workers own their sockets; a stopped datapath's sockets close. Each with
     /// the kind of frames it admits.
     sockets: Vec<(Weak<PacketSocket>, Admit)>,
     /// A VIP set whose filter the kernel refused, so the failure is logged once.
-    failed: Option<Vec<Ipv4Addr>>,
+    failed: Option<Vec<IpAddr>>,
     /// The AF_XDP backend's VIP maps (the XDP program steers what they hold), with the
     /// set each holds. Weak: a stopped datapath's maps close.
-    maps: Vec<(Weak<VipMap>, Vec<Ipv4Addr>)>,
+    maps: Vec<(Weak<VipMap>, Vec<IpAddr>)>,
 }
 
 impl VipFilters {
     /// Re-attaches every live socket's filter if the VIP set changed. On failure the old
     /// set is kept, so the next publish tries again.
-    fn sync(&mut self, vips: Vec<Ipv4Addr>) {
+    fn sync(&mut self, vips: Vec<IpAddr>) {
         self.sockets.retain(|(s, _)| s.strong_count() > 0);
         self.maps.retain(|(m, _)| m.strong_count() > 0);
         for (map, held) in &mut self.maps {
@@ -139,8 +139,8 @@ impl VipFilters {
 }
 
 /// The table's VIPs, sorted: the filter's input and what tells two VIP sets apart.
-pub(crate) fn sorted_vips(t: &ForwardingTable) -> Vec<Ipv4Addr> {
-    let mut v: Vec<Ipv4Addr> = t.vips().collect();
+pub(crate) fn sorted_vips(t: &ForwardingTable) -> Vec<IpAddr> {
+    let mut v: Vec<IpAddr> = t.vips().collect();
     v.sort_unstable();
     v
 }
@@ -234,7 +234,7 @@ impl Shared {
     pub(crate) fn register_sockets(
         &self,
         sockets: &[(Arc<PacketSocket>, Admit)],
-        opened_with: &[Ipv4Addr],
+        opened_with: &[IpAddr],
     ) -> io::Result<()> {
         let mut filters = self.filters();
         let vips = sorted_vips(&self.table.load());

@@ -12,7 +12,7 @@
 //! same snapshot. Finding a packet's farm is a hash of its VIP and a binary search over that
 //! VIP's port ranges: O(log farms on the VIP).
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::Duration;
@@ -95,7 +95,8 @@ pub enum BackendState {
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct FarmSpec {
     pub name: String,
-    pub vip: Ipv4Addr,
+    /// IPv4 or IPv6; the farm's backends are of the same family.
+    pub vip: IpAddr,
     pub protocol: Protocol,
     pub ports: RangeInclusive<u16>,
     pub backends: Vec<BackendSpec>,
@@ -197,7 +198,7 @@ impl Eq for PersistSpec {}
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct BackendSpec {
     pub name: String,
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
     /// Resolved or pinned; `None` = not selectable.
     pub mac: Option<MacAddr>,
     /// Share of new flows; 0 = no new flows.
@@ -214,7 +215,7 @@ pub enum TableError {
     OverlappingFarms {
         first: String,
         second: String,
-        vip: Ipv4Addr,
+        vip: IpAddr,
         protocol: Protocol,
     },
     #[error("farm name {name:?} appears twice")]
@@ -224,7 +225,7 @@ pub enum TableError {
     #[error("farm {farm:?} has an empty port range {start}-{end}")]
     EmptyPortRange { farm: String, start: u16, end: u16 },
     #[error("farm {farm:?} has VIP {vip}, which cannot be a unicast destination")]
-    BadVip { farm: String, vip: Ipv4Addr },
+    BadVip { farm: String, vip: IpAddr },
     #[error("farm {farm:?}: Maglev table size {size} is not a prime between 2 and {max}")]
     MaglevSizeInvalid {
         farm: String,
@@ -242,6 +243,15 @@ pub enum TableError {
         farm: String,
         count: usize,
         max: usize,
+    },
+    #[error(
+        "farm {farm:?} has VIP {vip} but backend {backend:?} has address {ip} of the other family"
+    )]
+    MixedFamily {
+        farm: String,
+        vip: IpAddr,
+        backend: String,
+        ip: IpAddr,
     },
     #[error("the counter registry ran out of backend ids")]
     IdsExhausted,
@@ -440,11 +450,13 @@ struct Layout {
     by_name: FxHashMap<Arc<str>, u32>,
     /// Registry id → (farm index, backend index) ([`NO_FARM`] = not in this table).
     by_id: Vec<(u32, u16)>,
-    /// Keyed by the address as a `u32`: one multiply to hash.
+    /// IPv4 VIPs, keyed by the address as a `u32`: one multiply to hash.
     vips: FxHashMap<u32, VipEntry>,
-    /// The keys of `vips` in the order of their first farm: the order VIPs are announced
-    /// in at a takeover (the first farms' VIPs first).
-    vip_order: Vec<u32>,
+    /// IPv6 VIPs, keyed by the address as a `u128`.
+    vips6: FxHashMap<u128, VipEntry>,
+    /// Every VIP in the order of its first farm: the order VIPs are announced in at a
+    /// takeover (the first farms' VIPs first).
+    vip_order: Vec<IpAddr>,
 }
 
 impl Layout {
@@ -453,7 +465,16 @@ impl Layout {
     /// one exactly when it starts at or below the furthest end reached so far on the same
     /// protocol: one pass over compact entries, no sort of the whole farm list.
     fn check_overlaps(&self, farms: &[Arc<Farm>]) -> Result<(), TableError> {
-        for (&vip, e) in &self.vips {
+        let all = (self
+            .vips
+            .iter()
+            .map(|(&v, e)| (IpAddr::V4(Ipv4Addr::from_bits(v)), e)))
+        .chain(
+            self.vips6
+                .iter()
+                .map(|(&v, e)| (IpAddr::V6(Ipv6Addr::from_bits(v)), e)),
+        );
+        for (vip, e) in all {
             let mut reach: Option<&PortRange> = None;
             for r in &e.ranges {
                 match reach {
@@ -462,7 +483,7 @@ impl Layout {
                         return Err(TableError::OverlappingFarms {
                             first: a.name.to_string(),
                             second: b.name.to_string(),
-                            vip: Ipv4Addr::from_bits(vip),
+                            vip,
                             protocol: b.spec.protocol,
                         });
                     }
@@ -569,13 +590,21 @@ impl ForwardingTable {
                 .iter()
                 .map(|b| b.id as usize + 1)
                 .fold(id_bound, usize::max);
-            let entry = l.vips.entry(spec.vip.to_bits()).or_insert_with(|| {
-                l.vip_order.push(spec.vip.to_bits());
-                VipEntry {
-                    ranges: Vec::new(),
-                    frag_farm: [FragFarm::None; 2],
-                }
-            });
+            let new_entry = || VipEntry {
+                ranges: Vec::new(),
+                frag_farm: [FragFarm::None; 2],
+            };
+            let order = &mut l.vip_order;
+            let entry = match spec.vip {
+                IpAddr::V4(v) => l.vips.entry(v.to_bits()).or_insert_with(|| {
+                    order.push(spec.vip);
+                    new_entry()
+                }),
+                IpAddr::V6(v) => l.vips6.entry(v.to_bits()).or_insert_with(|| {
+                    order.push(spec.vip);
+                    new_entry()
+                }),
+            };
             entry.ranges.push(PortRange {
                 protocol: spec.protocol.number(),
                 first: *spec.ports.start(),
@@ -589,7 +618,7 @@ impl ForwardingTable {
             };
             t.farms.push(farm);
         }
-        for e in l.vips.values_mut() {
+        for e in l.vips.values_mut().chain(l.vips6.values_mut()) {
             e.ranges.sort_unstable_by_key(|r| (r.protocol, r.first));
         }
         l.check_overlaps(&t.farms)?;
@@ -685,11 +714,24 @@ impl ForwardingTable {
 
     /// Every VIP with at least one farm (the set to answer ARP for and announce), in the
     /// order of the farms: a VIP comes where its first farm does.
-    pub fn vips(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
-        self.layout
-            .vip_order
-            .iter()
-            .map(|&k| Ipv4Addr::from_bits(k))
+    pub fn vips(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.layout.vip_order.iter().copied()
+    }
+
+    /// The IPv4 VIPs of [`ForwardingTable::vips`], in its order.
+    pub fn vips4(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        self.vips().filter_map(|v| match v {
+            IpAddr::V4(v) => Some(v),
+            IpAddr::V6(_) => None,
+        })
+    }
+
+    /// The IPv6 VIPs of [`ForwardingTable::vips`], in its order.
+    pub fn vips6(&self) -> impl Iterator<Item = Ipv6Addr> + '_ {
+        self.vips().filter_map(|v| match v {
+            IpAddr::V6(v) => Some(v),
+            IpAddr::V4(_) => None,
+        })
     }
 
     /// The farm named `name`.
@@ -703,8 +745,11 @@ impl ForwardingTable {
         Arc::ptr_eq(&self.layout, &other.layout) || self.layout.vip_order == other.layout.vip_order
     }
 
-    pub fn is_vip(&self, ip: Ipv4Addr) -> bool {
-        self.layout.vips.contains_key(&ip.to_bits())
+    pub fn is_vip(&self, ip: impl Into<IpAddr>) -> bool {
+        match ip.into() {
+            IpAddr::V4(v) => self.layout.vips.contains_key(&v.to_bits()),
+            IpAddr::V6(v) => self.layout.vips6.contains_key(&v.to_bits()),
+        }
     }
 
     /// Number of farms.
@@ -739,6 +784,11 @@ impl ForwardingTable {
 
     pub(crate) fn vip(&self, ip: Ipv4Addr) -> Option<&VipEntry> {
         self.layout.vips.get(&ip.to_bits())
+    }
+
+    #[inline]
+    pub(crate) fn vip6(&self, ip: Ipv6Addr) -> Option<&VipEntry> {
+        self.layout.vips6.get(&ip.to_bits())
     }
 
     /// The farm on `entry` serving `protocol` and `port`: the last range starting at or
@@ -848,10 +898,28 @@ fn check_farm(f: &FarmSpec) -> Result<(), TableError> {
             end: *f.ports.end(),
         });
     }
-    if f.vip.is_unspecified() || f.vip.is_broadcast() || f.vip.is_multicast() {
+    let unicast = match f.vip {
+        IpAddr::V4(v) => !(v.is_unspecified() || v.is_broadcast() || v.is_multicast()),
+        IpAddr::V6(v) => !(v.is_unspecified() || v.is_multicast() || v.is_loopback()),
+    };
+    if !unicast {
         return Err(TableError::BadVip {
             farm: f.name.clone(),
             vip: f.vip,
+        });
+    }
+    // DSR forwards the client's datagram unchanged: a backend can only take the VIP's
+    // family.
+    if let Some(b) = f
+        .backends
+        .iter()
+        .find(|b| b.ip.is_ipv4() != f.vip.is_ipv4())
+    {
+        return Err(TableError::MixedFamily {
+            farm: f.name.clone(),
+            vip: f.vip,
+            backend: b.name.clone(),
+            ip: b.ip,
         });
     }
     if !maglev::is_prime(f.maglev_size) || f.maglev_size > maglev::MAX_SIZE {
@@ -895,7 +963,7 @@ mod tests {
     fn backend(name: &str, mac: u8) -> BackendSpec {
         BackendSpec {
             name: name.into(),
-            ip: Ipv4Addr::new(198, 18, 1, mac),
+            ip: Ipv4Addr::new(198, 18, 1, mac).into(),
             mac: Some(MacAddr([2, 0, 0, 0, 1, mac])),
             weight: 1,
             state: BackendState::Up,
@@ -906,7 +974,7 @@ mod tests {
     fn farm(name: &str, proto: Protocol, ports: RangeInclusive<u16>) -> FarmSpec {
         FarmSpec {
             name: name.into(),
-            vip: Ipv4Addr::new(198, 18, 0, 100),
+            vip: Ipv4Addr::new(198, 18, 0, 100).into(),
             protocol: proto,
             ports,
             backends: vec![backend("a", 1), backend("b", 2)],
@@ -914,6 +982,14 @@ mod tests {
             hash: FlowHash::default(),
             limits: FarmLimits::default(),
             maglev_size: 257,
+        }
+    }
+
+    /// The lookup entry of `vip`, of either family.
+    fn entry(t: &ForwardingTable, vip: IpAddr) -> Option<&VipEntry> {
+        match vip {
+            IpAddr::V4(v) => t.vip(v),
+            IpAddr::V6(v) => t.vip6(v),
         }
     }
 
@@ -946,7 +1022,7 @@ mod tests {
             Err(TableError::DuplicateBackend { .. })
         ));
         let mut zero = tcp80.clone();
-        zero.vip = Ipv4Addr::UNSPECIFIED;
+        zero.vip = Ipv4Addr::UNSPECIFIED.into();
         assert!(matches!(build(&[zero]), Err(TableError::BadVip { .. })));
         for size in [0, 1, 256, 65_535, maglev::MAX_SIZE + 1] {
             let f = FarmSpec {
@@ -1007,7 +1083,9 @@ mod tests {
         let vip = Ipv4Addr::new(198, 18, 0, 100);
         assert!(t.is_vip(vip));
         assert!(!t.is_vip(Ipv4Addr::new(198, 18, 0, 101)));
-        assert_eq!(t.vips().collect::<Vec<_>>(), [vip]);
+        assert_eq!(t.vips().collect::<Vec<_>>(), [IpAddr::V4(vip)]);
+        assert_eq!(t.vips4().collect::<Vec<_>>(), [vip]);
+        assert_eq!(t.vips6().count(), 0);
         assert_eq!(t.live_backends("web"), ["a", "b"]);
         // Many VIPs come out in the order of their first farm, not in hash order.
         let order: Vec<Ipv4Addr> = (0..500u32)
@@ -1018,13 +1096,14 @@ mod tests {
             .enumerate()
             .flat_map(|(i, v)| {
                 [80u16, 443].map(|p| FarmSpec {
-                    vip: *v,
+                    vip: (*v).into(),
                     ..farm(&format!("f{i}-{p}"), Protocol::Tcp, p..=p)
                 })
             })
             .collect();
         let m = build(&many).unwrap();
-        assert_eq!(m.vips().collect::<Vec<_>>(), order);
+        assert_eq!(m.vips4().collect::<Vec<_>>(), order);
+        assert!(m.vips().eq(order.iter().map(|&v| IpAddr::V4(v))));
         let e = t.vip(vip).unwrap();
         assert_eq!(
             ForwardingTable::farm_for_port(e, Protocol::Tcp, 81),
@@ -1060,7 +1139,7 @@ mod tests {
             (0u32..4, 0u8..3, any::<bool>(), 0u8..5).prop_map(move |(w, st, healthy, mac)| {
                 BackendSpec {
                     name: format!("b{i}"),
-                    ip: Ipv4Addr::new(198, 18, 1, i as u8),
+                    ip: Ipv4Addr::new(198, 18, 1, i as u8).into(),
                     // One in five without a MAC (not yet learned).
                     mac: (mac > 0).then_some(MacAddr([2, 0, 0, 0, mac, i as u8])),
                     weight: w,
@@ -1085,7 +1164,7 @@ mod tests {
                 .prop_map(move |(backends, (size, hash, udp))| FarmSpec {
                     name: format!("farm{i}"),
                     // Farms share VIPs: several per VIP, on ports of their own.
-                    vip: Ipv4Addr::new(198, 18, 0, 100 + (i % 3) as u8),
+                    vip: Ipv4Addr::new(198, 18, 0, 100 + (i % 3) as u8).into(),
                     protocol: if udp { Protocol::Udp } else { Protocol::Tcp },
                     ports: (1000 + 10 * i as u16)..=(1004 + 10 * i as u16),
                     backends,
@@ -1124,7 +1203,7 @@ mod tests {
                     if f.backends.iter().all(|x| x.name != format!("b{i}")) {
                         f.backends.push(BackendSpec {
                             name: format!("b{i}"),
-                            ip: Ipv4Addr::new(198, 18, 2, v),
+                            ip: Ipv4Addr::new(198, 18, 2, v).into(),
                             mac: Some(MacAddr([2, 0, 0, 3, v, 1])),
                             weight: 1,
                             state: BackendState::Up,
@@ -1213,7 +1292,7 @@ mod tests {
                 want.sort_unstable();
                 prop_assert_eq!(&vips, &want);
                 for vip in vips {
-                    let (e, w) = (next.vip(vip).unwrap(), scratch.vip(vip).unwrap());
+                    let (e, w) = (entry(&next, vip).unwrap(), entry(&scratch, vip).unwrap());
                     for proto in [Protocol::Tcp, Protocol::Udp] {
                         prop_assert_eq!(
                             ForwardingTable::frag_farm(e, proto),
@@ -1244,7 +1323,7 @@ mod tests {
                         f.spec.vip == vip && f.spec.protocol == proto && f.spec.ports.contains(&port)
                     });
                     prop_assert_eq!(
-                        ForwardingTable::farm_for_port(t.vip(vip).unwrap(), proto, port),
+                        ForwardingTable::farm_for_port(entry(&t, vip).unwrap(), proto, port),
                         walk.map(|(i, _)| i as u32)
                     );
                 }

@@ -407,7 +407,7 @@ impl ArpPort {
     /// (then it also carries the VLAN-tagged IPv4 only a tap sees with its tag).
     pub(crate) fn open(
         iface: &InterfaceInfo,
-        vips: &[std::net::Ipv4Addr],
+        vips: &[std::net::IpAddr],
         admit: Admit,
     ) -> Result<ArpPort, IoError> {
         let geo = RingGeometry::for_slots(ARP_RING_SLOTS).ok_or(IoError::RingSize {

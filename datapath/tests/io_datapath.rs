@@ -7,7 +7,7 @@
 mod io_lab;
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use datapath::{DropReason, ForwardingTable, MacResolver, local_ipv4_addresses};
@@ -28,7 +28,7 @@ fn arp_for_the_vip_is_answered_only_by_the_owner() {
     })
     .expect("resolver starts");
 
-    resolver.set_targets(vec![VIP]);
+    resolver.set_targets(vec![VIP.into()]);
     // The datapath sees the requests and refuses them while not the owner.
     wait_for("refused ARP requests", || {
         (node.shared.drops.get(DropReason::NotOwner) >= 2).then_some(())
@@ -44,7 +44,7 @@ fn arp_for_the_vip_is_answered_only_by_the_owner() {
         let l = resolver.learned();
         (!l.is_empty()).then_some(l)
     });
-    assert_eq!(learned, vec![(VIP, node.mac)]);
+    assert_eq!(learned, vec![(IpAddr::V4(VIP), node.mac)]);
     assert!(resolver.stats().requests_sent >= 2);
     assert_no_io_drops(&node.shared);
 }
@@ -71,13 +71,13 @@ fn resolver_learns_backend_macs_and_local_addresses_are_listed() {
     })
     .expect("resolver starts");
     let unknown = Ipv4Addr::new(198, 18, 0, 77);
-    resolver.set_targets(vec![BACKEND, unknown]);
+    resolver.set_targets(vec![BACKEND.into(), unknown.into()]);
     let learned = wait_for("the backend's MAC", || {
         let l = resolver.learned();
         (!l.is_empty()).then_some(l)
     });
-    assert_eq!(learned, vec![(BACKEND, backend.mac)]);
-    resolver.set_targets(vec![unknown]);
+    assert_eq!(learned, vec![(IpAddr::V4(BACKEND), backend.mac)]);
+    resolver.set_targets(vec![unknown.into()]);
     assert_eq!(resolver.learned(), vec![], "a dropped target is forgotten");
     resolver.stop();
 }
@@ -273,7 +273,7 @@ fn gratuitous_arp_announces_the_vip_to_the_segment() {
         MacResolver::start_with(&client, CLIENT, Duration::from_millis(200))
     })
     .expect("client resolver");
-    listener.set_targets(vec![VIP]);
+    listener.set_targets(vec![VIP.into()]);
     // No datapath runs and the backend never claims the VIP: nobody answers the requests.
     wait_for("a few unanswered requests", || {
         (listener.stats().requests_sent >= 2).then_some(())
@@ -282,12 +282,12 @@ fn gratuitous_arp_announces_the_vip_to_the_segment() {
 
     let announcer =
         in_ns(&lab.ns("lb"), || MacResolver::start(&node, NODE)).expect("node resolver");
-    announcer.send_garp(&[VIP], 3, Duration::from_millis(50));
+    announcer.send_garp(&[VIP.into()], 3, Duration::from_millis(50));
     let learned = wait_for("the announcement", || {
         let l = listener.learned();
         (!l.is_empty()).then_some(l)
     });
-    assert_eq!(learned, vec![(VIP, node.mac)]);
+    assert_eq!(learned, vec![(IpAddr::V4(VIP), node.mac)]);
     wait_for("all rounds sent", || {
         (announcer.stats().garps_sent == 6).then_some(())
     });

@@ -90,7 +90,7 @@ fn process_allocates_nothing_over_100000_packets() {
         .map(|b| reg.backend("web", &b.name).expect("id").id)
         .collect();
     for i in (0..4096u32).step_by(2) {
-        pins.set(client(i), ids[i as usize % ids.len()], 0);
+        pins.set(client(i).into(), ids[i as usize % ids.len()], 0);
     }
     // A small flow table, so that the run also exercises eviction.
     let cfg = ProcessorConfig {

@@ -126,7 +126,7 @@ fn a_pinned_client_follows_its_pin_across_a_backend_change() {
         .into_iter()
         .find(|n| w.mac_of(n) != natural)
         .unwrap();
-    w.pins.set(src, w.id(other), S);
+    w.pins.set(src.into(), w.id(other), S);
     events(&p);
     // A fourth backend joins: Maglev's choice may move, the pin does not.
     let mut four = three();
@@ -172,12 +172,12 @@ fn expired_and_foreign_pins_are_ignored() {
         .find(|n| w.mac_of(n) != natural)
         .unwrap();
     // Seen more than a TTL ago: expired here even before the log drops it.
-    w.pins.set(src, w.id(other), S);
+    w.pins.set(src.into(), w.id(other), S);
     let late = S + TTL.as_nanos() as u64 + 1;
     assert_eq!(connect(&mut p, &t, src, 2, late), natural);
     assert!(events(&p)[0].new);
     // An id that is not a backend of this farm.
-    w.pins.set(src, 999_999, late);
+    w.pins.set(src.into(), 999_999, late);
     assert_eq!(connect(&mut p, &t, src, 3, late + 2 * S), natural);
 }
 
@@ -189,7 +189,7 @@ fn refreshes_are_asked_once_a_quarter_ttl_has_passed() {
     let src = client(11);
     let at = connect(&mut p, &t, src, 1, S);
     let id = events(&p)[0].backend;
-    w.pins.set(src, id, S);
+    w.pins.set(src.into(), id, S);
     // A long flow: packets every 100 ms for a third of the TTL; the control plane mirrors
     // each refresh as the log would.
     let mut refreshes = Vec::new();
@@ -197,7 +197,7 @@ fn refreshes_are_asked_once_a_quarter_ttl_has_passed() {
     while now < S + TTL.as_nanos() as u64 / 3 {
         assert_eq!(send(&mut p, &t, tcp(src, 1, 80, b"x"), now), at);
         for e in events(&p) {
-            w.pins.set(src, e.backend, e.seen_ns);
+            w.pins.set(src.into(), e.backend, e.seen_ns);
             refreshes.push(e);
         }
         now += S / 10;

@@ -4,13 +4,13 @@
 
 mod common;
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::LazyLock;
 
 use common::*;
 use datapath::{
     ARP_OP_REPLY, BackendState, CounterRegistry, DropReason, FarmSpec, ForwardingTable, Parsed,
-    Processor, ProcessorConfig, Protocol, Verdict, parse,
+    Processor, ProcessorConfig, Protocol, Verdict, parse, parse_na,
 };
 use proptest::prelude::*;
 
@@ -37,9 +37,20 @@ fn specs() -> Vec<FarmSpec> {
     s.push(farm("alt", Protocol::Tcp, 8080, vec![backend("q", 21)]));
     // A UDP farm on another VIP whose only backend is off: NoBackend.
     let mut dead = farm("dead", Protocol::Udp, 9, vec![backend("d", 31)]);
-    dead.vip = Ipv4Addr::new(198, 18, 0, 101);
+    dead.vip = Ipv4Addr::new(198, 18, 0, 101).into();
     dead.backends[0].state = BackendState::Off;
     s.push(dead);
+    // IPv6: a TCP and a UDP farm on VIP6.
+    for (name, protocol, port) in [("web6", Protocol::Tcp, 80), ("dns6", Protocol::Udp, 53)] {
+        let mut f = farm(
+            name,
+            protocol,
+            port,
+            vec![backend6("s", 41), backend6("t", 42)],
+        );
+        f.vip = VIP6.into();
+        s.push(f);
+    }
     s
 }
 
@@ -65,7 +76,12 @@ fn check(orig: &[u8], owner: bool) -> Result<Verdict, TestCaseError> {
             prop_assert_eq!(&f[6..12], &OWN.0[..]);
             prop_assert_eq!(&f[12..], &orig[12..]);
             prop_assert!(backend_macs().contains(&dst_mac(&f)));
-            prop_assert!(matches!(parse(orig), Ok(Parsed::Ipv4(ip)) if TABLE.is_vip(ip.dst)));
+            let to_vip = match parse(orig) {
+                Ok(Parsed::Ipv4(ip)) => TABLE.is_vip(ip.dst),
+                Ok(Parsed::Ipv6(ip)) => TABLE.is_vip(ip.dst),
+                _ => false,
+            };
+            prop_assert!(to_vip);
         }
         Verdict::Reply { len } => {
             prop_assert!(owner);
@@ -76,7 +92,16 @@ fn check(orig: &[u8], owner: bool) -> Result<Verdict, TestCaseError> {
                     prop_assert_eq!(a.sender_mac, OWN);
                     prop_assert!(TABLE.is_vip(a.sender_ip));
                 }
-                other => prop_assert!(false, "reply does not parse as ARP: {:?}", other),
+                Ok(Parsed::Ipv6(ip)) => {
+                    let na = parse_na(&f[..len], ip.l3_offset);
+                    prop_assert!(na.is_some(), "reply does not parse as an advertisement");
+                    let na = na.unwrap();
+                    prop_assert!(TABLE.is_vip(na.target) && na.src == na.target);
+                    prop_assert_eq!(na.tlladdr, Some(OWN));
+                    prop_assert!(na.flags.override_);
+                    prop_assert_eq!(&f[6..12], &OWN.0[..]);
+                }
+                other => prop_assert!(false, "reply does not parse as ARP or NA: {:?}", other),
             }
         }
         Verdict::Drop(r) => {
@@ -102,12 +127,22 @@ fn valid_frames() -> Vec<Vec<u8>> {
     tagged.extend_from_slice(&t[12..]);
     let mut frag = udp(CLIENT_IP, 1, 53, &[7u8; 40]);
     set_frag(&mut frag, true, 0);
+    let u6 = udp6(CLIENT_IP6, 40_000, 53, &[7u8; 40]);
+    // Destination options (a PadN of 6 bytes), then UDP.
+    let opts = with_ext6(&u6, 60, &[0, 0, 1, 4, 0, 0, 0, 0]);
+    // A first fragment: offset 0, more fragments.
+    let frag6 = with_ext6(&u6, 44, &[0, 0, 0, 1, 0, 0, 0, 9]);
     vec![
         t,
         tagged,
         udp(CLIENT_IP, 40_000, 53, b"q"),
         frag,
         arp_request(VIP),
+        tcp6(CLIENT_IP6, 40_000, 80, b"payload"),
+        u6,
+        opts,
+        frag6,
+        ns_for(VIP6),
     ]
 }
 
@@ -121,7 +156,7 @@ proptest! {
 
     #[test]
     fn mutated_valid_frames(
-        which in 0usize..5,
+        which in 0usize..10,
         edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..6),
         cut in proptest::option::of(any::<usize>()),
         tail in proptest::collection::vec(any::<u8>(), 0..8),
@@ -158,9 +193,41 @@ fn each_reason_has_a_frame() {
     let mut cases: Vec<(DropReason, Vec<u8>, bool)> = Vec::new();
     let base = tcp(CLIENT_IP, 40_000, 80, b"");
     cases.push((DropReason::TooShort, base[..13].to_vec(), true));
+    let mut lldp = base.clone();
+    lldp[12..14].copy_from_slice(&0x88ccu16.to_be_bytes());
+    cases.push((DropReason::UnknownEthertype, lldp, true));
+    // An IPv4 datagram labelled IPv6: version 4.
     let mut v6 = base.clone();
     v6[12..14].copy_from_slice(&0x86ddu16.to_be_bytes());
-    cases.push((DropReason::UnknownEthertype, v6, true));
+    cases.push((DropReason::Ipv6Malformed, v6, true));
+    let t6 = tcp6(CLIENT_IP6, 40_000, 80, b"");
+    cases.push((DropReason::Ipv6Truncated, t6[..14 + 39].to_vec(), true));
+    cases.push((DropReason::Ipv6Truncated, t6[..t6.len() - 1].to_vec(), true));
+    // A routing header with a segment left: the VIP is only a waypoint.
+    let routed = with_ext6(&t6, 43, &[0, 0, 0, 1, 0, 0, 0, 0]);
+    cases.push((DropReason::Ipv6ExtChain, routed, true));
+    let mut long = t6.clone();
+    for _ in 0..=datapath::MAX_IPV6_EXT {
+        long = with_ext6(&long, 60, &[0, 0, 1, 4, 0, 0, 0, 0]);
+    }
+    cases.push((DropReason::Ipv6ExtChain, long, true));
+    // A solicitation that did not come from the link (hop limit below 255).
+    let mut hopped = ns_for(VIP6);
+    hopped[14 + 7] = 64;
+    cases.push((DropReason::NdpMalformed, hopped, true));
+    let stranger6 = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 9);
+    cases.push((DropReason::NdpNotForVip, ns_for(stranger6), true));
+    cases.push((
+        DropReason::NdpNotSolicitation,
+        datapath::unsolicited_na(CLIENT, CLIENT_IP6),
+        true,
+    ));
+    let mut not_vip6 = t6.clone();
+    not_vip6[14 + 24..14 + 40].copy_from_slice(&stranger6.octets());
+    cases.push((DropReason::NotVip, not_vip6, true));
+    cases.push((DropReason::NotOwner, t6.clone(), false));
+    cases.push((DropReason::NotOwner, ns_for(VIP6), false));
+    cases.push((DropReason::NoFarm, tcp6(CLIENT_IP6, 1, 81, b""), true));
     let mut deep = base[..12].to_vec();
     deep.extend_from_slice(&[0x81, 0, 0, 1, 0x81, 0, 0, 2, 0x81, 0, 0, 3]);
     deep.extend_from_slice(&base[12..]);

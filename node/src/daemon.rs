@@ -27,7 +27,7 @@ use datapath::{
 use proto::listener::GuardedListener;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -251,7 +251,11 @@ async fn run_inner(
                 subnets: facts
                     .interface
                     .as_ref()
-                    .map(|i| i.ipv4.clone())
+                    .map(|i| {
+                        let v4 = i.ipv4.iter().map(|(a, p)| (IpAddr::V4(*a), *p));
+                        v4.chain(i.ipv6.iter().map(|(a, p)| (IpAddr::V6(*a), *p)))
+                            .collect()
+                    })
                     .unwrap_or_default(),
             },
             token: admin_token.clone(),
@@ -649,7 +653,7 @@ impl Node<'_> {
         let by = grant.map(|g| g.by);
         match self.ownership.update(grant.is_some()) {
             Some(Transition::Acquired) => {
-                let vips: Vec<Ipv4Addr> = self.shared.table.load().vips().collect();
+                let vips: Vec<IpAddr> = self.shared.table.load().vips().collect();
                 self.metrics.takeovers.fetch_add(1, Ordering::Relaxed);
                 self.owned_since = Some(now);
                 info!(term = self.cluster.raft_metrics().borrow().current_term, arbiter = by.map_or("", Arbiter::as_str), vips = ?vips, "VIP owner: announcing and forwarding");
@@ -811,7 +815,7 @@ impl Node<'_> {
     }
 
     fn poll_learned(&mut self) -> anyhow::Result<()> {
-        let now: HashMap<Ipv4Addr, MacAddr> = self.resolver.learned().into_iter().collect();
+        let now: HashMap<IpAddr, MacAddr> = self.resolver.learned().into_iter().collect();
         let learned = self.specs.learned();
         if now == *learned {
             return Ok(());
@@ -858,11 +862,11 @@ impl Node<'_> {
         // Most changes keep the VIPs: nothing to announce, withdraw or watch.
         let vips_changed = !prev.same_vips(&table);
         let (added, removed, after) = if vips_changed {
-            let before: HashSet<Ipv4Addr> = prev.vips().collect();
-            let after: HashSet<Ipv4Addr> = table.vips().collect();
+            let before: HashSet<IpAddr> = prev.vips().collect();
+            let after: HashSet<IpAddr> = table.vips().collect();
             // In the table's order, so new VIPs are announced first farms first.
-            let added: Vec<Ipv4Addr> = table.vips().filter(|v| !before.contains(v)).collect();
-            let removed: Vec<Ipv4Addr> = before.difference(&after).copied().collect();
+            let added: Vec<IpAddr> = table.vips().filter(|v| !before.contains(v)).collect();
+            let removed: Vec<IpAddr> = before.difference(&after).copied().collect();
             (added, removed, after)
         } else {
             Default::default()
@@ -885,9 +889,25 @@ impl Node<'_> {
             crate::notify::ready(&format!("{farms} farm(s), forwarding table published"));
         }
         if vips_changed {
-            self.resolver.set_flux_vips(after.iter().copied().collect());
+            // The ARP-flux watch and the pair's segment probes speak ARP: IPv4 VIPs only.
+            let v4: Vec<Ipv4Addr> = after
+                .iter()
+                .filter_map(|v| match v {
+                    IpAddr::V4(v) => Some(*v),
+                    IpAddr::V6(_) => None,
+                })
+                .collect();
+            let v6: Vec<std::net::Ipv6Addr> = after
+                .iter()
+                .filter_map(|v| match v {
+                    IpAddr::V6(v) => Some(*v),
+                    IpAddr::V4(_) => None,
+                })
+                .collect();
+            self.resolver.join_vip_groups(&v6);
+            self.resolver.set_flux_vips(v4.clone());
             if self.pair.is_some() {
-                self.resolver.watch_vips(after.into_iter().collect());
+                self.resolver.watch_vips(v4);
             }
         }
         // A removed VIP's remaining rounds (and refresh) would draw its traffic here only to
@@ -946,10 +966,15 @@ impl Node<'_> {
     /// ones) and gives each its socket mark; removes them when no target needs them. A node
     /// that cannot set them up runs those checks as "not run" (its own fault, logged).
     fn set_vip_paths(&mut self, targets: &mut [CheckTarget]) {
+        // The VIP paths are IPv4 policy routes; an IPv6 target is never `via_vip`
+        // (`check_targets`).
         let via: Vec<Ipv4Addr> = targets
             .iter()
             .filter(|t| t.via_vip)
-            .map(|t| *t.addr.ip())
+            .filter_map(|t| match t.addr.ip() {
+                IpAddr::V4(ip) => Some(ip),
+                IpAddr::V6(_) => None,
+            })
             .collect();
         if via.is_empty() {
             if self.vip_paths.take().is_some()
@@ -962,7 +987,9 @@ impl Node<'_> {
         match crate::vippath::VipPaths::setup(&self.config.datapath.interface, via) {
             Ok(paths) => {
                 for t in targets.iter_mut().filter(|t| t.via_vip) {
-                    t.mark = paths.mark(*t.addr.ip());
+                    if let IpAddr::V4(ip) = t.addr.ip() {
+                        t.mark = paths.mark(ip);
+                    }
                 }
                 info!(backends = paths.len(), "via_vip check routes set up");
                 self.vip_paths = Some(paths);
@@ -1045,10 +1072,13 @@ fn check_targets(state: &ClusterState) -> Vec<CheckTarget> {
                 key: (farm.name.clone(), b.name.clone()),
                 addr: crate::health::check_addr(b.ip, farm.port_first, check),
                 vip: farm.vip,
-                via_vip: check.via_vip.unwrap_or(matches!(
-                    check.kind,
-                    cluster::CheckKind::Tcp | cluster::CheckKind::Http(_)
-                )),
+                // The VIP paths are IPv4 policy routes (docs/design.md#ipv6): an IPv6
+                // backend is checked at its own address.
+                via_vip: farm.vip.is_ipv4()
+                    && check.via_vip.unwrap_or(matches!(
+                        check.kind,
+                        cluster::CheckKind::Tcp | cluster::CheckKind::Http(_)
+                    )),
                 mark: None,
                 check: check.clone(),
                 verdict: state

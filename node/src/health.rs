@@ -20,7 +20,7 @@
 use cluster::{CheckKind, HealthCheck, HttpCheck};
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -78,10 +78,10 @@ pub type BackendKey = (String, String);
 pub struct CheckTarget {
     pub key: BackendKey,
     /// The backend's address and the port probed.
-    pub addr: SocketAddrV4,
+    pub addr: SocketAddr,
     /// The farm's VIP (in the environment of an exec check; the destination of a via_vip
     /// probe).
-    pub vip: Ipv4Addr,
+    pub vip: IpAddr,
     pub check: HealthCheck,
     /// Whether this node probes through the VIP (the check's `via_vip`, or its own choice
     /// when the check leaves it open).
@@ -403,7 +403,7 @@ impl Prober {
             ));
         };
         let via = Dest {
-            addr: SocketAddrV4::new(t.vip, t.addr.port()),
+            addr: SocketAddr::new(t.vip, t.addr.port()),
             mark: Some(mark),
             host: t.vip,
         };
@@ -460,18 +460,18 @@ fn io_failure(e: std::io::Error) -> Probe {
 /// to the backend.
 #[derive(Debug, Clone, Copy)]
 struct Dest {
-    addr: SocketAddrV4,
+    addr: SocketAddr,
     mark: Option<u32>,
     /// The default `Host` and TLS server name: the address the service is reached at.
-    host: Ipv4Addr,
+    host: IpAddr,
 }
 
 impl Dest {
-    fn plain(addr: SocketAddrV4) -> Self {
+    fn plain(addr: SocketAddr) -> Self {
         Dest {
             addr,
             mark: None,
-            host: *addr.ip(),
+            host: addr.ip(),
         }
     }
 }
@@ -485,9 +485,14 @@ fn mark_socket(sock: socket2::SockRef<'_>, mark: Option<u32>) -> Step<()> {
 }
 
 async fn tcp_probe(dest: Dest) -> Step<tokio::net::TcpStream> {
-    let sock = tokio::net::TcpSocket::new_v4().map_err(io_failure)?;
+    let sock = if dest.addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(io_failure)?;
     mark_socket(socket2::SockRef::from(&sock), dest.mark)?;
-    sock.connect(dest.addr.into()).await.map_err(io_failure)
+    sock.connect(dest.addr).await.map_err(io_failure)
 }
 
 async fn http_probe(
@@ -669,7 +674,12 @@ impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
 /// Sends `send` and waits for a reply containing `expect`. A connected socket, so an ICMP
 /// port unreachable comes back as "refused" rather than a timeout.
 async fn udp_probe(dest: Dest, send: &[u8], expect: &[u8]) -> Step<()> {
-    let sock = tokio::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+    let any: IpAddr = if dest.addr.is_ipv4() {
+        Ipv4Addr::UNSPECIFIED.into()
+    } else {
+        Ipv6Addr::UNSPECIFIED.into()
+    };
+    let sock = tokio::net::UdpSocket::bind((any, 0))
         .await
         .map_err(io_failure)?;
     mark_socket(socket2::SockRef::from(&sock), dest.mark)?;
@@ -769,8 +779,8 @@ fn node_fault(e: &std::io::Error) -> bool {
 
 /// The address a farm's backends are checked on: the check's `port`, else the farm's first
 /// (DSR uses the virtual port on the backend).
-pub fn check_addr(ip: Ipv4Addr, first_port: u16, check: &HealthCheck) -> SocketAddrV4 {
-    SocketAddrV4::new(ip, check.port.unwrap_or(first_port))
+pub fn check_addr(ip: IpAddr, first_port: u16, check: &HealthCheck) -> SocketAddr {
+    SocketAddr::new(ip, check.port.unwrap_or(first_port))
 }
 
 #[cfg(test)]
@@ -838,14 +848,14 @@ mod tests {
         );
     }
 
-    fn target(addr: SocketAddrV4, kind: CheckKind) -> CheckTarget {
+    fn target(addr: std::net::SocketAddr, kind: CheckKind) -> CheckTarget {
         let mut check =
             HealthCheck::tcp(Duration::from_millis(100), Duration::from_millis(500), 1, 1);
         check.kind = kind;
         CheckTarget {
             key: ("f".into(), "b".into()),
             addr,
-            vip: Ipv4Addr::new(198, 18, 0, 100),
+            vip: Ipv4Addr::new(198, 18, 0, 100).into(),
             check,
             via_vip: false,
             mark: None,
@@ -863,7 +873,7 @@ mod tests {
         let std::net::SocketAddr::V4(addr) = listener.local_addr().unwrap() else {
             unreachable!("bound to an IPv4 address")
         };
-        let t = target(addr, CheckKind::Tcp);
+        let t = target(addr.into(), CheckKind::Tcp);
         assert!(matches!(probe(&t).await, Probe::Up));
         drop(listener);
         // A port bound without a listener refuses, and, unlike the port just freed, no test
@@ -873,12 +883,12 @@ mod tests {
         let std::net::SocketAddr::V4(addr) = closed.local_addr().unwrap() else {
             unreachable!("bound to an IPv4 address")
         };
-        let t = target(addr, CheckKind::Tcp);
+        let t = target(addr.into(), CheckKind::Tcp);
         assert!(matches!(probe(&t).await, Probe::Down(Failure::Refused)));
     }
 
     /// A one-shot HTTP server answering `status` with `body` to every connection.
-    async fn http_server(status: u16, body: &'static str) -> SocketAddrV4 {
+    async fn http_server(status: u16, body: &'static str) -> std::net::SocketAddr {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let std::net::SocketAddr::V4(addr) = listener.local_addr().unwrap() else {
@@ -895,7 +905,7 @@ mod tests {
                 let _ = s.write_all(reply.as_bytes()).await;
             }
         });
-        addr
+        addr.into()
     }
 
     fn http(status: (u16, u16), body: Option<&str>) -> CheckKind {
@@ -954,11 +964,11 @@ mod tests {
             expect: expect.as_bytes().to_vec(),
         };
         assert!(matches!(
-            probe(&target(addr, udp("pong:ping"))).await,
+            probe(&target(addr.into(), udp("pong:ping"))).await,
             Probe::Up
         ));
         assert!(matches!(
-            probe(&target(addr, udp("nope"))).await,
+            probe(&target(addr.into(), udp("nope"))).await,
             Probe::Down(Failure::BodyMismatch)
         ));
         // Nothing bound there any more: the ICMP port unreachable says refused.
@@ -970,14 +980,14 @@ mod tests {
             unreachable!()
         };
         assert!(matches!(
-            probe(&target(closed, udp(""))).await,
+            probe(&target(closed.into(), udp(""))).await,
             Probe::Down(Failure::Refused)
         ));
     }
 
     #[tokio::test]
     async fn exec_probe_reads_the_exit_status_and_kills_at_the_timeout() {
-        let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 80);
+        let addr = std::net::SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 80);
         let exec = |script: &str| CheckKind::Exec {
             program: "/bin/sh".into(),
             args: vec!["-c".into(), script.into()],

@@ -1004,12 +1004,12 @@ mod tests {
         let shared = Shared::new(1, MacAddr([2, 0, 0, 0, 0, 1]));
         let farm = datapath::FarmSpec {
             name: "web".into(),
-            vip: std::net::Ipv4Addr::new(198, 18, 0, 100),
+            vip: std::net::Ipv4Addr::new(198, 18, 0, 100).into(),
             protocol: Protocol::Tcp,
             ports: 80..=80,
             backends: vec![BackendSpec {
                 name: "b1".into(),
-                ip: std::net::Ipv4Addr::new(198, 18, 0, 21),
+                ip: std::net::Ipv4Addr::new(198, 18, 0, 21).into(),
                 mac: Some(MacAddr([2, 0, 0, 0, 0, 0x21])),
                 weight: 1,
                 state: BackendState::Up,

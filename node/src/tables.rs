@@ -15,7 +15,7 @@ use datapath::{
     Protocol, RateLimit, SpecSource,
 };
 use std::collections::{BTreeMap, HashMap};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 /// The specs of the replicated farms, remade only for the farms whose inputs changed (the
@@ -28,11 +28,11 @@ pub struct Specs {
     /// One per farm, in name order (the state's order).
     memo: Vec<Memo>,
     /// MACs learned by ARP; a pinned MAC wins over these.
-    learned: HashMap<Ipv4Addr, MacAddr>,
+    learned: HashMap<IpAddr, MacAddr>,
     /// Bumped whenever `learned` changes.
     learned_gen: u64,
     /// Backend addresses without a pinned MAC, each with how many backends have it.
-    arp: BTreeMap<Ipv4Addr, usize>,
+    arp: BTreeMap<IpAddr, usize>,
     /// The keys of `arp` changed since [`Specs::take_arp_targets`] last gave them.
     arp_changed: bool,
 }
@@ -62,12 +62,12 @@ impl SpecSource for Memo {
 
 impl Specs {
     /// The MACs learned by ARP that the specs use.
-    pub fn learned(&self) -> &HashMap<Ipv4Addr, MacAddr> {
+    pub fn learned(&self) -> &HashMap<IpAddr, MacAddr> {
         &self.learned
     }
 
     /// Replaces the learned MACs.
-    pub fn set_learned(&mut self, learned: HashMap<Ipv4Addr, MacAddr>) {
+    pub fn set_learned(&mut self, learned: HashMap<IpAddr, MacAddr>) {
         if learned != self.learned {
             self.learned = learned;
             self.learned_gen += 1;
@@ -135,7 +135,7 @@ impl Specs {
 
     /// The backend addresses whose MAC must be learned by ARP (not pinned), sorted, if
     /// they changed since they were last taken.
-    pub fn take_arp_targets(&mut self) -> Option<Vec<Ipv4Addr>> {
+    pub fn take_arp_targets(&mut self) -> Option<Vec<IpAddr>> {
         std::mem::take(&mut self.arp_changed).then(|| self.arp.keys().copied().collect())
     }
 
@@ -172,7 +172,7 @@ impl Specs {
 fn spec_of(
     farm: &cluster::Farm,
     health: Option<&BTreeMap<String, bool>>,
-    learned: &HashMap<Ipv4Addr, MacAddr>,
+    learned: &HashMap<IpAddr, MacAddr>,
     pins: &PinRegistry,
 ) -> FarmSpec {
     let rows: Vec<(BackendSpec, u32)> = farm
@@ -264,12 +264,13 @@ mod tests {
     use super::*;
     use cluster::{Backend, Farm};
     use proptest::prelude::*;
+    use std::net::Ipv4Addr;
     use std::time::Duration;
 
     fn backend(name: &str, octet: u8, priority: u32) -> Backend {
         Backend {
             name: name.into(),
-            ip: Ipv4Addr::new(198, 18, 0, octet),
+            ip: IpAddr::from(Ipv4Addr::new(198, 18, 0, octet)),
             mac: None,
             weight: 1,
             state: cluster::BackendState::Up,
@@ -280,7 +281,7 @@ mod tests {
     fn farm(name: &str, port: u16, backends: Vec<Backend>) -> Farm {
         Farm {
             name: name.into(),
-            vip: Ipv4Addr::new(198, 18, 0, 100),
+            vip: IpAddr::from(Ipv4Addr::new(198, 18, 0, 100)),
             port_first: port,
             port_last: port,
             protocol: cluster::Protocol::Tcp,
@@ -300,7 +301,7 @@ mod tests {
         s
     }
 
-    fn specs(s: &ClusterState, learned: &HashMap<Ipv4Addr, MacAddr>) -> Vec<FarmSpec> {
+    fn specs(s: &ClusterState, learned: &HashMap<IpAddr, MacAddr>) -> Vec<FarmSpec> {
         let mut specs = Specs::default();
         specs.set_learned(learned.clone());
         specs
@@ -323,11 +324,11 @@ mod tests {
         let s = state(vec![backend("a", 21, 1), backend("b", 22, 2)]);
         let all: HashMap<_, _> = [
             (
-                Ipv4Addr::new(198, 18, 0, 21),
+                IpAddr::from(Ipv4Addr::new(198, 18, 0, 21)),
                 MacAddr([2, 0, 0, 0, 0, 0x21]),
             ),
             (
-                Ipv4Addr::new(198, 18, 0, 22),
+                IpAddr::from(Ipv4Addr::new(198, 18, 0, 22)),
                 MacAddr([2, 0, 0, 0, 0, 0x22]),
             ),
         ]
@@ -339,7 +340,7 @@ mod tests {
         // Tier 1's only backend has no MAC: tier 2 serves.
         let only_b: HashMap<_, _> = all
             .iter()
-            .filter(|(ip, _)| ip.octets()[3] == 22)
+            .filter(|(ip, _)| matches!(ip, IpAddr::V4(v) if v.octets()[3] == 22))
             .map(|(k, v)| (*k, *v))
             .collect();
         assert_eq!(
@@ -353,8 +354,11 @@ mod tests {
         let mut pinned = backend("a", 21, 1);
         pinned.mac = Some([2, 9, 9, 9, 9, 9]);
         let s = state(vec![pinned, backend("b", 22, 1)]);
-        let learned: HashMap<_, _> =
-            [(Ipv4Addr::new(198, 18, 0, 21), MacAddr([2, 1, 1, 1, 1, 1]))].into();
+        let learned: HashMap<_, _> = [(
+            IpAddr::from(Ipv4Addr::new(198, 18, 0, 21)),
+            MacAddr([2, 1, 1, 1, 1, 1]),
+        )]
+        .into();
         let mut sp = Specs::default();
         sp.set_learned(learned);
         let out: Vec<FarmSpec> = sp
@@ -366,7 +370,7 @@ mod tests {
         assert_eq!(out[0].backends[1].mac, None);
         assert_eq!(
             sp.take_arp_targets(),
-            Some(vec![Ipv4Addr::new(198, 18, 0, 22)])
+            Some(vec![IpAddr::from(Ipv4Addr::new(198, 18, 0, 22))])
         );
         // Unchanged: nothing new to ask for.
         sp.update(&s, &PinRegistry::default());
@@ -402,16 +406,16 @@ mod tests {
         ]
     }
 
-    fn apply(s: &mut ClusterState, learned: &mut HashMap<Ipv4Addr, MacAddr>, c: &Change) {
+    fn apply(s: &mut ClusterState, learned: &mut HashMap<IpAddr, MacAddr>, c: &Change) {
         let names: Vec<String> = s.farms.keys().cloned().collect();
         let pick = |i: usize| names.get(i % names.len().max(1)).cloned();
         match *c {
             Change::Learn(octet, known) => {
                 let ip = Ipv4Addr::new(198, 18, 0, octet);
                 if known {
-                    learned.insert(ip, MacAddr([2, 0, 0, 0, 1, octet]));
+                    learned.insert(ip.into(), MacAddr([2, 0, 0, 0, 1, octet]));
                 } else {
-                    learned.remove(&ip);
+                    learned.remove(&IpAddr::from(ip));
                 }
             }
             Change::AddFarm(port, n) => {
@@ -466,7 +470,10 @@ mod tests {
                 }
                 Change::PinMac(_, b, pin) => {
                     if let Some(bk) = farm.backends.get_mut(b % nb) {
-                        bk.mac = pin.then_some([2, 9, 9, 9, 9, bk.ip.octets()[3]]);
+                        let IpAddr::V4(ip) = bk.ip else {
+                            unreachable!("IPv4 fixtures")
+                        };
+                        bk.mac = pin.then_some([2, 9, 9, 9, 9, ip.octets()[3]]);
                     }
                 }
                 Change::Check(_, on) => {

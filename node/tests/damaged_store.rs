@@ -21,7 +21,7 @@ const MARKER: &[u8] = b"marker-backend-7";
 fn farm(weight: u32) -> Farm {
     Farm {
         name: "web".into(),
-        vip: Ipv4Addr::new(198, 18, 0, 100),
+        vip: Ipv4Addr::new(198, 18, 0, 100).into(),
         port_first: 80,
         port_last: 80,
         protocol: Protocol::Tcp,
@@ -32,7 +32,7 @@ fn farm(weight: u32) -> Farm {
         check: None,
         backends: vec![Backend {
             name: String::from_utf8(MARKER.to_vec()).unwrap(),
-            ip: Ipv4Addr::new(198, 18, 0, 21),
+            ip: Ipv4Addr::new(198, 18, 0, 21).into(),
             mac: None,
             weight,
             state: BackendState::Up,

@@ -41,6 +41,7 @@ fn frame(at: Instant, src: MacAddr, dst: MacAddr) -> Frame {
         pkttype: 0,
         arp: None,
         ipv4: None,
+        ipv6: None,
     }
 }
 

@@ -41,7 +41,7 @@ pub fn free_addr() -> Result<SocketAddr> {
 pub fn farm(name: &str, backends: usize) -> Farm {
     Farm {
         name: name.into(),
-        vip: Ipv4Addr::new(198, 18, 0, 100),
+        vip: Ipv4Addr::new(198, 18, 0, 100).into(),
         port_first: 80,
         port_last: 80,
         protocol: Protocol::Tcp,
@@ -53,7 +53,7 @@ pub fn farm(name: &str, backends: usize) -> Farm {
         backends: (0..backends)
             .map(|i| Backend {
                 name: format!("b{i}"),
-                ip: Ipv4Addr::new(198, 18, 0, 10 + i as u8),
+                ip: Ipv4Addr::new(198, 18, 0, 10 + i as u8).into(),
                 mac: None,
                 weight: 1,
                 state: BackendState::Up,

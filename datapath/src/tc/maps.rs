@@ -22,7 +22,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 
@@ -131,7 +131,7 @@ impl Written {
         let v = self.key_value.as_ref().ok()?;
         let spec = &self.farm.spec;
         let port = u16::from_be_bytes([k[4], k[5]]);
-        (k[..4] == spec.vip.octets()
+        (matches!(spec.vip, IpAddr::V4(v) if k[..4] == v.octets())
             && k[6] == spec.protocol.number()
             && spec.ports.contains(&port))
         .then_some(v)
@@ -212,7 +212,10 @@ fn farm_keys(f: &Farm) -> impl Iterator<Item = [u8; 8]> + '_ {
     f.spec
         .ports
         .clone()
-        .map(move |port| farm_key(f.spec.vip, port, protocol))
+        .filter_map(move |port| match f.spec.vip {
+            IpAddr::V4(vip) => Some(farm_key(vip, port, protocol)),
+            IpAddr::V6(_) => None,
+        })
 }
 
 /// A backend's value in the backend map.
@@ -234,7 +237,9 @@ fn backend_value(f: &Farm, b: &Backend) -> [u8; 16] {
 fn fast_maglev(f: &Farm) -> Result<&Arc<Maglev>, &'static str> {
     let limited =
         f.source_rate.is_some() || f.farm_rate.is_some() || f.max_flows > 0 || f.tcp_strict;
-    if f.persist.is_some() {
+    if f.spec.vip.is_ipv6() {
+        Err("IPv6 (the program forwards IPv4)")
+    } else if f.persist.is_some() {
         Err("persistence")
     } else if limited {
         Err("limits (evaluated by the workers)")

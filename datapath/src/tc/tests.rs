@@ -32,7 +32,7 @@ fn root() -> bool {
 fn backend(name: &str, n: u8, state: BackendState) -> BackendSpec {
     BackendSpec {
         name: name.into(),
-        ip: Ipv4Addr::new(198, 18, 1, n),
+        ip: Ipv4Addr::new(198, 18, 1, n).into(),
         mac: Some(MacAddr([2, 0, 0, 0, 1, n])),
         weight: 1,
         state,
@@ -43,7 +43,7 @@ fn backend(name: &str, n: u8, state: BackendState) -> BackendSpec {
 fn farm(name: &str, protocol: Protocol, port: u16, backends: Vec<BackendSpec>) -> FarmSpec {
     FarmSpec {
         name: name.into(),
-        vip: VIP,
+        vip: VIP.into(),
         protocol,
         ports: port..=port,
         backends,

@@ -205,10 +205,10 @@ pub(crate) fn start(
         .map_err(xdp_err("fill VIP map"))?;
     // ARP is passed by the program and answered from the ARP socket, on worker 0.
     let table_vips = sorted_vips(&shared.table.load_full());
-    let mut arp = Some(ArpPort::open(iface, &table_vips, Admit::Arp)?);
+    let mut arp = Some(ArpPort::open(iface, &table_vips, Admit::ArpIpv6)?);
     if let Some(a) = &arp {
         shared
-            .register_sockets(&[(a.sock().clone(), Admit::Arp)], &table_vips)
+            .register_sockets(&[(a.sock().clone(), Admit::ArpIpv6)], &table_vips)
             .map_err(|source| IoError::Setsockopt {
                 option: "SO_ATTACH_FILTER",
                 source,

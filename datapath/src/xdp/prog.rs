@@ -18,7 +18,7 @@
 //! 16-byte address and a branch like the IPv4 one is all it needs.
 
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use crate::ebpf::asm::*;
@@ -137,20 +137,25 @@ impl VipMap {
         self.fd.as_raw_fd()
     }
 
-    /// Makes the map hold exactly `new`, given that it holds `old` (both sorted). Adds
-    /// before it removes, so an address in both is never missing.
-    pub(crate) fn sync(&self, old: &[Ipv4Addr], new: &[Ipv4Addr]) -> io::Result<()> {
-        if new.len() > MAX_VIPS as usize {
+    /// Makes the map hold exactly the IPv4 addresses of `new`, given that it holds those of
+    /// `old` (both sorted). Adds before it removes, so an address in both is never missing.
+    /// IPv6 VIPs are not steered (the ARP socket beside AF_XDP takes them).
+    pub(crate) fn sync(&self, old: &[IpAddr], new: &[IpAddr]) -> io::Result<()> {
+        let v4 = |v: &IpAddr| match v {
+            IpAddr::V4(a) => Some(a.octets()),
+            IpAddr::V6(_) => None,
+        };
+        if new.iter().filter_map(v4).count() > MAX_VIPS as usize {
             return Err(io::Error::from_raw_os_error(libc::E2BIG));
         }
         for v in new {
-            if old.binary_search(v).is_err() {
-                bpf::map_update(&self.fd, &v.octets(), &[1])?;
+            if let (Some(k), Err(_)) = (v4(v), old.binary_search(v)) {
+                bpf::map_update(&self.fd, &k, &[1])?;
             }
         }
         for v in old {
-            if new.binary_search(v).is_err() {
-                bpf::map_delete(&self.fd, &v.octets())?;
+            if let (Some(k), Err(_)) = (v4(v), new.binary_search(v)) {
+                bpf::map_delete(&self.fd, &k)?;
             }
         }
         Ok(())

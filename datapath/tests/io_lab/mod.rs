@@ -200,7 +200,7 @@ pub struct Node {
 pub fn lab_table(shared: &Shared, own_mac: MacAddr, backend_mac: MacAddr) -> ForwardingTable {
     let backend = BackendSpec {
         name: "b1".into(),
-        ip: BACKEND,
+        ip: BACKEND.into(),
         mac: Some(backend_mac),
         weight: 1,
         state: BackendState::Up,
@@ -208,7 +208,7 @@ pub fn lab_table(shared: &Shared, own_mac: MacAddr, backend_mac: MacAddr) -> For
     };
     let farm = |name: &str, protocol, port| FarmSpec {
         name: name.into(),
-        vip: VIP,
+        vip: VIP.into(),
         protocol,
         ports: port..=port,
         backends: vec![backend.clone()],

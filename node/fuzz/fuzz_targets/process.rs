@@ -38,7 +38,7 @@ struct World {
 fn backend(name: &str, last: u8, state: BackendState, healthy: bool, mac: bool) -> BackendSpec {
     BackendSpec {
         name: name.into(),
-        ip: Ipv4Addr::new(198, 18, 1, last),
+        ip: Ipv4Addr::new(198, 18, 1, last).into(),
         mac: mac.then_some(MacAddr([2, 0, 0, 0, 1, last])),
         weight: u32::from(last % 3) + 1,
         state,
@@ -49,7 +49,7 @@ fn backend(name: &str, last: u8, state: BackendState, healthy: bool, mac: bool) 
 fn farm(name: &str, vip: u8, protocol: Protocol, ports: std::ops::RangeInclusive<u16>) -> FarmSpec {
     FarmSpec {
         name: name.into(),
-        vip: Ipv4Addr::new(198, 18, 0, vip),
+        vip: Ipv4Addr::new(198, 18, 0, vip).into(),
         protocol,
         ports,
         backends: Vec::new(),

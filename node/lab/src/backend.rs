@@ -3,11 +3,12 @@
 //! them. It binds 0.0.0.0, so it also answers on a VIP held on `lo` (DSR), and UDP replies
 //! leave from the address the request was sent to. A UDP sink on [`UDP_SINK_PORT`] counts
 //! datagrams and bytes without answering (`GET /udp-sink` reads the counts), so benchmarks
-//! can measure delivered UDP throughput.
+//! can measure delivered UDP throughput. Where the host has IPv6 (a lab built with
+//! `LabSpec::ipv6`), the TCP port is dual-stack and a second UDP echo serves IPv6.
 
 use std::convert::Infallible;
 use std::io::{IoSlice, IoSliceMut};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -25,8 +26,8 @@ use axum::routing::{get, post};
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use nix::sys::socket::{
-    ControlMessage, ControlMessageOwned, MsgFlags, SockaddrIn, recvmsg, sendmsg, setsockopt,
-    sockopt,
+    ControlMessage, ControlMessageOwned, MsgFlags, SockaddrIn, SockaddrIn6, recvmsg, sendmsg,
+    setsockopt, sockopt,
 };
 use socket2::{Domain, Socket, Type};
 
@@ -149,9 +150,24 @@ impl BackendServer {
     /// Binds both ports in the current thread's network namespace and starts serving.
     pub fn start(args: &BackendArgs) -> Result<BackendServer, LabError> {
         let any = Ipv4Addr::UNSPECIFIED;
-        let tcp = Socket::new(Domain::IPV4, Type::STREAM, None)
-            .map_err(|e| LabError::io("tcp socket", e))?;
-        let tcp_addr = SocketAddr::V4(SocketAddrV4::new(any, args.tcp_port));
+        let ipv6 = ipv6_enabled();
+        // Dual stack where the host has IPv6: one listener takes both families.
+        let (tcp, tcp_addr) = if ipv6 {
+            let t = Socket::new(Domain::IPV6, Type::STREAM, None)
+                .and_then(|t| t.set_only_v6(false).map(|()| t))
+                .map_err(|e| LabError::io("tcp socket", e))?;
+            let a = SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::UNSPECIFIED,
+                args.tcp_port,
+                0,
+                0,
+            ));
+            (t, a)
+        } else {
+            let t = Socket::new(Domain::IPV4, Type::STREAM, None)
+                .map_err(|e| LabError::io("tcp socket", e))?;
+            (t, SocketAddr::V4(SocketAddrV4::new(any, args.tcp_port)))
+        };
         // SO_REUSEADDR: a restarted backend must not wait for its old TIME_WAITs.
         // A bounded send buffer (accepted sockets inherit it): when the process is killed,
         // the kernel still delivers what its orphaned sockets had queued, and an autotuned
@@ -193,6 +209,28 @@ impl BackendServer {
         threads.push(spawn(format!("{name}-udp"), move || {
             udp_echo(udp, &n, &flag)
         })?);
+        if ipv6 {
+            let a6 = SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::UNSPECIFIED,
+                args.udp_port,
+                0,
+                0,
+            ));
+            // V6ONLY: the IPv4 echo holds the port for IPv4.
+            let udp6: UdpSocket = Socket::new(Domain::IPV6, Type::DGRAM, None)
+                .and_then(|u| u.set_only_v6(true).map(|()| u))
+                .and_then(|u| u.bind(&a6.into()).map(|()| u))
+                .map_err(|e| LabError::io(format!("bind udp6 port {}", args.udp_port), e))?
+                .into();
+            setsockopt(&udp6, sockopt::Ipv6RecvPacketInfo, &true)
+                .map_err(|e| LabError::io("set IPV6_RECVPKTINFO", e.into()))?;
+            udp6.set_read_timeout(Some(UDP_POLL))
+                .map_err(|e| LabError::io("set udp6 timeout", e))?;
+            let (flag, n) = (Arc::clone(&stop_udp), Arc::clone(&name));
+            threads.push(spawn(format!("{name}-udp6"), move || {
+                udp_echo6(udp6, &n, &flag)
+            })?);
+        }
         let (flag, counts) = (Arc::clone(&stop_udp), Arc::clone(&sink));
         threads.push(spawn(format!("{name}-sink"), move || {
             udp_sink(&sink_sock, &counts, &flag)
@@ -444,6 +482,60 @@ fn udp_echo(sock: UdpSocket, name: &str, stop: &AtomicBool) -> Result<(), LabErr
             // A full socket buffer or an unreachable client loses one datagram; UDP allows it.
             Ok(_) | Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::ECONNREFUSED) => {}
             Err(e) => return Err(LabError::io(format!("udp reply to {from}"), e.into())),
+        }
+    }
+    Ok(())
+}
+
+/// Whether this host (the calling thread's namespace) has IPv6 on.
+fn ipv6_enabled() -> bool {
+    std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/disable_ipv6")
+        .is_ok_and(|v| v.trim() == "0")
+}
+
+/// [`udp_echo`] for IPv6 (IPV6_PKTINFO): an IPv6 socket bound to `::` with IPV6_V6ONLY (the
+/// IPv4 echo holds the port for IPv4).
+fn udp_echo6(sock: UdpSocket, name: &str, stop: &AtomicBool) -> Result<(), LabError> {
+    let prefix = format!("backend={name} ");
+    let mut buf = vec![0u8; UDP_MAX];
+    let mut reply = Vec::with_capacity(prefix.len() + UDP_MAX);
+    let mut cmsg = nix::cmsg_space!(libc::in6_pktinfo);
+    let fd = sock.as_raw_fd();
+    while !stop.load(Ordering::Relaxed) {
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        let msg = match recvmsg::<SockaddrIn6>(fd, &mut iov, Some(&mut cmsg), MsgFlags::empty()) {
+            Ok(msg) => msg,
+            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(LabError::io("udp6 recvmsg", e.into())),
+        };
+        let (n, from) = (msg.bytes, msg.address);
+        let mut dst = None;
+        if let Ok(cmsgs) = msg.cmsgs() {
+            for c in cmsgs {
+                if let ControlMessageOwned::Ipv6PacketInfo(info) = c {
+                    dst = Some(info.ipi6_addr);
+                }
+            }
+        }
+        let Some(from) = from else { continue };
+        reply.clear();
+        reply.extend_from_slice(prefix.as_bytes());
+        reply.extend_from_slice(&buf[..n]);
+        let info = libc::in6_pktinfo {
+            ipi6_addr: dst.unwrap_or(libc::in6_addr { s6_addr: [0; 16] }),
+            ipi6_ifindex: 0,
+        };
+        let cmsgs = [ControlMessage::Ipv6PacketInfo(&info)];
+        let used: &[ControlMessage] = if dst.is_some() { &cmsgs } else { &[] };
+        match sendmsg(
+            fd,
+            &[IoSlice::new(&reply)],
+            used,
+            MsgFlags::empty(),
+            Some(&from),
+        ) {
+            Ok(_) | Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::ECONNREFUSED) => {}
+            Err(e) => return Err(LabError::io(format!("udp6 reply to {from}"), e.into())),
         }
     }
     Ok(())

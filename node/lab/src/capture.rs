@@ -46,6 +46,25 @@ pub struct Ipv4Summary {
     pub tcp_flags: Option<u8>,
 }
 
+/// An IPv6 packet's interesting fields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ipv6Summary {
+    pub src: std::net::Ipv6Addr,
+    pub dst: std::net::Ipv6Addr,
+    /// The Next Header of the fixed header (extension headers are not walked).
+    pub next: u8,
+    /// For ICMPv6: its type, and for a Neighbor Solicitation or Advertisement its target.
+    pub icmp_type: Option<u8>,
+    pub nd_target: Option<std::net::Ipv6Addr>,
+}
+
+impl Ipv6Summary {
+    /// A Neighbor Advertisement (ICMPv6 136) for `target`.
+    pub fn is_na_for(&self, target: std::net::Ipv6Addr) -> bool {
+        self.icmp_type == Some(136) && self.nd_target == Some(target)
+    }
+}
+
 /// One captured frame.
 #[derive(Clone, Debug)]
 pub struct Frame {
@@ -62,6 +81,7 @@ pub struct Frame {
     pub pkttype: u8,
     pub arp: Option<ArpSummary>,
     pub ipv4: Option<Ipv4Summary>,
+    pub ipv6: Option<Ipv6Summary>,
 }
 
 impl Frame {
@@ -111,6 +131,7 @@ pub fn parse_frame(
         pkttype,
         arp: None,
         ipv4: None,
+        ipv6: None,
     };
     match ethertype {
         0x0806 => {
@@ -143,6 +164,27 @@ pub fn parse_frame(
                     src_port: l4.and_then(|l| u16_at(l, 0)),
                     dst_port: l4.and_then(|l| u16_at(l, 2)),
                     tcp_flags: l4.filter(|_| proto == 6).and_then(|l| l.get(13).copied()),
+                })
+            })();
+        }
+        0x86dd => {
+            let p = payload;
+            let v6 = |o: usize| -> Option<std::net::Ipv6Addr> {
+                let q: [u8; 16] = p.get(o..o + 16)?.try_into().ok()?;
+                Some(q.into())
+            };
+            frame.ipv6 = (|| {
+                let next = *p.get(6)?;
+                let icmp_type = (next == 58).then(|| p.get(40).copied()).flatten();
+                let nd_target = icmp_type
+                    .filter(|t| matches!(t, 135 | 136))
+                    .and_then(|_| v6(48));
+                Some(Ipv6Summary {
+                    src: v6(8)?,
+                    dst: v6(24)?,
+                    next,
+                    icmp_type,
+                    nd_target,
                 })
             })();
         }

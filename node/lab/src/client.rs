@@ -81,7 +81,7 @@ impl HttpConn {
         timeout: Duration,
     ) -> Result<HttpConn, LabError> {
         let io = |what: &str, e| LabError::io(format!("{what} {addr}"), e);
-        let sock = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))
+        let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
             .map_err(|e| io("socket for", e))?;
         if let Some(src) = src {
             sock.bind(&SocketAddr::V4(SocketAddrV4::new(src, 0)).into())
@@ -421,8 +421,12 @@ pub fn udp_request_from(
     timeout: Duration,
 ) -> Result<String, LabError> {
     let io = |what: &str, e| LabError::io(format!("udp {what} {addr}"), e);
-    let sock = UdpSocket::bind(SocketAddrV4::new(src.unwrap_or(Ipv4Addr::UNSPECIFIED), 0))
-        .map_err(|e| io("bind to reach", e))?;
+    let any: SocketAddr = match (src, addr) {
+        (Some(src), _) => SocketAddrV4::new(src, 0).into(),
+        (None, SocketAddr::V6(_)) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+        (None, SocketAddr::V4(_)) => SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0).into(),
+    };
+    let sock = UdpSocket::bind(any).map_err(|e| io("bind to reach", e))?;
     sock.connect(addr).map_err(|e| io("connect", e))?;
     sock.set_read_timeout(Some(timeout.max(Duration::from_millis(1))))
         .map_err(|e| io("timeout for", e))?;

@@ -3,7 +3,7 @@
 
 use std::ffi::OsStr;
 use std::fs::File;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
@@ -43,6 +43,8 @@ pub struct Host {
     pub ifname: String,
     /// Primary address of `ifname` (a /24 in 198.18.0.0/24).
     pub ip: Ipv4Addr,
+    /// Its IPv6 address (2001:db8::/64) in a lab built with `LabSpec::ipv6`.
+    pub ip6: Option<Ipv6Addr>,
     /// MAC of `ifname`, fixed by the lab so captures are easy to read.
     pub mac: MacAddr,
     /// What the host is for.
@@ -55,6 +57,17 @@ impl Host {
     /// `ip:port` of this host.
     pub fn addr(&self, port: u16) -> SocketAddr {
         SocketAddr::V4(SocketAddrV4::new(self.ip, port))
+    }
+
+    /// `[ip6]:port` of this host.
+    ///
+    /// # Panics
+    /// In a lab without IPv6.
+    pub fn addr6(&self, port: u16) -> SocketAddr {
+        let ip = self
+            .ip6
+            .expect("the lab was built without IPv6 (LabSpec::ipv6)");
+        SocketAddr::V6(SocketAddrV6::new(ip, port, 0, 0))
     }
 
     /// Runs `f` on a fresh thread that first enters this host's network namespace, and

@@ -29,8 +29,9 @@ pub struct LabFarm {
     pub scheduler: Option<&'static str>,
     /// Lines appended to the `[[farm]]` table verbatim (e.g. limits).
     pub extra: String,
-    /// The farm's VIP; `None`: the lab's.
-    pub vip: Option<std::net::Ipv4Addr>,
+    /// The farm's VIP; `None`: the lab's. An IPv6 VIP lists the backends by their IPv6
+    /// addresses (a lab built with `LabSpec::ipv6`).
+    pub vip: Option<std::net::IpAddr>,
 }
 
 impl LabFarm {
@@ -47,6 +48,16 @@ impl LabFarm {
             extra: String::new(),
             vip: None,
         }
+    }
+
+    /// The same farm on the lab's IPv6 VIP.
+    ///
+    /// # Panics
+    /// Never; a lab without IPv6 fails to start such a farm's node (its backends have no
+    /// IPv6 address).
+    pub fn on_vip(mut self, vip: impl Into<std::net::IpAddr>) -> Self {
+        self.vip = Some(vip.into());
+        self
     }
 
     /// The same farm with source-IP persistence of `ttl` (e.g. `"60s"`).
@@ -240,7 +251,7 @@ impl Lab {
                 c,
                 "\n[[farm]]\nname = {:?}\nvip = \"{}\"\nport = {}\nprotocol = {:?}\n",
                 farm.name,
-                farm.vip.unwrap_or(self.vip()),
+                farm.vip.unwrap_or(self.vip().into()),
                 farm.port,
                 farm.protocol
             );
@@ -264,10 +275,20 @@ impl Lab {
                     .backends()
                     .get(*b)
                     .ok_or_else(|| LabError::Spec(format!("farm {}: no backend {b}", farm.name)))?;
+                let ip: std::net::IpAddr = match (farm.vip, host.ip6) {
+                    (Some(std::net::IpAddr::V6(_)), Some(ip6)) => ip6.into(),
+                    (Some(std::net::IpAddr::V6(_)), None) => {
+                        return Err(LabError::Spec(format!(
+                            "farm {}: an IPv6 VIP in a lab without IPv6 (LabSpec::ipv6)",
+                            farm.name
+                        )));
+                    }
+                    _ => host.ip.into(),
+                };
                 let _ = write!(
                     c,
                     "\n[[farm.backend]]\nname = {:?}\nip = \"{}\"\nweight = {weight}\n",
-                    host.name, host.ip
+                    host.name, ip
                 );
             }
         }

@@ -58,7 +58,7 @@ pub mod witness;
 
 pub use arp_probe::{ArpAnalysis, ArpClaim, ArpProber, DualOwner, ProbeLog, analyze};
 pub use backend::{BackendArgs, BackendServer, run_backend};
-pub use capture::{Capture, Frame, inject};
+pub use capture::{Capture, Frame, Ipv6Summary, inject};
 pub use client::{HttpConn, HttpReply, download, http_get, udp_request, upload};
 pub use cluster::{ClusterLab, wait_for};
 pub use env::{binary, can_run};
@@ -71,4 +71,4 @@ pub use load::{LoadReport, LoadSpec, load, load_with};
 pub use process::LabProcess;
 pub use procs::{BACKEND_HTTP_PORT, BACKEND_READY_TIMEOUT, BACKEND_UDP_PORT};
 pub use stream::Stream;
-pub use topology::{DEFAULT_VIP, Lab, LabSpec};
+pub use topology::{DEFAULT_VIP, DEFAULT_VIP6, Lab, LabSpec};

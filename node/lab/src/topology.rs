@@ -2,7 +2,7 @@
 //! holding a bridge, one namespace per host joined to it by a veth pair — under a per-run
 //! prefix, so concurrent labs never collide and `Drop` can remove exactly what was made.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -17,6 +17,11 @@ use super::{Host, LabError, LabProcess};
 pub const DEFAULT_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
 /// The lab's L2 segment: 198.18.0.0/24 (inside the benchmarking range 198.18.0.0/15).
 pub const LAB_PREFIX_LEN: u8 = 24;
+/// The IPv6 VIP of a lab with [`LabSpec::ipv6`].
+pub const DEFAULT_VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100);
+/// With [`LabSpec::ipv6`], the segment also carries 2001:db8::/64 (documentation range):
+/// host `.21` is `2001:db8::21`, read as hex, so the two addresses look alike.
+pub const LAB_PREFIX6_LEN: u8 = 64;
 /// How many hosts of one role fit in their address decade (.11–.19, .21–.29, .31–.39).
 const MAX_PER_ROLE: usize = 9;
 /// Extra client source addresses live in .41–.90, below the default VIP.
@@ -41,6 +46,13 @@ pub struct LabSpec {
     pub other_lbs: usize,
     /// The virtual IP; assigned to no node, held on `lo` by the backends.
     pub vip: Ipv4Addr,
+    /// Dual stack: every host also gets `2001:db8::<octet>/64` (no duplicate address
+    /// detection: the lab assigns unique addresses, and DAD would hold each one back for a
+    /// second), and the backends also hold [`LabSpec::vip6`]. Off: IPv6 is disabled in
+    /// every namespace, so no router solicitation or MLD report ever reaches a node.
+    pub ipv6: bool,
+    /// The IPv6 VIP held by the backends when `ipv6` is on.
+    pub vip6: Ipv6Addr,
 }
 
 impl Default for LabSpec {
@@ -52,6 +64,8 @@ impl Default for LabSpec {
             client_extra_ips: 0,
             other_lbs: 0,
             vip: DEFAULT_VIP,
+            ipv6: false,
+            vip6: DEFAULT_VIP6,
         }
     }
 }
@@ -181,7 +195,7 @@ impl Lab {
         })?;
 
         let sw = self.switch_ns.clone();
-        quiet_namespace(&sw)?;
+        quiet_namespace(&sw, false)?;
         ip(&["-n", &sw, "link", "set", "lo", "up"])?;
         ip(&["-n", &sw, "link", "add", &self.bridge, "type", "bridge"])?;
         // A switch forwards frames without looking at IP headers. With br_netfilter loaded
@@ -244,6 +258,9 @@ impl Lab {
         }
         for b in self.backends.clone() {
             self.run_backend_setup(&b, &[])?;
+            if self.spec.ipv6 {
+                self.run_backend_setup_for(&b, &self.spec.vip6.to_string(), &[])?;
+            }
         }
         self.backend_procs = (0..self.backends.len()).map(|_| None).collect();
         Ok(())
@@ -259,12 +276,15 @@ impl Lab {
         let netns = format!("{}-{name}", self.prefix);
         ip(&["netns", "add", &netns])?;
         self.created.push(netns.clone());
-        quiet_namespace(&netns)?;
+        let ipv6 = self.spec.ipv6;
+        quiet_namespace(&netns, ipv6)?;
+        let ip6 = ipv6.then(|| lab_ipv6(addr.octets()[3]));
         let host = Host {
             name: name.clone(),
             netns: netns.clone(),
             ifname: "eth0".into(),
             ip: addr,
+            ip6,
             mac,
             role,
             dir: Arc::clone(&self.dir),
@@ -283,18 +303,32 @@ impl Lab {
         host.ip(&["link", "set", "lo", "up"])?;
         host.ip(&["link", "set", "eth0", "address", &mac_s, "up"])?;
         host.ip(&["addr", "add", &cidr, "dev", "eth0"])?;
+        if let Some(a) = ip6 {
+            let cidr6 = format!("{a}/{LAB_PREFIX6_LEN}");
+            host.ip(&["addr", "add", &cidr6, "dev", "eth0", "nodad"])?;
+        }
         Ok(host)
     }
 
     /// Runs the embedded `backend-setup.sh <vip> [extra]` in `host`, exactly as a user would.
     /// Its state dir is per host because `/run` is shared by all namespaces.
     pub fn run_backend_setup(&self, host: &Host, extra: &[&str]) -> Result<String, LabError> {
+        self.run_backend_setup_for(host, &self.spec.vip.to_string(), extra)
+    }
+
+    /// [`Lab::run_backend_setup`] for another VIP (the IPv6 one).
+    pub fn run_backend_setup_for(
+        &self,
+        host: &Host,
+        vip: &str,
+        extra: &[&str],
+    ) -> Result<String, LabError> {
         let state = self.dir.join(format!("{}-setup-state", host.name));
         let out = run_command(
             Command::new("ip")
                 .args(["netns", "exec", &host.netns, "sh"])
                 .arg(self.setup_script())
-                .arg(self.spec.vip.to_string())
+                .arg(vip)
                 .args(extra)
                 .env("DSRLB_SETUP_STATE_DIR", state),
         )?;
@@ -322,6 +356,10 @@ impl Lab {
     /// The virtual IP.
     pub fn vip(&self) -> Ipv4Addr {
         self.spec.vip
+    }
+    /// The IPv6 virtual IP, in a lab built with [`LabSpec::ipv6`].
+    pub fn vip6(&self) -> Option<Ipv6Addr> {
+        self.spec.ipv6.then_some(self.spec.vip6)
     }
     /// Node hosts, `n1` first.
     pub fn nodes(&self) -> &[Host] {
@@ -401,18 +439,37 @@ impl Lab {
 
 /// Lab namespaces are IPv4 only: without IPv6, no router solicitations or MLD reports
 /// clutter captures and ARP-count assertions.
-fn quiet_namespace(ns: &str) -> Result<(), LabError> {
+fn quiet_namespace(ns: &str, ipv6: bool) -> Result<(), LabError> {
+    // With IPv6: no DAD (unique addresses; DAD delays each by a second) and no router
+    // solicitations (there is no router). Namespace-local sysctls, set before eth0 exists
+    // so `default` reaches it.
+    let settings: &[(&str, &str)] = if ipv6 {
+        &[
+            ("disable_ipv6", "0"),
+            ("accept_dad", "0"),
+            ("router_solicitations", "0"),
+        ]
+    } else {
+        &[("disable_ipv6", "1")]
+    };
     for key in ["all", "default"] {
-        let path = format!("/proc/sys/net/ipv6/conf/{key}/disable_ipv6");
-        super::netns::in_netns(ns, || std::fs::write(&path, "1"))?.map_err(|source| {
-            LabError::File {
-                what: "write",
-                path: PathBuf::from(&path),
-                source,
-            }
-        })?;
+        for (name, value) in settings {
+            let path = format!("/proc/sys/net/ipv6/conf/{key}/{name}");
+            super::netns::in_netns(ns, || std::fs::write(&path, value))?.map_err(|source| {
+                LabError::File {
+                    what: "write",
+                    path: PathBuf::from(&path),
+                    source,
+                }
+            })?;
+        }
     }
     Ok(())
+}
+
+/// A lab host's IPv6 address: its IPv4 host octet read as hex in 2001:db8::/64.
+fn lab_ipv6(octet: u8) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, u16::from(bcd(octet)))
 }
 
 /// Picks a prefix nobody uses and claims it atomically by creating its switch namespace

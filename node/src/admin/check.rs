@@ -7,17 +7,18 @@
 use crate::config::{ConfigError, Keys};
 use crate::preflight::in_subnet;
 use cluster::Farm;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 /// What a node knows about the network a farm must fit.
 #[derive(Debug, Clone, Default)]
 pub struct NetFacts {
     /// Addresses of cluster nodes: this node's interface addresses and every member's peer
     /// host.
-    pub node_addrs: Vec<Ipv4Addr>,
-    /// The data interface's IPv4 networks (address, prefix length); empty = unknown, and
-    /// the subnet check is skipped.
-    pub subnets: Vec<(Ipv4Addr, u8)>,
+    pub node_addrs: Vec<IpAddr>,
+    /// The data interface's networks of both families (address, prefix length); empty =
+    /// unknown, and the subnet check is skipped. An IPv6 link-local backend is on-link
+    /// whatever they are.
+    pub subnets: Vec<(IpAddr, u8)>,
 }
 
 /// Checks `farm` (already valid on its own) against the node's network and `others`, the
@@ -58,7 +59,11 @@ pub fn farm_in_context(
                 format!("{} is the VIP of farm {:?}", b.ip, o.name),
             ));
         }
-        if !net.subnets.is_empty() && !net.subnets.iter().any(|(n, p)| in_subnet(b.ip, *n, *p)) {
+        let link_local = matches!(b.ip, IpAddr::V6(v) if v.is_unicast_link_local());
+        if !net.subnets.is_empty()
+            && !link_local
+            && !net.subnets.iter().any(|(n, p)| in_subnet(b.ip, *n, *p))
+        {
             let nets: Vec<String> = net
                 .subnets
                 .iter()
@@ -90,6 +95,7 @@ pub fn farm_in_context(
 mod tests {
     use super::*;
     use crate::config::{RawFarms, validate_farms};
+    use std::net::Ipv4Addr;
 
     fn farms(text: &str) -> Vec<Farm> {
         let raw: RawFarms = toml::from_str(text).unwrap();
@@ -124,8 +130,8 @@ mod tests {
 
     fn net() -> NetFacts {
         NetFacts {
-            node_addrs: vec![Ipv4Addr::new(198, 18, 0, 2)],
-            subnets: vec![(Ipv4Addr::new(198, 18, 0, 2), 24)],
+            node_addrs: vec![Ipv4Addr::new(198, 18, 0, 2).into()],
+            subnets: vec![(Ipv4Addr::new(198, 18, 0, 2).into(), 24)],
         }
     }
 
@@ -135,14 +141,14 @@ mod tests {
         let (web, dns) = (&all[0], &all[1]);
         assert!(farm_in_context(Keys::Api, web, &[dns], &net()).is_ok());
         let mut f = web.clone();
-        f.vip = Ipv4Addr::new(198, 18, 0, 2);
+        f.vip = Ipv4Addr::new(198, 18, 0, 2).into();
         assert_eq!(key(&f, &[]), "farm.vip");
-        f.vip = Ipv4Addr::new(198, 18, 0, 22);
+        f.vip = Ipv4Addr::new(198, 18, 0, 22).into();
         assert_eq!(key(&f, &[dns]), "farm.vip");
         let mut f = web.clone();
-        f.backends[0].ip = Ipv4Addr::new(198, 19, 0, 21);
+        f.backends[0].ip = Ipv4Addr::new(198, 19, 0, 21).into();
         assert_eq!(key(&f, &[]), "farm.backend[0].ip");
-        f.backends[0].ip = Ipv4Addr::new(198, 18, 0, 101);
+        f.backends[0].ip = Ipv4Addr::new(198, 18, 0, 101).into();
         assert_eq!(key(&f, &[dns]), "farm.backend[0].ip");
         let mut f = dns.clone();
         f.vip = web.vip;

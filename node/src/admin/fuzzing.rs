@@ -82,8 +82,8 @@ impl Replica {
         Replica {
             state,
             net: NetFacts {
-                node_addrs: vec![Ipv4Addr::new(198, 18, 0, 1)],
-                subnets: vec![(Ipv4Addr::new(198, 18, 0, 0), 16)],
+                node_addrs: vec![Ipv4Addr::new(198, 18, 0, 1).into()],
+                subnets: vec![(Ipv4Addr::new(198, 18, 0, 0).into(), 16)],
             },
         }
     }

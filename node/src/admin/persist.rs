@@ -244,7 +244,7 @@ mod tests {
         let mut state = ClusterState::default();
         let farm = |name: &str, persistence| cluster::Farm {
             name: name.into(),
-            vip: Ipv4Addr::new(198, 18, 0, 100),
+            vip: Ipv4Addr::new(198, 18, 0, 100).into(),
             port_first: 80,
             port_last: 80,
             protocol: cluster::Protocol::Tcp,

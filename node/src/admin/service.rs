@@ -31,7 +31,7 @@ impl AdminContext {
         let mut net = self.net.clone();
         for addr in self.cluster.membership().nodes.values() {
             if let Ok(sa) = addr.parse::<SocketAddr>()
-                && let std::net::IpAddr::V4(ip) = sa.ip()
+                && let ip = sa.ip()
                 && !net.node_addrs.contains(&ip)
             {
                 net.node_addrs.push(ip);
@@ -171,7 +171,7 @@ fn backend_update(
     let b = &mut farm.backends[index];
     let k = |field: &str| Keys::Api.backend(&current.name, index, &b.name, field);
     if let Some(ip) = &req.ip {
-        b.ip = config::unicast_ipv4(&k("ip"), ip)?;
+        b.ip = config::backend_address(&k("ip"), ip)?;
     }
     if let Some(mac) = &req.mac {
         // An empty MAC unpins it: learned by ARP again.
@@ -701,7 +701,7 @@ mod tests {
         full.backends = (0..251)
             .map(|i| cluster::Backend {
                 name: format!("f{i}"),
-                ip: std::net::Ipv4Addr::from_bits(0xc613_0000 + i),
+                ip: std::net::Ipv4Addr::from_bits(0xc613_0000 + i).into(),
                 ..current.backends[0].clone()
             })
             .collect();

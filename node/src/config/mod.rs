@@ -22,9 +22,9 @@ pub(crate) use validate::SAMPLE_FARM;
 pub(crate) use validate::shown;
 pub use validate::{
     ClusterConfig, Config, DatapathSettings, Keys, MAGLEV_SIZES, MAX_WEIGHT, WitnessConfig,
-    backend_mac, backend_priority, backend_state, backend_weight, check_backends,
+    backend_address, backend_mac, backend_priority, backend_state, backend_weight, check_backends,
     default_maglev_size, failover, keep_maglev_size, unicast_ipv4, validate_backend, validate_farm,
-    validate_farms,
+    validate_farms, vip_address,
 };
 
 use std::path::Path;

@@ -13,7 +13,7 @@ use cluster::{
     Scheduler,
 };
 use std::collections::HashSet;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
@@ -251,6 +251,48 @@ pub fn unicast_ipv4(key: &str, value: &str) -> Result<Ipv4Addr> {
         ));
     }
     Ok(ip)
+}
+
+/// A farm's VIP: a unicast IPv4 address ([`unicast_ipv4`]) or a global-scope unicast IPv6
+/// address — not unspecified, loopback, multicast, link-local (fe80::/10: a VIP is reached
+/// through routers, a link-local address never is) or IPv4-mapped (::ffff:0:0/96 is IPv4
+/// spelled in IPv6; write the IPv4 address).
+pub fn vip_address(key: &str, value: &str) -> Result<IpAddr> {
+    match value.parse::<IpAddr>() {
+        Ok(IpAddr::V4(_)) => unicast_ipv4(key, value).map(IpAddr::V4),
+        Ok(IpAddr::V6(ip)) => {
+            let bad = if ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() {
+                Some("is not a unicast address a host can hold")
+            } else if ip.is_unicast_link_local() {
+                Some("is link-local: a VIP must be routable (a global or unique-local address)")
+            } else if ip.to_ipv4_mapped().is_some() {
+                Some("is IPv4-mapped: write the IPv4 address itself")
+            } else {
+                None
+            };
+            match bad {
+                Some(why) => Err(ConfigError::invalid(key, format!("{ip} {why}"))),
+                None => Ok(IpAddr::V6(ip)),
+            }
+        }
+        Err(_) => Err(ConfigError::invalid(
+            key,
+            format!("{:?} is not an IPv4 or IPv6 address", shown(value)),
+        )),
+    }
+}
+
+/// A backend's address: as a VIP ([`vip_address`]) but a link-local IPv6 address is
+/// allowed (a backend is on the datapath's link, and fe80:: is how it may be known there).
+pub fn backend_address(key: &str, value: &str) -> Result<IpAddr> {
+    match value.parse::<IpAddr>() {
+        Ok(IpAddr::V6(ip)) if ip.is_unicast_link_local() => Ok(IpAddr::V6(ip)),
+        _ => vip_address(key, value),
+    }
+}
+
+fn family(ip: IpAddr) -> &'static str {
+    if ip.is_ipv4() { "IPv4" } else { "IPv6" }
 }
 
 /// Names appear in metric labels and CLI arguments, so keep them to a safe alphabet.
@@ -684,11 +726,8 @@ fn nodes_are_not_farm_addresses(
     cluster: &ClusterConfig,
     farms: &[Farm],
 ) -> Result<()> {
-    let v4 = |a: SocketAddr| match a.ip() {
-        std::net::IpAddr::V4(ip) if !ip.is_unspecified() => Some(ip),
-        _ => None,
-    };
-    let mut nodes: Vec<(String, Ipv4Addr, bool)> = cluster
+    let v4 = |a: SocketAddr| Some(a.ip()).filter(|ip| !ip.is_unspecified());
+    let mut nodes: Vec<(String, IpAddr, bool)> = cluster
         .members
         .iter()
         .filter_map(|(id, a)| v4(*a).map(|ip| (format!("node {id}"), ip, *id == node_id)))
@@ -701,7 +740,7 @@ fn nodes_are_not_farm_addresses(
             nodes.push((what.to_string(), ip, true));
         }
     }
-    let node_of = |ip: Ipv4Addr, own_only: bool| {
+    let node_of = |ip: IpAddr, own_only: bool| {
         nodes
             .iter()
             .find(|(_, n, own)| *n == ip && (*own || !own_only))
@@ -793,7 +832,7 @@ impl Keys {
 pub fn validate_farm(keys: Keys, raw: &RawFarm) -> Result<Farm> {
     check_name(&keys.farm(&raw.name, "name"), &raw.name)?;
     let k = |field: &str| keys.farm(&raw.name, field);
-    let vip = unicast_ipv4(&k("vip"), &raw.vip)?;
+    let vip = vip_address(&k("vip"), &raw.vip)?;
     let ports = match (raw.port, &raw.ports) {
         (Some(_), Some(_)) => {
             return Err(ConfigError::invalid(
@@ -833,6 +872,16 @@ pub fn validate_farm(keys: Keys, raw: &RawFarm) -> Result<Farm> {
     };
     let persistence = match raw.persistence.as_deref().unwrap_or("none") {
         "none" => Persistence::None,
+        // The replicated pin table is keyed by IPv4 clients (docs/design.md#ipv6).
+        "srcip" if vip.is_ipv6() => {
+            return Err(ConfigError::invalid(
+                k("persistence"),
+                format!(
+                    "srcip is not supported on an IPv6 VIP ({vip}) yet: the replicated pin \
+                     table holds IPv4 clients only"
+                ),
+            ));
+        }
         "srcip" => Persistence::SrcIp { ttl },
         other => {
             return Err(ConfigError::invalid(
@@ -940,6 +989,20 @@ fn backend_fits(keys: Keys, farm: &Farm, index: usize) -> Result<()> {
         return Err(ConfigError::invalid(
             bk("ip"),
             "must not equal the farm's VIP",
+        ));
+    }
+    // DSR hands the client's datagram to the backend unchanged, so a farm is one family.
+    if backend.ip.is_ipv4() != farm.vip.is_ipv4() {
+        return Err(ConfigError::invalid(
+            bk("ip"),
+            format!(
+                "{} is {} but the farm's VIP {} is {}: a farm's backends are of its VIP's \
+                 family (make a second farm for the other family)",
+                backend.ip,
+                family(backend.ip),
+                farm.vip,
+                family(farm.vip)
+            ),
         ));
     }
     Ok(())
@@ -1195,7 +1258,7 @@ pub fn validate_backend(keys: Keys, farm: &str, index: usize, b: &RawBackend) ->
     let k = |field: &str| keys.backend(farm, index, &b.name, field);
     Ok(Backend {
         name: b.name.clone(),
-        ip: unicast_ipv4(&k("ip"), &b.ip)?,
+        ip: backend_address(&k("ip"), &b.ip)?,
         mac: b
             .mac
             .as_deref()

@@ -23,7 +23,7 @@ fn setup(lab: &Lab, root: &Path, args: &[&str]) -> Output {
         .expect("run backend-setup.sh")
 }
 
-fn ok(out: &Output) {
+pub(crate) fn ok(out: &Output) {
     assert!(
         out.status.success(),
         "backend-setup.sh failed: {}{}",
@@ -34,7 +34,7 @@ fn ok(out: &Output) {
 
 /// Every regular file under `root` with its content (the test's own fixtures are symlinks
 /// or files it checks separately).
-fn files(root: &Path) -> Vec<(String, Vec<u8>)> {
+pub(crate) fn files(root: &Path) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     let mut dirs = vec![root.to_path_buf()];
     while let Some(d) = dirs.pop() {
@@ -76,7 +76,7 @@ fn vip_on_lo(lab: &Lab) -> bool {
     String::from_utf8_lossy(&out.stdout).contains(&format!("{}/32", lab.vip()))
 }
 
-fn read(root: &Path, rel: &str) -> String {
+pub(crate) fn read(root: &Path, rel: &str) -> String {
     std::fs::read_to_string(root.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
 }
 

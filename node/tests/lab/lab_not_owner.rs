@@ -35,12 +35,12 @@ fn a_non_owner_answers_no_arp_and_forwards_nothing() {
     let shared = Shared::new(1, node_mac);
     let farm = FarmSpec {
         name: "echo".into(),
-        vip,
+        vip: vip.into(),
         protocol: Protocol::Udp,
         ports: lab::BACKEND_UDP_PORT..=lab::BACKEND_UDP_PORT,
         backends: vec![BackendSpec {
             name: "b1".into(),
-            ip: backend.ip,
+            ip: backend.ip.into(),
             mac: Some(backend.mac),
             weight: 1,
             state: BackendState::Up,

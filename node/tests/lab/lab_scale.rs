@@ -280,7 +280,7 @@ fn gratuitous_arp_for_thousands_of_vips_is_paced_first_vips_first() {
         .iter()
         .enumerate()
         .map(|(i, v)| LabFarm {
-            vip: Some(*v),
+            vip: Some((*v).into()),
             ..LabFarm::new(&format!("v{i:05}"), "tcp", 80, &[0])
         })
         .collect();
