@@ -102,6 +102,9 @@ impl Setup {
         web.check = self.health_check;
         web.persistence_ttl = self.web_persistence.clone();
         let mut farms = vec![web, LabFarm::new("echo", "udp", BACKEND_UDP_PORT, &all)];
+        // Dual stack: the owner of the VIPs also owns an IPv6 one, so every takeover sends
+        // unsolicited advertisements the single-owner check judges with the ARP.
+        farms.push(LabFarm::new("web6", "tcp", BACKEND_HTTP_PORT, &all).on_vip(lab::DEFAULT_VIP6));
         farms.extend(ledger_farms());
         farms.extend(self.extra_farms.iter().cloned());
         farms
@@ -174,6 +177,7 @@ impl Scenario {
             backends: setup.backends,
             clients: 1,
             client_extra_ips: setup.client_extra_ips,
+            ipv6: true,
             ..LabSpec::default()
         };
         let c = if setup.pair_witness {
@@ -337,8 +341,13 @@ impl Scenario {
             ));
         }
         let node_macs: Vec<MacAddr> = self.c.lab.nodes().iter().map(|n| n.mac).collect();
-        let obs =
-            single_owner::observations(&frames, self.c.lab.vip(), &node_macs, log.rounds.len());
+        let obs = single_owner::observations(
+            &frames,
+            self.c.lab.vip(),
+            self.c.lab.vip6(),
+            &node_macs,
+            log.rounds.len(),
+        );
         let owner = single_owner::check(&obs, &log.rounds);
         violations.extend(owner.violations());
 

@@ -222,7 +222,7 @@ mod tests {
             farms: vec![FarmPinWrites {
                 farm: "web".into(),
                 writes: vec![PinWrite {
-                    client: Ipv4Addr::new(198, 18, 2, 1),
+                    client: Ipv4Addr::new(198, 18, 2, 1).into(),
                     backend: "b2".into(),
                     seen_ms: 900,
                     new: true,

@@ -15,7 +15,7 @@
 use crate::state::{BackendState, ClusterState, Persistence};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Width of an expiry-wheel bucket: the sweep looks at whole buckets.
 const BUCKET_MS: u64 = 250;
@@ -45,18 +45,164 @@ impl Pin {
     }
 }
 
-/// One farm's pins.
+/// A client address as a pin table keys it: `u32` for IPv4, `u128` for IPv6, in maps of
+/// their own so an IPv4 pin's key stays 4 bytes.
+trait Client: Copy + Ord + std::fmt::Debug {
+    fn ip(self) -> IpAddr;
+}
+
+impl Client for u32 {
+    fn ip(self) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::from_bits(self))
+    }
+}
+
+impl Client for u128 {
+    fn ip(self) -> IpAddr {
+        IpAddr::V6(Ipv6Addr::from_bits(self))
+    }
+}
+
+/// One family's pins of a farm.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Clients<K: Ord> {
+    /// Client address (as bits) → pin; ordered, so equal tables encode to equal bytes.
+    pins: BTreeMap<K, Pin>,
+    /// Expiry wheel: bucket of `seen_ms` → clients seen then. Refreshing leaves the old
+    /// reference behind; the sweep checks each reference against the pin, so stale ones
+    /// only cost their key until their bucket is swept. Derived: rebuilt on decode.
+    #[serde(skip)]
+    wheel: BTreeMap<u64, Vec<K>>,
+}
+
+impl<K: Ord> Default for Clients<K> {
+    fn default() -> Self {
+        Clients {
+            pins: BTreeMap::new(),
+            wheel: BTreeMap::new(),
+        }
+    }
+}
+
+impl<K: Client> Clients<K> {
+    fn remember(&mut self, client: K, seen_ms: u64) {
+        self.wheel
+            .entry(seen_ms / BUCKET_MS)
+            .or_default()
+            .push(client);
+    }
+
+    /// The pin seen longest ago as (seen_ms, client) — the smallest, so every node picks the
+    /// same one whatever order its wheel was filled in (a wheel rebuilt from a snapshot is
+    /// ordered by address) — dropping stale references met on the way. One scan of the
+    /// oldest bucket.
+    fn oldest(&mut self) -> Option<(u64, K)> {
+        let Clients { pins, wheel } = self;
+        loop {
+            let mut entry = wheel.first_entry()?;
+            let bucket = *entry.key();
+            let refs = entry.get_mut();
+            // Drop stale references (refreshed since, or gone) while looking.
+            refs.retain(|c| {
+                pins.get(c)
+                    .is_some_and(|p| p.seen_ms() / BUCKET_MS == bucket)
+            });
+            refs.sort_unstable();
+            refs.dedup();
+            match refs
+                .iter()
+                .filter_map(|c| pins.get(c).map(|p| (p.seen_ms(), *c)))
+                .min()
+            {
+                Some(o) => return Some(o),
+                None => {
+                    entry.remove();
+                }
+            }
+        }
+    }
+
+    /// Removes the pins seen at or before `cutoff`, telling `gone` of each.
+    fn expire(&mut self, cutoff: u64, mut gone: impl FnMut(K)) -> bool {
+        let mut changed = false;
+        let last = cutoff / BUCKET_MS;
+        while let Some(entry) = self.wheel.first_entry() {
+            if *entry.key() > last {
+                break;
+            }
+            let (bucket, clients) = entry.remove_entry();
+            let mut keep = Vec::new();
+            for c in clients {
+                match self.pins.get(&c) {
+                    Some(p) if p.seen_ms() <= cutoff => {
+                        self.pins.remove(&c);
+                        gone(c);
+                        changed = true;
+                    }
+                    // Still fresh and filed here (the bucket straddles the cutoff).
+                    Some(p) if p.seen_ms() / BUCKET_MS == bucket => keep.push(c),
+                    // Refreshed since (filed again later) or gone: a stale reference.
+                    _ => {}
+                }
+            }
+            if !keep.is_empty() {
+                self.wheel.insert(bucket, keep);
+                break;
+            }
+        }
+        changed
+    }
+
+    /// Removes the pins whose backend index `drop` says, telling `gone` of each.
+    fn retain_backends(&mut self, drop: impl Fn(u32) -> bool, mut gone: impl FnMut(K)) -> bool {
+        let before = self.pins.len();
+        self.pins.retain(|c, p| {
+            let keep = !drop(p.backend());
+            if !keep {
+                gone(*c);
+            }
+            keep
+        });
+        self.pins.len() != before
+    }
+
+    fn rebuild_wheel(&mut self) {
+        self.wheel.clear();
+        let seen: Vec<(K, u64)> = self.pins.iter().map(|(c, p)| (*c, p.seen_ms())).collect();
+        for (client, at) in seen {
+            self.remember(client, at);
+        }
+    }
+}
+
+/// One farm's pins: IPv4 and IPv6 clients apart, one set of interned backend names.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct FarmPins {
     /// Interned backend names: a pin stores 4 bytes instead of a string.
     names: Vec<String>,
-    /// Client address (as bits) → pin; ordered, so equal tables encode to equal bytes.
-    pins: BTreeMap<u32, Pin>,
-    /// Expiry wheel: bucket of `seen_ms` → clients seen then. Refreshing leaves the old
-    /// reference behind; the sweep checks each reference against the pin, so stale ones
-    /// only cost their 4 bytes until their bucket is swept. Derived: rebuilt on decode.
-    #[serde(skip)]
-    wheel: BTreeMap<u64, Vec<u32>>,
+    v4: Clients<u32>,
+    v6: Clients<u128>,
+}
+
+/// What one write touches: the pin of its client, in its family's map.
+enum Slot<'a> {
+    V4(&'a mut Clients<u32>, u32),
+    V6(&'a mut Clients<u128>, u128),
+}
+
+impl Slot<'_> {
+    fn put(&mut self, pin: Pin) {
+        match self {
+            Slot::V4(m, c) => {
+                m.pins.insert(*c, pin);
+                m.remember(*c, pin.seen_ms());
+            }
+            Slot::V6(m, c) => {
+                m.pins.insert(*c, pin);
+                m.remember(*c, pin.seen_ms());
+            }
+        }
+    }
 }
 
 impl FarmPins {
@@ -79,51 +225,63 @@ impl FarmPins {
             .unwrap_or("")
     }
 
-    fn remember(&mut self, client: u32, seen_ms: u64) {
-        self.wheel
-            .entry(seen_ms / BUCKET_MS)
-            .or_default()
-            .push(client);
+    fn len(&self) -> usize {
+        self.v4.pins.len() + self.v6.pins.len()
     }
 
-    /// Removes and returns the pin seen longest ago: the smallest (seen_ms, client), so
-    /// every node evicts the same one whatever order its wheel was filled in (a wheel
-    /// rebuilt from a snapshot is ordered by address). Costs one scan of the oldest bucket.
-    fn evict_oldest(&mut self) -> Option<u32> {
-        let FarmPins { pins, wheel, .. } = self;
-        loop {
-            let mut entry = wheel.first_entry()?;
-            let bucket = *entry.key();
-            let refs = entry.get_mut();
-            // Drop stale references (refreshed since, or gone) while looking.
-            refs.retain(|c| {
-                pins.get(c)
-                    .is_some_and(|p| p.seen_ms() / BUCKET_MS == bucket)
-            });
-            let oldest = refs
-                .iter()
-                .enumerate()
-                .filter_map(|(i, c)| pins.get(c).map(|p| ((p.seen_ms(), *c), i)))
-                .min();
-            let Some(((_, client), i)) = oldest else {
-                entry.remove();
-                continue;
-            };
-            refs.swap_remove(i);
-            if refs.is_empty() {
-                entry.remove();
-            }
-            pins.remove(&client);
-            return Some(client);
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn slot(&mut self, client: IpAddr) -> Slot<'_> {
+        match client {
+            IpAddr::V4(a) => Slot::V4(&mut self.v4, a.to_bits()),
+            IpAddr::V6(a) => Slot::V6(&mut self.v6, a.to_bits()),
         }
+    }
+
+    /// Removes and returns the client seen longest ago of either family: the smallest
+    /// (seen_ms, address), an IPv4 client first on a tie, so every node evicts the same.
+    fn evict_oldest(&mut self) -> Option<IpAddr> {
+        let a = self.v4.oldest();
+        let b = self.v6.oldest();
+        let v4_first = match (a, b) {
+            (Some((ta, _)), Some((tb, _))) => ta <= tb,
+            (a, _) => a.is_some(),
+        };
+        if v4_first {
+            let (_, c) = a?;
+            self.v4.pins.remove(&c);
+            Some(c.ip())
+        } else {
+            let (_, c) = b?;
+            self.v6.pins.remove(&c);
+            Some(c.ip())
+        }
+    }
+
+    /// Every (client, pin), IPv4 clients first, each family in address order.
+    fn iter(&self) -> impl Iterator<Item = (IpAddr, &Pin)> + '_ {
+        let v4 = self.v4.pins.iter().map(|(c, p)| (c.ip(), p));
+        v4.chain(self.v6.pins.iter().map(|(c, p)| (c.ip(), p)))
+    }
+
+    fn get(&self, client: IpAddr) -> Option<&Pin> {
+        match client {
+            IpAddr::V4(a) => self.v4.pins.get(&a.to_bits()),
+            IpAddr::V6(a) => self.v6.pins.get(&a.to_bits()),
+        }
+    }
+
+    fn first_bucket(&self) -> Option<u64> {
+        let a = self.v4.wheel.keys().next().copied();
+        let b = self.v6.wheel.keys().next().copied();
+        a.into_iter().chain(b).min()
     }
 
     fn rebuild_wheel(&mut self) {
-        self.wheel.clear();
-        let seen: Vec<(u32, u64)> = self.pins.iter().map(|(c, p)| (*c, p.seen_ms())).collect();
-        for (client, at) in seen {
-            self.remember(client, at);
-        }
+        self.v4.rebuild_wheel();
+        self.v6.rebuild_wheel();
     }
 }
 
@@ -131,7 +289,7 @@ impl FarmPins {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PinWrite {
     /// The client address.
-    pub client: Ipv4Addr,
+    pub client: IpAddr,
     /// The backend the owner sent it to.
     pub backend: String,
     /// When the owner saw the client (first packet for a new pin), leader's wall clock, ms
@@ -167,16 +325,17 @@ impl PinBatch {
     /// [`crate::MAX_ENTRY_BYTES`]: a test encodes the worst case. 16,384 writes per 50 ms
     /// batch carry over 300,000 new or refreshed pins per second.
     pub const MAX_WRITES: usize = 16_384;
-    /// Worst-case encoded bytes of one write: client 4, backend name 1 + 63, seen time 9,
-    /// flag 1, and a farm of its own (name 1 + 63, count 3).
-    pub const MAX_WRITE_BYTES: usize = 145;
+    /// Worst-case encoded bytes of one write: client 17 (an IPv6 address and its variant
+    /// tag), backend name 1 + 63, seen time 9, flag 1, and a farm of its own (name 1 + 63,
+    /// count 3).
+    pub const MAX_WRITE_BYTES: usize = 158;
 }
 
 /// A pin as the admin API lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PinRow {
     /// The client address.
-    pub client: Ipv4Addr,
+    pub client: IpAddr,
     /// Its backend.
     pub backend: String,
     /// When it was last seen (ms since the Unix epoch, the owner's clock).
@@ -209,9 +368,9 @@ pub trait PinSink: Send + Sync {
     fn reset(&self, table: &PinTable);
     /// `client` of `farm` is now pinned to `backend`, last seen at `seen_ms`; `created` is
     /// false for a refresh of the same pin.
-    fn set(&self, farm: &str, client: Ipv4Addr, backend: &str, seen_ms: u64, created: bool);
+    fn set(&self, farm: &str, client: IpAddr, backend: &str, seen_ms: u64, created: bool);
     /// `client` of `farm` lost its pin.
-    fn remove(&self, farm: &str, client: Ipv4Addr);
+    fn remove(&self, farm: &str, client: IpAddr);
     /// Every pin of `farm` is gone.
     fn clear(&self, farm: &str);
     /// A batch stamped `now_ms` (the log's clock) is being applied, before its writes.
@@ -260,46 +419,35 @@ impl PinTable {
     pub fn counts(&self) -> Vec<(String, usize)> {
         self.farms
             .iter()
-            .filter(|(_, f)| !f.pins.is_empty())
-            .map(|(n, f)| (n.clone(), f.pins.len()))
+            .filter(|(_, f)| !f.is_empty())
+            .map(|(n, f)| (n.clone(), f.len()))
             .collect()
     }
 
     /// Every pin of every farm, for a sink's reset: (farm, client, backend, seen_ms).
-    pub fn iter(&self) -> impl Iterator<Item = (&str, Ipv4Addr, &str, u64)> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = (&str, IpAddr, &str, u64)> + '_ {
         self.farms.iter().flat_map(|(farm, f)| {
-            f.pins.iter().map(move |(c, p)| {
-                (
-                    farm.as_str(),
-                    Ipv4Addr::from_bits(*c),
-                    f.name(p),
-                    p.seen_ms(),
-                )
-            })
+            f.iter()
+                .map(move |(c, p)| (farm.as_str(), c, f.name(p), p.seen_ms()))
         })
     }
 
-    /// Up to `limit` pins of `farm` in address order (only `client`'s if given), and how
-    /// many the farm has in all.
-    pub fn list(&self, farm: &str, client: Option<Ipv4Addr>, limit: usize) -> (Vec<PinRow>, usize) {
+    /// Up to `limit` pins of `farm`, IPv4 clients then IPv6 ones, each in address order
+    /// (only `client`'s if given), and how many the farm has in all.
+    pub fn list(&self, farm: &str, client: Option<IpAddr>, limit: usize) -> (Vec<PinRow>, usize) {
         let Some(f) = self.farms.get(farm) else {
             return (Vec::new(), 0);
         };
-        let row = |(c, p): (&u32, &Pin)| PinRow {
-            client: Ipv4Addr::from_bits(*c),
+        let row = |(c, p): (IpAddr, &Pin)| PinRow {
+            client: c,
             backend: f.name(p).to_string(),
             seen_ms: p.seen_ms(),
         };
         let rows = match client {
-            Some(ip) => f
-                .pins
-                .get_key_value(&ip.to_bits())
-                .map(row)
-                .into_iter()
-                .collect(),
-            None => f.pins.iter().take(limit).map(row).collect(),
+            Some(ip) => f.get(ip).map(|p| row((ip, p))).into_iter().collect(),
+            None => f.iter().take(limit).map(row).collect(),
         };
-        (rows, f.pins.len())
+        (rows, f.len())
     }
 
     /// The earliest time at which applying a batch may expire something (a lower bound;
@@ -309,7 +457,7 @@ impl PinTable {
             .iter()
             .filter_map(|(name, f)| {
                 let ttl = ttl_ms(state, name)?;
-                let first = *f.wheel.keys().next()?;
+                let first = f.first_bucket()?;
                 Some(first * BUCKET_MS + ttl)
             })
             .min()
@@ -342,12 +490,11 @@ impl PinTable {
                     self.stats.stale += 1;
                     continue;
                 }
-                let client = w.client.to_bits();
                 let Some(backend) = f.intern(&w.backend) else {
                     self.stats.stale += 1;
                     continue;
                 };
-                let (seen_ms, created) = match f.pins.get(&client) {
+                let (seen_ms, created) = match f.get(w.client) {
                     Some(p) if p.backend() == backend => (p.seen_ms().max(w.seen_ms), false),
                     // A refresh of a pin that was flushed, expired or moved meanwhile must
                     // not bring it back.
@@ -361,17 +508,16 @@ impl PinTable {
                         // would keep idle clients pinned until their TTL while active new
                         // ones got none; an evicted client still gets Maglev's pick for
                         // its address, and loses only its stickiness across a backend change.
-                        if f.pins.len() >= max
+                        if f.len() >= max
                             && let Some(old) = f.evict_oldest()
                         {
                             self.stats.evicted_full += 1;
-                            sink.remove(&group.farm, Ipv4Addr::from_bits(old));
+                            sink.remove(&group.farm, old);
                         }
                         (w.seen_ms, true)
                     }
                 };
-                f.pins.insert(client, Pin::new(backend, seen_ms));
-                f.remember(client, seen_ms);
+                f.slot(w.client).put(Pin::new(backend, seen_ms));
                 if created {
                     self.stats.created += 1;
                 } else {
@@ -387,6 +533,7 @@ impl PinTable {
     /// Removes every pin seen `ttl` or longer before `now_ms`.
     fn expire(&mut self, state: &ClusterState, now_ms: u64, sink: &dyn PinSink) -> bool {
         let mut changed = false;
+        let stats = &mut self.stats;
         for (name, f) in self.farms.iter_mut() {
             let Some(ttl) = ttl_ms(state, name) else {
                 continue;
@@ -394,32 +541,12 @@ impl PinTable {
             let Some(cutoff) = now_ms.checked_sub(ttl) else {
                 continue;
             };
-            let last = cutoff / BUCKET_MS;
-            while let Some(entry) = f.wheel.first_entry() {
-                if *entry.key() > last {
-                    break;
-                }
-                let (bucket, clients) = entry.remove_entry();
-                let mut keep = Vec::new();
-                for c in clients {
-                    match f.pins.get(&c) {
-                        Some(p) if p.seen_ms() <= cutoff => {
-                            f.pins.remove(&c);
-                            self.stats.expired += 1;
-                            sink.remove(name, Ipv4Addr::from_bits(c));
-                            changed = true;
-                        }
-                        // Still fresh and filed here (the bucket straddles the cutoff).
-                        Some(p) if p.seen_ms() / BUCKET_MS == bucket => keep.push(c),
-                        // Refreshed since (filed again later) or gone: a stale reference.
-                        _ => {}
-                    }
-                }
-                if !keep.is_empty() {
-                    f.wheel.insert(bucket, keep);
-                    break;
-                }
-            }
+            let mut gone = |c: IpAddr| {
+                stats.expired += 1;
+                sink.remove(name, c);
+            };
+            changed |= f.v4.expire(cutoff, |c| gone(c.ip()));
+            changed |= f.v6.expire(cutoff, |c| gone(c.ip()));
         }
         changed
     }
@@ -431,7 +558,7 @@ impl PinTable {
         };
         match backend {
             None => {
-                let had = !f.pins.is_empty();
+                let had = !f.is_empty();
                 self.farms.remove(farm);
                 sink.clear(farm);
                 had
@@ -441,15 +568,11 @@ impl PinTable {
                     return false;
                 };
                 let idx = idx as u32;
-                let before = f.pins.len();
-                f.pins.retain(|c, p| {
-                    let keep = p.backend() != idx;
-                    if !keep {
-                        sink.remove(farm, Ipv4Addr::from_bits(*c));
-                    }
-                    keep
-                });
-                f.pins.len() != before
+                let a =
+                    f.v4.retain_backends(|i| i == idx, |c| sink.remove(farm, c.ip()));
+                let b =
+                    f.v6.retain_backends(|i| i == idx, |c| sink.remove(farm, c.ip()));
+                a | b
             }
         }
     }
@@ -479,14 +602,10 @@ impl PinTable {
             if dead.is_empty() {
                 continue;
             }
-            f.pins.retain(|c, p| {
-                let keep = !dead.contains(&p.backend());
-                if !keep {
-                    sink.remove(name, Ipv4Addr::from_bits(*c));
-                    changed = true;
-                }
-                keep
-            });
+            changed |=
+                f.v4.retain_backends(|i| dead.contains(&i), |c| sink.remove(name, c.ip()));
+            changed |=
+                f.v6.retain_backends(|i| dead.contains(&i), |c| sink.remove(name, c.ip()));
         }
         changed
     }
@@ -506,8 +625,8 @@ pub struct NoSink;
 
 impl PinSink for NoSink {
     fn reset(&self, _: &PinTable) {}
-    fn set(&self, _: &str, _: Ipv4Addr, _: &str, _: u64, _: bool) {}
-    fn remove(&self, _: &str, _: Ipv4Addr) {}
+    fn set(&self, _: &str, _: IpAddr, _: &str, _: u64, _: bool) {}
+    fn remove(&self, _: &str, _: IpAddr) {}
     fn clear(&self, _: &str) {}
 }
 
@@ -529,7 +648,8 @@ mod tests {
                 .map(|i| FarmPinWrites {
                     farm: name(i),
                     writes: vec![PinWrite {
-                        client: Ipv4Addr::from_bits(u32::MAX - i as u32),
+                        // IPv6: the longest client encoding.
+                        client: Ipv6Addr::from_bits(u128::MAX - i as u128).into(),
                         backend: name(i),
                         seen_ms: u64::MAX,
                         new: true,
@@ -580,8 +700,13 @@ mod tests {
         s
     }
 
-    fn client(i: u8) -> Ipv4Addr {
-        Ipv4Addr::new(198, 19, 0, i)
+    /// Client `i`: IPv4 below 128, IPv6 from 128 on.
+    fn client(i: u8) -> IpAddr {
+        if i < 128 {
+            Ipv4Addr::new(198, 19, 0, i).into()
+        } else {
+            Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0x19, u16::from(i)).into()
+        }
     }
 
     fn batch(now_ms: u64, writes: &[(u8, &str, u64, bool)]) -> PinBatch {
@@ -604,7 +729,7 @@ mod tests {
 
     /// Records what the sink heard, to check it mirrors the table.
     #[derive(Default)]
-    struct Mirror(Mutex<BTreeMap<(String, Ipv4Addr), (String, u64)>>);
+    struct Mirror(Mutex<BTreeMap<(String, IpAddr), (String, u64)>>);
 
     impl PinSink for Mirror {
         fn reset(&self, t: &PinTable) {
@@ -614,10 +739,10 @@ mod tests {
                 m.insert((f.into(), c), (b.into(), s));
             }
         }
-        fn set(&self, f: &str, c: Ipv4Addr, b: &str, s: u64, _: bool) {
+        fn set(&self, f: &str, c: IpAddr, b: &str, s: u64, _: bool) {
             self.0.lock().unwrap().insert((f.into(), c), (b.into(), s));
         }
-        fn remove(&self, f: &str, c: Ipv4Addr) {
+        fn remove(&self, f: &str, c: IpAddr) {
             self.0.lock().unwrap().remove(&(f.into(), c));
         }
         fn clear(&self, f: &str) {
@@ -635,12 +760,55 @@ mod tests {
         }
     }
 
-    fn backends(t: &PinTable) -> Vec<(Ipv4Addr, String)> {
+    fn backends(t: &PinTable) -> Vec<(IpAddr, String)> {
         t.list("web", None, usize::MAX)
             .0
             .into_iter()
             .map(|r| (r.client, r.backend))
             .collect()
+    }
+
+    #[test]
+    fn ipv6_clients_pin_refresh_expire_and_evict_beside_ipv4_ones() {
+        let mut s = state(10);
+        s.settings.persistence_max_entries = 3;
+        let sink = Mirror::default();
+        let mut t = PinTable::default();
+        // 200 (IPv6) oldest, then 1 (IPv4), then 201 (IPv6).
+        assert!(t.apply_batch(&s, &batch(1_000, &[(200, "a", 1_000, true)]), &sink));
+        assert!(t.apply_batch(&s, &batch(2_000, &[(1, "b", 2_000, true)]), &sink));
+        assert!(t.apply_batch(&s, &batch(3_000, &[(201, "a", 3_000, true)]), &sink));
+        assert_eq!(
+            backends(&t),
+            vec![
+                (client(1), "b".into()),
+                (client(200), "a".into()),
+                (client(201), "a".into())
+            ]
+        );
+        assert_eq!(t.list("web", Some(client(201)), 10).0[0].backend, "a");
+        // Full: the client seen longest ago goes, whatever its family.
+        assert!(t.apply_batch(&s, &batch(4_000, &[(2, "b", 4_000, true)]), &sink));
+        assert_eq!(t.stats().evicted_full, 1);
+        assert!(t.list("web", Some(client(200)), 10).0.is_empty());
+        // A refresh keeps 201 past the TTL of its first sighting; 1 expires.
+        assert!(t.apply_batch(&s, &batch(9_000, &[(201, "a", 9_000, false)]), &sink));
+        assert!(t.apply_batch(&s, &batch(12_500, &[]), &sink));
+        assert_eq!(
+            backends(&t),
+            vec![(client(2), "b".into()), (client(201), "a".into())]
+        );
+        assert!(sink.same_as(&t));
+        // A snapshot round trip rebuilds both families' wheels.
+        let mut back: PinTable = crate::codec::decode(&crate::codec::encode(&t).unwrap()).unwrap();
+        back.restore();
+        assert_eq!(backends(&back), backends(&t));
+        assert!(back.apply_batch(&s, &batch(19_500, &[]), &sink));
+        assert!(
+            backends(&back).is_empty(),
+            "both expired: {:?}",
+            backends(&back)
+        );
     }
 
     #[test]

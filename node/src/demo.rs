@@ -1,7 +1,9 @@
 //! `dsrlb demo`: a narrated tour of clustered DSR load balancing in a lab it builds itself —
 //! network namespaces for a client, three dsrlb nodes and three backends on one bridge: load
 //! balancing, the DSR proof, a kill -9 of the VIP owner in the middle of a running stream,
-//! the takeover, health checks — then tears everything down.
+//! the takeover, health checks — then tears everything down. Dual stack: the same backends
+//! also serve an IPv6 VIP, answered by Neighbor Discovery and taken over with unsolicited
+//! advertisements.
 //!
 //! It runs the real binary (`dsrlb run`, `dsrlb lab-backend`) in the lab, so what it shows is
 //! what an operator gets. Ctrl-C (or SIGTERM, SIGHUP) at any point cleans everything up.
@@ -76,6 +78,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         nodes: 3,
         backends: 3,
         clients: 1,
+        ipv6: true,
         ..LabSpec::default()
     };
     let started = Instant::now();
@@ -110,8 +113,10 @@ fn tour_steps(t: &mut Tour, keep: bool) -> anyhow::Result<()> {
         names(t.lab.nodes()),
         names(t.lab.backends()),
     ));
+    let vip6 = t.lab.vip6().context("the demo lab is dual-stack")?;
     t.say(&format!(
-        "backends hold VIP {vip} on lo with arp_ignore=1, arp_announce=2 (deploy/backend-setup.sh)"
+        "backends hold VIP {vip} on lo with arp_ignore=1, arp_announce=2, and VIP {vip6} as a \
+         /128 on lo (deploy/backend-setup.sh)"
     ));
     let exe = t.exe.clone();
     t.lab.start_backends(&exe).context("starting backends")?;
@@ -123,6 +128,7 @@ fn tour_steps(t: &mut Tour, keep: bool) -> anyhow::Result<()> {
             ..LabFarm::new("web", "tcp", lab::BACKEND_HTTP_PORT, &[0, 1, 2])
         },
         LabFarm::new("echo", "udp", lab::BACKEND_UDP_PORT, &[0, 1, 2]),
+        LabFarm::new("web6", "tcp", lab::BACKEND_HTTP_PORT, &[0, 1, 2]).on_vip(vip6),
     ];
     let mut nodes: Vec<Option<LabProcess>> = t
         .lab
@@ -170,6 +176,21 @@ fn tour_steps(t: &mut Tour, keep: bool) -> anyhow::Result<()> {
         forwarded / 1024.0,
         100.0 * forwarded / got as f64
     ));
+    let web6 = SocketAddr::from((vip6, lab::BACKEND_HTTP_PORT));
+    let v6 = client.run(|| {
+        let mut per: BTreeMap<String, u32> = BTreeMap::new();
+        for _ in 0..30 {
+            if let Ok(r) = lab::http_get(web6, "/") {
+                *per.entry(r.backend().unwrap_or("?").to_string())
+                    .or_default() += 1;
+            }
+        }
+        per
+    });
+    t.say(&format!(
+        "dual stack: 30 HTTP requests to {web6} (the owner answered the client's Neighbor \
+         Solicitation), answered by the same backends: {v6:?}"
+    ));
     let udp = std::net::SocketAddr::from((vip, lab::BACKEND_UDP_PORT));
     let echo = client
         .run(|| lab::udp_request(udp, b"hello", Duration::from_secs(1)))
@@ -214,6 +235,15 @@ fn tour_steps(t: &mut Tour, keep: bool) -> anyhow::Result<()> {
         outage.as_millis(),
         traffic.failed_after(killed_at),
         stream.received() as f64 / f64::from(1 << 20)
+    ));
+    let after6 = client.run(|| lab::http_get(web6, "/"));
+    t.say(&format!(
+        "{web6} after the takeover: {} (unsolicited Neighbor Advertisements moved the \
+         client's entry to the new owner)",
+        match &after6 {
+            Ok(r) => format!("answered by {}", r.backend().unwrap_or("?")),
+            Err(e) => format!("failed: {e}"),
+        }
     ));
     let streamed = stream.join().context("the stream across the takeover")?;
     traffic.stop();

@@ -13,7 +13,7 @@ use datapath::{PinEvent, Shared, monotonic_ns};
 use prometheus_client::metrics::histogram::Histogram;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -179,13 +179,7 @@ impl DatapathSink {
     pub fn apply_locally(&self, batch: &PinBatch) {
         for f in &batch.farms {
             for w in &f.writes {
-                self.put(
-                    &f.farm,
-                    w.client.into(),
-                    &w.backend,
-                    w.seen_ms,
-                    batch.now_ms,
-                );
+                self.put(&f.farm, w.client, &w.backend, w.seen_ms, batch.now_ms);
             }
         }
     }
@@ -203,13 +197,13 @@ impl PinSink for DatapathSink {
         }
         let now = self.clock.read();
         for (farm, client, backend, seen_ms) in table.iter() {
-            self.put(farm, client.into(), backend, seen_ms, now);
+            self.put(farm, client, backend, seen_ms, now);
         }
     }
 
-    fn set(&self, farm: &str, client: Ipv4Addr, backend: &str, seen_ms: u64, created: bool) {
+    fn set(&self, farm: &str, client: IpAddr, backend: &str, seen_ms: u64, created: bool) {
         let now = self.clock.read();
-        self.put(farm, client.into(), backend, seen_ms, now);
+        self.put(farm, client, backend, seen_ms, now);
         let lag_ms = now.saturating_sub(seen_ms);
         // Older pins are the log being replayed (a restart), not replication at work.
         if created && lag_ms <= LAG_REPLAY_MS {
@@ -217,8 +211,8 @@ impl PinSink for DatapathSink {
         }
     }
 
-    fn remove(&self, farm: &str, client: Ipv4Addr) {
-        self.shared.pins.farm(farm).remove(client.into());
+    fn remove(&self, farm: &str, client: IpAddr) {
+        self.shared.pins.farm(farm).remove(client);
     }
 
     fn clear(&self, farm: &str) {
@@ -364,13 +358,8 @@ fn collect(shared: &Shared, now_ms: u64, mono_now: u64) -> Option<Vec<FarmPinWri
         let Some((farm, backend)) = table.backend_names(e.backend) else {
             continue;
         };
-        // The replicated table holds IPv4 clients; config refuses `srcip` on an IPv6 VIP,
-        // so a worker never asks for an IPv6 client's pin (docs/design.md#ipv6).
-        let IpAddr::V4(client) = e.client else {
-            continue;
-        };
         by_farm.entry(farm.to_string()).or_default().push(PinWrite {
-            client,
+            client: e.client,
             backend: backend.to_string(),
             seen_ms: to_wall(e.seen_ns, now_ms, mono_now),
             new: e.new,
@@ -390,6 +379,7 @@ fn collect(shared: &Shared, now_ms: u64, mono_now: u64) -> Option<Vec<FarmPinWri
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     #[test]
     fn the_latest_new_pin_wins_whatever_the_drain_order() {

@@ -866,3 +866,121 @@ fn check_config_refuses_an_interface_this_host_lacks() {
         "{text}"
     );
 }
+
+/// A dual-stack node: the IPv4 farm of [`BASE`] and an IPv6 farm, the node's listeners on
+/// IPv6 (docs/design.md#ipv6).
+fn dual_stack() -> String {
+    BASE.replace("198.18.0.11:7100", "[2001:db8::11]:7100")
+        .replace("198.18.0.12:7100", "[2001:db8::12]:7100")
+        .replace("198.18.0.13:7100", "[2001:db8::13]:7100")
+        .replace("198.18.0.11:7101", "[2001:db8::11]:7101")
+        + r#"
+[metrics]
+listen = "[::1]:9100"
+
+[[farm]]
+name = "web6"
+vip = "2001:db8::100"
+port = 80
+protocol = "tcp"
+
+[[farm.backend]]
+name = "b1"
+ip = "2001:db8::21"
+
+[[farm.backend]]
+name = "b2"
+ip = "fe80::22"
+mac = "02:00:00:00:00:22"
+"#
+}
+
+#[test]
+fn an_ipv6_farm_and_ipv6_listeners_are_valid() {
+    let c = config::parse(&dual_stack()).expect("valid dual-stack config");
+    let srcip = dual_stack().replacen(
+        "vip = \"2001:db8::100\"",
+        "vip = \"2001:db8::100\"\npersistence = \"srcip\"",
+        1,
+    );
+    config::parse(&srcip).expect("srcip persistence on an IPv6 VIP");
+    let web6 = c.farms.iter().find(|f| f.name == "web6").expect("web6");
+    assert_eq!(
+        web6.vip,
+        "2001:db8::100".parse::<std::net::IpAddr>().unwrap()
+    );
+    assert_eq!(
+        web6.backends[1].ip,
+        "fe80::22".parse::<std::net::IpAddr>().unwrap()
+    );
+    assert_eq!(c.cluster.listen, "[2001:db8::11]:7100".parse().unwrap());
+    assert_eq!(c.admin_listen, "[2001:db8::11]:7101".parse().unwrap());
+}
+
+#[test]
+fn every_invalid_ipv6_case_is_rejected_naming_the_key() {
+    let base = dual_stack();
+    let web6 = "vip = \"2001:db8::100\"";
+    let cases: &[(&str, &str, &str, &str)] = &[
+        // A farm is one family.
+        (
+            "ip = \"2001:db8::21\"",
+            "ip = \"198.18.0.31\"",
+            "farm[web6].backend[b1].ip",
+            "family",
+        ),
+        (
+            "ip = \"198.18.0.21\"",
+            "ip = \"2001:db8::31\"",
+            "farm[web].backend[b1].ip",
+            "family",
+        ),
+        (web6, "vip = \"ff02::1\"", "farm[web6].vip", "unicast"),
+        (web6, "vip = \"fe80::100\"", "farm[web6].vip", "link-local"),
+        (
+            web6,
+            "vip = \"::ffff:198.18.0.100\"",
+            "farm[web6].vip",
+            "IPv4-mapped",
+        ),
+        (web6, "vip = \"::1\"", "farm[web6].vip", "unicast"),
+        (web6, "vip = \"::\"", "farm[web6].vip", "unicast"),
+        (
+            web6,
+            "vip = \"2001:db8::1::2\"",
+            "farm[web6].vip",
+            "not an IPv4 or IPv6",
+        ),
+        // The VIP is a node's address.
+        (web6, "vip = \"2001:db8::12\"", "farm[web6].vip", "node 2"),
+        (
+            "ip = \"2001:db8::21\"",
+            "ip = \"ff05::21\"",
+            "farm[web6].backend[b1].ip",
+            "unicast",
+        ),
+        (
+            "ip = \"2001:db8::21\"",
+            "ip = \"2001:db8::100\"",
+            "farm[web6].backend[b1].ip",
+            "VIP",
+        ),
+    ];
+    for (from, to, key, why) in cases {
+        assert!(
+            base.contains(from),
+            "case {key}: {from:?} not in the config"
+        );
+        let text = base.replacen(from, to, 1);
+        match config::parse(&text) {
+            Err(ConfigError::Invalid { key: named, reason }) => {
+                assert_eq!(named, *key, "{to:?}: {reason}");
+                assert!(
+                    reason.contains(why),
+                    "{to:?}: {reason:?} does not say {why:?}"
+                );
+            }
+            other => panic!("{to:?} was not rejected naming {key}: {other:?}"),
+        }
+    }
+}

@@ -3,8 +3,10 @@
 //! switch namespace while the client probes the VIP by ARP every few milliseconds.
 //!
 //! Every frame that shows a MAC acting as the VIP's owner is an observation: a reply to one
-//! of our tagged probes, an unsolicited claim (gratuitous ARP), or a frame for the VIP sent
-//! by a node (forwarded to a backend). Two owners at once show up in two ways:
+//! of our tagged probes, an unsolicited claim (gratuitous ARP, or a Neighbor Advertisement
+//! for the IPv6 VIP — solicited or not, an advertisement claims the address), or a frame for
+//! either VIP sent by a node (forwarded to a backend). A node owns all its VIPs or none, so
+//! the two families' observations are judged as one. Two owners at once show up in two ways:
 //! - **same round**: two MACs answered the same probe. The probe reached both within
 //!   microseconds and each answered because it believed it owned the VIP — exact, whatever
 //!   the capture's timing.
@@ -18,7 +20,7 @@
 //! order; times only bound the window.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use lab::arp_probe::round_of;
@@ -48,11 +50,13 @@ pub struct Observation {
 }
 
 /// The observations among `frames` (capture order kept). `node_macs` are the nodes: only
-/// their frames for the VIP count as forwarding (the client sends to the VIP too). A probe
-/// reply counts for round `k` only if `k < rounds`.
+/// their frames for a VIP count as forwarding (the client sends to the VIPs too). A probe
+/// reply counts for round `k` only if `k < rounds`. `vip6`: the IPv6 VIP of a dual-stack
+/// lab, whose advertisements are claims.
 pub fn observations(
     frames: &[Frame],
     vip: Ipv4Addr,
+    vip6: Option<Ipv6Addr>,
     node_macs: &[MacAddr],
     rounds: usize,
 ) -> Vec<Observation> {
@@ -71,7 +75,18 @@ pub fn observations(
                     act,
                 });
             }
-            let forwards = f.ipv4.is_some_and(|p| p.dst == vip) && node_macs.contains(&f.src_mac);
+            if let (Some(v6), Some(ip)) = (vip6, f.ipv6)
+                && ip.is_na_for(v6)
+            {
+                return Some(Observation {
+                    at: f.at,
+                    mac: f.src_mac,
+                    act: Act::Claim,
+                });
+            }
+            let to_vip =
+                f.ipv4.is_some_and(|p| p.dst == vip) || f.ipv6.is_some_and(|p| Some(p.dst) == vip6);
+            let forwards = to_vip && node_macs.contains(&f.src_mac);
             forwards.then_some(Observation {
                 at: f.at,
                 mac: f.src_mac,

@@ -29,6 +29,7 @@ const CLIENT: MacAddr = MacAddr([2, 0, 0, 0, 0, 0x31]);
 const BACKEND: MacAddr = MacAddr([2, 0, 0, 0, 0, 0x21]);
 const A: MacAddr = MacAddr([2, 0, 0, 0, 0, 0x11]);
 const B: MacAddr = MacAddr([2, 0, 0, 0, 0, 0x12]);
+const VIP6: std::net::Ipv6Addr = lab::DEFAULT_VIP6;
 
 fn frame(at: Instant, src: MacAddr, dst: MacAddr) -> Frame {
     Frame {
@@ -76,7 +77,7 @@ fn forward(at: Instant, mac: MacAddr) -> Frame {
 }
 
 fn judge_wire(frames: &[Frame], rounds: &[Instant]) -> single_owner::OwnerReport {
-    let obs = single_owner::observations(frames, VIP, &[A, B], rounds.len());
+    let obs = single_owner::observations(frames, VIP, Some(VIP6), &[A, B], rounds.len());
     single_owner::check(&obs, rounds)
 }
 
@@ -117,6 +118,66 @@ fn single_owner_fails_when_a_stale_node_forwards_between_the_owners_frames() {
     assert_eq!(r.turns, vec![B, A, B]);
 }
 
+/// An advertisement of the IPv6 VIP from `mac` (solicited or not: either claims it).
+fn advert(at: Instant, mac: MacAddr) -> Frame {
+    Frame {
+        ethertype: 0x86dd,
+        ipv6: Some(lab::Ipv6Summary {
+            src: VIP6,
+            dst: "ff02::1".parse().unwrap(),
+            next: 58,
+            icmp_type: Some(136),
+            nd_target: Some(VIP6),
+        }),
+        ..frame(at, mac, MacAddr([0x33, 0x33, 0, 0, 0, 1]))
+    }
+}
+
+/// A client frame for the IPv6 VIP sent on by node `mac`.
+fn forward6(at: Instant, mac: MacAddr) -> Frame {
+    Frame {
+        ethertype: 0x86dd,
+        ipv6: Some(lab::Ipv6Summary {
+            src: "2001:db8::31".parse().unwrap(),
+            dst: VIP6,
+            next: 6,
+            icmp_type: None,
+            nd_target: None,
+        }),
+        ..frame(at, mac, BACKEND)
+    }
+}
+
+#[test]
+fn single_owner_fails_when_a_stale_node_advertises_the_ipv6_vip_while_another_owns() {
+    let t0 = Instant::now();
+    let rounds: Vec<Instant> = (0..20).map(|k| ms(t0, 10 * k)).collect();
+    let mut frames: Vec<Frame> = (0..20)
+        .map(|k| reply(ms(t0, 10 * k + 1), B, k as usize))
+        .collect();
+    frames.insert(8, advert(ms(t0, 75), A));
+    let r = judge_wire(&frames, &rounds);
+    assert!(!r.ok(), "A's advertisement amid B's ownership went unseen");
+    assert_eq!(r.turns, vec![B, A, B]);
+
+    // IPv6 forwarding by a stale node is caught the same way.
+    let mut frames: Vec<Frame> = (0..50).map(|k| forward6(ms(t0, 2 * k), B)).collect();
+    frames.insert(20, forward6(ms(t0, 39), A));
+    let r = judge_wire(&frames, &[]);
+    assert!(!r.ok(), "a stale IPv6 forward went unseen");
+
+    // A takeover's advertisements after the old owner went quiet are a clean handover.
+    let mut frames: Vec<Frame> = (0..5)
+        .map(|k| reply(ms(t0, 10 * k + 1), A, k as usize))
+        .collect();
+    frames.push(advert(ms(t0, 400), B));
+    frames.extend((50..60).map(|k| reply(ms(t0, 10 * k + 1), B, k as usize)));
+    let rounds: Vec<Instant> = (0..60).map(|k| ms(t0, 10 * k)).collect();
+    let r = judge_wire(&frames, &rounds);
+    assert!(r.ok(), "{:?}", r.violations());
+    assert_eq!(r.turns, vec![A, B]);
+}
+
 #[test]
 fn single_owner_passes_clean_handovers_and_a_legitimate_return() {
     let t0 = Instant::now();
@@ -139,7 +200,7 @@ fn single_owner_passes_clean_handovers_and_a_legitimate_return() {
     assert_eq!(r.turns, vec![A, B, A]);
     assert_eq!(r.two_owners, Duration::ZERO);
     // The outages: 300 ms before B, 300 ms before A's return.
-    let obs = single_owner::observations(&frames, VIP, &[A, B], rounds.len());
+    let obs = single_owner::observations(&frames, VIP, Some(VIP6), &[A, B], rounds.len());
     let longest = single_owner::longest_outage(&obs, &rounds);
     assert!(
         (Duration::from_millis(290)..Duration::from_millis(320)).contains(&longest),

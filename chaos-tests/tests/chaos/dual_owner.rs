@@ -69,7 +69,7 @@ fn dual_owner_is_detected() {
     let frames = wire.stop().expect("capture stops");
 
     let macs: Vec<_> = lab.nodes().iter().map(|n| n.mac).collect();
-    let obs = single_owner::observations(&frames, vip, &macs, log.rounds.len());
+    let obs = single_owner::observations(&frames, vip, None, &macs, log.rounds.len());
     let report = single_owner::check(&obs, &log.rounds);
     say(&Summary {
         scenario: "dual_owner (must fail)".into(),

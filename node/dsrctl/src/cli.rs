@@ -9,7 +9,7 @@ use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use proto::admin::{PERSISTENCE_LIST_DEFAULT, PERSISTENCE_LIST_MAX};
 use proto::names::{BackendState, Protocol};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -292,9 +292,9 @@ Examples:
 pub struct FarmAddArgs {
     /// Farm name: letters, digits, `-`, `_`, `.`; 1-63 characters.
     pub name: String,
-    /// The virtual IPv4 address.
+    /// The virtual IP address (IPv4 or IPv6; the farm's backends are of its family).
     #[arg(long)]
-    pub vip: Ipv4Addr,
+    pub vip: IpAddr,
     /// The virtual (= backend) port.
     #[arg(long)]
     pub port: Option<u16>,
@@ -320,9 +320,9 @@ pub struct FarmAddArgs {
 pub struct FarmSetArgs {
     /// Farm name.
     pub name: String,
-    /// New virtual IPv4 address.
+    /// New virtual IP address (of the farm's family).
     #[arg(long)]
-    pub vip: Option<Ipv4Addr>,
+    pub vip: Option<IpAddr>,
     /// New port.
     #[arg(long, conflicts_with = "ports")]
     pub port: Option<u16>,
@@ -504,9 +504,9 @@ pub struct BackendAddArgs {
     pub farm: String,
     /// Backend name, unique in its farm.
     pub name: String,
-    /// The backend's IPv4 address (on the datapath interface's subnet).
+    /// The backend's address, of the VIP's family (on the datapath interface's subnet, or IPv6 link-local).
     #[arg(long)]
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
     /// Pin the backend's MAC (`aa:bb:cc:dd:ee:ff`) instead of learning it by ARP.
     #[arg(long, value_parser = parse_mac)]
     pub mac: Option<String>,
@@ -529,9 +529,9 @@ pub struct BackendSetArgs {
     pub farm: String,
     /// Backend name.
     pub name: String,
-    /// New IPv4 address.
+    /// New address (of the farm's family).
     #[arg(long)]
-    pub ip: Option<Ipv4Addr>,
+    pub ip: Option<IpAddr>,
     /// New pinned MAC; an empty string returns to learning it by ARP.
     #[arg(long, value_parser = parse_mac)]
     pub mac: Option<String>,
@@ -588,7 +588,7 @@ pub struct PersistenceListArgs {
     pub farm: String,
     /// Only this client's entry.
     #[arg(long)]
-    pub client: Option<Ipv4Addr>,
+    pub client: Option<IpAddr>,
     /// At most this many entries, in address order.
     #[arg(
         long,

@@ -80,11 +80,20 @@ impl HttpConn {
         addr: SocketAddr,
         timeout: Duration,
     ) -> Result<HttpConn, LabError> {
+        HttpConn::connect_from_ip(src.map(Into::into), addr, timeout)
+    }
+
+    /// [`HttpConn::connect_from`] for a source of either family.
+    pub fn connect_from_ip(
+        src: Option<std::net::IpAddr>,
+        addr: SocketAddr,
+        timeout: Duration,
+    ) -> Result<HttpConn, LabError> {
         let io = |what: &str, e| LabError::io(format!("{what} {addr}"), e);
         let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
             .map_err(|e| io("socket for", e))?;
         if let Some(src) = src {
-            sock.bind(&SocketAddr::V4(SocketAddrV4::new(src, 0)).into())
+            sock.bind(&SocketAddr::new(src, 0).into())
                 .map_err(|e| io(&format!("bind {src} to reach"), e))?;
         }
         sock.connect_timeout(&addr.into(), timeout)

@@ -121,6 +121,7 @@ pub struct Lab {
     clients: Vec<Host>,
     other_lbs: Vec<Host>,
     extra_ips: Vec<Ipv4Addr>,
+    extra_ips6: Vec<Ipv6Addr>,
     /// Every namespace we created, switch first, so teardown can undo a half-built lab.
     created: Vec<String>,
     dir_created: bool,
@@ -171,6 +172,7 @@ impl Lab {
             clients: Vec::new(),
             other_lbs: Vec::new(),
             extra_ips: Vec::new(),
+            extra_ips6: Vec::new(),
             created: Vec::new(),
             dir_created: false,
             backend_procs: Vec::new(),
@@ -255,6 +257,18 @@ impl Lab {
                 "eth0",
             ])?;
             self.extra_ips.push(extra);
+            if spec.ipv6 {
+                let extra6 = lab_ipv6(41 + k as u8);
+                c0.ip(&[
+                    "addr",
+                    "add",
+                    &format!("{extra6}/{LAB_PREFIX6_LEN}"),
+                    "dev",
+                    "eth0",
+                    "nodad",
+                ])?;
+                self.extra_ips6.push(extra6);
+            }
         }
         for b in self.backends.clone() {
             self.run_backend_setup(&b, &[])?;
@@ -388,6 +402,10 @@ impl Lab {
     /// Extra source addresses held by client 0.
     pub fn client_extra_ips(&self) -> &[Ipv4Addr] {
         &self.extra_ips
+    }
+    /// Their IPv6 twins (2001:db8::41..), in a lab with [`LabSpec::ipv6`].
+    pub fn client_extra_ips6(&self) -> &[Ipv6Addr] {
+        &self.extra_ips6
     }
     /// The namespace holding the bridge (capture there to see every frame on the segment).
     pub fn switch_ns(&self) -> &str {

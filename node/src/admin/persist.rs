@@ -12,7 +12,7 @@
 use super::{AdminContext, cluster_status};
 use cluster::{ClusterState, Command, Farm, Persistence};
 use proto::admin::v1 as pb;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::Duration;
 use tonic::Status;
 
@@ -25,7 +25,7 @@ use proto::admin::{PERSISTENCE_LIST_DEFAULT as LIST_DEFAULT, PERSISTENCE_LIST_MA
 #[derive(Debug, PartialEq, Eq)]
 pub(super) struct ListArgs {
     farm: String,
-    client: Option<Ipv4Addr>,
+    client: Option<IpAddr>,
     limit: usize,
 }
 
@@ -40,9 +40,9 @@ pub(super) fn list_args(req: &pb::ListPersistenceRequest) -> Result<ListArgs, St
     farm_field(&req.farm)?;
     let client = match &req.client {
         None => None,
-        Some(text) => Some(text.trim().parse::<Ipv4Addr>().map_err(|_| {
+        Some(text) => Some(text.trim().parse::<IpAddr>().map_err(|_| {
             Status::invalid_argument(format!(
-                "client: {:?} is not an IPv4 address (leave it unset to list every client)",
+                "client: {:?} is not an IPv4 or IPv6 address (leave it unset to list every client)",
                 crate::config::shown(text)
             ))
         })?),
@@ -167,6 +167,7 @@ pub(super) async fn flush(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
     use tonic::Code;
 
     fn field_of(s: &Status) -> (Code, &str) {
@@ -192,15 +193,21 @@ mod tests {
             list_args(&req("web", Some("198.18.0.41"), LIST_MAX)).expect("max"),
             ListArgs {
                 farm: "web".into(),
-                client: Some(Ipv4Addr::new(198, 18, 0, 41)),
+                client: Some(Ipv4Addr::new(198, 18, 0, 41).into()),
                 limit: LIST_MAX as usize
             }
+        );
+        assert_eq!(
+            list_args(&req("web", Some(" 2001:db8::41 "), 1))
+                .expect("IPv6")
+                .client,
+            Some("2001:db8::41".parse().unwrap())
         );
         for (r, field) in [
             (req("", None, 0), "farm"),
             (req("web", Some(""), 0), "client"),
             (req("web", Some("198.18.0"), 0), "client"),
-            (req("web", Some("::1"), 0), "client"),
+            (req("web", Some("2001:db8::1::2"), 0), "client"),
             (req("web", None, LIST_MAX + 1), "limit"),
         ] {
             let e = list_args(&r).expect_err(&format!("{r:?}"));

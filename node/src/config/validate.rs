@@ -872,16 +872,6 @@ pub fn validate_farm(keys: Keys, raw: &RawFarm) -> Result<Farm> {
     };
     let persistence = match raw.persistence.as_deref().unwrap_or("none") {
         "none" => Persistence::None,
-        // The replicated pin table is keyed by IPv4 clients (docs/design.md#ipv6).
-        "srcip" if vip.is_ipv6() => {
-            return Err(ConfigError::invalid(
-                k("persistence"),
-                format!(
-                    "srcip is not supported on an IPv6 VIP ({vip}) yet: the replicated pin \
-                     table holds IPv4 clients only"
-                ),
-            ));
-        }
         "srcip" => Persistence::SrcIp { ttl },
         other => {
             return Err(ConfigError::invalid(

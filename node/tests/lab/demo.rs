@@ -212,6 +212,9 @@ fn the_demo_runs_and_cleans_up() {
     for step in [
         "owns 198.18.0.100",
         "owner forwarded only",
+        // Dual stack: the IPv6 VIP served before and after the takeover.
+        "answered by the same backends: {\"b",
+        "after the takeover: answered by b",
         // The live view samples every ~100 ms: a takeover shorter than that shows no
         // "none" line, so only the view itself is required (and never two owners, below).
         "live: VIP owner ",
