@@ -56,9 +56,11 @@ pub const BATCH: usize = 64;
 pub const MAX_WORKERS: usize = 256;
 /// Slots per worker when the config says nothing better (≈ 18 MiB per worker).
 pub const DEFAULT_RING_SLOTS: usize = 256;
-/// Slots of the ARP socket's ring (one 1 MiB block): ARP comes a frame at a time and is
-/// served before every data batch.
-const ARP_RING_SLOTS: usize = 8;
+/// Slots of the ARP socket's ring (4 MiB): ARP comes a frame at a time and is served before
+/// every data batch, but behind the fast path and beside AF_XDP this socket also carries
+/// the IPv6 data (docs/design.md#ipv6), whose TCP windows an 8-slot ring dropped (new
+/// connections through an IPv6 VIP waited out SYN retransmissions).
+const ARP_RING_SLOTS: usize = 64;
 const POLL_MS: u16 = 100;
 /// A send the kernel refuses with EAGAIN/ENOBUFS is retried this many times per batch
 /// (each after waiting up to 1 ms for room); then the rest of the batch is counted as

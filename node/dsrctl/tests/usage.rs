@@ -144,7 +144,7 @@ fn persistence_arguments_are_checked_before_any_call() {
     for args in [
         &["persistence", "list"][..],
         &["persistence", "list", "web", "--client", "198.18.0"],
-        &["persistence", "list", "web", "--client", "2001:db8::1"],
+        &["persistence", "list", "web", "--client", "2001:db8::1::2"],
         &["persistence", "list", "web", "--limit", "0"],
         &["persistence", "list", "web", "--limit", "100001"],
         &["persistence", "flush"],

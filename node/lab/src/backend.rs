@@ -191,7 +191,7 @@ impl BackendServer {
         let udp_addr = udp
             .local_addr()
             .map_err(|e| LabError::io("udp local addr", e))?;
-        let sink_sock = sink_socket()?;
+        let sink_sock = sink_socket(ipv6)?;
         let sink_addr = sink_sock
             .local_addr()
             .map_err(|e| LabError::io("udp sink local addr", e))?;
@@ -541,11 +541,26 @@ fn udp_echo6(sock: UdpSocket, name: &str, stop: &AtomicBool) -> Result<(), LabEr
     Ok(())
 }
 
-/// The sink's socket: 0.0.0.0:[`UDP_SINK_PORT`] with a deep receive buffer and a read
-/// timeout, so the thread sees its stop flag.
-fn sink_socket() -> Result<UdpSocket, LabError> {
-    let sock = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, UDP_SINK_PORT))
-        .map_err(|e| LabError::io(format!("bind udp sink port {UDP_SINK_PORT}"), e))?;
+/// The sink's socket: 0.0.0.0:[`UDP_SINK_PORT`] (`[::]`, dual-stack, where the host has
+/// IPv6: it counts both families) with a deep receive buffer and a read timeout, so the
+/// thread sees its stop flag.
+fn sink_socket(ipv6: bool) -> Result<UdpSocket, LabError> {
+    let err = |e| LabError::io(format!("bind udp sink port {UDP_SINK_PORT}"), e);
+    let sock: UdpSocket = if ipv6 {
+        let a = SocketAddr::V6(SocketAddrV6::new(
+            Ipv6Addr::UNSPECIFIED,
+            UDP_SINK_PORT,
+            0,
+            0,
+        ));
+        Socket::new(Domain::IPV6, Type::DGRAM, None)
+            .and_then(|u| u.set_only_v6(false).map(|()| u))
+            .and_then(|u| u.bind(&a.into()).map(|()| u))
+            .map_err(err)?
+            .into()
+    } else {
+        UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, UDP_SINK_PORT)).map_err(err)?
+    };
     // The forced size ignores net.core.rmem_max (we are root in the lab); if it is refused
     // the kernel's default buffer still works, only with more loss under a flood.
     if let Err(e) = setsockopt(&sock, sockopt::RcvBufForce, &SINK_RCVBUF) {

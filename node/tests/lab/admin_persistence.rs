@@ -75,8 +75,8 @@ fn refusals_name_their_field_and_an_empty_table_lists_and_flushes_everywhere() {
             "client: ",
         ),
         (
-            "list: IPv6 client",
-            list("web", Some("2001:db8::1"), 0),
+            "list: client a malformed IPv6 address",
+            list("web", Some("2001:db8::1::2"), 0),
             Code::InvalidArgument,
             "client: ",
         ),

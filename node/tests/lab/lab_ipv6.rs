@@ -417,3 +417,101 @@ fn ipv6_clients_keep_their_pinned_backend_across_a_backend_change_and_a_takeover
         );
     }
 }
+
+/// Measurement, not a check (docs/design.md#ipv6; run on demand with `--ignored`): the
+/// outage of an IPv6 VIP and of an IPv4 VIP over the same kill -9s of the owner. Each round,
+/// one prober per family opens a fresh connection every 5 ms (connect timeout 50 ms); the
+/// outage is from the kill to the first request answered after it. The killed node is
+/// restarted and the cluster settles before the next round. `DSRLB_IPV6_KILLS` (default 10).
+#[test]
+#[ignore = "a measurement: run with --ignored --nocapture"]
+fn ipv6_and_ipv4_failover_outage_over_the_same_kills() {
+    if !can_run_lab() {
+        return;
+    }
+    let kills: usize = std::env::var("DSRLB_IPV6_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10)
+        .clamp(1, 50);
+    let spec = dual_stack(3, 2);
+    let vip6 = spec.vip6;
+    let farms = [
+        LabFarm::new("web4", "tcp", lab::BACKEND_HTTP_PORT, &[0, 1]),
+        LabFarm::new("web6", "tcp", lab::BACKEND_HTTP_PORT, &[0, 1]).on_vip(vip6),
+    ];
+    let mut c = ClusterLab::start(&spec, dsrlb(), &farms, &[]).expect("cluster starts");
+    let client = c.lab.clients()[0].clone();
+    let addrs = [
+        SocketAddr::from((c.lab.vip(), lab::BACKEND_HTTP_PORT)),
+        SocketAddr::V6(SocketAddrV6::new(vip6, lab::BACKEND_HTTP_PORT, 0, 0)),
+    ];
+    let mut outages: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..kills {
+        let owner = c.sole_owner(Duration::from_secs(15)).expect("one owner");
+        for a in addrs {
+            client.run(|| {
+                wait_for(Duration::from_secs(5), || lab::http_get(a, "/").ok())
+                    .expect("served before the kill")
+            });
+        }
+        let killed_at = c.kill(owner).expect("kill -9");
+        let firsts: Vec<Option<Duration>> = std::thread::scope(|s| {
+            let probers: Vec<_> = addrs
+                .iter()
+                .map(|&a| {
+                    let client = client.clone();
+                    s.spawn(move || {
+                        client.run(|| {
+                            let until = killed_at + Duration::from_secs(10);
+                            while Instant::now() < until {
+                                let ok = lab::HttpConn::connect_from_ip(
+                                    None,
+                                    a,
+                                    Duration::from_millis(50),
+                                )
+                                .and_then(|mut conn| conn.get("/", false))
+                                .is_ok();
+                                if ok {
+                                    return Some(killed_at.elapsed());
+                                }
+                                std::thread::sleep(Duration::from_millis(5));
+                            }
+                            None
+                        })
+                    })
+                })
+                .collect();
+            probers
+                .into_iter()
+                .map(|p| p.join().expect("prober"))
+                .collect()
+        });
+        for (k, f) in firsts.iter().enumerate() {
+            let ms = f.expect("no answer within 10 s of the kill").as_secs_f64() * 1e3;
+            outages[k].push(ms);
+        }
+        eprintln!(
+            "kill {}: IPv4 outage {:.0} ms, IPv6 outage {:.0} ms",
+            round + 1,
+            outages[0][round],
+            outages[1][round]
+        );
+        c.restart(owner).expect("restart the killed node");
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (m4, m6) = (median(&outages[0]), median(&outages[1]));
+    let max = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+    eprintln!(
+        "IPV6-FAILOVER kills={kills} ipv4_median_ms={m4:.0} ipv6_median_ms={m6:.0} ratio={:.2} \
+         ipv4_max_ms={:.0} ipv6_max_ms={:.0}",
+        m6 / m4,
+        max(&outages[0]),
+        max(&outages[1])
+    );
+}

@@ -20,7 +20,7 @@ mod report;
 #[path = "labbench/workload.rs"]
 mod workload;
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -97,6 +97,11 @@ struct Args {
     /// e.g. `--only udp64` while profiling the forwarding path; all by default.
     #[arg(long, value_delimiter = ',', value_parser = ["http", "newconn", "upload", "udp", "udp64"])]
     only: Vec<String>,
+    /// Measure over IPv6 (docs/design.md#ipv6): a dual-stack lab, the farms on its IPv6 VIP
+    /// and the direct path to the backend's IPv6 address. The 64-byte flood then sends
+    /// 84-byte frames (the IPv6 header is 20 bytes longer). Not with --nftlb.
+    #[arg(long, conflicts_with = "nftlb")]
+    ipv6: bool,
 }
 
 impl Args {
@@ -171,6 +176,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         backends: 1,
         clients: 1,
         other_lbs: usize::from(nftlb_bin.is_some()),
+        ipv6: args.ipv6,
         ..LabSpec::default()
     };
     progress(&format!(
@@ -180,10 +186,14 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let mut lab = Lab::build(&spec).context("building the lab")?;
     lab.start_backends(&dsrlb)
         .context("starting the backend (dsrlb lab-backend)")?;
+    let on = |f: LabFarm| match lab.vip6() {
+        Some(v6) => f.on_vip(v6),
+        None => f,
+    };
     let farms = [
-        LabFarm::new("web", "tcp", BACKEND_HTTP_PORT, &[0]),
-        LabFarm::new("sink", "udp", UDP_SINK_PORT, &[0]),
-        LabFarm::new("echo", "udp", BACKEND_UDP_PORT, &[0]),
+        on(LabFarm::new("web", "tcp", BACKEND_HTTP_PORT, &[0])),
+        on(LabFarm::new("sink", "udp", UDP_SINK_PORT, &[0])),
+        on(LabFarm::new("echo", "udp", BACKEND_UDP_PORT, &[0])),
     ];
     let mut header = Vec::new();
     let mut lbs = Vec::new();
@@ -260,8 +270,11 @@ fn run(args: &Args) -> anyhow::Result<()> {
         plugged: None,
         backends_expected: farms.iter().map(|f| f.backends.len()).sum::<usize>() as f64,
         backend: lab.backends()[0].addr(BACKEND_HTTP_PORT),
-        direct_ip: lab.backends()[0].ip,
-        vip: lab.vip(),
+        direct_ip: match lab.backends()[0].ip6 {
+            Some(ip6) => ip6.into(),
+            None => lab.backends()[0].ip.into(),
+        },
+        vip: lab.vip6().map_or(lab.vip().into(), Into::into),
         args,
         stop,
         notes: Vec::new(),
@@ -423,8 +436,8 @@ struct Bench<'a> {
     backends_expected: f64,
     /// The backend's own HTTP address (where the sink counts are read).
     backend: SocketAddr,
-    direct_ip: Ipv4Addr,
-    vip: Ipv4Addr,
+    direct_ip: std::net::IpAddr,
+    vip: std::net::IpAddr,
     args: &'a Args,
     stop: Arc<AtomicBool>,
     notes: Vec<String>,
@@ -755,7 +768,7 @@ fn node_wakeups(pid: Option<u32>) -> anyhow::Result<u64> {
 }
 
 /// The MAC the client's neighbour table holds for `vip`, if any.
-fn vip_mac(client: &Host, vip: Ipv4Addr) -> anyhow::Result<Option<MacAddr>> {
+fn vip_mac(client: &Host, vip: std::net::IpAddr) -> anyhow::Result<Option<MacAddr>> {
     let out = client.ip(&[
         "neigh",
         "show",

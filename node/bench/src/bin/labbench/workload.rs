@@ -155,7 +155,7 @@ fn sender(
     let mut run = SendRun::default();
     let socks: Result<Vec<UdpSocket>, std::io::Error> = (0..flows)
         .map(|_| {
-            let s = UdpSocket::bind("0.0.0.0:0")?;
+            let s = UdpSocket::bind(if dst.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" })?;
             s.connect(dst)?;
             s.set_write_timeout(Some(SEND_TIMEOUT))?;
             Ok(s)
