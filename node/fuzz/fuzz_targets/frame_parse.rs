@@ -40,6 +40,21 @@ fuzz_target!(|frame: &[u8]| {
             );
             assert_eq!(ip.fragment == Fragment::Later, ip.fragment_offset > 0);
         }
+        Ok(Parsed::Ipv6(ip)) => {
+            let l3 = ip.l3_offset;
+            assert!(l3 + ip.total_len <= frame.len(), "datagram past the frame");
+            assert!(
+                (40..=ip.total_len).contains(&ip.header_len),
+                "extension headers past the payload"
+            );
+            if let Some((sport, dport)) = ip.ports {
+                let l4 = l3 + ip.header_len;
+                assert_ne!(ip.fragment, Fragment::Later);
+                assert_eq!(sport, u16::from_be_bytes([frame[l4], frame[l4 + 1]]));
+                assert_eq!(dport, u16::from_be_bytes([frame[l4 + 2], frame[l4 + 3]]));
+            }
+            assert_eq!(ip.fragment == Fragment::Later, ip.fragment_offset > 0);
+        }
         Ok(Parsed::Arp(a)) => {
             assert!(a.l3_offset + 28 <= frame.len(), "ARP body past the frame");
             assert_eq!(a.sender_ip, ip_at(frame, a.l3_offset + 14));
