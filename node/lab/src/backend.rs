@@ -26,8 +26,8 @@ use axum::routing::{get, post};
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use nix::sys::socket::{
-    ControlMessage, ControlMessageOwned, MsgFlags, SockaddrIn, SockaddrIn6, recvmsg, sendmsg,
-    setsockopt, sockopt,
+    ControlMessage, ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg, sendmsg, setsockopt,
+    sockopt,
 };
 use socket2::{Domain, Socket, Type};
 
@@ -228,7 +228,7 @@ impl BackendServer {
                 .map_err(|e| LabError::io("set udp6 timeout", e))?;
             let (flag, n) = (Arc::clone(&stop_udp), Arc::clone(&name));
             threads.push(spawn(format!("{name}-udp6"), move || {
-                udp_echo6(udp6, &n, &flag)
+                udp_echo(udp6, &n, &flag)
             })?);
         }
         let (flag, counts) = (Arc::clone(&stop_udp), Arc::clone(&sink));
@@ -437,17 +437,25 @@ impl http_body::Body for PatternBody {
     }
 }
 
-/// Echoes `backend=<name> <payload>` from the address the request was sent to (IP_PKTINFO):
-/// a reply from the host's own address would be dropped by a client that sent to the VIP.
+/// Echoes `backend=<name> <payload>` from the address the request was sent to (IP_PKTINFO,
+/// IPV6_PKTINFO): a reply from the host's own address would be dropped by a client that sent
+/// to the VIP. One loop for either family's socket.
 fn udp_echo(sock: UdpSocket, name: &str, stop: &AtomicBool) -> Result<(), LabError> {
+    /// Where a request was sent, as its family's packet-info message gives it.
+    enum Dst {
+        V4(libc::in_addr),
+        V6(libc::in6_addr),
+    }
     let prefix = format!("backend={name} ");
     let mut buf = vec![0u8; UDP_MAX];
     let mut reply = Vec::with_capacity(prefix.len() + UDP_MAX);
-    let mut cmsg = nix::cmsg_space!(libc::in_pktinfo);
+    // Room for the larger of the two messages.
+    let mut cmsg = nix::cmsg_space!(libc::in6_pktinfo);
     let fd = sock.as_raw_fd();
     while !stop.load(Ordering::Relaxed) {
         let mut iov = [IoSliceMut::new(&mut buf)];
-        let msg = match recvmsg::<SockaddrIn>(fd, &mut iov, Some(&mut cmsg), MsgFlags::empty()) {
+        let msg = match recvmsg::<SockaddrStorage>(fd, &mut iov, Some(&mut cmsg), MsgFlags::empty())
+        {
             Ok(msg) => msg,
             Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => continue,
             Err(e) => return Err(LabError::io("udp recvmsg", e.into())),
@@ -456,8 +464,12 @@ fn udp_echo(sock: UdpSocket, name: &str, stop: &AtomicBool) -> Result<(), LabErr
         let mut dst = None;
         if let Ok(cmsgs) = msg.cmsgs() {
             for c in cmsgs {
-                if let ControlMessageOwned::Ipv4PacketInfo(info) = c {
-                    dst = Some(info.ipi_addr);
+                match c {
+                    ControlMessageOwned::Ipv4PacketInfo(info) => dst = Some(Dst::V4(info.ipi_addr)),
+                    ControlMessageOwned::Ipv6PacketInfo(info) => {
+                        dst = Some(Dst::V6(info.ipi6_addr))
+                    }
+                    _ => {}
                 }
             }
         }
@@ -465,17 +477,29 @@ fn udp_echo(sock: UdpSocket, name: &str, stop: &AtomicBool) -> Result<(), LabErr
         reply.clear();
         reply.extend_from_slice(prefix.as_bytes());
         reply.extend_from_slice(&buf[..n]);
-        let info = libc::in_pktinfo {
-            ipi_ifindex: 0,
-            ipi_spec_dst: dst.unwrap_or(libc::in_addr { s_addr: 0 }),
-            ipi_addr: libc::in_addr { s_addr: 0 },
+        let (info4, info6);
+        let used: Vec<ControlMessage> = match dst {
+            Some(Dst::V4(a)) => {
+                info4 = libc::in_pktinfo {
+                    ipi_ifindex: 0,
+                    ipi_spec_dst: a,
+                    ipi_addr: libc::in_addr { s_addr: 0 },
+                };
+                vec![ControlMessage::Ipv4PacketInfo(&info4)]
+            }
+            Some(Dst::V6(a)) => {
+                info6 = libc::in6_pktinfo {
+                    ipi6_addr: a,
+                    ipi6_ifindex: 0,
+                };
+                vec![ControlMessage::Ipv6PacketInfo(&info6)]
+            }
+            None => Vec::new(),
         };
-        let cmsgs = [ControlMessage::Ipv4PacketInfo(&info)];
-        let used: &[ControlMessage] = if dst.is_some() { &cmsgs } else { &[] };
         match sendmsg(
             fd,
             &[IoSlice::new(&reply)],
-            used,
+            &used,
             MsgFlags::empty(),
             Some(&from),
         ) {
@@ -491,54 +515,6 @@ fn udp_echo(sock: UdpSocket, name: &str, stop: &AtomicBool) -> Result<(), LabErr
 fn ipv6_enabled() -> bool {
     std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/disable_ipv6")
         .is_ok_and(|v| v.trim() == "0")
-}
-
-/// [`udp_echo`] for IPv6 (IPV6_PKTINFO): an IPv6 socket bound to `::` with IPV6_V6ONLY (the
-/// IPv4 echo holds the port for IPv4).
-fn udp_echo6(sock: UdpSocket, name: &str, stop: &AtomicBool) -> Result<(), LabError> {
-    let prefix = format!("backend={name} ");
-    let mut buf = vec![0u8; UDP_MAX];
-    let mut reply = Vec::with_capacity(prefix.len() + UDP_MAX);
-    let mut cmsg = nix::cmsg_space!(libc::in6_pktinfo);
-    let fd = sock.as_raw_fd();
-    while !stop.load(Ordering::Relaxed) {
-        let mut iov = [IoSliceMut::new(&mut buf)];
-        let msg = match recvmsg::<SockaddrIn6>(fd, &mut iov, Some(&mut cmsg), MsgFlags::empty()) {
-            Ok(msg) => msg,
-            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(LabError::io("udp6 recvmsg", e.into())),
-        };
-        let (n, from) = (msg.bytes, msg.address);
-        let mut dst = None;
-        if let Ok(cmsgs) = msg.cmsgs() {
-            for c in cmsgs {
-                if let ControlMessageOwned::Ipv6PacketInfo(info) = c {
-                    dst = Some(info.ipi6_addr);
-                }
-            }
-        }
-        let Some(from) = from else { continue };
-        reply.clear();
-        reply.extend_from_slice(prefix.as_bytes());
-        reply.extend_from_slice(&buf[..n]);
-        let info = libc::in6_pktinfo {
-            ipi6_addr: dst.unwrap_or(libc::in6_addr { s6_addr: [0; 16] }),
-            ipi6_ifindex: 0,
-        };
-        let cmsgs = [ControlMessage::Ipv6PacketInfo(&info)];
-        let used: &[ControlMessage] = if dst.is_some() { &cmsgs } else { &[] };
-        match sendmsg(
-            fd,
-            &[IoSlice::new(&reply)],
-            used,
-            MsgFlags::empty(),
-            Some(&from),
-        ) {
-            Ok(_) | Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::ECONNREFUSED) => {}
-            Err(e) => return Err(LabError::io(format!("udp6 reply to {from}"), e.into())),
-        }
-    }
-    Ok(())
 }
 
 /// The sink's socket: 0.0.0.0:[`UDP_SINK_PORT`] (`[::]`, dual-stack, where the host has
