@@ -29,15 +29,6 @@ pub struct Ipv6Net {
     pub prefix_len: u8,
 }
 
-impl Ipv6Net {
-    /// Whether `ip` is on this prefix.
-    pub fn contains(&self, ip: Ipv6Addr) -> bool {
-        let bits = u32::from(self.prefix_len.min(128));
-        let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
-        ip.to_bits() & mask == self.addr.to_bits() & mask
-    }
-}
-
 /// One interface, as seen when it was looked up.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct InterfaceInfo {

@@ -251,11 +251,7 @@ async fn run_inner(
                 subnets: facts
                     .interface
                     .as_ref()
-                    .map(|i| {
-                        let v4 = i.ipv4.iter().map(|(a, p)| (IpAddr::V4(*a), *p));
-                        v4.chain(i.ipv6.iter().map(|(a, p)| (IpAddr::V6(*a), *p)))
-                            .collect()
-                    })
+                    .map(|i| i.nets().collect())
                     .unwrap_or_default(),
             },
             token: admin_token.clone(),
@@ -861,13 +857,17 @@ impl Node<'_> {
         }
         // Most changes keep the VIPs: nothing to announce, withdraw or watch.
         let vips_changed = !prev.same_vips(&table);
-        let (added, removed, after) = if vips_changed {
+        // The ARP-flux watch and the pair's segment probes speak ARP: IPv4 VIPs only; the
+        // IPv6 ones get their solicited-node groups joined.
+        let (added, removed, v4, v6) = if vips_changed {
             let before: HashSet<IpAddr> = prev.vips().collect();
             let after: HashSet<IpAddr> = table.vips().collect();
             // In the table's order, so new VIPs are announced first farms first.
             let added: Vec<IpAddr> = table.vips().filter(|v| !before.contains(v)).collect();
             let removed: Vec<IpAddr> = before.difference(&after).copied().collect();
-            (added, removed, after)
+            let v4: Vec<Ipv4Addr> = table.vips4().collect();
+            let v6: Vec<std::net::Ipv6Addr> = table.vips6().collect();
+            (added, removed, v4, v6)
         } else {
             Default::default()
         };
@@ -889,21 +889,6 @@ impl Node<'_> {
             crate::notify::ready(&format!("{farms} farm(s), forwarding table published"));
         }
         if vips_changed {
-            // The ARP-flux watch and the pair's segment probes speak ARP: IPv4 VIPs only.
-            let v4: Vec<Ipv4Addr> = after
-                .iter()
-                .filter_map(|v| match v {
-                    IpAddr::V4(v) => Some(*v),
-                    IpAddr::V6(_) => None,
-                })
-                .collect();
-            let v6: Vec<std::net::Ipv6Addr> = after
-                .iter()
-                .filter_map(|v| match v {
-                    IpAddr::V6(v) => Some(*v),
-                    IpAddr::V4(_) => None,
-                })
-                .collect();
             self.resolver.join_vip_groups(&v6);
             self.resolver.set_flux_vips(v4.clone());
             if self.pair.is_some() {

@@ -44,17 +44,17 @@ pub struct Approved {
 
 impl InterfaceFacts {
     /// Every network of the interface, both families.
-    fn nets(&self) -> impl Iterator<Item = (IpAddr, u8)> + '_ {
+    pub(crate) fn nets(&self) -> impl Iterator<Item = (IpAddr, u8)> + '_ {
         let v4 = self.ipv4.iter().map(|(a, p)| (IpAddr::V4(*a), *p));
         v4.chain(self.ipv6.iter().map(|(a, p)| (IpAddr::V6(*a), *p)))
     }
+}
 
-    /// Whether `ip` is on the interface's link: on one of its prefixes, or an IPv6
-    /// link-local address (every such address is on-link, RFC 4291).
-    pub(crate) fn on_link(&self, ip: IpAddr) -> bool {
-        matches!(ip, IpAddr::V6(v) if v.is_unicast_link_local())
-            || self.nets().any(|(net, p)| in_subnet(ip, net, p))
-    }
+/// Whether `ip` is on the link of an interface with networks `nets`: on one of them, or an
+/// IPv6 link-local address (every such address is on-link, RFC 4291).
+pub(crate) fn on_link(ip: IpAddr, mut nets: impl Iterator<Item = (IpAddr, u8)>) -> bool {
+    matches!(ip, IpAddr::V6(v) if v.is_unicast_link_local())
+        || nets.any(|(net, p)| in_subnet(ip, net, p))
 }
 
 /// Why the node refuses to start.
@@ -188,7 +188,7 @@ pub fn check(config: &Config, facts: &HostFacts) -> Result<Approved, PreflightEr
             }
         }
         for b in &farm.backends {
-            if !iface.on_link(b.ip) {
+            if !on_link(b.ip, iface.nets()) {
                 return Err(PreflightError::BackendOffSubnet {
                     farm: farm.name.clone(),
                     backend: b.name.clone(),

@@ -50,11 +50,8 @@ impl LabFarm {
         }
     }
 
-    /// The same farm on the lab's IPv6 VIP.
-    ///
-    /// # Panics
-    /// Never; a lab without IPv6 fails to start such a farm's node (its backends have no
-    /// IPv6 address).
+    /// The same farm on `vip` (e.g. the lab's IPv6 VIP; a lab without IPv6 refuses to write
+    /// the config of an IPv6 farm: its backends have no IPv6 address).
     pub fn on_vip(mut self, vip: impl Into<std::net::IpAddr>) -> Self {
         self.vip = Some(vip.into());
         self

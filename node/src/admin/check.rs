@@ -5,7 +5,7 @@
 //! another farm already holds on the same VIP and protocol. Pure functions of their inputs.
 
 use crate::config::{ConfigError, Keys};
-use crate::preflight::in_subnet;
+use crate::preflight::on_link;
 use cluster::Farm;
 use std::net::IpAddr;
 
@@ -59,11 +59,7 @@ pub fn farm_in_context(
                 format!("{} is the VIP of farm {:?}", b.ip, o.name),
             ));
         }
-        let link_local = matches!(b.ip, IpAddr::V6(v) if v.is_unicast_link_local());
-        if !net.subnets.is_empty()
-            && !link_local
-            && !net.subnets.iter().any(|(n, p)| in_subnet(b.ip, *n, *p))
-        {
+        if !net.subnets.is_empty() && !on_link(b.ip, net.subnets.iter().copied()) {
             let nets: Vec<String> = net
                 .subnets
                 .iter()
